@@ -1,0 +1,127 @@
+//! jwt-auth (COMPATIBILITY.md §7.5): find the token, the consumer by its key claim, then verify
+//! the signature for exactly the consumer's algorithm and the time claims ourselves.
+
+use base64::Engine;
+use serde_json::{Map, Value};
+
+use super::{Consumers, Fail, JwtPlugin, Pass, Reason, Source};
+use crate::request::RequestView;
+use crate::table::JwtClaim;
+
+pub(super) fn jwt_auth(
+    p: &JwtPlugin,
+    consumers: &Consumers,
+    req: &RequestView<'_>,
+    now: u64,
+) -> Result<Pass, Fail> {
+    let (token, source) = find_token(p, req).ok_or_else(|| {
+        Fail::new(
+            Reason::MissingJwt,
+            // Nothing present: nothing to hide.
+            Vec::new(),
+        )
+    })?;
+    let fail = |reason| Fail::new(reason, vec![source.clone()]);
+
+    let mut parts = token.split('.');
+    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(fail(Reason::JwtInvalid));
+    };
+    let header = decode_json_object(header_b64).ok_or_else(|| fail(Reason::JwtInvalid))?;
+    let payload = decode_json_object(payload_b64).ok_or_else(|| fail(Reason::JwtInvalid))?;
+
+    let key = match payload.get(&p.key_claim_name) {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => {
+            return Err(fail(Reason::MissingUserKey));
+        }
+        Some(Value::String(k)) => k,
+        Some(_) => return Err(fail(Reason::InvalidUserKey)),
+    };
+    let entry = consumers
+        .by_jwt_key
+        .get(key.as_str())
+        .ok_or_else(|| fail(Reason::InvalidUserKey))?;
+
+    // The header's `alg` must be exactly the consumer's algorithm; `none` never is.
+    if header.get("alg").and_then(Value::as_str) != Some(entry.algorithm_name.as_str()) {
+        return Err(fail(Reason::JwtVerifyFailed));
+    }
+    let message = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
+    match jsonwebtoken::crypto::verify(signature_b64, message, &entry.key, entry.algorithm) {
+        Ok(true) => {}
+        _ => return Err(fail(Reason::JwtVerifyFailed)),
+    }
+    if !claims_hold(&payload, &p.claims_to_verify, now, entry.grace) {
+        return Err(fail(Reason::JwtVerifyFailed));
+    }
+    Ok(Pass {
+        consumer: entry.consumer,
+        source,
+    })
+}
+
+/// Header (with or without `Bearer `), else query argument, else cookie.
+fn find_token(p: &JwtPlugin, req: &RequestView<'_>) -> Option<(String, Source)> {
+    if let Some(value) = req.headers.get(&p.header) {
+        let raw = String::from_utf8_lossy(value.as_bytes());
+        let token = raw
+            .strip_prefix("Bearer ")
+            .or_else(|| raw.strip_prefix("bearer "))
+            .unwrap_or(&raw);
+        return Some((token.to_string(), Source::Header(p.header.clone())));
+    }
+    if let Some(q) = req.query_arg(&p.query) {
+        let token = q.value.map(|v| v.into_owned()).unwrap_or_default();
+        return Some((token, Source::Query(p.query.clone())));
+    }
+    let cookie = req.cookie(&p.cookie)?;
+    Some((
+        String::from_utf8_lossy(cookie).into_owned(),
+        Source::Cookie(p.cookie.clone()),
+    ))
+}
+
+fn decode_json_object(part: &str) -> Option<Map<String, Value>> {
+    let bytes = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::URL_SAFE,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    )
+    .decode(part)
+    .ok()?;
+    match serde_json::from_slice(&bytes).ok()? {
+        Value::Object(map) => Some(map),
+        _ => None,
+    }
+}
+
+/// `exp` passes iff a number `> now − grace`; `nbf` iff a number `< now + grace`. Listed claims
+/// are required and only they are checked; with none listed, each is checked if present.
+fn claims_hold(payload: &Map<String, Value>, listed: &[JwtClaim], now: u64, grace: u64) -> bool {
+    let now = now as f64;
+    let grace = grace as f64;
+    let check = |claim: JwtClaim, required: bool| -> bool {
+        let name = match claim {
+            JwtClaim::Exp => "exp",
+            JwtClaim::Nbf => "nbf",
+        };
+        match payload.get(name) {
+            None => !required,
+            Some(Value::Number(n)) => {
+                let Some(v) = n.as_f64() else { return false };
+                match claim {
+                    JwtClaim::Exp => v > now - grace,
+                    JwtClaim::Nbf => v < now + grace,
+                }
+            }
+            Some(_) => false,
+        }
+    };
+    if listed.is_empty() {
+        check(JwtClaim::Exp, false) && check(JwtClaim::Nbf, false)
+    } else {
+        listed.iter().all(|c| check(*c, true))
+    }
+}

@@ -1,0 +1,344 @@
+//! The validated, indexed table the hot path reads. Everything a request needs is computed
+//! here, once per table: indexes, compiled regexes, CIDRs, digests, header values.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use rustls_pki_types::ServerName;
+
+use super::expr::CompiledExpr;
+use super::model::{Backend, Route, RouteTable, Scheme};
+use super::router::Router;
+use crate::auth::{AuthChain, Consumers};
+use crate::request::RequestView;
+
+/// Why a table was refused as a whole.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TableError {
+    #[error("route {route:?}: {problem}")]
+    Route { route: String, problem: String },
+    #[error("duplicate route id {0:?}: route ids must be unique")]
+    DuplicateRoute(String),
+    #[error("{0}")]
+    Consumer(String),
+    #[error("hash mismatch: the table says {claimed} but its content hashes to {actual}")]
+    HashMismatch { claimed: String, actual: String },
+}
+
+/// The methods COMPATIBILITY.md §2.2 admits, as bits.
+const METHODS: [&str; 10] = [
+    "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE", "PURGE",
+];
+
+fn method_bit(method: &str) -> Option<u16> {
+    METHODS.iter().position(|m| *m == method).map(|i| 1 << i)
+}
+
+#[derive(Debug)]
+pub struct CompiledRoute {
+    /// `<namespace>/<name>/<rule>`, shared with metric labels.
+    pub id: Arc<str>,
+    /// Bit set of allowed methods; `None`: any.
+    methods: Option<u16>,
+    remote_addrs: Vec<IpNet>,
+    exprs: Vec<CompiledExpr>,
+    pub websocket: bool,
+    pub auth: AuthChain,
+    pub upstream: CompiledUpstream,
+    /// Answers 503 without auth or upstream contact.
+    pub placeholder: bool,
+}
+
+impl CompiledRoute {
+    fn conditions_hold(&self, req: &RequestView<'_>) -> bool {
+        if let Some(bits) = self.methods
+            && method_bit(req.method.as_str()).is_none_or(|b| bits & b == 0)
+        {
+            return false;
+        }
+        if !self.remote_addrs.is_empty() && !self.remote_addrs.iter().any(|n| n.contains(&req.peer)) {
+            return false;
+        }
+        self.exprs.iter().all(|e| e.holds(req))
+    }
+}
+
+#[derive(Debug)]
+pub struct CompiledUpstream {
+    pub backends: Vec<CompiledBackend>,
+    /// Running sums of backend weights, for weighted round robin.
+    cumulative: Vec<u64>,
+    counter: AtomicU64,
+    pub connect_timeout: Duration,
+    pub send_timeout: Duration,
+    pub read_timeout: Duration,
+}
+
+#[derive(Debug)]
+pub struct CompiledBackend {
+    pub name: Arc<str>,
+    pub scheme: Scheme,
+    pub nodes: Vec<CompiledNode>,
+    counter: AtomicU64,
+    /// SNI / certificate name; `None`: the request's host.
+    pub server_name: Option<ServerName<'static>>,
+    pub verify: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct CompiledNode {
+    pub host: Arc<str>,
+    pub port: u16,
+    /// Pre-parsed when `host` is an IP literal.
+    pub addr: Option<SocketAddr>,
+}
+
+impl CompiledUpstream {
+    /// Weighted round robin over backends; `None` when every weight is 0 (or no backends).
+    pub fn pick_backend(&self) -> Option<&CompiledBackend> {
+        let total = *self.cumulative.last()?;
+        if total == 0 {
+            return None;
+        }
+        let n = self.counter.fetch_add(1, Ordering::Relaxed) % total;
+        let i = self.cumulative.partition_point(|sum| *sum <= n);
+        self.backends.get(i)
+    }
+}
+
+impl CompiledBackend {
+    /// The nodes in the order to try them: round robin start, then the others in turn.
+    pub fn node_order(&self) -> impl Iterator<Item = &CompiledNode> {
+        let len = self.nodes.len();
+        let start = if len == 0 {
+            0
+        } else {
+            (self.counter.fetch_add(1, Ordering::Relaxed) % len as u64) as usize
+        };
+        (0..len).map(move |i| &self.nodes[(start + i) % len])
+    }
+}
+
+/// A loaded table: the data it came from plus the indexes.
+#[derive(Debug)]
+pub struct CompiledTable {
+    pub generation: u64,
+    pub hash: String,
+    pub routes: Vec<CompiledRoute>,
+    pub consumers: Consumers,
+    router: Router,
+    source: RouteTable,
+}
+
+impl CompiledTable {
+    /// Validates the whole table; any problem rejects it whole with a message naming the part.
+    pub fn compile(mut table: RouteTable) -> Result<Self, TableError> {
+        let actual = table.content_hash();
+        if table.hash.is_empty() {
+            table.hash = actual;
+        } else if table.hash != actual {
+            return Err(TableError::HashMismatch { claimed: table.hash, actual });
+        }
+        let consumers = Consumers::compile(&table.consumers).map_err(TableError::Consumer)?;
+        let mut ids = std::collections::HashSet::new();
+        let mut routes = Vec::with_capacity(table.routes.len());
+        for route in &table.routes {
+            if !ids.insert(route.id.as_str()) {
+                return Err(TableError::DuplicateRoute(route.id.clone()));
+            }
+            let compiled = compile_route(route, &consumers).map_err(|problem| TableError::Route {
+                route: route.id.clone(),
+                problem,
+            })?;
+            routes.push(compiled);
+        }
+        let router = Router::build(table.routes.iter().enumerate().map(|(i, r)| {
+            (i as u32, r.priority, r.hosts.as_slice(), r.paths.as_slice())
+        }));
+        Ok(CompiledTable {
+            generation: table.generation,
+            hash: table.hash.clone(),
+            routes,
+            consumers,
+            router,
+            source: table,
+        })
+    }
+
+    /// The first route, in COMPATIBILITY.md §7.1 order, whose conditions hold.
+    pub fn find(&self, req: &RequestView<'_>) -> Option<&CompiledRoute> {
+        self.router
+            .candidates(req.host.as_deref(), &req.path)
+            .map(|i| &self.routes[i as usize])
+            .find(|r| r.conditions_hold(req))
+    }
+
+    /// The plain table this was compiled from.
+    pub fn source(&self) -> &RouteTable {
+        &self.source
+    }
+}
+
+fn compile_route(route: &Route, consumers: &Consumers) -> Result<CompiledRoute, String> {
+    if route.id.is_empty() {
+        return Err("id is empty".into());
+    }
+    if route.paths.is_empty() {
+        return Err("paths: at least one path is required".into());
+    }
+    let mut seen = std::collections::HashSet::new();
+    for p in &route.paths {
+        let valid = p == "*" || (p.starts_with('/') && !p[..p.len() - 1].contains('*'));
+        if !valid {
+            return Err(format!(
+                "paths: {p:?} must be \"*\" or start with \"/\", with \"*\" only as the last character"
+            ));
+        }
+        if !seen.insert(p) {
+            return Err(format!("paths: duplicate path {p:?}"));
+        }
+    }
+    for h in &route.hosts {
+        validate_host(h).map_err(|e| format!("hosts: {h:?}: {e}"))?;
+    }
+    let methods = if route.methods.is_empty() {
+        None
+    } else {
+        let mut bits = 0u16;
+        for m in &route.methods {
+            bits |= method_bit(m).ok_or_else(|| {
+                format!("methods: {m:?} is not one of {}", METHODS.join(" "))
+            })?;
+        }
+        Some(bits)
+    };
+    let remote_addrs = route
+        .remote_addrs
+        .iter()
+        .map(|a| parse_cidr(a).ok_or_else(|| format!("remote_addrs: {a:?} is not an IP address or CIDR")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let exprs = route
+        .exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| CompiledExpr::compile(e).map_err(|p| format!("exprs[{i}].{p}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let placeholder = route.placeholder.is_some();
+    if !placeholder && route.upstream.backends.is_empty() {
+        return Err("upstream: no backends (an untranslatable rule must be sent as a placeholder)".into());
+    }
+    let auth = AuthChain::compile(&route.plugins, consumers)?;
+    let t = route.upstream.timeouts;
+    let backends = route
+        .upstream
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| compile_backend(b).map_err(|e| format!("upstream.backends[{i}]: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut sum = 0u64;
+    let cumulative = route
+        .upstream
+        .backends
+        .iter()
+        .map(|b| {
+            sum += u64::from(b.weight);
+            sum
+        })
+        .collect();
+    let secs = |s: u64| Duration::from_secs(if s == 0 { super::model::DEFAULT_TIMEOUT_SECS } else { s });
+    Ok(CompiledRoute {
+        id: route.id.as_str().into(),
+        methods,
+        remote_addrs,
+        exprs,
+        websocket: route.websocket,
+        auth,
+        upstream: CompiledUpstream {
+            backends,
+            cumulative,
+            counter: AtomicU64::new(0),
+            connect_timeout: secs(t.connect),
+            send_timeout: secs(t.send),
+            read_timeout: secs(t.read),
+        },
+        placeholder,
+    })
+}
+
+fn compile_backend(b: &Backend) -> Result<CompiledBackend, String> {
+    let nodes = b
+        .nodes
+        .iter()
+        .map(|n| {
+            if n.host.is_empty() || n.port == 0 {
+                return Err(format!("node {}:{} needs a host and a non-zero port", n.host, n.port));
+            }
+            let ip = n.host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok();
+            Ok(CompiledNode {
+                host: n.host.as_str().into(),
+                port: n.port,
+                addr: ip.map(|ip| SocketAddr::new(ip, n.port)),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let server_name = match &b.tls.server_name {
+        Some(name) => Some(
+            ServerName::try_from(name.clone())
+                .map_err(|e| format!("tls.server_name {name:?}: {e}"))?,
+        ),
+        None => None,
+    };
+    Ok(CompiledBackend {
+        name: b.name.as_str().into(),
+        scheme: b.scheme,
+        nodes,
+        counter: AtomicU64::new(0),
+        server_name,
+        verify: b.tls.verify,
+    })
+}
+
+fn parse_cidr(text: &str) -> Option<IpNet> {
+    text.parse::<IpNet>()
+        .ok()
+        .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+/// Lower-case DNS name or IP literal (IPv6 in brackets), optionally `*.`-prefixed.
+pub fn validate_host(host: &str) -> Result<(), &'static str> {
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    if name.is_empty() {
+        return Err("empty host");
+    }
+    if name.contains('*') {
+        return Err("\"*\" is only allowed as a leading \"*.\"");
+    }
+    if let Some(v6) = name.strip_prefix('[') {
+        return match v6.strip_suffix(']').map(str::parse::<std::net::Ipv6Addr>) {
+            Some(Ok(_)) if !host.starts_with("*.") => Ok(()),
+            _ => Err("not a valid bracketed IPv6 address"),
+        };
+    }
+    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b)) {
+        return Err("must be a lower-case DNS name or IP address without port");
+    }
+    Ok(())
+}
+
+/// Which backend served, for metrics and logs.
+pub fn scheme_name(s: Scheme) -> &'static str {
+    match s {
+        Scheme::Http => "http",
+        Scheme::Https => "https",
+    }
+}
+
+// The table is shared across worker threads behind an `ArcSwap`.
+const _: fn() = || {
+    fn check<T: Send + Sync>() {}
+    check::<CompiledTable>();
+};

@@ -1,0 +1,378 @@
+//! The route table as plain data: the form the controller sends and the dataplane loads.
+//!
+//! Everything here is `Clone + PartialEq + Serialize`; nothing is precomputed. Loading a table
+//! ([`crate::table::CompiledTable::compile`]) validates it and builds the indexes the hot path uses.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Version tag of the table format. Bumped on incompatible changes.
+pub const TABLE_FORMAT: &str = "v1";
+
+/// One complete, versioned configuration of the dataplane.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTable {
+    /// Monotonic generation assigned by the controller.
+    pub generation: u64,
+    /// SHA-256 (hex) of the canonical JSON of `routes` and `consumers`; see [`RouteTable::content_hash`].
+    /// Empty in hand-written tables: it is filled in on load.
+    #[serde(default)]
+    pub hash: String,
+    /// Routes in declaration order. The order is the last tie-breaker between equal rules, so the
+    /// controller emits them sorted by namespace, ApisixRoute name and rule index.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    #[serde(default)]
+    pub consumers: Vec<Consumer>,
+}
+
+impl RouteTable {
+    /// Deterministic hash of the content (generation excluded): equal content, equal hash.
+    pub fn content_hash(&self) -> String {
+        #[derive(Serialize)]
+        struct Content<'a> {
+            format: &'a str,
+            routes: &'a [Route],
+            consumers: &'a [Consumer],
+        }
+        let canonical = serde_json::to_vec(&Content {
+            format: TABLE_FORMAT,
+            routes: &self.routes,
+            consumers: &self.consumers,
+        })
+        .expect("route table serialises to JSON"); // plain data: cannot fail
+        hex::encode(Sha256::digest(canonical))
+    }
+
+    /// Sets `hash` from the content.
+    pub fn with_hash(mut self) -> Self {
+        self.hash = self.content_hash();
+        self
+    }
+}
+
+/// One rule of an `ApisixRoute`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// `<namespace>/<name>/<rule name>`; unique in a table.
+    pub id: String,
+    /// Exact host names or `*.suffix` wildcards, lower case. Empty: any host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// `/exact`, `/prefix*` or `*`.
+    pub paths: Vec<String>,
+    /// Upper-case method names. Empty: any method.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// Addresses or CIDRs the TCP peer must be in. Empty: anyone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remote_addrs: Vec<String>,
+    /// Conditions that must all hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exprs: Vec<Expr>,
+    #[serde(default)]
+    pub priority: i64,
+    /// Whether WebSocket upgrades are proxied on this rule.
+    #[serde(default)]
+    pub websocket: bool,
+    #[serde(default)]
+    pub plugins: Plugins,
+    #[serde(default)]
+    pub upstream: Upstream,
+    /// Set when the rule could not be translated: it matches as written and answers 503 without
+    /// authentication or upstream contact. The text says why (for logs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placeholder: Option<String>,
+}
+
+/// One `match.exprs[]` condition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expr {
+    pub scope: ExprScope,
+    /// Header, query argument or cookie name; ignored for `Path`.
+    #[serde(default)]
+    pub name: String,
+    pub op: ExprOp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set: Option<Vec<String>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExprScope {
+    Header,
+    Query,
+    Cookie,
+    Path,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExprOp {
+    Equal,
+    NotEqual,
+    GreaterThan,
+    GreaterThanEqual,
+    LessThan,
+    LessThanEqual,
+    In,
+    NotIn,
+    RegexMatch,
+    RegexMatchCaseInsensitive,
+    RegexNotMatch,
+    RegexNotMatchCaseInsensitive,
+}
+
+impl ExprOp {
+    pub fn uses_set(self) -> bool {
+        matches!(self, ExprOp::In | ExprOp::NotIn)
+    }
+    pub fn is_numeric(self) -> bool {
+        matches!(
+            self,
+            ExprOp::GreaterThan | ExprOp::GreaterThanEqual | ExprOp::LessThan | ExprOp::LessThanEqual
+        )
+    }
+}
+
+/// The auth plugins of a rule with their route-level options.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plugins {
+    #[serde(default, rename = "key-auth", skip_serializing_if = "Option::is_none")]
+    pub key_auth: Option<KeyAuthConfig>,
+    #[serde(default, rename = "basic-auth", skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuthConfig>,
+    #[serde(default, rename = "jwt-auth", skip_serializing_if = "Option::is_none")]
+    pub jwt_auth: Option<JwtAuthConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeyAuthConfig {
+    pub header: String,
+    pub query: String,
+    pub hide_credentials: bool,
+    pub realm: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anonymous_consumer: Option<String>,
+}
+
+impl Default for KeyAuthConfig {
+    fn default() -> Self {
+        Self {
+            header: "apikey".into(),
+            query: "apikey".into(),
+            hide_credentials: false,
+            realm: "key".into(),
+            anonymous_consumer: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BasicAuthConfig {
+    pub hide_credentials: bool,
+    pub realm: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anonymous_consumer: Option<String>,
+}
+
+impl Default for BasicAuthConfig {
+    fn default() -> Self {
+        Self {
+            hide_credentials: false,
+            realm: "basic".into(),
+            anonymous_consumer: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtAuthConfig {
+    pub header: String,
+    pub query: String,
+    pub cookie: String,
+    pub hide_credentials: bool,
+    pub key_claim_name: String,
+    pub realm: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anonymous_consumer: Option<String>,
+    /// `exp` and/or `nbf`. Empty: each is checked only if present in the token.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub claims_to_verify: Vec<JwtClaim>,
+}
+
+impl Default for JwtAuthConfig {
+    fn default() -> Self {
+        Self {
+            header: "authorization".into(),
+            query: "jwt".into(),
+            cookie: "jwt".into(),
+            hide_credentials: false,
+            key_claim_name: "key".into(),
+            realm: "jwt".into(),
+            anonymous_consumer: None,
+            claims_to_verify: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JwtClaim {
+    Exp,
+    Nbf,
+}
+
+/// Where a rule's traffic goes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Upstream {
+    /// Weighted backends (one per `backends[]` entry that resolved).
+    pub backends: Vec<Backend>,
+    pub timeouts: Timeouts,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Self {
+            backends: Vec::new(),
+            timeouts: Timeouts::default(),
+        }
+    }
+}
+
+/// Whole seconds, as COMPATIBILITY.md §2.2 says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    pub connect: u64,
+    pub send: u64,
+    pub read: u64,
+}
+
+pub const DEFAULT_TIMEOUT_SECS: u64 = 60;
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: DEFAULT_TIMEOUT_SECS,
+            send: DEFAULT_TIMEOUT_SECS,
+            read: DEFAULT_TIMEOUT_SECS,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    #[default]
+    Http,
+    Https,
+}
+
+/// One Service port's worth of nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    /// For logs and metrics, e.g. `demo/echo:ws`.
+    #[serde(default)]
+    pub name: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    #[serde(default)]
+    pub scheme: Scheme,
+    /// May be empty (no ready endpoints): the share is answered 503.
+    #[serde(default)]
+    pub nodes: Vec<Node>,
+    #[serde(default)]
+    pub tls: UpstreamTls,
+}
+
+fn default_weight() -> u32 {
+    100
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    /// IP literal, or a DNS name (ExternalName Services) resolved when connecting.
+    pub host: String,
+    pub port: u16,
+}
+
+/// TLS towards `https` backends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamTls {
+    /// SNI and certificate name. `None`: the request's host (IP literals: no SNI, IP SAN check).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    pub verify: bool,
+}
+
+impl Default for UpstreamTls {
+    fn default() -> Self {
+        Self {
+            server_name: None,
+            verify: true,
+        }
+    }
+}
+
+/// An `ApisixConsumer`, with at most one credential.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Consumer {
+    /// `<namespace>_<name>`.
+    pub username: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<Credential>,
+}
+
+/// A consumer's credential in the form the dataplane checks it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Credential {
+    /// Plaintext keys never leave the controller: only the SHA-256 (hex) of the key travels.
+    KeyAuth { key_sha256: String },
+    BasicAuth { username: String, password: String },
+    JwtAuth(JwtCredential),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtCredential {
+    /// Value of the token's key claim that selects this consumer.
+    pub key: String,
+    #[serde(default = "default_jwt_algorithm")]
+    pub algorithm: String,
+    /// HMAC secret for `HS*` (base64 text when `base64_secret`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    #[serde(default)]
+    pub base64_secret: bool,
+    /// PEM public key for `RS*`, `PS*`, `ES*`, `EdDSA`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    /// Leeway in seconds for `exp` and `nbf`.
+    #[serde(default)]
+    pub lifetime_grace_period: u64,
+}
+
+fn default_jwt_algorithm() -> String {
+    "HS256".into()
+}
+
+/// SHA-256 hex digest of a key-auth key, as carried in [`Credential::KeyAuth`].
+pub fn key_digest_hex(key: &[u8]) -> String {
+    hex::encode(Sha256::digest(key))
+}

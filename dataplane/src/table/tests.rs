@@ -1,0 +1,378 @@
+//! Matching (COMPATIBILITY.md §7.1) and table validation, table-driven.
+
+use super::*;
+use crate::request::RequestView;
+use http::{HeaderMap, Method, Uri};
+
+/// Fixture builder for routes.
+pub(crate) struct R(pub Route);
+
+pub(crate) fn route(id: &str) -> R {
+    R(Route {
+        id: id.into(),
+        paths: vec!["/*".into()],
+        upstream: Upstream {
+            backends: vec![backend("b", 100, &[("127.0.0.1", 1)])],
+            timeouts: Timeouts::default(),
+        },
+        ..Route::default()
+    })
+}
+
+pub(crate) fn backend(name: &str, weight: u32, nodes: &[(&str, u16)]) -> Backend {
+    Backend {
+        name: name.into(),
+        weight,
+        scheme: Scheme::Http,
+        nodes: nodes.iter().map(|(h, p)| Node { host: h.to_string(), port: *p }).collect(),
+        tls: UpstreamTls::default(),
+    }
+}
+
+impl R {
+    pub fn hosts(mut self, h: &[&str]) -> Self {
+        self.0.hosts = h.iter().map(|s| s.to_string()).collect();
+        self
+    }
+    pub fn paths(mut self, p: &[&str]) -> Self {
+        self.0.paths = p.iter().map(|s| s.to_string()).collect();
+        self
+    }
+    pub fn methods(mut self, m: &[&str]) -> Self {
+        self.0.methods = m.iter().map(|s| s.to_string()).collect();
+        self
+    }
+    pub fn remote(mut self, a: &[&str]) -> Self {
+        self.0.remote_addrs = a.iter().map(|s| s.to_string()).collect();
+        self
+    }
+    pub fn priority(mut self, p: i64) -> Self {
+        self.0.priority = p;
+        self
+    }
+    pub fn expr(mut self, e: Expr) -> Self {
+        self.0.exprs.push(e);
+        self
+    }
+    pub fn placeholder(mut self) -> Self {
+        self.0.placeholder = Some("test".into());
+        self.0.upstream.backends.clear();
+        self
+    }
+    pub fn backends(mut self, b: Vec<Backend>) -> Self {
+        self.0.upstream.backends = b;
+        self
+    }
+}
+
+pub(crate) fn table(routes: Vec<R>) -> CompiledTable {
+    CompiledTable::compile(RouteTable {
+        generation: 1,
+        hash: String::new(),
+        routes: routes.into_iter().map(|r| r.0).collect(),
+        consumers: vec![],
+    })
+    .expect("valid table")
+}
+
+fn find(t: &CompiledTable, method: &str, uri: &str, host: Option<&str>, peer: &str) -> Option<String> {
+    let uri: Uri = uri.parse().unwrap();
+    let method: Method = method.parse().unwrap();
+    let mut h = HeaderMap::new();
+    if let Some(host) = host {
+        h.insert(http::header::HOST, host.parse().unwrap());
+    }
+    let view = RequestView::new(&method, &uri, &h, peer.parse().unwrap());
+    t.find(&view).map(|r| r.id.to_string())
+}
+
+fn get(t: &CompiledTable, uri: &str, host: Option<&str>) -> Option<String> {
+    find(t, "GET", uri, host, "127.0.0.1")
+}
+
+#[test]
+fn host_groups_are_tried_exact_then_longest_wildcard_then_hostless() {
+    let t = table(vec![
+        route("any").paths(&["/*"]).priority(100),
+        route("wild-short").hosts(&["*.com"]),
+        route("wild-long").hosts(&["*.example.com"]),
+        route("exact").hosts(&["a.example.com"]),
+    ]);
+    let cases = [
+        (Some("a.example.com"), Some("exact")),
+        (Some("A.Example.com:9080"), Some("exact")),
+        (Some("b.example.com"), Some("wild-long")),
+        (Some("x.b.example.com"), Some("wild-long")),
+        (Some("example.com"), Some("wild-short")),
+        (Some("other.org"), Some("any")),
+        (None, Some("any")),
+    ];
+    for (host, want) in cases {
+        assert_eq!(get(&t, "/x", host).as_deref(), want, "host {host:?}");
+    }
+}
+
+#[test]
+fn wildcard_never_matches_the_bare_suffix() {
+    let t = table(vec![route("w").hosts(&["*.example.com"])]);
+    assert_eq!(get(&t, "/", Some("example.com")), None);
+    assert_eq!(get(&t, "/", Some("a.example.com")).as_deref(), Some("w"));
+}
+
+#[test]
+fn host_bound_rule_beats_hostless_whatever_priority_or_path() {
+    let t = table(vec![
+        route("hostless-exact").paths(&["/raw"]).priority(1000),
+        route("host-prefix").hosts(&["ws.example.com"]).paths(&["/*"]),
+    ]);
+    assert_eq!(get(&t, "/raw", Some("ws.example.com")).as_deref(), Some("host-prefix"));
+    assert_eq!(get(&t, "/raw", Some("other")).as_deref(), Some("hostless-exact"));
+}
+
+#[test]
+fn falls_through_to_later_host_groups_when_nothing_matches() {
+    let t = table(vec![
+        route("exact-host").hosts(&["a.example.com"]).paths(&["/only"]),
+        route("hostless").paths(&["/other"]),
+    ]);
+    assert_eq!(get(&t, "/other", Some("a.example.com")).as_deref(), Some("hostless"));
+}
+
+#[test]
+fn paths_exact_first_then_longest_prefix() {
+    let t = table(vec![
+        route("star").paths(&["*"]).priority(50),
+        route("foo-star").paths(&["/foo*"]),
+        route("foo-slash-star").paths(&["/foo/*"]),
+        route("foo-bar-star").paths(&["/foo/bar*"]).priority(-5),
+        route("exact").paths(&["/foo/bar"]).priority(-10),
+    ]);
+    let cases = [
+        ("/foo/bar", "exact"),
+        ("/foo/barn", "foo-bar-star"),
+        ("/foo/bar/", "foo-bar-star"),
+        ("/foo/x", "foo-slash-star"),
+        ("/foo/", "foo-slash-star"),
+        ("/foo", "foo-star"),
+        ("/foobar", "foo-star"),
+        ("/fo", "star"),
+        ("/", "star"),
+        ("/foo/../foo/bar?x=1", "exact"),
+        ("//foo//bar", "exact"),
+        ("/%66oo/bar", "exact"),
+    ];
+    for (path, want) in cases {
+        assert_eq!(get(&t, path, None).as_deref(), Some(want), "path {path}");
+    }
+}
+
+#[test]
+fn paths_are_case_sensitive_and_trailing_slash_counts() {
+    let t = table(vec![route("raw").paths(&["/raw"])]);
+    assert_eq!(get(&t, "/raw", None).as_deref(), Some("raw"));
+    assert_eq!(get(&t, "/RAW", None), None);
+    assert_eq!(get(&t, "/raw/", None), None);
+}
+
+#[test]
+fn priority_breaks_ties_on_the_same_pattern_but_never_beats_a_longer_prefix() {
+    let t = table(vec![
+        route("a-low").paths(&["/api/*"]).priority(1),
+        route("a-high").paths(&["/api/*"]).priority(9),
+        route("short-high").paths(&["/*"]).priority(100),
+    ]);
+    assert_eq!(get(&t, "/api/x", None).as_deref(), Some("a-high"));
+    // Equal priority: table order decides.
+    let t = table(vec![route("first").paths(&["/x"]), route("second").paths(&["/x"])]);
+    assert_eq!(get(&t, "/x", None).as_deref(), Some("first"));
+}
+
+#[test]
+fn conditions_failing_moves_to_the_next_candidate() {
+    let t = table(vec![
+        route("post-only").paths(&["/api/*"]).methods(&["POST"]),
+        route("lan-only").paths(&["/api/*"]).remote(&["10.0.0.0/8"]).priority(-1),
+        route("header").paths(&["/api/*"]).priority(-2).expr(Expr {
+            scope: ExprScope::Header,
+            name: "x-env".into(),
+            op: ExprOp::Equal,
+            value: Some("prod".into()),
+            set: None,
+        }),
+        route("fallback").paths(&["/*"]),
+    ]);
+    assert_eq!(find(&t, "POST", "/api/x", None, "127.0.0.1").as_deref(), Some("post-only"));
+    assert_eq!(find(&t, "GET", "/api/x", None, "10.1.2.3").as_deref(), Some("lan-only"));
+    assert_eq!(find(&t, "GET", "/api/x", None, "127.0.0.1").as_deref(), Some("fallback"));
+    assert_eq!(find(&t, "HEAD", "/api/x", None, "10.0.0.1").as_deref(), Some("lan-only"));
+}
+
+#[test]
+fn get_does_not_imply_head_and_unknown_methods_never_match_a_method_list() {
+    let t = table(vec![route("get").methods(&["GET"])]);
+    assert_eq!(find(&t, "HEAD", "/", None, "127.0.0.1"), None);
+    assert_eq!(find(&t, "BREW", "/", None, "127.0.0.1"), None);
+    assert_eq!(find(&t, "GET", "/", None, "127.0.0.1").as_deref(), Some("get"));
+}
+
+#[test]
+fn remote_addrs_accept_addresses_and_cidrs_of_both_families() {
+    let t = table(vec![route("r").remote(&["192.168.1.7", "fd00::/8"])]);
+    assert!(find(&t, "GET", "/", None, "192.168.1.7").is_some());
+    assert!(find(&t, "GET", "/", None, "192.168.1.8").is_none());
+    assert!(find(&t, "GET", "/", None, "fd12::1").is_some());
+    assert!(find(&t, "GET", "/", None, "::1").is_none());
+}
+
+#[test]
+fn absolute_form_authority_wins_over_host_header() {
+    let t = table(vec![route("a").hosts(&["a.test"]), route("b").hosts(&["b.test"])]);
+    assert_eq!(get(&t, "http://a.test/x", Some("b.test")).as_deref(), Some("a"));
+}
+
+#[test]
+fn matching_is_indexed_not_linear() {
+    // 10k host-bound routes: a lookup probes hash maps, so it finds the right one among many.
+    let routes: Vec<R> = (0..10_000)
+        .map(|i| route(&format!("ns/r{i}/0")).hosts(&[&format!("h{i}.example.com")]).paths(&["/raw"]))
+        .collect();
+    let t = table(routes);
+    assert_eq!(get(&t, "/raw", Some("h9876.example.com")).as_deref(), Some("ns/r9876/0"));
+    assert_eq!(get(&t, "/raw", Some("h10000.example.com")), None);
+}
+
+fn compile_err(routes: Vec<R>) -> TableError {
+    CompiledTable::compile(RouteTable {
+        generation: 1,
+        hash: String::new(),
+        routes: routes.into_iter().map(|r| r.0).collect(),
+        consumers: vec![],
+    })
+    .expect_err("table must be rejected")
+}
+
+#[test]
+fn invalid_tables_are_rejected_whole_with_the_reason() {
+    let bad_regex = route("re").expr(Expr {
+        scope: ExprScope::Path,
+        name: String::new(),
+        op: ExprOp::RegexMatch,
+        value: Some("(".into()),
+        set: None,
+    });
+    let cases: Vec<(Vec<R>, &str)> = vec![
+        (vec![route("a"), route("a")], "duplicate route id \"a\""),
+        (vec![route("a").backends(vec![])], "route \"a\": upstream: no backends"),
+        (vec![route("a").paths(&[])], "route \"a\": paths: at least one path"),
+        (vec![route("a").paths(&["raw"])], "must be \"*\" or start with \"/\""),
+        (vec![route("a").paths(&["/a*b"])], "with \"*\" only as the last character"),
+        (vec![route("a").paths(&["/a", "/a"])], "duplicate path \"/a\""),
+        (vec![route("a").hosts(&["*foo.com"])], "hosts: \"*foo.com\""),
+        (vec![route("a").hosts(&["Foo.com"])], "lower-case DNS name"),
+        (vec![route("a").hosts(&["foo.com:80"])], "without port"),
+        (vec![route("a").methods(&["get"])], "methods: \"get\" is not one of"),
+        (vec![route("a").remote(&["10.0.0.0/33"])], "remote_addrs: \"10.0.0.0/33\""),
+        (vec![bad_regex], "exprs[0].value: invalid regex"),
+        (
+            vec![route("a").backends(vec![backend("b", 1, &[("127.0.0.1", 0)])])],
+            "upstream.backends[0]: node 127.0.0.1:0",
+        ),
+    ];
+    for (routes, want) in cases {
+        let err = compile_err(routes).to_string();
+        assert!(err.contains(want), "got {err:?}, want it to contain {want:?}");
+    }
+}
+
+#[test]
+fn placeholder_routes_need_no_backends_and_match() {
+    let t = table(vec![route("p").paths(&["/p"]).placeholder()]);
+    let uri: Uri = "/p".parse().unwrap();
+    let h = HeaderMap::new();
+    let view = RequestView::new(&Method::GET, &uri, &h, "127.0.0.1".parse().unwrap());
+    assert!(t.find(&view).unwrap().placeholder);
+}
+
+#[test]
+fn hash_is_deterministic_and_checked() {
+    let make = || RouteTable {
+        generation: 7,
+        hash: String::new(),
+        routes: vec![route("a").0, route("b").0],
+        consumers: vec![],
+    };
+    let h1 = make().content_hash();
+    assert_eq!(h1, make().content_hash());
+    let mut other = make();
+    other.generation = 8;
+    assert_eq!(h1, other.content_hash(), "generation is not content");
+    other.routes.swap(0, 1);
+    assert_ne!(h1, other.content_hash(), "route order is content");
+    let mut tampered = make().with_hash();
+    tampered.routes[0].priority = 5;
+    assert!(matches!(CompiledTable::compile(tampered), Err(TableError::HashMismatch { .. })));
+    assert_eq!(CompiledTable::compile(make().with_hash()).unwrap().hash, h1);
+}
+
+#[test]
+fn weighted_round_robin_over_backends_then_nodes() {
+    let t = table(vec![route("w").backends(vec![
+        backend("ten", 10, &[("10.0.0.1", 80), ("10.0.0.2", 80)]),
+        backend("five", 5, &[("10.0.1.1", 80)]),
+        backend("zero", 0, &[("10.0.2.1", 80)]),
+    ])]);
+    let up = &t.routes[0].upstream;
+    let mut counts = std::collections::HashMap::new();
+    let mut nodes = std::collections::HashMap::new();
+    for _ in 0..150 {
+        let b = up.pick_backend().unwrap();
+        *counts.entry(b.name.to_string()).or_insert(0) += 1;
+        let first = b.node_order().next().unwrap().host.to_string();
+        *nodes.entry(first).or_insert(0) += 1;
+    }
+    assert_eq!(counts["ten"], 100);
+    assert_eq!(counts["five"], 50);
+    assert!(!counts.contains_key("zero"));
+    assert_eq!(nodes["10.0.0.1"], 50);
+    assert_eq!(nodes["10.0.0.2"], 50);
+    // Order after the round-robin start visits every node once.
+    let b = &up.backends[0];
+    let order: Vec<String> = b.node_order().map(|n| n.host.to_string()).collect();
+    assert_eq!(order.len(), 2);
+    assert_ne!(order[0], order[1]);
+}
+
+#[test]
+fn all_weights_zero_picks_nothing() {
+    let t = table(vec![route("w").backends(vec![backend("z", 0, &[("10.0.0.1", 80)])])]);
+    assert!(t.routes[0].upstream.pick_backend().is_none());
+}
+
+#[test]
+fn table_round_trips_through_yaml_and_json() {
+    let yaml = r#"
+generation: 3
+routes:
+  - id: demo/echo/ws
+    hosts: [ws.example.com]
+    paths: [/raw, /raw/*]
+    websocket: true
+    plugins:
+      key-auth: {}
+    upstream:
+      backends:
+        - name: demo/echo:ws
+          weight: 100
+          nodes: [{host: 127.0.0.1, port: 8080}]
+consumers:
+  - username: demo_jack
+    credential: {type: key-auth, key_sha256: 6aa04fd2e1ce6dfc0ae2e7e4a4ee1b1dc1e63c4ae07c0a1e8b3bb4c3a9f5a0f1}
+"#;
+    let t: RouteTable = serde_yaml::from_str(yaml).unwrap();
+    assert_eq!(t.routes[0].plugins.key_auth.as_ref().unwrap().header, "apikey");
+    let json = serde_json::to_string(&t).unwrap();
+    let back: RouteTable = serde_json::from_str(&json).unwrap();
+    assert_eq!(t, back);
+    let err = serde_yaml::from_str::<RouteTable>("generation: 1\nroutez: []\n").unwrap_err();
+    assert!(err.to_string().contains("unknown field `routez`"), "{err}");
+}
