@@ -2,6 +2,13 @@
 //! handshakes over a route table that can be swapped without touching live connections.
 #![deny(rust_2018_idioms)]
 
+pub mod admin;
 pub mod auth;
+pub mod config;
+pub mod duration;
+pub mod metrics;
+pub mod proxy;
 pub mod request;
 pub mod table;
+pub mod table_file;
+pub mod tls;

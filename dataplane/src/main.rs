@@ -1,1 +1,104 @@
-fn main() {}
+//! `portcullis-dataplane`: serves client traffic over a route table.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use portcullis_dataplane::config::Args;
+use portcullis_dataplane::metrics::Metrics;
+use portcullis_dataplane::proxy::Dataplane;
+use portcullis_dataplane::proxy::upstream::UpstreamTls;
+use portcullis_dataplane::{admin, table_file, tls};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tracing::{error, info, warn};
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    init_logging(&args.log_format);
+    let settings = args.validate().map_err(anyhow::Error::msg)?;
+
+    let extra_ca = match &args.upstream_ca_file {
+        Some(path) => Some(std::fs::read(path).with_context(|| format!("cannot read --upstream-ca-file {}", path.display()))?),
+        None => None,
+    };
+    let upstream_tls = UpstreamTls::new(extra_ca.as_deref()).map_err(anyhow::Error::msg)?;
+    let metrics = Metrics::default();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let dataplane = Dataplane::new(settings, upstream_tls, metrics);
+
+    if let Some(path) = &args.table {
+        let table = table_file::load(path)?;
+        dataplane
+            .apply(table)
+            .with_context(|| format!("route table {} was rejected", path.display()))?;
+        spawn_reload_on_sighup(dataplane.clone(), path.clone())?;
+    } else {
+        warn!("no --table given: not ready and answering 503 until a route table arrives");
+    }
+
+    let http = TcpListener::bind(args.listen_http)
+        .await
+        .with_context(|| format!("cannot listen on --listen-http {}", args.listen_http))?;
+    info!(addr = %http.local_addr()?, "HTTP listener up");
+    tokio::spawn(dataplane.clone().serve(http, None));
+
+    if let (Some(addr), Some(cert), Some(key)) = (args.listen_https, &args.tls_cert, &args.tls_key) {
+        let acceptor = tls::acceptor(cert, key)?;
+        let https = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on --listen-https {addr}"))?;
+        info!(addr = %https.local_addr()?, "HTTPS listener up");
+        tokio::spawn(dataplane.clone().serve(https, Some(acceptor)));
+    }
+
+    let admin_listener = TcpListener::bind(args.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on --admin-listen {}", args.admin_listen))?;
+    info!(addr = %admin_listener.local_addr()?, "admin listener up");
+    let ready_dp = dataplane.clone();
+    tokio::spawn(admin::serve(admin_listener, Arc::new(registry), Arc::new(move || ready_dp.is_ready())));
+
+    shutdown_signal().await;
+    info!("shutting down");
+    Ok(())
+}
+
+fn spawn_reload_on_sighup(dataplane: Arc<Dataplane>, path: PathBuf) -> Result<()> {
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot install the SIGHUP handler")?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            match table_file::load(&path) {
+                // `apply` logs success and rejection; the old table stays on rejection.
+                Ok(table) => {
+                    let _ = dataplane.apply(table);
+                }
+                Err(e) => error!(error = %e, "reload failed; the previous table stays in effect"),
+            }
+        }
+    });
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}

@@ -1,0 +1,60 @@
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tracing::debug;
+
+/// What `/readyz` asks.
+pub type ReadyFn = Arc<dyn Fn() -> bool + Send + Sync>;
+
+pub async fn serve(listener: TcpListener, registry: Arc<Registry>, ready: ReadyFn) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else { continue };
+        let registry = registry.clone();
+        let ready = ready.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let registry = registry.clone();
+                let ready = ready.clone();
+                async move { Ok::<_, Infallible>(respond(&req, &registry, &*ready)) }
+            });
+            if let Err(error) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service)
+                .await
+            {
+                debug!(%error, "admin connection error");
+            }
+        });
+    }
+}
+
+fn respond(req: &Request<Incoming>, registry: &Registry, ready: &(dyn Fn() -> bool + Send + Sync)) -> Response<Full<Bytes>> {
+    let text = |status: StatusCode, body: String, content_type: &'static str| {
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        *r.status_mut() = status;
+        r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+        r
+    };
+    match req.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n".into(), "text/plain; charset=utf-8"),
+        "/readyz" if ready() => text(StatusCode::OK, "ready\n".into(), "text/plain; charset=utf-8"),
+        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready: no route table yet\n".into(), "text/plain; charset=utf-8"),
+        "/metrics" => {
+            let mut out = String::new();
+            match prometheus_client::encoding::text::encode(&mut out, registry) {
+                Ok(()) => text(StatusCode::OK, out, "application/openmetrics-text; version=1.0.0; charset=utf-8"),
+                Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed\n".into(), "text/plain; charset=utf-8"),
+            }
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found: try /healthz, /readyz or /metrics\n".into(), "text/plain; charset=utf-8"),
+    }
+}

@@ -1,0 +1,124 @@
+//! Command-line flags of `portcullis-dataplane`; every flag also reads a `PORTCULLIS_*`
+//! environment variable. Cross-field checks live in [`Args::validate`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::duration::parse_go_duration;
+use crate::proxy::ProxySettings;
+
+fn duration(s: &str) -> Result<Duration, String> {
+    parse_go_duration(s)
+}
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "portcullis-dataplane", version, about = "Portcullis dataplane: authenticated WebSocket and HTTP proxy")]
+pub struct Args {
+    /// Plain HTTP listener for client traffic.
+    #[arg(long, env = "PORTCULLIS_LISTEN_HTTP", default_value = "0.0.0.0:9080")]
+    pub listen_http: SocketAddr,
+    /// HTTPS listener for client traffic (needs --tls-cert and --tls-key).
+    #[arg(long, env = "PORTCULLIS_LISTEN_HTTPS")]
+    pub listen_https: Option<SocketAddr>,
+    /// PEM certificate chain for the HTTPS listener.
+    #[arg(long, env = "PORTCULLIS_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for the HTTPS listener.
+    #[arg(long, env = "PORTCULLIS_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Admin listener: /healthz, /readyz, /metrics.
+    #[arg(long, env = "PORTCULLIS_ADMIN_LISTEN", default_value = "0.0.0.0:9091")]
+    pub admin_listen: SocketAddr,
+    /// Route table file (YAML or JSON), reloaded on SIGHUP. Used until the sync channel exists.
+    #[arg(long, env = "PORTCULLIS_TABLE")]
+    pub table: Option<PathBuf>,
+    /// Extra CA certificates (PEM) trusted for `https` upstreams, besides the system store.
+    #[arg(long, env = "PORTCULLIS_UPSTREAM_CA_FILE")]
+    pub upstream_ca_file: Option<PathBuf>,
+    /// Time allowed from the first byte of a request head to its end (then 408).
+    #[arg(long, env = "PORTCULLIS_HEADER_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub header_timeout: Duration,
+    /// Idle time allowed between requests on a kept-alive client connection.
+    #[arg(long, env = "PORTCULLIS_KEEPALIVE_TIMEOUT", default_value = "75s", value_parser = duration)]
+    pub keepalive_timeout: Duration,
+    /// Largest request head (request line and headers) in bytes (then 431). At least 8192.
+    #[arg(long, env = "PORTCULLIS_MAX_HEADER_BYTES", default_value_t = 16384)]
+    pub max_header_bytes: usize,
+    /// Most request headers allowed (then 431).
+    #[arg(long, env = "PORTCULLIS_MAX_HEADERS", default_value_t = 100)]
+    pub max_headers: usize,
+    /// How long a write to a WebSocket client may stall before the connection is closed.
+    #[arg(long, env = "PORTCULLIS_CLIENT_SEND_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub client_send_timeout: Duration,
+    /// Log format: text or json. Levels come from PORTCULLIS_LOG (e.g. `info`, `portcullis_dataplane=debug`).
+    #[arg(long, env = "PORTCULLIS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+impl Args {
+    /// Checks that need more than one flag; the message says what to change.
+    pub fn validate(&self) -> Result<ProxySettings, String> {
+        if self.listen_https.is_some() && (self.tls_cert.is_none() || self.tls_key.is_none()) {
+            return Err("--listen-https needs --tls-cert and --tls-key".into());
+        }
+        if self.listen_https.is_none() && (self.tls_cert.is_some() || self.tls_key.is_some()) {
+            return Err("--tls-cert/--tls-key are only used with --listen-https; add it or drop them".into());
+        }
+        if self.max_header_bytes < 8192 {
+            return Err(format!("--max-header-bytes {} is too small: use at least 8192", self.max_header_bytes));
+        }
+        if self.max_headers == 0 {
+            return Err("--max-headers must be at least 1".into());
+        }
+        for (name, d) in [("--header-timeout", self.header_timeout), ("--keepalive-timeout", self.keepalive_timeout), ("--client-send-timeout", self.client_send_timeout)] {
+            if d.is_zero() {
+                return Err(format!("{name} must be greater than 0"));
+            }
+        }
+        Ok(ProxySettings {
+            header_timeout: self.header_timeout,
+            keepalive_timeout: self.keepalive_timeout,
+            max_header_bytes: self.max_header_bytes,
+            max_headers: self.max_headers,
+            client_send_timeout: self.client_send_timeout,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<ProxySettings, String> {
+        let mut all = vec!["portcullis-dataplane"];
+        all.extend_from_slice(args);
+        Args::try_parse_from(all).map_err(|e| e.to_string())?.validate()
+    }
+
+    #[test]
+    fn defaults_are_sensible() {
+        let s = parse(&[]).unwrap();
+        assert_eq!(s.header_timeout, Duration::from_secs(10));
+        assert_eq!(s.max_header_bytes, 16384);
+    }
+
+    #[test]
+    fn cross_field_errors_say_what_to_do() {
+        let cases: [(&[&str], &str); 6] = [
+            (&["--listen-https", "127.0.0.1:9443"], "--listen-https needs --tls-cert and --tls-key"),
+            (&["--tls-cert", "c.pem"], "only used with --listen-https"),
+            (&["--max-header-bytes", "100"], "use at least 8192"),
+            (&["--max-headers", "0"], "at least 1"),
+            (&["--header-timeout", "0s"], "--header-timeout must be greater than 0"),
+            (&["--header-timeout", "ten"], "expected a number"),
+        ];
+        for (args, want) in cases {
+            let err = parse(args).unwrap_err();
+            assert!(err.contains(want), "{args:?}: {err}");
+        }
+        assert!(parse(&["--listen-https", "127.0.0.1:0", "--tls-cert", "c", "--tls-key", "k", "--header-timeout", "1m30s"]).is_ok());
+    }
+}

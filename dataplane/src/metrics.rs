@@ -1,0 +1,163 @@
+//! The dataplane's Prometheus metrics, one registry per process, all prefixed `portcullis_`.
+//! Documented in `docs/metrics.md`; change both together.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// What happened to a request or handshake. Low cardinality by construction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// WebSocket upgraded (upstream answered 101).
+    Upgraded,
+    /// Upstream answered; the status class says how.
+    Upstream1xx,
+    Upstream2xx,
+    Upstream3xx,
+    Upstream4xx,
+    Upstream5xx,
+    Unauthorized,
+    NotFound,
+    BadGateway,
+    Unavailable,
+    GatewayTimeout,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Upgraded => "101",
+            Outcome::Upstream1xx => "upstream_1xx",
+            Outcome::Upstream2xx => "upstream_2xx",
+            Outcome::Upstream3xx => "upstream_3xx",
+            Outcome::Upstream4xx => "upstream_4xx",
+            Outcome::Upstream5xx => "upstream_5xx",
+            Outcome::Unauthorized => "401",
+            Outcome::NotFound => "404",
+            Outcome::BadGateway => "502",
+            Outcome::Unavailable => "503",
+            Outcome::GatewayTimeout => "504",
+        }
+    }
+
+    pub fn from_upstream_status(status: u16) -> Self {
+        match status {
+            100..=199 => Outcome::Upstream1xx,
+            200..=299 => Outcome::Upstream2xx,
+            300..=399 => Outcome::Upstream3xx,
+            400..=499 => Outcome::Upstream4xx,
+            _ => Outcome::Upstream5xx,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `http` or `websocket` (an upgrade request on a websocket-enabled rule).
+    pub kind: &'static str,
+    /// Route id, empty when no route matched.
+    pub route: Arc<str>,
+    pub outcome: &'static str,
+    /// For 401: which check failed; for 502/503/504: why; else empty.
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    pub direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+/// Handles to every metric; cheap to clone (each metric is an `Arc` inside).
+#[derive(Clone, Default)]
+pub struct Metrics {
+    pub requests: Family<RequestLabels, Counter>,
+    pub websockets_active: Gauge,
+    pub websocket_bytes: Family<DirectionLabels, Counter>,
+    pub websockets_closed: Family<ReasonLabels, Counter>,
+    pub connections_rejected: Family<ReasonLabels, Counter>,
+    pub table_generation: Gauge,
+    pub table_loads: Family<ResultLabels, Counter>,
+    pub connections_active: Gauge,
+}
+
+impl Metrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "portcullis_requests",
+            "Requests and WebSocket handshakes by kind, route and outcome",
+            self.requests.clone(),
+        );
+        registry.register(
+            "portcullis_websockets_active",
+            "Established WebSocket connections being proxied",
+            self.websockets_active.clone(),
+        );
+        registry.register(
+            "portcullis_websocket_bytes",
+            "Bytes copied on established WebSockets, by direction",
+            self.websocket_bytes.clone(),
+        );
+        registry.register(
+            "portcullis_websockets_closed",
+            "WebSocket connections ended, by reason",
+            self.websockets_closed.clone(),
+        );
+        registry.register(
+            "portcullis_connections_rejected",
+            "Client connections ended before a request was routed (header too large, header timeout, bad request)",
+            self.connections_rejected.clone(),
+        );
+        registry.register(
+            "portcullis_client_connections_active",
+            "Open client connections",
+            self.connections_active.clone(),
+        );
+        registry.register(
+            "portcullis_table_generation",
+            "Generation of the route table in effect",
+            self.table_generation.clone(),
+        );
+        registry.register(
+            "portcullis_table_loads",
+            "Route tables offered to this dataplane, by result (applied, rejected)",
+            self.table_loads.clone(),
+        );
+    }
+
+    pub fn request(&self, kind: &'static str, route: &Arc<str>, outcome: Outcome, reason: &'static str) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                kind,
+                route: route.clone(),
+                outcome: outcome.as_str(),
+                reason,
+            })
+            .inc();
+    }
+
+    pub fn bytes(&self, direction: &'static str) -> Counter {
+        self.websocket_bytes
+            .get_or_create(&DirectionLabels { direction })
+            .clone()
+    }
+
+    pub fn rejected_connection(&self, reason: &'static str) {
+        self.connections_rejected
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+}

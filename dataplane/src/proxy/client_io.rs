@@ -1,0 +1,214 @@
+//! The client side of a connection: plain TCP or TLS, wrapped so that a request head that takes
+//! too long is answered 408 and an idle kept-alive connection is closed.
+//!
+//! hyper's own `header_read_timeout` closes the connection without a response, so the timer
+//! lives here, in the I/O the server reads from. The request handler tells it when a request
+//! is being served ([`ConnPhase`]); while waiting for a head, the first byte starts the header
+//! timer, and no byte at all within the keep-alive timeout closes the connection silently.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+use tokio_rustls::server::TlsStream;
+
+use crate::metrics::Metrics;
+
+/// A client connection's transport.
+pub enum ClientStream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            ClientStream::Plain($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+            ClientStream::Tls($s) => {
+                let $s = Pin::new($s.as_mut());
+                $e
+            }
+        }
+    };
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        delegate!(self, s => s.poll_write(cx, buf))
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_flush(cx))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_shutdown(cx))
+    }
+    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        delegate!(self, s => s.poll_write_vectored(cx, bufs))
+    }
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            ClientStream::Plain(s) => s.is_write_vectored(),
+            ClientStream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}
+
+const AWAITING_HEAD: u8 = 0;
+const SERVING: u8 = 1;
+const UPGRADED: u8 = 2;
+
+/// Shared between a connection's I/O and its request handler.
+#[derive(Debug, Default)]
+pub struct ConnPhase(AtomicU8);
+
+impl ConnPhase {
+    pub fn serving(&self) {
+        self.0.store(SERVING, Ordering::Release);
+    }
+    pub fn await_next_head(&self) {
+        // An upgraded connection never goes back to HTTP.
+        let _ = self.0.compare_exchange(SERVING, AWAITING_HEAD, Ordering::AcqRel, Ordering::Acquire);
+    }
+    pub fn upgraded(&self) {
+        self.0.store(UPGRADED, Ordering::Release);
+    }
+    fn get(&self) -> u8 {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct HeadLimits {
+    /// From the first byte of a request head to its end.
+    pub header_timeout: Duration,
+    /// Idle time allowed between requests on a kept-alive connection.
+    pub keepalive_timeout: Duration,
+}
+
+pub struct GuardedIo {
+    inner: ClientStream,
+    phase: Arc<ConnPhase>,
+    limits: HeadLimits,
+    /// Armed only while waiting for a head; dropped while serving or upgraded.
+    deadline: Option<Pin<Box<Sleep>>>,
+    /// Bytes of the current head have arrived (so a timeout is answered 408).
+    head_started: bool,
+    /// The phase seen on the previous read, to notice a new wait for a head.
+    last_phase: u8,
+    metrics: Metrics,
+}
+
+impl GuardedIo {
+    pub fn new(inner: ClientStream, phase: Arc<ConnPhase>, limits: HeadLimits, metrics: Metrics) -> Self {
+        // The first head must arrive within the header timeout of the accept.
+        GuardedIo {
+            inner,
+            phase,
+            limits,
+            deadline: Some(Box::pin(tokio::time::sleep(limits.header_timeout))),
+            head_started: false,
+            last_phase: AWAITING_HEAD,
+            metrics,
+        }
+    }
+
+    pub fn into_inner(self) -> ClientStream {
+        self.inner
+    }
+
+    fn rearm(&mut self, after: Duration) {
+        let at = Instant::now() + after;
+        match &mut self.deadline {
+            Some(sleep) => sleep.as_mut().reset(at),
+            None => self.deadline = Some(Box::pin(tokio::time::sleep_until(at))),
+        }
+    }
+
+    /// Best effort: the socket's send buffer is empty at this point, so this rarely pends.
+    fn send_408(&mut self, cx: &mut Context<'_>) {
+        let bytes = super::responses::request_timeout_bytes();
+        let mut inner = Pin::new(&mut self.inner);
+        if let Poll::Ready(Ok(_)) = inner.as_mut().poll_write(cx, &bytes) {
+            let _ = inner.as_mut().poll_flush(cx);
+        }
+    }
+}
+
+impl AsyncRead for GuardedIo {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let phase = this.phase.get();
+        if phase != AWAITING_HEAD {
+            this.last_phase = phase;
+            this.deadline = None;
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        if this.last_phase != AWAITING_HEAD {
+            // A response just completed: the keep-alive wait starts now.
+            this.last_phase = AWAITING_HEAD;
+            this.head_started = false;
+            this.rearm(this.limits.keepalive_timeout);
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                if !this.head_started {
+                    this.head_started = true;
+                    this.rearm(this.limits.header_timeout);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => {
+                let Some(deadline) = this.deadline.as_mut() else {
+                    return Poll::Pending;
+                };
+                if deadline.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                if this.head_started {
+                    this.metrics.rejected_connection("header_timeout");
+                    this.send_408(cx);
+                } else {
+                    this.metrics.rejected_connection("idle_timeout");
+                }
+                Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "request head timeout")))
+            }
+            other => other,
+        }
+    }
+}
+
+use std::future::Future;
+
+impl AsyncWrite for GuardedIo {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}

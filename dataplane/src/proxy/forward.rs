@@ -1,0 +1,279 @@
+//! What goes upstream and what comes back: header rewriting per COMPATIBILITY.md §4 and §7.6.
+//! Pure functions over `http` types.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Uri, Version};
+
+use crate::auth::{CompiledConsumer, RequestEdits};
+use crate::request::{remove_cookie, remove_query_arg};
+
+pub const X_CONSUMER_USERNAME: HeaderName = HeaderName::from_static("x-consumer-username");
+pub const X_CONSUMER_CUSTOM_ID: HeaderName = HeaderName::from_static("x-consumer-custom-id");
+pub const X_CREDENTIAL_IDENTIFIER: HeaderName = HeaderName::from_static("x-credential-identifier");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+/// The listener a request came in on.
+#[derive(Clone, Copy, Debug)]
+pub struct Listener {
+    pub scheme: &'static str,
+    pub port: u16,
+}
+
+/// Removes hop-by-hop headers: `Connection` and those it names, and the fixed list.
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// Rewrites a request's head for the upstream. `websocket`: forward the upgrade.
+pub fn prepare_request(
+    parts: &mut http::request::Parts,
+    peer: IpAddr,
+    listener: Listener,
+    websocket: bool,
+    consumer: Option<&CompiledConsumer>,
+    edits: &RequestEdits,
+) {
+    let headers = &mut parts.headers;
+    let client_upgrade = headers.get(header::UPGRADE).cloned();
+    remove_hop_by_hop(headers);
+    for name in [header::EXPECT, FORWARDED, X_CONSUMER_USERNAME, X_CREDENTIAL_IDENTIFIER, X_CONSUMER_CUSTOM_ID] {
+        headers.remove(name);
+    }
+
+    for name in &edits.remove_headers {
+        headers.remove(name);
+    }
+    if !edits.remove_cookies.is_empty() {
+        let cookies: Vec<HeaderValue> = headers.get_all(header::COOKIE).iter().cloned().collect();
+        headers.remove(header::COOKIE);
+        for value in cookies {
+            let mut kept = Some(value.as_bytes().to_vec());
+            for name in &edits.remove_cookies {
+                kept = kept.and_then(|v| remove_cookie(&v, name));
+            }
+            if let Some(v) = kept.and_then(|v| HeaderValue::from_bytes(&v).ok()) {
+                headers.append(header::COOKIE, v);
+            }
+        }
+    }
+
+    // Host is forwarded unchanged; an absolute-form target supplies it when the header is absent.
+    if !headers.contains_key(header::HOST)
+        && let Some(authority) = parts.uri.authority()
+        && let Ok(v) = HeaderValue::from_str(authority.as_str())
+    {
+        headers.insert(header::HOST, v);
+    }
+    let host = headers.get(header::HOST).cloned();
+
+    let peer_text = peer.to_string();
+    let xff = match headers.get_all(X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>() {
+        prior if prior.is_empty() => peer_text.clone(),
+        prior => format!("{}, {peer_text}", prior.join(", ")),
+    };
+    headers.remove(X_FORWARDED_FOR);
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&peer_text) {
+        headers.insert(X_REAL_IP, v);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(listener.scheme));
+    headers.remove(X_FORWARDED_HOST);
+    let mut port = listener.port;
+    if let Some(host) = host {
+        if let Some(p) = host.to_str().ok().and_then(port_of_host) {
+            port = p;
+        }
+        headers.insert(X_FORWARDED_HOST, host);
+    }
+    headers.insert(X_FORWARDED_PORT, HeaderValue::from(port));
+
+    if websocket && let Some(upgrade) = client_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        headers.insert(header::UPGRADE, upgrade);
+    }
+    if let Some(c) = consumer {
+        headers.insert(X_CONSUMER_USERNAME, c.username_header.clone());
+        if let Some(id) = &c.custom_id_header {
+            headers.insert(X_CONSUMER_CUSTOM_ID, id.clone());
+        }
+    }
+
+    parts.uri = origin_form(&parts.uri, &edits.remove_query_args);
+    parts.version = Version::HTTP_11;
+}
+
+/// `path?query` for the upstream, with the named query arguments removed.
+fn origin_form(uri: &Uri, remove_args: &[String]) -> Uri {
+    let path = uri.path();
+    let path = if path.is_empty() { "/" } else { path };
+    let mut query = uri.query().map(str::to_string);
+    for name in remove_args {
+        query = query.and_then(|q| remove_query_arg(&q, name));
+    }
+    let target = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    target.parse().unwrap_or_else(|_| Uri::from_static("/"))
+}
+
+fn port_of_host(host: &str) -> Option<u16> {
+    let after = match host.rfind(']') {
+        Some(i) => &host[i + 1..],
+        None => host,
+    };
+    after.rsplit_once(':').and_then(|(_, p)| p.parse().ok())
+}
+
+/// Removes hop-by-hop headers from an upstream response; for a 101, restores the upgrade pair.
+pub fn prepare_response(headers: &mut HeaderMap, upgraded: bool) {
+    let upgrade = headers.get(header::UPGRADE).cloned();
+    remove_hop_by_hop(headers);
+    if upgraded {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        if let Some(u) = upgrade {
+            headers.insert(header::UPGRADE, u);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Request;
+
+    fn parts(uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
+        let mut b = Request::get(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    const LISTENER: Listener = Listener { scheme: "http", port: 9080 };
+
+    #[test]
+    fn hop_by_hop_and_identity_headers_are_removed_and_forwarding_headers_set() {
+        let mut p = parts(
+            "/raw?x=1",
+            &[
+                ("host", "ws.example.com:8443"),
+                ("connection", "keep-alive, X-Secret"),
+                ("x-secret", "1"),
+                ("keep-alive", "timeout=5"),
+                ("te", "trailers"),
+                ("upgrade", "websocket"),
+                ("expect", "100-continue"),
+                ("forwarded", "for=1.2.3.4"),
+                ("x-consumer-username", "admin"),
+                ("x-consumer-custom-id", "spoof"),
+                ("x-credential-identifier", "spoof"),
+                ("x-forwarded-for", "10.0.0.1"),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "evil"),
+                ("x-forwarded-port", "1"),
+                ("origin", "http://example.com"),
+                ("sec-websocket-key", "abc"),
+            ],
+        );
+        prepare_request(&mut p, "127.0.0.2".parse().unwrap(), LISTENER, false, None, &RequestEdits::default());
+        let h = &p.headers;
+        for gone in [
+            "connection", "x-secret", "keep-alive", "te", "upgrade", "expect", "forwarded",
+            "x-consumer-username", "x-consumer-custom-id", "x-credential-identifier",
+        ] {
+            assert!(!h.contains_key(gone), "{gone} must be removed");
+        }
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.2");
+        assert_eq!(h["x-real-ip"], "127.0.0.2");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "ws.example.com:8443");
+        assert_eq!(h["x-forwarded-port"], "8443");
+        assert_eq!(h["host"], "ws.example.com:8443");
+        assert_eq!(h["origin"], "http://example.com");
+        assert_eq!(h["sec-websocket-key"], "abc");
+        assert_eq!(p.uri, "/raw?x=1");
+    }
+
+    #[test]
+    fn websocket_upgrade_is_forwarded_with_the_consumer() {
+        let mut p = parts("http://ws.example.com/raw", &[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        let consumer = CompiledConsumer {
+            username: "demo_jack".into(),
+            username_header: HeaderValue::from_static("demo_jack"),
+            custom_id_header: Some(HeaderValue::from_static("c-1")),
+            credential_fingerprint: None,
+        };
+        prepare_request(&mut p, "::1".parse().unwrap(), LISTENER, true, Some(&consumer), &RequestEdits::default());
+        assert_eq!(p.headers["connection"], "Upgrade");
+        assert_eq!(p.headers["upgrade"], "websocket");
+        assert_eq!(p.headers["x-consumer-username"], "demo_jack");
+        assert_eq!(p.headers["x-consumer-custom-id"], "c-1");
+        assert_eq!(p.headers["host"], "ws.example.com");
+        assert_eq!(p.headers["x-forwarded-port"], "9080");
+        assert_eq!(p.uri, "/raw", "absolute-form becomes origin-form");
+    }
+
+    #[test]
+    fn hide_credentials_edits_are_applied() {
+        let mut p = parts(
+            "/raw?a=%20x&apikey=k&b=2",
+            &[("apikey", "k"), ("cookie", "x=1; jwt=t; y=2"), ("cookie", "jwt=u")],
+        );
+        let edits = RequestEdits {
+            remove_headers: vec![HeaderName::from_static("apikey")],
+            remove_query_args: vec!["apikey".into()],
+            remove_cookies: vec!["jwt".into()],
+        };
+        prepare_request(&mut p, "127.0.0.1".parse().unwrap(), LISTENER, false, None, &edits);
+        assert!(!p.headers.contains_key("apikey"));
+        assert_eq!(p.uri, "/raw?a=%20x&b=2");
+        let cookies: Vec<_> = p.headers.get_all("cookie").iter().collect();
+        assert_eq!(cookies, vec!["x=1; y=2"]);
+    }
+
+    #[test]
+    fn response_keeps_upgrade_only_for_101() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("Upgrade"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert("sec-websocket-accept", HeaderValue::from_static("x"));
+        let mut plain = h.clone();
+        prepare_response(&mut h, true);
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["sec-websocket-accept"], "x");
+        prepare_response(&mut plain, false);
+        assert!(!plain.contains_key("upgrade") && !plain.contains_key("connection"));
+    }
+}

@@ -1,0 +1,366 @@
+//! Listeners and the request path: accept → (TLS) → HTTP/1.1 with limits → route → auth →
+//! upstream → response, or upgrade and splice.
+
+pub mod body;
+pub mod client_io;
+pub mod forward;
+pub mod responses;
+pub mod splice;
+pub mod upstream;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwapOption;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tracing::{Instrument, debug, info, warn};
+
+use crate::auth::authenticate;
+use crate::metrics::{Metrics, Outcome};
+use crate::request::{RequestView, is_websocket_upgrade};
+use crate::table::{CompiledRoute, CompiledTable, RouteTable, TableError};
+use body::ResponseBody;
+use client_io::{ClientStream, ConnPhase, GuardedIo, HeadLimits};
+use forward::Listener;
+use splice::{Limits, Splice, SpliceEnd};
+use upstream::{UpstreamStream, UpstreamTls};
+
+/// Listener limits (DESIGN.md §4), from flags.
+#[derive(Clone, Copy, Debug)]
+pub struct ProxySettings {
+    pub header_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    /// Request line plus headers; more is answered 431.
+    pub max_header_bytes: usize,
+    /// More headers than this is answered 431.
+    pub max_headers: usize,
+    /// How long a write to a WebSocket client may stall before the connection is ended.
+    pub client_send_timeout: Duration,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        ProxySettings {
+            header_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(75),
+            max_header_bytes: 16 * 1024,
+            max_headers: 100,
+            client_send_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The shared state of a dataplane: the live table and what every connection needs.
+pub struct Dataplane {
+    table: ArcSwapOption<CompiledTable>,
+    pub metrics: Metrics,
+    upstream_tls: UpstreamTls,
+    settings: ProxySettings,
+}
+
+impl Dataplane {
+    pub fn new(settings: ProxySettings, upstream_tls: UpstreamTls, metrics: Metrics) -> Arc<Self> {
+        Arc::new(Dataplane {
+            table: ArcSwapOption::empty(),
+            metrics,
+            upstream_tls,
+            settings,
+        })
+    }
+
+    /// Validates and swaps in a table. Listeners and established connections are untouched;
+    /// new requests see the new table. On error the current table stays.
+    pub fn apply(&self, table: RouteTable) -> Result<Arc<CompiledTable>, TableError> {
+        let generation = table.generation;
+        match CompiledTable::compile(table) {
+            Ok(compiled) => {
+                let compiled = Arc::new(compiled);
+                self.table.store(Some(compiled.clone()));
+                self.metrics.table_generation.set(compiled.generation as i64);
+                self.metrics.table_loads.get_or_create(&crate::metrics::ResultLabels { result: "applied" }).inc();
+                info!(generation, hash = %compiled.hash, routes = compiled.routes.len(), consumers = compiled.consumers.list.len(), "route table applied");
+                Ok(compiled)
+            }
+            Err(error) => {
+                self.metrics.table_loads.get_or_create(&crate::metrics::ResultLabels { result: "rejected" }).inc();
+                warn!(generation, %error, "route table rejected; the previous table stays in effect");
+                Err(error)
+            }
+        }
+    }
+
+    pub fn current(&self) -> Option<Arc<CompiledTable>> {
+        self.table.load_full()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.table.load().is_some()
+    }
+
+    /// Accepts connections until the task is dropped.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, tls: Option<TlsAcceptor>) {
+        let local = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let info = Listener { scheme: if tls.is_some() { "https" } else { "http" }, port: local };
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(pair) => pair,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let dp = self.clone();
+            let tls = tls.clone();
+            tokio::spawn(
+                async move { dp.serve_connection(tcp, peer, info, tls).await }
+                    .instrument(tracing::debug_span!("conn", %peer)),
+            );
+        }
+    }
+
+    async fn serve_connection(self: Arc<Self>, tcp: tokio::net::TcpStream, peer: SocketAddr, listener: Listener, tls: Option<TlsAcceptor>) {
+        let stream = match tls {
+            None => ClientStream::Plain(tcp),
+            Some(acceptor) => match tokio::time::timeout(self.settings.header_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => ClientStream::Tls(Box::new(s)),
+                Ok(Err(error)) => {
+                    debug!(%error, "TLS handshake failed");
+                    self.metrics.rejected_connection("tls_handshake");
+                    return;
+                }
+                Err(_) => {
+                    self.metrics.rejected_connection("tls_handshake_timeout");
+                    return;
+                }
+            },
+        };
+        self.metrics.connections_active.inc();
+        let phase = Arc::new(ConnPhase::default());
+        let limits = HeadLimits {
+            header_timeout: self.settings.header_timeout,
+            keepalive_timeout: self.settings.keepalive_timeout,
+        };
+        let io = GuardedIo::new(stream, phase.clone(), limits, self.metrics.clone());
+        let dp = self.clone();
+        let service = service_fn(move |req| {
+            let dp = dp.clone();
+            let phase = phase.clone();
+            async move { Ok::<_, Infallible>(dp.handle(req, peer, listener, phase).await) }
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .max_buf_size(self.settings.max_header_bytes.max(8192))
+            .max_headers(self.settings.max_headers)
+            .header_read_timeout(None)
+            .keep_alive(true);
+        if let Err(error) = builder.serve_connection(TokioIo::new(io), service).with_upgrades().await {
+            if error.is_parse_too_large() {
+                self.metrics.rejected_connection("header_too_large");
+            } else if error.is_parse() {
+                self.metrics.rejected_connection("bad_request");
+            }
+            debug!(%error, "client connection ended with an error");
+        }
+        self.metrics.connections_active.dec();
+    }
+
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr, listener: Listener, phase: Arc<ConnPhase>) -> Response<ResponseBody> {
+        phase.serving();
+        let response = self.route_and_forward(req, peer, listener, &phase).await;
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            response
+        } else {
+            let (parts, body) = response.into_parts();
+            Response::from_parts(parts, body.notify_end(phase))
+        }
+    }
+
+    async fn route_and_forward(&self, req: Request<Incoming>, peer: SocketAddr, listener: Listener, phase: &Arc<ConnPhase>) -> Response<ResponseBody> {
+        let Some(table) = self.current() else {
+            return responses::no_config();
+        };
+        let upgrade_requested = is_websocket_upgrade(req.method(), req.version(), req.headers());
+        let no_route: Arc<str> = Arc::from("");
+        let view = RequestView::new(req.method(), req.uri(), req.headers(), peer.ip());
+        let Some(route) = table.find(&view) else {
+            let kind = if upgrade_requested { "websocket" } else { "http" };
+            self.metrics.request(kind, &no_route, Outcome::NotFound, "");
+            return responses::not_found();
+        };
+        let websocket = upgrade_requested && route.websocket;
+        let kind = if websocket { "websocket" } else { "http" };
+        if route.placeholder {
+            self.metrics.request(kind, &route.id, Outcome::Unavailable, "rule_not_accepted");
+            return responses::gateway_error(StatusCode::SERVICE_UNAVAILABLE, false);
+        }
+        let auth = match authenticate(&route.auth, &table.consumers, &view, unix_now()) {
+            Ok(a) => a,
+            Err(rejection) => {
+                self.metrics.request(kind, &route.id, Outcome::Unauthorized, rejection.reason.label());
+                debug!(route = %route.id, reason = rejection.reason.label(), "request refused");
+                return responses::unauthorized(&rejection);
+            }
+        };
+        let request_host = view.host.clone();
+        drop(view);
+
+        let (mut parts, body) = req.into_parts();
+        let client_upgrade = if websocket { parts.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
+        let consumer = auth.consumer.map(|c| &table.consumers.list[c]);
+        forward::prepare_request(&mut parts, peer.ip(), listener, websocket, consumer, &auth.edits);
+        let upstream_req = Request::from_parts(parts, body);
+
+        match self.exchange(route, request_host.as_deref(), upstream_req).await {
+            Err(status) => {
+                let outcome = match status {
+                    StatusCode::SERVICE_UNAVAILABLE => Outcome::Unavailable,
+                    StatusCode::GATEWAY_TIMEOUT => Outcome::GatewayTimeout,
+                    _ => Outcome::BadGateway,
+                };
+                self.metrics.request(kind, &route.id, outcome, "");
+                responses::gateway_error(status, status != StatusCode::SERVICE_UNAVAILABLE)
+            }
+            Ok(mut resp) => {
+                let status = resp.status();
+                if status == StatusCode::SWITCHING_PROTOCOLS {
+                    let (Some(client_upgrade), Some(upstream_upgrade)) = (client_upgrade, resp.extensions_mut().remove::<hyper::upgrade::OnUpgrade>()) else {
+                        // A 101 we did not ask for: refuse to relay it.
+                        self.metrics.request(kind, &route.id, Outcome::BadGateway, "unexpected_101");
+                        return responses::gateway_error(StatusCode::BAD_GATEWAY, true);
+                    };
+                    self.metrics.request(kind, &route.id, Outcome::Upgraded, "");
+                    phase.upgraded();
+                    let limits = Limits {
+                        idle: route.upstream.read_timeout,
+                        upstream_send: route.upstream.send_timeout,
+                        client_send: self.settings.client_send_timeout,
+                    };
+                    let metrics = self.metrics.clone();
+                    let route_id = route.id.clone();
+                    tokio::spawn(
+                        async move { run_websocket(client_upgrade, upstream_upgrade, limits, metrics).await }
+                            .instrument(tracing::debug_span!("websocket", route = %route_id)),
+                    );
+                    let (mut parts, _) = resp.into_parts();
+                    forward::prepare_response(&mut parts.headers, true);
+                    return Response::from_parts(parts, ResponseBody::empty());
+                }
+                self.metrics.request(kind, &route.id, Outcome::from_upstream_status(status.as_u16()), "");
+                let (mut parts, body) = resp.into_parts();
+                forward::prepare_response(&mut parts.headers, false);
+                if status.is_server_error() {
+                    parts.headers.insert(responses::UPSTREAM_STATUS, http::HeaderValue::from(status.as_u16()));
+                }
+                Response::from_parts(parts, ResponseBody::upstream(body))
+            }
+        }
+    }
+
+    /// Picks a backend and node, connects (trying the backend's other nodes on connect
+    /// failure), sends the request and waits for the response head.
+    async fn exchange(&self, route: &CompiledRoute, request_host: Option<&str>, req: Request<Incoming>) -> Result<Response<Incoming>, StatusCode> {
+        let upstream = &route.upstream;
+        let backend = upstream.pick_backend().ok_or(StatusCode::SERVICE_UNAVAILABLE)?;
+        if backend.nodes.is_empty() {
+            return Err(StatusCode::SERVICE_UNAVAILABLE);
+        }
+        let mut last_error = None;
+        let mut stream = None;
+        for node in backend.node_order() {
+            match upstream::connect(node, backend, request_host, &self.upstream_tls, upstream.connect_timeout).await {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(error) => {
+                    debug!(route = %route.id, backend = %backend.name, %error, "upstream connect failed");
+                    last_error = Some(error);
+                }
+            }
+        }
+        let Some(stream) = stream else {
+            let timed_out = last_error.as_ref().is_some_and(|e| e.is_timeout());
+            if let Some(error) = last_error {
+                warn!(route = %route.id, backend = %backend.name, %error, "no upstream node reachable");
+            }
+            return Err(if timed_out { StatusCode::GATEWAY_TIMEOUT } else { StatusCode::BAD_GATEWAY });
+        };
+        let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake::<_, Incoming>(TokioIo::new(stream))
+            .await
+            .map_err(|_| StatusCode::BAD_GATEWAY)?;
+        tokio::spawn(async move {
+            if let Err(error) = conn.with_upgrades().await {
+                debug!(%error, "upstream connection ended with an error");
+            }
+        });
+        match tokio::time::timeout(upstream.read_timeout, sender.send_request(req)).await {
+            Err(_) => Err(StatusCode::GATEWAY_TIMEOUT),
+            Ok(Err(error)) => {
+                debug!(route = %route.id, %error, "upstream request failed");
+                Err(StatusCode::BAD_GATEWAY)
+            }
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Waits for both upgrades, then copies bytes until the connection ends.
+async fn run_websocket(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade, limits: Limits, metrics: Metrics) {
+    let (client, upstream) = match tokio::join!(client, upstream) {
+        (Ok(c), Ok(u)) => (c, u),
+        (c, u) => {
+            debug!(client_ok = c.is_ok(), upstream_ok = u.is_ok(), "upgrade did not complete");
+            return;
+        }
+    };
+    // Unwrap hyper's boxes to the raw streams: an idle WebSocket then holds only the two sockets.
+    let (mut client, client_early) = match client.downcast::<TokioIo<GuardedIo>>() {
+        Ok(parts) => (parts.io.into_inner().into_inner(), parts.read_buf),
+        Err(_) => {
+            warn!("internal: client upgrade has an unexpected type");
+            return;
+        }
+    };
+    let (mut upstream, upstream_early) = match upstream.downcast::<TokioIo<UpstreamStream>>() {
+        Ok(parts) => (parts.io.into_inner(), parts.read_buf),
+        Err(_) => {
+            warn!("internal: upstream upgrade has an unexpected type");
+            return;
+        }
+    };
+    // Bytes each side sent right behind the handshake were read by hyper: pass them on first.
+    if !client_early.is_empty() && upstream.write_all(&client_early).await.is_err() {
+        return;
+    }
+    if !upstream_early.is_empty() && client.write_all(&upstream_early).await.is_err() {
+        return;
+    }
+    drop((client_early, upstream_early));
+    metrics.websockets_active.inc();
+    let splice = Splice::new(client, upstream, limits, metrics.bytes("client_to_upstream"), metrics.bytes("upstream_to_client"));
+    let reason = match splice.await {
+        Ok(SpliceEnd::Closed) => "closed",
+        Ok(SpliceEnd::Idle) => "idle_timeout",
+        Ok(SpliceEnd::WriteStalled) => "write_stalled",
+        Err(_) => "io_error",
+    };
+    metrics.websockets_active.dec();
+    metrics.websockets_closed.get_or_create(&crate::metrics::ReasonLabels { reason }).inc();
+    debug!(reason, "websocket ended");
+}
