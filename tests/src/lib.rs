@@ -1,1 +1,400 @@
+//! Shared harness for the end-to-end tests: start the real binaries on 127.0.0.1 with ports
+//! from the OS, fixtures for tables and certificates, raw HTTP helpers. Deadlines, not sleeps.
+#![deny(rust_2018_idioms)]
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+pub use portcullis_dataplane::table::*;
+
+/// Path of a workspace binary next to the test executable (`target/<profile>/<name>`).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile> directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not built: run `cargo build --workspace --bins` before the tests (the README's test command does)",
+        path.display()
+    );
+    path
+}
+
+/// Root of the workspace (for fixtures and client scripts).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Polls `f` until it returns `Some`, or panics with `what` at the deadline.
+pub fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A child process killed on drop, with its stderr kept for failure messages.
+pub struct Proc {
+    child: Child,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `program`; returns it and a receiver of its stderr lines.
+fn spawn(program: &Path, args: &[String]) -> (Proc, mpsc::Receiver<String>, std::process::ChildStdout) {
+    let mut child = Command::new(program)
+        .args(args)
+        .env("PORTCULLIS_LOG", "info,portcullis_dataplane=debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+    let stderr = child.stderr.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = mpsc::channel();
+    let log2 = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            log2.lock().unwrap().push(line.clone());
+            let _ = tx.send(line);
+        }
+    });
+    (Proc { child, log }, rx, stdout)
+}
+
+/// The echo upstream (`portcullis-echo`).
+pub struct Echo {
+    pub addr: SocketAddr,
+    pub proc: Proc,
+}
+
+impl Echo {
+    pub fn start(extra: &[&str]) -> Echo {
+        let mut args = vec!["--listen".to_string(), "127.0.0.1:0".to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let (proc, _rx, stdout) = spawn(&bin("portcullis-echo"), &args);
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("echo did not start: {line:?} {}", proc.log_text()))
+            .parse()
+            .unwrap();
+        Echo { addr, proc }
+    }
+
+    /// Every request and handshake the echo received, as JSON values.
+    pub fn seen(&self) -> Vec<serde_json::Value> {
+        let resp = raw_request(self.addr, "GET /_echo/requests HTTP/1.1\r\nHost: echo\r\nConnection: close\r\n\r\n");
+        serde_json::from_str(resp.body()).unwrap()
+    }
+
+    pub fn handshakes(&self) -> Vec<serde_json::Value> {
+        self.seen().into_iter().filter(|s| s["websocket"] == true).collect()
+    }
+}
+
+/// Value of header `name` (lower case) in an echo `headers` list.
+pub fn seen_header(seen: &serde_json::Value, name: &str) -> Option<String> {
+    seen["headers"]
+        .as_array()?
+        .iter()
+        .find(|pair| pair[0] == name)
+        .map(|pair| pair[1].as_str().unwrap().to_string())
+}
+
+/// A running `portcullis-dataplane` fed from a table file.
+pub struct Gateway {
+    pub http: SocketAddr,
+    pub https: Option<SocketAddr>,
+    pub admin: SocketAddr,
+    pub proc: Proc,
+    pub table_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    pub fn start(table: &RouteTable, extra: &[&str]) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let table_path = dir.path().join("table.yaml");
+        std::fs::write(&table_path, serde_yaml::to_string(table).unwrap()).unwrap();
+        let mut args: Vec<String> = [
+            "--listen-http", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-format", "json", "--table",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.push(table_path.display().to_string());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::spawn_with(args, dir, table_path)
+    }
+
+    /// Starts with no table at all (only `extra` flags).
+    pub fn start_without_table(extra: &[&str]) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let table_path = dir.path().join("table.yaml");
+        let mut args: Vec<String> =
+            ["--listen-http", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-format", "json"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::spawn_with(args, dir, table_path)
+    }
+
+    fn spawn_with(args: Vec<String>, dir: tempfile::TempDir, table_path: PathBuf) -> Gateway {
+        let (proc, rx, _stdout) = spawn(&bin("portcullis-dataplane"), &args);
+        let wants_https = args.iter().any(|a| a == "--listen-https");
+        let (mut http, mut https, mut admin) = (None, None, None);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http.is_none() || admin.is_none() || (wants_https && https.is_none()) {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let line = rx
+                .recv_timeout(remaining)
+                .unwrap_or_else(|_| panic!("dataplane did not start; its log:\n{}", proc.log_text()));
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+            let addr = v["fields"]["addr"].as_str().and_then(|a| a.parse::<SocketAddr>().ok());
+            match v["fields"]["message"].as_str() {
+                Some("HTTP listener up") => http = addr,
+                Some("HTTPS listener up") => https = addr,
+                Some("admin listener up") => admin = addr,
+                _ => {}
+            }
+        }
+        Gateway { http: http.unwrap(), https, admin: admin.unwrap(), proc, table_path, _dir: dir }
+    }
+
+    /// Rewrites the table file, sends SIGHUP and waits until the new generation is in effect.
+    pub fn reload(&self, table: &RouteTable) {
+        std::fs::write(&self.table_path, serde_yaml::to_string(table).unwrap()).unwrap();
+        self.proc.signal("HUP");
+        let want = format!("portcullis_table_generation {}", table.generation);
+        wait_for("the reloaded table generation", Duration::from_secs(10), || {
+            self.metrics().lines().any(|l| l == want).then_some(())
+        });
+    }
+
+    pub fn metrics(&self) -> String {
+        raw_request(self.admin, "GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").body().to_string()
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.http)
+    }
+}
+
+/// A raw HTTP/1.1 response as read off the socket.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub raw: String,
+}
+
+impl RawResponse {
+    pub fn status(&self) -> u16 {
+        self.raw.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+    }
+    pub fn head(&self) -> &str {
+        self.raw.split_once("\r\n\r\n").map_or(self.raw.as_str(), |(h, _)| h)
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head().lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+    pub fn body(&self) -> &str {
+        self.raw.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+    }
+}
+
+/// Sends `request` verbatim and reads until the peer closes or the response is complete
+/// (a 101 or a response with Content-Length is complete once its body arrived).
+pub fn raw_request(addr: SocketAddr, request: &str) -> RawResponse {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    read_response(&mut s)
+}
+
+pub fn read_response(s: &mut TcpStream) -> RawResponse {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 65536];
+    loop {
+        let n = match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("reading response: {e} (got so far: {:?})", String::from_utf8_lossy(&buf)),
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            if head.starts_with("HTTP/1.1 101") {
+                break;
+            }
+            let len = head.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok()).flatten()
+            });
+            if len.is_some_and(|len| body.len() >= len) {
+                break;
+            }
+        }
+    }
+    RawResponse { raw: String::from_utf8_lossy(&buf).into_owned() }
+}
+
+/// A WebSocket handshake request for `path` with extra header lines.
+pub fn handshake(host: &str, path: &str, extra_headers: &[(&str, &str)]) -> String {
+    let mut r = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    );
+    for (k, v) in extra_headers {
+        r.push_str(&format!("{k}: {v}\r\n"));
+    }
+    r.push_str("\r\n");
+    r
+}
+
+// ---------- table fixtures ----------
+
+/// The seed walk-through: route `demo/echo/ws` (host `ws.example.com`, paths `/raw`, `/raw/*`,
+/// websocket, key-auth) to `upstream`, and consumer `demo_jack` with key `this_is_the_key`.
+pub fn seed_table(upstream: SocketAddr) -> RouteTable {
+    RouteTable {
+        generation: 1,
+        hash: String::new(),
+        routes: vec![Route {
+            id: "demo/echo/ws".into(),
+            hosts: vec!["ws.example.com".into()],
+            paths: vec!["/raw".into(), "/raw/*".into()],
+            websocket: true,
+            plugins: Plugins { key_auth: Some(KeyAuthConfig::default()), ..Plugins::default() },
+            upstream: upstream_to(upstream),
+            ..Route::default()
+        }],
+        consumers: vec![key_consumer("demo_jack", "this_is_the_key")],
+    }
+}
+
+pub fn upstream_to(addr: SocketAddr) -> Upstream {
+    Upstream {
+        backends: vec![Backend {
+            name: "demo/echo:ws".into(),
+            weight: 100,
+            scheme: Scheme::Http,
+            nodes: vec![Node { host: addr.ip().to_string(), port: addr.port() }],
+            tls: UpstreamTls::default(),
+        }],
+        timeouts: Timeouts::default(),
+    }
+}
+
+pub fn key_consumer(username: &str, key: &str) -> Consumer {
+    Consumer {
+        username: username.into(),
+        custom_id: None,
+        credential: Some(Credential::KeyAuth { key_sha256: key_digest_hex(key.as_bytes()) }),
+    }
+}
+
+// ---------- certificates ----------
+
+/// A test CA and a server certificate for `localhost` / `127.0.0.1`, as PEM files.
+pub struct TestPki {
+    pub dir: tempfile::TempDir,
+    pub ca_cert: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+}
+
+impl TestPki {
+    pub fn new() -> TestPki {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let dir = tempfile::tempdir().unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "portcullis test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let server_key = KeyPair::generate().unwrap();
+        let server_params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        let server = server_params.signed_by(&server_key, &issuer).unwrap();
+        let write = |name: &str, pem: String| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, pem).unwrap();
+            p
+        };
+        TestPki {
+            ca_cert: write("ca.pem", ca.pem()),
+            server_cert: write("server.pem", server.pem()),
+            server_key: write("server-key.pem", server_key.serialize_pem()),
+            dir,
+        }
+    }
+}
+
+impl Default for TestPki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Runs the Python `websockets` client script against `url`, connecting to `gateway` (as if
+/// the URL's host resolved to it); returns its JSON report.
+pub fn python_ws_client(gateway: SocketAddr, url: &str, headers: &[(&str, &str)], send: &[&str]) -> serde_json::Value {
+    let script = workspace_root().join("tests/clients/ws_client.py");
+    let mut cmd = Command::new("python3");
+    cmd.arg(script).arg(url).arg("--connect").arg(gateway.to_string());
+    for (k, v) in headers {
+        cmd.arg("--header").arg(format!("{k}: {v}"));
+    }
+    for m in send {
+        cmd.arg("--send").arg(m);
+    }
+    let out = cmd.output().expect("python3 runs (installed by .ci/run)");
+    assert!(
+        out.status.success(),
+        "ws_client.py failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("ws_client.py prints JSON")
+}
+
+/// Runs `curl` with `args`; returns its stdout (with `-i`, the status line and headers too).
+pub fn curl(args: &[&str]) -> String {
+    let out = Command::new("curl").args(["-sS", "--max-time", "15"]).args(args).output().expect("curl runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

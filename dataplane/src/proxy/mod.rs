@@ -193,13 +193,13 @@ impl Dataplane {
         let upgrade_requested = is_websocket_upgrade(req.method(), req.version(), req.headers());
         let no_route: Arc<str> = Arc::from("");
         let view = RequestView::new(req.method(), req.uri(), req.headers(), peer.ip());
+        // Metrics label: the request's own kind, whatever the rule then does with it.
+        let kind = if upgrade_requested { "websocket" } else { "http" };
         let Some(route) = table.find(&view) else {
-            let kind = if upgrade_requested { "websocket" } else { "http" };
             self.metrics.request(kind, &no_route, Outcome::NotFound, "");
             return responses::not_found();
         };
         let websocket = upgrade_requested && route.websocket;
-        let kind = if websocket { "websocket" } else { "http" };
         if route.placeholder {
             self.metrics.request(kind, &route.id, Outcome::Unavailable, "rule_not_accepted");
             return responses::gateway_error(StatusCode::SERVICE_UNAVAILABLE, false);
