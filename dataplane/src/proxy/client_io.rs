@@ -9,7 +9,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -74,21 +74,31 @@ const UPGRADED: u8 = 2;
 
 /// Shared between a connection's I/O and its request handler.
 #[derive(Debug, Default)]
-pub struct ConnPhase(AtomicU8);
+pub struct ConnPhase {
+    state: AtomicU8,
+    /// Responses completed so far; a change tells the I/O that a new head is awaited.
+    completed: AtomicU32,
+}
 
 impl ConnPhase {
     pub fn serving(&self) {
-        self.0.store(SERVING, Ordering::Release);
+        self.state.store(SERVING, Ordering::Release);
     }
     pub fn await_next_head(&self) {
         // An upgraded connection never goes back to HTTP.
-        let _ = self.0.compare_exchange(SERVING, AWAITING_HEAD, Ordering::AcqRel, Ordering::Acquire);
+        if self
+            .state
+            .compare_exchange(SERVING, AWAITING_HEAD, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.completed.fetch_add(1, Ordering::AcqRel);
+        }
     }
     pub fn upgraded(&self) {
-        self.0.store(UPGRADED, Ordering::Release);
+        self.state.store(UPGRADED, Ordering::Release);
     }
-    fn get(&self) -> u8 {
-        self.0.load(Ordering::Acquire)
+    fn get(&self) -> (u8, u32) {
+        (self.state.load(Ordering::Acquire), self.completed.load(Ordering::Acquire))
     }
 }
 
@@ -108,8 +118,8 @@ pub struct GuardedIo {
     deadline: Option<Pin<Box<Sleep>>>,
     /// Bytes of the current head have arrived (so a timeout is answered 408).
     head_started: bool,
-    /// The phase seen on the previous read, to notice a new wait for a head.
-    last_phase: u8,
+    /// Responses completed as of the previous read, to notice a new wait for a head.
+    seen_completed: u32,
     metrics: Metrics,
 }
 
@@ -122,7 +132,7 @@ impl GuardedIo {
             limits,
             deadline: Some(Box::pin(tokio::time::sleep(limits.header_timeout))),
             head_started: false,
-            last_phase: AWAITING_HEAD,
+            seen_completed: 0,
             metrics,
         }
     }
@@ -152,15 +162,14 @@ impl GuardedIo {
 impl AsyncRead for GuardedIo {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let phase = this.phase.get();
+        let (phase, completed) = this.phase.get();
         if phase != AWAITING_HEAD {
-            this.last_phase = phase;
             this.deadline = None;
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
-        if this.last_phase != AWAITING_HEAD {
+        if completed != this.seen_completed {
             // A response just completed: the keep-alive wait starts now.
-            this.last_phase = AWAITING_HEAD;
+            this.seen_completed = completed;
             this.head_started = false;
             this.rearm(this.limits.keepalive_timeout);
         }
