@@ -18,7 +18,9 @@ pub type ReadyFn = Arc<dyn Fn() -> bool + Send + Sync>;
 
 pub async fn serve(listener: TcpListener, registry: Arc<Registry>, ready: ReadyFn) {
     loop {
-        let Ok((tcp, _)) = listener.accept().await else { continue };
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
         let registry = registry.clone();
         let ready = ready.clone();
         tokio::spawn(async move {
@@ -37,24 +39,51 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>, ready: ReadyF
     }
 }
 
-fn respond(req: &Request<Incoming>, registry: &Registry, ready: &(dyn Fn() -> bool + Send + Sync)) -> Response<Full<Bytes>> {
+fn respond(
+    req: &Request<Incoming>,
+    registry: &Registry,
+    ready: &(dyn Fn() -> bool + Send + Sync),
+) -> Response<Full<Bytes>> {
     let text = |status: StatusCode, body: String, content_type: &'static str| {
         let mut r = Response::new(Full::new(Bytes::from(body)));
         *r.status_mut() = status;
-        r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static(content_type),
+        );
         r
     };
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n".into(), "text/plain; charset=utf-8"),
-        "/readyz" if ready() => text(StatusCode::OK, "ready\n".into(), "text/plain; charset=utf-8"),
-        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready: no route table yet\n".into(), "text/plain; charset=utf-8"),
+        "/readyz" if ready() => text(
+            StatusCode::OK,
+            "ready\n".into(),
+            "text/plain; charset=utf-8",
+        ),
+        "/readyz" => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no route table yet\n".into(),
+            "text/plain; charset=utf-8",
+        ),
         "/metrics" => {
             let mut out = String::new();
             match prometheus_client::encoding::text::encode(&mut out, registry) {
-                Ok(()) => text(StatusCode::OK, out, "application/openmetrics-text; version=1.0.0; charset=utf-8"),
-                Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed\n".into(), "text/plain; charset=utf-8"),
+                Ok(()) => text(
+                    StatusCode::OK,
+                    out,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+                Err(_) => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "metrics encoding failed\n".into(),
+                    "text/plain; charset=utf-8",
+                ),
             }
         }
-        _ => text(StatusCode::NOT_FOUND, "not found: try /healthz, /readyz or /metrics\n".into(), "text/plain; charset=utf-8"),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /healthz, /readyz or /metrics\n".into(),
+            "text/plain; charset=utf-8",
+        ),
     }
 }

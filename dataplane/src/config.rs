@@ -15,7 +15,11 @@ fn duration(s: &str) -> Result<Duration, String> {
 }
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "portcullis-dataplane", version, about = "Portcullis dataplane: authenticated WebSocket and HTTP proxy")]
+#[command(
+    name = "portcullis-dataplane",
+    version,
+    about = "Portcullis dataplane: authenticated WebSocket and HTTP proxy"
+)]
 pub struct Args {
     /// Plain HTTP listener for client traffic.
     #[arg(long, env = "PORTCULLIS_LISTEN_HTTP", default_value = "0.0.0.0:9080")]
@@ -65,15 +69,25 @@ impl Args {
             return Err("--listen-https needs --tls-cert and --tls-key".into());
         }
         if self.listen_https.is_none() && (self.tls_cert.is_some() || self.tls_key.is_some()) {
-            return Err("--tls-cert/--tls-key are only used with --listen-https; add it or drop them".into());
+            return Err(
+                "--tls-cert/--tls-key are only used with --listen-https; add it or drop them"
+                    .into(),
+            );
         }
         if self.max_header_bytes < 8192 {
-            return Err(format!("--max-header-bytes {} is too small: use at least 8192", self.max_header_bytes));
+            return Err(format!(
+                "--max-header-bytes {} is too small: use at least 8192",
+                self.max_header_bytes
+            ));
         }
         if self.max_headers == 0 {
             return Err("--max-headers must be at least 1".into());
         }
-        for (name, d) in [("--header-timeout", self.header_timeout), ("--keepalive-timeout", self.keepalive_timeout), ("--client-send-timeout", self.client_send_timeout)] {
+        for (name, d) in [
+            ("--header-timeout", self.header_timeout),
+            ("--keepalive-timeout", self.keepalive_timeout),
+            ("--client-send-timeout", self.client_send_timeout),
+        ] {
             if d.is_zero() {
                 return Err(format!("{name} must be greater than 0"));
             }
@@ -95,7 +109,9 @@ mod tests {
     fn parse(args: &[&str]) -> Result<ProxySettings, String> {
         let mut all = vec!["portcullis-dataplane"];
         all.extend_from_slice(args);
-        Args::try_parse_from(all).map_err(|e| e.to_string())?.validate()
+        Args::try_parse_from(all)
+            .map_err(|e| e.to_string())?
+            .validate()
     }
 
     #[test]
@@ -108,17 +124,35 @@ mod tests {
     #[test]
     fn cross_field_errors_say_what_to_do() {
         let cases: [(&[&str], &str); 6] = [
-            (&["--listen-https", "127.0.0.1:9443"], "--listen-https needs --tls-cert and --tls-key"),
+            (
+                &["--listen-https", "127.0.0.1:9443"],
+                "--listen-https needs --tls-cert and --tls-key",
+            ),
             (&["--tls-cert", "c.pem"], "only used with --listen-https"),
             (&["--max-header-bytes", "100"], "use at least 8192"),
             (&["--max-headers", "0"], "at least 1"),
-            (&["--header-timeout", "0s"], "--header-timeout must be greater than 0"),
+            (
+                &["--header-timeout", "0s"],
+                "--header-timeout must be greater than 0",
+            ),
             (&["--header-timeout", "ten"], "expected a number"),
         ];
         for (args, want) in cases {
             let err = parse(args).unwrap_err();
             assert!(err.contains(want), "{args:?}: {err}");
         }
-        assert!(parse(&["--listen-https", "127.0.0.1:0", "--tls-cert", "c", "--tls-key", "k", "--header-timeout", "1m30s"]).is_ok());
+        assert!(
+            parse(&[
+                "--listen-https",
+                "127.0.0.1:0",
+                "--tls-cert",
+                "c",
+                "--tls-key",
+                "k",
+                "--header-timeout",
+                "1m30s"
+            ])
+            .is_ok()
+        );
     }
 }

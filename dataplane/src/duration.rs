@@ -19,15 +19,21 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
     let mut total = 0f64;
     let mut rest = s;
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if num_len == 0 {
-            return Err(format!("{text:?}: expected a number, e.g. \"5s\", \"1m30s\", \"500ms\""));
+            return Err(format!(
+                "{text:?}: expected a number, e.g. \"5s\", \"1m30s\", \"500ms\""
+            ));
         }
         let value: f64 = rest[..num_len]
             .parse()
             .map_err(|_| format!("{text:?}: {:?} is not a number", &rest[..num_len]))?;
         rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let scale = match &rest[..unit_len] {
             "ns" => 1e-9,
             "us" | "µs" | "μs" => 1e-6,
@@ -36,7 +42,11 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
             "m" => 60.0,
             "h" => 3600.0,
             "" => return Err(format!("{text:?}: missing unit (ns, us, ms, s, m, h)")),
-            other => return Err(format!("{text:?}: unknown unit {other:?} (ns, us, ms, s, m, h)")),
+            other => {
+                return Err(format!(
+                    "{text:?}: unknown unit {other:?} (ns, us, ms, s, m, h)"
+                ));
+            }
         };
         rest = &rest[unit_len..];
         total += value * scale;
@@ -61,7 +71,11 @@ mod tests {
             ("1m0.5s", 60_500),
         ];
         for (text, ms) in ok {
-            assert_eq!(parse_go_duration(text).unwrap(), Duration::from_millis(ms), "{text}");
+            assert_eq!(
+                parse_go_duration(text).unwrap(),
+                Duration::from_millis(ms),
+                "{text}"
+            );
         }
         for (text, err) in [
             ("-1s", "negative"),

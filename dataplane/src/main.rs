@@ -17,7 +17,9 @@ use tracing::{error, info, warn};
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {
@@ -32,7 +34,10 @@ async fn main() -> Result<()> {
     let settings = args.validate().map_err(anyhow::Error::msg)?;
 
     let extra_ca = match &args.upstream_ca_file {
-        Some(path) => Some(std::fs::read(path).with_context(|| format!("cannot read --upstream-ca-file {}", path.display()))?),
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("cannot read --upstream-ca-file {}", path.display()))?,
+        ),
         None => None,
     };
     let upstream_tls = UpstreamTls::new(extra_ca.as_deref()).map_err(anyhow::Error::msg)?;
@@ -57,7 +62,8 @@ async fn main() -> Result<()> {
     info!(addr = %http.local_addr()?, "HTTP listener up");
     tokio::spawn(dataplane.clone().serve(http, None));
 
-    if let (Some(addr), Some(cert), Some(key)) = (args.listen_https, &args.tls_cert, &args.tls_key) {
+    if let (Some(addr), Some(cert), Some(key)) = (args.listen_https, &args.tls_cert, &args.tls_key)
+    {
         let acceptor = tls::acceptor(cert, key)?;
         let https = TcpListener::bind(addr)
             .await
@@ -71,7 +77,11 @@ async fn main() -> Result<()> {
         .with_context(|| format!("cannot listen on --admin-listen {}", args.admin_listen))?;
     info!(addr = %admin_listener.local_addr()?, "admin listener up");
     let ready_dp = dataplane.clone();
-    tokio::spawn(admin::serve(admin_listener, Arc::new(registry), Arc::new(move || ready_dp.is_ready())));
+    tokio::spawn(admin::serve(
+        admin_listener,
+        Arc::new(registry),
+        Arc::new(move || ready_dp.is_ready()),
+    ));
 
     shutdown_signal().await;
     info!("shutting down");

@@ -138,7 +138,13 @@ impl Metrics {
         );
     }
 
-    pub fn request(&self, kind: &'static str, route: &Arc<str>, outcome: Outcome, reason: &'static str) {
+    pub fn request(
+        &self,
+        kind: &'static str,
+        route: &Arc<str>,
+        outcome: Outcome,
+        reason: &'static str,
+    ) {
         self.requests
             .get_or_create(&RequestLabels {
                 kind,

@@ -277,7 +277,10 @@ mod tests {
         assert_eq!(b.value, None);
         assert!(query_arg(q, "missing").is_none());
         assert!(query_arg(q, "A").is_none(), "names are case-sensitive");
-        assert_eq!(query_arg("ap%69key=x", "apikey").unwrap().value.as_deref(), Some("x"));
+        assert_eq!(
+            query_arg("ap%69key=x", "apikey").unwrap().value.as_deref(),
+            Some("x")
+        );
     }
 
     #[test]
@@ -309,10 +312,26 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::CONNECTION, "keep-alive, Upgrade".parse().unwrap());
         h.insert(header::UPGRADE, "WebSocket".parse().unwrap());
-        assert!(is_websocket_upgrade(&Method::GET, http::Version::HTTP_11, &h));
-        assert!(!is_websocket_upgrade(&Method::POST, http::Version::HTTP_11, &h));
-        assert!(!is_websocket_upgrade(&Method::GET, http::Version::HTTP_10, &h));
+        assert!(is_websocket_upgrade(
+            &Method::GET,
+            http::Version::HTTP_11,
+            &h
+        ));
+        assert!(!is_websocket_upgrade(
+            &Method::POST,
+            http::Version::HTTP_11,
+            &h
+        ));
+        assert!(!is_websocket_upgrade(
+            &Method::GET,
+            http::Version::HTTP_10,
+            &h
+        ));
         h.insert(header::UPGRADE, "h2c".parse().unwrap());
-        assert!(!is_websocket_upgrade(&Method::GET, http::Version::HTTP_11, &h));
+        assert!(!is_websocket_upgrade(
+            &Method::GET,
+            http::Version::HTTP_11,
+            &h
+        ));
     }
 }

@@ -8,6 +8,7 @@ refused, {"status": <code>, "body": "...", "headers": {...}}.
 import argparse
 import json
 import socket
+import ssl
 import sys
 
 from websockets.exceptions import InvalidStatus
@@ -19,6 +20,7 @@ def main() -> int:
     parser.add_argument("url")
     parser.add_argument("--header", action="append", default=[], help="'Name: value'")
     parser.add_argument("--send", action="append", default=[])
+    parser.add_argument("--cafile", help="PEM CA bundle to verify a wss:// gateway")
     parser.add_argument("--connect", help="HOST:PORT to connect to instead of the URL's host (like DNS pointing at the gateway)")
     args = parser.parse_args()
     headers = []
@@ -29,8 +31,11 @@ def main() -> int:
     if args.connect:
         host, _, port = args.connect.rpartition(":")
         sock = socket.create_connection((host, int(port)), timeout=10)
+    ssl_context = None
+    if args.cafile:
+        ssl_context = ssl.create_default_context(cafile=args.cafile)
     try:
-        with connect(args.url, sock=sock, additional_headers=headers, open_timeout=10, close_timeout=5) as ws:
+        with connect(args.url, sock=sock, ssl=ssl_context, additional_headers=headers, open_timeout=10, close_timeout=5) as ws:
             echoes = []
             for message in args.send:
                 ws.send(message)

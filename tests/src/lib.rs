@@ -14,7 +14,10 @@ pub use portcullis_dataplane::table::*;
 /// Path of a workspace binary next to the test executable (`target/<profile>/<name>`).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile> directory");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile> directory");
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -26,7 +29,10 @@ pub fn bin(name: &str) -> PathBuf {
 
 /// Root of the workspace (for fixtures and client scripts).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Polls `f` until it returns `Some`, or panics with `what` at the deadline.
@@ -36,7 +42,10 @@ pub fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -55,7 +64,11 @@ impl Proc {
         self.log.lock().unwrap().join("\n")
     }
     pub fn signal(&self, sig: &str) {
-        let status = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().unwrap();
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
         assert!(status.success());
     }
 }
@@ -68,7 +81,10 @@ impl Drop for Proc {
 }
 
 /// Starts `program`; returns it and a receiver of its stderr lines.
-fn spawn(program: &Path, args: &[String]) -> (Proc, mpsc::Receiver<String>, std::process::ChildStdout) {
+fn spawn(
+    program: &Path,
+    args: &[String],
+) -> (Proc, mpsc::Receiver<String>, std::process::ChildStdout) {
     let mut child = Command::new(program)
         .args(args)
         .env("PORTCULLIS_LOG", "info,portcullis_dataplane=debug")
@@ -95,6 +111,7 @@ fn spawn(program: &Path, args: &[String]) -> (Proc, mpsc::Receiver<String>, std:
 pub struct Echo {
     pub addr: SocketAddr,
     pub proc: Proc,
+    tls: bool,
 }
 
 impl Echo {
@@ -110,17 +127,37 @@ impl Echo {
             .unwrap_or_else(|| panic!("echo did not start: {line:?} {}", proc.log_text()))
             .parse()
             .unwrap();
-        Echo { addr, proc }
+        Echo {
+            addr,
+            proc,
+            tls: extra.contains(&"--tls-cert"),
+        }
     }
 
     /// Every request and handshake the echo received, as JSON values.
     pub fn seen(&self) -> Vec<serde_json::Value> {
-        let resp = raw_request(self.addr, "GET /_echo/requests HTTP/1.1\r\nHost: echo\r\nConnection: close\r\n\r\n");
-        serde_json::from_str(resp.body()).unwrap()
+        let body = if self.tls {
+            curl(&[
+                "--insecure",
+                &format!("https://{}/_echo/requests", self.addr),
+            ])
+        } else {
+            raw_request(
+                self.addr,
+                "GET /_echo/requests HTTP/1.1\r\nHost: echo\r\nConnection: close\r\n\r\n",
+            )
+            .body()
+            .to_string()
+        };
+        serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("echo log is not JSON ({e}): {body:?}"))
     }
 
     pub fn handshakes(&self) -> Vec<serde_json::Value> {
-        self.seen().into_iter().filter(|s| s["websocket"] == true).collect()
+        self.seen()
+            .into_iter()
+            .filter(|s| s["websocket"] == true)
+            .collect()
     }
 }
 
@@ -149,7 +186,13 @@ impl Gateway {
         let table_path = dir.path().join("table.yaml");
         std::fs::write(&table_path, serde_yaml::to_string(table).unwrap()).unwrap();
         let mut args: Vec<String> = [
-            "--listen-http", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-format", "json", "--table",
+            "--listen-http",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--table",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -163,11 +206,17 @@ impl Gateway {
     pub fn start_without_table(extra: &[&str]) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let table_path = dir.path().join("table.yaml");
-        let mut args: Vec<String> =
-            ["--listen-http", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-format", "json"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
+        let mut args: Vec<String> = [
+            "--listen-http",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
         Self::spawn_with(args, dir, table_path)
     }
@@ -179,11 +228,15 @@ impl Gateway {
         let deadline = Instant::now() + Duration::from_secs(20);
         while http.is_none() || admin.is_none() || (wants_https && https.is_none()) {
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let line = rx
-                .recv_timeout(remaining)
-                .unwrap_or_else(|_| panic!("dataplane did not start; its log:\n{}", proc.log_text()));
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
-            let addr = v["fields"]["addr"].as_str().and_then(|a| a.parse::<SocketAddr>().ok());
+            let line = rx.recv_timeout(remaining).unwrap_or_else(|_| {
+                panic!("dataplane did not start; its log:\n{}", proc.log_text())
+            });
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            let addr = v["fields"]["addr"]
+                .as_str()
+                .and_then(|a| a.parse::<SocketAddr>().ok());
             match v["fields"]["message"].as_str() {
                 Some("HTTP listener up") => http = addr,
                 Some("HTTPS listener up") => https = addr,
@@ -191,7 +244,14 @@ impl Gateway {
                 _ => {}
             }
         }
-        Gateway { http: http.unwrap(), https, admin: admin.unwrap(), proc, table_path, _dir: dir }
+        Gateway {
+            http: http.unwrap(),
+            https,
+            admin: admin.unwrap(),
+            proc,
+            table_path,
+            _dir: dir,
+        }
     }
 
     /// Rewrites the table file, sends SIGHUP and waits until the new generation is in effect.
@@ -199,13 +259,20 @@ impl Gateway {
         std::fs::write(&self.table_path, serde_yaml::to_string(table).unwrap()).unwrap();
         self.proc.signal("HUP");
         let want = format!("portcullis_table_generation {}", table.generation);
-        wait_for("the reloaded table generation", Duration::from_secs(10), || {
-            self.metrics().lines().any(|l| l == want).then_some(())
-        });
+        wait_for(
+            "the reloaded table generation",
+            Duration::from_secs(10),
+            || self.metrics().lines().any(|l| l == want).then_some(()),
+        );
     }
 
     pub fn metrics(&self) -> String {
-        raw_request(self.admin, "GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").body().to_string()
+        raw_request(
+            self.admin,
+            "GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+        )
+        .body()
+        .to_string()
     }
 
     pub fn ws_url(&self, path: &str) -> String {
@@ -221,10 +288,16 @@ pub struct RawResponse {
 
 impl RawResponse {
     pub fn status(&self) -> u16 {
-        self.raw.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+        self.raw
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
     }
     pub fn head(&self) -> &str {
-        self.raw.split_once("\r\n\r\n").map_or(self.raw.as_str(), |(h, _)| h)
+        self.raw
+            .split_once("\r\n\r\n")
+            .map_or(self.raw.as_str(), |(h, _)| h)
     }
     pub fn header(&self, name: &str) -> Option<&str> {
         self.head().lines().skip(1).find_map(|l| {
@@ -254,7 +327,10 @@ pub fn read_response(s: &mut TcpStream) -> RawResponse {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
-            Err(e) => panic!("reading response: {e} (got so far: {:?})", String::from_utf8_lossy(&buf)),
+            Err(e) => panic!(
+                "reading response: {e} (got so far: {:?})",
+                String::from_utf8_lossy(&buf)
+            ),
         };
         buf.extend_from_slice(&chunk[..n]);
         let text = String::from_utf8_lossy(&buf).into_owned();
@@ -264,14 +340,18 @@ pub fn read_response(s: &mut TcpStream) -> RawResponse {
             }
             let len = head.lines().find_map(|l| {
                 let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok()).flatten()
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse::<usize>().ok())
+                    .flatten()
             });
             if len.is_some_and(|len| body.len() >= len) {
                 break;
             }
         }
     }
-    RawResponse { raw: String::from_utf8_lossy(&buf).into_owned() }
+    RawResponse {
+        raw: String::from_utf8_lossy(&buf).into_owned(),
+    }
 }
 
 /// A WebSocket handshake request for `path` with extra header lines.
@@ -299,7 +379,10 @@ pub fn seed_table(upstream: SocketAddr) -> RouteTable {
             hosts: vec!["ws.example.com".into()],
             paths: vec!["/raw".into(), "/raw/*".into()],
             websocket: true,
-            plugins: Plugins { key_auth: Some(KeyAuthConfig::default()), ..Plugins::default() },
+            plugins: Plugins {
+                key_auth: Some(KeyAuthConfig::default()),
+                ..Plugins::default()
+            },
             upstream: upstream_to(upstream),
             ..Route::default()
         }],
@@ -313,7 +396,10 @@ pub fn upstream_to(addr: SocketAddr) -> Upstream {
             name: "demo/echo:ws".into(),
             weight: 100,
             scheme: Scheme::Http,
-            nodes: vec![Node { host: addr.ip().to_string(), port: addr.port() }],
+            nodes: vec![Node {
+                host: addr.ip().to_string(),
+                port: addr.port(),
+            }],
             tls: UpstreamTls::default(),
         }],
         timeouts: Timeouts::default(),
@@ -324,7 +410,9 @@ pub fn key_consumer(username: &str, key: &str) -> Consumer {
     Consumer {
         username: username.into(),
         custom_id: None,
-        credential: Some(Credential::KeyAuth { key_sha256: key_digest_hex(key.as_bytes()) }),
+        credential: Some(Credential::KeyAuth {
+            key_sha256: key_digest_hex(key.as_bytes()),
+        }),
     }
 }
 
@@ -345,11 +433,14 @@ impl TestPki {
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "portcullis test CA");
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "portcullis test CA");
         let ca = ca_params.self_signed(&ca_key).unwrap();
         let issuer = rcgen::Issuer::new(ca_params, ca_key);
         let server_key = KeyPair::generate().unwrap();
-        let server_params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        let server_params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
         let server = server_params.signed_by(&server_key, &issuer).unwrap();
         let write = |name: &str, pem: String| {
             let p = dir.path().join(name);
@@ -373,10 +464,30 @@ impl Default for TestPki {
 
 /// Runs the Python `websockets` client script against `url`, connecting to `gateway` (as if
 /// the URL's host resolved to it); returns its JSON report.
-pub fn python_ws_client(gateway: SocketAddr, url: &str, headers: &[(&str, &str)], send: &[&str]) -> serde_json::Value {
+pub fn python_ws_client(
+    gateway: SocketAddr,
+    url: &str,
+    headers: &[(&str, &str)],
+    send: &[&str],
+) -> serde_json::Value {
+    python_ws_client_with(gateway, url, headers, send, &[])
+}
+
+/// [`python_ws_client`] with extra script flags (e.g. `--cafile`).
+pub fn python_ws_client_with(
+    gateway: SocketAddr,
+    url: &str,
+    headers: &[(&str, &str)],
+    send: &[&str],
+    extra: &[&str],
+) -> serde_json::Value {
     let script = workspace_root().join("tests/clients/ws_client.py");
     let mut cmd = Command::new("python3");
-    cmd.arg(script).arg(url).arg("--connect").arg(gateway.to_string());
+    cmd.arg(script)
+        .arg(url)
+        .arg("--connect")
+        .arg(gateway.to_string())
+        .args(extra);
     for (k, v) in headers {
         cmd.arg("--header").arg(format!("{k}: {v}"));
     }
@@ -395,6 +506,10 @@ pub fn python_ws_client(gateway: SocketAddr, url: &str, headers: &[(&str, &str)]
 
 /// Runs `curl` with `args`; returns its stdout (with `-i`, the status line and headers too).
 pub fn curl(args: &[&str]) -> String {
-    let out = Command::new("curl").args(["-sS", "--max-time", "15"]).args(args).output().expect("curl runs");
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "15"])
+        .args(args)
+        .output()
+        .expect("curl runs");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -12,7 +12,8 @@ const INVALID: &str = "{\"message\":\"Invalid API key in request\"}\n";
 
 fn ws_request(gw: &Gateway, key: Option<&str>) -> http::Request<()> {
     let mut req = gw.ws_url("/raw").into_client_request().unwrap();
-    req.headers_mut().insert("host", "ws.example.com".parse().unwrap());
+    req.headers_mut()
+        .insert("host", "ws.example.com".parse().unwrap());
     if let Some(k) = key {
         req.headers_mut().insert("apikey", k.parse().unwrap());
     }
@@ -35,23 +36,46 @@ async fn guide_results_with_tokio_tungstenite() {
             other => panic!("key {key:?}: expected a 401, got {other:?}"),
         }
     }
-    assert!(echo.handshakes().is_empty(), "a rejected handshake reached the upstream");
+    assert!(
+        echo.handshakes().is_empty(),
+        "a rejected handshake reached the upstream"
+    );
 
-    let (mut ws, resp) = tokio_tungstenite::connect_async(ws_request(&gw, Some("this_is_the_key"))).await.unwrap();
+    let (mut ws, resp) = tokio_tungstenite::connect_async(ws_request(&gw, Some("this_is_the_key")))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 101);
     ws.send(Message::text("hello portcullis")).await.unwrap();
     let echoed = ws.next().await.unwrap().unwrap();
     assert_eq!(echoed, Message::text("hello portcullis"));
-    ws.send(Message::binary(vec![0u8, 1, 2, 255])).await.unwrap();
-    assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(vec![0u8, 1, 2, 255]));
+    ws.send(Message::binary(vec![0u8, 1, 2, 255]))
+        .await
+        .unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::binary(vec![0u8, 1, 2, 255])
+    );
     ws.close(None).await.unwrap();
 
     let handshakes = echo.handshakes();
-    assert_eq!(handshakes.len(), 1, "exactly the accepted handshake reached the upstream");
-    assert_eq!(seen_header(&handshakes[0], "x-consumer-username").as_deref(), Some("demo_jack"));
-    assert_eq!(seen_header(&handshakes[0], "host").as_deref(), Some("ws.example.com"));
+    assert_eq!(
+        handshakes.len(),
+        1,
+        "exactly the accepted handshake reached the upstream"
+    );
+    assert_eq!(
+        seen_header(&handshakes[0], "x-consumer-username").as_deref(),
+        Some("demo_jack")
+    );
+    assert_eq!(
+        seen_header(&handshakes[0], "host").as_deref(),
+        Some("ws.example.com")
+    );
     // The key is forwarded (hide_credentials is off by default, as in APISIX).
-    assert_eq!(seen_header(&handshakes[0], "apikey").as_deref(), Some("this_is_the_key"));
+    assert_eq!(
+        seen_header(&handshakes[0], "apikey").as_deref(),
+        Some("this_is_the_key")
+    );
 }
 
 #[test]
@@ -87,8 +111,16 @@ fn guide_results_with_curl_match_the_compatibility_example() {
     let gw = Gateway::start(&seed_table(echo.addr), &[]);
     let url = format!("http://{}/raw", gw.http);
     let h = [
-        "-H", "Host: ws.example.com", "-H", "Connection: Upgrade", "-H", "Upgrade: websocket",
-        "-H", "Sec-WebSocket-Version: 13", "-H", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "-H",
+        "Host: ws.example.com",
+        "-H",
+        "Connection: Upgrade",
+        "-H",
+        "Upgrade: websocket",
+        "-H",
+        "Sec-WebSocket-Version: 13",
+        "-H",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
     ];
     let run = |extra: &[&str]| {
         let mut args = vec!["-i", "--http1.1"];
@@ -99,23 +131,38 @@ fn guide_results_with_curl_match_the_compatibility_example() {
     };
     let out = run(&[]);
     assert!(out.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{out}");
-    assert!(out.contains("\r\ncontent-type: text/plain; charset=utf-8\r\n"), "{out}");
-    assert!(out.contains("\r\nwww-authenticate: apikey realm=\"key\"\r\n"), "{out}");
+    assert!(
+        out.contains("\r\ncontent-type: text/plain; charset=utf-8\r\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\r\nwww-authenticate: apikey realm=\"key\"\r\n"),
+        "{out}"
+    );
     assert!(out.contains("\r\ncontent-length: 41\r\n"), "{out}");
     assert!(out.ends_with(&format!("\r\n\r\n{MISSING}")), "{out}");
 
     let out = run(&["-H", "apikey: wrong"]);
-    assert!(out.starts_with("HTTP/1.1 401 Unauthorized\r\n") && out.ends_with(INVALID), "{out}");
+    assert!(
+        out.starts_with("HTTP/1.1 401 Unauthorized\r\n") && out.ends_with(INVALID),
+        "{out}"
+    );
 
     // curl does not speak WebSocket: it prints the 101 head and waits; --max-time ends it.
     let mut args = vec!["-i", "--http1.1", "--max-time", "2"];
     args.extend_from_slice(&h);
     args.extend_from_slice(&["-H", "apikey: this_is_the_key", &url]);
     let out = curl(&args);
-    assert!(out.starts_with("HTTP/1.1 101 Switching Protocols\r\n"), "{out}");
+    assert!(
+        out.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+        "{out}"
+    );
     assert!(out.contains("\r\nupgrade: websocket\r\n"), "{out}");
     assert!(out.contains("\r\nconnection: upgrade\r\n"), "{out}");
-    assert!(out.contains("\r\nsec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"), "{out}");
+    assert!(
+        out.contains("\r\nsec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -144,11 +191,19 @@ fn requests_that_match_nothing_get_the_apisix_404() {
 fn admin_endpoints_report_health_readiness_and_metrics() {
     let echo = Echo::start(&[]);
     let gw = Gateway::start(&seed_table(echo.addr), &[]);
-    let get = |path: &str| raw_request(gw.admin, &format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"));
+    let get = |path: &str| {
+        raw_request(
+            gw.admin,
+            &format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"),
+        )
+    };
     assert_eq!(get("/healthz").status(), 200);
     assert_eq!(get("/readyz").status(), 200);
     raw_request(gw.http, &handshake("ws.example.com", "/raw", &[]));
-    raw_request(gw.http, &handshake("ws.example.com", "/raw", &[("apikey", "nope")]));
+    raw_request(
+        gw.http,
+        &handshake("ws.example.com", "/raw", &[("apikey", "nope")]),
+    );
     raw_request(gw.http, &handshake("ws.example.com", "/nothing", &[]));
     let m = gw.metrics();
     for want in [
@@ -159,14 +214,23 @@ fn admin_endpoints_report_health_readiness_and_metrics() {
     ] {
         assert!(m.lines().any(|l| l == want), "metrics lack {want:?}:\n{m}");
     }
-    assert!(!m.contains("nope"), "a presented credential leaked into metrics");
-    assert!(!gw.proc.log_text().contains("nope"), "a presented credential leaked into the log");
+    assert!(
+        !m.contains("nope"),
+        "a presented credential leaked into metrics"
+    );
+    assert!(
+        !gw.proc.log_text().contains("nope"),
+        "a presented credential leaked into the log"
+    );
 }
 
 #[test]
 fn without_a_table_the_dataplane_is_not_ready_and_says_so() {
     let gw = Gateway::start_without_table(&[]);
-    let ready = raw_request(gw.admin, "GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    let ready = raw_request(
+        gw.admin,
+        "GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
     assert_eq!(ready.status(), 503);
     let r = raw_request(gw.http, &handshake("ws.example.com", "/raw", &[]));
     assert_eq!(r.status(), 503);
@@ -176,10 +240,20 @@ fn without_a_table_the_dataplane_is_not_ready_and_says_so() {
 #[test]
 fn an_unreadable_table_file_stops_start_up_with_a_clear_error() {
     let out = std::process::Command::new(bin("portcullis-dataplane"))
-        .args(["--listen-http", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--table", "/nonexistent/table.yaml"])
+        .args([
+            "--listen-http",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--table",
+            "/nonexistent/table.yaml",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot read route table /nonexistent/table.yaml"), "{err}");
+    assert!(
+        err.contains("cannot read route table /nonexistent/table.yaml"),
+        "{err}"
+    );
 }

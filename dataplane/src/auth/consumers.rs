@@ -96,7 +96,11 @@ impl Consumers {
             if consumer.username.is_empty() {
                 return Err(problem("username is empty".into()));
             }
-            if out.by_username.insert(consumer.username.clone(), id).is_some() {
+            if out
+                .by_username
+                .insert(consumer.username.clone(), id)
+                .is_some()
+            {
                 return Err(problem("duplicate username".into()));
             }
             let username_header = HeaderValue::from_str(&consumer.username)
@@ -125,24 +129,37 @@ impl Consumers {
                 }
                 Some(Credential::BasicAuth { username, password }) => {
                     if username.is_empty() || password.is_empty() {
-                        return Err(problem("basic-auth username and password must be non-empty".into()));
-                    }
-                    if username.contains(':') || username.chars().chain(password.chars()).any(char::is_whitespace) {
                         return Err(problem(
-                            "basic-auth username must not contain ':' and neither part whitespace".into(),
+                            "basic-auth username and password must be non-empty".into(),
+                        ));
+                    }
+                    if username.contains(':')
+                        || username
+                            .chars()
+                            .chain(password.chars())
+                            .any(char::is_whitespace)
+                    {
+                        return Err(problem(
+                            "basic-auth username must not contain ':' and neither part whitespace"
+                                .into(),
                         ));
                     }
                     let entry = BasicEntry {
                         consumer: id,
                         password_digest: SecretDigest::of(password.as_bytes()),
                     };
-                    if let Some(other) = out.by_basic_username.insert(username.as_bytes().to_vec(), entry) {
+                    if let Some(other) = out
+                        .by_basic_username
+                        .insert(username.as_bytes().to_vec(), entry)
+                    {
                         return Err(problem(format!(
                             "duplicate basic-auth username (also consumer {:?})",
                             out.list[other.consumer].username
                         )));
                     }
-                    fingerprint = Some(SecretDigest::of(format!("{username}:{password}").as_bytes()));
+                    fingerprint = Some(SecretDigest::of(
+                        format!("{username}:{password}").as_bytes(),
+                    ));
                 }
                 Some(Credential::JwtAuth(jwt)) => {
                     let entry = compile_jwt(id, jwt).map_err(problem)?;
@@ -193,7 +210,9 @@ fn compile_jwt(consumer: ConsumerId, jwt: &JwtCredential) -> Result<JwtEntry, St
     }
     let name = jwt.algorithm.as_str();
     if !JWT_ALGORITHMS.contains(&name) {
-        return Err(format!("jwt-auth algorithm {name:?} is not supported by Portcullis"));
+        return Err(format!(
+            "jwt-auth algorithm {name:?} is not supported by Portcullis"
+        ));
     }
     let algorithm: Algorithm = name
         .parse()
@@ -212,7 +231,10 @@ fn compile_jwt(consumer: ConsumerId, jwt: &JwtCredential) -> Result<JwtEntry, St
             DecodingKey::from_secret(secret.as_bytes())
         }
     } else {
-        let pem = jwt.public_key.as_deref().ok_or("missing valid public key")?;
+        let pem = jwt
+            .public_key
+            .as_deref()
+            .ok_or("missing valid public key")?;
         let parsed = match name {
             "ES256" | "ES384" => DecodingKey::from_ec_pem(pem.as_bytes()),
             "EdDSA" => DecodingKey::from_ed_pem(pem.as_bytes()),

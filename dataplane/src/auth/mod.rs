@@ -12,9 +12,7 @@ use base64::Engine;
 use http::{HeaderName, HeaderValue, header};
 use subtle::ConstantTimeEq;
 
-pub use consumers::{
-    CompiledConsumer, ConsumerId, Consumers, JWT_ALGORITHMS, SecretDigest,
-};
+pub use consumers::{CompiledConsumer, ConsumerId, Consumers, JWT_ALGORITHMS, SecretDigest};
 
 use crate::request::{QueryValue, RequestView};
 use crate::table::{BasicAuthConfig, JwtAuthConfig, JwtClaim, KeyAuthConfig, Plugins};
@@ -135,7 +133,9 @@ struct JwtPlugin {
 impl AuthChain {
     /// Validates the route-level options and precomputes header names and values.
     pub fn compile(plugins: &Plugins, consumers: &Consumers) -> Result<Self, String> {
-        let anonymous = |plugin: &str, name: &Option<String>| -> Result<Option<ConsumerId>, String> {
+        let anonymous = |plugin: &str,
+                         name: &Option<String>|
+         -> Result<Option<ConsumerId>, String> {
             match name {
                 None => Ok(None),
                 Some(n) => consumers.id_of(n).map(Some).ok_or_else(|| {
@@ -145,7 +145,9 @@ impl AuthChain {
         };
         let www = |plugin: &str, scheme: &str, realm: &str| -> Result<HeaderValue, String> {
             let valid = (1..=128).contains(&realm.len())
-                && realm.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+                && realm
+                    .bytes()
+                    .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
             if !valid {
                 return Err(format!(
                     "{plugin}: realm must be 1-128 printable ASCII characters without '\"' or '\\'"
@@ -159,7 +161,12 @@ impl AuthChain {
                 .map_err(|_| format!("{plugin}: header {name:?} is not a valid header name"))
         };
         let mut plugins_out = Vec::new();
-        if let Some(BasicAuthConfig { hide_credentials, realm, anonymous_consumer }) = &plugins.basic_auth {
+        if let Some(BasicAuthConfig {
+            hide_credentials,
+            realm,
+            anonymous_consumer,
+        }) = &plugins.basic_auth
+        {
             plugins_out.push(Plugin::Basic(BasicPlugin {
                 hide_credentials: *hide_credentials,
                 anonymous: anonymous("basic-auth", anonymous_consumer)?,
@@ -167,13 +174,24 @@ impl AuthChain {
             }));
         }
         if let Some(c) = &plugins.jwt_auth {
-            let JwtAuthConfig { header, query, cookie, hide_credentials, key_claim_name, realm, anonymous_consumer, claims_to_verify } = c;
+            let JwtAuthConfig {
+                header,
+                query,
+                cookie,
+                hide_credentials,
+                key_claim_name,
+                realm,
+                anonymous_consumer,
+                claims_to_verify,
+            } = c;
             if query.is_empty() || cookie.is_empty() || key_claim_name.is_empty() {
                 return Err("jwt-auth: query, cookie and key_claim_name must be non-empty".into());
             }
             let mut claims = claims_to_verify.clone();
             claims.dedup();
-            if claims.len() != claims_to_verify.len() || (claims.len() == 2 && claims[0] == claims[1]) {
+            if claims.len() != claims_to_verify.len()
+                || (claims.len() == 2 && claims[0] == claims[1])
+            {
                 return Err("jwt-auth: claims_to_verify items must be unique".into());
             }
             plugins_out.push(Plugin::Jwt(JwtPlugin {
@@ -187,7 +205,14 @@ impl AuthChain {
                 www_authenticate: www("jwt-auth", "Bearer", realm)?,
             }));
         }
-        if let Some(KeyAuthConfig { header, query, hide_credentials, realm, anonymous_consumer }) = &plugins.key_auth {
+        if let Some(KeyAuthConfig {
+            header,
+            query,
+            hide_credentials,
+            realm,
+            anonymous_consumer,
+        }) = &plugins.key_auth
+        {
             if query.is_empty() {
                 return Err("key-auth: query must be non-empty".into());
             }
@@ -199,7 +224,9 @@ impl AuthChain {
                 www_authenticate: www("key-auth", "apikey", realm)?,
             }));
         }
-        Ok(AuthChain { plugins: plugins_out })
+        Ok(AuthChain {
+            plugins: plugins_out,
+        })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -217,9 +244,24 @@ pub fn authenticate(
     let mut outcome = Authenticated::default();
     for plugin in &chain.plugins {
         let (result, anonymous, www, hide) = match plugin {
-            Plugin::Basic(p) => (basic_auth(consumers, req), p.anonymous, &p.www_authenticate, p.hide_credentials),
-            Plugin::Jwt(p) => (jwt::jwt_auth(p, consumers, req, now), p.anonymous, &p.www_authenticate, p.hide_credentials),
-            Plugin::Key(p) => (key_auth(p, consumers, req), p.anonymous, &p.www_authenticate, p.hide_credentials),
+            Plugin::Basic(p) => (
+                basic_auth(consumers, req),
+                p.anonymous,
+                &p.www_authenticate,
+                p.hide_credentials,
+            ),
+            Plugin::Jwt(p) => (
+                jwt::jwt_auth(p, consumers, req, now),
+                p.anonymous,
+                &p.www_authenticate,
+                p.hide_credentials,
+            ),
+            Plugin::Key(p) => (
+                key_auth(p, consumers, req),
+                p.anonymous,
+                &p.www_authenticate,
+                p.hide_credentials,
+            ),
         };
         match result {
             Ok(Pass { consumer, source }) => {
@@ -228,7 +270,10 @@ pub fn authenticate(
                     source.apply(&mut outcome.edits);
                 }
             }
-            Err(Fail { reason, sources_read }) => match anonymous {
+            Err(Fail {
+                reason,
+                sources_read,
+            }) => match anonymous {
                 Some(consumer) => {
                     outcome.consumer = Some(consumer);
                     if hide {
@@ -280,21 +325,36 @@ struct Fail {
 
 impl Fail {
     fn new(reason: Reason, sources_read: Vec<Source>) -> Self {
-        Fail { reason, sources_read }
+        Fail {
+            reason,
+            sources_read,
+        }
     }
 }
 
 fn key_auth(p: &KeyPlugin, consumers: &Consumers, req: &RequestView<'_>) -> Result<Pass, Fail> {
     // On anonymous fallback key-auth removes both of its sources (COMPATIBILITY.md §7.3).
-    let both = || vec![Source::Header(p.header.clone()), Source::Query(p.query.clone())];
+    let both = || {
+        vec![
+            Source::Header(p.header.clone()),
+            Source::Query(p.query.clone()),
+        ]
+    };
     // The header wins whenever it is present, even if empty; the query is read only without it.
     let (presented, source): (Cow<'_, [u8]>, Source) = match req.headers.get(&p.header) {
-        Some(v) => (Cow::Borrowed(v.as_bytes()), Source::Header(p.header.clone())),
+        Some(v) => (
+            Cow::Borrowed(v.as_bytes()),
+            Source::Header(p.header.clone()),
+        ),
         None => match req.query_arg(&p.query) {
             None => return Err(Fail::new(Reason::MissingApiKey, both())),
-            Some(QueryValue { value: Some(v), occurrences: 1 }) => {
-                (Cow::Owned(v.into_owned().into_bytes()), Source::Query(p.query.clone()))
-            }
+            Some(QueryValue {
+                value: Some(v),
+                occurrences: 1,
+            }) => (
+                Cow::Owned(v.into_owned().into_bytes()),
+                Source::Query(p.query.clone()),
+            ),
             Some(_) => return Err(Fail::new(Reason::InvalidApiKey, both())),
         },
     };
@@ -348,7 +408,12 @@ fn parse_basic(value: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
     .decode(encoded)
     .ok()?;
     let colon = decoded.iter().position(|b| *b == b':')?;
-    let strip = |b: &[u8]| b.iter().copied().filter(|c| !c.is_ascii_whitespace()).collect::<Vec<u8>>();
+    let strip = |b: &[u8]| {
+        b.iter()
+            .copied()
+            .filter(|c| !c.is_ascii_whitespace())
+            .collect::<Vec<u8>>()
+    };
     Some((strip(&decoded[..colon]), strip(&decoded[colon + 1..])))
 }
 

@@ -12,7 +12,11 @@ const NOW: u64 = 1_800_000_000;
 const HS_SECRET: &str = "4c1d0e0f8a2b47e6a9d3c5b7e1f09a2d";
 
 fn fixture(name: &str) -> String {
-    std::fs::read_to_string(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    std::fs::read_to_string(format!(
+        "{}/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
 }
 
 fn consumers() -> Vec<Consumer> {
@@ -20,12 +24,17 @@ fn consumers() -> Vec<Consumer> {
         Consumer {
             username: "demo_jack".into(),
             custom_id: Some("cust-42".into()),
-            credential: Some(Credential::KeyAuth { key_sha256: key_digest_hex(b"this_is_the_key") }),
+            credential: Some(Credential::KeyAuth {
+                key_sha256: key_digest_hex(b"this_is_the_key"),
+            }),
         },
         Consumer {
             username: "demo_carol".into(),
             custom_id: None,
-            credential: Some(Credential::BasicAuth { username: "carol".into(), password: "s3cret:pass".into() }),
+            credential: Some(Credential::BasicAuth {
+                username: "carol".into(),
+                password: "s3cret:pass".into(),
+            }),
         },
         Consumer {
             username: "demo_dave".into(),
@@ -75,39 +84,72 @@ fn consumers() -> Vec<Consumer> {
                 lifetime_grace_period: 0,
             })),
         },
-        Consumer { username: "demo_anon".into(), custom_id: None, credential: None },
+        Consumer {
+            username: "demo_anon".into(),
+            custom_id: None,
+            credential: None,
+        },
     ]
 }
 
 fn compiled(plugins: Plugins) -> CompiledTable {
     let mut route = crate::table::tests::route("demo/r/0").0;
     route.plugins = plugins;
-    CompiledTable::compile(RouteTable { generation: 1, hash: String::new(), routes: vec![route], consumers: consumers() })
-        .expect("valid table")
+    CompiledTable::compile(RouteTable {
+        generation: 1,
+        hash: String::new(),
+        routes: vec![route],
+        consumers: consumers(),
+    })
+    .expect("valid table")
 }
 
-fn run(t: &CompiledTable, uri: &str, headers: &[(&str, &str)]) -> Result<(Option<String>, RequestEdits), (Reason, String)> {
+fn run(
+    t: &CompiledTable,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> Result<(Option<String>, RequestEdits), (Reason, String)> {
     let uri: Uri = uri.parse().unwrap();
     let mut h = HeaderMap::new();
     for (k, v) in headers {
-        h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        h.append(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
     }
     let view = RequestView::new(&Method::GET, &uri, &h, "127.0.0.1".parse().unwrap());
     authenticate(&t.routes[0].auth, &t.consumers, &view, NOW)
-        .map(|a| (a.consumer.map(|c| t.consumers.list[c].username.clone()), a.edits))
+        .map(|a| {
+            (
+                a.consumer.map(|c| t.consumers.list[c].username.clone()),
+                a.edits,
+            )
+        })
         .map_err(|r| (r.reason, r.www_authenticate.to_str().unwrap().to_string()))
 }
 
 fn key_auth() -> Plugins {
-    Plugins { key_auth: Some(KeyAuthConfig::default()), ..Plugins::default() }
+    Plugins {
+        key_auth: Some(KeyAuthConfig::default()),
+        ..Plugins::default()
+    }
 }
 
 #[test]
 fn reason_bodies_are_exact() {
-    assert_eq!(Reason::MissingApiKey.body(), "{\"message\":\"Missing API key in request\"}\n");
+    assert_eq!(
+        Reason::MissingApiKey.body(),
+        "{\"message\":\"Missing API key in request\"}\n"
+    );
     assert_eq!(Reason::MissingApiKey.body().len(), 41);
-    assert_eq!(Reason::InvalidApiKey.body(), "{\"message\":\"Invalid API key in request\"}\n");
-    assert_eq!(Reason::JwtVerifyFailed.body(), "{\"message\":\"failed to verify jwt\"}\n");
+    assert_eq!(
+        Reason::InvalidApiKey.body(),
+        "{\"message\":\"Invalid API key in request\"}\n"
+    );
+    assert_eq!(
+        Reason::JwtVerifyFailed.body(),
+        "{\"message\":\"failed to verify jwt\"}\n"
+    );
 }
 
 #[test]
@@ -121,23 +163,59 @@ fn key_auth_outcomes() {
         ("/", vec![("apikey", "")], Err(Reason::InvalidApiKey)),
         ("/", vec![("apikey", "this_is_the_key")], Ok("demo_jack")),
         ("/", vec![("APIKEY", "this_is_the_key")], Ok("demo_jack")),
-        ("/", vec![("apikey", "this_is_the_key"), ("apikey", "wrong")], Ok("demo_jack")),
-        ("/", vec![("apikey", "wrong"), ("apikey", "this_is_the_key")], Err(Reason::InvalidApiKey)),
+        (
+            "/",
+            vec![("apikey", "this_is_the_key"), ("apikey", "wrong")],
+            Ok("demo_jack"),
+        ),
+        (
+            "/",
+            vec![("apikey", "wrong"), ("apikey", "this_is_the_key")],
+            Err(Reason::InvalidApiKey),
+        ),
         ("/?apikey=this_is_the_key", vec![], Ok("demo_jack")),
         ("/?apikey=this%5Fis_the_key", vec![], Ok("demo_jack")),
-        ("/?apikey=this_is_the_key", vec![("apikey", "wrong")], Err(Reason::InvalidApiKey)),
-        ("/?apikey=wrong", vec![("apikey", "this_is_the_key")], Ok("demo_jack")),
-        ("/?apikey=this_is_the_key&apikey=this_is_the_key", vec![], Err(Reason::InvalidApiKey)),
+        (
+            "/?apikey=this_is_the_key",
+            vec![("apikey", "wrong")],
+            Err(Reason::InvalidApiKey),
+        ),
+        (
+            "/?apikey=wrong",
+            vec![("apikey", "this_is_the_key")],
+            Ok("demo_jack"),
+        ),
+        (
+            "/?apikey=this_is_the_key&apikey=this_is_the_key",
+            vec![],
+            Err(Reason::InvalidApiKey),
+        ),
         ("/?apikey", vec![], Err(Reason::InvalidApiKey)),
         ("/?apikey=", vec![], Err(Reason::InvalidApiKey)),
-        ("/?APIKEY=this_is_the_key", vec![], Err(Reason::MissingApiKey)),
-        ("/", vec![("apikey", "this_is_the_key ")], Err(Reason::InvalidApiKey)),
+        (
+            "/?APIKEY=this_is_the_key",
+            vec![],
+            Err(Reason::MissingApiKey),
+        ),
+        (
+            "/",
+            vec![("apikey", "this_is_the_key ")],
+            Err(Reason::InvalidApiKey),
+        ),
     ];
     for (uri, headers, want) in cases {
         let got = run(&t, uri, &headers);
         match want {
-            Ok(user) => assert_eq!(got.as_ref().map(|g| g.0.as_deref()), Ok(Some(user)), "{uri} {headers:?}"),
-            Err(reason) => assert_eq!(got.map(|_| ()), Err((reason, www.clone())), "{uri} {headers:?}"),
+            Ok(user) => assert_eq!(
+                got.as_ref().map(|g| g.0.as_deref()),
+                Ok(Some(user)),
+                "{uri} {headers:?}"
+            ),
+            Err(reason) => assert_eq!(
+                got.map(|_| ()),
+                Err((reason, www.clone())),
+                "{uri} {headers:?}"
+            ),
         }
     }
 }
@@ -145,7 +223,12 @@ fn key_auth_outcomes() {
 #[test]
 fn key_auth_custom_header_and_realm() {
     let t = compiled(Plugins {
-        key_auth: Some(KeyAuthConfig { header: "X-Key".into(), query: "k".into(), realm: "gw".into(), ..KeyAuthConfig::default() }),
+        key_auth: Some(KeyAuthConfig {
+            header: "X-Key".into(),
+            query: "k".into(),
+            realm: "gw".into(),
+            ..KeyAuthConfig::default()
+        }),
         ..Plugins::default()
     });
     assert!(run(&t, "/", &[("x-key", "this_is_the_key")]).is_ok());
@@ -158,65 +241,113 @@ fn key_auth_custom_header_and_realm() {
 
 #[test]
 fn key_auth_hide_credentials_removes_the_source_used() {
-    let t = compiled(Plugins { key_auth: Some(KeyAuthConfig { hide_credentials: true, ..KeyAuthConfig::default() }), ..Plugins::default() });
+    let t = compiled(Plugins {
+        key_auth: Some(KeyAuthConfig {
+            hide_credentials: true,
+            ..KeyAuthConfig::default()
+        }),
+        ..Plugins::default()
+    });
     let (_, edits) = run(&t, "/", &[("apikey", "this_is_the_key")]).unwrap();
-    assert_eq!(edits.remove_headers, vec![HeaderName::from_static("apikey")]);
+    assert_eq!(
+        edits.remove_headers,
+        vec![HeaderName::from_static("apikey")]
+    );
     assert!(edits.remove_query_args.is_empty());
     let (_, edits) = run(&t, "/?a=1&apikey=this_is_the_key", &[]).unwrap();
     assert!(edits.remove_headers.is_empty());
     assert_eq!(edits.remove_query_args, vec!["apikey".to_string()]);
     // Without hide_credentials nothing is removed.
     let t = compiled(key_auth());
-    assert_eq!(run(&t, "/", &[("apikey", "this_is_the_key")]).unwrap().1, RequestEdits::default());
+    assert_eq!(
+        run(&t, "/", &[("apikey", "this_is_the_key")]).unwrap().1,
+        RequestEdits::default()
+    );
 }
 
 #[test]
 fn anonymous_consumer_fallback() {
     let t = compiled(Plugins {
-        key_auth: Some(KeyAuthConfig { anonymous_consumer: Some("demo_anon".into()), hide_credentials: true, ..KeyAuthConfig::default() }),
+        key_auth: Some(KeyAuthConfig {
+            anonymous_consumer: Some("demo_anon".into()),
+            hide_credentials: true,
+            ..KeyAuthConfig::default()
+        }),
         ..Plugins::default()
     });
     let (user, edits) = run(&t, "/?apikey=bad", &[("apikey", "bad")]).unwrap();
     assert_eq!(user.as_deref(), Some("demo_anon"));
-    assert_eq!(edits.remove_headers, vec![HeaderName::from_static("apikey")]);
+    assert_eq!(
+        edits.remove_headers,
+        vec![HeaderName::from_static("apikey")]
+    );
     assert_eq!(edits.remove_query_args, vec!["apikey".to_string()]);
     assert_eq!(run(&t, "/", &[]).unwrap().0.as_deref(), Some("demo_anon"));
-    assert_eq!(run(&t, "/", &[("apikey", "this_is_the_key")]).unwrap().0.as_deref(), Some("demo_jack"));
+    assert_eq!(
+        run(&t, "/", &[("apikey", "this_is_the_key")])
+            .unwrap()
+            .0
+            .as_deref(),
+        Some("demo_jack")
+    );
 }
 
 #[test]
 fn unknown_anonymous_consumer_rejects_the_table() {
     let mut route = crate::table::tests::route("demo/r/0").0;
     route.plugins = Plugins {
-        key_auth: Some(KeyAuthConfig { anonymous_consumer: Some("demo_nobody".into()), ..KeyAuthConfig::default() }),
+        key_auth: Some(KeyAuthConfig {
+            anonymous_consumer: Some("demo_nobody".into()),
+            ..KeyAuthConfig::default()
+        }),
         ..Plugins::default()
     };
-    let err = CompiledTable::compile(RouteTable { generation: 1, hash: String::new(), routes: vec![route], consumers: consumers() })
-        .unwrap_err()
-        .to_string();
+    let err = CompiledTable::compile(RouteTable {
+        generation: 1,
+        hash: String::new(),
+        routes: vec![route],
+        consumers: consumers(),
+    })
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("anonymous_consumer \"demo_nobody\""), "{err}");
 }
 
 fn basic(user_pass: &str) -> String {
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(user_pass))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(user_pass)
+    )
 }
 
 #[test]
 fn basic_auth_outcomes() {
-    let t = compiled(Plugins { basic_auth: Some(BasicAuthConfig::default()), ..Plugins::default() });
+    let t = compiled(Plugins {
+        basic_auth: Some(BasicAuthConfig::default()),
+        ..Plugins::default()
+    });
     let www = "Basic realm=\"basic\"".to_string();
     let no_pad = base64::engine::general_purpose::STANDARD_NO_PAD.encode("carol:s3cret:pass");
     let cases: Vec<(String, Result<&str, Reason>)> = vec![
         (basic("carol:s3cret:pass"), Ok("demo_carol")),
         (basic("carol:s3cret:pass\n"), Ok("demo_carol")),
         (basic(" car ol : s3cret:pass"), Ok("demo_carol")),
-        (format!("bAsIc   {}", base64::engine::general_purpose::STANDARD.encode("carol:s3cret:pass")), Ok("demo_carol")),
+        (
+            format!(
+                "bAsIc   {}",
+                base64::engine::general_purpose::STANDARD.encode("carol:s3cret:pass")
+            ),
+            Ok("demo_carol"),
+        ),
         (format!("Basic {no_pad}"), Ok("demo_carol")),
         (basic("carol:s3cret"), Err(Reason::InvalidUser)),
         (basic("carol:s3cret:pass:junk"), Err(Reason::InvalidUser)),
         (basic("mallory:s3cret:pass"), Err(Reason::InvalidUser)),
         (basic("carol"), Err(Reason::InvalidAuthorization)),
-        ("Basic !!!notbase64".into(), Err(Reason::InvalidAuthorization)),
+        (
+            "Basic !!!notbase64".into(),
+            Err(Reason::InvalidAuthorization),
+        ),
         ("Bearer abc".into(), Err(Reason::InvalidAuthorization)),
         ("Basic".into(), Err(Reason::InvalidAuthorization)),
         ("".into(), Err(Reason::InvalidAuthorization)),
@@ -224,26 +355,47 @@ fn basic_auth_outcomes() {
     for (value, want) in cases {
         let got = run(&t, "/", &[("authorization", &value)]);
         match want {
-            Ok(user) => assert_eq!(got.as_ref().map(|g| g.0.as_deref()), Ok(Some(user)), "{value:?}"),
+            Ok(user) => assert_eq!(
+                got.as_ref().map(|g| g.0.as_deref()),
+                Ok(Some(user)),
+                "{value:?}"
+            ),
             Err(reason) => assert_eq!(got.map(|_| ()), Err((reason, www.clone())), "{value:?}"),
         }
     }
-    assert_eq!(run(&t, "/", &[]).unwrap_err().0, Reason::MissingAuthorization);
+    assert_eq!(
+        run(&t, "/", &[]).unwrap_err().0,
+        Reason::MissingAuthorization
+    );
 }
 
 #[test]
 fn basic_auth_hide_credentials() {
-    let t = compiled(Plugins { basic_auth: Some(BasicAuthConfig { hide_credentials: true, ..BasicAuthConfig::default() }), ..Plugins::default() });
+    let t = compiled(Plugins {
+        basic_auth: Some(BasicAuthConfig {
+            hide_credentials: true,
+            ..BasicAuthConfig::default()
+        }),
+        ..Plugins::default()
+    });
     let (_, edits) = run(&t, "/", &[("authorization", &basic("carol:s3cret:pass"))]).unwrap();
     assert_eq!(edits.remove_headers, vec![header::AUTHORIZATION]);
 }
 
 fn hs_token(claims: serde_json::Value) -> String {
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(HS_SECRET.as_bytes())).unwrap()
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(HS_SECRET.as_bytes()),
+    )
+    .unwrap()
 }
 
 fn jwt_plugins(config: JwtAuthConfig) -> Plugins {
-    Plugins { jwt_auth: Some(config), ..Plugins::default() }
+    Plugins {
+        jwt_auth: Some(config),
+        ..Plugins::default()
+    }
 }
 
 fn b64url(s: &str) -> String {
@@ -266,10 +418,18 @@ fn jwt_auth_outcomes() {
         &EncodingKey::from_secret(HS_SECRET.as_bytes()),
     )
     .unwrap();
-    let none_alg = format!("{}.{}.", b64url(r#"{"alg":"none"}"#), b64url(r#"{"key":"dave-key"}"#));
+    let none_alg = format!(
+        "{}.{}.",
+        b64url(r#"{"alg":"none"}"#),
+        b64url(r#"{"key":"dave-key"}"#)
+    );
     let (h, p, _) = {
         let mut it = good.split('.');
-        (it.next().unwrap().to_string(), it.next().unwrap().to_string(), it.next().unwrap().to_string())
+        (
+            it.next().unwrap().to_string(),
+            it.next().unwrap().to_string(),
+            it.next().unwrap().to_string(),
+        )
     };
     let www = "Bearer realm=\"jwt\"".to_string();
     let cases: Vec<(String, Result<&str, Reason>)> = vec![
@@ -279,22 +439,50 @@ fn jwt_auth_outcomes() {
         (format!("BEARER {good}"), Err(Reason::JwtInvalid)),
         ("Bearer a.b".into(), Err(Reason::JwtInvalid)),
         ("Bearer a.b.c.d".into(), Err(Reason::JwtInvalid)),
-        (format!("Bearer {}.{}.sig", b64url("[1]"), p), Err(Reason::JwtInvalid)),
-        (format!("Bearer {h}.{}.sig", b64url("not json")), Err(Reason::JwtInvalid)),
-        (format!("Bearer {h}.{}.sig", b64url(r#"{"sub":"x"}"#)), Err(Reason::MissingUserKey)),
-        (format!("Bearer {h}.{}.sig", b64url(r#"{"key":null}"#)), Err(Reason::MissingUserKey)),
-        (format!("Bearer {h}.{}.sig", b64url(r#"{"key":false}"#)), Err(Reason::MissingUserKey)),
-        (format!("Bearer {h}.{}.sig", b64url(r#"{"key":7}"#)), Err(Reason::InvalidUserKey)),
-        (format!("Bearer {h}.{}.sig", b64url(r#"{"key":"nobody"}"#)), Err(Reason::InvalidUserKey)),
+        (
+            format!("Bearer {}.{}.sig", b64url("[1]"), p),
+            Err(Reason::JwtInvalid),
+        ),
+        (
+            format!("Bearer {h}.{}.sig", b64url("not json")),
+            Err(Reason::JwtInvalid),
+        ),
+        (
+            format!("Bearer {h}.{}.sig", b64url(r#"{"sub":"x"}"#)),
+            Err(Reason::MissingUserKey),
+        ),
+        (
+            format!("Bearer {h}.{}.sig", b64url(r#"{"key":null}"#)),
+            Err(Reason::MissingUserKey),
+        ),
+        (
+            format!("Bearer {h}.{}.sig", b64url(r#"{"key":false}"#)),
+            Err(Reason::MissingUserKey),
+        ),
+        (
+            format!("Bearer {h}.{}.sig", b64url(r#"{"key":7}"#)),
+            Err(Reason::InvalidUserKey),
+        ),
+        (
+            format!("Bearer {h}.{}.sig", b64url(r#"{"key":"nobody"}"#)),
+            Err(Reason::InvalidUserKey),
+        ),
         (format!("Bearer {h}.{p}.%%%"), Err(Reason::JwtVerifyFailed)),
-        (format!("Bearer {wrong_secret}"), Err(Reason::JwtVerifyFailed)),
+        (
+            format!("Bearer {wrong_secret}"),
+            Err(Reason::JwtVerifyFailed),
+        ),
         (format!("Bearer {hs384}"), Err(Reason::JwtVerifyFailed)),
         (format!("Bearer {none_alg}"), Err(Reason::JwtVerifyFailed)),
     ];
     for (value, want) in cases {
         let got = run(&t, "/", &[("authorization", &value)]);
         match want {
-            Ok(user) => assert_eq!(got.as_ref().map(|g| g.0.as_deref()), Ok(Some(user)), "{value:?}"),
+            Ok(user) => assert_eq!(
+                got.as_ref().map(|g| g.0.as_deref()),
+                Ok(Some(user)),
+                "{value:?}"
+            ),
             Err(reason) => assert_eq!(got.map(|_| ()), Err((reason, www.clone())), "{value:?}"),
         }
     }
@@ -303,7 +491,10 @@ fn jwt_auth_outcomes() {
 
 #[test]
 fn jwt_sources_header_then_query_then_cookie() {
-    let t = compiled(jwt_plugins(JwtAuthConfig { hide_credentials: true, ..JwtAuthConfig::default() }));
+    let t = compiled(jwt_plugins(JwtAuthConfig {
+        hide_credentials: true,
+        ..JwtAuthConfig::default()
+    }));
     let good = hs_token(serde_json::json!({"key": "dave-key"}));
     let (u, e) = run(&t, &format!("/?a=1&jwt={good}"), &[]).unwrap();
     assert_eq!(u.as_deref(), Some("demo_dave"));
@@ -312,7 +503,12 @@ fn jwt_sources_header_then_query_then_cookie() {
     assert_eq!(u.as_deref(), Some("demo_dave"));
     assert_eq!(e.remove_cookies, vec!["jwt".to_string()]);
     // A present header is used even if it fails; query and cookie are not tried.
-    let err = run(&t, &format!("/?jwt={good}"), &[("authorization", "garbage")]).unwrap_err();
+    let err = run(
+        &t,
+        &format!("/?jwt={good}"),
+        &[("authorization", "garbage")],
+    )
+    .unwrap_err();
     assert_eq!(err.0, Reason::JwtInvalid);
     let (_, e) = run(&t, "/", &[("authorization", &format!("Bearer {good}"))]).unwrap();
     assert_eq!(e.remove_headers, vec![header::AUTHORIZATION]);
@@ -322,25 +518,71 @@ fn jwt_sources_header_then_query_then_cookie() {
 fn jwt_time_claims_with_grace() {
     // dave has a 5 s grace period.
     let t = compiled(jwt_plugins(JwtAuthConfig::default()));
-    let check = |claims: serde_json::Value| run(&t, "/", &[("authorization", &hs_token(claims))]).map(|_| ()).map_err(|e| e.0);
+    let check = |claims: serde_json::Value| {
+        run(&t, "/", &[("authorization", &hs_token(claims))])
+            .map(|_| ())
+            .map_err(|e| e.0)
+    };
     assert_eq!(check(serde_json::json!({"key": "dave-key"})), Ok(()));
-    assert_eq!(check(serde_json::json!({"key": "dave-key", "exp": NOW - 4})), Ok(()));
-    assert_eq!(check(serde_json::json!({"key": "dave-key", "exp": NOW - 5})), Err(Reason::JwtVerifyFailed));
-    assert_eq!(check(serde_json::json!({"key": "dave-key", "exp": "soon"})), Err(Reason::JwtVerifyFailed));
-    assert_eq!(check(serde_json::json!({"key": "dave-key", "nbf": NOW + 4})), Ok(()));
-    assert_eq!(check(serde_json::json!({"key": "dave-key", "nbf": NOW + 5})), Err(Reason::JwtVerifyFailed));
+    assert_eq!(
+        check(serde_json::json!({"key": "dave-key", "exp": NOW - 4})),
+        Ok(())
+    );
+    assert_eq!(
+        check(serde_json::json!({"key": "dave-key", "exp": NOW - 5})),
+        Err(Reason::JwtVerifyFailed)
+    );
+    assert_eq!(
+        check(serde_json::json!({"key": "dave-key", "exp": "soon"})),
+        Err(Reason::JwtVerifyFailed)
+    );
+    assert_eq!(
+        check(serde_json::json!({"key": "dave-key", "nbf": NOW + 4})),
+        Ok(())
+    );
+    assert_eq!(
+        check(serde_json::json!({"key": "dave-key", "nbf": NOW + 5})),
+        Err(Reason::JwtVerifyFailed)
+    );
     // erin: no grace, so exp == now fails.
     let rsa = EncodingKey::from_rsa_pem(fixture("rsa_private.pem").as_bytes()).unwrap();
-    let rs = |claims: serde_json::Value| jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &rsa).unwrap();
+    let rs = |claims: serde_json::Value| {
+        jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &rsa).unwrap()
+    };
     let t2 = &t;
-    let check_rs = |claims| run(t2, "/", &[("authorization", &rs(claims))]).map(|_| ()).map_err(|e| e.0);
-    assert_eq!(check_rs(serde_json::json!({"key": "erin-key", "exp": NOW})), Err(Reason::JwtVerifyFailed));
-    assert_eq!(check_rs(serde_json::json!({"key": "erin-key", "exp": NOW + 1})), Ok(()));
+    let check_rs = |claims| {
+        run(t2, "/", &[("authorization", &rs(claims))])
+            .map(|_| ())
+            .map_err(|e| e.0)
+    };
+    assert_eq!(
+        check_rs(serde_json::json!({"key": "erin-key", "exp": NOW})),
+        Err(Reason::JwtVerifyFailed)
+    );
+    assert_eq!(
+        check_rs(serde_json::json!({"key": "erin-key", "exp": NOW + 1})),
+        Ok(())
+    );
 
-    let listed = compiled(jwt_plugins(JwtAuthConfig { claims_to_verify: vec![JwtClaim::Exp], ..JwtAuthConfig::default() }));
-    let check_listed = |claims: serde_json::Value| run(&listed, "/", &[("authorization", &hs_token(claims))]).map(|_| ()).map_err(|e| e.0);
-    assert_eq!(check_listed(serde_json::json!({"key": "dave-key"})), Err(Reason::JwtVerifyFailed), "listed exp is required");
-    assert_eq!(check_listed(serde_json::json!({"key": "dave-key", "exp": NOW + 9, "nbf": NOW + 999})), Ok(()), "unlisted nbf not checked");
+    let listed = compiled(jwt_plugins(JwtAuthConfig {
+        claims_to_verify: vec![JwtClaim::Exp],
+        ..JwtAuthConfig::default()
+    }));
+    let check_listed = |claims: serde_json::Value| {
+        run(&listed, "/", &[("authorization", &hs_token(claims))])
+            .map(|_| ())
+            .map_err(|e| e.0)
+    };
+    assert_eq!(
+        check_listed(serde_json::json!({"key": "dave-key"})),
+        Err(Reason::JwtVerifyFailed),
+        "listed exp is required"
+    );
+    assert_eq!(
+        check_listed(serde_json::json!({"key": "dave-key", "exp": NOW + 9, "nbf": NOW + 999})),
+        Ok(()),
+        "unlisted nbf not checked"
+    );
 }
 
 #[test]
@@ -358,14 +600,30 @@ fn jwt_asymmetric_algorithms_verify_with_the_public_key() {
     for (alg, pem, key, user) in [
         (Algorithm::RS256, "rsa_private.pem", "erin-key", "demo_erin"),
         (Algorithm::ES256, "ec256_private.pem", "fay-key", "demo_fay"),
-        (Algorithm::EdDSA, "ed25519_private.pem", "gus-key", "demo_gus"),
+        (
+            Algorithm::EdDSA,
+            "ed25519_private.pem",
+            "gus-key",
+            "demo_gus",
+        ),
     ] {
         let token = sign(alg, pem, key);
-        assert_eq!(run(&t, "/", &[("authorization", &token)]).unwrap().0.as_deref(), Some(user));
+        assert_eq!(
+            run(&t, "/", &[("authorization", &token)])
+                .unwrap()
+                .0
+                .as_deref(),
+            Some(user)
+        );
         // Same token presented for another consumer's key: signature does not verify.
         let mut parts: Vec<String> = token.split('.').map(String::from).collect();
         parts[1] = b64url(&format!(r#"{{"key":"{key}","x":1}}"#));
-        assert_eq!(run(&t, "/", &[("authorization", &parts.join("."))]).unwrap_err().0, Reason::JwtVerifyFailed);
+        assert_eq!(
+            run(&t, "/", &[("authorization", &parts.join("."))])
+                .unwrap_err()
+                .0,
+            Reason::JwtVerifyFailed
+        );
     }
 }
 
@@ -376,39 +634,102 @@ fn several_plugins_all_must_pass_in_priority_order_last_consumer_wins() {
         key_auth: Some(KeyAuthConfig::default()),
         ..Plugins::default()
     });
-    assert_eq!(run(&t, "/", &[("apikey", "this_is_the_key")]).unwrap_err().0, Reason::MissingAuthorization);
-    assert_eq!(run(&t, "/", &[("authorization", &basic("carol:s3cret:pass"))]).unwrap_err().0, Reason::MissingApiKey);
-    let ok = run(&t, "/", &[("authorization", &basic("carol:s3cret:pass")), ("apikey", "this_is_the_key")]).unwrap();
+    assert_eq!(
+        run(&t, "/", &[("apikey", "this_is_the_key")])
+            .unwrap_err()
+            .0,
+        Reason::MissingAuthorization
+    );
+    assert_eq!(
+        run(&t, "/", &[("authorization", &basic("carol:s3cret:pass"))])
+            .unwrap_err()
+            .0,
+        Reason::MissingApiKey
+    );
+    let ok = run(
+        &t,
+        "/",
+        &[
+            ("authorization", &basic("carol:s3cret:pass")),
+            ("apikey", "this_is_the_key"),
+        ],
+    )
+    .unwrap();
     assert_eq!(ok.0.as_deref(), Some("demo_jack"));
 }
 
 #[test]
 fn consumer_table_errors() {
     let dup_key = vec![
-        Consumer { username: "a".into(), custom_id: None, credential: Some(Credential::KeyAuth { key_sha256: key_digest_hex(b"k") }) },
-        Consumer { username: "b".into(), custom_id: None, credential: Some(Credential::KeyAuth { key_sha256: key_digest_hex(b"k") }) },
+        Consumer {
+            username: "a".into(),
+            custom_id: None,
+            credential: Some(Credential::KeyAuth {
+                key_sha256: key_digest_hex(b"k"),
+            }),
+        },
+        Consumer {
+            username: "b".into(),
+            custom_id: None,
+            credential: Some(Credential::KeyAuth {
+                key_sha256: key_digest_hex(b"k"),
+            }),
+        },
     ];
-    let jwt = |alg: &str, secret: Option<&str>, b64: bool, pk: Option<&str>| vec![Consumer {
-        username: "j".into(),
-        custom_id: None,
-        credential: Some(Credential::JwtAuth(JwtCredential {
-            key: "k".into(),
-            algorithm: alg.into(),
-            secret: secret.map(Into::into),
-            base64_secret: b64,
-            public_key: pk.map(Into::into),
-            lifetime_grace_period: 0,
-        })),
-    }];
+    let jwt = |alg: &str, secret: Option<&str>, b64: bool, pk: Option<&str>| {
+        vec![Consumer {
+            username: "j".into(),
+            custom_id: None,
+            credential: Some(Credential::JwtAuth(JwtCredential {
+                key: "k".into(),
+                algorithm: alg.into(),
+                secret: secret.map(Into::into),
+                base64_secret: b64,
+                public_key: pk.map(Into::into),
+                lifetime_grace_period: 0,
+            })),
+        }]
+    };
     let cases: Vec<(Vec<Consumer>, &str)> = vec![
         (dup_key, "duplicate key-auth key (also consumer \"a\")"),
-        (vec![Consumer { username: "a".into(), custom_id: None, credential: Some(Credential::KeyAuth { key_sha256: "xyz".into() }) }], "64 hex characters"),
-        (jwt("ES512", Some("s"), false, None), "jwt-auth algorithm \"ES512\" is not supported by Portcullis"),
-        (jwt("HS256", None, false, None), "property \"secret\" is required when using HS based algorithms"),
-        (jwt("HS256", Some("***"), true, None), "base64_secret required but the secret is not in base64 format"),
+        (
+            vec![Consumer {
+                username: "a".into(),
+                custom_id: None,
+                credential: Some(Credential::KeyAuth {
+                    key_sha256: "xyz".into(),
+                }),
+            }],
+            "64 hex characters",
+        ),
+        (
+            jwt("ES512", Some("s"), false, None),
+            "jwt-auth algorithm \"ES512\" is not supported by Portcullis",
+        ),
+        (
+            jwt("HS256", None, false, None),
+            "property \"secret\" is required when using HS based algorithms",
+        ),
+        (
+            jwt("HS256", Some("***"), true, None),
+            "base64_secret required but the secret is not in base64 format",
+        ),
         (jwt("RS256", None, false, None), "missing valid public key"),
-        (jwt("RS256", None, false, Some("not a pem")), "invalid public_key for RS256"),
-        (vec![Consumer { username: "c".into(), custom_id: None, credential: Some(Credential::BasicAuth { username: "a:b".into(), password: "p".into() }) }], "must not contain ':'"),
+        (
+            jwt("RS256", None, false, Some("not a pem")),
+            "invalid public_key for RS256",
+        ),
+        (
+            vec![Consumer {
+                username: "c".into(),
+                custom_id: None,
+                credential: Some(Credential::BasicAuth {
+                    username: "a:b".into(),
+                    password: "p".into(),
+                }),
+            }],
+            "must not contain ':'",
+        ),
     ];
     for (consumers, want) in cases {
         let err = Consumers::compile(&consumers).unwrap_err();

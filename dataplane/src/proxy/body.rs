@@ -25,7 +25,10 @@ enum Inner {
 
 impl ResponseBody {
     pub fn full(bytes: Bytes) -> Self {
-        ResponseBody { inner: Inner::Full(Full::new(bytes)), on_end: None }
+        ResponseBody {
+            inner: Inner::Full(Full::new(bytes)),
+            on_end: None,
+        }
     }
 
     pub fn empty() -> Self {
@@ -33,7 +36,10 @@ impl ResponseBody {
     }
 
     pub fn upstream(body: Incoming) -> Self {
-        ResponseBody { inner: Inner::Upstream(body), on_end: None }
+        ResponseBody {
+            inner: Inner::Upstream(body),
+            on_end: None,
+        }
     }
 
     /// Marks the connection as waiting for its next request head once this body is done.
@@ -64,7 +70,9 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = match &mut self.inner {
-            Inner::Full(full) => Pin::new(full).poll_frame(cx).map_err(|never| match never {}),
+            Inner::Full(full) => Pin::new(full)
+                .poll_frame(cx)
+                .map_err(|never| match never {}),
             Inner::Upstream(body) => Pin::new(body).poll_frame(cx),
         };
         if let Poll::Ready(None) = polled {

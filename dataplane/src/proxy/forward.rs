@@ -64,7 +64,13 @@ pub fn prepare_request(
     let headers = &mut parts.headers;
     let client_upgrade = headers.get(header::UPGRADE).cloned();
     remove_hop_by_hop(headers);
-    for name in [header::EXPECT, FORWARDED, X_CONSUMER_USERNAME, X_CREDENTIAL_IDENTIFIER, X_CONSUMER_CUSTOM_ID] {
+    for name in [
+        header::EXPECT,
+        FORWARDED,
+        X_CONSUMER_USERNAME,
+        X_CREDENTIAL_IDENTIFIER,
+        X_CONSUMER_CUSTOM_ID,
+    ] {
         headers.remove(name);
     }
 
@@ -95,7 +101,12 @@ pub fn prepare_request(
     let host = headers.get(header::HOST).cloned();
 
     let peer_text = peer.to_string();
-    let xff = match headers.get_all(X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>() {
+    let xff = match headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+    {
         prior if prior.is_empty() => peer_text.clone(),
         prior => format!("{}, {peer_text}", prior.join(", ")),
     };
@@ -180,7 +191,10 @@ mod tests {
         b.body(()).unwrap().into_parts().0
     }
 
-    const LISTENER: Listener = Listener { scheme: "http", port: 9080 };
+    const LISTENER: Listener = Listener {
+        scheme: "http",
+        port: 9080,
+    };
 
     #[test]
     fn hop_by_hop_and_identity_headers_are_removed_and_forwarding_headers_set() {
@@ -206,11 +220,26 @@ mod tests {
                 ("sec-websocket-key", "abc"),
             ],
         );
-        prepare_request(&mut p, "127.0.0.2".parse().unwrap(), LISTENER, false, None, &RequestEdits::default());
+        prepare_request(
+            &mut p,
+            "127.0.0.2".parse().unwrap(),
+            LISTENER,
+            false,
+            None,
+            &RequestEdits::default(),
+        );
         let h = &p.headers;
         for gone in [
-            "connection", "x-secret", "keep-alive", "te", "upgrade", "expect", "forwarded",
-            "x-consumer-username", "x-consumer-custom-id", "x-credential-identifier",
+            "connection",
+            "x-secret",
+            "keep-alive",
+            "te",
+            "upgrade",
+            "expect",
+            "forwarded",
+            "x-consumer-username",
+            "x-consumer-custom-id",
+            "x-credential-identifier",
         ] {
             assert!(!h.contains_key(gone), "{gone} must be removed");
         }
@@ -227,14 +256,24 @@ mod tests {
 
     #[test]
     fn websocket_upgrade_is_forwarded_with_the_consumer() {
-        let mut p = parts("http://ws.example.com/raw", &[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        let mut p = parts(
+            "http://ws.example.com/raw",
+            &[("connection", "Upgrade"), ("upgrade", "websocket")],
+        );
         let consumer = CompiledConsumer {
             username: "demo_jack".into(),
             username_header: HeaderValue::from_static("demo_jack"),
             custom_id_header: Some(HeaderValue::from_static("c-1")),
             credential_fingerprint: None,
         };
-        prepare_request(&mut p, "::1".parse().unwrap(), LISTENER, true, Some(&consumer), &RequestEdits::default());
+        prepare_request(
+            &mut p,
+            "::1".parse().unwrap(),
+            LISTENER,
+            true,
+            Some(&consumer),
+            &RequestEdits::default(),
+        );
         assert_eq!(p.headers["connection"], "Upgrade");
         assert_eq!(p.headers["upgrade"], "websocket");
         assert_eq!(p.headers["x-consumer-username"], "demo_jack");
@@ -248,14 +287,25 @@ mod tests {
     fn hide_credentials_edits_are_applied() {
         let mut p = parts(
             "/raw?a=%20x&apikey=k&b=2",
-            &[("apikey", "k"), ("cookie", "x=1; jwt=t; y=2"), ("cookie", "jwt=u")],
+            &[
+                ("apikey", "k"),
+                ("cookie", "x=1; jwt=t; y=2"),
+                ("cookie", "jwt=u"),
+            ],
         );
         let edits = RequestEdits {
             remove_headers: vec![HeaderName::from_static("apikey")],
             remove_query_args: vec!["apikey".into()],
             remove_cookies: vec!["jwt".into()],
         };
-        prepare_request(&mut p, "127.0.0.1".parse().unwrap(), LISTENER, false, None, &edits);
+        prepare_request(
+            &mut p,
+            "127.0.0.1".parse().unwrap(),
+            LISTENER,
+            false,
+            None,
+            &edits,
+        );
         assert!(!p.headers.contains_key("apikey"));
         assert_eq!(p.uri, "/raw?a=%20x&b=2");
         let cookies: Vec<_> = p.headers.get_all("cookie").iter().collect();

@@ -84,13 +84,21 @@ impl Dataplane {
             Ok(compiled) => {
                 let compiled = Arc::new(compiled);
                 self.table.store(Some(compiled.clone()));
-                self.metrics.table_generation.set(compiled.generation as i64);
-                self.metrics.table_loads.get_or_create(&crate::metrics::ResultLabels { result: "applied" }).inc();
+                self.metrics
+                    .table_generation
+                    .set(compiled.generation as i64);
+                self.metrics
+                    .table_loads
+                    .get_or_create(&crate::metrics::ResultLabels { result: "applied" })
+                    .inc();
                 info!(generation, hash = %compiled.hash, routes = compiled.routes.len(), consumers = compiled.consumers.list.len(), "route table applied");
                 Ok(compiled)
             }
             Err(error) => {
-                self.metrics.table_loads.get_or_create(&crate::metrics::ResultLabels { result: "rejected" }).inc();
+                self.metrics
+                    .table_loads
+                    .get_or_create(&crate::metrics::ResultLabels { result: "rejected" })
+                    .inc();
                 warn!(generation, %error, "route table rejected; the previous table stays in effect");
                 Err(error)
             }
@@ -108,7 +116,10 @@ impl Dataplane {
     /// Accepts connections until the task is dropped.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, tls: Option<TlsAcceptor>) {
         let local = listener.local_addr().map(|a| a.port()).unwrap_or(0);
-        let info = Listener { scheme: if tls.is_some() { "https" } else { "http" }, port: local };
+        let info = Listener {
+            scheme: if tls.is_some() { "https" } else { "http" },
+            port: local,
+        };
         loop {
             let (tcp, peer) = match listener.accept().await {
                 Ok(pair) => pair,
@@ -129,21 +140,30 @@ impl Dataplane {
         }
     }
 
-    async fn serve_connection(self: Arc<Self>, tcp: tokio::net::TcpStream, peer: SocketAddr, listener: Listener, tls: Option<TlsAcceptor>) {
+    async fn serve_connection(
+        self: Arc<Self>,
+        tcp: tokio::net::TcpStream,
+        peer: SocketAddr,
+        listener: Listener,
+        tls: Option<TlsAcceptor>,
+    ) {
         let stream = match tls {
             None => ClientStream::Plain(tcp),
-            Some(acceptor) => match tokio::time::timeout(self.settings.header_timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => ClientStream::Tls(Box::new(s)),
-                Ok(Err(error)) => {
-                    debug!(%error, "TLS handshake failed");
-                    self.metrics.rejected_connection("tls_handshake");
-                    return;
+            Some(acceptor) => {
+                match tokio::time::timeout(self.settings.header_timeout, acceptor.accept(tcp)).await
+                {
+                    Ok(Ok(s)) => ClientStream::Tls(Box::new(s)),
+                    Ok(Err(error)) => {
+                        debug!(%error, "TLS handshake failed");
+                        self.metrics.rejected_connection("tls_handshake");
+                        return;
+                    }
+                    Err(_) => {
+                        self.metrics.rejected_connection("tls_handshake_timeout");
+                        return;
+                    }
                 }
-                Err(_) => {
-                    self.metrics.rejected_connection("tls_handshake_timeout");
-                    return;
-                }
-            },
+            }
         };
         self.metrics.connections_active.inc();
         let phase = Arc::new(ConnPhase::default());
@@ -164,7 +184,11 @@ impl Dataplane {
             .max_headers(self.settings.max_headers)
             .header_read_timeout(None)
             .keep_alive(true);
-        if let Err(error) = builder.serve_connection(TokioIo::new(io), service).with_upgrades().await {
+        if let Err(error) = builder
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades()
+            .await
+        {
             if error.is_parse_too_large() {
                 self.metrics.rejected_connection("header_too_large");
             } else if error.is_parse() {
@@ -175,7 +199,13 @@ impl Dataplane {
         self.metrics.connections_active.dec();
     }
 
-    async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr, listener: Listener, phase: Arc<ConnPhase>) -> Response<ResponseBody> {
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        listener: Listener,
+        phase: Arc<ConnPhase>,
+    ) -> Response<ResponseBody> {
         phase.serving();
         let response = self.route_and_forward(req, peer, listener, &phase).await;
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -186,7 +216,13 @@ impl Dataplane {
         }
     }
 
-    async fn route_and_forward(&self, req: Request<Incoming>, peer: SocketAddr, listener: Listener, phase: &Arc<ConnPhase>) -> Response<ResponseBody> {
+    async fn route_and_forward(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        listener: Listener,
+        phase: &Arc<ConnPhase>,
+    ) -> Response<ResponseBody> {
         let Some(table) = self.current() else {
             return responses::no_config();
         };
@@ -194,20 +230,30 @@ impl Dataplane {
         let no_route: Arc<str> = Arc::from("");
         let view = RequestView::new(req.method(), req.uri(), req.headers(), peer.ip());
         // Metrics label: the request's own kind, whatever the rule then does with it.
-        let kind = if upgrade_requested { "websocket" } else { "http" };
+        let kind = if upgrade_requested {
+            "websocket"
+        } else {
+            "http"
+        };
         let Some(route) = table.find(&view) else {
             self.metrics.request(kind, &no_route, Outcome::NotFound, "");
             return responses::not_found();
         };
         let websocket = upgrade_requested && route.websocket;
         if route.placeholder {
-            self.metrics.request(kind, &route.id, Outcome::Unavailable, "rule_not_accepted");
+            self.metrics
+                .request(kind, &route.id, Outcome::Unavailable, "rule_not_accepted");
             return responses::gateway_error(StatusCode::SERVICE_UNAVAILABLE, false);
         }
         let auth = match authenticate(&route.auth, &table.consumers, &view, unix_now()) {
             Ok(a) => a,
             Err(rejection) => {
-                self.metrics.request(kind, &route.id, Outcome::Unauthorized, rejection.reason.label());
+                self.metrics.request(
+                    kind,
+                    &route.id,
+                    Outcome::Unauthorized,
+                    rejection.reason.label(),
+                );
                 debug!(route = %route.id, reason = rejection.reason.label(), "request refused");
                 return responses::unauthorized(&rejection);
             }
@@ -216,12 +262,26 @@ impl Dataplane {
         drop(view);
 
         let (mut parts, body) = req.into_parts();
-        let client_upgrade = if websocket { parts.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
+        let client_upgrade = if websocket {
+            parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+        } else {
+            None
+        };
         let consumer = auth.consumer.map(|c| &table.consumers.list[c]);
-        forward::prepare_request(&mut parts, peer.ip(), listener, websocket, consumer, &auth.edits);
+        forward::prepare_request(
+            &mut parts,
+            peer.ip(),
+            listener,
+            websocket,
+            consumer,
+            &auth.edits,
+        );
         let upstream_req = Request::from_parts(parts, body);
 
-        match self.exchange(route, request_host.as_deref(), upstream_req).await {
+        match self
+            .exchange(route, request_host.as_deref(), upstream_req)
+            .await
+        {
             Err(status) => {
                 let outcome = match status {
                     StatusCode::SERVICE_UNAVAILABLE => Outcome::Unavailable,
@@ -234,9 +294,17 @@ impl Dataplane {
             Ok(mut resp) => {
                 let status = resp.status();
                 if status == StatusCode::SWITCHING_PROTOCOLS {
-                    let (Some(client_upgrade), Some(upstream_upgrade)) = (client_upgrade, resp.extensions_mut().remove::<hyper::upgrade::OnUpgrade>()) else {
+                    let (Some(client_upgrade), Some(upstream_upgrade)) = (
+                        client_upgrade,
+                        resp.extensions_mut().remove::<hyper::upgrade::OnUpgrade>(),
+                    ) else {
                         // A 101 we did not ask for: refuse to relay it.
-                        self.metrics.request(kind, &route.id, Outcome::BadGateway, "unexpected_101");
+                        self.metrics.request(
+                            kind,
+                            &route.id,
+                            Outcome::BadGateway,
+                            "unexpected_101",
+                        );
                         return responses::gateway_error(StatusCode::BAD_GATEWAY, true);
                     };
                     self.metrics.request(kind, &route.id, Outcome::Upgraded, "");
@@ -249,18 +317,28 @@ impl Dataplane {
                     let metrics = self.metrics.clone();
                     let route_id = route.id.clone();
                     tokio::spawn(
-                        async move { run_websocket(client_upgrade, upstream_upgrade, limits, metrics).await }
-                            .instrument(tracing::debug_span!("websocket", route = %route_id)),
+                        async move {
+                            run_websocket(client_upgrade, upstream_upgrade, limits, metrics).await
+                        }
+                        .instrument(tracing::debug_span!("websocket", route = %route_id)),
                     );
                     let (mut parts, _) = resp.into_parts();
                     forward::prepare_response(&mut parts.headers, true);
                     return Response::from_parts(parts, ResponseBody::empty());
                 }
-                self.metrics.request(kind, &route.id, Outcome::from_upstream_status(status.as_u16()), "");
+                self.metrics.request(
+                    kind,
+                    &route.id,
+                    Outcome::from_upstream_status(status.as_u16()),
+                    "",
+                );
                 let (mut parts, body) = resp.into_parts();
                 forward::prepare_response(&mut parts.headers, false);
                 if status.is_server_error() {
-                    parts.headers.insert(responses::UPSTREAM_STATUS, http::HeaderValue::from(status.as_u16()));
+                    parts.headers.insert(
+                        responses::UPSTREAM_STATUS,
+                        http::HeaderValue::from(status.as_u16()),
+                    );
                 }
                 Response::from_parts(parts, ResponseBody::upstream(body))
             }
@@ -269,16 +347,31 @@ impl Dataplane {
 
     /// Picks a backend and node, connects (trying the backend's other nodes on connect
     /// failure), sends the request and waits for the response head.
-    async fn exchange(&self, route: &CompiledRoute, request_host: Option<&str>, req: Request<Incoming>) -> Result<Response<Incoming>, StatusCode> {
+    async fn exchange(
+        &self,
+        route: &CompiledRoute,
+        request_host: Option<&str>,
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, StatusCode> {
         let upstream = &route.upstream;
-        let backend = upstream.pick_backend().ok_or(StatusCode::SERVICE_UNAVAILABLE)?;
+        let backend = upstream
+            .pick_backend()
+            .ok_or(StatusCode::SERVICE_UNAVAILABLE)?;
         if backend.nodes.is_empty() {
             return Err(StatusCode::SERVICE_UNAVAILABLE);
         }
         let mut last_error = None;
         let mut stream = None;
         for node in backend.node_order() {
-            match upstream::connect(node, backend, request_host, &self.upstream_tls, upstream.connect_timeout).await {
+            match upstream::connect(
+                node,
+                backend,
+                request_host,
+                &self.upstream_tls,
+                upstream.connect_timeout,
+            )
+            .await
+            {
                 Ok(s) => {
                     stream = Some(s);
                     break;
@@ -294,7 +387,11 @@ impl Dataplane {
             if let Some(error) = last_error {
                 warn!(route = %route.id, backend = %backend.name, %error, "no upstream node reachable");
             }
-            return Err(if timed_out { StatusCode::GATEWAY_TIMEOUT } else { StatusCode::BAD_GATEWAY });
+            return Err(if timed_out {
+                StatusCode::GATEWAY_TIMEOUT
+            } else {
+                StatusCode::BAD_GATEWAY
+            });
         };
         let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
             .handshake::<_, Incoming>(TokioIo::new(stream))
@@ -317,15 +414,27 @@ impl Dataplane {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Waits for both upgrades, then copies bytes until the connection ends.
-async fn run_websocket(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade, limits: Limits, metrics: Metrics) {
+async fn run_websocket(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    limits: Limits,
+    metrics: Metrics,
+) {
     let (client, upstream) = match tokio::join!(client, upstream) {
         (Ok(c), Ok(u)) => (c, u),
         (c, u) => {
-            debug!(client_ok = c.is_ok(), upstream_ok = u.is_ok(), "upgrade did not complete");
+            debug!(
+                client_ok = c.is_ok(),
+                upstream_ok = u.is_ok(),
+                "upgrade did not complete"
+            );
             return;
         }
     };
@@ -353,7 +462,13 @@ async fn run_websocket(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgra
     }
     drop((client_early, upstream_early));
     metrics.websockets_active.inc();
-    let splice = Splice::new(client, upstream, limits, metrics.bytes("client_to_upstream"), metrics.bytes("upstream_to_client"));
+    let splice = Splice::new(
+        client,
+        upstream,
+        limits,
+        metrics.bytes("client_to_upstream"),
+        metrics.bytes("upstream_to_client"),
+    );
     let reason = match splice.await {
         Ok(SpliceEnd::Closed) => "closed",
         Ok(SpliceEnd::Idle) => "idle_timeout",
@@ -361,6 +476,9 @@ async fn run_websocket(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgra
         Err(_) => "io_error",
     };
     metrics.websockets_active.dec();
-    metrics.websockets_closed.get_or_create(&crate::metrics::ReasonLabels { reason }).inc();
+    metrics
+        .websockets_closed
+        .get_or_create(&crate::metrics::ReasonLabels { reason })
+        .inc();
     debug!(reason, "websocket ended");
 }

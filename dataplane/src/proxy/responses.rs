@@ -10,8 +10,7 @@ const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=ut
 const TEXT_HTML: HeaderValue = HeaderValue::from_static("text/html; charset=utf-8");
 
 pub const NOT_FOUND_BODY: &str = "{\"error_msg\":\"404 Route Not Found\"}\n";
-pub const NO_CONFIG_BODY: &str =
-    "{\"error_msg\":\"portcullis dataplane has no route table yet: it is waiting for its configuration\"}\n";
+pub const NO_CONFIG_BODY: &str = "{\"error_msg\":\"portcullis dataplane has no route table yet: it is waiting for its configuration\"}\n";
 
 /// The header that marks a 502/504 from an upstream attempt or a relayed upstream 5xx.
 pub const UPSTREAM_STATUS: &str = "x-apisix-upstream-status";
@@ -35,10 +34,15 @@ pub fn status_text(status: StatusCode) -> String {
     }
 }
 
-fn with_body(status: StatusCode, content_type: HeaderValue, body: impl Into<Bytes>) -> Response<ResponseBody> {
+fn with_body(
+    status: StatusCode,
+    content_type: HeaderValue,
+    body: impl Into<Bytes>,
+) -> Response<ResponseBody> {
     let mut resp = Response::new(ResponseBody::full(body.into()));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, content_type);
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, content_type);
     resp
 }
 
@@ -51,7 +55,11 @@ pub fn no_config() -> Response<ResponseBody> {
 }
 
 pub fn unauthorized(rejection: &Rejection) -> Response<ResponseBody> {
-    let mut resp = with_body(StatusCode::UNAUTHORIZED, TEXT_PLAIN, rejection.reason.body());
+    let mut resp = with_body(
+        StatusCode::UNAUTHORIZED,
+        TEXT_PLAIN,
+        rejection.reason.body(),
+    );
     resp.headers_mut()
         .insert(header::WWW_AUTHENTICATE, rejection.www_authenticate.clone());
     resp
@@ -87,8 +95,13 @@ mod tests {
             html_error_page(StatusCode::BAD_GATEWAY),
             "<html>\n<head><title>502 Bad Gateway</title></head>\n<body>\n<center><h1>502 Bad Gateway</h1></center>\n<hr><center>portcullis</center>\n</body>\n</html>\n"
         );
-        assert!(html_error_page(StatusCode::SERVICE_UNAVAILABLE).contains("<title>503 Service Temporarily Unavailable</title>"));
-        assert!(html_error_page(StatusCode::GATEWAY_TIMEOUT).contains("<h1>504 Gateway Time-out</h1>"));
+        assert!(
+            html_error_page(StatusCode::SERVICE_UNAVAILABLE)
+                .contains("<title>503 Service Temporarily Unavailable</title>")
+        );
+        assert!(
+            html_error_page(StatusCode::GATEWAY_TIMEOUT).contains("<h1>504 Gateway Time-out</h1>")
+        );
         assert_eq!(NOT_FOUND_BODY.len(), 36);
         let raw = String::from_utf8(request_timeout_bytes()).unwrap();
         assert!(raw.starts_with("HTTP/1.1 408 Request Time-out\r\n"));

@@ -54,7 +54,12 @@ struct Pending {
 
 impl Direction {
     fn new(bytes: Counter) -> Self {
-        Direction { pending: None, read_closed: false, write_shut: false, bytes }
+        Direction {
+            pending: None,
+            read_closed: false,
+            write_shut: false,
+            bytes,
+        }
     }
 
     fn done(&self) -> bool {
@@ -62,7 +67,12 @@ impl Direction {
     }
 
     /// Moves bytes from `src` to `dst` until one would block. Returns whether anything moved.
-    fn poll_copy<R, W>(&mut self, cx: &mut Context<'_>, src: &mut R, dst: &mut W) -> Poll<io::Result<bool>>
+    fn poll_copy<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        src: &mut R,
+        dst: &mut W,
+    ) -> Poll<io::Result<bool>>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
@@ -72,13 +82,21 @@ impl Direction {
             if let Some(p) = self.pending.as_mut() {
                 while p.written < p.data.len() {
                     match Pin::new(&mut *dst).poll_write(cx, &p.data[p.written..]) {
-                        Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                        Poll::Ready(Ok(0)) => {
+                            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                        }
                         Poll::Ready(Ok(n)) => {
                             p.written += n;
                             progressed = true;
                         }
                         Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                        Poll::Pending => return if progressed { Poll::Ready(Ok(true)) } else { Poll::Pending },
+                        Poll::Pending => {
+                            return if progressed {
+                                Poll::Ready(Ok(true))
+                            } else {
+                                Poll::Pending
+                            };
+                        }
                     }
                 }
                 self.pending = None;
@@ -95,7 +113,13 @@ impl Direction {
             let mut chunk = [0u8; CHUNK];
             let mut buf = ReadBuf::new(&mut chunk);
             match Pin::new(&mut *src).poll_read(cx, &mut buf) {
-                Poll::Pending => return if progressed { Poll::Ready(Ok(true)) } else { Poll::Pending },
+                Poll::Pending => {
+                    return if progressed {
+                        Poll::Ready(Ok(true))
+                    } else {
+                        Poll::Pending
+                    };
+                }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Ready(Ok(())) => {}
             }
@@ -146,7 +170,13 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    pub fn new(client: C, upstream: U, limits: Limits, to_upstream_bytes: Counter, to_client_bytes: Counter) -> Self {
+    pub fn new(
+        client: C,
+        upstream: U,
+        limits: Limits,
+        to_upstream_bytes: Counter,
+        to_client_bytes: Counter,
+    ) -> Self {
         let now = Instant::now();
         Splice {
             client,
@@ -182,8 +212,12 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let mut active = false;
-        let up = this.to_upstream.poll_copy(cx, &mut this.client, &mut this.upstream);
-        let down = this.to_client.poll_copy(cx, &mut this.upstream, &mut this.client);
+        let up = this
+            .to_upstream
+            .poll_copy(cx, &mut this.client, &mut this.upstream);
+        let down = this
+            .to_client
+            .poll_copy(cx, &mut this.upstream, &mut this.client);
         for side in [up, down] {
             match side {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),

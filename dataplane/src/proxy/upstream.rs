@@ -23,11 +23,23 @@ pub enum ConnectError {
     #[error("connect to {addr} timed out after {after:?}")]
     Timeout { addr: String, after: Duration },
     #[error("connect to {addr}: {source}")]
-    Io { addr: String, #[source] source: io::Error },
+    Io {
+        addr: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("TLS handshake with {addr}: {source}")]
-    Tls { addr: String, #[source] source: io::Error },
+    Tls {
+        addr: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("resolve {host}: {source}")]
-    Resolve { host: String, #[source] source: io::Error },
+    Resolve {
+        host: String,
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl ConnectError {
@@ -73,7 +85,9 @@ impl UpstreamTls {
                 .with_safe_default_protocol_versions()
                 .map_err(|e| e.to_string())
         };
-        let mut verifying = builder()?.with_root_certificates(roots).with_no_client_auth();
+        let mut verifying = builder()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         verifying.alpn_protocols = vec![b"http/1.1".to_vec()];
         let mut not_verifying = builder()?
             .dangerous()
@@ -107,25 +121,39 @@ pub async fn connect(
             Scheme::Http => Ok(UpstreamStream::Plain(tcp)),
             Scheme::Https => {
                 let name = server_name(backend, request_host, node);
-                let connector = if backend.verify { &tls.verifying } else { &tls.not_verifying };
-                let stream = connector
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|source| ConnectError::Tls { addr: label.clone(), source })?;
+                let connector = if backend.verify {
+                    &tls.verifying
+                } else {
+                    &tls.not_verifying
+                };
+                let stream =
+                    connector
+                        .connect(name, tcp)
+                        .await
+                        .map_err(|source| ConnectError::Tls {
+                            addr: label.clone(),
+                            source,
+                        })?;
                 Ok(UpstreamStream::Tls(Box::new(stream)))
             }
         }
     };
     match tokio::time::timeout(timeout, attempt).await {
         Ok(result) => result,
-        Err(_) => Err(ConnectError::Timeout { addr: label, after: timeout }),
+        Err(_) => Err(ConnectError::Timeout {
+            addr: label,
+            after: timeout,
+        }),
     }
 }
 
 async fn connect_tcp(addr: SocketAddr, label: &str) -> Result<TcpStream, ConnectError> {
     TcpStream::connect(addr)
         .await
-        .map_err(|source| ConnectError::Io { addr: label.to_string(), source })
+        .map_err(|source| ConnectError::Io {
+            addr: label.to_string(),
+            source,
+        })
 }
 
 /// ExternalName nodes: resolve now (the system resolver caches per TTL) and try in order.
@@ -133,7 +161,10 @@ async fn connect_by_name(node: &CompiledNode) -> Result<TcpStream, ConnectError>
     let host = node.host.to_string();
     let addrs = tokio::net::lookup_host((host.as_str(), node.port))
         .await
-        .map_err(|source| ConnectError::Resolve { host: host.clone(), source })?;
+        .map_err(|source| ConnectError::Resolve {
+            host: host.clone(),
+            source,
+        })?;
     let mut last = None;
     for addr in addrs {
         match TcpStream::connect(addr).await {
@@ -148,7 +179,11 @@ async fn connect_by_name(node: &CompiledNode) -> Result<TcpStream, ConnectError>
 }
 
 /// SNI and certificate name: the backend's name, else the request's host, else the node.
-fn server_name(backend: &CompiledBackend, request_host: Option<&str>, node: &CompiledNode) -> ServerName<'static> {
+fn server_name(
+    backend: &CompiledBackend,
+    request_host: Option<&str>,
+    node: &CompiledNode,
+) -> ServerName<'static> {
     if let Some(name) = &backend.server_name {
         return name.clone();
     }
@@ -188,7 +223,12 @@ impl ServerCertVerifier for AcceptAnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
     fn verify_tls13_signature(
         &self,
@@ -196,7 +236,12 @@ impl ServerCertVerifier for AcceptAnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
@@ -204,7 +249,11 @@ impl ServerCertVerifier for AcceptAnyCertificate {
 }
 
 impl AsyncRead for UpstreamStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             UpstreamStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -213,7 +262,11 @@ impl AsyncRead for UpstreamStream {
 }
 
 impl AsyncWrite for UpstreamStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             UpstreamStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),

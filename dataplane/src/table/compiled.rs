@@ -59,7 +59,8 @@ impl CompiledRoute {
         {
             return false;
         }
-        if !self.remote_addrs.is_empty() && !self.remote_addrs.iter().any(|n| n.contains(&req.peer)) {
+        if !self.remote_addrs.is_empty() && !self.remote_addrs.iter().any(|n| n.contains(&req.peer))
+        {
             return false;
         }
         self.exprs.iter().all(|e| e.holds(req))
@@ -140,7 +141,10 @@ impl CompiledTable {
         if table.hash.is_empty() {
             table.hash = actual;
         } else if table.hash != actual {
-            return Err(TableError::HashMismatch { claimed: table.hash, actual });
+            return Err(TableError::HashMismatch {
+                claimed: table.hash,
+                actual,
+            });
         }
         let consumers = Consumers::compile(&table.consumers).map_err(TableError::Consumer)?;
         let mut ids = std::collections::HashSet::new();
@@ -149,15 +153,20 @@ impl CompiledTable {
             if !ids.insert(route.id.as_str()) {
                 return Err(TableError::DuplicateRoute(route.id.clone()));
             }
-            let compiled = compile_route(route, &consumers).map_err(|problem| TableError::Route {
-                route: route.id.clone(),
-                problem,
-            })?;
+            let compiled =
+                compile_route(route, &consumers).map_err(|problem| TableError::Route {
+                    route: route.id.clone(),
+                    problem,
+                })?;
             routes.push(compiled);
         }
-        let router = Router::build(table.routes.iter().enumerate().map(|(i, r)| {
-            (i as u32, r.priority, r.hosts.as_slice(), r.paths.as_slice())
-        }));
+        let router = Router::build(
+            table
+                .routes
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (i as u32, r.priority, r.hosts.as_slice(), r.paths.as_slice())),
+        );
         Ok(CompiledTable {
             generation: table.generation,
             hash: table.hash.clone(),
@@ -209,16 +218,17 @@ fn compile_route(route: &Route, consumers: &Consumers) -> Result<CompiledRoute, 
     } else {
         let mut bits = 0u16;
         for m in &route.methods {
-            bits |= method_bit(m).ok_or_else(|| {
-                format!("methods: {m:?} is not one of {}", METHODS.join(" "))
-            })?;
+            bits |= method_bit(m)
+                .ok_or_else(|| format!("methods: {m:?} is not one of {}", METHODS.join(" ")))?;
         }
         Some(bits)
     };
     let remote_addrs = route
         .remote_addrs
         .iter()
-        .map(|a| parse_cidr(a).ok_or_else(|| format!("remote_addrs: {a:?} is not an IP address or CIDR")))
+        .map(|a| {
+            parse_cidr(a).ok_or_else(|| format!("remote_addrs: {a:?} is not an IP address or CIDR"))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let exprs = route
         .exprs
@@ -228,7 +238,9 @@ fn compile_route(route: &Route, consumers: &Consumers) -> Result<CompiledRoute, 
         .collect::<Result<Vec<_>, _>>()?;
     let placeholder = route.placeholder.is_some();
     if !placeholder && route.upstream.backends.is_empty() {
-        return Err("upstream: no backends (an untranslatable rule must be sent as a placeholder)".into());
+        return Err(
+            "upstream: no backends (an untranslatable rule must be sent as a placeholder)".into(),
+        );
     }
     let auth = AuthChain::compile(&route.plugins, consumers)?;
     let t = route.upstream.timeouts;
@@ -249,7 +261,13 @@ fn compile_route(route: &Route, consumers: &Consumers) -> Result<CompiledRoute, 
             sum
         })
         .collect();
-    let secs = |s: u64| Duration::from_secs(if s == 0 { super::model::DEFAULT_TIMEOUT_SECS } else { s });
+    let secs = |s: u64| {
+        Duration::from_secs(if s == 0 {
+            super::model::DEFAULT_TIMEOUT_SECS
+        } else {
+            s
+        })
+    };
     Ok(CompiledRoute {
         id: route.id.as_str().into(),
         methods,
@@ -275,9 +293,17 @@ fn compile_backend(b: &Backend) -> Result<CompiledBackend, String> {
         .iter()
         .map(|n| {
             if n.host.is_empty() || n.port == 0 {
-                return Err(format!("node {}:{} needs a host and a non-zero port", n.host, n.port));
+                return Err(format!(
+                    "node {}:{} needs a host and a non-zero port",
+                    n.host, n.port
+                ));
             }
-            let ip = n.host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok();
+            let ip = n
+                .host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .ok();
             Ok(CompiledNode {
                 host: n.host.as_str().into(),
                 port: n.port,
@@ -323,7 +349,10 @@ pub fn validate_host(host: &str) -> Result<(), &'static str> {
             _ => Err("not a valid bracketed IPv6 address"),
         };
     }
-    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b)) {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+    {
         return Err("must be a lower-case DNS name or IP address without port");
     }
     Ok(())

@@ -125,7 +125,13 @@ mod tests {
     use super::*;
     use http::{HeaderMap, Method, Uri};
 
-    fn expr(scope: ExprScope, name: &str, op: ExprOp, value: Option<&str>, set: Option<&[&str]>) -> Expr {
+    fn expr(
+        scope: ExprScope,
+        name: &str,
+        op: ExprOp,
+        value: Option<&str>,
+        set: Option<&[&str]>,
+    ) -> Expr {
         Expr {
             scope,
             name: name.into(),
@@ -139,7 +145,10 @@ mod tests {
         let uri: Uri = uri.parse().unwrap();
         let mut h = HeaderMap::new();
         for (k, v) in headers {
-            h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
         let view = RequestView::new(&Method::GET, &uri, &h, "127.0.0.1".parse().unwrap());
         CompiledExpr::compile(e).unwrap().holds(&view)
@@ -151,64 +160,272 @@ mod tests {
     #[test]
     fn operators_follow_the_compatibility_table() {
         // (expr, uri, headers, expected)
-        let cases: Vec<(Expr, &str, Vec<(&str, &str)>, bool)> = vec![
-            (expr(Header, "X-Env", Equal, Some("prod"), None), "/", vec![("x-env", "prod")], true),
-            (expr(Header, "x-env", Equal, Some("prod"), None), "/", vec![("X-Env", "Prod")], false),
-            (expr(Header, "x-env", Equal, Some("prod"), None), "/", vec![], false),
-            (expr(Header, "x-env", Equal, Some("a"), None), "/", vec![("x-env", "a"), ("x-env", "b")], true),
-            (expr(Header, "x-env", Equal, Some("b"), None), "/", vec![("x-env", "a"), ("x-env", "b")], false),
-            (expr(Header, "x-env", NotEqual, Some("prod"), None), "/", vec![], true),
-            (expr(Header, "x-env", NotEqual, Some("prod"), None), "/", vec![("x-env", "dev")], true),
-            (expr(Header, "x-env", NotEqual, Some("prod"), None), "/", vec![("x-env", "prod")], false),
-            (expr(Query, "v", GreaterThan, Some("2"), None), "/?v=3", vec![], true),
-            (expr(Query, "v", GreaterThan, Some("2"), None), "/?v=2", vec![], false),
-            (expr(Query, "v", GreaterThanEqual, Some("2"), None), "/?v=2.0", vec![], true),
-            (expr(Query, "v", LessThan, Some("2"), None), "/?v=-1.5", vec![], true),
-            (expr(Query, "v", LessThanEqual, Some("2"), None), "/?v=abc", vec![], false),
-            (expr(Query, "v", LessThan, Some("2"), None), "/", vec![], false),
-            (expr(Query, "v", LessThan, Some("2"), None), "/?v=1e1", vec![], false),
-            (expr(Query, "q", Equal, Some("a b"), None), "/?q=a+b", vec![], true),
-            (expr(Query, "q", Equal, Some("a b"), None), "/?q=a%20b", vec![], true),
-            (expr(Query, "Q", Equal, Some("x"), None), "/?q=x", vec![], false),
-            (expr(Query, "q", Equal, Some("1"), None), "/?q=1&q=2", vec![], true),
-            (expr(Cookie, "sid", In, None, Some(&["a", "b"])), "/", vec![("cookie", "x=1; sid=b")], true),
-            (expr(Cookie, "sid", In, None, Some(&["a", "b"])), "/", vec![("cookie", "sid=c")], false),
-            (expr(Cookie, "sid", In, None, Some(&["a"])), "/", vec![], false),
-            (expr(Cookie, "sid", NotIn, None, Some(&["a"])), "/", vec![], true),
-            (expr(Cookie, "sid", NotIn, None, Some(&["a"])), "/", vec![("cookie", "sid=a")], false),
-            (expr(Cookie, "sid", NotIn, None, Some(&["a"])), "/", vec![("cookie", "sid=z")], true),
-            (expr(Path, "", RegexMatch, Some("^/api/v[0-9]+"), None), "/api/v2/x", vec![], true),
-            (expr(Path, "", RegexMatch, Some("v[0-9]+"), None), "/api/v2/x", vec![], true),
-            (expr(Path, "", RegexMatch, Some("^/API"), None), "/api/v2", vec![], false),
-            (expr(Path, "", RegexMatchCaseInsensitive, Some("^/API"), None), "/api/v2", vec![], true),
-            (expr(Path, "", RegexMatch, Some("^/a/c$"), None), "/a/b/../c", vec![], true),
-            (expr(Header, "ua", RegexNotMatch, Some("bot"), None), "/", vec![], true),
-            (expr(Header, "ua", RegexNotMatch, Some("bot"), None), "/", vec![("ua", "a bot")], false),
-            (expr(Header, "ua", RegexNotMatch, Some("bot"), None), "/", vec![("ua", "BOT")], true),
-            (expr(Header, "ua", RegexNotMatchCaseInsensitive, Some("bot"), None), "/", vec![("ua", "BOT")], false),
+        type Case<'a> = (Expr, &'a str, Vec<(&'a str, &'a str)>, bool);
+        let cases: Vec<Case<'_>> = vec![
+            (
+                expr(Header, "X-Env", Equal, Some("prod"), None),
+                "/",
+                vec![("x-env", "prod")],
+                true,
+            ),
+            (
+                expr(Header, "x-env", Equal, Some("prod"), None),
+                "/",
+                vec![("X-Env", "Prod")],
+                false,
+            ),
+            (
+                expr(Header, "x-env", Equal, Some("prod"), None),
+                "/",
+                vec![],
+                false,
+            ),
+            (
+                expr(Header, "x-env", Equal, Some("a"), None),
+                "/",
+                vec![("x-env", "a"), ("x-env", "b")],
+                true,
+            ),
+            (
+                expr(Header, "x-env", Equal, Some("b"), None),
+                "/",
+                vec![("x-env", "a"), ("x-env", "b")],
+                false,
+            ),
+            (
+                expr(Header, "x-env", NotEqual, Some("prod"), None),
+                "/",
+                vec![],
+                true,
+            ),
+            (
+                expr(Header, "x-env", NotEqual, Some("prod"), None),
+                "/",
+                vec![("x-env", "dev")],
+                true,
+            ),
+            (
+                expr(Header, "x-env", NotEqual, Some("prod"), None),
+                "/",
+                vec![("x-env", "prod")],
+                false,
+            ),
+            (
+                expr(Query, "v", GreaterThan, Some("2"), None),
+                "/?v=3",
+                vec![],
+                true,
+            ),
+            (
+                expr(Query, "v", GreaterThan, Some("2"), None),
+                "/?v=2",
+                vec![],
+                false,
+            ),
+            (
+                expr(Query, "v", GreaterThanEqual, Some("2"), None),
+                "/?v=2.0",
+                vec![],
+                true,
+            ),
+            (
+                expr(Query, "v", LessThan, Some("2"), None),
+                "/?v=-1.5",
+                vec![],
+                true,
+            ),
+            (
+                expr(Query, "v", LessThanEqual, Some("2"), None),
+                "/?v=abc",
+                vec![],
+                false,
+            ),
+            (
+                expr(Query, "v", LessThan, Some("2"), None),
+                "/",
+                vec![],
+                false,
+            ),
+            (
+                expr(Query, "v", LessThan, Some("2"), None),
+                "/?v=1e1",
+                vec![],
+                false,
+            ),
+            (
+                expr(Query, "q", Equal, Some("a b"), None),
+                "/?q=a+b",
+                vec![],
+                true,
+            ),
+            (
+                expr(Query, "q", Equal, Some("a b"), None),
+                "/?q=a%20b",
+                vec![],
+                true,
+            ),
+            (
+                expr(Query, "Q", Equal, Some("x"), None),
+                "/?q=x",
+                vec![],
+                false,
+            ),
+            (
+                expr(Query, "q", Equal, Some("1"), None),
+                "/?q=1&q=2",
+                vec![],
+                true,
+            ),
+            (
+                expr(Cookie, "sid", In, None, Some(&["a", "b"])),
+                "/",
+                vec![("cookie", "x=1; sid=b")],
+                true,
+            ),
+            (
+                expr(Cookie, "sid", In, None, Some(&["a", "b"])),
+                "/",
+                vec![("cookie", "sid=c")],
+                false,
+            ),
+            (
+                expr(Cookie, "sid", In, None, Some(&["a"])),
+                "/",
+                vec![],
+                false,
+            ),
+            (
+                expr(Cookie, "sid", NotIn, None, Some(&["a"])),
+                "/",
+                vec![],
+                true,
+            ),
+            (
+                expr(Cookie, "sid", NotIn, None, Some(&["a"])),
+                "/",
+                vec![("cookie", "sid=a")],
+                false,
+            ),
+            (
+                expr(Cookie, "sid", NotIn, None, Some(&["a"])),
+                "/",
+                vec![("cookie", "sid=z")],
+                true,
+            ),
+            (
+                expr(Path, "", RegexMatch, Some("^/api/v[0-9]+"), None),
+                "/api/v2/x",
+                vec![],
+                true,
+            ),
+            (
+                expr(Path, "", RegexMatch, Some("v[0-9]+"), None),
+                "/api/v2/x",
+                vec![],
+                true,
+            ),
+            (
+                expr(Path, "", RegexMatch, Some("^/API"), None),
+                "/api/v2",
+                vec![],
+                false,
+            ),
+            (
+                expr(Path, "", RegexMatchCaseInsensitive, Some("^/API"), None),
+                "/api/v2",
+                vec![],
+                true,
+            ),
+            (
+                expr(Path, "", RegexMatch, Some("^/a/c$"), None),
+                "/a/b/../c",
+                vec![],
+                true,
+            ),
+            (
+                expr(Header, "ua", RegexNotMatch, Some("bot"), None),
+                "/",
+                vec![],
+                true,
+            ),
+            (
+                expr(Header, "ua", RegexNotMatch, Some("bot"), None),
+                "/",
+                vec![("ua", "a bot")],
+                false,
+            ),
+            (
+                expr(Header, "ua", RegexNotMatch, Some("bot"), None),
+                "/",
+                vec![("ua", "BOT")],
+                true,
+            ),
+            (
+                expr(
+                    Header,
+                    "ua",
+                    RegexNotMatchCaseInsensitive,
+                    Some("bot"),
+                    None,
+                ),
+                "/",
+                vec![("ua", "BOT")],
+                false,
+            ),
         ];
         for (i, (e, uri, headers, want)) in cases.iter().enumerate() {
-            assert_eq!(eval(e, uri, headers), *want, "case {i}: {e:?} on {uri} {headers:?}");
+            assert_eq!(
+                eval(e, uri, headers),
+                *want,
+                "case {i}: {e:?} on {uri} {headers:?}"
+            );
         }
     }
 
     #[test]
     fn invalid_expressions_are_rejected_with_the_reason() {
         let cases = [
-            (expr(Header, "a", Equal, Some(""), None), "value: empty value"),
+            (
+                expr(Header, "a", Equal, Some(""), None),
+                "value: empty value",
+            ),
             (expr(Header, "a", Equal, None, None), "value: empty value"),
-            (expr(Header, "a", In, None, Some(&[])), "set: empty set value"),
+            (
+                expr(Header, "a", In, None, Some(&[])),
+                "set: empty set value",
+            ),
             (expr(Header, "a", In, None, None), "set: empty set value"),
-            (expr(Header, "a", In, Some("x"), Some(&["x"])), "value: must be unset for this operator"),
-            (expr(Header, "a", Equal, Some("x"), Some(&["x"])), "set: must be unset for this operator"),
-            (expr(Header, "a", GreaterThan, Some("ten"), None), "value: \"ten\" is not a number"),
-            (expr(Header, "a", RegexMatch, Some("(a"), None), "value: invalid regex:"),
-            (expr(Header, "a", RegexMatch, Some("(?=a)"), None), "value: invalid regex:"),
-            (expr(Header, "", Equal, Some("x"), None), "subject.name: required"),
+            (
+                expr(Header, "a", In, Some("x"), Some(&["x"])),
+                "value: must be unset for this operator",
+            ),
+            (
+                expr(Header, "a", Equal, Some("x"), Some(&["x"])),
+                "set: must be unset for this operator",
+            ),
+            (
+                expr(Header, "a", GreaterThan, Some("ten"), None),
+                "value: \"ten\" is not a number",
+            ),
+            (
+                expr(Header, "a", RegexMatch, Some("(a"), None),
+                "value: invalid regex:",
+            ),
+            (
+                expr(Header, "a", RegexMatch, Some("(?=a)"), None),
+                "value: invalid regex:",
+            ),
+            (
+                expr(Header, "", Equal, Some("x"), None),
+                "subject.name: required",
+            ),
         ];
         for (e, want) in cases {
             let err = CompiledExpr::compile(&e).unwrap_err();
-            assert!(err.starts_with(want), "{e:?}: got {err:?}, want prefix {want:?}");
+            assert!(
+                err.starts_with(want),
+                "{e:?}: got {err:?}, want prefix {want:?}"
+            );
         }
     }
 }

@@ -5,7 +5,6 @@ pub mod expr;
 pub mod model;
 mod router;
 
-
 pub use compiled::{
     CompiledBackend, CompiledNode, CompiledRoute, CompiledTable, CompiledUpstream, TableError,
     scheme_name, validate_host,

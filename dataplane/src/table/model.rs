@@ -133,7 +133,10 @@ impl ExprOp {
     pub fn is_numeric(self) -> bool {
         matches!(
             self,
-            ExprOp::GreaterThan | ExprOp::GreaterThanEqual | ExprOp::LessThan | ExprOp::LessThanEqual
+            ExprOp::GreaterThan
+                | ExprOp::GreaterThanEqual
+                | ExprOp::LessThan
+                | ExprOp::LessThanEqual
         )
     }
 }
@@ -144,7 +147,11 @@ impl ExprOp {
 pub struct Plugins {
     #[serde(default, rename = "key-auth", skip_serializing_if = "Option::is_none")]
     pub key_auth: Option<KeyAuthConfig>,
-    #[serde(default, rename = "basic-auth", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "basic-auth",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub basic_auth: Option<BasicAuthConfig>,
     #[serde(default, rename = "jwt-auth", skip_serializing_if = "Option::is_none")]
     pub jwt_auth: Option<JwtAuthConfig>,
@@ -231,21 +238,12 @@ pub enum JwtClaim {
 }
 
 /// Where a rule's traffic goes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Upstream {
     /// Weighted backends (one per `backends[]` entry that resolved).
     pub backends: Vec<Backend>,
     pub timeouts: Timeouts,
-}
-
-impl Default for Upstream {
-    fn default() -> Self {
-        Self {
-            backends: Vec::new(),
-            timeouts: Timeouts::default(),
-        }
-    }
 }
 
 /// Whole seconds, as COMPATIBILITY.md §2.2 says.
@@ -343,8 +341,13 @@ pub struct Consumer {
 #[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Credential {
     /// Plaintext keys never leave the controller: only the SHA-256 (hex) of the key travels.
-    KeyAuth { key_sha256: String },
-    BasicAuth { username: String, password: String },
+    KeyAuth {
+        key_sha256: String,
+    },
+    BasicAuth {
+        username: String,
+        password: String,
+    },
     JwtAuth(JwtCredential),
 }
 

@@ -26,8 +26,16 @@ pub struct PathIndex {
 impl PathIndex {
     fn insert(&mut self, pattern: &str, entry: Entry) {
         match pattern.strip_suffix('*') {
-            Some(prefix) => self.prefixes.entry(prefix.as_bytes().into()).or_default().push(entry),
-            None => self.exact.entry(pattern.as_bytes().into()).or_default().push(entry),
+            Some(prefix) => self
+                .prefixes
+                .entry(prefix.as_bytes().into())
+                .or_default()
+                .push(entry),
+            None => self
+                .exact
+                .entry(pattern.as_bytes().into())
+                .or_default()
+                .push(entry),
         }
     }
 
@@ -86,7 +94,11 @@ impl Router {
             wanted.dedup();
             let insert_all = |group: &mut PathIndex| {
                 for pattern in paths {
-                    let entry = Entry { route, priority, pattern_len: pattern.len() };
+                    let entry = Entry {
+                        route,
+                        priority,
+                        pattern_len: pattern.len(),
+                    };
                     group.insert(pattern, entry);
                 }
             };
@@ -94,19 +106,31 @@ impl Router {
                 insert_all(&mut router.any_host);
             }
             for (wildcard, host) in wanted {
-                let map = if wildcard { &mut router.wildcard_hosts } else { &mut router.exact_hosts };
+                let map = if wildcard {
+                    &mut router.wildcard_hosts
+                } else {
+                    &mut router.exact_hosts
+                };
                 insert_all(map.entry(host.to_string()).or_default());
             }
         }
         router.any_host.finish();
-        for g in router.exact_hosts.values_mut().chain(router.wildcard_hosts.values_mut()) {
+        for g in router
+            .exact_hosts
+            .values_mut()
+            .chain(router.wildcard_hosts.values_mut())
+        {
             g.finish();
         }
         router
     }
 
     /// Candidates in match order; the caller takes the first whose conditions hold.
-    pub fn candidates<'a>(&'a self, host: Option<&'a str>, path: &'a [u8]) -> impl Iterator<Item = u32> + 'a {
+    pub fn candidates<'a>(
+        &'a self,
+        host: Option<&'a str>,
+        path: &'a [u8],
+    ) -> impl Iterator<Item = u32> + 'a {
         let exact = host.and_then(|h| self.exact_hosts.get(h));
         let wildcards = host
             .into_iter()

@@ -24,7 +24,13 @@ pub(crate) fn backend(name: &str, weight: u32, nodes: &[(&str, u16)]) -> Backend
         name: name.into(),
         weight,
         scheme: Scheme::Http,
-        nodes: nodes.iter().map(|(h, p)| Node { host: h.to_string(), port: *p }).collect(),
+        nodes: nodes
+            .iter()
+            .map(|(h, p)| Node {
+                host: h.to_string(),
+                port: *p,
+            })
+            .collect(),
         tls: UpstreamTls::default(),
     }
 }
@@ -75,7 +81,13 @@ pub(crate) fn table(routes: Vec<R>) -> CompiledTable {
     .expect("valid table")
 }
 
-fn find(t: &CompiledTable, method: &str, uri: &str, host: Option<&str>, peer: &str) -> Option<String> {
+fn find(
+    t: &CompiledTable,
+    method: &str,
+    uri: &str,
+    host: Option<&str>,
+    peer: &str,
+) -> Option<String> {
     let uri: Uri = uri.parse().unwrap();
     let method: Method = method.parse().unwrap();
     let mut h = HeaderMap::new();
@@ -123,19 +135,32 @@ fn wildcard_never_matches_the_bare_suffix() {
 fn host_bound_rule_beats_hostless_whatever_priority_or_path() {
     let t = table(vec![
         route("hostless-exact").paths(&["/raw"]).priority(1000),
-        route("host-prefix").hosts(&["ws.example.com"]).paths(&["/*"]),
+        route("host-prefix")
+            .hosts(&["ws.example.com"])
+            .paths(&["/*"]),
     ]);
-    assert_eq!(get(&t, "/raw", Some("ws.example.com")).as_deref(), Some("host-prefix"));
-    assert_eq!(get(&t, "/raw", Some("other")).as_deref(), Some("hostless-exact"));
+    assert_eq!(
+        get(&t, "/raw", Some("ws.example.com")).as_deref(),
+        Some("host-prefix")
+    );
+    assert_eq!(
+        get(&t, "/raw", Some("other")).as_deref(),
+        Some("hostless-exact")
+    );
 }
 
 #[test]
 fn falls_through_to_later_host_groups_when_nothing_matches() {
     let t = table(vec![
-        route("exact-host").hosts(&["a.example.com"]).paths(&["/only"]),
+        route("exact-host")
+            .hosts(&["a.example.com"])
+            .paths(&["/only"]),
         route("hostless").paths(&["/other"]),
     ]);
-    assert_eq!(get(&t, "/other", Some("a.example.com")).as_deref(), Some("hostless"));
+    assert_eq!(
+        get(&t, "/other", Some("a.example.com")).as_deref(),
+        Some("hostless")
+    );
 }
 
 #[test]
@@ -183,7 +208,10 @@ fn priority_breaks_ties_on_the_same_pattern_but_never_beats_a_longer_prefix() {
     ]);
     assert_eq!(get(&t, "/api/x", None).as_deref(), Some("a-high"));
     // Equal priority: table order decides.
-    let t = table(vec![route("first").paths(&["/x"]), route("second").paths(&["/x"])]);
+    let t = table(vec![
+        route("first").paths(&["/x"]),
+        route("second").paths(&["/x"]),
+    ]);
     assert_eq!(get(&t, "/x", None).as_deref(), Some("first"));
 }
 
@@ -191,7 +219,10 @@ fn priority_breaks_ties_on_the_same_pattern_but_never_beats_a_longer_prefix() {
 fn conditions_failing_moves_to_the_next_candidate() {
     let t = table(vec![
         route("post-only").paths(&["/api/*"]).methods(&["POST"]),
-        route("lan-only").paths(&["/api/*"]).remote(&["10.0.0.0/8"]).priority(-1),
+        route("lan-only")
+            .paths(&["/api/*"])
+            .remote(&["10.0.0.0/8"])
+            .priority(-1),
         route("header").paths(&["/api/*"]).priority(-2).expr(Expr {
             scope: ExprScope::Header,
             name: "x-env".into(),
@@ -201,10 +232,22 @@ fn conditions_failing_moves_to_the_next_candidate() {
         }),
         route("fallback").paths(&["/*"]),
     ]);
-    assert_eq!(find(&t, "POST", "/api/x", None, "127.0.0.1").as_deref(), Some("post-only"));
-    assert_eq!(find(&t, "GET", "/api/x", None, "10.1.2.3").as_deref(), Some("lan-only"));
-    assert_eq!(find(&t, "GET", "/api/x", None, "127.0.0.1").as_deref(), Some("fallback"));
-    assert_eq!(find(&t, "HEAD", "/api/x", None, "10.0.0.1").as_deref(), Some("lan-only"));
+    assert_eq!(
+        find(&t, "POST", "/api/x", None, "127.0.0.1").as_deref(),
+        Some("post-only")
+    );
+    assert_eq!(
+        find(&t, "GET", "/api/x", None, "10.1.2.3").as_deref(),
+        Some("lan-only")
+    );
+    assert_eq!(
+        find(&t, "GET", "/api/x", None, "127.0.0.1").as_deref(),
+        Some("fallback")
+    );
+    assert_eq!(
+        find(&t, "HEAD", "/api/x", None, "10.0.0.1").as_deref(),
+        Some("lan-only")
+    );
 }
 
 #[test]
@@ -212,7 +255,10 @@ fn get_does_not_imply_head_and_unknown_methods_never_match_a_method_list() {
     let t = table(vec![route("get").methods(&["GET"])]);
     assert_eq!(find(&t, "HEAD", "/", None, "127.0.0.1"), None);
     assert_eq!(find(&t, "BREW", "/", None, "127.0.0.1"), None);
-    assert_eq!(find(&t, "GET", "/", None, "127.0.0.1").as_deref(), Some("get"));
+    assert_eq!(
+        find(&t, "GET", "/", None, "127.0.0.1").as_deref(),
+        Some("get")
+    );
 }
 
 #[test]
@@ -226,18 +272,31 @@ fn remote_addrs_accept_addresses_and_cidrs_of_both_families() {
 
 #[test]
 fn absolute_form_authority_wins_over_host_header() {
-    let t = table(vec![route("a").hosts(&["a.test"]), route("b").hosts(&["b.test"])]);
-    assert_eq!(get(&t, "http://a.test/x", Some("b.test")).as_deref(), Some("a"));
+    let t = table(vec![
+        route("a").hosts(&["a.test"]),
+        route("b").hosts(&["b.test"]),
+    ]);
+    assert_eq!(
+        get(&t, "http://a.test/x", Some("b.test")).as_deref(),
+        Some("a")
+    );
 }
 
 #[test]
 fn matching_is_indexed_not_linear() {
     // 10k host-bound routes: a lookup probes hash maps, so it finds the right one among many.
     let routes: Vec<R> = (0..10_000)
-        .map(|i| route(&format!("ns/r{i}/0")).hosts(&[&format!("h{i}.example.com")]).paths(&["/raw"]))
+        .map(|i| {
+            route(&format!("ns/r{i}/0"))
+                .hosts(&[&format!("h{i}.example.com")])
+                .paths(&["/raw"])
+        })
         .collect();
     let t = table(routes);
-    assert_eq!(get(&t, "/raw", Some("h9876.example.com")).as_deref(), Some("ns/r9876/0"));
+    assert_eq!(
+        get(&t, "/raw", Some("h9876.example.com")).as_deref(),
+        Some("ns/r9876/0")
+    );
     assert_eq!(get(&t, "/raw", Some("h10000.example.com")), None);
 }
 
@@ -262,16 +321,37 @@ fn invalid_tables_are_rejected_whole_with_the_reason() {
     });
     let cases: Vec<(Vec<R>, &str)> = vec![
         (vec![route("a"), route("a")], "duplicate route id \"a\""),
-        (vec![route("a").backends(vec![])], "route \"a\": upstream: no backends"),
-        (vec![route("a").paths(&[])], "route \"a\": paths: at least one path"),
-        (vec![route("a").paths(&["raw"])], "must be \"*\" or start with \"/\""),
-        (vec![route("a").paths(&["/a*b"])], "with \"*\" only as the last character"),
-        (vec![route("a").paths(&["/a", "/a"])], "duplicate path \"/a\""),
+        (
+            vec![route("a").backends(vec![])],
+            "route \"a\": upstream: no backends",
+        ),
+        (
+            vec![route("a").paths(&[])],
+            "route \"a\": paths: at least one path",
+        ),
+        (
+            vec![route("a").paths(&["raw"])],
+            "must be \"*\" or start with \"/\"",
+        ),
+        (
+            vec![route("a").paths(&["/a*b"])],
+            "with \"*\" only as the last character",
+        ),
+        (
+            vec![route("a").paths(&["/a", "/a"])],
+            "duplicate path \"/a\"",
+        ),
         (vec![route("a").hosts(&["*foo.com"])], "hosts: \"*foo.com\""),
         (vec![route("a").hosts(&["Foo.com"])], "lower-case DNS name"),
         (vec![route("a").hosts(&["foo.com:80"])], "without port"),
-        (vec![route("a").methods(&["get"])], "methods: \"get\" is not one of"),
-        (vec![route("a").remote(&["10.0.0.0/33"])], "remote_addrs: \"10.0.0.0/33\""),
+        (
+            vec![route("a").methods(&["get"])],
+            "methods: \"get\" is not one of",
+        ),
+        (
+            vec![route("a").remote(&["10.0.0.0/33"])],
+            "remote_addrs: \"10.0.0.0/33\"",
+        ),
         (vec![bad_regex], "exprs[0].value: invalid regex"),
         (
             vec![route("a").backends(vec![backend("b", 1, &[("127.0.0.1", 0)])])],
@@ -280,7 +360,10 @@ fn invalid_tables_are_rejected_whole_with_the_reason() {
     ];
     for (routes, want) in cases {
         let err = compile_err(routes).to_string();
-        assert!(err.contains(want), "got {err:?}, want it to contain {want:?}");
+        assert!(
+            err.contains(want),
+            "got {err:?}, want it to contain {want:?}"
+        );
     }
 }
 
@@ -310,7 +393,10 @@ fn hash_is_deterministic_and_checked() {
     assert_ne!(h1, other.content_hash(), "route order is content");
     let mut tampered = make().with_hash();
     tampered.routes[0].priority = 5;
-    assert!(matches!(CompiledTable::compile(tampered), Err(TableError::HashMismatch { .. })));
+    assert!(matches!(
+        CompiledTable::compile(tampered),
+        Err(TableError::HashMismatch { .. })
+    ));
     assert_eq!(CompiledTable::compile(make().with_hash()).unwrap().hash, h1);
 }
 
@@ -344,7 +430,11 @@ fn weighted_round_robin_over_backends_then_nodes() {
 
 #[test]
 fn all_weights_zero_picks_nothing() {
-    let t = table(vec![route("w").backends(vec![backend("z", 0, &[("10.0.0.1", 80)])])]);
+    let t = table(vec![route("w").backends(vec![backend(
+        "z",
+        0,
+        &[("10.0.0.1", 80)],
+    )])]);
     assert!(t.routes[0].upstream.pick_backend().is_none());
 }
 
@@ -369,7 +459,10 @@ consumers:
     credential: {type: key-auth, key_sha256: 6aa04fd2e1ce6dfc0ae2e7e4a4ee1b1dc1e63c4ae07c0a1e8b3bb4c3a9f5a0f1}
 "#;
     let t: RouteTable = serde_yaml::from_str(yaml).unwrap();
-    assert_eq!(t.routes[0].plugins.key_auth.as_ref().unwrap().header, "apikey");
+    assert_eq!(
+        t.routes[0].plugins.key_auth.as_ref().unwrap().header,
+        "apikey"
+    );
     let json = serde_json::to_string(&t).unwrap();
     let back: RouteTable = serde_json::from_str(&json).unwrap();
     assert_eq!(t, back);

@@ -31,7 +31,10 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 #[derive(Parser, Debug)]
-#[command(name = "portcullis-echo", about = "WebSocket and HTTP echo upstream for Portcullis tests and demos")]
+#[command(
+    name = "portcullis-echo",
+    about = "WebSocket and HTTP echo upstream for Portcullis tests and demos"
+)]
 struct Args {
     /// Address to listen on.
     #[arg(long, env = "PORTCULLIS_ECHO_LISTEN", default_value = "127.0.0.1:0")]
@@ -67,13 +70,19 @@ struct State {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let listener = TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(c), Some(k)) => Some(portcullis_dataplane::tls::acceptor(c, k)?),
         _ => None,
     };
     println!("listening on {}", listener.local_addr()?);
-    let state = Arc::new(State { seen: Mutex::new(Vec::new()), ws_only: args.ws_only, name: args.name });
+    let state = Arc::new(State {
+        seen: Mutex::new(Vec::new()),
+        ws_only: args.ws_only,
+        name: args.name,
+    });
     loop {
         let (tcp, _) = listener.accept().await?;
         let _ = tcp.set_nodelay(true);
@@ -84,11 +93,17 @@ async fn main() -> Result<()> {
             let builder = hyper::server::conn::http1::Builder::new();
             match tls {
                 None => {
-                    let _ = builder.serve_connection(TokioIo::new(tcp), service).with_upgrades().await;
+                    let _ = builder
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .with_upgrades()
+                        .await;
                 }
                 Some(acceptor) => {
                     if let Ok(stream) = acceptor.accept(tcp).await {
-                        let _ = builder.serve_connection(TokioIo::new(stream), service).with_upgrades().await;
+                        let _ = builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .with_upgrades()
+                            .await;
                     }
                 }
             }
@@ -99,13 +114,21 @@ async fn main() -> Result<()> {
 fn header_pairs(req: &Request<Incoming>) -> Vec<(String, String)> {
     req.headers()
         .iter()
-        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect()
 }
 
 fn has_token(req: &Request<Incoming>, name: header::HeaderName, token: &str) -> bool {
     req.headers().get_all(name).iter().any(|v| {
-        v.to_str().unwrap_or("").split(',').any(|t| t.trim().eq_ignore_ascii_case(token))
+        v.to_str()
+            .unwrap_or("")
+            .split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
     })
 }
 
@@ -116,12 +139,16 @@ fn query_number(req: &Request<Incoming>, name: &str) -> Option<u64> {
     })
 }
 
-async fn handle(state: Arc<State>, mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    state: Arc<State>,
+    mut req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     if req.uri().path() == "/_echo/requests" {
         let seen = state.seen.lock().unwrap().clone();
         return Ok(json(StatusCode::OK, &seen));
     }
-    let websocket = has_token(&req, header::CONNECTION, "upgrade") && has_token(&req, header::UPGRADE, "websocket");
+    let websocket = has_token(&req, header::CONNECTION, "upgrade")
+        && has_token(&req, header::UPGRADE, "websocket");
     state.seen.lock().unwrap().push(Seen {
         method: req.method().to_string(),
         target: req.uri().to_string(),
@@ -147,23 +174,40 @@ async fn handle(state: Arc<State>, mut req: Request<Incoming>) -> Result<Respons
                 let mut config = WebSocketConfig::default();
                 config.max_message_size = Some(64 << 20);
                 config.max_frame_size = Some(64 << 20);
-                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
                 echo_websocket(ws).await;
             }
         });
         let mut resp = Response::new(Full::new(Bytes::new()));
         *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let h = resp.headers_mut();
-        h.insert(header::CONNECTION, header::HeaderValue::from_static("Upgrade"));
-        h.insert(header::UPGRADE, header::HeaderValue::from_static("websocket"));
-        h.insert("sec-websocket-accept", derive_accept_key(key.as_bytes()).parse().unwrap());
+        h.insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("Upgrade"),
+        );
+        h.insert(
+            header::UPGRADE,
+            header::HeaderValue::from_static("websocket"),
+        );
+        h.insert(
+            "sec-websocket-accept",
+            derive_accept_key(key.as_bytes()).parse().unwrap(),
+        );
         if let Some(p) = protocol.and_then(|p| p.parse().ok()) {
             h.insert("sec-websocket-protocol", p);
         }
         return Ok(resp);
     }
     if state.ws_only {
-        return Ok(text(StatusCode::BAD_REQUEST, "this is a WebSocket endpoint\n"));
+        return Ok(text(
+            StatusCode::BAD_REQUEST,
+            "this is a WebSocket endpoint\n",
+        ));
     }
     let status = query_number(&req, "status")
         .and_then(|s| StatusCode::from_u16(s as u16).ok())
@@ -171,7 +215,12 @@ async fn handle(state: Arc<State>, mut req: Request<Incoming>) -> Result<Respons
     let method = req.method().to_string();
     let target = req.uri().to_string();
     let headers = header_pairs(&req);
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     #[derive(Serialize)]
     struct Described<'a> {
         server: &'a str,
@@ -180,7 +229,16 @@ async fn handle(state: Arc<State>, mut req: Request<Incoming>) -> Result<Respons
         headers: Vec<(String, String)>,
         body_length: usize,
     }
-    Ok(json(status, &Described { server: &state.name, method, target, headers, body_length: body.len() }))
+    Ok(json(
+        status,
+        &Described {
+            server: &state.name,
+            method,
+            target,
+            headers,
+            body_length: body.len(),
+        },
+    ))
 }
 
 async fn echo_websocket<S>(mut ws: WebSocketStream<S>)
@@ -190,21 +248,25 @@ where
     while let Some(Ok(msg)) = ws.next().await {
         let reply = match msg {
             Message::Text(_) | Message::Binary(_) => msg,
-            // tungstenite answers pings itself and echoes the close frame.
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
-            Message::Close(_) => break,
+            // tungstenite answers pings itself and echoes the close frame on the next read,
+            // which then ends the stream.
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) | Message::Close(_) => continue,
         };
         if ws.send(reply).await.is_err() {
             break;
         }
     }
-    let _ = ws.close(None).await;
 }
 
 fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(serde_json::to_vec(value).unwrap_or_default())));
+    let mut resp = Response::new(Full::new(Bytes::from(
+        serde_json::to_vec(value).unwrap_or_default(),
+    )));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
