@@ -57,6 +57,9 @@ pub struct Args {
     /// How long a write to a WebSocket client may stall before the connection is closed.
     #[arg(long, env = "PORTCULLIS_CLIENT_SEND_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub client_send_timeout: Duration,
+    /// Worker threads, each with its own listener socket (SO_REUSEPORT). Default: one per CPU.
+    #[arg(long, env = "PORTCULLIS_WORKERS")]
+    pub workers: Option<usize>,
     /// Log format: text or json. Levels come from PORTCULLIS_LOG (e.g. `info`, `portcullis_dataplane=debug`).
     #[arg(long, env = "PORTCULLIS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -79,6 +82,9 @@ impl Args {
                 "--max-header-bytes {} is too small: use at least 8192",
                 self.max_header_bytes
             ));
+        }
+        if self.workers == Some(0) {
+            return Err("--workers must be at least 1".into());
         }
         if self.max_headers == 0 {
             return Err("--max-headers must be at least 1".into());

@@ -291,41 +291,36 @@ impl Dataplane {
                 self.metrics.request(kind, &route.id, outcome, "");
                 responses::gateway_error(status, status != StatusCode::SERVICE_UNAVAILABLE)
             }
-            Ok(mut resp) => {
-                let status = resp.status();
-                if status == StatusCode::SWITCHING_PROTOCOLS {
-                    let (Some(client_upgrade), Some(upstream_upgrade)) = (
-                        client_upgrade,
-                        resp.extensions_mut().remove::<hyper::upgrade::OnUpgrade>(),
-                    ) else {
-                        // A 101 we did not ask for: refuse to relay it.
-                        self.metrics.request(
-                            kind,
-                            &route.id,
-                            Outcome::BadGateway,
-                            "unexpected_101",
-                        );
-                        return responses::gateway_error(StatusCode::BAD_GATEWAY, true);
-                    };
-                    self.metrics.request(kind, &route.id, Outcome::Upgraded, "");
-                    phase.upgraded();
-                    let limits = Limits {
-                        idle: route.upstream.read_timeout,
-                        upstream_send: route.upstream.send_timeout,
-                        client_send: self.settings.client_send_timeout,
-                    };
-                    let metrics = self.metrics.clone();
-                    let route_id = route.id.clone();
-                    tokio::spawn(
-                        async move {
-                            run_websocket(client_upgrade, upstream_upgrade, limits, metrics).await
-                        }
+            Ok(Exchanged::Upgraded {
+                response,
+                upstream,
+                early,
+            }) => {
+                let Some(client_upgrade) = client_upgrade else {
+                    // A 101 we did not ask for: refuse to relay it.
+                    self.metrics
+                        .request(kind, &route.id, Outcome::BadGateway, "unexpected_101");
+                    return responses::gateway_error(StatusCode::BAD_GATEWAY, true);
+                };
+                self.metrics.request(kind, &route.id, Outcome::Upgraded, "");
+                phase.upgraded();
+                let limits = Limits {
+                    idle: route.upstream.read_timeout,
+                    upstream_send: route.upstream.send_timeout,
+                    client_send: self.settings.client_send_timeout,
+                };
+                let metrics = self.metrics.clone();
+                let route_id = route.id.clone();
+                tokio::spawn(
+                    async move { run_websocket(client_upgrade, upstream, early, limits, metrics).await }
                         .instrument(tracing::debug_span!("websocket", route = %route_id)),
-                    );
-                    let (mut parts, _) = resp.into_parts();
-                    forward::prepare_response(&mut parts.headers, true);
-                    return Response::from_parts(parts, ResponseBody::empty());
-                }
+                );
+                let (mut parts, _) = response.into_parts();
+                forward::prepare_response(&mut parts.headers, true);
+                Response::from_parts(parts, ResponseBody::empty())
+            }
+            Ok(Exchanged::Response(resp)) => {
+                let status = resp.status();
                 self.metrics.request(
                     kind,
                     &route.id,
@@ -352,7 +347,7 @@ impl Dataplane {
         route: &CompiledRoute,
         request_host: Option<&str>,
         req: Request<Incoming>,
-    ) -> Result<Response<Incoming>, StatusCode> {
+    ) -> Result<Exchanged, StatusCode> {
         let upstream = &route.upstream;
         let backend = upstream
             .pick_backend()
@@ -397,20 +392,86 @@ impl Dataplane {
             .handshake::<_, Incoming>(TokioIo::new(stream))
             .await
             .map_err(|_| StatusCode::BAD_GATEWAY)?;
-        tokio::spawn(async move {
-            if let Err(error) = conn.with_upgrades().await {
-                debug!(%error, "upstream connection ended with an error");
+        // The connection is driven here until the response head arrives (no task of its own
+        // for a handshake); afterwards it is either handed back for the splice (101) or spawned
+        // to stream the body.
+        let mut conn = Box::pin(conn.without_shutdown());
+        let send = sender.send_request(req);
+        tokio::pin!(send);
+        let deadline = tokio::time::sleep(upstream.read_timeout);
+        tokio::pin!(deadline);
+        let mut finished: Option<
+            hyper::Result<hyper::client::conn::http1::Parts<TokioIo<UpstreamStream>>>,
+        > = None;
+        let response = loop {
+            tokio::select! {
+                biased;
+                sent = &mut send => break sent,
+                done = &mut conn, if finished.is_none() => finished = Some(done),
+                _ = &mut deadline => return Err(StatusCode::GATEWAY_TIMEOUT),
             }
-        });
-        match tokio::time::timeout(upstream.read_timeout, sender.send_request(req)).await {
-            Err(_) => Err(StatusCode::GATEWAY_TIMEOUT),
-            Ok(Err(error)) => {
-                debug!(route = %route.id, %error, "upstream request failed");
-                Err(StatusCode::BAD_GATEWAY)
+        };
+        let response = response.map_err(|error| {
+            debug!(route = %route.id, %error, "upstream request failed");
+            StatusCode::BAD_GATEWAY
+        })?;
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let parts = match finished {
+                Some(done) => done,
+                None => conn.await,
             }
-            Ok(Ok(resp)) => Ok(resp),
+            .map_err(|_| StatusCode::BAD_GATEWAY)?;
+            return Ok(Exchanged::Upgraded {
+                response,
+                upstream: parts.io.into_inner(),
+                early: parts.read_buf,
+            });
         }
+        if finished.is_none() {
+            tokio::spawn(async move {
+                if let Err(error) = conn.await {
+                    debug!(%error, "upstream connection ended with an error");
+                }
+            });
+        }
+        Ok(Exchanged::Response(response))
     }
+}
+
+/// What the upstream answered.
+enum Exchanged {
+    /// Any response but a 101; its connection streams the body on its own task.
+    Response(Response<Incoming>),
+    /// A 101: the raw upstream stream and any bytes read past the response head.
+    Upgraded {
+        response: Response<Incoming>,
+        upstream: UpstreamStream,
+        early: bytes::Bytes,
+    },
+}
+
+/// Binds `count` listening sockets on one address with `SO_REUSEPORT`, so that each worker
+/// thread accepts its own connections and keeps them (the kernel spreads new connections), as
+/// nginx's worker processes do. With port 0 the first socket picks the port for all.
+pub fn bind_reuseport(
+    addr: SocketAddr,
+    count: usize,
+) -> std::io::Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let mut addr = addr;
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count.max(1) {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(4096)?;
+        let listener: std::net::TcpListener = socket.into();
+        addr = listener.local_addr()?;
+        out.push(listener);
+    }
+    Ok(out)
 }
 
 fn unix_now() -> u64 {
@@ -420,36 +481,23 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Waits for both upgrades, then copies bytes until the connection ends.
+/// Waits for the client's upgrade, then copies bytes until the connection ends.
 async fn run_websocket(
     client: hyper::upgrade::OnUpgrade,
-    upstream: hyper::upgrade::OnUpgrade,
+    mut upstream: UpstreamStream,
+    upstream_early: bytes::Bytes,
     limits: Limits,
     metrics: Metrics,
 ) {
-    let (client, upstream) = match tokio::join!(client, upstream) {
-        (Ok(c), Ok(u)) => (c, u),
-        (c, u) => {
-            debug!(
-                client_ok = c.is_ok(),
-                upstream_ok = u.is_ok(),
-                "upgrade did not complete"
-            );
-            return;
-        }
+    let Ok(client) = client.await else {
+        debug!("client upgrade did not complete");
+        return;
     };
-    // Unwrap hyper's boxes to the raw streams: an idle WebSocket then holds only the two sockets.
+    // Unwrap hyper's box to the raw stream: an idle WebSocket then holds only the two sockets.
     let (mut client, client_early) = match client.downcast::<TokioIo<GuardedIo>>() {
         Ok(parts) => (parts.io.into_inner().into_inner(), parts.read_buf),
         Err(_) => {
             warn!("internal: client upgrade has an unexpected type");
-            return;
-        }
-    };
-    let (mut upstream, upstream_early) = match upstream.downcast::<TokioIo<UpstreamStream>>() {
-        Ok(parts) => (parts.io.into_inner(), parts.read_buf),
-        Err(_) => {
-            warn!("internal: upstream upgrade has an unexpected type");
             return;
         }
     };

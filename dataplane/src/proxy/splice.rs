@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -42,7 +43,6 @@ struct Direction {
     /// Bytes read but not yet written; `None` when nothing is in flight.
     pending: Option<Box<Pending>>,
     read_closed: bool,
-    write_shut: bool,
     bytes: Counter,
 }
 
@@ -57,13 +57,12 @@ impl Direction {
         Direction {
             pending: None,
             read_closed: false,
-            write_shut: false,
             bytes,
         }
     }
 
     fn done(&self) -> bool {
-        self.read_closed && self.pending.is_none() && self.write_shut
+        self.read_closed && self.pending.is_none()
     }
 
     /// Moves bytes from `src` to `dst` until one would block. Returns whether anything moved.
@@ -102,16 +101,13 @@ impl Direction {
                 self.pending = None;
             }
             if self.read_closed {
-                if !self.write_shut {
-                    match Pin::new(&mut *dst).poll_shutdown(cx) {
-                        Poll::Ready(_) => self.write_shut = true,
-                        Poll::Pending => return Poll::Pending,
-                    }
-                }
+                // No half-close: the connection ends once the other side's bytes are out, and
+                // closing the sockets sends the FINs (a shutdown first would be one more syscall).
                 return Poll::Ready(Ok(progressed));
             }
-            let mut chunk = [0u8; CHUNK];
-            let mut buf = ReadBuf::new(&mut chunk);
+            // Uninitialised: zeroing 16 KiB on every wake-up would cost more than the copy.
+            let mut chunk = [MaybeUninit::<u8>::uninit(); CHUNK];
+            let mut buf = ReadBuf::uninit(&mut chunk);
             match Pin::new(&mut *src).poll_read(cx, &mut buf) {
                 Poll::Pending => {
                     return if progressed {
@@ -123,7 +119,8 @@ impl Direction {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Ready(Ok(())) => {}
             }
-            let n = buf.filled().len();
+            let filled = buf.filled();
+            let n = filled.len();
             if n == 0 {
                 self.read_closed = true;
                 continue;
@@ -132,14 +129,14 @@ impl Direction {
             self.bytes.inc_by(n as u64);
             let mut off = 0;
             while off < n {
-                match Pin::new(&mut *dst).poll_write(cx, &chunk[off..n]) {
+                match Pin::new(&mut *dst).poll_write(cx, &filled[off..n]) {
                     Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                     Poll::Ready(Ok(w)) => off += w,
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Pending => {
                         // The peer is slow: keep only the unwritten rest, on the heap.
                         self.pending = Some(Box::new(Pending {
-                            data: chunk[off..n].to_vec(),
+                            data: filled[off..n].to_vec(),
                             written: 0,
                             since: Instant::now(),
                         }));
@@ -224,9 +221,6 @@ where
                 Poll::Ready(Ok(true)) => active = true,
                 _ => {}
             }
-        }
-        if this.to_upstream.done() && this.to_client.done() {
-            return Poll::Ready(Ok(SpliceEnd::Closed));
         }
         // One side closed and the other has nothing in flight: WebSockets do not half-close,
         // so end both (COMPATIBILITY.md §7.6: closing one closes both).
