@@ -29,7 +29,12 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>, ready: ReadyF
                 let ready = ready.clone();
                 async move { Ok::<_, Infallible>(respond(&req, &registry, &*ready)) }
             });
+            // Limits as on the traffic listeners: small heads, read within 10 s.
             if let Err(error) = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .max_buf_size(8192)
+                .max_headers(50)
                 .serve_connection(TokioIo::new(tcp), service)
                 .await
             {

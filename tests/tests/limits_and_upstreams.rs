@@ -293,3 +293,49 @@ async fn idle_websockets_are_closed_after_the_read_timeout() {
         "{m}"
     );
 }
+
+/// A loopback listener whose accept queue is full: connects to it hang until they time out.
+fn black_hole() -> (socket2::Socket, Vec<socket2::Socket>, SocketAddr) {
+    use socket2::{Domain, Socket, Type};
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    listener.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+    listener.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let _ = s.connect(&addr.into());
+        held.push(s);
+    }
+    // Wait until a further connect really hangs.
+    wait_for("the accept queue to fill", Duration::from_secs(5), || {
+        let probe = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200));
+        probe.is_err().then_some(())
+    });
+    (listener, held, addr)
+}
+
+#[test]
+fn connect_timeout_gives_504_and_the_last_try_decides() {
+    let (_listener, _held, hole) = black_hole();
+    let mut up = nodes(&[hole]);
+    up.timeouts.connect = 1;
+    let mut mixed = nodes(&[closed_port(), hole]);
+    mixed.timeouts.connect = 1;
+    let table = RouteTable {
+        generation: 1,
+        hash: String::new(),
+        routes: vec![open_route("t/hole/0", "/hole", up), open_route("t/mixed/0", "/mixed", mixed)],
+        consumers: vec![],
+    };
+    let gw = Gateway::start(&table, &[]);
+    let started = Instant::now();
+    let r = get(gw.http, "/hole");
+    assert_eq!(r.status(), 504, "{}", r.raw);
+    assert_eq!(r.header("x-apisix-upstream-status"), Some("504"));
+    assert!(started.elapsed() >= Duration::from_millis(900) && started.elapsed() < Duration::from_secs(5));
+    // Round robin starts at the refused node, then at the black hole: the last try decides.
+    assert_eq!(get(gw.http, "/mixed").status(), 504, "refused, then timed out");
+    assert_eq!(get(gw.http, "/mixed").status(), 502, "timed out, then refused");
+}
