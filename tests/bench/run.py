@@ -16,6 +16,7 @@ import platform
 import resource
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -188,6 +189,22 @@ def measured(target, args):
     return result
 
 
+def summarise(rs):
+    """Median of each figure over rounds; CPU per operation is computed per round first."""
+    out = {"rounds": len(rs)}
+    for key in ["per_sec", "p50_us", "p99_us"]:
+        if key in rs[0]:
+            out[key] = statistics.median(r[key] for r in rs)
+    ops = [r.get("messages") or r.get("total") or 0 for r in rs]
+    out["ops"] = sum(ops)
+    if "cpu_s" in rs[0]:
+        out["cpu_ms_per_1000"] = statistics.median(r["cpu_s"] * 1e6 / max(o, 1) for r, o in zip(rs, ops))
+    bad = sum(r.get("errors", 0) + r.get("other", 0) + r.get("s5xx", 0) for r in rs)
+    out["failed"] = bad
+    out["runs"] = rs
+    return out
+
+
 def idle_rss(target, conns):
     pids = target.pids()
     base = rss_kib(pids)
@@ -217,8 +234,10 @@ def main():
     ap.add_argument("--nginx-workers", type=int, default=2)
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"))
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--rounds", type=int, default=None, help="alternating rounds per phase (median reported)")
     a = ap.parse_args()
-    secs = a.seconds or (2.0 if a.quick else 8.0)
+    secs = a.seconds or (2.0 if a.quick else 5.0)
+    a.rounds = a.rounds or (1 if a.quick else 3)
     idle_conns = a.idle_conns or (1000 if a.quick else 9000)
     if shutil.which("nginx") is None:
         sys.exit("nginx is not installed: apt-get install nginx-light (the benchmark peer)")
@@ -233,15 +252,26 @@ def main():
     proxies = []
     try:
         proxies = [start_portcullis(work, echo.port), start_nginx(work, echo.port, a.nginx_workers)]
-        for t in [echo] + proxies:
-            r = results.setdefault(t.name, {})
-            common = ["--target", f"127.0.0.1:{t.port}"]
-            r["handshakes"] = measured(t, ["handshakes"] + common + ["--key", KEY, "--concurrency", "50", "--seconds", str(secs)])
-            if t.name != "direct":
-                r["rejections"] = measured(t, ["handshakes"] + common + ["--key", "wrong", "--concurrency", "50", "--seconds", str(secs)])
-            r["echo1"] = measured(t, ["echo"] + common + ["--key", KEY, "--conns", "1", "--seconds", str(secs)])
-            r["echo50"] = measured(t, ["echo"] + common + ["--key", KEY, "--conns", "50", "--seconds", str(secs)])
-            print(t.name, json.dumps(r), flush=True)
+        # Phases alternate between targets, round after round, and each figure is the median
+        # over rounds: this machine's noise (a shared VM) moves single runs by several percent.
+        runs = {}
+        for rnd in range(a.rounds):
+            for phase in ["handshakes", "rejections", "echo1", "echo50"]:
+                for t in [echo] + proxies:
+                    if phase == "rejections" and t.name == "direct":
+                        continue
+                    common = ["--target", f"127.0.0.1:{t.port}"]
+                    args = {
+                        "handshakes": ["handshakes"] + common + ["--key", KEY, "--concurrency", "50"],
+                        "rejections": ["handshakes"] + common + ["--key", "wrong", "--concurrency", "50"],
+                        "echo1": ["echo"] + common + ["--key", KEY, "--conns", "1"],
+                        "echo50": ["echo"] + common + ["--key", KEY, "--conns", "50"],
+                    }[phase] + ["--seconds", str(secs)]
+                    r = measured(t, args)
+                    runs.setdefault(t.name, {}).setdefault(phase, []).append(r)
+                    print(f"round {rnd + 1} {phase} {t.name} {json.dumps(r)}", flush=True)
+        for name, phases in runs.items():
+            results[name] = {phase: summarise(rs) for phase, rs in phases.items()}
         # Idle memory on fresh proxy processes, so earlier phases' allocations do not blur it.
         for t in proxies:
             t.stop()
@@ -259,30 +289,25 @@ def main():
 
 def write_report(a, results, secs, idle_conns):
     p, n, d = results["portcullis"], results["nginx"], results["direct"]
-
-    def cpu_per_1000(r, count_key):
-        count = r.get(count_key) or r.get("total") or r.get("messages") or 1
-        return r["cpu_s"] * 1000 * 1000 / count  # ms per 1000 operations
-
     rows = []
 
-    def row(name, pv, nv, dv, better="higher", digits=0, unit=""):
+    def row(name, pv, nv, dv, better="higher", digits=0):
         ratio = pv / nv if nv else float("nan")
-        rows.append(f"| {name} | {fmt(dv, digits) + unit if dv is not None else '—'} | {fmt(pv, digits)}{unit} | {fmt(nv, digits)}{unit} | {ratio:.2f} ({better} is better) |")
+        rows.append(f"| {name} | {fmt(dv, digits) if dv is not None else '—'} | {fmt(pv, digits)} | {fmt(nv, digits)} | {ratio:.2f} ({better} is better) |")
 
     row("WebSocket handshakes/s, valid key (50 concurrent)", p["handshakes"]["per_sec"], n["handshakes"]["per_sec"], d["handshakes"]["per_sec"])
-    row("proxy CPU ms per 1000 handshakes", cpu_per_1000(p["handshakes"], "total"), cpu_per_1000(n["handshakes"], "total"), None, "lower", 1)
+    row("proxy CPU ms per 1000 handshakes", p["handshakes"]["cpu_ms_per_1000"], n["handshakes"]["cpu_ms_per_1000"], None, "lower", 1)
     row("401 rejections/s, wrong key (50 concurrent)", p["rejections"]["per_sec"], n["rejections"]["per_sec"], None)
-    row("proxy CPU ms per 1000 rejections", cpu_per_1000(p["rejections"], "total"), cpu_per_1000(n["rejections"], "total"), None, "lower", 1)
+    row("proxy CPU ms per 1000 rejections", p["rejections"]["cpu_ms_per_1000"], n["rejections"]["cpu_ms_per_1000"], None, "lower", 1)
     for label, key in [("1 connection", "echo1"), ("50 connections", "echo50")]:
         row(f"echo messages/s, {label}", p[key]["per_sec"], n[key]["per_sec"], d[key]["per_sec"])
         row(f"echo RTT p50 µs, {label}", p[key]["p50_us"], n[key]["p50_us"], d[key]["p50_us"], "lower")
         row(f"echo RTT p99 µs, {label}", p[key]["p99_us"], n[key]["p99_us"], d[key]["p99_us"], "lower")
-        row(f"proxy CPU ms per 1000 messages, {label}", cpu_per_1000(p[key], "messages"), cpu_per_1000(n[key], "messages"), None, "lower", 1)
+        row(f"proxy CPU ms per 1000 messages, {label}", p[key]["cpu_ms_per_1000"], n[key]["cpu_ms_per_1000"], None, "lower", 1)
     row(f"RSS bytes per idle WebSocket ({p['idle']['open']} / {n['idle']['open']} open)", p["idle"]["per_conn_bytes"], n["idle"]["per_conn_bytes"], None, "lower")
 
-    bad = [f"{t}: {r['handshakes']['errors'] + r['handshakes']['other'] + r['handshakes']['s5xx']} failed handshakes"
-           for t, r in results.items() if r["handshakes"]["errors"] + r["handshakes"]["other"] + r["handshakes"]["s5xx"]]
+    bad = [f"{t} {phase}: {r['failed']} failed" for t, phases in results.items() for phase, r in phases.items()
+           if isinstance(r, dict) and r.get("failed")]
     cpu = "unknown"
     try:
         with open("/proc/cpuinfo") as f:
@@ -298,7 +323,8 @@ Produced by `python3 tests/bench/run.py{' --quick' if a.quick else ''}` on {time
 Everything runs on this one machine over 127.0.0.1: the load generator (`portcullis-bench`), the echo
 upstream (`portcullis-echo`), and the proxy under test, so absolute numbers are bounded by the
 machine; read the **ratio** column (Portcullis ÷ nginx). "direct" is the load generator talking
-to the echo upstream with no proxy: the physical limit. Phases last {secs:g} s; idle memory is
+to the echo upstream with no proxy: the physical limit. Phases last {secs:g} s and alternate
+between the targets for {a.rounds} round(s); each figure is the median over the rounds. Idle memory is
 measured with {idle_conns} WebSockets held open through each proxy, on freshly started processes
 (RSS of all the proxy's processes after opening, minus before, divided by the connections).
 
@@ -311,7 +337,7 @@ seed route table (key-auth, digest lookup). CPU time is user+system of the proxy
 |---|---|---|---|---|
 {chr(10).join(rows)}
 
-{('Failures during the run: ' + '; '.join(bad)) if bad else 'Every handshake in every phase got the expected status.'}
+{('Failures during the run: ' + '; '.join(bad)) if bad else 'Every handshake in every phase got the expected status (101, or 401 for the wrong key).'}
 
 Raw results:
 

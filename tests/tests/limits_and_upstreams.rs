@@ -298,7 +298,9 @@ async fn idle_websockets_are_closed_after_the_read_timeout() {
 fn black_hole() -> (socket2::Socket, Vec<socket2::Socket>, SocketAddr) {
     use socket2::{Domain, Socket, Type};
     let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    listener.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+    listener
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
     listener.listen(0).unwrap();
     let addr = listener.local_addr().unwrap().as_socket().unwrap();
     let mut held = Vec::new();
@@ -326,7 +328,10 @@ fn connect_timeout_gives_504_and_the_last_try_decides() {
     let table = RouteTable {
         generation: 1,
         hash: String::new(),
-        routes: vec![open_route("t/hole/0", "/hole", up), open_route("t/mixed/0", "/mixed", mixed)],
+        routes: vec![
+            open_route("t/hole/0", "/hole", up),
+            open_route("t/mixed/0", "/mixed", mixed),
+        ],
         consumers: vec![],
     };
     let gw = Gateway::start(&table, &[]);
@@ -334,8 +339,19 @@ fn connect_timeout_gives_504_and_the_last_try_decides() {
     let r = get(gw.http, "/hole");
     assert_eq!(r.status(), 504, "{}", r.raw);
     assert_eq!(r.header("x-apisix-upstream-status"), Some("504"));
-    assert!(started.elapsed() >= Duration::from_millis(900) && started.elapsed() < Duration::from_secs(5));
+    assert!(
+        started.elapsed() >= Duration::from_millis(900)
+            && started.elapsed() < Duration::from_secs(5)
+    );
     // Round robin starts at the refused node, then at the black hole: the last try decides.
-    assert_eq!(get(gw.http, "/mixed").status(), 504, "refused, then timed out");
-    assert_eq!(get(gw.http, "/mixed").status(), 502, "timed out, then refused");
+    assert_eq!(
+        get(gw.http, "/mixed").status(),
+        504,
+        "refused, then timed out"
+    );
+    assert_eq!(
+        get(gw.http, "/mixed").status(),
+        502,
+        "timed out, then refused"
+    );
 }

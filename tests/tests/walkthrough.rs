@@ -257,3 +257,114 @@ fn an_unreadable_table_file_stops_start_up_with_a_clear_error() {
         "{err}"
     );
 }
+
+/// A WebSocket handshake that is not the first request of its connection is served by the
+/// general HTTP path; both paths must behave the same.
+#[test]
+fn handshake_after_a_plain_request_on_a_kept_alive_connection() {
+    use std::io::{Read, Write};
+    let echo = Echo::start(&[]);
+    let mut table = seed_table(echo.addr);
+    table.routes[0].paths.push("/plain".into());
+    let gw = Gateway::start(&table, &[]);
+    let mut s = std::net::TcpStream::connect(gw.http).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s.write_all(b"GET /plain HTTP/1.1\r\nHost: ws.example.com\r\napikey: this_is_the_key\r\n\r\n")
+        .unwrap();
+    let r = read_response(&mut s);
+    assert_eq!(r.status(), 200, "{}", r.raw);
+    // Refused on the second request: the exact 401.
+    s.write_all(handshake("ws.example.com", "/raw", &[("apikey", "nope")]).as_bytes())
+        .unwrap();
+    let r = read_response(&mut s);
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.body(), INVALID);
+    assert_eq!(r.header("www-authenticate"), Some("apikey realm=\"key\""));
+    // Accepted on the third: 101 and frames flow.
+    s.write_all(handshake("ws.example.com", "/raw", &[("apikey", "this_is_the_key")]).as_bytes())
+        .unwrap();
+    let r = read_response(&mut s);
+    assert_eq!(r.status(), 101, "{}", r.raw);
+    assert_eq!(
+        r.header("sec-websocket-accept"),
+        Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+    );
+    // A masked text frame "hi"; the echo answers with an unmasked one.
+    s.write_all(&[0x81, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2])
+        .unwrap();
+    let mut frame = [0u8; 4];
+    s.read_exact(&mut frame).unwrap();
+    assert_eq!(frame, [0x81, 2, b'h', b'i']);
+    let hs = echo.handshakes();
+    assert_eq!(
+        hs.len(),
+        1,
+        "only the accepted handshake reached the upstream"
+    );
+    assert_eq!(
+        seen_header(&hs[0], "x-consumer-username").as_deref(),
+        Some("demo_jack")
+    );
+}
+
+/// After a refused handshake the connection stays usable (keep-alive), as in APISIX.
+#[test]
+fn a_refused_handshake_leaves_the_connection_usable() {
+    let echo = Echo::start(&[]);
+    let gw = Gateway::start(&seed_table(echo.addr), &[]);
+    let mut s = std::net::TcpStream::connect(gw.http).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    use std::io::Write;
+    s.write_all(handshake("ws.example.com", "/raw", &[]).as_bytes())
+        .unwrap();
+    let r = read_response(&mut s);
+    assert_eq!((r.status(), r.body()), (401, MISSING));
+    s.write_all(handshake("ws.example.com", "/raw", &[("apikey", "this_is_the_key")]).as_bytes())
+        .unwrap();
+    let r = read_response(&mut s);
+    assert_eq!(r.status(), 101, "{}", r.raw);
+    // Two requests pipelined in one write behind a refused handshake are both answered.
+    let mut s = std::net::TcpStream::connect(gw.http).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let two = format!(
+        "{}{}",
+        handshake("ws.example.com", "/raw", &[("apikey", "bad")]),
+        "GET /nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(two.as_bytes()).unwrap();
+    let mut all = String::new();
+    use std::io::Read;
+    let _ = s.read_to_string(&mut all);
+    assert!(all.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{all}");
+    assert!(all.contains("HTTP/1.1 404 Not Found\r\n"), "{all}");
+}
+
+#[test]
+fn an_upstream_refusing_the_handshake_is_relayed() {
+    let echo = Echo::start(&[]);
+    let gw = Gateway::start(&seed_table(echo.addr), &[]);
+    for (code, marked) in [(403, false), (503, true)] {
+        let r = raw_request(
+            gw.http,
+            &handshake(
+                "ws.example.com",
+                &format!("/raw?refuse={code}"),
+                &[("apikey", "this_is_the_key")],
+            ),
+        );
+        assert_eq!(r.status(), code, "{}", r.raw);
+        assert_eq!(r.body(), "handshake refused by upstream\n");
+        assert_eq!(
+            r.header("x-apisix-upstream-status").is_some(),
+            marked,
+            "{}",
+            r.raw
+        );
+        assert_eq!(r.header("upgrade"), None);
+    }
+    let m = gw.metrics();
+    assert!(m.contains("outcome=\"upstream_4xx\""), "{m}");
+}

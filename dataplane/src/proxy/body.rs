@@ -8,7 +8,6 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::Full;
 use hyper::body::Incoming;
 
 use super::client_io::ConnPhase;
@@ -19,14 +18,15 @@ pub struct ResponseBody {
 }
 
 enum Inner {
-    Full(Full<Bytes>),
+    /// Our own body, sent as one frame.
+    Full(Option<Bytes>),
     Upstream(Incoming),
 }
 
 impl ResponseBody {
     pub fn full(bytes: Bytes) -> Self {
         ResponseBody {
-            inner: Inner::Full(Full::new(bytes)),
+            inner: Inner::Full(Some(bytes)),
             on_end: None,
         }
     }
@@ -39,6 +39,14 @@ impl ResponseBody {
         ResponseBody {
             inner: Inner::Upstream(body),
             on_end: None,
+        }
+    }
+
+    /// Our own body's bytes (`None` for an upstream body).
+    pub fn own_bytes(&self) -> Option<&[u8]> {
+        match &self.inner {
+            Inner::Full(b) => Some(b.as_deref().unwrap_or_default()),
+            Inner::Upstream(_) => None,
         }
     }
 
@@ -70,9 +78,11 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = match &mut self.inner {
-            Inner::Full(full) => Pin::new(full)
-                .poll_frame(cx)
-                .map_err(|never| match never {}),
+            Inner::Full(full) => Poll::Ready(
+                full.take()
+                    .filter(|b| !b.is_empty())
+                    .map(|b| Ok(Frame::data(b))),
+            ),
             Inner::Upstream(body) => Pin::new(body).poll_frame(cx),
         };
         if let Poll::Ready(None) = polled {
@@ -83,14 +93,14 @@ impl Body for ResponseBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.inner {
-            Inner::Full(full) => full.is_end_stream(),
+            Inner::Full(full) => full.as_ref().is_none_or(|b| b.is_empty()),
             Inner::Upstream(body) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
-            Inner::Full(full) => full.size_hint(),
+            Inner::Full(full) => SizeHint::with_exact(full.as_ref().map_or(0, |b| b.len() as u64)),
             Inner::Upstream(body) => body.size_hint(),
         }
     }

@@ -26,6 +26,18 @@ pub enum ClientStream {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
+impl ClientStream {
+    /// Small WebSocket frames and pipelined responses must not wait for Nagle. Set only once a
+    /// connection goes on past a single answer: a refused handshake does not need the syscall.
+    pub fn set_nodelay(&self) {
+        let tcp = match self {
+            ClientStream::Plain(s) => s,
+            ClientStream::Tls(s) => s.get_ref().0,
+        };
+        let _ = tcp.set_nodelay(true);
+    }
+}
+
 macro_rules! delegate {
     ($self:ident, $s:ident => $e:expr) => {
         match $self.get_mut() {
@@ -127,6 +139,8 @@ pub struct HeadLimits {
 
 pub struct GuardedIo {
     inner: ClientStream,
+    /// Bytes already read from the client (by the first-request fast path), served first.
+    prefix: bytes::Bytes,
     phase: Arc<ConnPhase>,
     limits: HeadLimits,
     /// Armed only while waiting for a head; dropped while serving or upgraded.
@@ -139,19 +153,31 @@ pub struct GuardedIo {
 }
 
 impl GuardedIo {
+    /// `prefix`: bytes already read from the client. `answered`: a response was already
+    /// written on this connection (so, without pending bytes, it is idle in keep-alive).
     pub fn new(
         inner: ClientStream,
+        prefix: bytes::Bytes,
+        answered: bool,
         phase: Arc<ConnPhase>,
         limits: HeadLimits,
         metrics: Metrics,
     ) -> Self {
-        // The first head must arrive within the header timeout of the accept.
+        // A head must complete within the header timeout of its first byte (or of the accept);
+        // an idle kept-alive connection gets the keep-alive timeout.
+        let head_started = !prefix.is_empty();
+        let first_wait = if answered && !head_started {
+            limits.keepalive_timeout
+        } else {
+            limits.header_timeout
+        };
         GuardedIo {
             inner,
+            prefix,
             phase,
             limits,
-            deadline: Some(Box::pin(tokio::time::sleep(limits.header_timeout))),
-            head_started: false,
+            deadline: Some(Box::pin(tokio::time::sleep(first_wait))),
+            head_started,
             seen_completed: 0,
             metrics,
         }
@@ -186,6 +212,11 @@ impl AsyncRead for GuardedIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
         let (phase, completed) = this.phase.get();
         if phase != AWAITING_HEAD {
             this.deadline = None;

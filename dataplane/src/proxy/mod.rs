@@ -3,9 +3,11 @@
 
 pub mod body;
 pub mod client_io;
+mod fast;
 pub mod forward;
 pub mod responses;
 pub mod splice;
+pub mod upgrade;
 pub mod upstream;
 
 use std::convert::Infallible;
@@ -130,7 +132,6 @@ impl Dataplane {
                     continue;
                 }
             };
-            let _ = tcp.set_nodelay(true);
             let dp = self.clone();
             let tls = tls.clone();
             tokio::spawn(
@@ -166,12 +167,31 @@ impl Dataplane {
             }
         };
         self.metrics.connections_active.inc();
+        let (stream, prefix, answered) = match self.first_request(stream, peer, listener).await {
+            fast::FirstRequest::Done => {
+                self.metrics.connections_active.dec();
+                return;
+            }
+            fast::FirstRequest::Handover {
+                stream,
+                read,
+                answered,
+            } => (stream, read, answered),
+        };
+        stream.set_nodelay();
         let phase = Arc::new(ConnPhase::default());
         let limits = HeadLimits {
             header_timeout: self.settings.header_timeout,
             keepalive_timeout: self.settings.keepalive_timeout,
         };
-        let io = GuardedIo::new(stream, phase.clone(), limits, self.metrics.clone());
+        let io = GuardedIo::new(
+            stream,
+            prefix,
+            answered,
+            phase.clone(),
+            limits,
+            self.metrics.clone(),
+        );
         let dp = self.clone();
         let service = service_fn(move |req| {
             let dp = dp.clone();
@@ -279,7 +299,7 @@ impl Dataplane {
         let upstream_req = Request::from_parts(parts, body);
 
         match self
-            .exchange(route, request_host.as_deref(), upstream_req)
+            .exchange(route, request_host.as_deref(), upstream_req, websocket)
             .await
         {
             Err(status) => {
@@ -292,7 +312,7 @@ impl Dataplane {
                 responses::gateway_error(status, status != StatusCode::SERVICE_UNAVAILABLE)
             }
             Ok(Exchanged::Upgraded {
-                response,
+                headers,
                 upstream,
                 early,
             }) => {
@@ -315,9 +335,36 @@ impl Dataplane {
                     async move { run_websocket(client_upgrade, upstream, early, limits, metrics).await }
                         .instrument(tracing::debug_span!("websocket", route = %route_id)),
                 );
-                let (mut parts, _) = response.into_parts();
-                forward::prepare_response(&mut parts.headers, true);
-                Response::from_parts(parts, ResponseBody::empty())
+                let mut response = Response::new(ResponseBody::empty());
+                *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                *response.headers_mut() = headers;
+                forward::prepare_response(response.headers_mut(), true);
+                response
+            }
+            Ok(Exchanged::Refused {
+                status,
+                mut headers,
+                body,
+            }) => {
+                self.metrics.request(
+                    kind,
+                    &route.id,
+                    Outcome::from_upstream_status(status.as_u16()),
+                    "",
+                );
+                forward::prepare_response(&mut headers, false);
+                // Re-framed by us: the length is what was read.
+                headers.remove(http::header::CONTENT_LENGTH);
+                if status.is_server_error() {
+                    headers.insert(
+                        responses::UPSTREAM_STATUS,
+                        http::HeaderValue::from(status.as_u16()),
+                    );
+                }
+                let mut response = Response::new(ResponseBody::full(body));
+                *response.status_mut() = status;
+                *response.headers_mut() = headers;
+                response
             }
             Ok(Exchanged::Response(resp)) => {
                 let status = resp.status();
@@ -340,14 +387,13 @@ impl Dataplane {
         }
     }
 
-    /// Picks a backend and node, connects (trying the backend's other nodes on connect
-    /// failure), sends the request and waits for the response head.
-    async fn exchange(
+    /// Picks a backend and node and connects, trying the backend's other nodes on connect
+    /// failure. 503 without nodes; after failures, 504 if the last try timed out, else 502.
+    async fn connect_upstream(
         &self,
         route: &CompiledRoute,
         request_host: Option<&str>,
-        req: Request<Incoming>,
-    ) -> Result<Exchanged, StatusCode> {
+    ) -> Result<UpstreamStream, StatusCode> {
         let upstream = &route.upstream;
         let backend = upstream
             .pick_backend()
@@ -356,7 +402,6 @@ impl Dataplane {
             return Err(StatusCode::SERVICE_UNAVAILABLE);
         }
         let mut last_error = None;
-        let mut stream = None;
         for node in backend.node_order() {
             match upstream::connect(
                 node,
@@ -367,27 +412,38 @@ impl Dataplane {
             )
             .await
             {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
+                Ok(s) => return Ok(s),
                 Err(error) => {
                     debug!(route = %route.id, backend = %backend.name, %error, "upstream connect failed");
                     last_error = Some(error);
                 }
             }
         }
-        let Some(stream) = stream else {
-            let timed_out = last_error.as_ref().is_some_and(|e| e.is_timeout());
-            if let Some(error) = last_error {
-                warn!(route = %route.id, backend = %backend.name, %error, "no upstream node reachable");
-            }
-            return Err(if timed_out {
-                StatusCode::GATEWAY_TIMEOUT
-            } else {
-                StatusCode::BAD_GATEWAY
-            });
-        };
+        let timed_out = last_error.as_ref().is_some_and(|e| e.is_timeout());
+        if let Some(error) = last_error {
+            warn!(route = %route.id, backend = %backend.name, %error, "no upstream node reachable");
+        }
+        Err(if timed_out {
+            StatusCode::GATEWAY_TIMEOUT
+        } else {
+            StatusCode::BAD_GATEWAY
+        })
+    }
+
+    /// Connects, sends the request and waits for the response head.
+    async fn exchange(
+        &self,
+        route: &CompiledRoute,
+        request_host: Option<&str>,
+        req: Request<Incoming>,
+        websocket: bool,
+    ) -> Result<Exchanged, StatusCode> {
+        let upstream = &route.upstream;
+        let stream = self.connect_upstream(route, request_host).await?;
+        if websocket && http_body::Body::is_end_stream(req.body()) {
+            let (parts, _empty_body) = req.into_parts();
+            return self.exchange_upgrade(route, stream, &parts).await;
+        }
         let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
             .handshake::<_, Incoming>(TokioIo::new(stream))
             .await
@@ -422,7 +478,7 @@ impl Dataplane {
             }
             .map_err(|_| StatusCode::BAD_GATEWAY)?;
             return Ok(Exchanged::Upgraded {
-                response,
+                headers: response.into_parts().0.headers,
                 upstream: parts.io.into_inner(),
                 early: parts.read_buf,
             });
@@ -436,17 +492,57 @@ impl Dataplane {
         }
         Ok(Exchanged::Response(response))
     }
+
+    /// A body-less WebSocket handshake: written and answered without hyper's client.
+    async fn exchange_upgrade(
+        &self,
+        route: &CompiledRoute,
+        mut stream: UpstreamStream,
+        parts: &http::request::Parts,
+    ) -> Result<Exchanged, StatusCode> {
+        let answer = match tokio::time::timeout(
+            route.upstream.read_timeout,
+            upgrade::handshake(&mut stream, parts),
+        )
+        .await
+        {
+            Err(_) => return Err(StatusCode::GATEWAY_TIMEOUT),
+            Ok(Err(error)) => {
+                debug!(route = %route.id, %error, "upstream handshake failed");
+                return Err(StatusCode::BAD_GATEWAY);
+            }
+            Ok(Ok(answer)) => answer,
+        };
+        if answer.status == StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(Exchanged::Upgraded {
+                headers: answer.headers,
+                upstream: stream,
+                early: answer.rest,
+            });
+        }
+        Ok(Exchanged::Refused {
+            status: answer.status,
+            headers: answer.headers,
+            body: answer.rest,
+        })
+    }
 }
 
 /// What the upstream answered.
 enum Exchanged {
     /// Any response but a 101; its connection streams the body on its own task.
     Response(Response<Incoming>),
-    /// A 101: the raw upstream stream and any bytes read past the response head.
+    /// A 101: its headers, the raw upstream stream and any bytes read past the head.
     Upgraded {
-        response: Response<Incoming>,
+        headers: http::HeaderMap,
         upstream: UpstreamStream,
         early: bytes::Bytes,
+    },
+    /// A handshake the upstream answered with anything but 101, read whole.
+    Refused {
+        status: StatusCode,
+        headers: http::HeaderMap,
+        body: bytes::Bytes,
     },
 }
 
@@ -484,7 +580,7 @@ fn unix_now() -> u64 {
 /// Waits for the client's upgrade, then copies bytes until the connection ends.
 async fn run_websocket(
     client: hyper::upgrade::OnUpgrade,
-    mut upstream: UpstreamStream,
+    upstream: UpstreamStream,
     upstream_early: bytes::Bytes,
     limits: Limits,
     metrics: Metrics,
@@ -494,14 +590,34 @@ async fn run_websocket(
         return;
     };
     // Unwrap hyper's box to the raw stream: an idle WebSocket then holds only the two sockets.
-    let (mut client, client_early) = match client.downcast::<TokioIo<GuardedIo>>() {
+    let (client, client_early) = match client.downcast::<TokioIo<GuardedIo>>() {
         Ok(parts) => (parts.io.into_inner().into_inner(), parts.read_buf),
         Err(_) => {
             warn!("internal: client upgrade has an unexpected type");
             return;
         }
     };
-    // Bytes each side sent right behind the handshake were read by hyper: pass them on first.
+    splice_websocket(
+        client,
+        client_early,
+        upstream,
+        upstream_early,
+        limits,
+        metrics,
+    )
+    .await;
+}
+
+/// Copies bytes between an upgraded client and its upstream until the connection ends, first
+/// passing on what each side sent right behind the handshake (already read).
+async fn splice_websocket(
+    mut client: ClientStream,
+    client_early: bytes::Bytes,
+    mut upstream: UpstreamStream,
+    upstream_early: bytes::Bytes,
+    limits: Limits,
+    metrics: Metrics,
+) {
     if !client_early.is_empty() && upstream.write_all(&client_early).await.is_err() {
         return;
     }

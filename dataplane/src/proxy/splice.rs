@@ -44,7 +44,12 @@ struct Direction {
     pending: Option<Box<Pending>>,
     read_closed: bool,
     bytes: Counter,
+    /// Bytes not yet added to `bytes`: the shared counter is touched at most once per
+    /// `FLUSH_BYTES` or when the connection ends, not on every read (it is contended).
+    unflushed: u64,
 }
+
+const FLUSH_BYTES: u64 = 64 * 1024;
 
 struct Pending {
     data: Vec<u8>,
@@ -58,6 +63,14 @@ impl Direction {
             pending: None,
             read_closed: false,
             bytes,
+            unflushed: 0,
+        }
+    }
+
+    fn flush_count(&mut self) {
+        if self.unflushed > 0 {
+            self.bytes.inc_by(self.unflushed);
+            self.unflushed = 0;
         }
     }
 
@@ -126,7 +139,10 @@ impl Direction {
                 continue;
             }
             progressed = true;
-            self.bytes.inc_by(n as u64);
+            self.unflushed += n as u64;
+            if self.unflushed >= FLUSH_BYTES {
+                self.flush_count();
+            }
             let mut off = 0;
             while off < n {
                 match Pin::new(&mut *dst).poll_write(cx, &filled[off..n]) {
@@ -250,5 +266,12 @@ where
             }
             this.timer.as_mut().reset(deadline);
         }
+    }
+}
+
+impl<C, U> Drop for Splice<C, U> {
+    fn drop(&mut self) {
+        self.to_upstream.flush_count();
+        self.to_client.flush_count();
     }
 }

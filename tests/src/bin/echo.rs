@@ -3,6 +3,7 @@
 //! - WebSocket: echoes every message back (text and binary), answers pings, echoes the close.
 //! - Plain HTTP: answers 200 with a JSON description of the request (method, target, headers,
 //!   body length). `?status=N` answers N instead; `?delay_ms=N` waits first.
+//! - A handshake with `?refuse=N` is answered N with a short body instead of 101.
 //! - `GET /_echo/requests`: every request and handshake received so far, as JSON, so tests can
 //!   prove what reached the upstream (and what did not).
 //!
@@ -157,6 +158,17 @@ async fn handle(
     });
     if let Some(ms) = query_number(&req, "delay_ms") {
         tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if websocket
+        && let Some(code) =
+            query_number(&req, "refuse").and_then(|c| StatusCode::from_u16(c as u16).ok())
+    {
+        // An upstream that refuses the handshake.
+        let mut resp = Response::new(Full::new(Bytes::from_static(
+            b"handshake refused by upstream\n",
+        )));
+        *resp.status_mut() = code;
+        return Ok(resp);
     }
     if websocket {
         let Some(key) = req.headers().get("sec-websocket-key").cloned() else {

@@ -1,0 +1,440 @@
+//! The first request of a connection, read and parsed here (httparse). When it is a WebSocket
+//! handshake on a WebSocket-enabled rule — this proxy's hot path — it is routed, authenticated,
+//! answered or upgraded and spliced without hyper. Anything else (plain HTTP, a handshake that
+//! matches no WebSocket rule, bad syntax) is handed to hyper with the bytes already read, and
+//! hyper serves the rest of the connection, as it does after a refused handshake.
+//!
+//! The limits are the same as hyper's: the head must fit `max_header_bytes` and `max_headers`
+//! (else 431), and arrive within the header timeout (else 408).
+
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Uri, Version};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::body::ResponseBody;
+use super::client_io::ClientStream;
+use super::forward::{self, Listener};
+use super::responses;
+use super::splice::Limits;
+use super::{Dataplane, Exchanged, splice_websocket, unix_now};
+use crate::auth::authenticate;
+use crate::metrics::Outcome;
+use crate::request::{RequestView, is_websocket_upgrade};
+
+/// Header slots on the stack; a higher `--max-headers` falls back to hyper.
+const MAX_FAST_HEADERS: usize = 128;
+
+pub(super) enum FirstRequest {
+    /// The connection is finished (answered and closed, upgraded and ended, or dead).
+    Done,
+    /// Serve the connection with hyper: the stream, the bytes read so far, and whether a
+    /// response was already written on it.
+    Handover {
+        stream: ClientStream,
+        read: Bytes,
+        answered: bool,
+    },
+}
+
+// A transient return value: boxing the parts would add an allocation to every handshake.
+#[allow(clippy::large_enum_variant)]
+enum Head {
+    /// The head was split off the buffer: what remains are the bytes after it.
+    Complete(http::request::Parts),
+    Partial,
+    TooLarge,
+    /// Let hyper answer (400, 505, …).
+    NotOurs,
+}
+
+/// Parses a request head at the start of `buf`. On success the head's bytes are split off
+/// `buf` and header values point into them (no copy per header).
+fn parse_head(buf: &mut BytesMut, max_headers: usize) -> Head {
+    let mut slots: [MaybeUninit<httparse::Header<'_>>; MAX_FAST_HEADERS] =
+        [const { MaybeUninit::uninit() }; MAX_FAST_HEADERS];
+    let mut request = httparse::Request::new(&mut []);
+    let slots = &mut slots[..max_headers.min(MAX_FAST_HEADERS)];
+    let base = buf.as_ptr() as usize;
+    let offset = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
+    let mut spans = [((0usize, 0usize), (0usize, 0usize)); MAX_FAST_HEADERS];
+    let (len, method, path, count) = match request.parse_with_uninit_headers(buf, slots) {
+        Ok(httparse::Status::Complete(len)) => {
+            let (Some(method), Some(path), Some(1)) =
+                (request.method, request.path, request.version)
+            else {
+                return Head::NotOurs;
+            };
+            // Only WebSocket handshakes are taken here; the rest goes to hyper untouched.
+            let has_token = |name: &str, token: &[u8]| {
+                request.headers.iter().any(|h| {
+                    h.name.eq_ignore_ascii_case(name)
+                        && h.value
+                            .split(|b| *b == b',')
+                            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+                })
+            };
+            if method != "GET"
+                || !has_token("connection", b"upgrade")
+                || !has_token("upgrade", b"websocket")
+            {
+                return Head::NotOurs;
+            }
+            for (span, h) in spans.iter_mut().zip(request.headers.iter()) {
+                *span = (offset(h.name.as_bytes()), offset(h.value));
+            }
+            (
+                len,
+                offset(method.as_bytes()),
+                offset(path.as_bytes()),
+                request.headers.len(),
+            )
+        }
+        Ok(httparse::Status::Partial) => return Head::Partial,
+        Err(httparse::Error::TooManyHeaders) if max_headers <= MAX_FAST_HEADERS => {
+            return Head::TooLarge;
+        }
+        Err(_) => return Head::NotOurs,
+    };
+    let head = buf.split_to(len).freeze();
+    let at = |(start, len): (usize, usize)| &head[start..start + len];
+    let Ok(method) = Method::from_bytes(at(method)) else {
+        return Head::NotOurs;
+    };
+    let Ok(uri) = Uri::from_maybe_shared(head.slice(path.0..path.0 + path.1)) else {
+        return Head::NotOurs;
+    };
+    let mut headers = HeaderMap::with_capacity(count);
+    for &(name, (vstart, vlen)) in &spans[..count] {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(at(name)),
+            HeaderValue::from_maybe_shared(head.slice(vstart..vstart + vlen)),
+        ) else {
+            return Head::NotOurs;
+        };
+        headers.append(name, value);
+    }
+    let mut parts = http::Request::new(()).into_parts().0;
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+    parts.headers = headers;
+    Head::Complete(parts)
+}
+
+/// `HTTP/1.1 <status>`, our headers, `content-length` (except for 101), the body.
+fn encode_response(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Vec<u8> {
+    let reason = status.canonical_reason().unwrap_or("");
+    let mut out = Vec::with_capacity(128 + body.len() + headers.len() * 48);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if status != StatusCode::SWITCHING_PROTOCOLS {
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(body.len().to_string().as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    out
+}
+
+/// The request as it was read: its head re-serialised, then the bytes after it. Used only on
+/// the rare hand-overs after a complete head (not a WebSocket handshake on a WebSocket rule).
+fn rejoin(head: &http::request::Parts, rest: BytesMut) -> Bytes {
+    let mut out = BytesMut::from(&super::upgrade::encode_head(head)[..]);
+    out.extend_from_slice(&rest);
+    out.freeze()
+}
+
+impl Dataplane {
+    pub(super) async fn first_request(
+        &self,
+        mut stream: ClientStream,
+        peer: SocketAddr,
+        listener: Listener,
+    ) -> FirstRequest {
+        let handover = |stream, read, answered| FirstRequest::Handover {
+            stream,
+            read,
+            answered,
+        };
+        let deadline = Instant::now() + self.settings.header_timeout;
+        let mut buf = BytesMut::with_capacity(1024);
+        let mut parts = loop {
+            if !buf.is_empty() {
+                match parse_head(&mut buf, self.settings.max_headers) {
+                    Head::Complete(parts) => break parts,
+                    Head::Partial => {}
+                    Head::TooLarge => {
+                        return self
+                            .reject_head(stream, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+                            .await;
+                    }
+                    Head::NotOurs => return handover(stream, buf.freeze(), false),
+                }
+            }
+            if buf.len() >= self.settings.max_header_bytes {
+                return self
+                    .reject_head(stream, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+                    .await;
+            }
+            buf.reserve(1024);
+            match tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await {
+                Err(_) if buf.is_empty() => {
+                    self.metrics.rejected_connection("idle_timeout");
+                    return FirstRequest::Done;
+                }
+                Err(_) => {
+                    self.metrics.rejected_connection("header_timeout");
+                    let _ = stream.write_all(&responses::request_timeout_bytes()).await;
+                    return FirstRequest::Done;
+                }
+                Ok(Ok(0)) | Ok(Err(_)) => return FirstRequest::Done,
+                Ok(Ok(_)) => {}
+            }
+        };
+        // Until it is answered here, hyper gets the request back as read.
+        let whole = |head: &http::request::Parts, rest: BytesMut| rejoin(head, rest);
+        if !is_websocket_upgrade(&parts.method, parts.version, &parts.headers) {
+            return handover(stream, whole(&parts, buf), false);
+        }
+        let Some(table) = self.current() else {
+            return handover(stream, whole(&parts, buf), false);
+        };
+        let view = RequestView::new(&parts.method, &parts.uri, &parts.headers, peer.ip());
+        let route = match table.find(&view) {
+            Some(r) if r.websocket && !r.placeholder => r,
+            // 404, placeholders and plain-HTTP rules: hyper's path has every answer.
+            _ => {
+                drop(view);
+                return handover(stream, whole(&parts, buf), false);
+            }
+        };
+        let auth = match authenticate(&route.auth, &table.consumers, &view, unix_now()) {
+            Ok(a) => a,
+            Err(rejection) => {
+                drop(view);
+                self.metrics.request(
+                    "websocket",
+                    &route.id,
+                    Outcome::Unauthorized,
+                    rejection.reason.label(),
+                );
+                debug!(route = %route.id, reason = rejection.reason.label(), "request refused");
+                return self
+                    .answer_then_handover(stream, responses::unauthorized(&rejection), buf.freeze())
+                    .await;
+            }
+        };
+        let request_host = view.host.clone();
+        drop(view);
+        let consumer = auth.consumer.map(|c| &table.consumers.list[c]);
+        forward::prepare_request(&mut parts, peer.ip(), listener, true, consumer, &auth.edits);
+        let client_early = buf.freeze();
+
+        let exchanged = match self.connect_upstream(route, request_host.as_deref()).await {
+            Ok(upstream) => self.exchange_upgrade(route, upstream, &parts).await,
+            Err(status) => Err(status),
+        };
+        match exchanged {
+            Ok(Exchanged::Upgraded {
+                mut headers,
+                upstream,
+                early,
+            }) => {
+                self.metrics
+                    .request("websocket", &route.id, Outcome::Upgraded, "");
+                forward::prepare_response(&mut headers, true);
+                stream.set_nodelay();
+                if stream
+                    .write_all(&encode_response(
+                        StatusCode::SWITCHING_PROTOCOLS,
+                        &headers,
+                        b"",
+                    ))
+                    .await
+                    .is_err()
+                {
+                    return FirstRequest::Done;
+                }
+                let limits = Limits {
+                    idle: route.upstream.read_timeout,
+                    upstream_send: route.upstream.send_timeout,
+                    client_send: self.settings.client_send_timeout,
+                };
+                // A task of its own: its future is small, so an idle WebSocket holds only that and
+                // the two sockets, not this connection's whole state machine.
+                let metrics = self.metrics.clone();
+                tokio::spawn(splice_websocket(
+                    stream,
+                    client_early,
+                    upstream,
+                    early,
+                    limits,
+                    metrics,
+                ));
+                FirstRequest::Done
+            }
+            Ok(Exchanged::Refused {
+                status,
+                mut headers,
+                body,
+            }) => {
+                self.metrics.request(
+                    "websocket",
+                    &route.id,
+                    Outcome::from_upstream_status(status.as_u16()),
+                    "",
+                );
+                forward::prepare_response(&mut headers, false);
+                headers.remove(http::header::CONTENT_LENGTH);
+                if status.is_server_error() {
+                    headers.insert(
+                        responses::UPSTREAM_STATUS,
+                        HeaderValue::from(status.as_u16()),
+                    );
+                }
+                let mut response = Response::new(ResponseBody::full(body));
+                *response.status_mut() = status;
+                *response.headers_mut() = headers;
+                self.answer_then_handover(stream, response, client_early)
+                    .await
+            }
+            Ok(Exchanged::Response(_)) => {
+                unreachable!("exchange_upgrade answers Upgraded or Refused")
+            }
+            Err(status) => {
+                let outcome = match status {
+                    StatusCode::SERVICE_UNAVAILABLE => Outcome::Unavailable,
+                    StatusCode::GATEWAY_TIMEOUT => Outcome::GatewayTimeout,
+                    _ => Outcome::BadGateway,
+                };
+                self.metrics.request("websocket", &route.id, outcome, "");
+                let response =
+                    responses::gateway_error(status, status != StatusCode::SERVICE_UNAVAILABLE);
+                self.answer_then_handover(stream, response, client_early)
+                    .await
+            }
+        }
+    }
+
+    /// Writes one of our own responses; the connection stays open for hyper (keep-alive).
+    async fn answer_then_handover(
+        &self,
+        mut stream: ClientStream,
+        response: Response<ResponseBody>,
+        read: Bytes,
+    ) -> FirstRequest {
+        let body = response.body().own_bytes().unwrap_or_default();
+        let bytes = encode_response(response.status(), response.headers(), body);
+        if stream.write_all(&bytes).await.is_err() {
+            return FirstRequest::Done;
+        }
+        if !read.is_empty() {
+            return FirstRequest::Handover {
+                stream,
+                read,
+                answered: true,
+            };
+        }
+        // Most clients close after a refused handshake: wait for the next request here and set
+        // hyper up only if one comes.
+        let mut next = BytesMut::with_capacity(1024);
+        match tokio::time::timeout(self.settings.keepalive_timeout, stream.read_buf(&mut next))
+            .await
+        {
+            Ok(Ok(n)) if n > 0 => FirstRequest::Handover {
+                stream,
+                read: next.freeze(),
+                answered: true,
+            },
+            Err(_) => {
+                self.metrics.rejected_connection("idle_timeout");
+                FirstRequest::Done
+            }
+            _ => FirstRequest::Done,
+        }
+    }
+
+    /// 431 as hyper sends it, then close.
+    async fn reject_head(&self, mut stream: ClientStream, status: StatusCode) -> FirstRequest {
+        self.metrics.rejected_connection("header_too_large");
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        let _ = stream
+            .write_all(&encode_response(status, &headers, b""))
+            .await;
+        let _ = stream.shutdown().await;
+        FirstRequest::Done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heads_parse_into_parts_or_say_why_not() {
+        let raw = &b"GET /raw?x=1 HTTP/1.1\r\nHost: ws.example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nrest"[..];
+        let mut buf = BytesMut::from(raw);
+        match parse_head(&mut buf, 100) {
+            Head::Complete(parts) => {
+                assert_eq!(parts.method, Method::GET);
+                assert_eq!(parts.uri, "/raw?x=1");
+                assert_eq!(parts.headers["host"], "ws.example.com");
+                assert_eq!(&buf[..], b"rest");
+                let again = rejoin(&parts, buf);
+                assert_eq!(&again[..], &b"GET /raw?x=1 HTTP/1.1\r\nhost: ws.example.com\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\r\nrest"[..]);
+            }
+            _ => panic!("complete head expected"),
+        }
+        let head = |b: &[u8], max| parse_head(&mut BytesMut::from(b), max);
+        assert!(matches!(
+            head(b"GET /raw HTTP/1.1\r\nHost: x", 100),
+            Head::Partial
+        ));
+        assert!(matches!(
+            head(b"GET /raw HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n", 2),
+            Head::TooLarge
+        ));
+        assert!(matches!(
+            head(b"GET /raw HTTP/1.0\r\n\r\n", 100),
+            Head::NotOurs
+        ));
+        assert!(matches!(
+            head(b"\x16\x03\x01garbage\r\n\r\n", 100),
+            Head::NotOurs
+        ));
+    }
+
+    #[test]
+    fn responses_encode_with_length_except_101() {
+        let mut h = HeaderMap::new();
+        h.insert("content-type", HeaderValue::from_static("text/plain"));
+        let r = String::from_utf8(encode_response(StatusCode::UNAUTHORIZED, &h, b"no\n")).unwrap();
+        assert_eq!(
+            r,
+            "HTTP/1.1 401 Unauthorized\r\ncontent-type: text/plain\r\ncontent-length: 3\r\n\r\nno\n"
+        );
+        let r = String::from_utf8(encode_response(
+            StatusCode::SWITCHING_PROTOCOLS,
+            &HeaderMap::new(),
+            b"",
+        ))
+        .unwrap();
+        assert_eq!(r, "HTTP/1.1 101 Switching Protocols\r\n\r\n");
+    }
+}
