@@ -333,6 +333,10 @@ nginx is configured as a WebSocket proxy with the same key check (`map $http_api
 seed route table (key-auth, digest lookup). CPU time is user+system of the proxy's processes from
 `/proc`, per 1000 operations.
 
+How to read it: this is a shared virtual machine; a single phase moves by up to ±10 % between runs
+(see the per-round figures below), so ratios within about 0.9–1.1 are parity, not a ranking. CPU
+is counted in 10 ms ticks over phases of several seconds.
+
 | Measure | direct | Portcullis | nginx | Portcullis ÷ nginx |
 |---|---|---|---|---|
 {chr(10).join(rows)}
