@@ -290,41 +290,22 @@ impl Dataplane {
             }
             Ok(Exchanged::Refused {
                 status,
-                mut headers,
+                headers,
                 body,
             }) => {
-                self.metrics.request(
-                    "websocket",
-                    &route.id,
-                    Outcome::from_upstream_status(status.as_u16()),
-                    "",
-                );
-                forward::prepare_response(&mut headers, false);
-                headers.remove(http::header::CONTENT_LENGTH);
-                if status.is_server_error() {
-                    headers.insert(
-                        responses::UPSTREAM_STATUS,
-                        HeaderValue::from(status.as_u16()),
-                    );
-                }
-                let mut response = Response::new(ResponseBody::full(body));
-                *response.status_mut() = status;
-                *response.headers_mut() = headers;
+                let response = self.refusal("websocket", route, status, headers, body);
                 self.answer_then_handover(stream, response, client_early)
                     .await
             }
+            // exchange_upgrade answers Upgraded or Refused; treat anything else as a bad gateway.
             Ok(Exchanged::Response(_)) => {
-                unreachable!("exchange_upgrade answers Upgraded or Refused")
+                debug_assert!(false, "exchange_upgrade answered a streamed response");
+                let response = self.upstream_failure("websocket", route, StatusCode::BAD_GATEWAY);
+                self.answer_then_handover(stream, response, client_early)
+                    .await
             }
             Err(status) => {
-                let outcome = match status {
-                    StatusCode::SERVICE_UNAVAILABLE => Outcome::Unavailable,
-                    StatusCode::GATEWAY_TIMEOUT => Outcome::GatewayTimeout,
-                    _ => Outcome::BadGateway,
-                };
-                self.metrics.request("websocket", &route.id, outcome, "");
-                let response =
-                    responses::gateway_error(status, status != StatusCode::SERVICE_UNAVAILABLE);
+                let response = self.upstream_failure("websocket", route, status);
                 self.answer_then_handover(stream, response, client_early)
                     .await
             }

@@ -302,15 +302,7 @@ impl Dataplane {
             .exchange(route, request_host.as_deref(), upstream_req, websocket)
             .await
         {
-            Err(status) => {
-                let outcome = match status {
-                    StatusCode::SERVICE_UNAVAILABLE => Outcome::Unavailable,
-                    StatusCode::GATEWAY_TIMEOUT => Outcome::GatewayTimeout,
-                    _ => Outcome::BadGateway,
-                };
-                self.metrics.request(kind, &route.id, outcome, "");
-                responses::gateway_error(status, status != StatusCode::SERVICE_UNAVAILABLE)
-            }
+            Err(status) => self.upstream_failure(kind, route, status),
             Ok(Exchanged::Upgraded {
                 headers,
                 upstream,
@@ -343,29 +335,9 @@ impl Dataplane {
             }
             Ok(Exchanged::Refused {
                 status,
-                mut headers,
+                headers,
                 body,
-            }) => {
-                self.metrics.request(
-                    kind,
-                    &route.id,
-                    Outcome::from_upstream_status(status.as_u16()),
-                    "",
-                );
-                forward::prepare_response(&mut headers, false);
-                // Re-framed by us: the length is what was read.
-                headers.remove(http::header::CONTENT_LENGTH);
-                if status.is_server_error() {
-                    headers.insert(
-                        responses::UPSTREAM_STATUS,
-                        http::HeaderValue::from(status.as_u16()),
-                    );
-                }
-                let mut response = Response::new(ResponseBody::full(body));
-                *response.status_mut() = status;
-                *response.headers_mut() = headers;
-                response
-            }
+            }) => self.refusal(kind, route, status, headers, body),
             Ok(Exchanged::Response(resp)) => {
                 let status = resp.status();
                 self.metrics.request(
@@ -385,6 +357,52 @@ impl Dataplane {
                 Response::from_parts(parts, ResponseBody::upstream(body))
             }
         }
+    }
+
+    /// The answer when no upstream exchange happened: 503 (no nodes), 502 or 504.
+    fn upstream_failure(
+        &self,
+        kind: &'static str,
+        route: &CompiledRoute,
+        status: StatusCode,
+    ) -> Response<ResponseBody> {
+        let outcome = match status {
+            StatusCode::SERVICE_UNAVAILABLE => Outcome::Unavailable,
+            StatusCode::GATEWAY_TIMEOUT => Outcome::GatewayTimeout,
+            _ => Outcome::BadGateway,
+        };
+        self.metrics.request(kind, &route.id, outcome, "");
+        responses::gateway_error(status, status != StatusCode::SERVICE_UNAVAILABLE)
+    }
+
+    /// An upstream's non-101 answer to a handshake, read whole, relayed as a normal response.
+    fn refusal(
+        &self,
+        kind: &'static str,
+        route: &CompiledRoute,
+        status: StatusCode,
+        mut headers: http::HeaderMap,
+        body: bytes::Bytes,
+    ) -> Response<ResponseBody> {
+        self.metrics.request(
+            kind,
+            &route.id,
+            Outcome::from_upstream_status(status.as_u16()),
+            "",
+        );
+        forward::prepare_response(&mut headers, false);
+        // Re-framed by us: the length is what was read.
+        headers.remove(http::header::CONTENT_LENGTH);
+        if status.is_server_error() {
+            headers.insert(
+                responses::UPSTREAM_STATUS,
+                http::HeaderValue::from(status.as_u16()),
+            );
+        }
+        let mut response = Response::new(ResponseBody::full(body));
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        response
     }
 
     /// Picks a backend and node and connects, trying the backend's other nodes on connect

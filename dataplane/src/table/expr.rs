@@ -55,7 +55,10 @@ impl CompiledExpr {
         let test = match expr.op {
             ExprOp::Equal => Test::Equal(value()?.as_bytes().to_vec()),
             ExprOp::NotEqual => Test::NotEqual(value()?.as_bytes().to_vec()),
-            op if op.is_numeric() => {
+            op @ (ExprOp::GreaterThan
+            | ExprOp::GreaterThanEqual
+            | ExprOp::LessThan
+            | ExprOp::LessThanEqual) => {
                 let v = value()?;
                 let n = parse_number(v.as_bytes())
                     .ok_or_else(|| format!("value: {v:?} is not a number"))?;
@@ -67,7 +70,6 @@ impl CompiledExpr {
             ExprOp::RegexMatchCaseInsensitive => Test::Regex(regex(true)?),
             ExprOp::RegexNotMatch => Test::NotRegex(regex(false)?),
             ExprOp::RegexNotMatchCaseInsensitive => Test::NotRegex(regex(true)?),
-            _ => unreachable!("numeric operators handled above"),
         };
         Ok(CompiledExpr {
             scope: expr.scope,
