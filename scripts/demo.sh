@@ -40,7 +40,7 @@ echo "== 2. wrong key"
 curl -sS -i --http1.1 "${H[@]}" -H 'apikey: wrong' "http://$GW/raw"
 echo
 echo "== 3. right key: handshake (curl prints the 101 head and stops after 2 s)"
-curl -sS -i --http1.1 --max-time 2 "${H[@]}" -H 'apikey: this_is_the_key' "http://$GW/raw" || true
+curl -s -i --http1.1 --max-time 2 "${H[@]}" -H 'apikey: this_is_the_key' "http://$GW/raw" || true
 echo
 echo "== 3b. right key with a real WebSocket client (Python websockets): send and receive"
 python3 tests/clients/ws_client.py ws://ws.example.com/raw --connect "$GW" \
