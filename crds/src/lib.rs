@@ -1,10 +1,474 @@
-//! Rust types of `ApisixRoute` and `ApisixConsumer` (`apisix.apache.org/v2`).
+//! Rust types of `ApisixRoute` and `ApisixConsumer` (`apisix.apache.org/v2`), as APISIX Ingress
+//! Controller 2.2 defines them.
 //!
-//! The CRD types, `crdgen` and the drift test arrive with the translation issue; this crate
-//! exists now so the workspace has its final shape.
+//! The schema admits every field the 2.2 CRDs admit — including the ones Portcullis does not
+//! support — so the API server never prunes them and the controller can name them in status
+//! (COMPATIBILITY.md §2.1). Every optional field is an `Option`, so "unset" and "set to the
+//! zero value" stay distinct (`websocket` unset and `websocket: false` mean different things)
+//! and objects round-trip without losing fields. `crdgen` writes `crds/*.yaml` from these types.
 #![deny(rust_2018_idioms)]
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 /// The API group of the APISIX custom resources Portcullis reads.
 pub const GROUP: &str = "apisix.apache.org";
 /// The API version of the APISIX custom resources Portcullis reads.
 pub const VERSION: &str = "v2";
+
+/// `status` of both kinds: only `conditions` (COMPATIBILITY.md §5).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ApisixStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<Vec<Condition>>,
+}
+
+// ---------------------------------------------------------------- ApisixRoute
+
+/// ApisixRoute defines HTTP and stream routes.
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "apisix.apache.org",
+    version = "v2",
+    kind = "ApisixRoute",
+    namespaced,
+    status = "ApisixStatus",
+    shortname = "ar",
+    printcolumn = r#"{"name":"Hosts","type":"string","jsonPath":".spec.http[].match.hosts","description":"HTTP Hosts"}"#,
+    printcolumn = r#"{"name":"URIs","type":"string","jsonPath":".spec.http[].match.paths","description":"HTTP Paths"}"#,
+    printcolumn = r#"{"name":"Target Service (HTTP)","type":"string","jsonPath":".spec.http[].backends[].serviceName","description":"Backend Service for HTTP","priority":1}"#,
+    printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status","description":"Translated as written"}"#,
+    printcolumn = r#"{"name":"Programmed","type":"string","jsonPath":".status.conditions[?(@.type==\"Programmed\")].status","description":"In effect on every connected dataplane"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp","description":"Creation time"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ApisixRouteSpec {
+    /// Name of the IngressClass this route belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_class_name: Option<String>,
+    /// HTTP route rules, keyed by `name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub http: Option<Vec<ApisixRouteHttp>>,
+    /// Stream (TCP/UDP) route rules, keyed by `name`. Not supported by Portcullis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub stream: Option<Vec<ApisixRouteStream>>,
+}
+
+/// One HTTP rule.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ApisixRouteHttp {
+    /// Unique rule name.
+    pub name: String,
+    /// Tie-breaker between rules with the same path; higher first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
+    /// Upstream timeouts (Go durations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<UpstreamTimeout>,
+    /// Request matching criteria.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub matches: Option<ApisixRouteHttpMatch>,
+    /// Backend Services.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backends: Option<Vec<ApisixRouteHttpBackend>>,
+    /// ApisixUpstream references. Not supported by Portcullis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstreams: Option<Vec<ApisixRouteUpstreamReference>>,
+    /// Proxy WebSocket upgrades on this rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<bool>,
+    /// ApisixPluginConfig name. Not supported by Portcullis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin_config_name: Option<String>,
+    /// ApisixPluginConfig namespace. Not supported by Portcullis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin_config_namespace: Option<String>,
+    /// Plugins of this rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugins: Option<Vec<ApisixRoutePlugin>>,
+    /// Authentication of this rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentication: Option<ApisixRouteAuthentication>,
+}
+
+/// Go duration strings such as `5s`, `1m30s`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct UpstreamTimeout {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApisixRouteHttpMatch {
+    /// Exact paths, or prefixes with a trailing `*`.
+    pub paths: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub methods: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_addrs: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exprs: Option<Vec<ApisixRouteHttpMatchExpr>>,
+    /// Lua filter function. Not supported by Portcullis.
+    #[serde(
+        default,
+        rename = "filter_func",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub filter_func: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ApisixRouteHttpMatchExpr {
+    pub subject: ApisixRouteHttpMatchExprSubject,
+    /// `Equal`, `NotEqual`, `GreaterThan`, `GreaterThanEqual`, `LessThan`, `LessThanEqual`,
+    /// `In`, `NotIn`, `RegexMatch`, `RegexMatchCaseInsensitive`, `RegexNotMatch`,
+    /// `RegexNotMatchCaseInsensitive`.
+    pub op: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+/// `scope` is `Header`, `Query`, `Cookie`, `Path` or `Variable`; `name` is ignored for `Path`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(validation = Rule::new("self.scope == 'Path' || (has(self.name) && self.name != '')").message("subject.name is required unless scope is Path"))]
+pub struct ApisixRouteHttpMatchExprSubject {
+    pub scope: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ApisixRoutePlugin {
+    pub name: String,
+    /// Whether the plugin is in use.
+    #[serde(default = "default_true")]
+    #[schemars(default = "default_true")]
+    pub enable: bool,
+    /// Plugin configuration, any JSON object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown_fields")]
+    pub config: Option<serde_json::Value>,
+    /// Name of a Secret whose keys are merged into `config`.
+    #[serde(default, rename = "secretRef", skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn preserve_unknown_fields(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "Plugin configuration.",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApisixRouteHttpBackend {
+    pub service_name: String,
+    /// Port number or name of the Service port.
+    pub service_port: IntOrString,
+    /// `endpoint` (or `endpoints`) or `service`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolve_granularity: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<i64>,
+    /// ApisixUpstream subset. Not supported by Portcullis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subset: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ApisixRouteUpstreamReference {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApisixRouteAuthentication {
+    pub enable: bool,
+    /// `keyAuth`, `basicAuth`, `jwtAuth` (and, unsupported, `hmacAuth`, `wolfRBAC`, `ldapAuth`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_auth: Option<ApisixRouteAuthenticationKeyAuth>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_auth: Option<ApisixRouteAuthenticationJwtAuth>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ldap_auth: Option<ApisixRouteAuthenticationLdapAuth>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ApisixRouteAuthenticationKeyAuth {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ApisixRouteAuthenticationJwtAuth {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+}
+
+/// Not supported by Portcullis; kept so it is not pruned.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ApisixRouteAuthenticationLdapAuth {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_dn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ldap_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_tls: Option<bool>,
+}
+
+/// A TCP/UDP rule. Not supported by Portcullis; kept so it is not pruned.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ApisixRouteStream {
+    pub name: String,
+    pub protocol: StreamProtocol,
+    #[serde(rename = "match")]
+    pub matches: ApisixRouteStreamMatch,
+    pub backend: ApisixRouteStreamBackend,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugins: Option<Vec<ApisixRoutePlugin>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum StreamProtocol {
+    #[serde(rename = "TCP")]
+    Tcp,
+    #[serde(rename = "UDP")]
+    Udp,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApisixRouteStreamMatch {
+    pub ingress_port: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApisixRouteStreamBackend {
+    pub service_name: String,
+    pub service_port: IntOrString,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolve_granularity: Option<StreamGranularity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subset: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamGranularity {
+    #[default]
+    Endpoint,
+    Service,
+}
+
+// ------------------------------------------------------------- ApisixConsumer
+
+/// ApisixConsumer defines a consumer and its credential.
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "apisix.apache.org",
+    version = "v2",
+    kind = "ApisixConsumer",
+    namespaced,
+    status = "ApisixStatus",
+    shortname = "ac",
+    printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status","description":"Translated as written"}"#,
+    printcolumn = r#"{"name":"Programmed","type":"string","jsonPath":".status.conditions[?(@.type==\"Programmed\")].status","description":"In effect on every connected dataplane"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp","description":"Creation time"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ApisixConsumerSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_class_name: Option<String>,
+    /// The consumer's credential.
+    pub auth_parameter: ApisixConsumerAuthParameter,
+    /// Credential plugins (`key-auth`, `basic-auth`, `jwt-auth`) whose `config` holds the fields
+    /// of the matching `authParameter` value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugins: Option<Vec<ApisixRoutePlugin>>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApisixConsumerAuthParameter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<Credential<BasicAuthValue>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_auth: Option<Credential<KeyAuthValue>>,
+    /// Not supported by Portcullis.
+    #[serde(default, rename = "wolfRBAC", skip_serializing_if = "Option::is_none")]
+    pub wolf_rbac: Option<Credential<WolfRbacValue>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_auth: Option<Credential<JwtAuthValue>>,
+    /// Not supported by Portcullis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hmac_auth: Option<Credential<HmacAuthValue>>,
+    /// Not supported by Portcullis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ldap_auth: Option<Credential<LdapAuthValue>>,
+}
+
+/// A credential given inline (`value`) or by a Secret in the consumer's namespace.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Credential<V> {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretReference>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<V>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SecretReference {
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct BasicAuthValue {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct KeyAuthValue {
+    pub key: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct WolfRbacValue {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub appid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_prefix: Option<String>,
+}
+
+/// At least one of `secret`, `public_key`, `private_key` must be given (the 2.2 rule; Portcullis
+/// additionally reports a `private_key` alone in status, COMPATIBILITY.md §3.2).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.secret) || has(self.public_key) || has(self.private_key)").message("one of secret, public_key or private_key is required"))]
+pub struct JwtAuthValue {
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base64_secret: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifetime_grace_period: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HmacAuthValue {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    pub secret_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_skew: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_headers: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_headers: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encode_uri_params: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validate_request_body: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_req_body: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct LdapAuthValue {
+    pub user_dn: String,
+}
+
+type Crd =
+    k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+
+/// The ApisixRoute CRD as installed: the 2.2 schema has no `nullable`, so `null` is not admitted
+/// for optional fields (kube-rs marks every `Option` nullable by default).
+pub fn apisix_route_crd() -> Crd {
+    without_nullable(<ApisixRoute as kube::CustomResourceExt>::crd())
+}
+
+/// The ApisixConsumer CRD as installed (see [`apisix_route_crd`]).
+pub fn apisix_consumer_crd() -> Crd {
+    without_nullable(<ApisixConsumer as kube::CustomResourceExt>::crd())
+}
+
+fn without_nullable(crd: Crd) -> Crd {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                map.remove("nullable");
+                map.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(&crd).expect("CRDs serialise to JSON");
+    strip(&mut value);
+    serde_json::from_value(value).expect("a CRD without nullable is still a CRD")
+}
+
+/// The CRD manifests as `crdgen` writes them: (file name, YAML).
+pub fn crd_yaml() -> Vec<(&'static str, String)> {
+    let render = |crd: Crd| {
+        format!(
+            "# Generated by `cargo run -p portcullis-crds --bin crdgen`; do not edit.\n{}",
+            serde_yaml::to_string(&crd).expect("CRDs serialise to YAML")
+        )
+    };
+    vec![
+        ("apisixroutes.yaml", render(apisix_route_crd())),
+        ("apisixconsumers.yaml", render(apisix_consumer_crd())),
+    ]
+}
+
+#[cfg(test)]
+mod tests;

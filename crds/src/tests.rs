@@ -1,0 +1,217 @@
+//! The committed CRD files match the types; sample manifests parse and round-trip unchanged.
+
+use super::*;
+
+#[test]
+fn committed_crd_files_match_the_types() {
+    for (name, yaml) in crd_yaml() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == yaml,
+            "{} is out of date: run `cargo run -p portcullis-crds --bin crdgen` and commit the result",
+            path.display()
+        );
+    }
+}
+
+/// Parses `yaml` as `T`, serialises it back and checks nothing was lost or added.
+fn round_trip<T: serde::de::DeserializeOwned + Serialize>(yaml: &str) -> T {
+    let original: serde_json::Value = serde_yaml::from_str(yaml).unwrap();
+    let typed: T = serde_json::from_value(original.clone()).unwrap();
+    let back = serde_json::to_value(&typed).unwrap();
+    assert_eq!(back, original, "round trip changed the object");
+    typed
+}
+
+// Our own equivalents of COMPATIBILITY.md §9 (a)–(d), plus every unsupported field.
+const ROUTE_A: &str = r#"
+apiVersion: apisix.apache.org/v2
+kind: ApisixRoute
+metadata: {name: echo, namespace: demo}
+spec:
+  ingressClassName: portcullis
+  http:
+  - name: ws
+    match: {hosts: [ws.example.com], paths: [/raw, /raw/*]}
+    websocket: true
+    backends: [{serviceName: echo, servicePort: ws}]
+    authentication: {enable: true, type: keyAuth}
+"#;
+
+const ROUTE_EVERYTHING: &str = r#"
+apiVersion: apisix.apache.org/v2
+kind: ApisixRoute
+metadata: {name: everything, namespace: demo, annotations: {portcullis.dev/upstream-tls-verify: "false"}}
+spec:
+  http:
+  - name: r1
+    priority: 7
+    timeout: {connect: 5s, send: 1m30s, read: 500ms}
+    match:
+      paths: ["*"]
+      methods: [GET, POST]
+      remoteAddrs: [10.0.0.0/8, "::1"]
+      exprs:
+      - {subject: {scope: Header, name: X-Env}, op: Equal, value: prod}
+      - {subject: {scope: Path}, op: RegexMatch, value: "^/api"}
+      - {subject: {scope: Cookie, name: sid}, op: In, set: [a, b]}
+      filter_func: "function(vars) return true end"
+    backends:
+    - {serviceName: a, servicePort: 8080, resolveGranularity: service, weight: 10, subset: v1}
+    upstreams: [{name: up, weight: 5}]
+    websocket: false
+    plugin_config_name: pc
+    plugin_config_namespace: other
+    plugins:
+    - {name: key-auth, enable: true, config: {header: X-Key, hide_credentials: true}, secretRef: key-cfg}
+    - {name: limit-count, enable: false, config: {count: 2, nested: {deep: [1, 2]}}}
+    authentication:
+      enable: true
+      type: jwtAuth
+      jwtAuth: {header: Authorization, query: jwt, cookie: jwt}
+      keyAuth: {header: apikey}
+      ldapAuth: {base_dn: "dc=x", ldap_uri: "ldap://x", uid: cn, use_tls: true}
+  stream:
+  - name: s1
+    protocol: TCP
+    match: {ingressPort: 9100, host: db.example.com}
+    backend: {serviceName: db, servicePort: 5432, resolveGranularity: endpoint, subset: s}
+    plugins: [{name: ip-restriction, enable: true}]
+status:
+  conditions:
+  - {type: Accepted, status: "False", reason: InvalidSpec, message: "x", observedGeneration: 3, lastTransitionTime: "2026-05-01T10:00:00Z"}
+"#;
+
+const CONSUMERS: [&str; 4] = [
+    r#"
+apiVersion: apisix.apache.org/v2
+kind: ApisixConsumer
+metadata: {name: jack, namespace: demo}
+spec: {ingressClassName: portcullis, authParameter: {keyAuth: {secretRef: {name: jack-key}}}}
+"#,
+    r#"
+apiVersion: apisix.apache.org/v2
+kind: ApisixConsumer
+metadata: {name: carol, namespace: demo}
+spec: {authParameter: {basicAuth: {value: {username: carol, password: s3cret-pass}}}}
+"#,
+    r#"
+apiVersion: apisix.apache.org/v2
+kind: ApisixConsumer
+metadata: {name: dave, namespace: demo}
+spec:
+  authParameter:
+    jwtAuth:
+      value: {key: dave-key, secret: s, public_key: p, private_key: k, algorithm: HS256, exp: 86400, base64_secret: false, lifetime_grace_period: 5}
+"#,
+    r#"
+apiVersion: apisix.apache.org/v2
+kind: ApisixConsumer
+metadata: {name: legacy, namespace: demo}
+spec:
+  authParameter:
+    wolfRBAC: {value: {server: "http://wolf", appid: a, header_prefix: X-}}
+    hmacAuth: {value: {key_id: k, secret_key: s, access_key: a, algorithm: hmac-sha256, clock_skew: 10, signed_headers: [h], keep_headers: true, encode_uri_params: true, validate_request_body: true, max_req_body: 10}}
+    ldapAuth: {secretRef: {name: ldap}, value: {user_dn: "cn=x"}}
+  plugins: [{name: key-auth, enable: true, config: {key: k}}]
+"#,
+];
+
+#[test]
+fn route_samples_parse_and_round_trip() {
+    let a: ApisixRoute = round_trip(ROUTE_A);
+    let rule = &a.spec.http.as_ref().unwrap()[0];
+    assert_eq!(rule.websocket, Some(true));
+    assert_eq!(
+        rule.backends.as_ref().unwrap()[0].service_port,
+        IntOrString::String("ws".into())
+    );
+    assert_eq!(rule.authentication.as_ref().unwrap().kind, "keyAuth");
+
+    let all: ApisixRoute = round_trip(ROUTE_EVERYTHING);
+    let rule = &all.spec.http.as_ref().unwrap()[0];
+    assert_eq!(
+        rule.websocket,
+        Some(false),
+        "false is kept apart from unset"
+    );
+    assert_eq!(
+        rule.matches.as_ref().unwrap().filter_func.as_deref(),
+        Some("function(vars) return true end")
+    );
+    assert_eq!(
+        rule.plugins.as_ref().unwrap()[1].config.as_ref().unwrap()["nested"]["deep"][1],
+        2
+    );
+    assert_eq!(
+        all.spec.stream.as_ref().unwrap()[0].protocol,
+        StreamProtocol::Tcp
+    );
+    assert_eq!(
+        all.status.unwrap().conditions.unwrap()[0].observed_generation,
+        Some(3)
+    );
+}
+
+#[test]
+fn consumer_samples_parse_and_round_trip() {
+    for yaml in CONSUMERS {
+        let _: ApisixConsumer = round_trip(yaml);
+    }
+}
+
+#[test]
+fn plugin_enable_defaults_to_true() {
+    let rule: ApisixRoutePlugin = serde_json::from_str(r#"{"name":"key-auth"}"#).unwrap();
+    assert!(rule.enable);
+}
+
+#[test]
+fn schema_keeps_what_the_api_server_needs() {
+    let route = serde_json::to_value(apisix_route_crd()).unwrap();
+    let version = &route["spec"]["versions"][0];
+    assert_eq!(version["name"], "v2");
+    assert_eq!(version["subresources"]["status"], serde_json::json!({}));
+    assert_eq!(
+        route["spec"]["names"]["shortNames"],
+        serde_json::json!(["ar"])
+    );
+    let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+    assert_eq!(spec["http"]["x-kubernetes-list-type"], "map");
+    assert_eq!(
+        spec["http"]["x-kubernetes-list-map-keys"],
+        serde_json::json!(["name"])
+    );
+    let rule = &spec["http"]["items"];
+    assert_eq!(rule["required"], serde_json::json!(["name"]));
+    assert_eq!(
+        rule["properties"]["match"]["required"],
+        serde_json::json!(["paths"])
+    );
+    let plugin = &rule["properties"]["plugins"]["items"]["properties"];
+    assert_eq!(plugin["enable"]["default"], true);
+    assert_eq!(
+        plugin["config"]["x-kubernetes-preserve-unknown-fields"],
+        true
+    );
+    let columns: Vec<&str> = version["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        columns.contains(&"Accepted") && columns.contains(&"Programmed"),
+        "{columns:?}"
+    );
+    assert!(!serde_json::to_string(&route).unwrap().contains("nullable"));
+
+    let consumer = serde_json::to_value(apisix_consumer_crd()).unwrap();
+    assert_eq!(
+        consumer["spec"]["names"]["shortNames"],
+        serde_json::json!(["ac"])
+    );
+    let spec = &consumer["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    assert_eq!(spec["required"], serde_json::json!(["authParameter"]));
+}
