@@ -1,7 +1,9 @@
-//! Portcullis controller: providers, snapshot, translation, sync server.
-//!
-//! Translation and the providers arrive with their own issues; the crate exists now so the
-//! workspace has its final shape and the dependency on the dataplane's table types is real.
+//! Portcullis controller: providers feed a [`snapshot::Snapshot`] of cluster objects; the pure
+//! [`translate::translate`] turns it into one route table and the `Accepted` status of every
+//! object; the sync server (a later issue) distributes the table.
 #![deny(rust_2018_idioms)]
+
+pub mod snapshot;
+pub mod translate;
 
 pub use portcullis_dataplane::table::RouteTable;

@@ -128,22 +128,7 @@ impl Consumers {
                     fingerprint = Some(SecretDigest::of(&digest.0));
                 }
                 Some(Credential::BasicAuth { username, password }) => {
-                    if username.is_empty() || password.is_empty() {
-                        return Err(problem(
-                            "basic-auth username and password must be non-empty".into(),
-                        ));
-                    }
-                    if username.contains(':')
-                        || username
-                            .chars()
-                            .chain(password.chars())
-                            .any(char::is_whitespace)
-                    {
-                        return Err(problem(
-                            "basic-auth username must not contain ':' and neither part whitespace"
-                                .into(),
-                        ));
-                    }
+                    check_basic(username, password).map_err(problem)?;
                     let entry = BasicEntry {
                         consumer: id,
                         password_digest: SecretDigest::of(password.as_bytes()),
@@ -185,6 +170,34 @@ impl Consumers {
     pub fn id_of(&self, username: &str) -> Option<ConsumerId> {
         self.by_username.get(username).copied()
     }
+}
+
+/// Checks that a credential is usable, with the same rules the table load applies; the
+/// controller uses it to report problems in status instead of sending a table that would be
+/// rejected. The message has no consumer prefix.
+pub fn check_credential(credential: &Credential) -> Result<(), String> {
+    match credential {
+        Credential::KeyAuth { key_sha256 } => parse_digest(key_sha256)
+            .map(|_| ())
+            .ok_or_else(|| "key-auth key_sha256 must be 64 hex characters".to_string()),
+        Credential::BasicAuth { username, password } => check_basic(username, password),
+        Credential::JwtAuth(jwt) => compile_jwt(0, jwt).map(|_| ()),
+    }
+}
+
+fn check_basic(username: &str, password: &str) -> Result<(), String> {
+    if username.is_empty() || password.is_empty() {
+        return Err("basic-auth username and password must be non-empty".into());
+    }
+    if username.contains(':')
+        || username
+            .chars()
+            .chain(password.chars())
+            .any(char::is_whitespace)
+    {
+        return Err("basic-auth username must not contain ':' and neither part whitespace".into());
+    }
+    Ok(())
 }
 
 fn parse_digest(hex_text: &str) -> Option<SecretDigest> {

@@ -12,7 +12,9 @@ use base64::Engine;
 use http::{HeaderName, HeaderValue, header};
 use subtle::ConstantTimeEq;
 
-pub use consumers::{CompiledConsumer, ConsumerId, Consumers, JWT_ALGORITHMS, SecretDigest};
+pub use consumers::{
+    CompiledConsumer, ConsumerId, Consumers, JWT_ALGORITHMS, SecretDigest, check_credential,
+};
 
 use crate::request::{QueryValue, RequestView};
 use crate::table::{BasicAuthConfig, JwtAuthConfig, JwtClaim, KeyAuthConfig, Plugins};

@@ -1,0 +1,201 @@
+//! `translate(&Snapshot) -> Translation`: a pure function from cluster objects to the route table
+//! and the `Accepted` condition of every object that is ours (COMPATIBILITY.md §2–§6).
+//!
+//! Problems never stop the rest of the table: a rule with a match problem is left out (A), any
+//! other rule problem makes it a 503 placeholder (B), unresolved references are served without
+//! them (C), and a consumer problem withdraws its credential (D). Each problem is one
+//! `<field path>: <problem>` in the object's status message, in spec order.
+
+mod consumer;
+mod route;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use portcullis_dataplane::table::{Consumer, Route, RouteTable};
+
+use crate::snapshot::{CONTROLLER_NAME, Mode, STANDALONE_CLASS, Snapshot};
+
+/// Which kind of object a status is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    ApisixRoute,
+    ApisixConsumer,
+}
+
+/// The `Accepted` condition of one object, as translated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusUpdate {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+    /// `metadata.generation` that was translated.
+    pub generation: i64,
+    /// Every problem, in spec order; empty means `Accepted=True`.
+    pub problems: Vec<String>,
+}
+
+impl StatusUpdate {
+    pub fn accepted(&self) -> bool {
+        self.problems.is_empty()
+    }
+    /// `Accepted` reason: `Accepted` or `InvalidSpec`.
+    pub fn reason(&self) -> &'static str {
+        if self.accepted() {
+            "Accepted"
+        } else {
+            "InvalidSpec"
+        }
+    }
+    /// `Accepted` message: empty, or the problems joined by `; `.
+    pub fn message(&self) -> String {
+        self.problems.join("; ")
+    }
+}
+
+/// The result of one translation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Translation {
+    pub table: RouteTable,
+    pub statuses: Vec<StatusUpdate>,
+}
+
+/// Translates a snapshot into a table of the given generation. Deterministic: the same objects
+/// in any order give the same table (and hash) and statuses.
+pub fn translate(snapshot: &Snapshot, generation: u64) -> Translation {
+    let classes = Classes::of(snapshot);
+    let secrets = Secrets::of(snapshot);
+
+    let mut consumer_objects: Vec<_> = snapshot
+        .consumers
+        .iter()
+        .filter(|c| classes.is_ours(c.spec.ingress_class_name.as_deref()))
+        .collect();
+    // Older objects keep duplicate credentials (COMPATIBILITY.md §3.3).
+    consumer_objects.sort_by(|a, b| {
+        let created = |o: &&portcullis_crds::ApisixConsumer| o.creation_timestamp().map(|t| t.0);
+        created(a)
+            .cmp(&created(b))
+            .then_with(|| (a.namespace(), a.name_any()).cmp(&(b.namespace(), b.name_any())))
+    });
+    let mut statuses = Vec::new();
+    let mut consumers: Vec<Consumer> = Vec::new();
+    let mut claimed = consumer::Claims::default();
+    for object in consumer_objects {
+        let (consumer, problems) = consumer::translate(object, &secrets, &mut claimed);
+        statuses.push(status(Kind::ApisixConsumer, object, problems));
+        consumers.push(consumer);
+    }
+    consumers.sort_by(|a, b| a.username.cmp(&b.username));
+
+    let mut route_objects: Vec<_> = snapshot
+        .routes
+        .iter()
+        .filter(|r| classes.is_ours(r.spec.ingress_class_name.as_deref()))
+        .collect();
+    route_objects.sort_by_key(|r| (r.namespace().unwrap_or_default(), r.name_any()));
+    let known: std::collections::HashSet<&str> =
+        consumers.iter().map(|c| c.username.as_str()).collect();
+    let mut routes: Vec<Route> = Vec::new();
+    for object in route_objects {
+        let (rules, problems) = route::translate(object, snapshot, &secrets, &known);
+        routes.extend(rules);
+        statuses.push(status(Kind::ApisixRoute, object, problems));
+    }
+    statuses.sort_by(|a, b| (a.kind, &a.namespace, &a.name).cmp(&(b.kind, &b.namespace, &b.name)));
+
+    let table = RouteTable {
+        generation,
+        hash: String::new(),
+        routes,
+        consumers,
+    }
+    .with_hash();
+    Translation { table, statuses }
+}
+
+fn status<K: ResourceExt>(kind: Kind, object: &K, problems: Vec<String>) -> StatusUpdate {
+    StatusUpdate {
+        kind,
+        namespace: object.namespace().unwrap_or_default(),
+        name: object.name_any(),
+        generation: object.meta().generation.unwrap_or(0),
+        problems,
+    }
+}
+
+/// Which `ingressClassName`s are ours (COMPATIBILITY.md §6).
+struct Classes {
+    mode: Mode,
+    /// Our IngressClasses by name, with whether each is marked default.
+    ours: BTreeMap<String, bool>,
+}
+
+impl Classes {
+    fn of(snapshot: &Snapshot) -> Self {
+        let ours = snapshot
+            .ingress_classes
+            .iter()
+            .filter(|c| {
+                c.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(CONTROLLER_NAME)
+            })
+            .map(|c| {
+                let default = c
+                    .annotations()
+                    .get("ingressclass.kubernetes.io/is-default-class")
+                    .is_some_and(|v| v == "true");
+                (c.name_any(), default)
+            })
+            .collect();
+        Classes {
+            mode: snapshot.mode,
+            ours,
+        }
+    }
+
+    fn is_ours(&self, class: Option<&str>) -> bool {
+        match (self.mode, class.unwrap_or("")) {
+            (Mode::Standalone, "" | STANDALONE_CLASS) => true,
+            (Mode::Cluster, "") => self.ours.values().any(|default| *default),
+            (_, name) => self.ours.contains_key(name),
+        }
+    }
+}
+
+/// Secret data by namespace and name, decoded once.
+pub(crate) struct Secrets<'a> {
+    by_name: BTreeMap<(String, String), &'a Secret>,
+}
+
+impl<'a> Secrets<'a> {
+    fn of(snapshot: &'a Snapshot) -> Self {
+        let by_name = snapshot
+            .secrets
+            .iter()
+            .map(|s| ((s.namespace().unwrap_or_default(), s.name_any()), s))
+            .collect();
+        Secrets { by_name }
+    }
+
+    /// `Ok(None)`: the Secret is missing. `data` and `stringData` (folded, as the API server
+    /// does) are both read.
+    pub(crate) fn data(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
+        let secret = self
+            .by_name
+            .get(&(namespace.to_string(), name.to_string()))?;
+        let mut out: BTreeMap<String, Vec<u8>> = secret
+            .data
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.0.clone()))
+            .collect();
+        for (k, v) in secret.string_data.iter().flatten() {
+            out.insert(k.clone(), v.clone().into_bytes());
+        }
+        Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests;

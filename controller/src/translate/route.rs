@@ -1,0 +1,690 @@
+//! ApisixRoute rules → table routes (COMPATIBILITY.md §2, §5).
+
+use std::collections::{BTreeSet, HashSet};
+
+use k8s_openapi::api::core::v1::ServicePort;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+use portcullis_crds::{ApisixRoute, ApisixRouteHttp, ApisixRouteHttpBackend, ApisixRoutePlugin};
+use portcullis_dataplane::duration::parse_go_duration;
+use portcullis_dataplane::table::expr::CompiledExpr;
+use portcullis_dataplane::table::{
+    Backend, BasicAuthConfig, Expr, ExprOp, ExprScope, JwtAuthConfig, KeyAuthConfig, Node, Plugins,
+    Route, Scheme, Timeouts, Upstream, UpstreamTls, validate_host,
+};
+
+use super::Secrets;
+use crate::snapshot::Snapshot;
+
+pub const TLS_VERIFY_ANNOTATION: &str = "portcullis.dev/upstream-tls-verify";
+const METHODS: [&str; 10] = [
+    "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE", "PURGE",
+];
+const SUPPORTED_PLUGINS: &str = "(supported: key-auth, basic-auth, jwt-auth)";
+
+/// The problems of one rule and what they mean for serving it.
+#[derive(Default)]
+struct Problems {
+    list: Vec<String>,
+    /// (A) a match problem: the rule is left out.
+    left_out: bool,
+    /// (B) any other rule problem: the rule is a 503 placeholder.
+    placeholder: bool,
+}
+
+impl Problems {
+    fn a(&mut self, p: String) {
+        self.list.push(p);
+        self.left_out = true;
+    }
+    fn b(&mut self, p: String) {
+        self.list.push(p);
+        self.placeholder = true;
+    }
+    /// (C) an unresolved reference: served without it.
+    fn c(&mut self, p: String) {
+        self.list.push(p);
+    }
+}
+
+pub(super) fn translate(
+    object: &ApisixRoute,
+    snapshot: &Snapshot,
+    secrets: &Secrets<'_>,
+    consumers: &HashSet<&str>,
+) -> (Vec<Route>, Vec<String>) {
+    let namespace = object.namespace().unwrap_or_default();
+    let mut all_problems = Vec::new();
+    let verify = match object
+        .annotations()
+        .get(TLS_VERIFY_ANNOTATION)
+        .map(String::as_str)
+    {
+        None | Some("true") => true,
+        Some("false") => false,
+        Some(other) => {
+            all_problems.push(format!(
+                ".metadata.annotations[\"{TLS_VERIFY_ANNOTATION}\"]: {other:?} is not \"true\" or \"false\"; verification stays on"
+            ));
+            true
+        }
+    };
+    for (i, stream) in object.spec.stream.iter().flatten().enumerate() {
+        all_problems.push(format!(
+            ".spec.stream[{i}] ({}): not supported by Portcullis",
+            stream.name
+        ));
+    }
+    let mut routes = Vec::new();
+    for (i, rule) in object.spec.http.iter().flatten().enumerate() {
+        let mut problems = Problems::default();
+        let id = format!("{namespace}/{}/{}", object.name_any(), rule.name);
+        let route = translate_rule(
+            i,
+            rule,
+            &id,
+            &namespace,
+            verify,
+            snapshot,
+            secrets,
+            consumers,
+            &mut problems,
+        );
+        all_problems.extend(problems.list);
+        if problems.left_out {
+            continue;
+        }
+        if problems.placeholder {
+            let mut placeholder = route;
+            placeholder.placeholder =
+                Some("rule not accepted; see the ApisixRoute's status".into());
+            placeholder.plugins = Plugins::default();
+            placeholder.upstream = Upstream::default();
+            routes.push(placeholder);
+        } else {
+            routes.push(route);
+        }
+    }
+    (routes, all_problems)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn translate_rule(
+    i: usize,
+    rule: &ApisixRouteHttp,
+    id: &str,
+    namespace: &str,
+    verify: bool,
+    snapshot: &Snapshot,
+    secrets: &Secrets<'_>,
+    consumers: &HashSet<&str>,
+    problems: &mut Problems,
+) -> Route {
+    let p = format!(".spec.http[{i}]");
+    let mut route = Route {
+        id: id.to_string(),
+        priority: rule.priority.unwrap_or(0),
+        ..Route::default()
+    };
+    translate_match(&p, rule, &mut route, problems);
+    route.upstream.timeouts = timeouts(&p, rule, problems);
+    if rule.upstreams.is_some() {
+        problems.b(format!("{p}.upstreams: not supported by Portcullis"));
+    }
+    if rule.plugin_config_name.is_some() {
+        problems.b(format!(
+            "{p}.plugin_config_name: not supported by Portcullis"
+        ));
+    }
+    if rule.plugin_config_namespace.is_some() {
+        problems.b(format!(
+            "{p}.plugin_config_namespace: not supported by Portcullis"
+        ));
+    }
+    let mut ws_app_protocol = false;
+    route.upstream.backends = backends(
+        &p,
+        rule,
+        namespace,
+        verify,
+        snapshot,
+        &mut ws_app_protocol,
+        problems,
+    );
+    // `false` wins over appProtocol; unset follows the Services' appProtocol (§2.4.6).
+    route.websocket = rule.websocket.unwrap_or(ws_app_protocol);
+    route.plugins = plugins(&p, rule, namespace, secrets, consumers, problems);
+    route
+}
+
+fn translate_match(p: &str, rule: &ApisixRouteHttp, route: &mut Route, problems: &mut Problems) {
+    let Some(m) = &rule.matches else {
+        problems.a(format!("{p}.match: required, with at least one path"));
+        return;
+    };
+    if m.paths.is_empty() {
+        problems.a(format!("{p}.match.paths: at least one path is required"));
+    }
+    let mut seen = HashSet::new();
+    for (j, path) in m.paths.iter().enumerate() {
+        let valid = path == "*" || (path.starts_with('/') && !path[..path.len() - 1].contains('*'));
+        if !valid {
+            problems.a(format!(
+                "{p}.match.paths[{j}]: {path:?} must be \"*\" or start with \"/\", with \"*\" only as the last character"
+            ));
+        } else if !seen.insert(path) {
+            problems.a(format!("{p}.match.paths[{j}]: duplicate path {path:?}"));
+        }
+    }
+    route.paths = m.paths.clone();
+    let mut hosts = BTreeSet::new();
+    for (j, host) in m.hosts.iter().flatten().enumerate() {
+        let normal = host.trim().to_ascii_lowercase();
+        match validate_host(&normal) {
+            Ok(()) => {
+                hosts.insert(normal);
+            }
+            Err(e) => problems.a(format!("{p}.match.hosts[{j}]: {host:?}: {e}")),
+        }
+    }
+    route.hosts = hosts.into_iter().collect();
+    for (j, method) in m.methods.iter().flatten().enumerate() {
+        if !METHODS.contains(&method.as_str()) {
+            problems.a(format!(
+                "{p}.match.methods[{j}]: {method:?} is not one of {}",
+                METHODS.join(" ")
+            ));
+        }
+    }
+    route.methods = m.methods.clone().unwrap_or_default();
+    for (j, addr) in m.remote_addrs.iter().flatten().enumerate() {
+        let ok = addr.parse::<ipnet::IpNet>().is_ok() || addr.parse::<std::net::IpAddr>().is_ok();
+        if !ok {
+            problems.a(format!(
+                "{p}.match.remoteAddrs[{j}]: {addr:?} is not an IP address or CIDR"
+            ));
+        }
+    }
+    route.remote_addrs = m.remote_addrs.clone().unwrap_or_default();
+    for (j, e) in m.exprs.iter().flatten().enumerate() {
+        let ep = format!("{p}.match.exprs[{j}]");
+        let scope = match e.subject.scope.as_str() {
+            "Header" => ExprScope::Header,
+            "Query" => ExprScope::Query,
+            "Cookie" => ExprScope::Cookie,
+            "Path" => ExprScope::Path,
+            other => {
+                problems.a(format!("{ep}.subject.scope: {other:?} is not supported by Portcullis (supported: Header, Query, Cookie, Path)"));
+                continue;
+            }
+        };
+        let Some(op) = parse_op(&e.op) else {
+            problems.a(format!("{ep}.op: unknown operator"));
+            continue;
+        };
+        let expr = Expr {
+            scope,
+            name: e.subject.name.clone().unwrap_or_default(),
+            op,
+            value: e.value.clone(),
+            set: e.set.clone(),
+        };
+        match CompiledExpr::compile(&expr) {
+            Ok(_) => route.exprs.push(expr),
+            Err(problem) => problems.a(format!("{ep}.{problem}")),
+        }
+    }
+    if m.filter_func.is_some() {
+        problems.a(format!(
+            "{p}.match.filter_func: not supported by Portcullis"
+        ));
+    }
+}
+
+fn parse_op(op: &str) -> Option<ExprOp> {
+    serde_json::from_value(serde_json::Value::String(op.to_string())).ok()
+}
+
+/// Whole seconds; 0 or unset → 60 s (the dataplane's default).
+fn timeouts(p: &str, rule: &ApisixRouteHttp, problems: &mut Problems) -> Timeouts {
+    let mut t = Timeouts::default();
+    let Some(timeout) = &rule.timeout else {
+        return t;
+    };
+    for (name, text, slot) in [
+        ("connect", &timeout.connect, &mut t.connect),
+        ("send", &timeout.send, &mut t.send),
+        ("read", &timeout.read, &mut t.read),
+    ] {
+        if let Some(text) = text {
+            match parse_go_duration(text) {
+                Ok(d) if d.as_secs() > 0 => *slot = d.as_secs(),
+                Ok(_) => {}
+                Err(e) => problems.b(format!("{p}.timeout.{name}: {e}")),
+            }
+        }
+    }
+    t
+}
+
+fn backends(
+    p: &str,
+    rule: &ApisixRouteHttp,
+    namespace: &str,
+    verify: bool,
+    snapshot: &Snapshot,
+    ws_app_protocol: &mut bool,
+    problems: &mut Problems,
+) -> Vec<Backend> {
+    let list = rule.backends.as_deref().unwrap_or_default();
+    if list.is_empty() {
+        problems.b(format!("{p}.backends: at least one backend is required"));
+    }
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (j, b) in list.iter().enumerate() {
+        let bp = format!("{p}.backends[{j}]");
+        if !seen.insert(b.service_name.as_str()) {
+            problems.b(format!(
+                "{p}.backends: duplicate backend service: {namespace}/{}",
+                b.service_name
+            ));
+            continue;
+        }
+        if b.subset.is_some() {
+            problems.b(format!(
+                "{bp}.subset: not supported by Portcullis (it needs ApisixUpstream)"
+            ));
+        }
+        let by_service = match b.resolve_granularity.as_deref() {
+            None | Some("endpoint") | Some("endpoints") => false,
+            Some("service") => true,
+            Some(other) => {
+                problems.b(format!(
+                    "{bp}.resolveGranularity: {other:?} is not endpoint or service"
+                ));
+                continue;
+            }
+        };
+        let weight = match b.weight {
+            None => 100,
+            Some(w) if (0..=i64::from(u32::MAX)).contains(&w) => w as u32,
+            Some(w) => {
+                problems.b(format!("{bp}.weight: {w} must be 0 or more"));
+                continue;
+            }
+        };
+        match resolve(
+            &bp,
+            b,
+            namespace,
+            by_service,
+            weight,
+            verify,
+            snapshot,
+            ws_app_protocol,
+            problems,
+        ) {
+            Some(backend) => out.push(backend),
+            // Unresolved (C): kept with no share and no nodes, so the table says why it is not
+            // served and a rule whose backends are all missing answers 503.
+            None => out.push(Backend {
+                name: format!("{namespace}/{} (unresolved)", b.service_name),
+                weight: 0,
+                scheme: Scheme::Http,
+                nodes: Vec::new(),
+                tls: UpstreamTls::default(),
+            }),
+        }
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn resolve(
+    bp: &str,
+    b: &ApisixRouteHttpBackend,
+    namespace: &str,
+    by_service: bool,
+    weight: u32,
+    verify: bool,
+    snapshot: &Snapshot,
+    ws_app_protocol: &mut bool,
+    problems: &mut Problems,
+) -> Option<Backend> {
+    let Some(service) = snapshot
+        .services
+        .iter()
+        .find(|s| s.namespace().as_deref() == Some(namespace) && s.name_any() == b.service_name)
+    else {
+        problems.c(format!(
+            "{bp}: Service {namespace}/{} not found",
+            b.service_name
+        ));
+        return None;
+    };
+    let spec = service.spec.clone().unwrap_or_default();
+    let external = spec.type_.as_deref() == Some("ExternalName");
+    let ports = spec.ports.clone().unwrap_or_default();
+    let port: Option<ServicePort> = match &b.service_port {
+        IntOrString::Int(n) => ports.iter().find(|sp| sp.port == *n).cloned().or_else(|| {
+            // ExternalName: an int port is used as is even if not listed.
+            external.then(|| ServicePort {
+                port: *n,
+                ..ServicePort::default()
+            })
+        }),
+        IntOrString::String(name) => ports
+            .iter()
+            .find(|sp| sp.name.as_deref() == Some(name.as_str()))
+            .cloned(),
+    };
+    let Some(port) = port else {
+        let shown = match &b.service_port {
+            IntOrString::Int(n) => n.to_string(),
+            IntOrString::String(s) => format!("{s:?}"),
+        };
+        problems.c(format!(
+            "{bp}.servicePort: port {shown} not found on Service {namespace}/{}",
+            b.service_name
+        ));
+        return None;
+    };
+    let app = port.app_protocol.as_deref();
+    let scheme = if matches!(app, Some("https") | Some("kubernetes.io/wss")) {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    };
+    if matches!(app, Some("kubernetes.io/ws") | Some("kubernetes.io/wss")) {
+        *ws_app_protocol = true;
+    }
+    let name = format!(
+        "{namespace}/{}:{}",
+        b.service_name,
+        port.name.clone().unwrap_or_else(|| port.port.to_string())
+    );
+    let mut tls = UpstreamTls {
+        server_name: None,
+        verify,
+    };
+    let nodes = if external {
+        let host = spec.external_name.clone().unwrap_or_default();
+        tls.server_name = Some(host.clone());
+        vec![Node {
+            host,
+            port: port.port as u16,
+        }]
+    } else if by_service {
+        match spec.cluster_ip.as_deref() {
+            Some("None") | None => {
+                problems.c(format!(
+                    "{bp}.resolveGranularity: Service {namespace}/{} is headless; use endpoint",
+                    b.service_name
+                ));
+                return None;
+            }
+            Some(ip) => vec![Node {
+                host: ip.to_string(),
+                port: port.port as u16,
+            }],
+        }
+    } else {
+        endpoints(
+            snapshot,
+            namespace,
+            &b.service_name,
+            port.name.as_deref().unwrap_or(""),
+        )
+    };
+    Some(Backend {
+        name,
+        weight,
+        scheme,
+        nodes,
+        tls,
+    })
+}
+
+/// Ready addresses of the Service's EndpointSlices, for the slice port named like the Service
+/// port; duplicates collapse; sorted for determinism.
+fn endpoints(snapshot: &Snapshot, namespace: &str, service: &str, port_name: &str) -> Vec<Node> {
+    let mut nodes = BTreeSet::new();
+    for slice in &snapshot.endpoint_slices {
+        if slice.namespace().as_deref() != Some(namespace)
+            || slice
+                .labels()
+                .get("kubernetes.io/service-name")
+                .map(String::as_str)
+                != Some(service)
+        {
+            continue;
+        }
+        let Some(port) = slice
+            .ports
+            .iter()
+            .flatten()
+            .find(|sp| sp.name.as_deref().unwrap_or("") == port_name)
+            .and_then(|sp| sp.port)
+        else {
+            continue;
+        };
+        for endpoint in &slice.endpoints {
+            if endpoint.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
+                continue;
+            }
+            for addr in &endpoint.addresses {
+                nodes.insert((addr.clone(), port as u16));
+            }
+        }
+    }
+    nodes
+        .into_iter()
+        .map(|(host, port)| Node { host, port })
+        .collect()
+}
+
+fn plugins(
+    p: &str,
+    rule: &ApisixRouteHttp,
+    namespace: &str,
+    secrets: &Secrets<'_>,
+    consumers: &HashSet<&str>,
+    problems: &mut Problems,
+) -> Plugins {
+    let mut out = Plugins::default();
+    let mut by_authentication: Option<&'static str> = None;
+    if let Some(auth) = &rule.authentication {
+        let ap = format!("{p}.authentication");
+        let other = |problems: &mut Problems, field: &str, set: bool, allowed: bool| {
+            if set && !allowed {
+                problems.b(format!("{ap}.{field}: only allowed with type {field}"));
+            }
+        };
+        let key_set = auth.key_auth.as_ref().is_some_and(|k| k.header.is_some());
+        let jwt_set = auth
+            .jwt_auth
+            .as_ref()
+            .is_some_and(|j| j.header.is_some() || j.query.is_some() || j.cookie.is_some());
+        let ldap_set = auth.ldap_auth.as_ref().is_some_and(|l| {
+            l.base_dn.is_some() || l.ldap_uri.is_some() || l.uid.is_some() || l.use_tls.is_some()
+        });
+        other(problems, "keyAuth", key_set, auth.kind == "keyAuth");
+        other(problems, "jwtAuth", jwt_set, auth.kind == "jwtAuth");
+        if ldap_set {
+            problems.b(format!("{ap}.ldapAuth: not supported by Portcullis"));
+        }
+        if auth.enable {
+            match auth.kind.as_str() {
+                "keyAuth" => {
+                    let mut c = KeyAuthConfig::default();
+                    if let Some(h) = auth.key_auth.as_ref().and_then(|k| k.header.clone()).filter(|h| !h.is_empty()) {
+                        c.header = h;
+                    }
+                    out.key_auth = Some(c);
+                    by_authentication = Some("key-auth");
+                }
+                "basicAuth" => {
+                    out.basic_auth = Some(BasicAuthConfig::default());
+                    by_authentication = Some("basic-auth");
+                }
+                "jwtAuth" => {
+                    let mut c = JwtAuthConfig::default();
+                    if let Some(j) = &auth.jwt_auth {
+                        for (from, to) in [(&j.header, &mut c.header), (&j.query, &mut c.query), (&j.cookie, &mut c.cookie)] {
+                            if let Some(v) = from.clone().filter(|v| !v.is_empty()) {
+                                *to = v;
+                            }
+                        }
+                    }
+                    out.jwt_auth = Some(c);
+                    by_authentication = Some("jwt-auth");
+                }
+                other => problems.b(format!(
+                    "{ap}.type: \"{other}\" is not supported by Portcullis (supported: keyAuth, basicAuth, jwtAuth)"
+                )),
+            }
+        }
+    }
+    let mut seen = HashSet::new();
+    for (j, plugin) in rule.plugins.iter().flatten().enumerate() {
+        if !plugin.enable {
+            continue;
+        }
+        let pp = format!("{p}.plugins[{j}]");
+        let name = plugin.name.as_str();
+        if !matches!(name, "key-auth" | "basic-auth" | "jwt-auth") {
+            problems.b(format!(
+                "{pp}: plugin \"{name}\" is not supported by Portcullis {SUPPORTED_PLUGINS}"
+            ));
+            continue;
+        }
+        if !seen.insert(name) {
+            problems.b(format!("{pp}: plugin \"{name}\" is set twice"));
+            continue;
+        }
+        if by_authentication == Some(name) {
+            problems.b(format!(
+                "{pp}: plugin \"{name}\" is also enabled by {p}.authentication"
+            ));
+            continue;
+        }
+        let Some(config) = plugin_config(&pp, plugin, namespace, secrets, problems) else {
+            continue;
+        };
+        match name {
+            "key-auth" => out.key_auth = parse_config(&pp, config, consumers, problems),
+            "basic-auth" => out.basic_auth = parse_config(&pp, config, consumers, problems),
+            _ => out.jwt_auth = parse_config(&pp, config, consumers, problems),
+        }
+    }
+    out
+}
+
+/// `config` with the Secret's keys written in as strings (dotted keys are paths).
+fn plugin_config(
+    pp: &str,
+    plugin: &ApisixRoutePlugin,
+    namespace: &str,
+    secrets: &Secrets<'_>,
+    problems: &mut Problems,
+) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let mut config = match &plugin.config {
+        None | Some(serde_json::Value::Null) => serde_json::Map::new(),
+        Some(serde_json::Value::Object(m)) => m.clone(),
+        Some(_) => {
+            problems.b(format!("{pp}.config: must be an object"));
+            return None;
+        }
+    };
+    if let Some(name) = &plugin.secret_ref {
+        let Some(data) = secrets.data(namespace, name) else {
+            problems.b(format!(
+                "{pp}.secretRef: failed to get Secret: {namespace}/{name}"
+            ));
+            return None;
+        };
+        for (key, bytes) in data {
+            let Ok(text) = String::from_utf8(bytes) else {
+                problems.b(format!(
+                    "{pp}.secretRef: key {key:?} of Secret {namespace}/{name} is not UTF-8"
+                ));
+                return None;
+            };
+            let mut parts: Vec<&str> = key.split('.').collect();
+            let last = parts.pop().unwrap_or_default();
+            let mut target = &mut config;
+            for part in parts {
+                let entry = target
+                    .entry(part.to_string())
+                    .or_insert_with(|| serde_json::Value::Object(Default::default()));
+                if !entry.is_object() {
+                    *entry = serde_json::Value::Object(Default::default());
+                }
+                target = entry.as_object_mut().expect("just made an object");
+            }
+            target.insert(last.to_string(), serde_json::Value::String(text));
+        }
+    }
+    Some(config)
+}
+
+/// Typed route-level config; unknown keys and wrong types are problems. An unknown
+/// `anonymous_consumer` is dropped (C). `store_in_ctx` is accepted and has no effect.
+fn parse_config<T>(
+    pp: &str,
+    mut config: serde_json::Map<String, serde_json::Value>,
+    consumers: &HashSet<&str>,
+    problems: &mut Problems,
+) -> Option<T>
+where
+    T: serde::de::DeserializeOwned + AnonymousConsumer,
+{
+    config.remove("store_in_ctx");
+    let mut parsed: T = match serde_json::from_value(serde_json::Value::Object(config)) {
+        Ok(c) => c,
+        Err(e) => {
+            problems.b(format!("{pp}.config: {e}"));
+            return None;
+        }
+    };
+    if let Some(realm) = parsed.realm() {
+        let valid = (1..=128).contains(&realm.len())
+            && realm
+                .bytes()
+                .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+        if !valid {
+            problems.b(format!(
+                "{pp}.config.realm: must be 1-128 printable ASCII characters without '\"' or '\\'"
+            ));
+            return None;
+        }
+    }
+    if let Some(anon) = parsed.anonymous().cloned()
+        && !consumers.contains(anon.as_str())
+    {
+        problems.c(format!(
+            "{pp}.config.anonymous_consumer: consumer \"{anon}\" not found"
+        ));
+        *parsed.anonymous_mut() = None;
+    }
+    Some(parsed)
+}
+
+/// The fields every auth plugin config shares.
+trait AnonymousConsumer {
+    fn anonymous(&self) -> Option<&String>;
+    fn anonymous_mut(&mut self) -> &mut Option<String>;
+    fn realm(&self) -> Option<&str>;
+}
+
+macro_rules! anonymous_consumer {
+    ($($t:ty),*) => {$(
+        impl AnonymousConsumer for $t {
+            fn anonymous(&self) -> Option<&String> { self.anonymous_consumer.as_ref() }
+            fn anonymous_mut(&mut self) -> &mut Option<String> { &mut self.anonymous_consumer }
+            fn realm(&self) -> Option<&str> { Some(&self.realm) }
+        }
+    )*};
+}
+anonymous_consumer!(KeyAuthConfig, BasicAuthConfig, JwtAuthConfig);

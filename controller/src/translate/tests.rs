@@ -1,0 +1,546 @@
+//! Translation, objects in → table and statuses out, from manifests as users write them.
+
+use super::*;
+use crate::snapshot::{Mode, Snapshot};
+use portcullis_dataplane::table::{CompiledTable, Credential, Scheme, key_digest_hex};
+
+/// The seed walk-through (COMPATIBILITY.md §9 (a)) with a local echo Service.
+const SEED: &str = r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: jack-key, namespace: demo}
+data: {key: dGhpc19pc190aGVfa2V5}
+---
+apiVersion: apisix.apache.org/v2
+kind: ApisixConsumer
+metadata: {name: jack, namespace: demo, generation: 2}
+spec: {ingressClassName: portcullis, authParameter: {keyAuth: {secretRef: {name: jack-key}}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo, namespace: demo}
+spec: {selector: {app: echo}, clusterIP: 10.96.0.10, ports: [{name: ws, port: 8080, targetPort: 8080}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: echo-abc, namespace: demo, labels: {kubernetes.io/service-name: echo}}
+addressType: IPv4
+ports: [{name: ws, port: 8080}]
+endpoints:
+- addresses: [10.1.0.5]
+- addresses: [10.1.0.6]
+  conditions: {ready: true}
+- addresses: [10.1.0.7]
+  conditions: {ready: false}
+---
+apiVersion: apisix.apache.org/v2
+kind: ApisixRoute
+metadata: {name: echo, namespace: demo, generation: 3}
+spec:
+  ingressClassName: portcullis
+  http:
+  - name: ws
+    match: {hosts: [WS.Example.com], paths: [/raw, /raw/*]}
+    websocket: true
+    backends: [{serviceName: echo, servicePort: ws}]
+    authentication: {enable: true, type: keyAuth}
+"#;
+
+fn snapshot(mode: Mode, yaml: &str) -> Snapshot {
+    let mut s = Snapshot {
+        mode,
+        ..Snapshot::default()
+    };
+    let errors = s.add_yaml(yaml);
+    assert!(errors.is_empty(), "fixture does not parse: {errors:?}");
+    s
+}
+
+fn standalone(yaml: &str) -> Translation {
+    translate(&snapshot(Mode::Standalone, yaml), 1)
+}
+
+fn problems(t: &Translation, name: &str) -> Vec<String> {
+    t.statuses
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no status for {name}: {:?}", t.statuses))
+        .problems
+        .clone()
+}
+
+/// A route fixture: the seed's objects plus one more ApisixRoute `r` with these rules.
+fn with_route(rules: &str) -> Translation {
+    standalone(&format!(
+        "{SEED}\n---\napiVersion: apisix.apache.org/v2\nkind: ApisixRoute\nmetadata: {{name: r, namespace: demo}}\nspec:\n  http:\n{rules}"
+    ))
+}
+
+#[test]
+fn seed_walkthrough_translates_to_the_table_the_dataplane_needs() {
+    let t = standalone(SEED);
+    assert!(t.statuses.iter().all(|s| s.accepted()), "{:?}", t.statuses);
+    assert_eq!(t.table.routes.len(), 1);
+    let r = &t.table.routes[0];
+    assert_eq!(r.id, "demo/echo/ws");
+    assert_eq!(r.hosts, ["ws.example.com"]);
+    assert_eq!(r.paths, ["/raw", "/raw/*"]);
+    assert!(r.websocket);
+    assert_eq!(r.plugins.key_auth.as_ref().unwrap().header, "apikey");
+    let b = &r.upstream.backends[0];
+    assert_eq!(
+        (b.name.as_str(), b.weight, b.scheme),
+        ("demo/echo:ws", 100, Scheme::Http)
+    );
+    let nodes: Vec<String> = b
+        .nodes
+        .iter()
+        .map(|n| format!("{}:{}", n.host, n.port))
+        .collect();
+    assert_eq!(
+        nodes,
+        ["10.1.0.5:8080", "10.1.0.6:8080"],
+        "not-ready endpoints are left out"
+    );
+    assert_eq!(t.table.consumers.len(), 1);
+    assert_eq!(t.table.consumers[0].username, "demo_jack");
+    assert_eq!(
+        t.table.consumers[0].credential,
+        Some(Credential::KeyAuth {
+            key_sha256: key_digest_hex(b"this_is_the_key")
+        })
+    );
+    let route_status = t
+        .statuses
+        .iter()
+        .find(|s| s.kind == Kind::ApisixRoute)
+        .unwrap();
+    assert_eq!(
+        (
+            route_status.generation,
+            route_status.reason(),
+            route_status.message()
+        ),
+        (3, "Accepted", String::new())
+    );
+    // The dataplane accepts the table.
+    CompiledTable::compile(t.table.clone()).expect("the dataplane loads the translated table");
+}
+
+#[test]
+fn translation_is_deterministic_and_order_independent() {
+    let a = standalone(SEED);
+    let docs: Vec<&str> = SEED.split("\n---\n").collect();
+    let reversed: Vec<&str> = docs.iter().rev().copied().collect();
+    let b = standalone(&reversed.join("\n---\n"));
+    assert_eq!(a.table, b.table);
+    assert_eq!(a.table.hash, b.table.hash);
+    assert_eq!(a.statuses, b.statuses);
+}
+
+#[test]
+fn match_problems_leave_the_rule_out_and_name_the_field() {
+    let t = with_route(
+        r#"
+  - name: bad-regex
+    match:
+      paths: [/x]
+      exprs: [{subject: {scope: Header, name: a}, op: RegexMatch, value: "("}]
+    backends: [{serviceName: echo, servicePort: ws}]
+  - name: bad-path
+    match: {paths: ["/a*b"]}
+    backends: [{serviceName: echo, servicePort: ws}]
+  - name: lua
+    match: {paths: [/l], filter_func: "function() end"}
+    backends: [{serviceName: echo, servicePort: ws}]
+  - name: ok
+    match: {paths: [/ok]}
+    backends: [{serviceName: echo, servicePort: 8080}]
+"#,
+    );
+    let p = problems(&t, "r");
+    assert!(
+        p[0].starts_with(".spec.http[0].match.exprs[0].value: invalid regex:"),
+        "{p:?}"
+    );
+    assert!(
+        p[1].starts_with(".spec.http[1].match.paths[0]: \"/a*b\" must be"),
+        "{p:?}"
+    );
+    assert_eq!(
+        p[2],
+        ".spec.http[2].match.filter_func: not supported by Portcullis"
+    );
+    let ids: Vec<&str> = t.table.routes.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["demo/echo/ws", "demo/r/ok"]);
+}
+
+#[test]
+fn other_rule_problems_make_a_503_placeholder() {
+    let t = with_route(
+        r#"
+  - name: limit
+    match: {paths: [/limit]}
+    backends: [{serviceName: echo, servicePort: ws}]
+    plugins: [{name: limit-count, enable: true, config: {count: 1}}, {name: cors, enable: false}]
+  - name: hmac
+    match: {paths: [/hmac]}
+    backends: [{serviceName: echo, servicePort: ws}]
+    authentication: {enable: true, type: hmacAuth}
+  - name: empty-type
+    match: {paths: [/empty]}
+    backends: [{serviceName: echo, servicePort: ws}]
+    authentication: {enable: true, type: ""}
+  - name: upstreams
+    match: {paths: [/up]}
+    upstreams: [{name: u}]
+"#,
+    );
+    assert_eq!(
+        problems(&t, "r"),
+        [
+            ".spec.http[0].plugins[0]: plugin \"limit-count\" is not supported by Portcullis (supported: key-auth, basic-auth, jwt-auth)",
+            ".spec.http[1].authentication.type: \"hmacAuth\" is not supported by Portcullis (supported: keyAuth, basicAuth, jwtAuth)",
+            ".spec.http[2].authentication.type: \"\" is not supported by Portcullis (supported: keyAuth, basicAuth, jwtAuth)",
+            ".spec.http[3].upstreams: not supported by Portcullis",
+            ".spec.http[3].backends: at least one backend is required",
+        ]
+    );
+    let placeholders: Vec<&str> = t
+        .table
+        .routes
+        .iter()
+        .filter(|r| r.placeholder.is_some())
+        .map(|r| r.id.as_str())
+        .collect();
+    assert_eq!(
+        placeholders,
+        [
+            "demo/r/limit",
+            "demo/r/hmac",
+            "demo/r/empty-type",
+            "demo/r/upstreams"
+        ]
+    );
+    let limit = t
+        .table
+        .routes
+        .iter()
+        .find(|r| r.id == "demo/r/limit")
+        .unwrap();
+    assert_eq!(limit.paths, ["/limit"], "a placeholder matches as written");
+    assert!(limit.plugins.key_auth.is_none() && limit.upstream.backends.is_empty());
+    CompiledTable::compile(t.table.clone()).expect("placeholders load");
+}
+
+#[test]
+fn missing_service_or_port_is_reported_and_takes_no_share() {
+    let t = with_route(
+        r#"
+  - name: split
+    match: {paths: [/split]}
+    backends:
+    - {serviceName: echo, servicePort: ws, weight: 10}
+    - {serviceName: chat, servicePort: ws}
+    - {serviceName: echo2, servicePort: 9999}
+"#,
+    );
+    assert_eq!(
+        problems(&t, "r"),
+        [
+            ".spec.http[0].backends[1]: Service demo/chat not found",
+            ".spec.http[0].backends[2]: Service demo/echo2 not found",
+        ]
+    );
+    let r = t
+        .table
+        .routes
+        .iter()
+        .find(|r| r.id == "demo/r/split")
+        .unwrap();
+    assert!(
+        r.placeholder.is_none(),
+        "served without the missing backends"
+    );
+    let weights: Vec<u32> = r.upstream.backends.iter().map(|b| b.weight).collect();
+    assert_eq!(weights, [10, 0, 0]);
+    let t = with_route(
+        "  - name: port\n    match: {paths: [/p]}\n    backends: [{serviceName: echo, servicePort: web}]\n",
+    );
+    assert_eq!(
+        problems(&t, "r"),
+        [".spec.http[0].backends[0].servicePort: port \"web\" not found on Service demo/echo"]
+    );
+    CompiledTable::compile(t.table.clone())
+        .expect("a rule with no resolvable backend still loads (503)");
+}
+
+#[test]
+fn app_protocol_decides_scheme_and_websocket_and_external_names_set_sni() {
+    let t = standalone(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {name: postman-echo, namespace: demo}
+spec: {type: ExternalName, externalName: ws.postman-echo.com, ports: [{name: wss, port: 443, appProtocol: kubernetes.io/wss}]}
+---
+apiVersion: apisix.apache.org/v2
+kind: ApisixRoute
+metadata: {name: echo-external, namespace: demo, annotations: {portcullis.dev/upstream-tls-verify: "false"}}
+spec:
+  http:
+  - name: raw
+    match: {hosts: [echo.example.com], paths: [/raw]}
+    backends: [{serviceName: postman-echo, servicePort: wss}]
+    authentication: {enable: true, type: keyAuth}
+  - name: off
+    match: {paths: [/off]}
+    websocket: false
+    backends: [{serviceName: postman-echo, servicePort: 443}]
+"#,
+    );
+    assert!(t.statuses.iter().all(|s| s.accepted()), "{:?}", t.statuses);
+    // Rules keep their order within an ApisixRoute (the last tie-breaker).
+    let ids: Vec<&str> = t.table.routes.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["demo/echo-external/raw", "demo/echo-external/off"]);
+    let raw = &t.table.routes[0];
+    assert!(raw.websocket, "kubernetes.io/wss enables WebSocket");
+    let b = &raw.upstream.backends[0];
+    assert_eq!(b.scheme, Scheme::Https);
+    assert_eq!(
+        (b.nodes[0].host.as_str(), b.nodes[0].port),
+        ("ws.postman-echo.com", 443)
+    );
+    assert_eq!(b.tls.server_name.as_deref(), Some("ws.postman-echo.com"));
+    assert!(!b.tls.verify, "the annotation turns verification off");
+    assert!(
+        !t.table.routes[1].websocket,
+        "websocket: false wins over appProtocol"
+    );
+}
+
+#[test]
+fn consumers_from_secrets_fail_closed() {
+    let consumer = |name: &str, param: &str| {
+        format!(
+            "---\napiVersion: apisix.apache.org/v2\nkind: ApisixConsumer\nmetadata: {{name: {name}, namespace: demo}}\nspec: {{authParameter: {param}}}\n"
+        )
+    };
+    let yaml = [
+        consumer("nosecret", "{keyAuth: {secretRef: {name: gone}}}"),
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {name: nl, namespace: demo}\ndata: {key: a2V5Cg==}\n".to_string(),
+        consumer("newline", "{keyAuth: {secretRef: {name: nl}}}"),
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {name: empty, namespace: demo}\ndata: {other: eA==}\n".to_string(),
+        consumer("nokey", "{keyAuth: {secretRef: {name: empty}}}"),
+        consumer("two", "{keyAuth: {value: {key: a}}, jwtAuth: {value: {key: b, secret: s}}}"),
+        consumer("neither", "{basicAuth: {}}"),
+        consumer("hmac", "{hmacAuth: {value: {secret_key: s}}}"),
+        consumer("es512", "{jwtAuth: {value: {key: k, algorithm: ES512, public_key: x}}}"),
+        consumer("hs-nosecret", "{jwtAuth: {value: {key: k2, private_key: p}}}"),
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {name: carol-basic, namespace: demo}\nstringData: {username: carol, password: s3cret-pass}\n".to_string(),
+        consumer("carol", "{basicAuth: {secretRef: {name: carol-basic}}}"),
+    ]
+    .concat();
+    let t = standalone(&yaml);
+    let expect = [
+        (
+            "nosecret",
+            "invalid key auth config: secret demo/gone not found",
+        ),
+        (
+            "newline",
+            "invalid key auth config: key \"key\" in secret demo/nl contains a control character",
+        ),
+        (
+            "nokey",
+            "invalid key auth config: key \"key\" not found or invalid in secret demo/empty",
+        ),
+        (
+            "two",
+            ".spec.authParameter: exactly one of keyAuth, basicAuth, jwtAuth may be set (found keyAuth, jwtAuth)",
+        ),
+        (
+            "neither",
+            "invalid basic auth config: basic-auth: either value or secretRef must be specified",
+        ),
+        (
+            "hmac",
+            ".spec.authParameter.hmacAuth: not supported by Portcullis",
+        ),
+        (
+            "es512",
+            "invalid jwt auth config: jwt-auth algorithm \"ES512\" is not supported by Portcullis",
+        ),
+        (
+            "hs-nosecret",
+            "invalid jwt auth config: property \"secret\" is required when using HS based algorithms",
+        ),
+    ];
+    for (name, message) in expect {
+        assert_eq!(problems(&t, name), [message], "{name}");
+        let c = t
+            .table
+            .consumers
+            .iter()
+            .find(|c| c.username == format!("demo_{name}"))
+            .unwrap();
+        assert!(
+            c.credential.is_none(),
+            "{name} must be served without a credential"
+        );
+    }
+    let carol = t
+        .table
+        .consumers
+        .iter()
+        .find(|c| c.username == "demo_carol")
+        .unwrap();
+    assert_eq!(
+        carol.credential,
+        Some(Credential::BasicAuth {
+            username: "carol".into(),
+            password: "s3cret-pass".into()
+        })
+    );
+    CompiledTable::compile(t.table.clone()).expect("the dataplane loads it");
+}
+
+#[test]
+fn duplicate_credentials_go_to_the_older_consumer() {
+    let yaml = r#"
+apiVersion: apisix.apache.org/v2
+kind: ApisixConsumer
+metadata: {name: newer, namespace: a, creationTimestamp: "2026-02-01T00:00:00Z"}
+spec: {authParameter: {keyAuth: {value: {key: same}}}}
+---
+apiVersion: apisix.apache.org/v2
+kind: ApisixConsumer
+metadata: {name: older, namespace: b, creationTimestamp: "2026-01-01T00:00:00Z"}
+spec: {authParameter: {keyAuth: {value: {key: same}}}}
+"#;
+    let t = standalone(yaml);
+    assert_eq!(
+        problems(&t, "newer"),
+        ["duplicate key of plugin key-auth found with consumer: b_older"]
+    );
+    assert!(problems(&t, "older").is_empty());
+    CompiledTable::compile(t.table).expect("no duplicate reaches the dataplane");
+}
+
+#[test]
+fn ingress_classes_decide_what_is_ours() {
+    let objects = |class: &str| {
+        format!(
+            "apiVersion: apisix.apache.org/v2\nkind: ApisixConsumer\nmetadata: {{name: c, namespace: demo}}\nspec: {{ingressClassName: \"{class}\", authParameter: {{keyAuth: {{value: {{key: k}}}}}}}}\n"
+        )
+    };
+    let ours = "---\napiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: mine, annotations: {ingressclass.kubernetes.io/is-default-class: \"true\"}}\nspec: {controller: portcullis.dev/ingress-controller}\n";
+    let theirs = "---\napiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: apisix}\nspec: {controller: apisix.apache.org/apisix-ingress-controller}\n";
+    let count = |mode, yaml: String| translate(&snapshot(mode, &yaml), 1).table.consumers.len();
+    // Standalone: empty and `portcullis` are ours; a class in the directory naming our controller too.
+    assert_eq!(count(Mode::Standalone, objects("")), 1);
+    assert_eq!(count(Mode::Standalone, objects("portcullis")), 1);
+    assert_eq!(count(Mode::Standalone, objects("apisix") + theirs), 0);
+    assert_eq!(count(Mode::Standalone, objects("mine") + ours), 1);
+    // Cluster: an empty class is ours only with a default class of ours.
+    assert_eq!(count(Mode::Cluster, objects("")), 0);
+    assert_eq!(count(Mode::Cluster, objects("") + ours), 1);
+    assert_eq!(count(Mode::Cluster, objects("portcullis")), 0);
+    assert_eq!(count(Mode::Cluster, objects("mine") + ours), 1);
+    // Not ours: no status either.
+    assert!(
+        translate(&snapshot(Mode::Cluster, &objects("apisix")), 1)
+            .statuses
+            .is_empty()
+    );
+}
+
+#[test]
+fn plugin_configs_merge_secrets_and_check_keys() {
+    let t = with_route(
+        r#"
+  - name: cfg
+    match: {paths: [/cfg]}
+    backends: [{serviceName: echo, servicePort: ws}]
+    plugins:
+    - {name: key-auth, enable: true, config: {header: X-Key, hide_credentials: true, anonymous_consumer: demo_ghost}, secretRef: kcfg}
+  - name: typo
+    match: {paths: [/typo]}
+    backends: [{serviceName: echo, servicePort: ws}]
+    plugins: [{name: jwt-auth, enable: true, config: {heder: x}}]
+  - name: nosecret
+    match: {paths: [/ns]}
+    backends: [{serviceName: echo, servicePort: ws}]
+    plugins: [{name: basic-auth, enable: true, secretRef: missing}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: kcfg, namespace: demo}
+stringData: {query: token}
+"#,
+    );
+    let p = problems(&t, "r");
+    assert_eq!(
+        p[0],
+        ".spec.http[0].plugins[0].config.anonymous_consumer: consumer \"demo_ghost\" not found"
+    );
+    assert!(
+        p[1].starts_with(".spec.http[1].plugins[0].config: unknown field `heder`"),
+        "{p:?}"
+    );
+    assert_eq!(
+        p[2],
+        ".spec.http[2].plugins[0].secretRef: failed to get Secret: demo/missing"
+    );
+    let cfg = t
+        .table
+        .routes
+        .iter()
+        .find(|r| r.id == "demo/r/cfg")
+        .unwrap();
+    let key = cfg.plugins.key_auth.as_ref().unwrap();
+    assert_eq!(
+        (
+            key.header.as_str(),
+            key.query.as_str(),
+            key.hide_credentials
+        ),
+        ("X-Key", "token", true)
+    );
+    assert_eq!(
+        key.anonymous_consumer, None,
+        "an unknown anonymous consumer is dropped"
+    );
+    assert!(cfg.placeholder.is_none());
+    assert!(
+        t.table
+            .routes
+            .iter()
+            .find(|r| r.id == "demo/r/typo")
+            .unwrap()
+            .placeholder
+            .is_some()
+    );
+}
+
+#[test]
+fn manifests_that_do_not_parse_are_reported_with_their_place() {
+    let mut s = Snapshot::default();
+    let errors = s.add_yaml("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n---\napiVersion: apisix.apache.org/v2\nkind: ApisixRoute\nmetadata: {name: r}\nspec: {http: [{name: a, priority: high}]}\n");
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors[0]
+            .message
+            .contains("v1/ConfigMap: not a kind Portcullis reads"),
+        "{errors:?}"
+    );
+    assert!(errors[1].message.contains("ApisixRoute r"), "{errors:?}");
+    let errors = Snapshot::default().add_yaml("kind: [unclosed\n");
+    assert_eq!(errors[0].line, Some(2), "{errors:?}");
+    assert!(
+        errors[0]
+            .to_string()
+            .starts_with("document 1 (line 2): did not find expected"),
+        "{errors:?}"
+    );
+}
