@@ -3,7 +3,10 @@
 //! object; the sync server (a later issue) distributes the table.
 #![deny(rust_2018_idioms)]
 
+pub mod files;
 pub mod snapshot;
+pub mod standalone;
+pub mod status;
 pub mod translate;
 
 pub use portcullis_dataplane::table::RouteTable;

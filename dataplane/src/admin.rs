@@ -1,4 +1,5 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics`.
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, plus endpoints of the embedding
+//! process (the standalone controller adds `/status`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -15,19 +16,28 @@ use tracing::debug;
 
 /// What `/readyz` asks.
 pub type ReadyFn = Arc<dyn Fn() -> bool + Send + Sync>;
+/// Further GET endpoints: path → `Some((content type, body))`, or `None` for not found.
+pub type ExtraFn = Arc<dyn Fn(&str) -> Option<(&'static str, String)> + Send + Sync>;
 
-pub async fn serve(listener: TcpListener, registry: Arc<Registry>, ready: ReadyFn) {
+pub async fn serve(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    ready: ReadyFn,
+    extra: Option<ExtraFn>,
+) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             continue;
         };
         let registry = registry.clone();
         let ready = ready.clone();
+        let extra = extra.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let registry = registry.clone();
                 let ready = ready.clone();
-                async move { Ok::<_, Infallible>(respond(&req, &registry, &*ready)) }
+                let extra = extra.clone();
+                async move { Ok::<_, Infallible>(respond(&req, &registry, &ready, extra.as_ref())) }
             });
             // Limits as on the traffic listeners: small heads, read within 10 s.
             if let Err(error) = hyper::server::conn::http1::Builder::new()
@@ -47,9 +57,11 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>, ready: ReadyF
 fn respond(
     req: &Request<Incoming>,
     registry: &Registry,
-    ready: &(dyn Fn() -> bool + Send + Sync),
+    ready: &ReadyFn,
+    extra: Option<&ExtraFn>,
 ) -> Response<Full<Bytes>> {
-    let text = |status: StatusCode, body: String, content_type: &'static str| {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    let reply = |status: StatusCode, body: String, content_type: &'static str| {
         let mut r = Response::new(Full::new(Bytes::from(body)));
         *r.status_mut() = status;
         r.headers_mut().insert(
@@ -59,36 +71,35 @@ fn respond(
         r
     };
     match req.uri().path() {
-        "/healthz" => text(StatusCode::OK, "ok\n".into(), "text/plain; charset=utf-8"),
-        "/readyz" if ready() => text(
-            StatusCode::OK,
-            "ready\n".into(),
-            "text/plain; charset=utf-8",
-        ),
-        "/readyz" => text(
+        "/healthz" => reply(StatusCode::OK, "ok\n".into(), TEXT),
+        "/readyz" if ready() => reply(StatusCode::OK, "ready\n".into(), TEXT),
+        "/readyz" => reply(
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: no route table yet\n".into(),
-            "text/plain; charset=utf-8",
+            TEXT,
         ),
         "/metrics" => {
             let mut out = String::new();
             match prometheus_client::encoding::text::encode(&mut out, registry) {
-                Ok(()) => text(
+                Ok(()) => reply(
                     StatusCode::OK,
                     out,
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 ),
-                Err(_) => text(
+                Err(_) => reply(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "metrics encoding failed\n".into(),
-                    "text/plain; charset=utf-8",
+                    TEXT,
                 ),
             }
         }
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "not found: try /healthz, /readyz or /metrics\n".into(),
-            "text/plain; charset=utf-8",
-        ),
+        path => match extra.and_then(|f| f(path)) {
+            Some((content_type, body)) => reply(StatusCode::OK, body, content_type),
+            None => reply(
+                StatusCode::NOT_FOUND,
+                "not found: try /healthz, /readyz or /metrics\n".into(),
+                TEXT,
+            ),
+        },
     }
 }

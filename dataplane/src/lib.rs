@@ -9,6 +9,7 @@ pub mod duration;
 pub mod metrics;
 pub mod proxy;
 pub mod request;
+pub mod runtime;
 pub mod table;
 pub mod table_file;
 pub mod tls;

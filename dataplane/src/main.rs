@@ -1,8 +1,7 @@
 //! `portcullis-dataplane`: serves client traffic over a route table.
 //!
-//! Thread per core: each worker thread runs its own single-threaded tokio runtime and accepts on
-//! its own `SO_REUSEPORT` socket, so a connection, its upstream and its WebSocket splice stay on
-//! one thread with no cross-thread wake-ups. The main thread runs the admin listener and signals.
+//! Worker threads serve traffic (see `runtime`); the main thread runs the admin listener and
+//! signals.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,12 +10,11 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use portcullis_dataplane::config::Args;
 use portcullis_dataplane::metrics::Metrics;
+use portcullis_dataplane::proxy::Dataplane;
 use portcullis_dataplane::proxy::upstream::UpstreamTls;
-use portcullis_dataplane::proxy::{Dataplane, bind_reuseport};
-use portcullis_dataplane::{admin, table_file, tls};
+use portcullis_dataplane::{admin, runtime, table_file, tls};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tracing::{error, info, warn};
 
 // mimalloc: per-thread free lists suit thread-per-core, and it returns memory of closed
@@ -67,29 +65,15 @@ fn main() -> Result<()> {
         warn!("no --table given: not ready and answering 503 until a route table arrives");
     }
 
-    let http = bind_reuseport(args.listen_http, workers)
-        .with_context(|| format!("cannot listen on --listen-http {}", args.listen_http))?;
-    info!(addr = %http[0].local_addr()?, workers, "HTTP listener up");
-    let mut https: Vec<(std::net::TcpListener, TlsAcceptor)> = Vec::new();
-    if let (Some(addr), Some(cert), Some(key)) = (args.listen_https, &args.tls_cert, &args.tls_key)
-    {
-        let acceptor = tls::acceptor(cert, key)?;
-        let listeners = bind_reuseport(addr, workers)
-            .with_context(|| format!("cannot listen on --listen-https {addr}"))?;
-        info!(addr = %listeners[0].local_addr()?, workers, "HTTPS listener up");
-        https = listeners
-            .into_iter()
-            .map(|l| (l, acceptor.clone()))
-            .collect();
-    }
-    let mut https = https.into_iter();
-    for (i, http_listener) in http.into_iter().enumerate() {
-        let https_listener = https.next();
-        let dp = dataplane.clone();
-        std::thread::Builder::new()
-            .name(format!("portcullis-worker-{i}"))
-            .spawn(move || run_worker(dp, http_listener, https_listener))
-            .context("cannot start a worker thread")?;
+    let https = match (args.listen_https, &args.tls_cert, &args.tls_key) {
+        (Some(addr), Some(cert), Some(key)) => Some((addr, tls::acceptor(cert, key)?)),
+        _ => None,
+    };
+    let bound = runtime::start_workers(dataplane.clone(), args.listen_http, https, workers)
+        .context("cannot start the traffic listeners (--listen-http / --listen-https)")?;
+    info!(addr = %bound.http, workers, "HTTP listener up");
+    if let Some(addr) = bound.https {
+        info!(addr = %addr, workers, "HTTPS listener up");
     }
 
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -106,6 +90,7 @@ fn main() -> Result<()> {
             admin_listener,
             Arc::new(registry),
             Arc::new(move || ready_dp.is_ready()),
+            None,
         ));
         if let Some(path) = args.table.clone() {
             spawn_reload_on_sighup(dataplane.clone(), path)?;
@@ -114,44 +99,6 @@ fn main() -> Result<()> {
         info!("shutting down");
         Ok(())
     })
-}
-
-fn run_worker(
-    dataplane: Arc<Dataplane>,
-    http: std::net::TcpListener,
-    https: Option<(std::net::TcpListener, TlsAcceptor)>,
-) {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            error!(error = %e, "cannot start a worker runtime");
-            std::process::exit(1);
-        }
-    };
-    runtime.block_on(async move {
-        let http = match TcpListener::from_std(http) {
-            Ok(l) => l,
-            Err(e) => {
-                error!(error = %e, "cannot register the HTTP listener");
-                std::process::exit(1);
-            }
-        };
-        if let Some((listener, acceptor)) = https {
-            match TcpListener::from_std(listener) {
-                Ok(l) => {
-                    tokio::spawn(dataplane.clone().serve(l, Some(acceptor)));
-                }
-                Err(e) => {
-                    error!(error = %e, "cannot register the HTTPS listener");
-                    std::process::exit(1);
-                }
-            }
-        }
-        dataplane.serve(http, None).await;
-    });
 }
 
 fn spawn_reload_on_sighup(dataplane: Arc<Dataplane>, path: PathBuf) -> Result<()> {
