@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The seed walk-through on this machine: builds Portcullis, starts the echo upstream and the
-# gateway, shows the guide's three results (no key → 401, wrong key → 401, right key → 101 and
-# an echoed message), then keeps serving until Ctrl-C so you can try your own client.
+# The seed walk-through on this machine, in standalone mode: builds Portcullis, starts the echo
+# upstream and `portcullis-controller standalone` on a copy of examples/websocket-auth/ (the
+# guide's Secret, ApisixConsumer, Service and ApisixRoute), shows the guide's three results (no
+# key → 401, wrong key → 401, right key → 101 and an echoed message), then keeps serving until
+# Ctrl-C so you can try your own client and edit the manifests live.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,11 +22,12 @@ pids=()
 trap cleanup EXIT INT TERM
 
 "$BIN/portcullis-echo" --listen "$ECHO" >"$work/echo.log" 2>&1 & pids+=($!)
-key_sha=$(printf %s this_is_the_key | sha256sum | cut -d' ' -f1)
-sed -e "s/ECHO_HOST/${ECHO%:*}/" -e "s/ECHO_PORT/${ECHO##*:}/" -e "s/KEY_SHA256/$key_sha/" \
-  examples/dataplane/seed-table.yaml >"$work/table.yaml"
-"$BIN/portcullis-dataplane" --listen-http "$GW" --admin-listen "$ADMIN" --table "$work/table.yaml" \
-  2>"$work/gateway.log" & pids+=($!)
+mkdir -p "$work/manifests"
+for f in examples/websocket-auth/*.yaml; do
+  sed -e "s/127.0.0.1/${ECHO%:*}/" -e "s/18080/${ECHO##*:}/" "$f" >"$work/manifests/$(basename "$f")"
+done
+"$BIN/portcullis-controller" standalone --manifests "$work/manifests" --listen-http "$GW" \
+  --admin-listen "$ADMIN" 2>"$work/gateway.log" & pids+=($!)
 
 for _ in $(seq 100); do curl -fs "http://$ADMIN/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 curl -fs "http://$ADMIN/readyz" >/dev/null || { echo "gateway did not start:"; cat "$work/gateway.log"; exit 1; }
@@ -47,7 +50,10 @@ python3 tests/clients/ws_client.py ws://ws.example.com/raw --connect "$GW" \
   --header 'apikey: this_is_the_key' --send 'hello through portcullis'
 echo
 cat <<TXT
-Portcullis is serving on http://$GW (metrics: http://$ADMIN/metrics). Try it yourself:
+Portcullis is serving on http://$GW (status of every resource: http://$ADMIN/status,
+metrics: http://$ADMIN/metrics). The manifests are in $work/manifests: edit and save them
+(rotate the key in secret.yaml, delete consumer.yaml) and the change takes effect at once.
+Try it yourself:
   python3 tests/clients/ws_client.py ws://ws.example.com/raw --connect $GW --header 'apikey: this_is_the_key' --send hi
   websocat -H 'Host: ws.example.com' -H 'apikey: this_is_the_key' ws://$GW/raw
   browser: add "127.0.0.1 ws.example.com" to /etc/hosts, then new WebSocket("ws://ws.example.com:${GW##*:}/raw?apikey=this_is_the_key")

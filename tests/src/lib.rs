@@ -221,8 +221,48 @@ impl Gateway {
         Self::spawn_with(args, dir, table_path)
     }
 
+    /// `portcullis-controller standalone --manifests DIR` with its embedded dataplane.
+    pub fn start_standalone(manifests: &Path, extra: &[&str]) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args: Vec<String> = [
+            "standalone",
+            "--listen-http",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--manifests",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.push(manifests.display().to_string());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::spawn_bin("portcullis-controller", args, dir, manifests.to_path_buf())
+    }
+
+    /// `GET /status` of a standalone controller, as JSON.
+    pub fn status(&self) -> serde_json::Value {
+        let r = raw_request(
+            self.admin,
+            "GET /status HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+        );
+        serde_json::from_str(r.body())
+            .unwrap_or_else(|e| panic!("/status is not JSON ({e}): {}", r.raw))
+    }
+
     fn spawn_with(args: Vec<String>, dir: tempfile::TempDir, table_path: PathBuf) -> Gateway {
-        let (proc, rx, _stdout) = spawn(&bin("portcullis-dataplane"), &args);
+        Self::spawn_bin("portcullis-dataplane", args, dir, table_path)
+    }
+
+    fn spawn_bin(
+        program: &str,
+        args: Vec<String>,
+        dir: tempfile::TempDir,
+        table_path: PathBuf,
+    ) -> Gateway {
+        let (proc, rx, _stdout) = spawn(&bin(program), &args);
         let wants_https = args.iter().any(|a| a == "--listen-https");
         let (mut http, mut https, mut admin) = (None, None, None);
         let deadline = Instant::now() + Duration::from_secs(20);
