@@ -105,10 +105,7 @@ async fn the_examples_serve_the_guide_and_follow_edits() {
             Duration::from_secs(5),
             || {
                 let s = gw_ref.status();
-                s["files"]
-                    .as_array()
-                    .and_then(|f| f.first())
-                    .map(|f| f.clone())
+                s["files"].as_array().and_then(|f| f.first()).cloned()
             },
         )
     });
