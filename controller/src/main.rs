@@ -74,6 +74,10 @@ struct StandaloneArgs {
     /// Worker threads for traffic. Default: one per CPU.
     #[arg(long, env = "PORTCULLIS_WORKERS")]
     workers: Option<usize>,
+    /// Close established WebSockets when their consumer is deleted or its credential changes
+    /// (`false`: they run on until closed or idle, as in APISIX).
+    #[arg(long, env = "PORTCULLIS_CLOSE_REVOKED_WEBSOCKETS", default_value_t = true, action = clap::ArgAction::Set)]
+    close_revoked_websockets: bool,
     /// How often the directory is checked for changes.
     #[arg(long, env = "PORTCULLIS_POLL_INTERVAL", default_value = "250ms", value_parser = duration)]
     poll_interval: Duration,
@@ -122,7 +126,11 @@ fn standalone_main(args: StandaloneArgs) -> Result<()> {
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     let upstream_tls = UpstreamTls::new(extra_ca.as_deref()).map_err(anyhow::Error::msg)?;
-    let dataplane = Dataplane::new(ProxySettings::default(), upstream_tls, metrics);
+    let settings = ProxySettings {
+        close_revoked_websockets: args.close_revoked_websockets,
+        ..ProxySettings::default()
+    };
+    let dataplane = Dataplane::new(settings, upstream_tls, metrics);
     let workers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));

@@ -57,6 +57,10 @@ pub struct Args {
     /// How long a write to a WebSocket client may stall before the connection is closed.
     #[arg(long, env = "PORTCULLIS_CLIENT_SEND_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub client_send_timeout: Duration,
+    /// Close established WebSockets when a new table deletes their consumer or changes its
+    /// credential (`false`: they run on until closed or idle, as in APISIX).
+    #[arg(long, env = "PORTCULLIS_CLOSE_REVOKED_WEBSOCKETS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub close_revoked_websockets: bool,
     /// Worker threads, each with its own listener socket (SO_REUSEPORT). Default: one per CPU.
     #[arg(long, env = "PORTCULLIS_WORKERS")]
     pub workers: Option<usize>,
@@ -104,6 +108,7 @@ impl Args {
             max_header_bytes: self.max_header_bytes,
             max_headers: self.max_headers,
             client_send_timeout: self.client_send_timeout,
+            close_revoked_websockets: self.close_revoked_websockets,
         })
     }
 }
@@ -125,6 +130,12 @@ mod tests {
         let s = parse(&[]).unwrap();
         assert_eq!(s.header_timeout, Duration::from_secs(10));
         assert_eq!(s.max_header_bytes, 16384);
+        assert!(s.close_revoked_websockets, "revocation is on by default");
+        assert!(
+            !parse(&["--close-revoked-websockets", "false"])
+                .unwrap()
+                .close_revoked_websockets
+        );
     }
 
     #[test]

@@ -90,12 +90,11 @@ async fn the_examples_serve_the_guide_and_follow_edits() {
         wait_key(gw_ref, "new-key", 101);
         assert_eq!(key_status(gw_ref, "this_is_the_key"), 401);
     });
-    // Revocation of open WebSockets comes with the sync issue; until then they keep running.
-    session.send(Message::text("still open")).await.unwrap();
-    assert_eq!(
-        session.next().await.unwrap().unwrap(),
-        Message::text("still open")
-    );
+    // The rotation revokes the old key: its established session is closed (the default).
+    let end = tokio::time::timeout(Duration::from_secs(5), session.next())
+        .await
+        .expect("closed within 5 s");
+    assert!(!matches!(end, Some(Ok(Message::Text(_)))), "{end:?}");
 
     // A broken file is reported and its previous content stays in effect.
     write(dir.path(), "route.yaml", "kind: [broken\n");
@@ -162,6 +161,32 @@ async fn the_examples_serve_the_guide_and_follow_edits() {
         &handshake("ws.example.com", "/raw", &[("apikey", "new-key")]),
     );
     assert_eq!(r.body(), "{\"message\":\"Invalid API key in request\"}\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_revocation_off_a_rotated_key_keeps_its_session() {
+    let echo = Echo::start(&[]);
+    let dir = manifests(echo.addr);
+    let gw = Gateway::start_standalone(dir.path(), &["--close-revoked-websockets", "false"]);
+    let gw_ref = &gw;
+    tokio::task::block_in_place(|| wait_key(gw_ref, "this_is_the_key", 101));
+    let mut req = gw.ws_url("/raw").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("host", "ws.example.com".parse().unwrap());
+    req.headers_mut()
+        .insert("apikey", "this_is_the_key".parse().unwrap());
+    let (mut session, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    write(
+        dir.path(),
+        "secret.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: jack-key, namespace: demo}\nstringData: {key: new-key}\n",
+    );
+    tokio::task::block_in_place(|| wait_key(gw_ref, "new-key", 101));
+    session.send(Message::text("still open")).await.unwrap();
+    assert_eq!(
+        session.next().await.unwrap().unwrap(),
+        Message::text("still open")
+    );
 }
 
 #[test]

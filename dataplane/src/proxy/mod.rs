@@ -6,6 +6,7 @@ pub mod client_io;
 mod fast;
 pub mod forward;
 pub mod responses;
+pub mod revoke;
 pub mod splice;
 pub mod upgrade;
 pub mod upstream;
@@ -46,6 +47,9 @@ pub struct ProxySettings {
     pub max_headers: usize,
     /// How long a write to a WebSocket client may stall before the connection is ended.
     pub client_send_timeout: Duration,
+    /// Close established WebSockets when a new table deletes or changes their consumer's
+    /// credential (COMPATIBILITY.md §8).
+    pub close_revoked_websockets: bool,
 }
 
 impl Default for ProxySettings {
@@ -56,6 +60,7 @@ impl Default for ProxySettings {
             max_header_bytes: 16 * 1024,
             max_headers: 100,
             client_send_timeout: Duration::from_secs(10),
+            close_revoked_websockets: true,
         }
     }
 }
@@ -63,6 +68,8 @@ impl Default for ProxySettings {
 /// The shared state of a dataplane: the live table and what every connection needs.
 pub struct Dataplane {
     table: ArcSwapOption<CompiledTable>,
+    /// Established WebSockets by consumer, for revocation.
+    sessions: Arc<revoke::Sessions>,
     pub metrics: Metrics,
     upstream_tls: UpstreamTls,
     settings: ProxySettings,
@@ -72,6 +79,7 @@ impl Dataplane {
     pub fn new(settings: ProxySettings, upstream_tls: UpstreamTls, metrics: Metrics) -> Arc<Self> {
         Arc::new(Dataplane {
             table: ArcSwapOption::empty(),
+            sessions: Arc::default(),
             metrics,
             upstream_tls,
             settings,
@@ -86,6 +94,15 @@ impl Dataplane {
             Ok(compiled) => {
                 let compiled = Arc::new(compiled);
                 self.table.store(Some(compiled.clone()));
+                if self.settings.close_revoked_websockets {
+                    let closed = self.sessions.revoke(&compiled);
+                    if closed > 0 {
+                        info!(
+                            generation,
+                            closed, "closed WebSockets whose credential was revoked"
+                        );
+                    }
+                }
                 self.metrics
                     .table_generation
                     .set(compiled.generation as i64);
@@ -288,6 +305,7 @@ impl Dataplane {
             None
         };
         let consumer = auth.consumer.map(|c| &table.consumers.list[c]);
+        let identity = Self::identity(&table, auth.consumer);
         forward::prepare_request(
             &mut parts,
             peer.ip(),
@@ -323,7 +341,8 @@ impl Dataplane {
                 };
                 let metrics = self.metrics.clone();
                 let route_id = route.id.clone();
-                tokio::spawn(
+                self.spawn_session(
+                    identity,
                     async move { run_websocket(client_upgrade, upstream, early, limits, metrics).await }
                         .instrument(tracing::debug_span!("websocket", route = %route_id)),
                 );
@@ -357,6 +376,32 @@ impl Dataplane {
                 Response::from_parts(parts, ResponseBody::upstream(body))
             }
         }
+    }
+
+    /// Starts a WebSocket's splice on its own task and, when it authenticated as a consumer,
+    /// registers it for revocation.
+    fn spawn_session<F>(&self, identity: Option<revoke::Identity>, session: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let sessions = self.sessions.clone();
+        let id = sessions.next_id();
+        let handle = tokio::spawn(async move {
+            session.await;
+            sessions.remove(id);
+        });
+        if let Some(identity) = identity {
+            self.sessions.register(id, identity, handle.abort_handle());
+        }
+    }
+
+    /// Who an authenticated request is, for revocation.
+    fn identity(table: &CompiledTable, consumer: Option<usize>) -> Option<revoke::Identity> {
+        let c = &table.consumers.list[consumer?];
+        Some(revoke::Identity {
+            username: c.username.as_str().into(),
+            fingerprint: c.credential_fingerprint,
+        })
     }
 
     /// The answer when no upstream exchange happened: 503 (no nodes), 502 or 504.
@@ -643,7 +688,7 @@ async fn splice_websocket(
         return;
     }
     drop((client_early, upstream_early));
-    metrics.websockets_active.inc();
+    let mut live = Live::new(metrics.clone());
     let splice = Splice::new(
         client,
         upstream,
@@ -657,10 +702,35 @@ async fn splice_websocket(
         Ok(SpliceEnd::WriteStalled) => "write_stalled",
         Err(_) => "io_error",
     };
-    metrics.websockets_active.dec();
-    metrics
-        .websockets_closed
-        .get_or_create(&crate::metrics::ReasonLabels { reason })
-        .inc();
+    live.reason = reason;
     debug!(reason, "websocket ended");
+}
+
+/// Counts a WebSocket as active while it lives; when it ends, or is dropped because its
+/// credential was revoked, counts why it closed.
+struct Live {
+    metrics: Metrics,
+    reason: &'static str,
+}
+
+impl Live {
+    fn new(metrics: Metrics) -> Self {
+        metrics.websockets_active.inc();
+        Live {
+            metrics,
+            reason: "revoked",
+        }
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.metrics.websockets_active.dec();
+        self.metrics
+            .websockets_closed
+            .get_or_create(&crate::metrics::ReasonLabels {
+                reason: self.reason,
+            })
+            .inc();
+    }
 }
