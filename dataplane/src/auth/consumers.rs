@@ -46,6 +46,19 @@ pub struct CompiledConsumer {
     pub custom_id_header: Option<HeaderValue>,
     /// Digest of the credential as configured: a change means the credential was rotated.
     pub credential_fingerprint: Option<SecretDigest>,
+    /// Username and credential in 8 bytes (SHA-256 prefix): an established session is revoked
+    /// when no consumer of a new table has its key (COMPATIBILITY.md §8).
+    pub revocation_key: u64,
+}
+
+fn revocation_key(username: &str, fingerprint: Option<&SecretDigest>) -> u64 {
+    let mut material = username.as_bytes().to_vec();
+    material.push(0);
+    if let Some(f) = fingerprint {
+        material.extend_from_slice(&f.0);
+    }
+    let digest = SecretDigest::of(&material).0;
+    u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
 }
 
 #[derive(Debug)]
@@ -158,6 +171,7 @@ impl Consumers {
                 }
             }
             out.list.push(CompiledConsumer {
+                revocation_key: revocation_key(&consumer.username, fingerprint.as_ref()),
                 username: consumer.username.clone(),
                 username_header,
                 custom_id_header,

@@ -242,7 +242,7 @@ impl Dataplane {
         let request_host = view.host.clone();
         drop(view);
         let consumer = auth.consumer.map(|c| &table.consumers.list[c]);
-        let identity = Self::identity(&table, auth.consumer);
+        let identity = Self::revocation_key(&table, auth.consumer);
         forward::prepare_request(&mut parts, peer.ip(), listener, true, consumer, &auth.edits);
         let client_early = buf.freeze();
 
@@ -279,10 +279,17 @@ impl Dataplane {
                 // A task of its own: its future is small, so an idle WebSocket holds only that and
                 // the two sockets, not this connection's whole state machine.
                 let metrics = self.metrics.clone();
-                self.spawn_session(
-                    identity,
-                    splice_websocket(stream, client_early, upstream, early, limits, metrics),
-                );
+                self.spawn_session(identity, move |ticket| {
+                    splice_websocket(
+                        stream,
+                        client_early,
+                        upstream,
+                        early,
+                        limits,
+                        metrics,
+                        ticket,
+                    )
+                });
                 FirstRequest::Done
             }
             Ok(Exchanged::Refused {

@@ -265,6 +265,7 @@ mod tests {
             username_header: HeaderValue::from_static("demo_jack"),
             custom_id_header: Some(HeaderValue::from_static("c-1")),
             credential_fingerprint: None,
+            revocation_key: 0,
         };
         prepare_request(
             &mut p,

@@ -305,7 +305,7 @@ impl Dataplane {
             None
         };
         let consumer = auth.consumer.map(|c| &table.consumers.list[c]);
-        let identity = Self::identity(&table, auth.consumer);
+        let identity = Self::revocation_key(&table, auth.consumer);
         forward::prepare_request(
             &mut parts,
             peer.ip(),
@@ -341,11 +341,10 @@ impl Dataplane {
                 };
                 let metrics = self.metrics.clone();
                 let route_id = route.id.clone();
-                self.spawn_session(
-                    identity,
-                    async move { run_websocket(client_upgrade, upstream, early, limits, metrics).await }
-                        .instrument(tracing::debug_span!("websocket", route = %route_id)),
-                );
+                self.spawn_session(identity, move |ticket| {
+                    run_websocket(client_upgrade, upstream, early, limits, metrics, ticket)
+                        .instrument(tracing::debug_span!("websocket", route = %route_id))
+                });
                 let mut response = Response::new(ResponseBody::empty());
                 *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
                 *response.headers_mut() = headers;
@@ -378,30 +377,32 @@ impl Dataplane {
         }
     }
 
-    /// Starts a WebSocket's splice on its own task and, when it authenticated as a consumer,
-    /// registers it for revocation.
-    fn spawn_session<F>(&self, identity: Option<revoke::Identity>, session: F)
-    where
+    /// Starts a WebSocket's splice on its own task and, when it authenticated as a consumer
+    /// (and revocation is on), registers it for revocation. `session` gets the id to pass to
+    /// its [`Live`] guard, which forgets the registration when the session ends.
+    fn spawn_session<F>(
+        &self,
+        revocation_key: Option<u64>,
+        session: impl FnOnce(Option<SessionTicket>) -> F,
+    ) where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        let sessions = self.sessions.clone();
-        let id = sessions.next_id();
-        let handle = tokio::spawn(async move {
-            session.await;
-            sessions.remove(id);
+        let key = revocation_key.filter(|_| self.settings.close_revoked_websockets);
+        let ticket = key.map(|_| SessionTicket {
+            sessions: self.sessions.clone(),
+            id: self.sessions.next_id(),
         });
-        if let Some(identity) = identity {
-            self.sessions.register(id, identity, handle.abort_handle());
+        let id = ticket.as_ref().map(|t| t.id);
+        // Spawned as is (not wrapped in another async block, which would store the future twice).
+        let handle = tokio::spawn(session(ticket));
+        if let (Some(key), Some(id)) = (key, id) {
+            self.sessions.register(id, key, handle.abort_handle());
         }
     }
 
     /// Who an authenticated request is, for revocation.
-    fn identity(table: &CompiledTable, consumer: Option<usize>) -> Option<revoke::Identity> {
-        let c = &table.consumers.list[consumer?];
-        Some(revoke::Identity {
-            username: c.username.as_str().into(),
-            fingerprint: c.credential_fingerprint,
-        })
+    fn revocation_key(table: &CompiledTable, consumer: Option<usize>) -> Option<u64> {
+        Some(table.consumers.list[consumer?].revocation_key)
     }
 
     /// The answer when no upstream exchange happened: 503 (no nodes), 502 or 504.
@@ -647,6 +648,7 @@ async fn run_websocket(
     upstream_early: bytes::Bytes,
     limits: Limits,
     metrics: Metrics,
+    ticket: Option<SessionTicket>,
 ) {
     let Ok(client) = client.await else {
         debug!("client upgrade did not complete");
@@ -667,6 +669,7 @@ async fn run_websocket(
         upstream_early,
         limits,
         metrics,
+        ticket,
     )
     .await;
 }
@@ -680,6 +683,7 @@ async fn splice_websocket(
     upstream_early: bytes::Bytes,
     limits: Limits,
     metrics: Metrics,
+    ticket: Option<SessionTicket>,
 ) {
     if !client_early.is_empty() && upstream.write_all(&client_early).await.is_err() {
         return;
@@ -688,7 +692,7 @@ async fn splice_websocket(
         return;
     }
     drop((client_early, upstream_early));
-    let mut live = Live::new(metrics.clone());
+    let mut live = Live::new(metrics.clone(), ticket);
     let splice = Splice::new(
         client,
         upstream,
@@ -711,20 +715,31 @@ async fn splice_websocket(
 struct Live {
     metrics: Metrics,
     reason: &'static str,
+    ticket: Option<SessionTicket>,
+}
+
+/// A session's registration for revocation, forgotten when the session ends.
+pub(crate) struct SessionTicket {
+    sessions: Arc<revoke::Sessions>,
+    id: u64,
 }
 
 impl Live {
-    fn new(metrics: Metrics) -> Self {
+    fn new(metrics: Metrics, ticket: Option<SessionTicket>) -> Self {
         metrics.websockets_active.inc();
         Live {
             metrics,
             reason: "revoked",
+            ticket,
         }
     }
 }
 
 impl Drop for Live {
     fn drop(&mut self) {
+        if let Some(t) = &self.ticket {
+            t.sessions.remove(t.id);
+        }
         self.metrics.websockets_active.dec();
         self.metrics
             .websockets_closed

@@ -1,28 +1,14 @@
 //! Established WebSockets by the consumer they authenticated as, so that applying a table in
 //! which that consumer is gone or its credential changed can close them (COMPATIBILITY.md §8,
-//! `--close-revoked-websockets`).
+//! `--close-revoked-websockets`). An entry is 16 bytes: an idle WebSocket must stay cheap.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::task::AbortHandle;
 
-use crate::auth::SecretDigest;
 use crate::table::CompiledTable;
-
-/// Who a session authenticated as: the consumer and a digest of its credential then.
-#[derive(Clone, Debug)]
-pub struct Identity {
-    pub username: Arc<str>,
-    pub fingerprint: Option<SecretDigest>,
-}
-
-struct Session {
-    identity: Identity,
-    abort: AbortHandle,
-}
 
 /// Sharded so the worker threads rarely meet on a lock.
 const SHARDS: usize = 16;
@@ -30,7 +16,8 @@ const SHARDS: usize = 16;
 #[derive(Default)]
 pub struct Sessions {
     next_id: AtomicU64,
-    shards: [Mutex<HashMap<u64, Session>>; SHARDS],
+    /// Session id → (consumer's revocation key at handshake, the session's task).
+    shards: [Mutex<HashMap<u64, (u64, AbortHandle)>>; SHARDS],
 }
 
 impl Sessions {
@@ -39,42 +26,44 @@ impl Sessions {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn shard(&self, id: u64) -> std::sync::MutexGuard<'_, HashMap<u64, Session>> {
+    fn shard(&self, id: u64) -> std::sync::MutexGuard<'_, HashMap<u64, (u64, AbortHandle)>> {
         self.shards[(id as usize) % SHARDS]
             .lock()
             .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Records a running session. If it already ended, nothing is kept.
-    pub fn register(&self, id: u64, identity: Identity, abort: AbortHandle) {
+    pub fn register(&self, id: u64, revocation_key: u64, abort: AbortHandle) {
         let mut shard = self.shard(id);
         if !abort.is_finished() {
-            shard.insert(id, Session { identity, abort });
+            shard.insert(id, (revocation_key, abort));
         }
     }
 
-    /// Forgets a session that ended by itself.
+    /// Forgets a session that ended.
     pub fn remove(&self, id: u64) {
         self.shard(id).remove(&id);
     }
 
-    /// Closes every session whose consumer is not in `table`, or whose credential changed.
+    /// Closes every session whose consumer is not in `table` with the same credential.
     /// Returns how many were closed.
     pub fn revoke(&self, table: &CompiledTable) -> usize {
+        let valid: HashSet<u64> = table
+            .consumers
+            .list
+            .iter()
+            .map(|c| c.revocation_key)
+            .collect();
         let mut closed = 0;
         for shard in &self.shards {
             let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-            shard.retain(|_, session| {
-                let current = table
-                    .consumers
-                    .id_of(&session.identity.username)
-                    .map(|c| table.consumers.list[c].credential_fingerprint);
-                let still_valid = current.is_some_and(|fp| fp == session.identity.fingerprint);
-                if !still_valid {
-                    session.abort.abort();
+            shard.retain(|_, (key, abort)| {
+                let keep = valid.contains(key);
+                if !keep {
+                    abort.abort();
                     closed += 1;
                 }
-                still_valid
+                keep
             });
         }
         closed
