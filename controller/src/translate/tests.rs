@@ -547,7 +547,7 @@ fn manifests_that_do_not_parse_are_reported_with_their_place() {
 
 /// What happens to a rule: left out (A), placeholder (B) or served (C or no problem).
 #[derive(Debug, PartialEq)]
-enum Served {
+enum Fate {
     LeftOut,
     Placeholder,
     Served,
@@ -558,32 +558,32 @@ fn every_rule_problem_is_named_and_handled_by_its_kind() {
     let headless = "---\napiVersion: v1\nkind: Service\nmetadata: {name: hl, namespace: demo}\nspec: {clusterIP: None, ports: [{name: ws, port: 80}]}\n";
     let external = "---\napiVersion: v1\nkind: Service\nmetadata: {name: ext, namespace: demo}\nspec: {type: ExternalName, externalName: a.example.org, ports: [{name: wss, port: 443}]}\n";
     let b = "backends: [{serviceName: echo, servicePort: ws}]";
-    let cases: Vec<(String, Vec<&str>, Served)> = vec![
-        (format!("match: {{paths: [/a], methods: [get]}}\n    {b}"), vec![".spec.http[0].match.methods[0]: \"get\" is not one of GET POST PUT DELETE PATCH HEAD OPTIONS CONNECT TRACE PURGE"], Served::LeftOut),
-        (format!("match: {{paths: [/a], hosts: [\"a.com:80\"]}}\n    {b}"), vec![".spec.http[0].match.hosts[0]: \"a.com:80\": must be a lower-case DNS name or IP address without port"], Served::LeftOut),
-        (format!("match: {{paths: [/a], hosts: [\"*foo.com\"]}}\n    {b}"), vec![".spec.http[0].match.hosts[0]: \"*foo.com\": \"*\" is only allowed as a leading \"*.\""], Served::LeftOut),
-        (format!("match: {{paths: [/a], remoteAddrs: [10.0.0.0/40]}}\n    {b}"), vec![".spec.http[0].match.remoteAddrs[0]: \"10.0.0.0/40\" is not an IP address or CIDR"], Served::LeftOut),
-        (format!("match: {{paths: [/a], exprs: [{{subject: {{scope: Variable, name: x}}, op: Equal, value: y}}]}}\n    {b}"), vec![".spec.http[0].match.exprs[0].subject.scope: \"Variable\" is not supported by Portcullis (supported: Header, Query, Cookie, Path)"], Served::LeftOut),
-        (format!("match: {{paths: [/a], exprs: [{{subject: {{scope: Header, name: x}}, op: Like, value: y}}]}}\n    {b}"), vec![".spec.http[0].match.exprs[0].op: unknown operator"], Served::LeftOut),
-        (format!("match: {{paths: [/a], exprs: [{{subject: {{scope: Query, name: x}}, op: In}}]}}\n    {b}"), vec![".spec.http[0].match.exprs[0].set: empty set value"], Served::LeftOut),
-        (format!("match: {{paths: [/a, /a]}}\n    {b}"), vec![".spec.http[0].match.paths[1]: duplicate path \"/a\""], Served::LeftOut),
-        (b.to_string(), vec![".spec.http[0].match: required, with at least one path"], Served::LeftOut),
-        (format!("match: {{paths: [/a]}}\n    timeout: {{connect: 5 seconds}}\n    {b}"), vec![".spec.http[0].timeout.connect: \"5 seconds\": unknown unit \" seconds\" (ns, us, ms, s, m, h)"], Served::Placeholder),
-        (format!("match: {{paths: [/a]}}\n    timeout: {{read: -1s}}\n    {b}"), vec![".spec.http[0].timeout.read: \"-1s\": negative durations are not allowed"], Served::Placeholder),
-        ("match: {paths: [/a]}\n    backends: [{serviceName: echo, servicePort: ws, resolveGranularity: pod}]".into(), vec![".spec.http[0].backends[0].resolveGranularity: \"pod\" is not endpoint or service"], Served::Placeholder),
-        ("match: {paths: [/a]}\n    backends: [{serviceName: echo, servicePort: ws, weight: -1}]".into(), vec![".spec.http[0].backends[0].weight: -1 must be 0 or more"], Served::Placeholder),
-        ("match: {paths: [/a]}\n    backends: [{serviceName: echo, servicePort: ws, subset: v1}]".into(), vec![".spec.http[0].backends[0].subset: not supported by Portcullis (it needs ApisixUpstream)"], Served::Placeholder),
-        ("match: {paths: [/a]}\n    backends: [{serviceName: echo, servicePort: ws}, {serviceName: echo, servicePort: 8080}]".into(), vec![".spec.http[0].backends: duplicate backend service: demo/echo"], Served::Placeholder),
-        ("match: {paths: [/a]}\n    backends: [{serviceName: hl, servicePort: ws, resolveGranularity: service}]".into(), vec![".spec.http[0].backends[0].resolveGranularity: Service demo/hl is headless; use endpoint"], Served::Served),
-        ("match: {paths: [/a]}\n    backends: [{serviceName: ext, servicePort: other}]".into(), vec![".spec.http[0].backends[0].servicePort: port \"other\" not found on Service demo/ext"], Served::Served),
-        ("match: {paths: [/a]}\n    backends: [{serviceName: echo, servicePort: ws, resolveGranularity: endpoints}]".into(), vec![], Served::Served),
-        (format!("match: {{paths: [/a]}}\n    {b}\n    plugins: [{{name: key-auth, enable: true}}, {{name: key-auth, enable: true}}]"), vec![".spec.http[0].plugins[1]: plugin \"key-auth\" is set twice"], Served::Placeholder),
-        (format!("match: {{paths: [/a]}}\n    {b}\n    authentication: {{enable: true, type: keyAuth}}\n    plugins: [{{name: key-auth, enable: true}}]"), vec![".spec.http[0].plugins[0]: plugin \"key-auth\" is also enabled by .spec.http[0].authentication"], Served::Placeholder),
-        (format!("match: {{paths: [/a]}}\n    {b}\n    authentication: {{enable: true, type: keyAuth, jwtAuth: {{header: x}}}}"), vec![".spec.http[0].authentication.jwtAuth: only allowed with type jwtAuth"], Served::Placeholder),
-        (format!("match: {{paths: [/a]}}\n    {b}\n    authentication: {{enable: true, type: basicAuth, ldapAuth: {{uid: cn}}}}"), vec![".spec.http[0].authentication.ldapAuth: not supported by Portcullis"], Served::Placeholder),
-        (format!("match: {{paths: [/a]}}\n    {b}\n    plugins: [{{name: key-auth, enable: true, config: {{realm: \"a\\\"b\"}}}}]"), vec![".spec.http[0].plugins[0].config.realm: must be 1-128 printable ASCII characters without '\"' or '\\'"], Served::Placeholder),
-        (format!("match: {{paths: [/a]}}\n    {b}\n    plugins: [{{name: key-auth, enable: true, config: {{hide_credentials: \"yes\"}}}}]"), vec![".spec.http[0].plugins[0].config: invalid type: string \"yes\", expected a boolean"], Served::Placeholder),
-        (format!("match: {{paths: [/a]}}\n    {b}\n    plugins: [{{name: limit-count, enable: false}}]\n    authentication: {{enable: false, type: hmacAuth}}"), vec![], Served::Served),
+    let cases: Vec<(String, Vec<&str>, Fate)> = vec![
+        (format!("match: {{paths: [/a], methods: [get]}}\n    {b}"), vec![".spec.http[0].match.methods[0]: \"get\" is not one of GET POST PUT DELETE PATCH HEAD OPTIONS CONNECT TRACE PURGE"], Fate::LeftOut),
+        (format!("match: {{paths: [/a], hosts: [\"a.com:80\"]}}\n    {b}"), vec![".spec.http[0].match.hosts[0]: \"a.com:80\": must be a lower-case DNS name or IP address without port"], Fate::LeftOut),
+        (format!("match: {{paths: [/a], hosts: [\"*foo.com\"]}}\n    {b}"), vec![".spec.http[0].match.hosts[0]: \"*foo.com\": \"*\" is only allowed as a leading \"*.\""], Fate::LeftOut),
+        (format!("match: {{paths: [/a], remoteAddrs: [10.0.0.0/40]}}\n    {b}"), vec![".spec.http[0].match.remoteAddrs[0]: \"10.0.0.0/40\" is not an IP address or CIDR"], Fate::LeftOut),
+        (format!("match: {{paths: [/a], exprs: [{{subject: {{scope: Variable, name: x}}, op: Equal, value: y}}]}}\n    {b}"), vec![".spec.http[0].match.exprs[0].subject.scope: \"Variable\" is not supported by Portcullis (supported: Header, Query, Cookie, Path)"], Fate::LeftOut),
+        (format!("match: {{paths: [/a], exprs: [{{subject: {{scope: Header, name: x}}, op: Like, value: y}}]}}\n    {b}"), vec![".spec.http[0].match.exprs[0].op: unknown operator"], Fate::LeftOut),
+        (format!("match: {{paths: [/a], exprs: [{{subject: {{scope: Query, name: x}}, op: In}}]}}\n    {b}"), vec![".spec.http[0].match.exprs[0].set: empty set value"], Fate::LeftOut),
+        (format!("match: {{paths: [/a, /a]}}\n    {b}"), vec![".spec.http[0].match.paths[1]: duplicate path \"/a\""], Fate::LeftOut),
+        (b.to_string(), vec![".spec.http[0].match: required, with at least one path"], Fate::LeftOut),
+        (format!("match: {{paths: [/a]}}\n    timeout: {{connect: 5 seconds}}\n    {b}"), vec![".spec.http[0].timeout.connect: \"5 seconds\": unknown unit \" seconds\" (ns, us, ms, s, m, h)"], Fate::Placeholder),
+        (format!("match: {{paths: [/a]}}\n    timeout: {{read: -1s}}\n    {b}"), vec![".spec.http[0].timeout.read: \"-1s\": negative durations are not allowed"], Fate::Placeholder),
+        ("match: {paths: [/a]}\n    backends: [{serviceName: echo, servicePort: ws, resolveGranularity: pod}]".into(), vec![".spec.http[0].backends[0].resolveGranularity: \"pod\" is not endpoint or service"], Fate::Placeholder),
+        ("match: {paths: [/a]}\n    backends: [{serviceName: echo, servicePort: ws, weight: -1}]".into(), vec![".spec.http[0].backends[0].weight: -1 must be 0 or more"], Fate::Placeholder),
+        ("match: {paths: [/a]}\n    backends: [{serviceName: echo, servicePort: ws, subset: v1}]".into(), vec![".spec.http[0].backends[0].subset: not supported by Portcullis (it needs ApisixUpstream)"], Fate::Placeholder),
+        ("match: {paths: [/a]}\n    backends: [{serviceName: echo, servicePort: ws}, {serviceName: echo, servicePort: 8080}]".into(), vec![".spec.http[0].backends: duplicate backend service: demo/echo"], Fate::Placeholder),
+        ("match: {paths: [/a]}\n    backends: [{serviceName: hl, servicePort: ws, resolveGranularity: service}]".into(), vec![".spec.http[0].backends[0].resolveGranularity: Service demo/hl is headless; use endpoint"], Fate::Served),
+        ("match: {paths: [/a]}\n    backends: [{serviceName: ext, servicePort: other}]".into(), vec![".spec.http[0].backends[0].servicePort: port \"other\" not found on Service demo/ext"], Fate::Served),
+        ("match: {paths: [/a]}\n    backends: [{serviceName: echo, servicePort: ws, resolveGranularity: endpoints}]".into(), vec![], Fate::Served),
+        (format!("match: {{paths: [/a]}}\n    {b}\n    plugins: [{{name: key-auth, enable: true}}, {{name: key-auth, enable: true}}]"), vec![".spec.http[0].plugins[1]: plugin \"key-auth\" is set twice"], Fate::Placeholder),
+        (format!("match: {{paths: [/a]}}\n    {b}\n    authentication: {{enable: true, type: keyAuth}}\n    plugins: [{{name: key-auth, enable: true}}]"), vec![".spec.http[0].plugins[0]: plugin \"key-auth\" is also enabled by .spec.http[0].authentication"], Fate::Placeholder),
+        (format!("match: {{paths: [/a]}}\n    {b}\n    authentication: {{enable: true, type: keyAuth, jwtAuth: {{header: x}}}}"), vec![".spec.http[0].authentication.jwtAuth: only allowed with type jwtAuth"], Fate::Placeholder),
+        (format!("match: {{paths: [/a]}}\n    {b}\n    authentication: {{enable: true, type: basicAuth, ldapAuth: {{uid: cn}}}}"), vec![".spec.http[0].authentication.ldapAuth: not supported by Portcullis"], Fate::Placeholder),
+        (format!("match: {{paths: [/a]}}\n    {b}\n    plugins: [{{name: key-auth, enable: true, config: {{realm: \"a\\\"b\"}}}}]"), vec![".spec.http[0].plugins[0].config.realm: must be 1-128 printable ASCII characters without '\"' or '\\'"], Fate::Placeholder),
+        (format!("match: {{paths: [/a]}}\n    {b}\n    plugins: [{{name: key-auth, enable: true, config: {{hide_credentials: \"yes\"}}}}]"), vec![".spec.http[0].plugins[0].config: invalid type: string \"yes\", expected a boolean"], Fate::Placeholder),
+        (format!("match: {{paths: [/a]}}\n    {b}\n    plugins: [{{name: limit-count, enable: false}}]\n    authentication: {{enable: false, type: hmacAuth}}"), vec![], Fate::Served),
     ];
     for (rule, want, served) in cases {
         let t = with_route(&format!("  - name: x\n    {rule}\n{headless}{external}"));
@@ -591,9 +591,9 @@ fn every_rule_problem_is_named_and_handled_by_its_kind() {
         assert_eq!(got, want, "rule:\n{rule}");
         let route = t.table.routes.iter().find(|r| r.id == "demo/r/x");
         let actual = match route {
-            None => Served::LeftOut,
-            Some(r) if r.placeholder.is_some() => Served::Placeholder,
-            Some(_) => Served::Served,
+            None => Fate::LeftOut,
+            Some(r) if r.placeholder.is_some() => Fate::Placeholder,
+            Some(_) => Fate::Served,
         };
         assert_eq!(actual, served, "rule:\n{rule}");
         CompiledTable::compile(t.table.clone())
