@@ -86,19 +86,6 @@ struct StandaloneArgs {
     log_format: String,
 }
 
-fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Standalone(args) => standalone_main(args),
@@ -106,7 +93,7 @@ fn main() -> Result<()> {
 }
 
 fn standalone_main(args: StandaloneArgs) -> Result<()> {
-    init_logging(&args.log_format);
+    portcullis_dataplane::logging::init(&args.log_format);
     if !args.manifests.is_dir() {
         bail!("--manifests {}: not a directory", args.manifests.display());
     }

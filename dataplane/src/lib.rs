@@ -6,6 +6,7 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod duration;
+pub mod logging;
 pub mod metrics;
 pub mod proxy;
 pub mod request;

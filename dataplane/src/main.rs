@@ -22,22 +22,9 @@ use tracing::{error, info, warn};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 fn main() -> Result<()> {
     let args = Args::parse();
-    init_logging(&args.log_format);
+    portcullis_dataplane::logging::init(&args.log_format);
     let settings = args.validate().map_err(anyhow::Error::msg)?;
     let workers = args
         .workers
