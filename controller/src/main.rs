@@ -10,10 +10,11 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use portcullis_controller::files::FileProvider;
 use portcullis_controller::standalone::{self, Shared};
+use portcullis_dataplane::config::ProxyArgs;
 use portcullis_dataplane::duration::parse_go_duration;
 use portcullis_dataplane::metrics::Metrics;
+use portcullis_dataplane::proxy::Dataplane;
 use portcullis_dataplane::proxy::upstream::UpstreamTls;
-use portcullis_dataplane::proxy::{Dataplane, ProxySettings};
 use portcullis_dataplane::{admin, runtime, tls};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -68,22 +69,12 @@ struct StandaloneArgs {
         default_value = "127.0.0.1:9090"
     )]
     admin_listen: SocketAddr,
-    /// Extra CA certificates (PEM) trusted for `https` upstreams, besides the system store.
-    #[arg(long, env = "PORTCULLIS_UPSTREAM_CA_FILE")]
-    upstream_ca_file: Option<PathBuf>,
-    /// Worker threads for traffic. Default: one per CPU.
-    #[arg(long, env = "PORTCULLIS_WORKERS")]
-    workers: Option<usize>,
-    /// Close established WebSockets when their consumer is deleted or its credential changes
-    /// (`false`: they run on until closed or idle, as in APISIX).
-    #[arg(long, env = "PORTCULLIS_CLOSE_REVOKED_WEBSOCKETS", default_value_t = true, action = clap::ArgAction::Set)]
-    close_revoked_websockets: bool,
     /// How often the directory is checked for changes.
     #[arg(long, env = "PORTCULLIS_POLL_INTERVAL", default_value = "250ms", value_parser = duration)]
     poll_interval: Duration,
-    /// Log format: text or json (levels from PORTCULLIS_LOG).
-    #[arg(long, env = "PORTCULLIS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
-    log_format: String,
+    /// Traffic settings, as `portcullis-dataplane` takes them.
+    #[command(flatten)]
+    proxy: ProxyArgs,
 }
 
 fn main() -> Result<()> {
@@ -93,7 +84,7 @@ fn main() -> Result<()> {
 }
 
 fn standalone_main(args: StandaloneArgs) -> Result<()> {
-    portcullis_dataplane::logging::init(&args.log_format);
+    portcullis_dataplane::logging::init(&args.proxy.log_format);
     if !args.manifests.is_dir() {
         bail!("--manifests {}: not a directory", args.manifests.display());
     }
@@ -102,7 +93,7 @@ fn standalone_main(args: StandaloneArgs) -> Result<()> {
         (None, None, None) => None,
         _ => bail!("--listen-https, --tls-cert and --tls-key go together"),
     };
-    let extra_ca = match &args.upstream_ca_file {
+    let extra_ca = match &args.proxy.upstream_ca_file {
         Some(path) => Some(
             std::fs::read(path)
                 .with_context(|| format!("cannot read --upstream-ca-file {}", path.display()))?,
@@ -113,14 +104,9 @@ fn standalone_main(args: StandaloneArgs) -> Result<()> {
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     let upstream_tls = UpstreamTls::new(extra_ca.as_deref()).map_err(anyhow::Error::msg)?;
-    let settings = ProxySettings {
-        close_revoked_websockets: args.close_revoked_websockets,
-        ..ProxySettings::default()
-    };
+    let settings = args.proxy.settings().map_err(anyhow::Error::msg)?;
     let dataplane = Dataplane::new(settings, upstream_tls, metrics);
-    let workers = args
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let workers = args.proxy.workers();
     let bound = runtime::start_workers(dataplane.clone(), args.listen_http, https, workers)
         .context("cannot start the traffic listeners (--listen-http / --listen-https)")?;
     info!(addr = %bound.http, workers, "HTTP listener up");

@@ -14,31 +14,10 @@ fn duration(s: &str) -> Result<Duration, String> {
     parse_go_duration(s)
 }
 
-#[derive(Debug, Clone, Parser)]
-#[command(
-    name = "portcullis-dataplane",
-    version,
-    about = "Portcullis dataplane: authenticated WebSocket and HTTP proxy"
-)]
-pub struct Args {
-    /// Plain HTTP listener for client traffic.
-    #[arg(long, env = "PORTCULLIS_LISTEN_HTTP", default_value = "0.0.0.0:9080")]
-    pub listen_http: SocketAddr,
-    /// HTTPS listener for client traffic (needs --tls-cert and --tls-key).
-    #[arg(long, env = "PORTCULLIS_LISTEN_HTTPS")]
-    pub listen_https: Option<SocketAddr>,
-    /// PEM certificate chain for the HTTPS listener.
-    #[arg(long, env = "PORTCULLIS_TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key for the HTTPS listener.
-    #[arg(long, env = "PORTCULLIS_TLS_KEY")]
-    pub tls_key: Option<PathBuf>,
-    /// Admin listener: /healthz, /readyz, /metrics.
-    #[arg(long, env = "PORTCULLIS_ADMIN_LISTEN", default_value = "0.0.0.0:9091")]
-    pub admin_listen: SocketAddr,
-    /// Route table file (YAML or JSON), reloaded on SIGHUP. Used until the sync channel exists.
-    #[arg(long, env = "PORTCULLIS_TABLE")]
-    pub table: Option<PathBuf>,
+/// The traffic settings every process that serves traffic takes (the dataplane, and the
+/// standalone controller's embedded dataplane).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProxyArgs {
     /// Extra CA certificates (PEM) trusted for `https` upstreams, besides the system store.
     #[arg(long, env = "PORTCULLIS_UPSTREAM_CA_FILE")]
     pub upstream_ca_file: Option<PathBuf>,
@@ -69,18 +48,9 @@ pub struct Args {
     pub log_format: String,
 }
 
-impl Args {
-    /// Checks that need more than one flag; the message says what to change.
-    pub fn validate(&self) -> Result<ProxySettings, String> {
-        if self.listen_https.is_some() && (self.tls_cert.is_none() || self.tls_key.is_none()) {
-            return Err("--listen-https needs --tls-cert and --tls-key".into());
-        }
-        if self.listen_https.is_none() && (self.tls_cert.is_some() || self.tls_key.is_some()) {
-            return Err(
-                "--tls-cert/--tls-key are only used with --listen-https; add it or drop them"
-                    .into(),
-            );
-        }
+impl ProxyArgs {
+    /// The settings, or what to change.
+    pub fn settings(&self) -> Result<ProxySettings, String> {
         if self.max_header_bytes < 8192 {
             return Err(format!(
                 "--max-header-bytes {} is too small: use at least 8192",
@@ -110,6 +80,57 @@ impl Args {
             client_send_timeout: self.client_send_timeout,
             close_revoked_websockets: self.close_revoked_websockets,
         })
+    }
+
+    /// Worker threads: the flag, or one per CPU.
+    pub fn workers(&self) -> usize {
+        self.workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+}
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "portcullis-dataplane",
+    version,
+    about = "Portcullis dataplane: authenticated WebSocket and HTTP proxy"
+)]
+pub struct Args {
+    /// Plain HTTP listener for client traffic.
+    #[arg(long, env = "PORTCULLIS_LISTEN_HTTP", default_value = "0.0.0.0:9080")]
+    pub listen_http: SocketAddr,
+    /// HTTPS listener for client traffic (needs --tls-cert and --tls-key).
+    #[arg(long, env = "PORTCULLIS_LISTEN_HTTPS")]
+    pub listen_https: Option<SocketAddr>,
+    /// PEM certificate chain for the HTTPS listener.
+    #[arg(long, env = "PORTCULLIS_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for the HTTPS listener.
+    #[arg(long, env = "PORTCULLIS_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Admin listener: /healthz, /readyz, /metrics.
+    #[arg(long, env = "PORTCULLIS_ADMIN_LISTEN", default_value = "0.0.0.0:9091")]
+    pub admin_listen: SocketAddr,
+    /// Route table file (YAML or JSON), reloaded on SIGHUP. Used until the sync channel exists.
+    #[arg(long, env = "PORTCULLIS_TABLE")]
+    pub table: Option<PathBuf>,
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
+}
+
+impl Args {
+    /// Checks that need more than one flag; the message says what to change.
+    pub fn validate(&self) -> Result<ProxySettings, String> {
+        if self.listen_https.is_some() && (self.tls_cert.is_none() || self.tls_key.is_none()) {
+            return Err("--listen-https needs --tls-cert and --tls-key".into());
+        }
+        if self.listen_https.is_none() && (self.tls_cert.is_some() || self.tls_key.is_some()) {
+            return Err(
+                "--tls-cert/--tls-key are only used with --listen-https; add it or drop them"
+                    .into(),
+            );
+        }
+        self.proxy.settings()
     }
 }
 

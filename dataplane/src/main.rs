@@ -24,13 +24,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    portcullis_dataplane::logging::init(&args.log_format);
+    portcullis_dataplane::logging::init(&args.proxy.log_format);
     let settings = args.validate().map_err(anyhow::Error::msg)?;
-    let workers = args
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let workers = args.proxy.workers();
 
-    let extra_ca = match &args.upstream_ca_file {
+    let extra_ca = match &args.proxy.upstream_ca_file {
         Some(path) => Some(
             std::fs::read(path)
                 .with_context(|| format!("cannot read --upstream-ca-file {}", path.display()))?,

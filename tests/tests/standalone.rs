@@ -210,3 +210,27 @@ fn a_missing_manifests_directory_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn traffic_limits_are_the_dataplanes_flags_with_the_same_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(bin("portcullis-controller"))
+        .args(["standalone", "--manifests"])
+        .arg(dir.path())
+        .args([
+            "--listen-http",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--max-header-bytes",
+            "100",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--max-header-bytes 100 is too small: use at least 8192"),
+        "{err}"
+    );
+}
