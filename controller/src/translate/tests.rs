@@ -650,3 +650,97 @@ fn many_orderings_give_one_table() {
         }
     }
 }
+
+#[test]
+fn route_level_problems_outside_rules_are_reported_too() {
+    let t = standalone(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {name: s, namespace: demo}
+spec: {clusterIP: 10.0.0.1, ports: [{name: https, port: 443, appProtocol: https}]}
+---
+apiVersion: apisix.apache.org/v2
+kind: ApisixRoute
+metadata: {name: r, namespace: demo, annotations: {portcullis.dev/upstream-tls-verify: "no"}}
+spec:
+  http:
+  - name: a
+    match: {paths: [/a]}
+    backends: [{serviceName: s, servicePort: https, resolveGranularity: service}]
+  stream:
+  - {name: db, protocol: TCP, match: {ingressPort: 9100}, backend: {serviceName: s, servicePort: 443}}
+"#,
+    );
+    assert_eq!(
+        problems(&t, "r"),
+        [
+            ".metadata.annotations[\"portcullis.dev/upstream-tls-verify\"]: \"no\" is not \"true\" or \"false\"; verification stays on",
+            ".spec.stream[0] (db): not supported by Portcullis",
+        ]
+    );
+    let b = &t.table.routes[0].upstream.backends[0];
+    assert!(
+        b.tls.verify,
+        "an unreadable annotation keeps verification on"
+    );
+    assert_eq!(b.scheme, Scheme::Https);
+    assert_eq!(
+        (b.nodes[0].host.as_str(), b.nodes[0].port),
+        ("10.0.0.1", 443),
+        "service granularity uses the ClusterIP"
+    );
+}
+
+#[test]
+fn jwt_consumer_key_material_is_checked() {
+    let consumer = |name: &str, value: &str| {
+        format!(
+            "---\napiVersion: apisix.apache.org/v2\nkind: ApisixConsumer\nmetadata: {{name: {name}, namespace: demo}}\nspec: {{authParameter: {{jwtAuth: {{value: {value}}}}}}}\n"
+        )
+    };
+    let yaml = [
+        consumer("rs-nokey", "{key: a, algorithm: RS256, private_key: p}"),
+        consumer("rs-bad", "{key: b, algorithm: RS256, public_key: not-a-pem}"),
+        consumer("grace", "{key: c, secret: s, lifetime_grace_period: -1}"),
+        consumer("ok", "{key: d, secret: s, algorithm: HS512, lifetime_grace_period: 5}"),
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {name: bin, namespace: demo}\ndata: {key: //79}\n".to_string(),
+        "---\napiVersion: apisix.apache.org/v2\nkind: ApisixConsumer\nmetadata: {name: binary, namespace: demo}\nspec: {authParameter: {keyAuth: {secretRef: {name: bin}}}}\n".to_string(),
+    ]
+    .concat();
+    let t = standalone(&yaml);
+    assert_eq!(
+        problems(&t, "rs-nokey"),
+        ["invalid jwt auth config: missing valid public key"]
+    );
+    assert!(
+        problems(&t, "rs-bad")[0]
+            .starts_with("invalid jwt auth config: invalid public_key for RS256:"),
+        "{:?}",
+        problems(&t, "rs-bad")
+    );
+    assert_eq!(
+        problems(&t, "grace"),
+        [
+            "invalid jwt auth config: lifetime_grace_period must be a decimal integer >= 0, got \"-1\""
+        ]
+    );
+    assert!(problems(&t, "ok").is_empty());
+    assert_eq!(
+        problems(&t, "binary"),
+        ["invalid key auth config: key \"key\" not found or invalid in secret demo/bin"]
+    );
+    let ok = t
+        .table
+        .consumers
+        .iter()
+        .find(|c| c.username == "demo_ok")
+        .unwrap();
+    match &ok.credential {
+        Some(Credential::JwtAuth(j)) => assert_eq!(
+            (j.algorithm.as_str(), j.lifetime_grace_period),
+            ("HS512", 5)
+        ),
+        other => panic!("{other:?}"),
+    }
+}
