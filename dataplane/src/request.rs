@@ -81,6 +81,14 @@ pub fn normalize_host(raw: &str) -> String {
 
 /// Percent-decodes, resolves `.`/`..` and merges repeated `/`; keeps a trailing `/`.
 pub fn normalize_path(raw: &str) -> Vec<u8> {
+    // Most paths are already normal: no escapes, no dot segments, no repeated slashes.
+    let b = raw.as_bytes();
+    let plain = b.first() == Some(&b'/')
+        && !b.contains(&b'%')
+        && !b.windows(2).any(|w| w == b"//" || w == b"/.");
+    if plain {
+        return b.to_vec();
+    }
     let decoded: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
     let mut segments: Vec<&[u8]> = Vec::new();
     let mut trailing_slash = false;
@@ -241,6 +249,9 @@ mod tests {
             ("/a%2Fb", "/a/b"),
             ("/A/B", "/A/B"),
             ("/a/.", "/a/"),
+            ("/.well-known/x", "/.well-known/x"),
+            ("/a/.b/", "/a/.b/"),
+            ("/plain/path/", "/plain/path/"),
         ];
         for (raw, want) in cases {
             assert_eq!(

@@ -139,7 +139,10 @@ pub fn prepare_request(
         }
     }
 
-    parts.uri = origin_form(&parts.uri, &edits.remove_query_args);
+    // Already origin-form and nothing to remove: forward the target as it came.
+    if parts.uri.authority().is_some() || !edits.remove_query_args.is_empty() {
+        parts.uri = origin_form(&parts.uri, &edits.remove_query_args);
+    }
     parts.version = Version::HTTP_11;
 }
 
