@@ -3,6 +3,7 @@
 //! object; the sync server (a later issue) distributes the table.
 #![deny(rust_2018_idioms)]
 
+pub mod certs;
 pub mod files;
 pub mod snapshot;
 pub mod standalone;

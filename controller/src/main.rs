@@ -38,7 +38,23 @@ struct Cli {
 enum Command {
     /// Serve the manifests in a directory (ApisixRoute, ApisixConsumer, Secret, Service,
     /// EndpointSlice, IngressClass) with an embedded dataplane; saved files take effect at once.
-    Standalone(StandaloneArgs),
+    Standalone(Box<StandaloneArgs>),
+    /// Write a CA, a server certificate (the controller's sync listener) and a client
+    /// certificate (dataplanes) for local use and tests.
+    Certs(CertsArgs),
+}
+
+#[derive(clap::Args)]
+struct CertsArgs {
+    /// Directory to write ca.pem, ca-key.pem, server.pem, server-key.pem, client.pem, client-key.pem.
+    #[arg(long)]
+    out: PathBuf,
+    /// DNS names and IP addresses of the server certificate (repeatable).
+    #[arg(long = "server-name", default_values = ["localhost", "127.0.0.1", "portcullis-controller"])]
+    server_names: Vec<String>,
+    /// Name of the client certificate.
+    #[arg(long, default_value = "portcullis-dataplane")]
+    client_name: String,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -79,7 +95,19 @@ struct StandaloneArgs {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Command::Standalone(args) => standalone_main(args),
+        Command::Standalone(args) => standalone_main(*args),
+        Command::Certs(args) => {
+            std::fs::create_dir_all(&args.out)
+                .with_context(|| format!("cannot create --out {}", args.out.display()))?;
+            for path in portcullis_controller::certs::generate(
+                &args.out,
+                &args.server_names,
+                &args.client_name,
+            )? {
+                println!("wrote {}", path.display());
+            }
+            Ok(())
+        }
     }
 }
 

@@ -139,3 +139,43 @@ fn https_listener_serves_wss_clients() {
         Some(https.port().to_string().as_str())
     );
 }
+
+/// `portcullis-controller certs` makes certificates the gateway's HTTPS listener can serve and
+/// a client can verify.
+#[test]
+fn generated_certificates_serve_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(bin("portcullis-controller"))
+        .args(["certs", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let echo = Echo::start(&[]);
+    let mut table = seed_table(echo.addr);
+    table.routes[0].hosts = vec!["localhost".into()];
+    let path = |f: &str| dir.path().join(f).display().to_string();
+    let gw = Gateway::start(
+        &table,
+        &[
+            "--listen-https",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &path("server.pem"),
+            "--tls-key",
+            &path("server-key.pem"),
+        ],
+    );
+    let r = python_ws_client_with(
+        gw.https.unwrap(),
+        "wss://localhost/raw",
+        &[("apikey", "this_is_the_key")],
+        &["certs"],
+        &["--cafile", &path("ca.pem")],
+    );
+    assert_eq!(r["echoes"], serde_json::json!(["certs"]), "{r}");
+}
