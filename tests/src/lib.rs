@@ -181,24 +181,29 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// Listeners on ports from the OS, JSON logs (the harness reads the bound addresses).
+    fn base_args(leading: &[&str], extra: &[&str]) -> Vec<String> {
+        leading
+            .iter()
+            .chain(&[
+                "--listen-http",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+            ])
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect()
+    }
+
     pub fn start(table: &RouteTable, extra: &[&str]) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let table_path = dir.path().join("table.yaml");
         std::fs::write(&table_path, serde_yaml::to_string(table).unwrap()).unwrap();
-        let mut args: Vec<String> = [
-            "--listen-http",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--table",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.push(table_path.display().to_string());
-        args.extend(extra.iter().map(|s| s.to_string()));
+        let table_arg = table_path.display().to_string();
+        let args = Self::base_args(&["--table", &table_arg], extra);
         Self::spawn_with(args, dir, table_path)
     }
 
@@ -206,40 +211,28 @@ impl Gateway {
     pub fn start_without_table(extra: &[&str]) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let table_path = dir.path().join("table.yaml");
-        let mut args: Vec<String> = [
-            "--listen-http",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        Self::spawn_with(args, dir, table_path)
+        Self::spawn_with(Self::base_args(&[], extra), dir, table_path)
     }
 
     /// `portcullis-controller standalone --manifests DIR` with its embedded dataplane.
     pub fn start_standalone(manifests: &Path, extra: &[&str]) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
-        let mut args: Vec<String> = [
-            "standalone",
-            "--listen-http",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--manifests",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.push(manifests.display().to_string());
-        args.extend(extra.iter().map(|s| s.to_string()));
+        let manifests_arg = manifests.display().to_string();
+        let args = Self::base_args(&["standalone", "--manifests", &manifests_arg], extra);
         Self::spawn_bin("portcullis-controller", args, dir, manifests.to_path_buf())
+    }
+
+    /// A WebSocket handshake request to this gateway for `path` on host `ws.example.com`,
+    /// with `apikey` when given (for tokio-tungstenite).
+    pub fn ws_request(&self, path: &str, key: Option<&str>) -> http::Request<()> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = self.ws_url(path).into_client_request().unwrap();
+        req.headers_mut()
+            .insert("host", "ws.example.com".parse().unwrap());
+        if let Some(k) = key {
+            req.headers_mut().insert("apikey", k.parse().unwrap());
+        }
+        req
     }
 
     /// `GET /status` of a standalone controller, as JSON.

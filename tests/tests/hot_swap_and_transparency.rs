@@ -7,15 +7,6 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use portcullis_tests::*;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-fn keyed_request(gw: &Gateway, path: &str, key: &str) -> http::Request<()> {
-    let mut req = gw.ws_url(path).into_client_request().unwrap();
-    req.headers_mut()
-        .insert("host", "ws.example.com".parse().unwrap());
-    req.headers_mut().insert("apikey", key.parse().unwrap());
-    req
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn table_swaps_keep_50_websockets_open_and_new_handshakes_see_the_new_table() {
@@ -26,7 +17,7 @@ async fn table_swaps_keep_50_websockets_open_and_new_handshakes_see_the_new_tabl
     let mut sockets = Vec::new();
     for _ in 0..50 {
         let (ws, _) =
-            tokio_tungstenite::connect_async(keyed_request(&gw, "/raw", "this_is_the_key"))
+            tokio_tungstenite::connect_async(gw.ws_request("/raw", Some("this_is_the_key")))
                 .await
                 .unwrap();
         sockets.push(ws);
@@ -74,7 +65,7 @@ async fn table_swaps_keep_50_websockets_open_and_new_handshakes_see_the_new_tabl
         &handshake("ws.example.com", "/raw", &[("apikey", "this_is_the_key")]),
     );
     assert_eq!(old.status(), 404, "{}", old.raw);
-    let (mut kim, _) = tokio_tungstenite::connect_async(keyed_request(&gw, "/v2", "kims-key"))
+    let (mut kim, _) = tokio_tungstenite::connect_async(gw.ws_request("/v2", Some("kims-key")))
         .await
         .unwrap();
     kim.send(Message::text("new")).await.unwrap();

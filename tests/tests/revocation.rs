@@ -6,7 +6,6 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use portcullis_tests::*;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -22,11 +21,10 @@ fn table(echo: std::net::SocketAddr, generation: u64, jack_key: Option<&str>) ->
 }
 
 async fn open(gw: &Gateway, key: &str) -> Ws {
-    let mut req = gw.ws_url("/raw").into_client_request().unwrap();
-    req.headers_mut()
-        .insert("host", "ws.example.com".parse().unwrap());
-    req.headers_mut().insert("apikey", key.parse().unwrap());
-    tokio_tungstenite::connect_async(req).await.unwrap().0
+    tokio_tungstenite::connect_async(gw.ws_request("/raw", Some(key)))
+        .await
+        .unwrap()
+        .0
 }
 
 async fn echoes(ws: &mut Ws, text: &str) -> bool {

@@ -7,7 +7,6 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use portcullis_tests::*;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// Copies examples/websocket-auth into a fresh directory, pointing the EndpointSlice at `echo`.
 fn manifests(echo: std::net::SocketAddr) -> tempfile::TempDir {
@@ -38,6 +37,9 @@ fn wait_key(gw: &Gateway, key: &str, status: u16) {
         || (key_status(gw, key) == status).then_some(()),
     );
 }
+
+/// jack's Secret with the key rotated to `new-key`.
+const ROTATED_SECRET: &str = "apiVersion: v1\nkind: Secret\nmetadata: {name: jack-key, namespace: demo}\nstringData: {key: new-key}\n";
 
 fn write(dir: &Path, file: &str, text: &str) {
     // Write then rename: the provider never sees a half-written file.
@@ -74,17 +76,11 @@ async fn the_examples_serve_the_guide_and_follow_edits() {
     }
 
     // An established session, then the key is rotated by saving the Secret.
-    let mut req = gw.ws_url("/raw").into_client_request().unwrap();
-    req.headers_mut()
-        .insert("host", "ws.example.com".parse().unwrap());
-    req.headers_mut()
-        .insert("apikey", "this_is_the_key".parse().unwrap());
-    let (mut session, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    write(
-        dir.path(),
-        "secret.yaml",
-        "apiVersion: v1\nkind: Secret\nmetadata: {name: jack-key, namespace: demo}\nstringData: {key: new-key}\n",
-    );
+    let (mut session, _) =
+        tokio_tungstenite::connect_async(gw.ws_request("/raw", Some("this_is_the_key")))
+            .await
+            .unwrap();
+    write(dir.path(), "secret.yaml", ROTATED_SECRET);
     let gw_ref = &gw;
     tokio::task::block_in_place(|| {
         wait_key(gw_ref, "new-key", 101);
@@ -170,17 +166,11 @@ async fn with_revocation_off_a_rotated_key_keeps_its_session() {
     let gw = Gateway::start_standalone(dir.path(), &["--close-revoked-websockets", "false"]);
     let gw_ref = &gw;
     tokio::task::block_in_place(|| wait_key(gw_ref, "this_is_the_key", 101));
-    let mut req = gw.ws_url("/raw").into_client_request().unwrap();
-    req.headers_mut()
-        .insert("host", "ws.example.com".parse().unwrap());
-    req.headers_mut()
-        .insert("apikey", "this_is_the_key".parse().unwrap());
-    let (mut session, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    write(
-        dir.path(),
-        "secret.yaml",
-        "apiVersion: v1\nkind: Secret\nmetadata: {name: jack-key, namespace: demo}\nstringData: {key: new-key}\n",
-    );
+    let (mut session, _) =
+        tokio_tungstenite::connect_async(gw.ws_request("/raw", Some("this_is_the_key")))
+            .await
+            .unwrap();
+    write(dir.path(), "secret.yaml", ROTATED_SECRET);
     tokio::task::block_in_place(|| wait_key(gw_ref, "new-key", 101));
     session.send(Message::text("still open")).await.unwrap();
     assert_eq!(

@@ -4,21 +4,10 @@
 
 use futures_util::{SinkExt, StreamExt};
 use portcullis_tests::*;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 const MISSING: &str = "{\"message\":\"Missing API key in request\"}\n";
 const INVALID: &str = "{\"message\":\"Invalid API key in request\"}\n";
-
-fn ws_request(gw: &Gateway, key: Option<&str>) -> http::Request<()> {
-    let mut req = gw.ws_url("/raw").into_client_request().unwrap();
-    req.headers_mut()
-        .insert("host", "ws.example.com".parse().unwrap());
-    if let Some(k) = key {
-        req.headers_mut().insert("apikey", k.parse().unwrap());
-    }
-    req
-}
 
 #[tokio::test]
 async fn guide_results_with_tokio_tungstenite() {
@@ -26,7 +15,7 @@ async fn guide_results_with_tokio_tungstenite() {
     let gw = Gateway::start(&seed_table(echo.addr), &[]);
 
     for (key, body) in [(None, MISSING), (Some("wrong"), INVALID)] {
-        match tokio_tungstenite::connect_async(ws_request(&gw, key)).await {
+        match tokio_tungstenite::connect_async(gw.ws_request("/raw", key)).await {
             Err(WsError::Http(resp)) => {
                 assert_eq!(resp.status(), 401);
                 assert_eq!(resp.headers()["www-authenticate"], "apikey realm=\"key\"");
@@ -41,9 +30,10 @@ async fn guide_results_with_tokio_tungstenite() {
         "a rejected handshake reached the upstream"
     );
 
-    let (mut ws, resp) = tokio_tungstenite::connect_async(ws_request(&gw, Some("this_is_the_key")))
-        .await
-        .unwrap();
+    let (mut ws, resp) =
+        tokio_tungstenite::connect_async(gw.ws_request("/raw", Some("this_is_the_key")))
+            .await
+            .unwrap();
     assert_eq!(resp.status(), 101);
     ws.send(Message::text("hello portcullis")).await.unwrap();
     let echoed = ws.next().await.unwrap().unwrap();
