@@ -350,8 +350,13 @@ pub struct Credential<V> {
     pub value: Option<V>,
 }
 
+// Kubernetes' `LocalObjectReference`: `name` defaults to `""` and is not required, as in APISIX's CRD; the controller
+// reports an empty name.
+/// A Secret in the consumer's namespace.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(extend("x-kubernetes-map-type" = "atomic"))]
 pub struct SecretReference {
+    #[serde(default)]
     pub name: String,
 }
 

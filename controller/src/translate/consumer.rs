@@ -227,6 +227,10 @@ fn from_parameter<V: serde::Serialize>(
             kind.prefix(),
             kind.plugin()
         )),
+        (None, Some(r)) if r.name.is_empty() => Err(format!(
+            ".spec.authParameter.{}.secretRef.name is empty: name the Secret that holds the credential",
+            kind.field()
+        )),
         (None, Some(r)) => from_secret(kind, namespace, &r.name, secrets, BTreeMap::new()),
         (Some(v), None) => {
             let json = serde_json::to_value(v).unwrap_or_default();

@@ -704,6 +704,9 @@ fn jwt_consumer_key_material_is_checked() {
         consumer("rs-bad", "{key: b, algorithm: RS256, public_key: not-a-pem}"),
         consumer("grace", "{key: c, secret: s, lifetime_grace_period: -1}"),
         consumer("ok", "{key: d, secret: s, algorithm: HS512, lifetime_grace_period: 5}"),
+        consumer("es512", "{key: e, algorithm: ES512, public_key: p}"),
+        consumer("hs-nosecret", "{key: f, algorithm: HS256, public_key: p}"),
+        "---\napiVersion: apisix.apache.org/v2\nkind: ApisixConsumer\nmetadata: {name: unnamed, namespace: demo}\nspec: {authParameter: {jwtAuth: {secretRef: {}}}}\n".to_string(),
         "---\napiVersion: v1\nkind: Secret\nmetadata: {name: bin, namespace: demo}\ndata: {key: //79}\n".to_string(),
         "---\napiVersion: apisix.apache.org/v2\nkind: ApisixConsumer\nmetadata: {name: binary, namespace: demo}\nspec: {authParameter: {keyAuth: {secretRef: {name: bin}}}}\n".to_string(),
     ]
@@ -726,6 +729,20 @@ fn jwt_consumer_key_material_is_checked() {
         ]
     );
     assert!(problems(&t, "ok").is_empty());
+    assert_eq!(
+        problems(&t, "es512"),
+        ["invalid jwt auth config: jwt-auth algorithm \"ES512\" is not supported by Portcullis"]
+    );
+    assert_eq!(
+        problems(&t, "hs-nosecret"),
+        ["invalid jwt auth config: property \"secret\" is required when using HS based algorithms"]
+    );
+    assert_eq!(
+        problems(&t, "unnamed"),
+        [
+            ".spec.authParameter.jwtAuth.secretRef.name is empty: name the Secret that holds the credential"
+        ]
+    );
     assert_eq!(
         problems(&t, "binary"),
         ["invalid key auth config: key \"key\" not found or invalid in secret demo/bin"]
