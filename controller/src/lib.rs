@@ -1,6 +1,6 @@
 //! Portcullis controller: providers feed a [`snapshot::Snapshot`] of cluster objects; the pure
 //! [`translate::translate`] turns it into one route table and the `Accepted` status of every
-//! object; the sync server (a later issue) distributes the table.
+//! object; the [`sync`] hub distributes the table to dataplanes.
 #![deny(rust_2018_idioms)]
 
 pub mod certs;
@@ -8,6 +8,7 @@ pub mod files;
 pub mod snapshot;
 pub mod standalone;
 pub mod status;
+pub mod sync;
 pub mod translate;
 
 pub use portcullis_dataplane::table::RouteTable;

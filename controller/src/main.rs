@@ -10,14 +10,19 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use portcullis_controller::files::FileProvider;
 use portcullis_controller::standalone::{self, Shared};
+use portcullis_controller::sync::server::ServerSettings;
+use portcullis_controller::sync::{self, Hub, SyncMetrics};
 use portcullis_dataplane::config::ProxyArgs;
 use portcullis_dataplane::duration::parse_go_duration;
 use portcullis_dataplane::metrics::Metrics;
 use portcullis_dataplane::proxy::Dataplane;
 use portcullis_dataplane::proxy::upstream::UpstreamTls;
+use portcullis_dataplane::sync::Applier;
+use portcullis_dataplane::sync::protocol::Heartbeat;
 use portcullis_dataplane::{admin, runtime, tls};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tracing::info;
 
 #[global_allocator]
@@ -61,6 +66,72 @@ fn duration(s: &str) -> Result<Duration, String> {
     parse_go_duration(s)
 }
 
+/// The sync server that dataplanes connect to (mutual TLS).
+#[derive(clap::Args)]
+struct SyncServerArgs {
+    /// Listen for dataplanes here (e.g. 0.0.0.0:9443). Needs the three --sync-tls-* files.
+    #[arg(long, env = "PORTCULLIS_SYNC_LISTEN")]
+    sync_listen: Option<SocketAddr>,
+    /// PEM certificate chain the sync listener presents.
+    #[arg(long, env = "PORTCULLIS_SYNC_TLS_CERT")]
+    sync_tls_cert: Option<PathBuf>,
+    /// PEM private key of --sync-tls-cert.
+    #[arg(long, env = "PORTCULLIS_SYNC_TLS_KEY")]
+    sync_tls_key: Option<PathBuf>,
+    /// CA (PEM) that signed the dataplanes' client certificates; others are refused.
+    #[arg(long, env = "PORTCULLIS_SYNC_CLIENT_CA")]
+    sync_client_ca: Option<PathBuf>,
+    /// Wait after a change before pushing, so a burst of changes becomes one push.
+    #[arg(long, env = "PORTCULLIS_SYNC_DEBOUNCE", default_value = "100ms", value_parser = duration)]
+    sync_debounce: Duration,
+    /// Interval of heartbeats on sync streams; three missed ones end a stream.
+    #[arg(long, env = "PORTCULLIS_SYNC_HEARTBEAT", default_value = "1s", value_parser = duration)]
+    sync_heartbeat: Duration,
+}
+
+impl SyncServerArgs {
+    fn settings(&self) -> Result<ServerSettings> {
+        if self.sync_heartbeat.is_zero() {
+            bail!("--sync-heartbeat must be greater than 0");
+        }
+        Ok(ServerSettings {
+            heartbeat: Heartbeat {
+                interval: self.sync_heartbeat,
+            },
+            debounce: self.sync_debounce,
+            ..ServerSettings::default()
+        })
+    }
+
+    /// The bound listener and its TLS, when --sync-listen is given.
+    async fn bind(&self) -> Result<Option<(TcpListener, TlsAcceptor)>> {
+        let files = (
+            &self.sync_tls_cert,
+            &self.sync_tls_key,
+            &self.sync_client_ca,
+        );
+        let Some(addr) = self.sync_listen else {
+            if files.0.is_some() || files.1.is_some() || files.2.is_some() {
+                bail!(
+                    "--sync-tls-cert/--sync-tls-key/--sync-client-ca are only used with --sync-listen; add it or drop them"
+                );
+            }
+            return Ok(None);
+        };
+        let (Some(cert), Some(key), Some(ca)) = files else {
+            bail!(
+                "--sync-listen needs --sync-tls-cert, --sync-tls-key and --sync-client-ca (`portcullis-controller certs --out DIR` makes a set)"
+            );
+        };
+        let acceptor = tls::mutual_acceptor(cert, key, ca).context("sync TLS")?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on --sync-listen {addr}"))?;
+        info!(addr = %listener.local_addr()?, "sync listener up");
+        Ok(Some((listener, acceptor)))
+    }
+}
+
 #[derive(clap::Args)]
 struct StandaloneArgs {
     /// Directory of manifests (*.yaml, *.yml, *.json; multi-document files and `kind: List`).
@@ -85,6 +156,12 @@ struct StandaloneArgs {
         default_value = "127.0.0.1:9090"
     )]
     admin_listen: SocketAddr,
+    /// Run a dataplane in this process, serving --listen-http/--listen-https. `false`: only
+    /// remote dataplanes (on --sync-listen) serve the manifests.
+    #[arg(long, env = "PORTCULLIS_EMBEDDED_DATAPLANE", default_value_t = true, action = clap::ArgAction::Set)]
+    embedded_dataplane: bool,
+    #[command(flatten)]
+    sync: SyncServerArgs,
     /// How often the directory is checked for changes.
     #[arg(long, env = "PORTCULLIS_POLL_INTERVAL", default_value = "250ms", value_parser = duration)]
     poll_interval: Duration,
@@ -116,6 +193,84 @@ fn standalone_main(args: StandaloneArgs) -> Result<()> {
     if !args.manifests.is_dir() {
         bail!("--manifests {}: not a directory", args.manifests.display());
     }
+    if !args.embedded_dataplane && args.sync.sync_listen.is_none() {
+        bail!(
+            "--embedded-dataplane false needs --sync-listen: otherwise nothing serves the manifests"
+        );
+    }
+    let sync_settings = args.sync.settings()?;
+    let mut registry = Registry::default();
+    let hub = Hub::new(SyncMetrics::default());
+    hub.metrics.register(&mut registry);
+    let embedded = if args.embedded_dataplane {
+        Some(start_embedded_dataplane(&args, &mut registry)?)
+    } else {
+        None
+    };
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let admin_listener = TcpListener::bind(args.admin_listen)
+            .await
+            .with_context(|| format!("cannot listen on --admin-listen {}", args.admin_listen))?;
+        info!(addr = %admin_listener.local_addr()?, "admin listener up");
+        let status = shared.clone();
+        let extra: admin::ExtraFn = Arc::new(move |path| {
+            (path == "/status").then(|| {
+                let s = status.lock().unwrap_or_else(|e| e.into_inner());
+                ("application/json", s.board.to_json(&s.file_problems))
+            })
+        });
+        // Ready: the embedded dataplane serves a table, or (without one) a table is published.
+        let ready: Arc<dyn Fn() -> bool + Send + Sync> = match &embedded {
+            Some(applier) => {
+                let dataplane = applier.dataplane().clone();
+                Arc::new(move || dataplane.is_ready())
+            }
+            None => {
+                let hub = hub.clone();
+                Arc::new(move || hub.generation() > 0)
+            }
+        };
+        tokio::spawn(admin::serve(
+            admin_listener,
+            Arc::new(registry),
+            ready,
+            Some(extra),
+        ));
+        if let Some((listener, acceptor)) = args.sync.bind().await? {
+            tokio::spawn(sync::server::serve(
+                listener,
+                acceptor,
+                hub.clone(),
+                sync_settings,
+            ));
+        }
+        if let Some(applier) = embedded {
+            tokio::spawn(standalone::embedded_dataplane(
+                hub.clone(),
+                applier,
+                sync_settings.debounce,
+            ));
+        }
+        info!(dir = %args.manifests.display(), "watching manifests");
+        let provider = FileProvider::new(&args.manifests);
+        tokio::select! {
+            _ = standalone::run(provider, hub, shared, args.poll_interval) => {}
+            _ = tokio::signal::ctrl_c() => info!("shutting down"),
+        }
+        Ok(())
+    })
+}
+
+/// Starts the embedded dataplane's listeners; it gets its tables from the hub.
+fn start_embedded_dataplane(
+    args: &StandaloneArgs,
+    registry: &mut Registry,
+) -> Result<Arc<Applier>> {
     let https = match (args.listen_https, &args.tls_cert, &args.tls_key) {
         (Some(addr), Some(cert), Some(key)) => Some((addr, tls::acceptor(cert, key)?)),
         (None, None, None) => None,
@@ -129,8 +284,7 @@ fn standalone_main(args: StandaloneArgs) -> Result<()> {
         None => None,
     };
     let metrics = Metrics::default();
-    let mut registry = Registry::default();
-    metrics.register(&mut registry);
+    metrics.register(registry);
     let upstream_tls = UpstreamTls::new(extra_ca.as_deref()).map_err(anyhow::Error::msg)?;
     let settings = args.proxy.settings().map_err(anyhow::Error::msg)?;
     let dataplane = Dataplane::new(settings, upstream_tls, metrics);
@@ -141,36 +295,5 @@ fn standalone_main(args: StandaloneArgs) -> Result<()> {
     if let Some(addr) = bound.https {
         info!(addr = %addr, "HTTPS listener up");
     }
-
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
-        let shared = Arc::new(Mutex::new(Shared::default()));
-        let admin_listener = TcpListener::bind(args.admin_listen)
-            .await
-            .with_context(|| format!("cannot listen on --admin-listen {}", args.admin_listen))?;
-        info!(addr = %admin_listener.local_addr()?, "admin listener up");
-        let ready_dp = dataplane.clone();
-        let status = shared.clone();
-        let extra: admin::ExtraFn = Arc::new(move |path| {
-            (path == "/status").then(|| {
-                let s = status.lock().unwrap_or_else(|e| e.into_inner());
-                ("application/json", s.board.to_json(&s.file_problems))
-            })
-        });
-        tokio::spawn(admin::serve(
-            admin_listener,
-            Arc::new(registry),
-            Arc::new(move || ready_dp.is_ready()),
-            Some(extra),
-        ));
-        info!(dir = %args.manifests.display(), "watching manifests");
-        let provider = FileProvider::new(&args.manifests);
-        tokio::select! {
-            _ = standalone::run(provider, dataplane, shared, args.poll_interval) => {}
-            _ = tokio::signal::ctrl_c() => info!("shutting down"),
-        }
-        Ok(())
-    })
+    Ok(Arc::new(Applier::new(dataplane, None)))
 }

@@ -1,15 +1,17 @@
-//! Standalone mode: the file provider feeds translation, and an embedded dataplane in the same
-//! process applies each new table through the same `Dataplane::apply` a remote one uses.
+//! Standalone mode: the file provider feeds translation; each new table is published on the
+//! sync [`Hub`], from which the embedded dataplane (and any remote dataplane on
+//! `--sync-listen`) takes it and acknowledges it the same way.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use portcullis_dataplane::proxy::Dataplane;
+use portcullis_dataplane::sync::Applier;
 use tracing::{info, warn};
 
 use crate::files::{FileProblem, FileProvider};
-use crate::status::{Programmed, StatusBoard};
-use crate::translate::translate;
+use crate::status::StatusBoard;
+use crate::sync::Hub;
+use crate::translate::{StatusUpdate, translate};
 
 /// What `/status` serves; shared with the admin listener.
 #[derive(Default)]
@@ -18,71 +20,75 @@ pub struct Shared {
     pub file_problems: Vec<FileProblem>,
 }
 
-/// Watches the directory (polling: a saved file takes effect within `interval`) and keeps the
-/// embedded dataplane's table and the statuses current. Runs until the task is dropped.
+/// Watches the directory (polling: a saved file takes effect within `interval`), publishes
+/// every new table and keeps the statuses current as dataplanes acknowledge. Runs until the
+/// task is dropped.
 pub async fn run(
     mut provider: FileProvider,
-    dataplane: Arc<Dataplane>,
+    hub: Arc<Hub>,
     shared: Arc<Mutex<Shared>>,
     interval: Duration,
 ) {
-    let mut generation = 0u64;
-    let mut last_hash = String::new();
+    let mut scanned = false;
+    let mut statuses: Vec<StatusUpdate> = Vec::new();
     let mut reported: Vec<FileProblem> = Vec::new();
+    let mut acks = hub.subscribe();
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticker.tick().await;
-        match provider.scan() {
-            Ok(false) if generation > 0 => continue,
-            Ok(_) => {}
-            Err(e) => {
-                warn!(dir = %provider.dir().display(), error = %e, "cannot read the manifests directory");
-                continue;
-            }
-        }
-        let problems = provider.problems();
-        for p in problems.iter().filter(|p| !reported.contains(p)) {
-            warn!(file = %p.file, error = %p.error, "manifest not applied");
-        }
-        reported = problems.clone();
-        let snapshot = provider.snapshot();
-        let mut translation = translate(&snapshot, generation + 1);
-        let programmed = if translation.table.hash == last_hash {
-            // Same table: only statuses (e.g. generations) may have moved.
-            Programmed::Progress {
-                acked: 1,
-                connected: 1,
-                generation,
-            }
-        } else {
-            generation += 1;
-            translation.table.generation = generation;
-            match dataplane.apply(translation.table.clone()) {
-                Ok(_) => {
-                    last_hash = translation.table.hash.clone();
-                    Programmed::Progress {
-                        acked: 1,
-                        connected: 1,
-                        generation,
+        tokio::select! {
+            _ = ticker.tick() => {
+                match provider.scan() {
+                    Ok(false) if scanned => continue,
+                    Ok(_) => scanned = true,
+                    Err(e) => {
+                        warn!(dir = %provider.dir().display(), error = %e, "cannot read the manifests directory");
+                        continue;
                     }
                 }
-                Err(error) => Programmed::Rejected {
-                    dataplane: "embedded".into(),
-                    generation,
-                    error: error.to_string(),
-                },
+                let problems = provider.problems();
+                for p in problems.iter().filter(|p| !reported.contains(p)) {
+                    warn!(file = %p.file, error = %p.error, "manifest not applied");
+                }
+                reported = problems.clone();
+                // The hub numbers generations; translation's own number is not used.
+                let translation = translate(&provider.snapshot(), 0);
+                hub.publish(translation.table);
+                statuses = translation.statuses;
+                shared.lock().unwrap_or_else(|e| e.into_inner()).file_problems = problems;
             }
-        };
-        let mut shared = shared.lock().unwrap_or_else(|e| e.into_inner());
-        for r in shared.board.update(&translation.statuses, &programmed) {
-            let accepted = &r.conditions[0];
-            if accepted.status == "True" {
-                info!(kind = r.kind, namespace = %r.namespace, name = %r.name, generation = r.generation, "accepted");
-            } else {
-                warn!(kind = r.kind, namespace = %r.namespace, name = %r.name, generation = r.generation, problems = %accepted.message, "not accepted as written");
+            changed = acks.changed() => {
+                if changed.is_err() {
+                    return;
+                }
             }
         }
-        shared.file_problems = problems;
+        let programmed = hub.programmed();
+        let mut shared = shared.lock().unwrap_or_else(|e| e.into_inner());
+        for (resource, accepted_changed) in shared.board.update(&statuses, &programmed) {
+            if !accepted_changed {
+                continue;
+            }
+            let accepted = &resource.conditions[0];
+            if accepted.status == "True" {
+                info!(kind = resource.kind, namespace = %resource.namespace, name = %resource.name, generation = resource.generation, "accepted");
+            } else {
+                warn!(kind = resource.kind, namespace = %resource.namespace, name = %resource.name, generation = resource.generation, problems = %accepted.message, "not accepted as written");
+            }
+        }
+    }
+}
+
+/// The embedded dataplane, connected to the hub as a remote one is: it receives the same
+/// serialised messages and answers through the same [`Applier`].
+pub async fn embedded_dataplane(hub: Arc<Hub>, applier: Arc<Applier>, debounce: Duration) {
+    let mut session = hub.connect("embedded".into(), None);
+    loop {
+        let published = session.next(debounce).await;
+        session.sent(&published);
+        let reply = applier.handle(published.message.as_str());
+        if let Err(error) = session.reply(reply) {
+            warn!(%error, "embedded dataplane answer not taken");
+        }
     }
 }

@@ -60,8 +60,13 @@ fn kind_name(kind: Kind) -> &'static str {
 
 impl StatusBoard {
     /// Replaces the board with the latest translation; returns the resources whose conditions
-    /// changed (other than a transition time), for logging.
-    pub fn update(&mut self, statuses: &[StatusUpdate], programmed: &Programmed) -> Vec<Resource> {
+    /// changed (other than a transition time), each with whether `Accepted` changed, for logging
+    /// and for status writers.
+    pub fn update(
+        &mut self,
+        statuses: &[StatusUpdate],
+        programmed: &Programmed,
+    ) -> Vec<(Resource, bool)> {
         let now = rfc3339(SystemTime::now());
         let mut next = BTreeMap::new();
         let mut changed = Vec::new();
@@ -86,7 +91,9 @@ impl StatusBoard {
                     } else {
                         "False"
                     },
-                    if acked == connected && *connected > 0 {
+                    if *connected == 0 {
+                        "NoDataplanes"
+                    } else if acked == connected {
                         "Programmed"
                     } else {
                         "Pending"
@@ -127,10 +134,13 @@ impl StatusBoard {
                         }
                     }
                     if *old != resource {
-                        changed.push(resource.clone());
+                        changed.push((
+                            resource.clone(),
+                            old.conditions[0] != resource.conditions[0],
+                        ));
                     }
                 }
-                None => changed.push(resource.clone()),
+                None => changed.push((resource.clone(), true)),
             }
             next.insert(key, resource);
         }
@@ -226,10 +236,10 @@ mod tests {
         let first = board.update(std::slice::from_ref(&ok), &progress);
         assert_eq!(first.len(), 1);
         assert_eq!(
-            first[0].conditions[1].message,
+            first[0].0.conditions[1].message,
             "1/1 dataplanes at generation 7"
         );
-        let t0 = first[0].conditions[0].last_transition_time.clone();
+        let t0 = first[0].0.conditions[0].last_transition_time.clone();
         // Nothing but time would differ: nothing reported.
         assert!(
             board
@@ -242,10 +252,12 @@ mod tests {
             ..ok.clone()
         };
         let changed = board.update(&[bad], &progress);
-        assert_eq!(changed[0].conditions[0].status, "False");
-        assert_eq!(changed[0].conditions[0].reason, "InvalidSpec");
+        assert!(changed[0].1, "Accepted changed");
+        let changed = &changed[0].0;
+        assert_eq!(changed.conditions[0].status, "False");
+        assert_eq!(changed.conditions[0].reason, "InvalidSpec");
         assert_eq!(
-            changed[0].conditions[1].last_transition_time, t0,
+            changed.conditions[1].last_transition_time, t0,
             "Programmed did not flip"
         );
         let json = board.to_json(&[]);

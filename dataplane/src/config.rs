@@ -9,6 +9,7 @@ use clap::Parser;
 
 use crate::duration::parse_go_duration;
 use crate::proxy::ProxySettings;
+use crate::sync::client::ControllerUrl;
 
 fn duration(s: &str) -> Result<Duration, String> {
     parse_go_duration(s)
@@ -40,6 +41,9 @@ pub struct ProxyArgs {
     /// credential (`false`: they run on until closed or idle, as in APISIX).
     #[arg(long, env = "PORTCULLIS_CLOSE_REVOKED_WEBSOCKETS", default_value_t = true, action = clap::ArgAction::Set)]
     pub close_revoked_websockets: bool,
+    /// Route tables with more routes than this are refused (the previous table stays).
+    #[arg(long, env = "PORTCULLIS_MAX_ROUTES", default_value_t = 100_000)]
+    pub max_routes: usize,
     /// Worker threads, each with its own listener socket (SO_REUSEPORT). Default: one per CPU.
     #[arg(long, env = "PORTCULLIS_WORKERS")]
     pub workers: Option<usize>,
@@ -79,6 +83,7 @@ impl ProxyArgs {
             max_headers: self.max_headers,
             client_send_timeout: self.client_send_timeout,
             close_revoked_websockets: self.close_revoked_websockets,
+            max_routes: self.max_routes,
         })
     }
 
@@ -111,9 +116,33 @@ pub struct Args {
     /// Admin listener: /healthz, /readyz, /metrics.
     #[arg(long, env = "PORTCULLIS_ADMIN_LISTEN", default_value = "0.0.0.0:9091")]
     pub admin_listen: SocketAddr,
-    /// Route table file (YAML or JSON), reloaded on SIGHUP. Used until the sync channel exists.
-    #[arg(long, env = "PORTCULLIS_TABLE")]
+    /// Route table file (YAML or JSON), reloaded on SIGHUP: a fixed table without a controller.
+    #[arg(long, env = "PORTCULLIS_TABLE", conflicts_with = "controller")]
     pub table: Option<PathBuf>,
+    /// The controller's sync endpoint, `https://HOST:PORT`; the dataplane keeps one stream open
+    /// to it and serves every table it pushes.
+    #[arg(long, env = "PORTCULLIS_CONTROLLER")]
+    pub controller: Option<ControllerUrl>,
+    /// CA (PEM) that signed the controller's sync certificate.
+    #[arg(long, env = "PORTCULLIS_SYNC_CA", requires = "controller")]
+    pub sync_ca: Option<PathBuf>,
+    /// This dataplane's client certificate (PEM) for the sync stream.
+    #[arg(long, env = "PORTCULLIS_SYNC_CERT", requires = "controller")]
+    pub sync_cert: Option<PathBuf>,
+    /// Private key (PEM) of --sync-cert.
+    #[arg(long, env = "PORTCULLIS_SYNC_KEY", requires = "controller")]
+    pub sync_key: Option<PathBuf>,
+    /// Directory where the last applied table is kept (mode 0600) and served from at start
+    /// while the controller is unreachable.
+    #[arg(long, env = "PORTCULLIS_STATE_DIR", requires = "controller")]
+    pub state_dir: Option<PathBuf>,
+    /// This dataplane's name in the controller's status and metrics. Default: the host name
+    /// (the pod name in Kubernetes).
+    #[arg(long, env = "PORTCULLIS_DATAPLANE_ID")]
+    pub dataplane_id: Option<String>,
+    /// Interval of heartbeats on the sync stream; three missed ones end it.
+    #[arg(long, env = "PORTCULLIS_SYNC_HEARTBEAT", default_value = "1s", value_parser = duration)]
+    pub sync_heartbeat: Duration,
     #[command(flatten)]
     pub proxy: ProxyArgs,
 }
@@ -130,7 +159,26 @@ impl Args {
                     .into(),
             );
         }
+        if self.controller.is_some()
+            && (self.sync_ca.is_none() || self.sync_cert.is_none() || self.sync_key.is_none())
+        {
+            return Err("--controller needs --sync-ca, --sync-cert and --sync-key (the sync stream is mutual TLS; `portcullis-controller certs` makes a set)".into());
+        }
+        if self.sync_heartbeat.is_zero() {
+            return Err("--sync-heartbeat must be greater than 0".into());
+        }
         self.proxy.settings()
+    }
+
+    /// `--dataplane-id`, or the host name.
+    pub fn dataplane_id(&self) -> String {
+        self.dataplane_id.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| format!("dataplane-{}", std::process::id()))
+        })
     }
 }
 
@@ -161,7 +209,17 @@ mod tests {
 
     #[test]
     fn cross_field_errors_say_what_to_do() {
-        let cases: [(&[&str], &str); 6] = [
+        let cases: [(&[&str], &str); 10] = [
+            (
+                &["--controller", "https://c:9443", "--sync-ca", "ca.pem"],
+                "--controller needs --sync-ca, --sync-cert and --sync-key",
+            ),
+            (&["--controller", "http://c:9443"], "use https://HOST:PORT"),
+            (&["--state-dir", "/var/lib/p"], "--controller"),
+            (
+                &["--controller", "https://c", "--table", "t.yaml"],
+                "cannot be used with",
+            ),
             (
                 &["--listen-https", "127.0.0.1:9443"],
                 "--listen-https needs --tls-cert and --tls-key",
@@ -175,6 +233,19 @@ mod tests {
             ),
             (&["--header-timeout", "ten"], "expected a number"),
         ];
+        let synced = parse(&[
+            "--controller",
+            "https://127.0.0.1:9443",
+            "--sync-ca",
+            "ca.pem",
+            "--sync-cert",
+            "c.pem",
+            "--sync-key",
+            "k.pem",
+            "--state-dir",
+            "/tmp/state",
+        ]);
+        assert!(synced.is_ok(), "{synced:?}");
         for (args, want) in cases {
             let err = parse(args).unwrap_err();
             assert!(err.contains(want), "{args:?}: {err}");

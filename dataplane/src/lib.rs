@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod request;
 pub mod runtime;
+pub mod sync;
 pub mod table;
 pub mod table_file;
 pub mod tls;

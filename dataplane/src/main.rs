@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -12,6 +13,9 @@ use portcullis_dataplane::config::Args;
 use portcullis_dataplane::metrics::Metrics;
 use portcullis_dataplane::proxy::Dataplane;
 use portcullis_dataplane::proxy::upstream::UpstreamTls;
+use portcullis_dataplane::sync::client::{Backoff, ClientSettings};
+use portcullis_dataplane::sync::protocol::Heartbeat;
+use portcullis_dataplane::sync::{self, Applier, StateDir};
 use portcullis_dataplane::{admin, runtime, table_file, tls};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -41,13 +45,45 @@ fn main() -> Result<()> {
     metrics.register(&mut registry);
     let dataplane = Dataplane::new(settings, upstream_tls, metrics);
 
+    let sync = match &args.controller {
+        Some(controller) => {
+            let (Some(ca), Some(cert), Some(key)) =
+                (&args.sync_ca, &args.sync_cert, &args.sync_key)
+            else {
+                unreachable!("validate() checked the sync TLS flags");
+            };
+            let tls = tls::mutual_client(ca, cert, key)
+                .context("sync TLS (--sync-ca, --sync-cert, --sync-key)")?;
+            let state = match &args.state_dir {
+                Some(dir) => Some(StateDir::open(dir)?),
+                None => None,
+            };
+            let applier = Arc::new(Applier::new(dataplane.clone(), state));
+            if !applier.restore() {
+                warn!("not ready and answering 503 until the controller sends a route table");
+            }
+            let settings = ClientSettings {
+                controller: controller.clone(),
+                tls,
+                dataplane_id: args.dataplane_id(),
+                heartbeat: Heartbeat {
+                    interval: args.sync_heartbeat,
+                },
+                connect_timeout: Duration::from_secs(5),
+                backoff: Backoff::default(),
+            };
+            info!(controller = %controller, dataplane = %settings.dataplane_id, "syncing with the controller");
+            Some((applier, settings))
+        }
+        None => None,
+    };
     if let Some(path) = &args.table {
         let table = table_file::load(path)?;
         dataplane
             .apply(table)
             .with_context(|| format!("route table {} was rejected", path.display()))?;
-    } else {
-        warn!("no --table given: not ready and answering 503 until a route table arrives");
+    } else if sync.is_none() {
+        warn!("neither --controller nor --table given: not ready and answering 503");
     }
 
     let https = match (args.listen_https, &args.tls_cert, &args.tls_key) {
@@ -77,6 +113,9 @@ fn main() -> Result<()> {
             Arc::new(move || ready_dp.is_ready()),
             None,
         ));
+        if let Some((applier, settings)) = sync {
+            tokio::spawn(sync::client::run(applier, settings));
+        }
         if let Some(path) = args.table.clone() {
             spawn_reload_on_sighup(dataplane.clone(), path)?;
         }

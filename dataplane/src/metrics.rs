@@ -92,6 +92,12 @@ pub struct Metrics {
     pub table_generation: Gauge,
     pub table_loads: Family<ResultLabels, Counter>,
     pub connections_active: Gauge,
+    /// 1 while the sync stream to the controller is up.
+    pub sync_connected: Gauge,
+    pub sync_connection_attempts: Family<ResultLabels, Counter>,
+    pub sync_tables_received: Counter,
+    pub sync_replies: Family<ResultLabels, Counter>,
+    pub state_writes: Family<ResultLabels, Counter>,
 }
 
 impl Metrics {
@@ -135,6 +141,31 @@ impl Metrics {
             "portcullis_table_loads",
             "Route tables offered to this dataplane, by result (applied, rejected)",
             self.table_loads.clone(),
+        );
+        registry.register(
+            "portcullis_sync_connected",
+            "1 while the sync stream to the controller is established, else 0",
+            self.sync_connected.clone(),
+        );
+        registry.register(
+            "portcullis_sync_connection_attempts",
+            "Attempts to open the sync stream to the controller, by result (connected, failed)",
+            self.sync_connection_attempts.clone(),
+        );
+        registry.register(
+            "portcullis_sync_tables_received",
+            "Route tables pushed by the controller",
+            self.sync_tables_received.clone(),
+        );
+        registry.register(
+            "portcullis_sync_replies",
+            "Answers sent to the controller, by result (ack, nack)",
+            self.sync_replies.clone(),
+        );
+        registry.register(
+            "portcullis_state_writes",
+            "Writes of the persisted route table to --state-dir, by result (ok, failed)",
+            self.state_writes.clone(),
         );
     }
 

@@ -120,12 +120,13 @@ async fn the_examples_serve_the_guide_and_follow_edits() {
         "apiVersion: apisix.apache.org/v2\nkind: ApisixRoute\nmetadata: {name: bad, namespace: demo}\nspec:\n  http:\n  - name: r\n    match: {paths: [/bad]}\n    backends: [{serviceName: chat, servicePort: ws}]\n    plugins: [{name: limit-count, enable: true}]\n",
     );
     tokio::task::block_in_place(|| {
-        wait_for("the bad route's status", Duration::from_secs(5), || {
+        // Programmed: the table holding its placeholder is live.
+        wait_for("the bad route to be programmed", Duration::from_secs(5), || {
             gw_ref.status()["resources"]
                 .as_array()
                 .unwrap()
                 .iter()
-                .find(|r| r["name"] == "bad")
+                .find(|r| r["name"] == "bad" && r["conditions"][1]["status"] == "True")
                 .cloned()
         })
     });

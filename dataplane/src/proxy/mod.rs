@@ -50,6 +50,8 @@ pub struct ProxySettings {
     /// Close established WebSockets when a new table deletes or changes their consumer's
     /// credential (COMPATIBILITY.md §8).
     pub close_revoked_websockets: bool,
+    /// Tables with more routes are refused (bounds the memory one table may take).
+    pub max_routes: usize,
 }
 
 impl Default for ProxySettings {
@@ -61,6 +63,7 @@ impl Default for ProxySettings {
             max_headers: 100,
             client_send_timeout: Duration::from_secs(10),
             close_revoked_websockets: true,
+            max_routes: 100_000,
         }
     }
 }
@@ -90,7 +93,15 @@ impl Dataplane {
     /// new requests see the new table. On error the current table stays.
     pub fn apply(&self, table: RouteTable) -> Result<Arc<CompiledTable>, TableError> {
         let generation = table.generation;
-        match CompiledTable::compile(table) {
+        let compiled = if table.routes.len() > self.settings.max_routes {
+            Err(TableError::TooManyRoutes {
+                routes: table.routes.len(),
+                limit: self.settings.max_routes,
+            })
+        } else {
+            CompiledTable::compile(table)
+        };
+        match compiled {
             Ok(compiled) => {
                 let compiled = Arc::new(compiled);
                 self.table.store(Some(compiled.clone()));

@@ -26,6 +26,10 @@ pub enum TableError {
     Consumer(String),
     #[error("hash mismatch: the table says {claimed} but its content hashes to {actual}")]
     HashMismatch { claimed: String, actual: String },
+    #[error(
+        "the table has {routes} routes, more than this dataplane's --max-routes {limit}; raise --max-routes or split the routes over several IngressClasses"
+    )]
+    TooManyRoutes { routes: usize, limit: usize },
 }
 
 /// The methods COMPATIBILITY.md §2.2 admits, as bits.

@@ -1,0 +1,305 @@
+//! The controller's side of sync (DESIGN.md §3, `docs/sync.md`): the [`Hub`] numbers tables,
+//! serialises each once, hands it to every connected dataplane's [`Session`] and keeps what
+//! each one acknowledged, from which `Programmed` is computed.
+
+pub mod metrics;
+pub mod server;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use portcullis_dataplane::sync::protocol::{self, ToController, ToDataplane, VERSION};
+use portcullis_dataplane::table::RouteTable;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tracing::{info, warn};
+
+pub use metrics::SyncMetrics;
+
+use crate::status::Programmed;
+
+/// One generation of the table, serialised once for every dataplane.
+#[derive(Debug)]
+pub struct Published {
+    pub generation: u64,
+    pub hash: String,
+    pub message: Utf8Bytes,
+}
+
+#[derive(Default)]
+struct DataplaneState {
+    name: String,
+    acked: Option<(u64, String)>,
+    rejected: Option<(u64, String)>,
+    /// When each generation not yet answered was sent, for the push-to-ack latency.
+    pending: Option<(u64, Instant)>,
+}
+
+#[derive(Default)]
+struct State {
+    table: Option<RouteTable>,
+    generation: u64,
+    dataplanes: BTreeMap<u64, DataplaneState>,
+    next_id: u64,
+}
+
+pub struct Hub {
+    state: Mutex<State>,
+    latest: watch::Sender<Option<Arc<Published>>>,
+    /// Bumped whenever what `programmed()` returns may have changed.
+    changes: watch::Sender<u64>,
+    pub metrics: SyncMetrics,
+}
+
+impl Hub {
+    pub fn new(metrics: SyncMetrics) -> Arc<Hub> {
+        Arc::new(Hub {
+            state: Mutex::default(),
+            latest: watch::Sender::new(None),
+            changes: watch::Sender::new(0),
+            metrics,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn notify(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Makes `table` current. A table with the hash of the current one is not a new
+    /// generation and is not sent again. Returns the generation in effect.
+    pub fn publish(&self, table: RouteTable) -> u64 {
+        let mut state = self.lock();
+        if state.table.as_ref().is_some_and(|t| t.hash == table.hash) {
+            return state.generation;
+        }
+        state.generation += 1;
+        let generation = state.generation;
+        state.table = Some(table);
+        self.send_current(&mut state);
+        drop(state);
+        self.notify();
+        generation
+    }
+
+    /// Serialises the current table under the current generation and wakes every session.
+    fn send_current(&self, state: &mut State) {
+        let generation = state.generation;
+        let Some(table) = state.table.as_mut() else {
+            return;
+        };
+        table.generation = generation;
+        let message = protocol::encode(&ToDataplane::Table {
+            v: VERSION,
+            table: table.clone(),
+        });
+        self.metrics.table_generation.set(generation as i64);
+        self.metrics.table_bytes.set(message.len() as i64);
+        info!(generation, hash = %table.hash, bytes = message.len(), "route table published");
+        let published = Published {
+            generation,
+            hash: table.hash.clone(),
+            message: message.into(),
+        };
+        self.latest.send_replace(Some(Arc::new(published)));
+    }
+
+    /// A receiver that changes whenever `programmed()` may have.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    /// How the connected dataplanes took the current generation.
+    pub fn programmed(&self) -> Programmed {
+        let state = self.lock();
+        let generation = state.generation;
+        let current_hash = state.table.as_ref().map(|t| t.hash.as_str());
+        if let Some((name, (_, error))) = state.dataplanes.values().find_map(|d| {
+            d.rejected
+                .as_ref()
+                .filter(|(g, _)| *g == generation)
+                .map(|r| (&d.name, r))
+        }) {
+            return Programmed::Rejected {
+                dataplane: name.clone(),
+                generation,
+                error: error.clone(),
+            };
+        }
+        let acked = state
+            .dataplanes
+            .values()
+            .filter(|d| {
+                d.acked
+                    .as_ref()
+                    .is_some_and(|(g, h)| *g == generation && Some(h.as_str()) == current_hash)
+            })
+            .count();
+        Programmed::Progress {
+            acked,
+            connected: state.dataplanes.len(),
+            generation,
+        }
+    }
+
+    /// Registers a dataplane that said hello. `serving` is the generation it serves now (from
+    /// its state directory, perhaps from an earlier controller): generations keep rising
+    /// across controller restarts, so the current table is renumbered above it.
+    pub fn connect(self: &Arc<Self>, name: String, serving: Option<u64>) -> Session {
+        let mut state = self.lock();
+        if let Some(theirs) = serving
+            && theirs >= state.generation
+        {
+            state.generation = theirs + 1;
+            self.send_current(&mut state);
+        }
+        let id = state.next_id;
+        state.next_id += 1;
+        state.dataplanes.insert(
+            id,
+            DataplaneState {
+                name: name.clone(),
+                ..DataplaneState::default()
+            },
+        );
+        self.metrics.connected.set(state.dataplanes.len() as i64);
+        drop(state);
+        self.notify();
+        info!(dataplane = %name, "dataplane connected");
+        Session {
+            hub: self.clone(),
+            id,
+            name,
+            tables: self.latest.subscribe(),
+            sent: None,
+        }
+    }
+}
+
+/// One connected dataplane (a network stream, or the standalone controller's embedded one).
+/// Dropping it disconnects the dataplane.
+pub struct Session {
+    hub: Arc<Hub>,
+    id: u64,
+    name: String,
+    tables: watch::Receiver<Option<Arc<Published>>>,
+    sent: Option<u64>,
+}
+
+impl Session {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The next table to send: at once if the current one was not sent yet, else after the
+    /// next publication plus `debounce`, so a burst of changes becomes one push. Cancel-safe.
+    pub async fn next(&mut self, debounce: Duration) -> Arc<Published> {
+        loop {
+            let current = self.tables.borrow_and_update().clone();
+            if let Some(p) = current
+                && Some(p.generation) != self.sent
+            {
+                return p;
+            }
+            if self.tables.changed().await.is_err() {
+                // The hub is gone: nothing more will be published.
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(debounce).await;
+        }
+    }
+
+    /// Records that `published` went out on this session.
+    pub fn sent(&mut self, published: &Published) {
+        self.sent = Some(published.generation);
+        self.hub.metrics.pushes.inc();
+        let mut state = self.hub.lock();
+        if let Some(d) = state.dataplanes.get_mut(&self.id) {
+            d.pending = Some((published.generation, Instant::now()));
+        }
+    }
+
+    /// Takes the dataplane's answer. Anything but ack or nack is a protocol error.
+    pub fn reply(&mut self, message: ToController) -> Result<(), String> {
+        let hub = &self.hub;
+        let mut state = hub.lock();
+        let Some(d) = state.dataplanes.get_mut(&self.id) else {
+            return Err("session is not registered".into());
+        };
+        let answered = |d: &mut DataplaneState, generation: u64| {
+            if let Some((g, at)) = d.pending
+                && g == generation
+            {
+                hub.metrics
+                    .push_to_ack_seconds
+                    .observe(at.elapsed().as_secs_f64());
+                d.pending = None;
+            }
+        };
+        match message {
+            ToController::Ack {
+                generation, hash, ..
+            } => {
+                answered(d, generation);
+                hub.metrics.acks.inc();
+                hub.metrics
+                    .dataplane_generation
+                    .get_or_create(&metrics::DataplaneLabels {
+                        dataplane: d.name.clone(),
+                    })
+                    .set(generation as i64);
+                d.acked = Some((generation, hash));
+                d.rejected = None;
+            }
+            ToController::Nack {
+                generation, error, ..
+            } => {
+                answered(d, generation);
+                hub.metrics.nacks.inc();
+                warn!(dataplane = %d.name, generation, %error, "dataplane refused the route table; it keeps serving its previous one");
+                d.rejected = Some((generation, error));
+            }
+            ToController::Hello { .. } => {
+                return Err("hello may only be the first message".into());
+            }
+        }
+        drop(state);
+        hub.notify();
+        Ok(())
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let mut state = self.hub.lock();
+        state.dataplanes.remove(&self.id);
+        let remaining = state.dataplanes.values().any(|d| d.name == self.name);
+        if !remaining {
+            self.hub
+                .metrics
+                .dataplane_generation
+                .remove(&metrics::DataplaneLabels {
+                    dataplane: self.name.clone(),
+                });
+        }
+        self.hub
+            .metrics
+            .connected
+            .set(state.dataplanes.len() as i64);
+        drop(state);
+        self.hub.notify();
+        info!(dataplane = %self.name, "dataplane disconnected");
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,216 @@
+//! The sync listener (`--sync-listen`): mutual TLS, then one WebSocket per dataplane at
+//! `/v1/sync` with subprotocol `portcullis.sync.v1`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use http::StatusCode;
+use portcullis_dataplane::sync::protocol::{
+    self, Heartbeat, MAX_MESSAGE_BYTES, PATH, SUBPROTOCOL, ToController,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{Instant, timeout_at};
+use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tracing::{info, warn};
+
+use super::Hub;
+use super::metrics::ReasonLabels;
+
+#[derive(Clone, Copy, Debug)]
+pub struct ServerSettings {
+    pub heartbeat: Heartbeat,
+    /// Wait after a change before pushing, so a burst becomes one push.
+    pub debounce: Duration,
+    /// Time allowed for TLS, the WebSocket handshake and the hello.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            heartbeat: Heartbeat::default(),
+            debounce: Duration::from_millis(100),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Accepts dataplanes until the task is dropped.
+pub async fn serve(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    hub: Arc<Hub>,
+    settings: ServerSettings,
+) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(error) => {
+                warn!(%error, "sync listener accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        tokio::spawn(connection(
+            tcp,
+            peer,
+            acceptor.clone(),
+            hub.clone(),
+            settings,
+        ));
+    }
+}
+
+fn refuse(hub: &Hub, peer: SocketAddr, reason: &'static str, detail: &dyn std::fmt::Display) {
+    hub.metrics
+        .refused_connections
+        .get_or_create(&ReasonLabels { reason })
+        .inc();
+    warn!(%peer, reason, error = %detail, "sync connection refused");
+}
+
+#[allow(clippy::result_large_err)] // the callback's signature is tungstenite's
+fn check_request(request: &Request, response: Response) -> Result<Response, ErrorResponse> {
+    let refuse = |status: StatusCode, why: &str| {
+        let mut r = ErrorResponse::new(Some(format!("{why}\n")));
+        *r.status_mut() = status;
+        r
+    };
+    if request.uri().path() != PATH {
+        return Err(refuse(
+            StatusCode::NOT_FOUND,
+            &format!("the sync endpoint is {PATH}"),
+        ));
+    }
+    let offered = request
+        .headers()
+        .get_all(http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == SUBPROTOCOL);
+    if !offered {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "subprotocol {SUBPROTOCOL} required: run the same release of controller and dataplane"
+            ),
+        ));
+    }
+    let mut response = response;
+    response.headers_mut().insert(
+        http::header::SEC_WEBSOCKET_PROTOCOL,
+        http::HeaderValue::from_static(SUBPROTOCOL),
+    );
+    Ok(response)
+}
+
+async fn connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    hub: Arc<Hub>,
+    settings: ServerSettings,
+) {
+    let deadline = Instant::now() + settings.handshake_timeout;
+    let tls = match timeout_at(deadline, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => return refuse(&hub, peer, "tls", &e),
+        Err(_) => return refuse(&hub, peer, "tls", &"handshake timed out"),
+    };
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE_BYTES))
+        .max_frame_size(Some(MAX_MESSAGE_BYTES));
+    let ws = match timeout_at(
+        deadline,
+        tokio_tungstenite::accept_hdr_async_with_config(tls, check_request, Some(config)),
+    )
+    .await
+    {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => return refuse(&hub, peer, "handshake", &e),
+        Err(_) => return refuse(&hub, peer, "handshake", &"timed out"),
+    };
+    let (mut tx, mut rx) = ws.split();
+    let hello = match timeout_at(deadline, rx.next()).await {
+        Ok(Some(Ok(Message::Text(text)))) => protocol::decode::<ToController>(text.as_str()),
+        Ok(other) => {
+            return refuse(
+                &hub,
+                peer,
+                "protocol",
+                &format!("expected hello, got {other:?}"),
+            );
+        }
+        Err(_) => return refuse(&hub, peer, "protocol", &"no hello in time"),
+    };
+    let (name, serving) = match hello {
+        Ok(ToController::Hello {
+            dataplane,
+            generation,
+            ..
+        }) => (dataplane, generation),
+        Ok(other) => {
+            return refuse(
+                &hub,
+                peer,
+                "protocol",
+                &format!("expected hello, got {other:?}"),
+            );
+        }
+        Err(e) => {
+            let _ = tx.send(Message::Close(None)).await;
+            return refuse(&hub, peer, "protocol", &e);
+        }
+    };
+    let mut session = hub.connect(name, serving);
+    info!(%peer, dataplane = %session.name(), serving = ?serving, "sync stream open");
+    let heartbeat = settings.heartbeat;
+    let mut ping = tokio::time::interval(heartbeat.interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
+    let ended: String = loop {
+        tokio::select! {
+            frame = timeout_at(last_heard + heartbeat.dead_after(), rx.next()) => {
+                let message = match frame {
+                    Err(_) => break format!("no heartbeat for {:?}", heartbeat.dead_after()),
+                    Ok(None) => break "stream closed".into(),
+                    Ok(Some(Err(e))) => break e.to_string(),
+                    Ok(Some(Ok(m))) => m,
+                };
+                last_heard = Instant::now();
+                match message {
+                    Message::Text(text) => {
+                        let reply = protocol::decode::<ToController>(text.as_str())
+                            .map_err(|e| e.to_string())
+                            .and_then(|m| session.reply(m));
+                        if let Err(e) = reply {
+                            hub.metrics.refused_connections.get_or_create(&ReasonLabels { reason: "protocol" }).inc();
+                            break e;
+                        }
+                    }
+                    Message::Close(_) => break "closed by the dataplane".into(),
+                    _ => {}
+                }
+            }
+            published = session.next(settings.debounce) => {
+                if let Err(e) = tx.send(Message::Text(published.message.clone())).await {
+                    break e.to_string();
+                }
+                session.sent(&published);
+            }
+            _ = ping.tick() => {
+                if let Err(e) = tx.send(Message::Ping(Default::default())).await {
+                    break e.to_string();
+                }
+            }
+        }
+    };
+    info!(%peer, dataplane = %session.name(), reason = %ended, "sync stream ended");
+}

@@ -1,0 +1,146 @@
+use std::time::Duration;
+
+use portcullis_dataplane::sync::protocol::{ToController, ToDataplane, VERSION, decode};
+use portcullis_dataplane::table::{Route, RouteTable};
+
+use super::*;
+
+fn table(paths: &[&str]) -> RouteTable {
+    RouteTable {
+        routes: paths
+            .iter()
+            .map(|p| Route {
+                id: format!("demo/r{p}/rule"),
+                paths: vec![p.to_string()],
+                ..serde_json::from_str(r#"{"id":"x","paths":["/"]}"#).unwrap()
+            })
+            .collect(),
+        ..RouteTable::default()
+    }
+    .with_hash()
+}
+
+fn ack(p: &Published) -> ToController {
+    ToController::Ack {
+        v: VERSION,
+        generation: p.generation,
+        hash: p.hash.clone(),
+    }
+}
+
+fn progress(hub: &Hub) -> (usize, usize, u64) {
+    match hub.programmed() {
+        Programmed::Progress {
+            acked,
+            connected,
+            generation,
+        } => (acked, connected, generation),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn generations_rise_only_when_the_content_changes() {
+    let hub = Hub::new(SyncMetrics::default());
+    assert_eq!(hub.publish(table(&["/a"])), 1);
+    assert_eq!(hub.publish(table(&["/a"])), 1, "same hash: no new generation");
+    assert_eq!(hub.publish(table(&["/a", "/b"])), 2);
+    let mut s = hub.connect("dp".into(), None);
+    let p = s.next(Duration::ZERO).await;
+    assert_eq!(p.generation, 2);
+    let ToDataplane::Table { table: sent, .. } = decode(p.message.as_str()).unwrap();
+    assert_eq!((sent.generation, sent.routes.len()), (2, 2));
+    assert_eq!(sent.hash, p.hash);
+}
+
+#[tokio::test]
+async fn programmed_counts_dataplanes_at_the_current_generation() {
+    let hub = Hub::new(SyncMetrics::default());
+    assert_eq!(progress(&hub), (0, 0, 0));
+    hub.publish(table(&["/a"]));
+    let mut a = hub.connect("a".into(), None);
+    let mut b = hub.connect("b".into(), None);
+    assert_eq!(progress(&hub), (0, 2, 1));
+    for s in [&mut a, &mut b] {
+        let p = s.next(Duration::ZERO).await;
+        s.sent(&p);
+        s.reply(ack(&p)).unwrap();
+    }
+    assert_eq!(progress(&hub), (2, 2, 1));
+    hub.publish(table(&["/b"]));
+    assert_eq!(progress(&hub), (0, 2, 2), "acks of generation 1 no longer count");
+    let p = a.next(Duration::ZERO).await;
+    a.sent(&p);
+    a.reply(ack(&p)).unwrap();
+    let p = b.next(Duration::ZERO).await;
+    b.sent(&p);
+    b.reply(ToController::Nack {
+        v: VERSION,
+        generation: p.generation,
+        error: "too many routes".into(),
+    })
+    .unwrap();
+    match hub.programmed() {
+        Programmed::Rejected {
+            dataplane,
+            generation,
+            error,
+        } => assert_eq!(
+            (dataplane.as_str(), generation, error.as_str()),
+            ("b", 2, "too many routes")
+        ),
+        other => panic!("{other:?}"),
+    }
+    drop(b);
+    assert_eq!(progress(&hub), (1, 1, 2), "a disconnected dataplane no longer counts");
+    assert!(
+        a.reply(ToController::Hello {
+            v: VERSION,
+            dataplane: "a".into(),
+            generation: None,
+            hash: None
+        })
+        .is_err()
+    );
+    assert_eq!(hub.metrics.acks.get(), 3);
+    assert_eq!(hub.metrics.nacks.get(), 1);
+    assert_eq!(hub.metrics.connected.get(), 1);
+}
+
+#[tokio::test]
+async fn a_dataplane_ahead_of_a_restarted_controller_lifts_the_generation() {
+    let hub = Hub::new(SyncMetrics::default());
+    hub.publish(table(&["/a"]));
+    let mut s = hub.connect("dp".into(), Some(41));
+    let p = s.next(Duration::ZERO).await;
+    assert_eq!(p.generation, 42);
+    assert_eq!(hub.publish(table(&["/b"])), 43);
+    // Before any table exists, the first one is numbered above the dataplane's too.
+    let fresh = Hub::new(SyncMetrics::default());
+    let _s = fresh.connect("dp".into(), Some(7));
+    assert_eq!(fresh.publish(table(&["/a"])), 9);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_changes_is_one_push_and_sent_tables_are_not_resent() {
+    let hub = Hub::new(SyncMetrics::default());
+    hub.publish(table(&["/0"]));
+    let mut s = hub.connect("dp".into(), None);
+    let first = s.next(Duration::from_millis(100)).await;
+    assert_eq!(first.generation, 1, "the current table goes out at once");
+    s.sent(&first);
+    let waiting = tokio::spawn(async move {
+        let p = s.next(Duration::from_millis(100)).await;
+        (s, p)
+    });
+    tokio::task::yield_now().await;
+    for i in 1..=5 {
+        hub.publish(table(&[&format!("/{i}")]));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (mut s, p) = waiting.await.unwrap();
+    assert_eq!(p.generation, 6, "only the last of the burst is pushed");
+    s.sent(&p);
+    let again = tokio::time::timeout(Duration::from_secs(5), s.next(Duration::ZERO)).await;
+    assert!(again.is_err(), "nothing new: nothing to send");
+}
