@@ -80,6 +80,239 @@ impl Drop for Proc {
     }
 }
 
+/// `GET path` on an admin listener.
+pub fn admin_get(admin: SocketAddr, path: &str) -> RawResponse {
+    raw_request(
+        admin,
+        &format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+/// `GET /status` of a controller, as JSON.
+pub fn admin_status(admin: SocketAddr) -> serde_json::Value {
+    let r = admin_get(admin, "/status");
+    serde_json::from_str(r.body())
+        .unwrap_or_else(|e| panic!("/status is not JSON ({e}): {}", r.raw))
+}
+
+/// The value of the line `name value` in Prometheus text (`name` may include labels).
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Starts `program` with JSON logs and waits until it logged every message of `wanted` with
+/// an `addr` field; returns the addresses by message.
+pub fn spawn_until_listening(
+    program: &Path,
+    args: &[String],
+    wanted: &[&str],
+) -> (Proc, std::collections::HashMap<String, SocketAddr>) {
+    let (proc, rx, _stdout) = spawn(program, args);
+    let mut found = std::collections::HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while wanted.iter().any(|w| !found.contains_key(*w)) {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(remaining).unwrap_or_else(|_| {
+            panic!(
+                "{} did not start (waiting for {wanted:?}); its log:\n{}",
+                program.display(),
+                proc.log_text()
+            )
+        });
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        let addr = v["fields"]["addr"]
+            .as_str()
+            .and_then(|a| a.parse::<SocketAddr>().ok());
+        if let (Some(message), Some(addr)) = (v["fields"]["message"].as_str(), addr) {
+            found.insert(message.to_string(), addr);
+        }
+    }
+    (proc, found)
+}
+
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// An established WebSocket on `/raw` of `gw` with `apikey: key`.
+pub async fn open_ws(gw: &Gateway, key: &str) -> Ws {
+    tokio_tungstenite::connect_async(gw.ws_request("/raw", Some(key)))
+        .await
+        .unwrap_or_else(|e| panic!("handshake with key {key:?} failed: {e}"))
+        .0
+}
+
+/// Sends `text` and checks it comes back (5 s).
+pub async fn echoes(ws: &mut Ws, text: &str) -> bool {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    if ws.send(Message::text(text)).await.is_err() {
+        return false;
+    }
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), ws.next()).await,
+        Ok(Some(Ok(Message::Text(t)))) if t.as_str() == text
+    )
+}
+
+/// Whether the gateway ends `ws` within `deadline`.
+pub async fn closed_within(ws: &mut Ws, deadline: Duration) -> bool {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    match tokio::time::timeout(deadline, ws.next()).await {
+        Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => true,
+        Ok(Some(Ok(other))) => panic!("unexpected message {other:?}"),
+        Err(_) => false,
+    }
+}
+
+/// Certificates for the sync channel, made by `portcullis-controller certs`.
+pub struct SyncPki {
+    pub dir: tempfile::TempDir,
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl SyncPki {
+    pub fn new() -> SyncPki {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(bin("portcullis-controller"))
+            .args(["certs", "--out"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "certs failed: {out:?}");
+        let p = |name: &str| dir.path().join(name);
+        SyncPki {
+            ca: p("ca.pem"),
+            server_cert: p("server.pem"),
+            server_key: p("server-key.pem"),
+            client_cert: p("client.pem"),
+            client_key: p("client-key.pem"),
+            dir,
+        }
+    }
+}
+
+impl Default for SyncPki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `portcullis-controller standalone` without an embedded dataplane: the file provider and
+/// the sync listener, serving remote dataplanes.
+pub struct Controller {
+    pub admin: SocketAddr,
+    pub sync: SocketAddr,
+    pub proc: Proc,
+}
+
+impl Controller {
+    /// `sync_listen`: `127.0.0.1:0` for a port from the OS, or a fixed address to come back on.
+    pub fn start(manifests: &Path, pki: &SyncPki, sync_listen: &str, extra: &[&str]) -> Controller {
+        let [dir, cert, key, ca] = [
+            &manifests.to_path_buf(),
+            &pki.server_cert,
+            &pki.server_key,
+            &pki.ca,
+        ]
+        .map(|p| p.display().to_string());
+        let args: Vec<String> = [
+            "standalone",
+            "--manifests",
+            &dir,
+            "--embedded-dataplane",
+            "false",
+            "--sync-listen",
+            sync_listen,
+            "--sync-tls-cert",
+            &cert,
+            "--sync-tls-key",
+            &key,
+            "--sync-client-ca",
+            &ca,
+            "--sync-heartbeat",
+            "200ms",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect();
+        let mut args = args;
+        if !extra.contains(&"--poll-interval") {
+            args.extend(["--poll-interval".to_string(), "20ms".to_string()]);
+        }
+        let (proc, addrs) = spawn_until_listening(
+            &bin("portcullis-controller"),
+            &args,
+            &["admin listener up", "sync listener up"],
+        );
+        Controller {
+            admin: addrs["admin listener up"],
+            sync: addrs["sync listener up"],
+            proc,
+        }
+    }
+
+    /// The `--controller` URL for dataplanes.
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.sync.port())
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        admin_status(self.admin)
+    }
+
+    /// The `Programmed` condition of `kind` `demo/name`.
+    pub fn programmed(&self, kind: &str, name: &str) -> serde_json::Value {
+        self.status()["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["kind"] == kind && r["name"] == name)
+            .map(|r| r["conditions"][1].clone())
+            .unwrap_or_default()
+    }
+
+    pub fn metrics(&self) -> String {
+        admin_get(self.admin, "/metrics").body().to_string()
+    }
+}
+
+/// Copies examples/websocket-auth into a fresh directory, pointing the EndpointSlice at `echo`.
+pub fn example_manifests(echo: SocketAddr) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let examples = workspace_root().join("examples/websocket-auth");
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("18080", &echo.port().to_string());
+        std::fs::write(dir.path().join(path.file_name().unwrap()), text).unwrap();
+    }
+    dir
+}
+
+/// jack's Secret with the key rotated to `new-key`.
+pub const ROTATED_SECRET: &str = "apiVersion: v1\nkind: Secret\nmetadata: {name: jack-key, namespace: demo}\nstringData: {key: new-key}\n";
+
+/// Writes `dir/file` through a temporary file and a rename, so a watcher never sees half of it.
+pub fn write_atomically(dir: &Path, file: &str, text: &str) {
+    let tmp = dir.join(format!(".{file}.tmp"));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(tmp, dir.join(file)).unwrap();
+}
+
 /// Starts `program`; returns it and a receiver of its stderr lines.
 fn spawn(
     program: &Path,
@@ -237,12 +470,7 @@ impl Gateway {
 
     /// `GET /status` of a standalone controller, as JSON.
     pub fn status(&self) -> serde_json::Value {
-        let r = raw_request(
-            self.admin,
-            "GET /status HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
-        );
-        serde_json::from_str(r.body())
-            .unwrap_or_else(|e| panic!("/status is not JSON ({e}): {}", r.raw))
+        admin_status(self.admin)
     }
 
     fn spawn_with(args: Vec<String>, dir: tempfile::TempDir, table_path: PathBuf) -> Gateway {
@@ -255,36 +483,83 @@ impl Gateway {
         dir: tempfile::TempDir,
         table_path: PathBuf,
     ) -> Gateway {
-        let (proc, rx, _stdout) = spawn(&bin(program), &args);
-        let wants_https = args.iter().any(|a| a == "--listen-https");
-        let (mut http, mut https, mut admin) = (None, None, None);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while http.is_none() || admin.is_none() || (wants_https && https.is_none()) {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(remaining).unwrap_or_else(|_| {
-                panic!("dataplane did not start; its log:\n{}", proc.log_text())
-            });
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-                continue;
-            };
-            let addr = v["fields"]["addr"]
-                .as_str()
-                .and_then(|a| a.parse::<SocketAddr>().ok());
-            match v["fields"]["message"].as_str() {
-                Some("HTTP listener up") => http = addr,
-                Some("HTTPS listener up") => https = addr,
-                Some("admin listener up") => admin = addr,
-                _ => {}
-            }
+        let mut wanted = vec!["HTTP listener up", "admin listener up"];
+        if args.iter().any(|a| a == "--listen-https") {
+            wanted.push("HTTPS listener up");
         }
+        let (proc, addrs) = spawn_until_listening(&bin(program), &args, &wanted);
         Gateway {
-            http: http.unwrap(),
-            https,
-            admin: admin.unwrap(),
+            http: addrs["HTTP listener up"],
+            https: addrs.get("HTTPS listener up").copied(),
+            admin: addrs["admin listener up"],
             proc,
             table_path,
             _dir: dir,
         }
+    }
+
+    /// A dataplane that takes its tables from `controller` (`--controller`), with the client
+    /// certificate of `pki`, persisting to `state_dir`.
+    pub fn start_synced(
+        controller: &str,
+        pki: &SyncPki,
+        state_dir: &Path,
+        extra: &[&str],
+    ) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let [ca, cert, key, state] = [
+            &pki.ca,
+            &pki.client_cert,
+            &pki.client_key,
+            &state_dir.to_path_buf(),
+        ]
+        .map(|p| p.display().to_string());
+        let args = Self::base_args(
+            &[
+                "--controller",
+                controller,
+                "--sync-ca",
+                &ca,
+                "--sync-cert",
+                &cert,
+                "--sync-key",
+                &key,
+                "--state-dir",
+                &state,
+                "--sync-heartbeat",
+                "200ms",
+            ],
+            extra,
+        );
+        Self::spawn_with(args, dir, state_dir.join("route-table.v1.json"))
+    }
+
+    /// `GET /readyz` status code.
+    pub fn ready(&self) -> u16 {
+        admin_get(self.admin, "/readyz").status()
+    }
+
+    /// The status of a WebSocket handshake on `/raw` of `ws.example.com` with `apikey: key`.
+    pub fn key_status(&self, key: &str) -> u16 {
+        raw_request(
+            self.http,
+            &handshake("ws.example.com", "/raw", &[("apikey", key)]),
+        )
+        .status()
+    }
+
+    /// Waits until `key` gets `status` (5 s).
+    pub fn wait_key(&self, key: &str, status: u16) {
+        wait_for(
+            &format!("key {key:?} to get {status}"),
+            Duration::from_secs(5),
+            || (self.key_status(key) == status).then_some(()),
+        );
+    }
+
+    /// The value of an unlabelled metric (`name value` line), if present.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        metric_value(&self.metrics(), name)
     }
 
     /// Rewrites the table file, sends SIGHUP and waits until the new generation is in effect.
@@ -300,12 +575,7 @@ impl Gateway {
     }
 
     pub fn metrics(&self) -> String {
-        raw_request(
-            self.admin,
-            "GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
-        )
-        .body()
-        .to_string()
+        admin_get(self.admin, "/metrics").body().to_string()
     }
 
     pub fn ws_url(&self, path: &str) -> String {

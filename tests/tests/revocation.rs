@@ -3,12 +3,7 @@
 
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use portcullis_tests::*;
-use tokio_tungstenite::tungstenite::Message;
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 fn table(echo: std::net::SocketAddr, generation: u64, jack_key: Option<&str>) -> RouteTable {
     let mut t = seed_table(echo);
@@ -21,28 +16,7 @@ fn table(echo: std::net::SocketAddr, generation: u64, jack_key: Option<&str>) ->
 }
 
 async fn open(gw: &Gateway, key: &str) -> Ws {
-    tokio_tungstenite::connect_async(gw.ws_request("/raw", Some(key)))
-        .await
-        .unwrap()
-        .0
-}
-
-async fn echoes(ws: &mut Ws, text: &str) -> bool {
-    if ws.send(Message::text(text)).await.is_err() {
-        return false;
-    }
-    matches!(
-        tokio::time::timeout(Duration::from_secs(5), ws.next()).await,
-        Ok(Some(Ok(Message::Text(t)))) if t.as_str() == text
-    )
-}
-
-async fn closed_within(ws: &mut Ws, deadline: Duration) -> bool {
-    match tokio::time::timeout(deadline, ws.next()).await {
-        Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => true,
-        Ok(Some(Ok(other))) => panic!("unexpected message {other:?}"),
-        Err(_) => false,
-    }
+    open_ws(gw, key).await
 }
 
 fn reload(gw: &Gateway, table: &RouteTable) {

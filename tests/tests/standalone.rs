@@ -8,44 +8,16 @@ use futures_util::{SinkExt, StreamExt};
 use portcullis_tests::*;
 use tokio_tungstenite::tungstenite::Message;
 
-/// Copies examples/websocket-auth into a fresh directory, pointing the EndpointSlice at `echo`.
 fn manifests(echo: std::net::SocketAddr) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let examples = workspace_root().join("examples/websocket-auth");
-    for entry in std::fs::read_dir(&examples).unwrap() {
-        let path = entry.unwrap().path();
-        let text = std::fs::read_to_string(&path)
-            .unwrap()
-            .replace("18080", &echo.port().to_string());
-        std::fs::write(dir.path().join(path.file_name().unwrap()), text).unwrap();
-    }
-    dir
-}
-
-fn key_status(gw: &Gateway, key: &str) -> u16 {
-    raw_request(
-        gw.http,
-        &handshake("ws.example.com", "/raw", &[("apikey", key)]),
-    )
-    .status()
+    example_manifests(echo)
 }
 
 fn wait_key(gw: &Gateway, key: &str, status: u16) {
-    wait_for(
-        &format!("key {key:?} to get {status}"),
-        Duration::from_secs(5),
-        || (key_status(gw, key) == status).then_some(()),
-    );
+    gw.wait_key(key, status)
 }
 
-/// jack's Secret with the key rotated to `new-key`.
-const ROTATED_SECRET: &str = "apiVersion: v1\nkind: Secret\nmetadata: {name: jack-key, namespace: demo}\nstringData: {key: new-key}\n";
-
 fn write(dir: &Path, file: &str, text: &str) {
-    // Write then rename: the provider never sees a half-written file.
-    let tmp = dir.join(format!(".{file}.tmp"));
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(tmp, dir.join(file)).unwrap();
+    write_atomically(dir, file, text)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,7 +56,7 @@ async fn the_examples_serve_the_guide_and_follow_edits() {
     let gw_ref = &gw;
     tokio::task::block_in_place(|| {
         wait_key(gw_ref, "new-key", 101);
-        assert_eq!(key_status(gw_ref, "this_is_the_key"), 401);
+        assert_eq!(gw_ref.key_status("this_is_the_key"), 401);
     });
     // The rotation revokes the old key: its established session is closed (the default).
     let end = tokio::time::timeout(Duration::from_secs(5), session.next())
@@ -111,7 +83,7 @@ async fn the_examples_serve_the_guide_and_follow_edits() {
         "{file}"
     );
     assert!(file["error"].as_str().unwrap().contains("line 2"), "{file}");
-    assert_eq!(key_status(&gw, "new-key"), 101, "the route still serves");
+    assert_eq!(gw.key_status("new-key"), 101, "the route still serves");
 
     // A rule with a problem: its status says what and where; the rest is served.
     write(
@@ -121,14 +93,18 @@ async fn the_examples_serve_the_guide_and_follow_edits() {
     );
     tokio::task::block_in_place(|| {
         // Programmed: the table holding its placeholder is live.
-        wait_for("the bad route to be programmed", Duration::from_secs(5), || {
-            gw_ref.status()["resources"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|r| r["name"] == "bad" && r["conditions"][1]["status"] == "True")
-                .cloned()
-        })
+        wait_for(
+            "the bad route to be programmed",
+            Duration::from_secs(5),
+            || {
+                gw_ref.status()["resources"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|r| r["name"] == "bad" && r["conditions"][1]["status"] == "True")
+                    .cloned()
+            },
+        )
     });
     let status = gw.status();
     let bad = status["resources"]

@@ -43,7 +43,11 @@ fn progress(hub: &Hub) -> (usize, usize, u64) {
 async fn generations_rise_only_when_the_content_changes() {
     let hub = Hub::new(SyncMetrics::default());
     assert_eq!(hub.publish(table(&["/a"])), 1);
-    assert_eq!(hub.publish(table(&["/a"])), 1, "same hash: no new generation");
+    assert_eq!(
+        hub.publish(table(&["/a"])),
+        1,
+        "same hash: no new generation"
+    );
     assert_eq!(hub.publish(table(&["/a", "/b"])), 2);
     let mut s = hub.connect("dp".into(), None);
     let p = s.next(Duration::ZERO).await;
@@ -68,7 +72,11 @@ async fn programmed_counts_dataplanes_at_the_current_generation() {
     }
     assert_eq!(progress(&hub), (2, 2, 1));
     hub.publish(table(&["/b"]));
-    assert_eq!(progress(&hub), (0, 2, 2), "acks of generation 1 no longer count");
+    assert_eq!(
+        progress(&hub),
+        (0, 2, 2),
+        "acks of generation 1 no longer count"
+    );
     let p = a.next(Duration::ZERO).await;
     a.sent(&p);
     a.reply(ack(&p)).unwrap();
@@ -92,7 +100,11 @@ async fn programmed_counts_dataplanes_at_the_current_generation() {
         other => panic!("{other:?}"),
     }
     drop(b);
-    assert_eq!(progress(&hub), (1, 1, 2), "a disconnected dataplane no longer counts");
+    assert_eq!(
+        progress(&hub),
+        (1, 1, 2),
+        "a disconnected dataplane no longer counts"
+    );
     assert!(
         a.reply(ToController::Hello {
             v: VERSION,

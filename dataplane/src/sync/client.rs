@@ -137,7 +137,7 @@ pub async fn run(applier: Arc<Applier>, settings: ClientSettings) {
         let result = session(&applier, &settings, &mut delivered).await;
         metrics.sync_connected.set(0);
         if let Err(error) = result {
-            warn!(controller = %settings.controller, %error, "sync stream to the controller ended; serving the current table meanwhile");
+            warn!(controller = %settings.controller, %error, "sync stream to the controller ended; the current table (if any) stays in effect");
         }
         if delivered {
             failures = 0;
