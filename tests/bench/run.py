@@ -349,8 +349,19 @@ Raw results:
 {json.dumps(results, indent=1)}
 ```
 """
+    # The propagation section belongs to tests/bench/propagation.py: keep it.
+    try:
+        with open(a.out) as f:
+            old = f.read()
+        if PROPAGATION_MARK in old:
+            text += "\n" + old[old.index(PROPAGATION_MARK):]
+    except FileNotFoundError:
+        pass
     with open(a.out, "w") as f:
         f.write(text)
+
+
+PROPAGATION_MARK = "<!-- propagation: written by tests/bench/propagation.py -->"
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use portcullis_dataplane::sync::protocol::{self, ToController, ToDataplane, VERSION};
+use portcullis_dataplane::sync::protocol::{self, ToController};
 use portcullis_dataplane::table::RouteTable;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -94,10 +94,7 @@ impl Hub {
             return;
         };
         table.generation = generation;
-        let message = protocol::encode(&ToDataplane::Table {
-            v: VERSION,
-            table: table.clone(),
-        });
+        let message = protocol::encode_table(table);
         self.metrics.table_generation.set(generation as i64);
         self.metrics.table_bytes.set(message.len() as i64);
         info!(generation, hash = %table.hash, bytes = message.len(), "route table published");
@@ -192,7 +189,8 @@ pub struct Session {
     id: u64,
     name: String,
     tables: watch::Receiver<Option<Arc<Published>>>,
-    sent: Option<u64>,
+    /// The generation last sent, and when.
+    sent: Option<(u64, Instant)>,
 }
 
 impl Session {
@@ -200,27 +198,32 @@ impl Session {
         &self.name
     }
 
-    /// The next table to send: at once if the current one was not sent yet, else after the
-    /// next publication plus `debounce`, so a burst of changes becomes one push. Cancel-safe.
+    /// The next table to send. A change after a quiet spell goes out at once; changes within
+    /// `debounce` of the previous push are held until the window ends and go out as one push
+    /// of the latest table. Cancel-safe.
     pub async fn next(&mut self, debounce: Duration) -> Arc<Published> {
         loop {
             let current = self.tables.borrow_and_update().clone();
             if let Some(p) = current
-                && Some(p.generation) != self.sent
+                && Some(p.generation) != self.sent.map(|(g, _)| g)
             {
-                return p;
+                let ready_at = self.sent.map(|(_, at)| at + debounce);
+                match ready_at {
+                    Some(at) if at > Instant::now() => tokio::time::sleep_until(at).await,
+                    _ => return p,
+                }
+                continue;
             }
             if self.tables.changed().await.is_err() {
                 // The hub is gone: nothing more will be published.
                 std::future::pending::<()>().await;
             }
-            tokio::time::sleep(debounce).await;
         }
     }
 
     /// Records that `published` went out on this session.
     pub fn sent(&mut self, published: &Published) {
-        self.sent = Some(published.generation);
+        self.sent = Some((published.generation, Instant::now()));
         self.hub.metrics.pushes.inc();
         let mut state = self.hub.lock();
         if let Some(d) = state.dataplanes.get_mut(&self.id) {

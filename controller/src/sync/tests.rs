@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use portcullis_dataplane::sync::protocol::{ToController, ToDataplane, VERSION, decode};
 use portcullis_dataplane::table::{Route, RouteTable};
+use tokio::time::Instant;
 
 use super::*;
 
@@ -52,7 +53,7 @@ async fn generations_rise_only_when_the_content_changes() {
     let mut s = hub.connect("dp".into(), None);
     let p = s.next(Duration::ZERO).await;
     assert_eq!(p.generation, 2);
-    let ToDataplane::Table { table: sent, .. } = decode(p.message.as_str()).unwrap();
+    let ToDataplane { table: sent, .. } = decode(p.message.as_str()).unwrap();
     assert_eq!((sent.generation, sent.routes.len()), (2, 2));
     assert_eq!(sent.hash, p.hash);
 }
@@ -135,24 +136,33 @@ async fn a_dataplane_ahead_of_a_restarted_controller_lifts_the_generation() {
 
 #[tokio::test(start_paused = true)]
 async fn a_burst_of_changes_is_one_push_and_sent_tables_are_not_resent() {
+    let debounce = Duration::from_millis(100);
     let hub = Hub::new(SyncMetrics::default());
     hub.publish(table(&["/0"]));
     let mut s = hub.connect("dp".into(), None);
-    let first = s.next(Duration::from_millis(100)).await;
+    let first = s.next(debounce).await;
     assert_eq!(first.generation, 1, "the current table goes out at once");
     s.sent(&first);
+    // A burst right after a push: held to the end of the window, then only the last goes out.
+    let started = Instant::now();
     let waiting = tokio::spawn(async move {
-        let p = s.next(Duration::from_millis(100)).await;
+        let p = s.next(debounce).await;
         (s, p)
     });
-    tokio::task::yield_now().await;
     for i in 1..=5 {
         hub.publish(table(&[&format!("/{i}")]));
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let (mut s, p) = waiting.await.unwrap();
     assert_eq!(p.generation, 6, "only the last of the burst is pushed");
+    assert!(started.elapsed() >= debounce);
     s.sent(&p);
-    let again = tokio::time::timeout(Duration::from_secs(5), s.next(Duration::ZERO)).await;
+    let again = tokio::time::timeout(Duration::from_secs(5), s.next(debounce)).await;
     assert!(again.is_err(), "nothing new: nothing to send");
+    // After a quiet spell a change goes out without waiting.
+    let quiet = Instant::now();
+    hub.publish(table(&["/7"]));
+    let p = s.next(debounce).await;
+    assert_eq!(p.generation, 7);
+    assert_eq!(quiet.elapsed(), Duration::ZERO);
 }

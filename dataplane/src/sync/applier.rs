@@ -70,7 +70,7 @@ impl StateDir {
             }
         };
         match protocol::decode::<ToDataplane>(&text) {
-            Ok(ToDataplane::Table { table, .. }) => Ok(Some(table)),
+            Ok(ToDataplane { table, .. }) => Ok(Some(table)),
             Err(error) => Err(StateError::Foreign {
                 file: file.display().to_string(),
                 error,
@@ -157,13 +157,19 @@ impl Applier {
     pub fn handle(&self, message: &str) -> ToController {
         let metrics = &self.dataplane.metrics;
         metrics.sync_tables_received.inc();
+        let started = std::time::Instant::now();
         let reply = match protocol::decode::<ToDataplane>(message) {
             Err(error) => ToController::Nack {
                 v: VERSION,
                 generation: 0,
                 error: error.to_string(),
             },
-            Ok(ToDataplane::Table { table, .. }) => self.apply(table, message),
+            Ok(ToDataplane { table, .. }) => {
+                let decoded = started.elapsed();
+                let reply = self.apply(table, message);
+                tracing::debug!(bytes = message.len(), ?decoded, total = ?started.elapsed(), "pushed table handled");
+                reply
+            }
         };
         let result = match reply {
             ToController::Nack { .. } => "nack",
@@ -183,6 +189,7 @@ impl Applier {
             .current()
             .is_some_and(|t| t.generation == generation && t.hash == hash);
         if !unchanged {
+            let started = std::time::Instant::now();
             if let Err(error) = self.dataplane.apply(table) {
                 return ToController::Nack {
                     v: VERSION,
@@ -190,7 +197,9 @@ impl Applier {
                     error: error.to_string(),
                 };
             }
+            let applied = started.elapsed();
             self.persist(message);
+            tracing::debug!(?applied, persisted = ?started.elapsed() - applied, "table swapped in and persisted");
         }
         ToController::Ack {
             v: VERSION,
@@ -247,10 +256,7 @@ mod tests {
             ));
         }
         let table: RouteTable = serde_yaml::from_str(&yaml).unwrap();
-        protocol::encode(&ToDataplane::Table {
-            v: VERSION,
-            table: table.with_hash(),
-        })
+        protocol::encode(&ToDataplane::table(table.with_hash()))
     }
 
     #[test]

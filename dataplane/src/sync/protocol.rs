@@ -17,12 +17,33 @@ pub const SUBPROTOCOL: &str = "portcullis.sync.v1";
 /// Largest message either side accepts; a 10 000-route table is a few MiB.
 pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
 
-/// Controller → dataplane.
+/// Controller → dataplane: `{"type": "table", "v": 1, "table": {...}}`, the whole current
+/// table; `table.generation` and `table.hash` identify it. (A plain struct rather than an
+/// internally tagged enum: serde buffers those whole before decoding, which doubles the cost
+/// of a multi-megabyte table.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum ToDataplane {
-    /// The whole current table; `table.generation` and `table.hash` identify it.
-    Table { v: u32, table: RouteTable },
+#[serde(deny_unknown_fields)]
+pub struct ToDataplane {
+    #[serde(rename = "type")]
+    pub kind: ToDataplaneKind,
+    pub v: u32,
+    pub table: RouteTable,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToDataplaneKind {
+    Table,
+}
+
+impl ToDataplane {
+    pub fn table(table: RouteTable) -> Self {
+        ToDataplane {
+            kind: ToDataplaneKind::Table,
+            v: VERSION,
+            table,
+        }
+    }
 }
 
 /// Dataplane → controller.
@@ -81,6 +102,22 @@ pub fn decode<T: for<'de> Deserialize<'de> + Versioned>(text: &str) -> Result<T,
     }
 }
 
+/// The table message for `table`, serialised without copying the table.
+pub fn encode_table(table: &RouteTable) -> String {
+    #[derive(Serialize)]
+    struct Borrowed<'a> {
+        #[serde(rename = "type")]
+        kind: ToDataplaneKind,
+        v: u32,
+        table: &'a RouteTable,
+    }
+    encode(&Borrowed {
+        kind: ToDataplaneKind::Table,
+        v: VERSION,
+        table,
+    })
+}
+
 pub fn encode<T: Serialize>(message: &T) -> String {
     // Serialising these types cannot fail: no maps with non-string keys, no foreign types.
     serde_json::to_string(message).expect("sync messages serialise")
@@ -92,9 +129,7 @@ pub trait Versioned {
 
 impl Versioned for ToDataplane {
     fn version(&self) -> u32 {
-        match self {
-            ToDataplane::Table { v, .. } => *v,
-        }
+        self.v
     }
 }
 
@@ -181,11 +216,9 @@ mod tests {
         ] {
             assert_eq!(decode::<ToController>(&encode(&m)), Ok(m));
         }
-        let push = ToDataplane::Table {
-            v: 1,
-            table: table(9),
-        };
+        let push = ToDataplane::table(table(9));
         let text = encode(&push);
+        assert_eq!(text, encode_table(&push.table));
         assert!(text.starts_with(r#"{"type":"table","v":1,"table":{"generation":9,"#));
         assert_eq!(decode::<ToDataplane>(&text), Ok(push));
     }
