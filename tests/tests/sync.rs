@@ -120,6 +120,12 @@ async fn two_dataplanes_follow_the_controller_and_programmed_says_so() {
         next["lastTransitionTime"], first["lastTransitionTime"],
         "still True: no transition"
     );
+
+    // A dataplane that goes silent (stopped, not closed) is dropped after three heartbeats.
+    b.proc.signal("STOP");
+    block(|| wait_programmed(&controller, "True", "1/1 dataplanes at generation"));
+    b.proc.signal("CONT");
+    block(|| wait_programmed(&controller, "True", "2/2 dataplanes at generation"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,6 +269,17 @@ async fn outages_do_not_interrupt_traffic_and_the_dataplane_converges() {
     block(|| dp.wait_key(KEY, 101));
     let mut ws = open_ws(&dp, KEY).await;
 
+    // A controller that goes silent is noticed within three heartbeats (200 ms each here).
+    controller.proc.signal("STOP");
+    block(|| {
+        wait_for(
+            "the dataplane to notice silence",
+            Duration::from_secs(3),
+            || (dp.metric("portcullis_sync_connected") == Some(0.0)).then_some(()),
+        )
+    });
+    assert!(echoes(&mut ws, "controller silent").await);
+    controller.proc.signal("CONT");
     // Controller killed: the session and new handshakes go on.
     drop(controller);
     block(|| {

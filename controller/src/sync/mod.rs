@@ -94,7 +94,12 @@ impl Hub {
             return;
         };
         table.generation = generation;
-        let message = protocol::encode_table(table);
+        let capacity = self
+            .latest
+            .borrow()
+            .as_ref()
+            .map_or(0, |p| p.message.len() + 4096);
+        let message = protocol::encode_table(table, capacity);
         self.metrics.table_generation.set(generation as i64);
         self.metrics.table_bytes.set(message.len() as i64);
         info!(generation, hash = %table.hash, bytes = message.len(), "route table published");

@@ -102,8 +102,9 @@ pub fn decode<T: for<'de> Deserialize<'de> + Versioned>(text: &str) -> Result<T,
     }
 }
 
-/// The table message for `table`, serialised without copying the table.
-pub fn encode_table(table: &RouteTable) -> String {
+/// The table message for `table`, serialised without copying the table into a buffer of
+/// `capacity` bytes (the previous message's size avoids regrowing a multi-megabyte string).
+pub fn encode_table(table: &RouteTable, capacity: usize) -> String {
     #[derive(Serialize)]
     struct Borrowed<'a> {
         #[serde(rename = "type")]
@@ -111,11 +112,18 @@ pub fn encode_table(table: &RouteTable) -> String {
         v: u32,
         table: &'a RouteTable,
     }
-    encode(&Borrowed {
-        kind: ToDataplaneKind::Table,
-        v: VERSION,
-        table,
-    })
+    let mut out = Vec::with_capacity(capacity);
+    serde_json::to_writer(
+        &mut out,
+        &Borrowed {
+            kind: ToDataplaneKind::Table,
+            v: VERSION,
+            table,
+        },
+    )
+    .expect("sync messages serialise");
+    // serde_json writes UTF-8 only.
+    String::from_utf8(out).expect("JSON is UTF-8")
 }
 
 pub fn encode<T: Serialize>(message: &T) -> String {
@@ -218,7 +226,7 @@ mod tests {
         }
         let push = ToDataplane::table(table(9));
         let text = encode(&push);
-        assert_eq!(text, encode_table(&push.table));
+        assert_eq!(text, encode_table(&push.table, 0));
         assert!(text.starts_with(r#"{"type":"table","v":1,"table":{"generation":9,"#));
         assert_eq!(decode::<ToDataplane>(&text), Ok(push));
     }

@@ -36,13 +36,32 @@ impl RouteTable {
             routes: &'a [Route],
             consumers: &'a [Consumer],
         }
-        let canonical = serde_json::to_vec(&Content {
-            format: TABLE_FORMAT,
-            routes: &self.routes,
-            consumers: &self.consumers,
-        })
-        .expect("route table serialises to JSON"); // plain data: cannot fail
-        hex::encode(Sha256::digest(canonical))
+        /// Feeds the serialisation straight into the digest: no multi-megabyte buffer.
+        struct Digest(Sha256);
+        impl std::io::Write for Digest {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.update(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut digest = std::io::BufWriter::with_capacity(64 * 1024, Digest(Sha256::new()));
+        serde_json::to_writer(
+            &mut digest,
+            &Content {
+                format: TABLE_FORMAT,
+                routes: &self.routes,
+                consumers: &self.consumers,
+            },
+        )
+        .expect("route table serialises to JSON"); // plain data, infallible writer
+        let digest = digest
+            .into_inner()
+            .map_err(|_| ())
+            .expect("digest writer cannot fail");
+        hex::encode(digest.0.finalize())
     }
 
     /// Sets `hash` from the content.
