@@ -2,7 +2,7 @@
 """Propagation benchmark: a resource change on disk → the first WebSocket handshake that sees it,
 measured at the client, through a controller (file provider, sync listener) and N remote
 dataplanes over mutual TLS, all on 127.0.0.1. The change is a key rotation in jack's Secret; the
-client tries the new key on every dataplane in a tight loop and records when each first answers
+client tries the new key on every dataplane every millisecond and records when each first answers
 101. Also reported: the table's size on the wire and the controller's CPU per push.
 
     python3 tests/bench/propagation.py            # 10 and 10 000 routes, 1 and 4 dataplanes
@@ -155,6 +155,7 @@ def run_case(work, echo_port, n_routes, n_dp, changes):
                     if handshake_status(port, key) == 101:
                         seen[port] = time.perf_counter()
                         return
+                    time.sleep(0.001)  # ~1 ms resolution without saturating the dataplanes
             threads = [threading.Thread(target=probe, args=(p,)) for p in dps]
             for t in threads:
                 t.start()
@@ -224,7 +225,7 @@ Produced by `python3 tests/bench/propagation.py{' --quick' if a.quick else ''}` 
 ({os.cpu_count()} cores, everything on this machine). One controller (`standalone
 --embedded-dataplane false`, file provider polling every 10 ms, default 100 ms push debounce) and 1 or 4
 remote dataplanes (`--workers 1` each) over mutual TLS on 127.0.0.1. Each of {changes} changes rotates
-jack's key in the Secret file; a client thread per dataplane tries the new key in a tight loop, and the
+jack's key in the Secret file; a client thread per dataplane tries the new key every millisecond, and the
 latency is from the file's rename to the first `101` on that dataplane. Changes are 300 ms apart, so
 each goes out at once (the debounce only holds changes that follow a push within 100 ms).
 
@@ -235,7 +236,9 @@ each goes out at once (the debounce only holds changes that follow a push within
 "p99, all dataplanes" is over the slowest dataplane of each change. Controller CPU (user+system,
 10 ms ticks) covers scanning, translating, serialising once and sending to every dataplane. The
 file provider's polling adds up to its interval (10 ms here, 250 ms by default); the Kubernetes
-provider is event-driven.
+provider is event-driven. On this 2-core machine 4 dataplanes compiling a 10 000-route table at
+the same moment share two cores with the controller and the probing client, which is most of the
+difference between the 1- and 4-dataplane rows.
 
 ```json
 {results}
