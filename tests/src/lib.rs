@@ -816,3 +816,4 @@ pub fn curl(args: &[&str]) -> String {
         .expect("curl runs");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+pub mod kube_api;

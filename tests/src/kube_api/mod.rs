@@ -1,0 +1,163 @@
+//! A Kubernetes API test server: HTTPS with its own CA, bearer-token auth, discovery, CRUD,
+//! patch, watch and the status subresource for the kinds Portcullis uses and every kind a
+//! `CustomResourceDefinition` registers. Tests start it in-process ([`ApiServer::start`]);
+//! `kube-test-apiserver` serves it standalone. It writes a kubeconfig that `kubectl` and kube-rs
+//! use unchanged.
+
+pub mod http;
+pub mod openapi;
+pub mod patch;
+pub mod protobuf;
+pub mod resources;
+pub mod selector;
+pub mod store;
+pub mod table;
+pub mod watch;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+use self::http::Shared;
+use self::store::Store;
+
+pub struct ApiServer {
+    pub addr: SocketAddr,
+    pub kubeconfig: PathBuf,
+    pub ca_pem: String,
+    pub token: String,
+    pub shared: Arc<Shared>,
+    _dir: Option<tempfile::TempDir>,
+    _runtime: std::thread::JoinHandle<()>,
+}
+
+struct Pki {
+    ca_pem: String,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+fn pki() -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "kube-test-apiserver CA");
+    let ca = ca_params.self_signed(&ca_key).expect("CA");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().expect("key");
+    let cert = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
+        .expect("params")
+        .signed_by(&key, &issuer)
+        .expect("server certificate");
+    let der = rustls_pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("key der");
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.der().clone()], der)
+    .expect("TLS config");
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Pki {
+        ca_pem: ca.pem(),
+        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+    }
+}
+
+impl ApiServer {
+    /// Starts on `127.0.0.1` with a port from the OS and writes a kubeconfig into a temporary
+    /// directory.
+    pub fn start() -> ApiServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kubeconfig = dir.path().join("kubeconfig");
+        let mut server = Self::serve("127.0.0.1:0".parse().unwrap(), &kubeconfig);
+        server._dir = Some(dir);
+        server
+    }
+
+    /// Serves on `listen` until the process ends; writes the kubeconfig to `kubeconfig`.
+    pub fn serve(listen: SocketAddr, kubeconfig: &Path) -> ApiServer {
+        let Pki { ca_pem, acceptor } = pki();
+        let token = format!("test-{:016x}", fastrand::u64(..));
+        let shared = Arc::new(Shared {
+            store: Mutex::new(Store::default()),
+            token: token.clone(),
+            changed: tokio::sync::broadcast::channel(1024).0,
+        });
+        let listener = std::net::TcpListener::bind(listen).expect("bind the API server");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("local address");
+        let served = shared.clone();
+        let runtime = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = TcpListener::from_std(listener).expect("listener");
+                loop {
+                    let Ok((tcp, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let acceptor = acceptor.clone();
+                    let shared = served.clone();
+                    tokio::spawn(async move {
+                        let Ok(tls) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        let service = hyper::service::service_fn(move |req| {
+                            self::http::handle(req, shared.clone())
+                        });
+                        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                            .http1_only()
+                            .serve_connection(TokioIo::new(tls), service)
+                            .await;
+                    });
+                }
+            });
+        });
+        use base64::Engine;
+        let ca_b64 = base64::engine::general_purpose::STANDARD.encode(&ca_pem);
+        std::fs::write(
+            kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: https://{addr}\n    certificate-authority-data: {ca_b64}\nusers:\n- name: test\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context: {{cluster: test, user: test, namespace: default}}\ncurrent-context: test\n"
+            ),
+        )
+        .expect("write the kubeconfig");
+        ApiServer {
+            addr,
+            kubeconfig: kubeconfig.to_path_buf(),
+            ca_pem,
+            token,
+            shared,
+            _dir: None,
+            _runtime: runtime,
+        }
+    }
+
+    /// Runs `kubectl` against this server (its own discovery cache); returns (success, stdout, stderr).
+    pub fn kubectl(&self, args: &[&str]) -> (bool, String, String) {
+        let cache = self.kubeconfig.with_extension("cache");
+        let out = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(&cache)
+            .args(args)
+            .output()
+            .expect("kubectl is installed");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}

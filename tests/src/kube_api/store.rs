@@ -1,0 +1,604 @@
+//! Objects by resource type, `resourceVersion`s from one counter, and the event history that
+//! watches read (bounded: older versions are compacted and answered `410 Gone`).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde_json::{Map, Value, json};
+
+use super::resources::{self, ResourceType};
+
+/// How many events the history keeps; a watch from an older version gets 410.
+pub const HISTORY: usize = 10_000;
+
+#[derive(Clone, Debug)]
+pub struct Event {
+    pub resource_version: u64,
+    pub group: String,
+    pub plural: String,
+    pub namespace: String,
+    /// ADDED, MODIFIED, DELETED.
+    pub kind: &'static str,
+    pub object: Value,
+}
+
+/// An API error, rendered as a `Status`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApiError {
+    pub code: u16,
+    pub reason: &'static str,
+    pub message: String,
+    pub details: Value,
+}
+
+impl ApiError {
+    pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            details: Value::Null,
+        }
+    }
+
+    pub fn not_found(t: &ResourceType, name: &str) -> Self {
+        ApiError {
+            details: json!({"name": name, "group": t.group, "kind": t.plural}),
+            ..Self::new(
+                404,
+                "NotFound",
+                format!("{} \"{name}\" not found", t.qualified()),
+            )
+        }
+    }
+
+    /// `causes` are `field: message`, as the API server words them.
+    pub fn invalid(t: &ResourceType, name: &str, causes: &[String]) -> Self {
+        let qualified_kind = if t.group.is_empty() {
+            t.kind.clone()
+        } else {
+            format!("{}.{}", t.kind, t.group)
+        };
+        ApiError {
+            details: json!({
+                "name": name, "group": t.group, "kind": t.kind,
+                "causes": causes.iter().map(|c| {
+                    let (field, message) = c.split_once(": ").unwrap_or(("", c));
+                    json!({"reason": "FieldValueInvalid", "message": message, "field": field})
+                }).collect::<Vec<_>>(),
+            }),
+            ..Self::new(
+                422,
+                "Invalid",
+                format!(
+                    "{qualified_kind} \"{name}\" is invalid: {}",
+                    causes.join(", ")
+                ),
+            )
+        }
+    }
+
+    pub fn status(&self) -> Value {
+        let mut s = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        });
+        if !self.details.is_null() {
+            s["details"] = self.details.clone();
+        }
+        s
+    }
+}
+
+pub struct Store {
+    resource_version: u64,
+    types: Vec<ResourceType>,
+    objects: BTreeMap<(String, String), BTreeMap<(String, String), Value>>,
+    pub history: VecDeque<Event>,
+    uid_counter: u64,
+}
+
+fn key(t: &ResourceType) -> (String, String) {
+    (t.group.clone(), t.plural.clone())
+}
+
+fn meta(obj: &Value, field: &str) -> Option<String> {
+    obj["metadata"][field].as_str().map(str::to_string)
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        let mut store = Store {
+            resource_version: 0,
+            types: resources::builtins(),
+            objects: BTreeMap::new(),
+            history: VecDeque::new(),
+            uid_counter: 0,
+        };
+        let ns = store.find("", "v1", "namespaces").unwrap();
+        for name in ["default", "kube-system", "kube-public"] {
+            store
+                .create(
+                    &ns,
+                    "",
+                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
+                )
+                .expect("built-in namespaces");
+        }
+        store
+    }
+}
+
+impl Store {
+    pub fn types(&self) -> &[ResourceType] {
+        &self.types
+    }
+
+    pub fn resource_version(&self) -> u64 {
+        self.resource_version
+    }
+
+    /// The oldest version a watch can start from.
+    pub fn oldest_watchable(&self) -> u64 {
+        self.history
+            .front()
+            .map_or(self.resource_version, |e| e.resource_version - 1)
+    }
+
+    pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<ResourceType> {
+        self.types
+            .iter()
+            .find(|t| t.group == group && t.version == version && t.plural == plural)
+            .cloned()
+    }
+
+    fn next_version(&mut self) -> u64 {
+        self.resource_version += 1;
+        self.resource_version
+    }
+
+    fn record(&mut self, t: &ResourceType, kind: &'static str, object: &Value) {
+        self.history.push_back(Event {
+            resource_version: self.resource_version,
+            group: t.group.clone(),
+            plural: t.plural.clone(),
+            namespace: meta(object, "namespace").unwrap_or_default(),
+            kind,
+            object: object.clone(),
+        });
+        while self.history.len() > HISTORY {
+            self.history.pop_front();
+        }
+    }
+
+    fn now() -> String {
+        portcullis_controller::status::rfc3339(std::time::SystemTime::now())
+    }
+
+    fn uid(&mut self) -> String {
+        self.uid_counter += 1;
+        let n = self.uid_counter;
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        format!(
+            "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+            (t >> 32) as u32,
+            (t >> 16) as u16,
+            (n >> 12) & 0xfff,
+            n & 0xfff,
+            t as u64 & 0xffff_ffff_ffff
+        )
+    }
+
+    pub fn get(&self, t: &ResourceType, ns: &str, name: &str) -> Result<Value, ApiError> {
+        self.objects
+            .get(&key(t))
+            .and_then(|m| m.get(&(ns.to_string(), name.to_string())))
+            .cloned()
+            .map(|o| self.as_version(t, o))
+            .ok_or_else(|| ApiError::not_found(t, name))
+    }
+
+    /// Objects of `t` in `ns` ("" = all), in name order.
+    pub fn list(&self, t: &ResourceType, ns: &str) -> Vec<Value> {
+        self.objects
+            .get(&key(t))
+            .into_iter()
+            .flatten()
+            .filter(|((n, _), _)| ns.is_empty() || n == ns)
+            .map(|(_, o)| self.as_version(t, o.clone()))
+            .collect()
+    }
+
+    /// Objects are stored as written; reads carry the version asked for.
+    fn as_version(&self, t: &ResourceType, mut o: Value) -> Value {
+        o["apiVersion"] = json!(t.api_version());
+        o
+    }
+
+    fn check_identity(t: &ResourceType, obj: &Value) -> Result<(), ApiError> {
+        if let Some(kind) = obj["kind"].as_str()
+            && kind != t.kind
+        {
+            return Err(ApiError::new(
+                400,
+                "BadRequest",
+                format!(
+                    "the kind {kind:?} does not match the resource {:?}",
+                    t.qualified()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn create(
+        &mut self,
+        t: &ResourceType,
+        ns: &str,
+        mut obj: Value,
+    ) -> Result<Value, ApiError> {
+        Self::check_identity(t, &obj)?;
+        if !obj["metadata"].is_object() {
+            obj["metadata"] = json!({});
+        }
+        let name = match (meta(&obj, "name"), meta(&obj, "generateName")) {
+            (Some(n), _) if !n.is_empty() => n,
+            (_, Some(prefix)) if !prefix.is_empty() => {
+                let suffix = format!("{:05x}", self.resource_version + 1);
+                format!("{prefix}{suffix}")
+            }
+            _ => {
+                return Err(ApiError::invalid(
+                    t,
+                    "",
+                    &["metadata.name: Required value: name or generateName is required".into()],
+                ));
+            }
+        };
+        let ns = if t.namespaced { ns } else { "" };
+        if let Some(given) = meta(&obj, "namespace")
+            && t.namespaced
+            && !given.is_empty()
+            && given != ns
+        {
+            return Err(ApiError::new(
+                400,
+                "BadRequest",
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        if t.namespaced {
+            let namespaces = ("".to_string(), "namespaces".to_string());
+            let exists = self
+                .objects
+                .get(&namespaces)
+                .is_some_and(|m| m.contains_key(&(String::new(), ns.to_string())));
+            if !exists {
+                return Err(ApiError {
+                    details: json!({"name": ns, "kind": "namespaces"}),
+                    ..ApiError::new(404, "NotFound", format!("namespaces \"{ns}\" not found"))
+                });
+            }
+        }
+        if self
+            .objects
+            .get(&key(t))
+            .is_some_and(|m| m.contains_key(&(ns.to_string(), name.clone())))
+        {
+            return Err(ApiError {
+                details: json!({"name": name, "group": t.group, "kind": t.plural}),
+                ..ApiError::new(
+                    409,
+                    "AlreadyExists",
+                    format!("{} \"{name}\" already exists", t.qualified()),
+                )
+            });
+        }
+        let obj = self.admit(t, &name, obj, None)?;
+        let mut obj = obj;
+        let rv = self.next_version();
+        let uid = self.uid();
+        let m = obj["metadata"]
+            .as_object_mut()
+            .expect("metadata is an object");
+        m.insert("name".into(), json!(name));
+        if t.namespaced {
+            m.insert("namespace".into(), json!(ns));
+        } else {
+            m.remove("namespace");
+        }
+        m.insert("uid".into(), json!(uid));
+        m.insert("resourceVersion".into(), json!(rv.to_string()));
+        m.insert("creationTimestamp".into(), json!(Self::now()));
+        m.remove("deletionTimestamp");
+        if t.generation {
+            m.insert("generation".into(), json!(1));
+        }
+        if t.status_subresource {
+            // Status is not set on create through the main resource.
+            if let Some(o) = obj.as_object_mut() {
+                o.remove("status");
+            }
+        }
+        obj["apiVersion"] = json!(t.api_version());
+        obj["kind"] = json!(t.kind);
+        self.after_write(t, &mut obj)?;
+        self.objects
+            .entry(key(t))
+            .or_default()
+            .insert((ns.to_string(), name), obj.clone());
+        self.record(t, "ADDED", &obj);
+        Ok(obj)
+    }
+
+    /// Replaces an object (`PUT`), or its status (`subresource == Some("status")`).
+    pub fn update(
+        &mut self,
+        t: &ResourceType,
+        ns: &str,
+        name: &str,
+        mut obj: Value,
+        subresource: Option<&str>,
+    ) -> Result<Value, ApiError> {
+        Self::check_identity(t, &obj)?;
+        let ns = if t.namespaced { ns } else { "" };
+        let current = self.get(t, ns, name)?;
+        if let Some(given) = meta(&obj, "name")
+            && given != name
+        {
+            return Err(ApiError::new(
+                400,
+                "BadRequest",
+                "the name of the object does not match the name on the URL",
+            ));
+        }
+        if let Some(rv) = meta(&obj, "resourceVersion")
+            && !rv.is_empty()
+            && Some(rv) != meta(&current, "resourceVersion")
+        {
+            return Err(ApiError {
+                details: json!({"name": name, "group": t.group, "kind": t.plural}),
+                ..ApiError::new(
+                    409,
+                    "Conflict",
+                    format!(
+                        "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                        t.qualified()
+                    ),
+                )
+            });
+        }
+        if !obj["metadata"].is_object() {
+            obj["metadata"] = json!({});
+        }
+        let mut next = match subresource {
+            Some("status") => {
+                let mut next = current.clone();
+                next["status"] = obj.get("status").cloned().unwrap_or(Value::Null);
+                if next["status"].is_null() {
+                    next.as_object_mut().unwrap().remove("status");
+                }
+                next
+            }
+            Some(other) => {
+                return Err(ApiError::new(
+                    404,
+                    "NotFound",
+                    format!("subresource {other:?} not found"),
+                ));
+            }
+            None => {
+                let mut next = obj;
+                if t.status_subresource {
+                    match current.get("status") {
+                        Some(s) => next["status"] = s.clone(),
+                        None => {
+                            next.as_object_mut().unwrap().remove("status");
+                        }
+                    }
+                }
+                // Fields the server owns.
+                let m = next["metadata"].as_object_mut().unwrap();
+                for owned in [
+                    "uid",
+                    "creationTimestamp",
+                    "deletionTimestamp",
+                    "generation",
+                    "namespace",
+                    "name",
+                ] {
+                    match current["metadata"].get(owned) {
+                        Some(v) => {
+                            m.insert(owned.into(), v.clone());
+                        }
+                        None => {
+                            m.remove(owned);
+                        }
+                    }
+                }
+                self.admit(t, name, next, Some(&current))?
+            }
+        };
+        if t.generation && subresource.is_none() {
+            let spec_changed = strip_for_generation(&next) != strip_for_generation(&current);
+            let g = current["metadata"]["generation"].as_i64().unwrap_or(1);
+            next["metadata"]["generation"] = json!(if spec_changed { g + 1 } else { g });
+        }
+        next["apiVersion"] = json!(t.api_version());
+        next["kind"] = json!(t.kind);
+        // No-op writes do not bump resourceVersion (as the API server does).
+        let mut unchanged = next.clone();
+        unchanged["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+        if unchanged == current {
+            return Ok(current);
+        }
+        // Removing the last finalizer of an object being deleted deletes it.
+        let deleting = current["metadata"]["deletionTimestamp"].is_string();
+        let finalizers_left = next["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty());
+        let rv = self.next_version();
+        next["metadata"]["resourceVersion"] = json!(rv.to_string());
+        if deleting && !finalizers_left {
+            self.objects
+                .get_mut(&key(t))
+                .map(|m| m.remove(&(ns.to_string(), name.to_string())));
+            self.after_delete(t, &next);
+            self.record(t, "DELETED", &next);
+            return Ok(next);
+        }
+        self.after_write(t, &mut next)?;
+        self.objects
+            .entry(key(t))
+            .or_default()
+            .insert((ns.to_string(), name.to_string()), next.clone());
+        self.record(t, "MODIFIED", &next);
+        Ok(next)
+    }
+
+    /// Deletes, or marks for deletion while finalizers remain. Returns the object.
+    pub fn delete(&mut self, t: &ResourceType, ns: &str, name: &str) -> Result<Value, ApiError> {
+        let ns = if t.namespaced { ns } else { "" };
+        let mut current = self.get(t, ns, name)?;
+        let has_finalizers = current["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty());
+        if has_finalizers {
+            if current["metadata"]["deletionTimestamp"].is_string() {
+                return Ok(current);
+            }
+            let rv = self.next_version();
+            current["metadata"]["deletionTimestamp"] = json!(Self::now());
+            current["metadata"]["resourceVersion"] = json!(rv.to_string());
+            self.objects
+                .entry(key(t))
+                .or_default()
+                .insert((ns.to_string(), name.to_string()), current.clone());
+            self.record(t, "MODIFIED", &current);
+            return Ok(current);
+        }
+        let rv = self.next_version();
+        current["metadata"]["resourceVersion"] = json!(rv.to_string());
+        self.objects
+            .get_mut(&key(t))
+            .map(|m| m.remove(&(ns.to_string(), name.to_string())));
+        self.after_delete(t, &current);
+        self.record(t, "DELETED", &current);
+        Ok(current)
+    }
+
+    /// What the API server does to an object before storing it: Secret `stringData` folded
+    /// into `data`, kind-specific validation.
+    fn admit(
+        &mut self,
+        t: &ResourceType,
+        name: &str,
+        mut obj: Value,
+        _current: Option<&Value>,
+    ) -> Result<Value, ApiError> {
+        match (t.group.as_str(), t.plural.as_str()) {
+            ("", "secrets") => {
+                if let Some(Value::Object(string_data)) =
+                    obj.as_object_mut().and_then(|o| o.remove("stringData"))
+                {
+                    use base64::Engine;
+                    let data = obj["data"].as_object().cloned().unwrap_or_default();
+                    let mut data: Map<String, Value> = data;
+                    for (k, v) in string_data {
+                        let text = v.as_str().unwrap_or_default().to_string();
+                        data.insert(
+                            k,
+                            json!(base64::engine::general_purpose::STANDARD.encode(text)),
+                        );
+                    }
+                    obj["data"] = Value::Object(data);
+                }
+            }
+            ("discovery.k8s.io", "endpointslices") => {
+                let mut causes = Vec::new();
+                for (i, ep) in obj["endpoints"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .enumerate()
+                {
+                    for (j, addr) in ep["addresses"].as_array().into_iter().flatten().enumerate() {
+                        if let Some(ip) = addr
+                            .as_str()
+                            .and_then(|a| a.parse::<std::net::IpAddr>().ok())
+                            && ip.is_loopback()
+                        {
+                            causes.push(format!(
+                                "endpoints[{i}].addresses[{j}]: Invalid value: \"{ip}\": may not be in the loopback range (127.0.0.0/8, ::1/128)"
+                            ));
+                        }
+                    }
+                }
+                if !causes.is_empty() {
+                    return Err(ApiError::invalid(t, name, &causes));
+                }
+            }
+            ("apiextensions.k8s.io", "customresourcedefinitions") => {
+                resources::from_crd(&obj).map_err(|e| ApiError::invalid(t, name, &[e]))?;
+            }
+            _ => {}
+        }
+        Ok(obj)
+    }
+
+    /// Side effects of a stored write: a CRD registers its kinds and is Established at once.
+    fn after_write(&mut self, t: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
+        if t.plural == "customresourcedefinitions" {
+            let now = Self::now();
+            let condition = |kind: &str, reason: &str| json!({"type": kind, "status": "True", "reason": reason, "message": "", "lastTransitionTime": now});
+            obj["status"] = json!({
+                "conditions": [condition("NamesAccepted", "NoConflicts"), condition("Established", "InitialNamesAccepted")],
+                "acceptedNames": obj["spec"]["names"].clone(),
+                "storedVersions": obj["spec"]["versions"].as_array().into_iter().flatten()
+                    .filter(|v| v["storage"].as_bool() == Some(true)).map(|v| v["name"].clone()).collect::<Vec<_>>(),
+            });
+            let defined = resources::from_crd(obj).map_err(|e| ApiError::invalid(t, "", &[e]))?;
+            self.unregister(obj);
+            self.types.extend(defined);
+        }
+        Ok(())
+    }
+
+    fn after_delete(&mut self, t: &ResourceType, obj: &Value) {
+        if t.plural == "customresourcedefinitions" {
+            let kind = self.unregister(obj);
+            self.objects.remove(&kind);
+        }
+    }
+
+    /// Forgets the kinds a CRD defined; returns their (group, plural).
+    fn unregister(&mut self, crd: &Value) -> (String, String) {
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        let (group, plural) = (
+            text(&crd["spec"]["group"]),
+            text(&crd["spec"]["names"]["plural"]),
+        );
+        self.types
+            .retain(|r| !(r.group == group && r.plural == plural));
+        (group, plural)
+    }
+}
+
+/// What `metadata.generation` counts: everything but metadata and status.
+fn strip_for_generation(obj: &Value) -> Value {
+    let mut o = obj.clone();
+    if let Some(m) = o.as_object_mut() {
+        m.remove("metadata");
+        m.remove("status");
+        m.remove("apiVersion");
+        m.remove("kind");
+    }
+    o
+}

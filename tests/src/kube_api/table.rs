@@ -1,0 +1,190 @@
+//! `meta.k8s.io/v1` `Table` responses (what `kubectl get` asks for): Name, the custom resource's
+//! printer columns (or Age for built-ins), cells rendered as the API server does (JSONPath,
+//! dates as ages).
+
+use serde_json::{Value, json};
+
+use super::resources::ResourceType;
+
+pub fn render(t: &ResourceType, value: Value) -> Value {
+    let (items, meta) = match value.get("items") {
+        Some(Value::Array(items)) => (items.clone(), value["metadata"].clone()),
+        _ => (
+            vec![value.clone()],
+            json!({"resourceVersion": value["metadata"]["resourceVersion"]}),
+        ),
+    };
+    let mut columns = vec![
+        json!({"name": "Name", "type": "string", "format": "name", "description": "Name", "priority": 0}),
+    ];
+    let printer: Vec<Value> = if t.printer_columns.is_empty() {
+        vec![
+            json!({"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp", "description": "Age"}),
+        ]
+    } else {
+        t.printer_columns.clone()
+    };
+    for c in &printer {
+        columns.push(json!({
+            "name": c["name"], "type": c["type"], "format": c.get("format").cloned().unwrap_or(json!("")),
+            "description": c.get("description").cloned().unwrap_or(json!("")),
+            "priority": c.get("priority").cloned().unwrap_or(json!(0)),
+        }));
+    }
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|o| {
+            let mut cells = vec![o["metadata"]["name"].clone()];
+            for c in &printer {
+                let found = jsonpath(o, c["jsonPath"].as_str().unwrap_or(""));
+                cells.push(cell(&found, c["type"].as_str().unwrap_or("string")));
+            }
+            json!({
+                "cells": cells,
+                "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]},
+            })
+        })
+        .collect();
+    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": columns, "rows": rows})
+}
+
+fn cell(found: &[Value], kind: &str) -> Value {
+    if found.is_empty() {
+        return Value::Null;
+    }
+    if kind == "date" {
+        return found[0]
+            .as_str()
+            .and_then(age)
+            .map(Value::String)
+            .unwrap_or(Value::Null);
+    }
+    if found.len() == 1 {
+        return match &found[0] {
+            Value::String(_) | Value::Number(_) | Value::Bool(_) => found[0].clone(),
+            other => json!(other.to_string()),
+        };
+    }
+    json!(
+        found
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => s.clone(),
+                o => o.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    )
+}
+
+/// `2026-11-25T10:00:00Z` → `5m3s`-style age, as `kubectl` shows.
+fn age(timestamp: &str) -> Option<String> {
+    let t = parse_rfc3339(timestamp)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs() as i64;
+    let s = (now - t).max(0);
+    Some(match s {
+        s if s < 120 => format!("{s}s"),
+        s if s < 600 => format!("{}m{}s", s / 60, s % 60),
+        s if s < 3 * 3600 => format!("{}m", s / 60),
+        s if s < 48 * 3600 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    })
+}
+
+fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20 {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d, h, mi, se) = (
+        n(0..4)?,
+        n(5..7)?,
+        n(8..10)?,
+        n(11..13)?,
+        n(14..16)?,
+        n(17..19)?,
+    );
+    // Days from civil (H. Hinnant).
+    let y2 = if mo <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + mi * 60 + se)
+}
+
+/// The JSONPath subset printer columns use: `.a.b`, `[]`/`[*]`, `[n]`, `[?(@.k=="v")]`.
+pub fn jsonpath(root: &Value, path: &str) -> Vec<Value> {
+    let mut current = vec![root.clone()];
+    let mut rest = path.trim();
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix('.') {
+            let end = r.find(['.', '[']).unwrap_or(r.len());
+            let field = &r[..end];
+            current = current
+                .iter()
+                .filter_map(|v| v.get(field).cloned())
+                .collect();
+            rest = &r[end..];
+        } else if let Some(r) = rest.strip_prefix('[') {
+            let Some(end) = r.find(']') else {
+                return vec![];
+            };
+            let inner = &r[..end];
+            rest = &r[end + 1..];
+            current = if inner.is_empty() || inner == "*" {
+                current
+                    .iter()
+                    .flat_map(|v| v.as_array().cloned().unwrap_or_default())
+                    .collect()
+            } else if let Ok(i) = inner.parse::<usize>() {
+                current.iter().filter_map(|v| v.get(i).cloned()).collect()
+            } else if let Some(filter) =
+                inner.strip_prefix("?(@.").and_then(|f| f.strip_suffix(')'))
+            {
+                let Some((field, value)) = filter.split_once("==") else {
+                    return vec![];
+                };
+                let value = value.trim().trim_matches('"').trim_matches('\'');
+                current
+                    .iter()
+                    .flat_map(|v| v.as_array().cloned().unwrap_or_default())
+                    .filter(|e| e[field.trim()].as_str() == Some(value))
+                    .collect()
+            } else {
+                return vec![];
+            };
+        } else {
+            return vec![];
+        }
+    }
+    current
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printer_column_paths() {
+        let o = json!({"spec": {"http": [{"match": {"hosts": ["a"]}}, {"match": {"hosts": ["b", "c"]}}]},
+                       "status": {"conditions": [{"type": "Accepted", "status": "True"}, {"type": "Programmed", "status": "False"}]}});
+        assert_eq!(jsonpath(&o, ".spec.http[].match.hosts").len(), 2);
+        assert_eq!(
+            jsonpath(&o, r#".status.conditions[?(@.type=="Programmed")].status"#),
+            vec![json!("False")]
+        );
+        assert_eq!(
+            jsonpath(&o, ".spec.http[1].match.hosts[0]"),
+            vec![json!("b")]
+        );
+        assert!(jsonpath(&o, ".nothing.here").is_empty());
+        assert_eq!(parse_rfc3339("1970-01-02T00:00:01Z"), Some(86_401));
+        assert_eq!(parse_rfc3339("2000-03-01T00:00:00Z"), Some(951_868_800));
+    }
+}

@@ -1,0 +1,309 @@
+//! The Kubernetes API test server, exercised with the preinstalled `kubectl` and raw HTTPS:
+//! discovery, protobuf and JSON bodies, CRDs with printer columns, validation the real API
+//! server applies, server-side apply, conflicts, generations, the status subresource, watches.
+
+use std::io::Write;
+
+use portcullis_tests::kube_api::ApiServer;
+use portcullis_tests::workspace_root;
+
+fn ok(api: &ApiServer, args: &[&str]) -> String {
+    let (success, out, err) = api.kubectl(args);
+    assert!(success, "kubectl {args:?} failed: {err}{out}");
+    out
+}
+
+#[test]
+fn kubectl_works_against_it() {
+    let api = ApiServer::start();
+    let root = workspace_root();
+    let (crds, examples) = (root.join("crds"), root.join("examples/websocket-auth"));
+    assert!(ok(&api, &["version"]).contains("Server Version: v1.33.0"));
+    ok(&api, &["create", "namespace", "demo"]);
+    // kubectl's typed clients send protobuf.
+    ok(
+        &api,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "jack-key",
+            "-n",
+            "demo",
+            "--from-literal=key=this_is_the_key",
+        ],
+    );
+    let secret = ok(
+        &api,
+        &["get", "secret", "jack-key", "-n", "demo", "-o", "yaml"],
+    );
+    assert!(secret.contains("key: dGhpc19pc190aGVfa2V5"), "{secret}");
+    assert!(
+        secret.contains("uid: ") && secret.contains("resourceVersion: "),
+        "{secret}"
+    );
+
+    ok(&api, &["apply", "-f", crds.to_str().unwrap()]);
+    ok(
+        &api,
+        &[
+            "wait",
+            "--for=condition=established",
+            "crd/apisixroutes.apisix.apache.org",
+            "--timeout=10s",
+        ],
+    );
+    // The example's EndpointSlice points at 127.0.0.1: refused as the real API server does.
+    let (applied, out, err) = api.kubectl(&["apply", "-f", examples.to_str().unwrap()]);
+    assert!(!applied);
+    assert!(
+        out.contains("apisixroute.apisix.apache.org/echo created"),
+        "{out}"
+    );
+    assert!(
+        out.contains("secret/jack-key configured") || out.contains("secret/jack-key created"),
+        "{out}"
+    );
+    assert!(
+        err.contains("endpoints[0].addresses[0]: Invalid value: \"127.0.0.1\": may not be in the loopback range"),
+        "{err}"
+    );
+    let routes = ok(&api, &["get", "ar", "-n", "demo"]);
+    let header: Vec<&str> = routes.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "HOSTS", "URIS", "ACCEPTED", "PROGRAMMED", "AGE"]
+    );
+    assert!(
+        routes.contains("echo") && routes.contains("ws.example.com"),
+        "{routes}"
+    );
+    assert!(
+        ok(&api, &["get", "ac", "-n", "demo", "-o", "name"])
+            .contains("apisixconsumer.apisix.apache.org/jack")
+    );
+    ok(
+        &api,
+        &[
+            "apply",
+            "--server-side",
+            "-f",
+            examples.join("route.yaml").to_str().unwrap(),
+        ],
+    );
+    ok(&api, &["delete", "ar", "echo", "-n", "demo"]);
+    let (found, _, err) = api.kubectl(&["get", "ar", "echo", "-n", "demo"]);
+    assert!(!found && err.contains("NotFound"), "{err}");
+}
+
+/// A raw HTTPS request with the server's token; returns (status, body).
+fn call(
+    api: &ApiServer,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let (status, text) = raw(api, method, path, content_type, body);
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")),
+    )
+}
+
+fn tls(api: &ApiServer) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(api.ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let conn =
+        rustls::ClientConnection::new(std::sync::Arc::new(config), "127.0.0.1".try_into().unwrap())
+            .unwrap();
+    rustls::StreamOwned::new(conn, std::net::TcpStream::connect(api.addr).unwrap())
+}
+
+use rustls_pki_types::pem::PemObject;
+
+fn raw(api: &ApiServer, method: &str, path: &str, content_type: &str, body: &str) -> (u16, String) {
+    let mut s = tls(api);
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        api.token,
+        body.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    let _ = std::io::Read::read_to_string(&mut s, &mut text);
+    let status = text[9..12].parse().unwrap();
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    // Chunked bodies: keep the JSON lines only.
+    let body: String = body
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    (status, body)
+}
+
+#[test]
+fn the_wire_protocol_where_controllers_depend_on_it() {
+    let api = ApiServer::start();
+    let crd = std::fs::read_to_string(workspace_root().join("crds/apisixroutes.yaml")).unwrap();
+    let (s, _) = call(
+        &api,
+        "POST",
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        "application/yaml",
+        &crd,
+    );
+    assert_eq!(s, 201);
+    let base = "/apis/apisix.apache.org/v2/namespaces/default/apisixroutes";
+    let route = r#"{"apiVersion":"apisix.apache.org/v2","kind":"ApisixRoute","metadata":{"name":"r"},"spec":{"http":[{"name":"a","match":{"paths":["/a"]}}]}}"#;
+    let (s, created) = call(&api, "POST", base, "application/json", route);
+    assert_eq!(s, 201);
+    assert_eq!(created["metadata"]["generation"], 1);
+    let rv = created["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, dup) = call(&api, "POST", base, "application/json", route);
+    assert_eq!((s, dup["reason"].as_str()), (409, Some("AlreadyExists")));
+
+    // Status through the subresource does not bump the generation; spec changes do.
+    let status = r#"{"status":{"conditions":[{"type":"Accepted","status":"True","reason":"Accepted","message":"","lastTransitionTime":"2026-01-01T00:00:00Z"}]}}"#;
+    let (s, after_status) = call(
+        &api,
+        "PATCH",
+        &format!("{base}/r/status"),
+        "application/merge-patch+json",
+        status,
+    );
+    assert_eq!(s, 200);
+    assert_eq!(after_status["metadata"]["generation"], 1);
+    assert_eq!(after_status["status"]["conditions"][0]["type"], "Accepted");
+    let (_, spec_changed) = call(
+        &api,
+        "PATCH",
+        &format!("{base}/r"),
+        "application/merge-patch+json",
+        r#"{"spec":{"ingressClassName":"portcullis"},"status":null}"#,
+    );
+    assert_eq!(spec_changed["metadata"]["generation"], 2);
+    assert_eq!(
+        spec_changed["status"]["conditions"][0]["type"], "Accepted",
+        "status kept by the main resource"
+    );
+    // A write carrying the creation's (now stale) resourceVersion conflicts.
+    let (s, conflict) = call(
+        &api,
+        "PUT",
+        &format!("{base}/r"),
+        "application/json",
+        &created.to_string(),
+    );
+    assert_eq!((s, conflict["reason"].as_str()), (409, Some("Conflict")));
+
+    // Finalizers hold deletion until removed.
+    call(
+        &api,
+        "PATCH",
+        &format!("{base}/r"),
+        "application/merge-patch+json",
+        r#"{"metadata":{"finalizers":["portcullis.dev/test"]}}"#,
+    );
+    let (s, deleting) = call(&api, "DELETE", &format!("{base}/r"), "application/json", "");
+    assert_eq!(s, 200);
+    assert!(deleting["metadata"]["deletionTimestamp"].is_string());
+    call(
+        &api,
+        "PATCH",
+        &format!("{base}/r"),
+        "application/merge-patch+json",
+        r#"{"metadata":{"finalizers":null}}"#,
+    );
+    let (s, _) = call(&api, "GET", &format!("{base}/r"), "application/json", "");
+    assert_eq!(s, 404);
+
+    // Watch from a version replays what happened since; a version older than the history is 410.
+    let (_, list) = call(
+        &api,
+        "GET",
+        &format!("{base}?labelSelector=missing"),
+        "application/json",
+        "",
+    );
+    assert_eq!(list["kind"], "ApisixRouteList");
+    let (_, events) = raw(
+        &api,
+        "GET",
+        &format!("{base}?watch=true&resourceVersion={rv}&timeoutSeconds=1"),
+        "application/json",
+        "",
+    );
+    let kinds: Vec<String> = events
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        kinds.first().map(String::as_str),
+        Some("MODIFIED"),
+        "{events}"
+    );
+    assert_eq!(
+        kinds.last().map(String::as_str),
+        Some("DELETED"),
+        "{events}"
+    );
+    {
+        let mut store = api.shared.lock();
+        let cm = store.find("", "v1", "configmaps").unwrap();
+        for i in 0..portcullis_tests::kube_api::store::HISTORY + 10 {
+            store
+                .create(
+                    &cm,
+                    "default",
+                    serde_json::json!({"metadata": {"name": format!("c{i}")}}),
+                )
+                .unwrap();
+        }
+    }
+    let (_, gone) = raw(
+        &api,
+        "GET",
+        &format!("{base}?watch=true&resourceVersion={rv}"),
+        "application/json",
+        "",
+    );
+    let gone: serde_json::Value = serde_json::from_str(gone.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (gone["type"].as_str(), gone["object"]["code"].as_u64()),
+        (Some("ERROR"), Some(410))
+    );
+}
+
+#[test]
+fn requests_without_the_token_are_refused() {
+    let api = ApiServer::start();
+    let mut s = tls(&api);
+    write!(
+        s,
+        "GET /api/v1/namespaces HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    let _ = std::io::Read::read_to_string(&mut s, &mut text);
+    assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+}
