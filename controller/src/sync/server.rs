@@ -138,17 +138,13 @@ async fn connection(
         Err(_) => return refuse(&hub, peer, "handshake", &"timed out"),
     };
     let (mut tx, mut rx) = ws.split();
+    // The first frame must be a hello; anything else ends the connection.
     let hello = match timeout_at(deadline, rx.next()).await {
-        Ok(Some(Ok(Message::Text(text)))) => protocol::decode::<ToController>(text.as_str()),
-        Ok(other) => {
-            return refuse(
-                &hub,
-                peer,
-                "protocol",
-                &format!("expected hello, got {other:?}"),
-            );
+        Ok(Some(Ok(Message::Text(text)))) => {
+            protocol::decode::<ToController>(text.as_str()).map_err(|e| e.to_string())
         }
-        Err(_) => return refuse(&hub, peer, "protocol", &"no hello in time"),
+        Ok(_) => Err("the first message was not a text frame".to_string()),
+        Err(_) => Err("no hello in time".to_string()),
     };
     let (name, serving) = match hello {
         Ok(ToController::Hello {
@@ -156,14 +152,7 @@ async fn connection(
             generation,
             ..
         }) => (dataplane, generation),
-        Ok(other) => {
-            return refuse(
-                &hub,
-                peer,
-                "protocol",
-                &format!("expected hello, got {other:?}"),
-            );
-        }
+        Ok(_) => return refuse(&hub, peer, "protocol", &"expected hello first"),
         Err(e) => {
             let _ = tx.send(Message::Close(None)).await;
             return refuse(&hub, peer, "protocol", &e);
