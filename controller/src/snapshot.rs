@@ -24,6 +24,9 @@ pub enum Mode {
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     pub mode: Mode,
+    /// `--ingress-class`: when not empty, only IngressClasses of these names (and naming our
+    /// controller) are ours; empty: every IngressClass naming our controller.
+    pub only_classes: Vec<String>,
     pub routes: Vec<ApisixRoute>,
     pub consumers: Vec<ApisixConsumer>,
     pub secrets: Vec<Secret>,

@@ -31,6 +31,7 @@ pub async fn run(
 ) {
     let mut scanned = false;
     let mut statuses: Vec<StatusUpdate> = Vec::new();
+    let mut published = 0;
     let mut reported: Vec<FileProblem> = Vec::new();
     let mut acks = hub.subscribe();
     let mut ticker = tokio::time::interval(interval);
@@ -53,7 +54,7 @@ pub async fn run(
                 reported = problems.clone();
                 // The hub numbers generations; translation's own number is not used.
                 let translation = translate(&provider.snapshot(), 0);
-                hub.publish(translation.table);
+                published = hub.publish(translation.table);
                 statuses = translation.statuses;
                 shared.lock().unwrap_or_else(|e| e.into_inner()).file_problems = problems;
             }
@@ -63,9 +64,9 @@ pub async fn run(
                 }
             }
         }
-        let programmed = hub.programmed();
+        let fleet = hub.fleet();
         let mut shared = shared.lock().unwrap_or_else(|e| e.into_inner());
-        for (resource, accepted_changed) in shared.board.update(&statuses, &programmed) {
+        for (resource, accepted_changed) in shared.board.update(&statuses, published, &fleet) {
             if !accepted_changed {
                 continue;
             }

@@ -29,26 +29,79 @@ pub struct Resource {
     pub conditions: Vec<Condition>,
 }
 
-/// How the dataplanes took the table.
-#[derive(Clone, Debug)]
-pub enum Programmed {
-    /// `acked` of `connected` dataplanes are at a generation containing the object.
-    Progress {
-        acked: usize,
-        connected: usize,
-        generation: u64,
-    },
-    /// A dataplane refused the table.
-    Rejected {
-        dataplane: String,
-        generation: u64,
-        error: String,
-    },
+/// What one connected dataplane acknowledged (the newest generation) or refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataplaneAcks {
+    pub name: String,
+    pub acked: Option<u64>,
+    /// A refused generation and the dataplane's error, until it acknowledges a later one.
+    pub rejected: Option<(u64, String)>,
+}
+
+/// The connected dataplanes, as the sync hub sees them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Fleet {
+    /// The current table generation.
+    pub generation: u64,
+    /// Whether the first dataplane to connect after the first table already served that very
+    /// table (so its generation was adopted); `None` until one connects. Decides whether
+    /// [`StatusBoard::seed`]s hold.
+    pub adopted: Option<bool>,
+    pub dataplanes: Vec<DataplaneAcks>,
+}
+
+impl Fleet {
+    /// `Programmed` (status, reason, message) of an object first carried by generation `first`
+    /// (COMPATIBILITY.md §5).
+    pub fn programmed(&self, first: u64) -> (&'static str, &'static str, String) {
+        if let Some((d, (generation, error))) = self.dataplanes.iter().find_map(|d| {
+            d.rejected
+                .as_ref()
+                .filter(|(g, _)| *g >= first)
+                .map(|r| (d, r))
+        }) {
+            return (
+                "False",
+                "SyncFailed",
+                format!(
+                    "dataplane {} rejected generation {generation}: {error}",
+                    d.name
+                ),
+            );
+        }
+        let connected = self.dataplanes.len();
+        let acked = self
+            .dataplanes
+            .iter()
+            .filter(|d| d.acked.is_some_and(|g| g >= first))
+            .count();
+        let message = format!("{acked}/{connected} dataplanes at generation {first}");
+        match (connected, acked == connected) {
+            (0, _) => ("False", "NoDataplanes", message),
+            (_, true) => ("True", "Programmed", message),
+            (_, false) => ("False", "Pending", message),
+        }
+    }
+}
+
+type Key = (Kind, String, String);
+
+struct Entry {
+    resource: Resource,
+    /// [`StatusUpdate::content`] when `first_generation` was set.
+    content: u64,
+    /// The first table generation carrying the object's current content.
+    first_generation: u64,
+    /// `first_generation` came from a seed, not yet confirmed by an adopted generation.
+    seeded: bool,
 }
 
 #[derive(Default)]
 pub struct StatusBoard {
-    resources: BTreeMap<(Kind, String, String), Resource>,
+    resources: BTreeMap<Key, Entry>,
+    /// Generations an earlier controller reported for objects (key → (metadata.generation,
+    /// table generation)), used for objects first seen unchanged.
+    seeds: BTreeMap<Key, (i64, u64)>,
 }
 
 fn kind_name(kind: Kind) -> &'static str {
@@ -59,19 +112,51 @@ fn kind_name(kind: Kind) -> &'static str {
 }
 
 impl StatusBoard {
-    /// Replaces the board with the latest translation; returns the resources whose conditions
-    /// changed (other than a transition time), each with whether `Accepted` changed, for logging
-    /// and for status writers.
+    /// Remembers that an earlier controller reported the object (at `metadata.generation`
+    /// `observed`) as carried by table generation `first`. Used when the object is first seen
+    /// at that generation and the hub adopts the table the dataplanes serve, so a restarted
+    /// controller reports the same generation its predecessor did.
+    pub fn seed(&mut self, kind: Kind, namespace: &str, name: &str, observed: i64, first: u64) {
+        self.seeds.insert(
+            (kind, namespace.to_string(), name.to_string()),
+            (observed, first),
+        );
+    }
+
+    /// Replaces the board with the latest translation (published as `published`); returns the
+    /// resources whose conditions changed (other than a transition time), each with whether
+    /// `Accepted` changed, for logging and for status writers.
     pub fn update(
         &mut self,
         statuses: &[StatusUpdate],
-        programmed: &Programmed,
+        published: u64,
+        fleet: &Fleet,
     ) -> Vec<(Resource, bool)> {
         let now = rfc3339(SystemTime::now());
         let mut next = BTreeMap::new();
         let mut changed = Vec::new();
         for s in statuses {
             let key = (s.kind, s.namespace.clone(), s.name.clone());
+            let old = self.resources.remove(&key);
+            let (first_generation, seeded) = match &old {
+                Some(e) if e.content == s.content && e.seeded => match fleet.adopted {
+                    None => (e.first_generation, true),
+                    Some(true) => (e.first_generation, false),
+                    // The dataplanes did not serve our table: the seed says nothing, and the
+                    // current generation (renumbered at their hello) carries the object.
+                    Some(false) => (fleet.generation, false),
+                },
+                Some(e) if e.content == s.content => (e.first_generation, false),
+                Some(_) => (published, false),
+                None => match self.seeds.remove(&key) {
+                    Some((observed, first))
+                        if observed == s.generation && fleet.adopted.is_none() =>
+                    {
+                        (first, true)
+                    }
+                    _ => (published, false),
+                },
+            };
             let accepted = Condition {
                 kind: "Accepted",
                 status: if s.accepted() { "True" } else { "False" },
@@ -80,36 +165,7 @@ impl StatusBoard {
                 observed_generation: s.generation,
                 last_transition_time: now.clone(),
             };
-            let (status, reason, message) = match programmed {
-                Programmed::Progress {
-                    acked,
-                    connected,
-                    generation,
-                } => (
-                    if acked == connected && *connected > 0 {
-                        "True"
-                    } else {
-                        "False"
-                    },
-                    if *connected == 0 {
-                        "NoDataplanes"
-                    } else if acked == connected {
-                        "Programmed"
-                    } else {
-                        "Pending"
-                    },
-                    format!("{acked}/{connected} dataplanes at generation {generation}"),
-                ),
-                Programmed::Rejected {
-                    dataplane,
-                    generation,
-                    error,
-                } => (
-                    "False",
-                    "SyncFailed",
-                    format!("dataplane {dataplane} rejected generation {generation}: {error}"),
-                ),
-            };
+            let (status, reason, message) = fleet.programmed(first_generation);
             let programmed = Condition {
                 kind: "Programmed",
                 status,
@@ -125,15 +181,16 @@ impl StatusBoard {
                 generation: s.generation,
                 conditions: vec![accepted, programmed],
             };
-            match self.resources.get(&key) {
+            match old {
                 Some(old) => {
+                    let old = old.resource;
                     // The transition time moves only when `status` flips.
                     for (new, old) in resource.conditions.iter_mut().zip(&old.conditions) {
                         if new.status == old.status {
                             new.last_transition_time = old.last_transition_time.clone();
                         }
                     }
-                    if *old != resource {
+                    if old != resource {
                         changed.push((
                             resource.clone(),
                             old.conditions[0] != resource.conditions[0],
@@ -142,10 +199,26 @@ impl StatusBoard {
                 }
                 None => changed.push((resource.clone(), true)),
             }
-            next.insert(key, resource);
+            next.insert(
+                key,
+                Entry {
+                    resource,
+                    content: s.content,
+                    first_generation,
+                    seeded,
+                },
+            );
         }
         self.resources = next;
+        if fleet.adopted.is_some() {
+            self.seeds.clear();
+        }
         changed
+    }
+
+    /// The current conditions of every object.
+    pub fn resources(&self) -> impl Iterator<Item = &Resource> {
+        self.resources.values().map(|e| &e.resource)
     }
 
     /// `{"resources": [...]}` as `GET /status` answers.
@@ -162,7 +235,7 @@ impl StatusBoard {
             files: Vec<FileEntry<'a>>,
         }
         let body = Body {
-            resources: self.resources.values().collect(),
+            resources: self.resources().collect(),
             files: file_problems
                 .iter()
                 .map(|p| FileEntry {
@@ -218,22 +291,39 @@ mod tests {
         );
     }
 
+    fn fleet(generation: u64, acked: &[Option<u64>], adopted: Option<bool>) -> Fleet {
+        Fleet {
+            generation,
+            adopted,
+            dataplanes: acked
+                .iter()
+                .enumerate()
+                .map(|(i, a)| DataplaneAcks {
+                    name: format!("dp-{i}"),
+                    acked: *a,
+                    rejected: None,
+                })
+                .collect(),
+        }
+    }
+
+    fn route(name: &str, generation: i64, content: u64) -> StatusUpdate {
+        StatusUpdate {
+            kind: Kind::ApisixRoute,
+            namespace: "demo".into(),
+            name: name.into(),
+            generation,
+            problems: vec![],
+            content,
+        }
+    }
+
     #[test]
     fn transition_time_moves_only_when_status_flips() {
         let mut board = StatusBoard::default();
-        let ok = StatusUpdate {
-            kind: Kind::ApisixRoute,
-            namespace: "demo".into(),
-            name: "r".into(),
-            generation: 1,
-            problems: vec![],
-        };
-        let progress = Programmed::Progress {
-            acked: 1,
-            connected: 1,
-            generation: 7,
-        };
-        let first = board.update(std::slice::from_ref(&ok), &progress);
+        let ok = route("r", 1, 10);
+        let progress = fleet(7, &[Some(7)], Some(false));
+        let first = board.update(std::slice::from_ref(&ok), 7, &progress);
         assert_eq!(first.len(), 1);
         assert_eq!(
             first[0].0.conditions[1].message,
@@ -243,7 +333,7 @@ mod tests {
         // Nothing but time would differ: nothing reported.
         assert!(
             board
-                .update(std::slice::from_ref(&ok), &progress)
+                .update(std::slice::from_ref(&ok), 7, &progress)
                 .is_empty()
         );
         let bad = StatusUpdate {
@@ -251,7 +341,7 @@ mod tests {
             problems: vec!["x: y".into()],
             ..ok.clone()
         };
-        let changed = board.update(&[bad], &progress);
+        let changed = board.update(&[bad], 7, &progress);
         assert!(changed[0].1, "Accepted changed");
         let changed = &changed[0].0;
         assert_eq!(changed.conditions[0].status, "False");
@@ -262,5 +352,98 @@ mod tests {
         );
         let json = board.to_json(&[]);
         assert!(json.contains("\"observedGeneration\": 2"), "{json}");
+    }
+
+    #[test]
+    fn programmed_follows_the_generation_that_first_carried_each_object() {
+        let mut board = StatusBoard::default();
+        let (a, b) = (route("a", 1, 1), route("b", 1, 2));
+        board.update(
+            &[a.clone(), b.clone()],
+            3,
+            &fleet(3, &[Some(3), Some(3)], None),
+        );
+        // b changes: generation 4 carries it; one dataplane has it so far.
+        let b2 = route("b", 2, 22);
+        let changed = board.update(
+            &[a.clone(), b2.clone()],
+            4,
+            &fleet(4, &[Some(4), Some(3)], None),
+        );
+        assert_eq!(changed.len(), 1, "a is untouched: {changed:?}");
+        let b_now = &changed[0].0.conditions[1];
+        assert_eq!(
+            (b_now.status, b_now.reason.as_str(), b_now.message.as_str()),
+            ("False", "Pending", "1/2 dataplanes at generation 4")
+        );
+        let done = board.update(
+            &[a.clone(), b2.clone()],
+            4,
+            &fleet(4, &[Some(4), Some(4)], None),
+        );
+        assert_eq!(done.len(), 1);
+        assert_eq!(
+            done[0].0.conditions[1].message,
+            "2/2 dataplanes at generation 4"
+        );
+        // A refusal of a generation at or after an object's marks it; older objects too (the
+        // refused table carries them).
+        let mut refused = fleet(5, &[Some(4), Some(4)], None);
+        refused.dataplanes[1].rejected = Some((5, "too many routes".into()));
+        let c = route("c", 1, 3);
+        let changed = board.update(&[a, b2, c], 5, &refused);
+        assert!(
+            changed
+                .iter()
+                .all(|(r, _)| r.conditions[1].reason == "SyncFailed")
+        );
+        assert_eq!(
+            changed[0].0.conditions[1].message,
+            "dataplane dp-1 rejected generation 5: too many routes"
+        );
+        // No dataplanes.
+        let mut board = StatusBoard::default();
+        let none = board.update(&[route("x", 1, 1)], 1, &fleet(1, &[], None));
+        let p = &none[0].0.conditions[1];
+        assert_eq!(
+            (p.status, p.reason.as_str(), p.message.as_str()),
+            ("False", "NoDataplanes", "0/0 dataplanes at generation 1")
+        );
+    }
+
+    #[test]
+    fn seeds_hold_only_when_the_dataplanes_served_the_same_table() {
+        for (adopted, expected) in [
+            (true, "1/1 dataplanes at generation 17"),
+            (false, "1/1 dataplanes at generation 43"),
+        ] {
+            let mut board = StatusBoard::default();
+            board.seed(Kind::ApisixRoute, "demo", "r", 2, 17);
+            board.seed(Kind::ApisixRoute, "demo", "edited", 1, 17);
+            let r = route("r", 2, 5);
+            // The spec changed since the earlier controller wrote (generation 1 → 2): no seed.
+            let edited = route("edited", 2, 6);
+            let statuses = [r.clone(), edited.clone()];
+            let before = board.update(&statuses, 1, &fleet(1, &[], None));
+            let message = |name: &str| -> String {
+                let (r, _) = before.iter().find(|(x, _)| x.name == name).unwrap();
+                r.conditions[1].message.clone()
+            };
+            assert_eq!(message("r"), "0/0 dataplanes at generation 17");
+            assert_eq!(
+                message("edited"),
+                "0/0 dataplanes at generation 1",
+                "edited: this life's generation"
+            );
+            // A dataplane connects: serving our table (adopted 42) or another one (renumbered 43).
+            let generation = if adopted { 42 } else { 43 };
+            let now = board.update(
+                &statuses,
+                generation,
+                &fleet(generation, &[Some(generation)], Some(adopted)),
+            );
+            let r_now = now.iter().find(|(x, _)| x.name == "r").unwrap();
+            assert_eq!(r_now.0.conditions[1].message, expected);
+        }
     }
 }

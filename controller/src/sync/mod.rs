@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 pub use metrics::SyncMetrics;
 
-use crate::status::Programmed;
+use crate::status::{DataplaneAcks, Fleet};
 
 /// One generation of the table, serialised once for every dataplane.
 #[derive(Debug)]
@@ -43,6 +43,10 @@ struct State {
     generation: u64,
     dataplanes: BTreeMap<u64, DataplaneState>,
     next_id: u64,
+    /// Whether the first dataplane to say hello after the first table served that very table
+    /// (a restarted controller finding its predecessor's table): then objects' earlier
+    /// generations still hold.
+    adopted: Option<bool>,
 }
 
 pub struct Hub {
@@ -120,49 +124,49 @@ impl Hub {
         self.lock().generation
     }
 
-    /// How the connected dataplanes took the current generation.
-    pub fn programmed(&self) -> Programmed {
+    /// What every connected dataplane acknowledged or refused.
+    pub fn fleet(&self) -> Fleet {
         let state = self.lock();
-        let generation = state.generation;
-        let current_hash = state.table.as_ref().map(|t| t.hash.as_str());
-        if let Some((name, (_, error))) = state.dataplanes.values().find_map(|d| {
-            d.rejected
-                .as_ref()
-                .filter(|(g, _)| *g == generation)
-                .map(|r| (&d.name, r))
-        }) {
-            return Programmed::Rejected {
-                dataplane: name.clone(),
-                generation,
-                error: error.clone(),
-            };
-        }
-        let acked = state
+        let mut dataplanes: Vec<DataplaneAcks> = state
             .dataplanes
             .values()
-            .filter(|d| {
-                d.acked
-                    .as_ref()
-                    .is_some_and(|(g, h)| *g == generation && Some(h.as_str()) == current_hash)
+            .map(|d| DataplaneAcks {
+                name: d.name.clone(),
+                acked: d.acked.as_ref().map(|(g, _)| *g),
+                rejected: d.rejected.clone(),
             })
-            .count();
-        Programmed::Progress {
-            acked,
-            connected: state.dataplanes.len(),
-            generation,
+            .collect();
+        dataplanes.sort_by(|a, b| a.name.cmp(&b.name));
+        Fleet {
+            generation: state.generation,
+            adopted: state.adopted,
+            dataplanes,
         }
     }
 
-    /// Registers a dataplane that said hello. `serving` is the generation it serves now (from
-    /// its state directory, perhaps from an earlier controller): generations keep rising
-    /// across controller restarts, so the current table is renumbered above it.
-    pub fn connect(self: &Arc<Self>, name: String, serving: Option<u64>) -> Session {
+    /// Registers a dataplane that said hello. `serving` is the generation and hash it serves
+    /// now (from its state directory, perhaps from an earlier controller). Generations keep
+    /// rising across controller restarts: the current table is renumbered above it, or, when it
+    /// is the very table the dataplane serves, takes the dataplane's number (adopted).
+    pub fn connect(self: &Arc<Self>, name: String, serving: Option<(u64, String)>) -> Session {
         let mut state = self.lock();
-        if let Some(theirs) = serving
+        let mut acked = None;
+        if let Some((theirs, hash)) = serving
             && theirs >= state.generation
         {
-            state.generation = theirs + 1;
+            let same = state.table.as_ref().is_some_and(|t| t.hash == hash);
+            if same {
+                state.generation = theirs;
+                acked = Some((theirs, hash));
+            } else {
+                state.generation = theirs + 1;
+            }
+            if state.table.is_some() && state.adopted.is_none() {
+                state.adopted = Some(same);
+            }
             self.send_current(&mut state);
+        } else if state.table.is_some() && state.adopted.is_none() {
+            state.adopted = Some(false);
         }
         let id = state.next_id;
         state.next_id += 1;
@@ -170,6 +174,7 @@ impl Hub {
             id,
             DataplaneState {
                 name: name.clone(),
+                acked,
                 ..DataplaneState::default()
             },
         );

@@ -150,16 +150,17 @@ async fn connection(
         Ok(ToController::Hello {
             dataplane,
             generation,
+            hash,
             ..
-        }) => (dataplane, generation),
+        }) => (dataplane, generation.zip(hash)),
         Ok(_) => return refuse(&hub, peer, "protocol", &"expected hello first"),
         Err(e) => {
             let _ = tx.send(Message::Close(None)).await;
             return refuse(&hub, peer, "protocol", &e);
         }
     };
+    info!(%peer, dataplane = %name, serving = ?serving, "sync stream open");
     let mut session = hub.connect(name, serving);
-    info!(%peer, dataplane = %session.name(), serving = ?serving, "sync stream open");
     let heartbeat = settings.heartbeat;
     let mut ping = tokio::time::interval(heartbeat.interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

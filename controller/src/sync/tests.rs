@@ -29,15 +29,15 @@ fn ack(p: &Published) -> ToController {
     }
 }
 
+/// (dataplanes at the current generation, connected, current generation)
 fn progress(hub: &Hub) -> (usize, usize, u64) {
-    match hub.programmed() {
-        Programmed::Progress {
-            acked,
-            connected,
-            generation,
-        } => (acked, connected, generation),
-        other => panic!("{other:?}"),
-    }
+    let fleet = hub.fleet();
+    let acked = fleet
+        .dataplanes
+        .iter()
+        .filter(|d| d.acked == Some(fleet.generation))
+        .count();
+    (acked, fleet.dataplanes.len(), fleet.generation)
 }
 
 #[tokio::test]
@@ -89,17 +89,24 @@ async fn programmed_counts_dataplanes_at_the_current_generation() {
         error: "too many routes".into(),
     })
     .unwrap();
-    match hub.programmed() {
-        Programmed::Rejected {
-            dataplane,
-            generation,
-            error,
-        } => assert_eq!(
-            (dataplane.as_str(), generation, error.as_str()),
-            ("b", 2, "too many routes")
+    let fleet = hub.fleet();
+    assert_eq!(
+        fleet.programmed(2),
+        (
+            "False",
+            "SyncFailed",
+            "dataplane b rejected generation 2: too many routes".to_string()
+        )
+    );
+    assert_eq!(
+        fleet.programmed(1),
+        (
+            "False",
+            "SyncFailed",
+            "dataplane b rejected generation 2: too many routes".to_string()
         ),
-        other => panic!("{other:?}"),
-    }
+        "a refused generation counts for every object it carries"
+    );
     drop(b);
     assert_eq!(
         progress(&hub),
@@ -124,14 +131,39 @@ async fn programmed_counts_dataplanes_at_the_current_generation() {
 async fn a_dataplane_ahead_of_a_restarted_controller_lifts_the_generation() {
     let hub = Hub::new(SyncMetrics::default());
     hub.publish(table(&["/a"]));
-    let mut s = hub.connect("dp".into(), Some(41));
+    let mut s = hub.connect("dp".into(), Some((41, "another table".into())));
     let p = s.next(Duration::ZERO).await;
     assert_eq!(p.generation, 42);
+    assert_eq!(hub.fleet().adopted, Some(false));
     assert_eq!(hub.publish(table(&["/b"])), 43);
     // Before any table exists, the first one is numbered above the dataplane's too.
     let fresh = Hub::new(SyncMetrics::default());
-    let _s = fresh.connect("dp".into(), Some(7));
+    let _s = fresh.connect("dp".into(), Some((7, "x".into())));
     assert_eq!(fresh.publish(table(&["/a"])), 9);
+    assert_eq!(
+        fresh.fleet().adopted,
+        None,
+        "no hello after the first table"
+    );
+}
+
+#[tokio::test]
+async fn a_dataplane_serving_the_same_table_keeps_its_generation() {
+    let hub = Hub::new(SyncMetrics::default());
+    let current = table(&["/a"]);
+    let hash = current.hash.clone();
+    hub.publish(current);
+    let mut s = hub.connect("dp".into(), Some((41, hash.clone())));
+    let fleet = hub.fleet();
+    assert_eq!((fleet.generation, fleet.adopted), (41, Some(true)));
+    assert_eq!(fleet.dataplanes[0].acked, Some(41), "it serves it already");
+    assert_eq!(fleet.programmed(17).0, "True");
+    let p = s.next(Duration::ZERO).await;
+    assert_eq!((p.generation, p.hash.as_str()), (41, hash.as_str()));
+    // A second dataplane behind it does not change the verdict.
+    let _t = hub.connect("dp2".into(), Some((3, "old".into())));
+    assert_eq!(hub.fleet().adopted, Some(true));
+    assert_eq!(hub.publish(table(&["/b"])), 42);
 }
 
 #[tokio::test(start_paused = true)]

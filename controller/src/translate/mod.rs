@@ -9,7 +9,8 @@
 mod consumer;
 mod route;
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
@@ -34,6 +35,9 @@ pub struct StatusUpdate {
     pub generation: i64,
     /// Every problem, in spec order; empty means `Accepted=True`.
     pub problems: Vec<String>,
+    /// Fingerprint of what the object contributes to the table (and of its problems): when it
+    /// changes, the object's `Programmed` waits for the generation that carries the change.
+    pub content: u64,
 }
 
 impl StatusUpdate {
@@ -59,6 +63,9 @@ impl StatusUpdate {
 pub struct Translation {
     pub table: RouteTable,
     pub statuses: Vec<StatusUpdate>,
+    /// The Secrets (namespace, name) translation looked up, present or not: the only ones whose
+    /// data a provider needs to keep.
+    pub secrets_read: BTreeSet<(String, String)>,
 }
 
 /// Translates a snapshot into a table of the given generation. Deterministic: the same objects
@@ -84,7 +91,8 @@ pub fn translate(snapshot: &Snapshot, generation: u64) -> Translation {
     let mut claimed = consumer::Claims::default();
     for object in consumer_objects {
         let (consumer, problems) = consumer::translate(object, &secrets, &mut claimed);
-        statuses.push(status(Kind::ApisixConsumer, object, problems));
+        let content = fingerprint(&consumer, &problems);
+        statuses.push(status(Kind::ApisixConsumer, object, problems, content));
         consumers.push(consumer);
     }
     consumers.sort_by(|a, b| a.username.cmp(&b.username));
@@ -100,8 +108,9 @@ pub fn translate(snapshot: &Snapshot, generation: u64) -> Translation {
     let mut routes: Vec<Route> = Vec::new();
     for object in route_objects {
         let (rules, problems) = route::translate(object, snapshot, &secrets, &known);
+        let content = fingerprint(&rules, &problems);
         routes.extend(rules);
-        statuses.push(status(Kind::ApisixRoute, object, problems));
+        statuses.push(status(Kind::ApisixRoute, object, problems, content));
     }
     statuses.sort_by(|a, b| (a.kind, &a.namespace, &a.name).cmp(&(b.kind, &b.namespace, &b.name)));
 
@@ -112,22 +121,53 @@ pub fn translate(snapshot: &Snapshot, generation: u64) -> Translation {
         consumers,
     }
     .with_hash();
-    Translation { table, statuses }
+    Translation {
+        table,
+        statuses,
+        secrets_read: secrets.read.into_inner(),
+    }
 }
 
-fn status<K: ResourceExt>(kind: Kind, object: &K, problems: Vec<String>) -> StatusUpdate {
+fn status<K: ResourceExt>(
+    kind: Kind,
+    object: &K,
+    problems: Vec<String>,
+    content: u64,
+) -> StatusUpdate {
     StatusUpdate {
         kind,
         namespace: object.namespace().unwrap_or_default(),
         name: object.name_any(),
         generation: object.meta().generation.unwrap_or(0),
         problems,
+        content,
     }
+}
+
+/// A stable (per build) hash of an object's translated output, streamed from its JSON form.
+fn fingerprint(output: &impl serde::Serialize, problems: &[String]) -> u64 {
+    use std::hash::Hasher;
+    struct HashWriter(std::hash::DefaultHasher);
+    impl std::io::Write for HashWriter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.write(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut writer = HashWriter(std::hash::DefaultHasher::new());
+    // Serialising table types cannot fail; a failure would only weaken change detection.
+    let _ = serde_json::to_writer(&mut writer, &(output, problems));
+    writer.0.finish()
 }
 
 /// Which `ingressClassName`s are ours (COMPATIBILITY.md §6).
 struct Classes {
     mode: Mode,
+    /// `--ingress-class`: when not empty, only these of our classes.
+    only: Vec<String>,
     /// Our IngressClasses by name, with whether each is marked default.
     ours: BTreeMap<String, bool>,
 }
@@ -139,6 +179,8 @@ impl Classes {
             .iter()
             .filter(|c| {
                 c.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(CONTROLLER_NAME)
+                    && (snapshot.only_classes.is_empty()
+                        || snapshot.only_classes.contains(&c.name_any()))
             })
             .map(|c| {
                 let default = c
@@ -150,13 +192,19 @@ impl Classes {
             .collect();
         Classes {
             mode: snapshot.mode,
+            only: snapshot.only_classes.clone(),
             ours,
         }
     }
 
     fn is_ours(&self, class: Option<&str>) -> bool {
         match (self.mode, class.unwrap_or("")) {
-            (Mode::Standalone, "" | STANDALONE_CLASS) => true,
+            (Mode::Standalone, "") => true,
+            (Mode::Standalone, STANDALONE_CLASS)
+                if self.only.is_empty() || self.only.iter().any(|c| c == STANDALONE_CLASS) =>
+            {
+                true
+            }
             (Mode::Cluster, "") => self.ours.values().any(|default| *default),
             (_, name) => self.ours.contains_key(name),
         }
@@ -166,6 +214,7 @@ impl Classes {
 /// Secret data by namespace and name, decoded once.
 pub(crate) struct Secrets<'a> {
     by_name: BTreeMap<(String, String), &'a Secret>,
+    read: RefCell<BTreeSet<(String, String)>>,
 }
 
 impl<'a> Secrets<'a> {
@@ -175,12 +224,18 @@ impl<'a> Secrets<'a> {
             .iter()
             .map(|s| ((s.namespace().unwrap_or_default(), s.name_any()), s))
             .collect();
-        Secrets { by_name }
+        Secrets {
+            by_name,
+            read: RefCell::default(),
+        }
     }
 
     /// `Ok(None)`: the Secret is missing. `data` and `stringData` (folded, as the API server
     /// does) are both read.
     pub(crate) fn data(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
+        self.read
+            .borrow_mut()
+            .insert((namespace.to_string(), name.to_string()));
         let secret = self
             .by_name
             .get(&(namespace.to_string(), name.to_string()))?;
