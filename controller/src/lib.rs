@@ -4,6 +4,7 @@
 #![deny(rust_2018_idioms)]
 
 pub mod certs;
+pub mod cluster;
 pub mod files;
 pub mod snapshot;
 pub mod standalone;

@@ -1,5 +1,6 @@
-//! `portcullis-controller`: `standalone` serves a directory of manifests with an embedded
-//! dataplane. (`run`, the in-cluster mode, arrives with the Kubernetes provider.)
+//! `portcullis-controller`: `run` watches a cluster (Kubernetes provider) and serves the sync
+//! stream to dataplanes; `standalone` serves a directory of manifests with an embedded
+//! dataplane; `certs` writes a sync PKI for local use.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use portcullis_controller::cluster::{self, ClusterMetrics};
 use portcullis_controller::files::FileProvider;
 use portcullis_controller::standalone::{self, Shared};
 use portcullis_controller::sync::server::ServerSettings;
@@ -41,6 +43,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Watch the cluster (in-cluster service account, or KUBECONFIG) and serve the route table
+    /// to dataplanes on --sync-listen; the elected leader writes status and Events.
+    Run(Box<RunArgs>),
     /// Serve the manifests in a directory (ApisixRoute, ApisixConsumer, Secret, Service,
     /// EndpointSlice, IngressClass) with an embedded dataplane; saved files take effect at once.
     Standalone(Box<StandaloneArgs>),
@@ -133,6 +138,173 @@ impl SyncServerArgs {
 }
 
 #[derive(clap::Args)]
+struct RunArgs {
+    /// Kubeconfig to use instead of the in-cluster service account.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    sync: SyncServerArgs,
+    /// Admin listener: /healthz, /readyz (caches synced, table published), /metrics.
+    #[arg(long, env = "PORTCULLIS_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
+    admin_listen: SocketAddr,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "PORTCULLIS_WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
+    /// Serve only IngressClasses of these names (comma-separated or repeated); each must still
+    /// name controller `portcullis.dev/ingress-controller`. Default: every IngressClass that
+    /// names it.
+    #[arg(
+        long = "ingress-class",
+        env = "PORTCULLIS_INGRESS_CLASS",
+        value_delimiter = ','
+    )]
+    ingress_classes: Vec<String>,
+    /// Elect a leader with a coordination.k8s.io Lease; only the leader writes status and
+    /// Events. `false`: this replica always writes (run one replica only).
+    #[arg(long, env = "PORTCULLIS_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Name of the Lease.
+    #[arg(
+        long,
+        env = "PORTCULLIS_LEASE_NAME",
+        default_value = "portcullis-controller"
+    )]
+    lease_name: String,
+    /// Namespace of the Lease (default: the namespace of the service account or kubeconfig context).
+    #[arg(long, env = "PORTCULLIS_LEASE_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// How long a leader's Lease holds without renewal: the failover time.
+    #[arg(long, env = "PORTCULLIS_LEASE_DURATION", default_value = "15s", value_parser = duration)]
+    lease_duration: Duration,
+    /// This replica's identity in the Lease and Events (default: the host name, i.e. the pod name).
+    #[arg(long, env = "PORTCULLIS_IDENTITY")]
+    identity: Option<String>,
+    /// After start, wait this long for dataplanes to reconnect before writing Programmed from
+    /// an incomplete picture (written earlier once every connected dataplane has the table).
+    #[arg(long, env = "PORTCULLIS_STATUS_GRACE", default_value = "10s", value_parser = duration)]
+    status_grace: Duration,
+    /// Log format: text or json. Levels come from PORTCULLIS_LOG (e.g. `info`, `kube=debug`).
+    #[arg(long, env = "PORTCULLIS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+}
+
+fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+}
+
+fn run_main(args: RunArgs) -> Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    portcullis_dataplane::logging::init(&args.log_format);
+    let settings = args.sync.settings()?;
+    if args.sync.sync_listen.is_none() {
+        bail!(
+            "run needs --sync-listen (and its --sync-tls-* files): dataplanes get their tables there"
+        );
+    }
+    let lease_seconds = args.lease_duration.as_secs();
+    if args.leader_elect && lease_seconds < 2 {
+        bail!("--lease-duration must be at least 2s");
+    }
+    let identity = args
+        .identity
+        .clone()
+        .or_else(host_name)
+        .unwrap_or_else(|| format!("controller-{}", std::process::id()));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let config = match &args.kubeconfig {
+            Some(path) => {
+                let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                    .with_context(|| format!("cannot read --kubeconfig {}", path.display()))?;
+                kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                    .await
+                    .with_context(|| format!("--kubeconfig {}", path.display()))?
+            }
+            None => kube::Config::infer().await.context(
+                "no Kubernetes API configuration: run in a pod (service account) or give --kubeconfig",
+            )?,
+        };
+        let client = kube::Client::try_from(config).context("cannot build the Kubernetes client")?;
+        let mut registry = Registry::default();
+        let hub = Hub::new(SyncMetrics::default());
+        hub.metrics.register(&mut registry);
+        let metrics = ClusterMetrics::default();
+        metrics.register(&mut registry);
+        let ready = Arc::new(AtomicBool::new(false));
+        let admin_listener = TcpListener::bind(args.admin_listen)
+            .await
+            .with_context(|| format!("cannot listen on --admin-listen {}", args.admin_listen))?;
+        info!(addr = %admin_listener.local_addr()?, "admin listener up");
+        let is_ready = ready.clone();
+        tokio::spawn(admin::serve(
+            admin_listener,
+            Arc::new(registry),
+            Arc::new(move || is_ready.load(Ordering::Relaxed)),
+            None,
+        ));
+        // Bound now so a bad address fails at start; served once the first table exists, so a
+        // dataplane's hello can be matched against it.
+        let (sync_listener, acceptor) = args.sync.bind().await?.expect("checked above");
+        // Without election this replica always leads; the sender lives as long as the process.
+        let always_leader = tokio::sync::watch::Sender::new(true);
+        let (leader, election) = if args.leader_elect {
+            let namespace = args
+                .lease_namespace
+                .clone()
+                .unwrap_or_else(|| client.default_namespace().to_string());
+            let grace = (lease_seconds / 3).max(1);
+            let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+                .with_namespace(&namespace)
+                .with_identity(&identity)
+                .with_duration(lease_seconds)
+                .with_grace(grace)
+                .build()
+                .await
+                .with_context(|| format!("cannot use Lease {namespace}/{}", args.lease_name))?;
+            info!(lease = %format!("{namespace}/{}", args.lease_name), %identity, "leader election on");
+            let (receiver, task) = manager.watch().await;
+            (receiver, Some(task))
+        } else {
+            (always_leader.subscribe(), None)
+        };
+        let cluster = cluster::Settings {
+            namespace: args.watch_namespace.clone(),
+            only_classes: args.ingress_classes.clone(),
+            batch: Duration::from_millis(20),
+            status_grace: args.status_grace,
+            identity,
+        };
+        let mut provider = tokio::spawn(cluster::run(client, hub.clone(), cluster, leader, ready.clone(), metrics));
+        while !ready.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::spawn(sync::server::serve(sync_listener, acceptor, hub.clone(), settings));
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            result = &mut provider => {
+                result.context("the Kubernetes provider stopped")?;
+                bail!("the Kubernetes provider stopped");
+            }
+            _ = tokio::signal::ctrl_c() => info!("shutting down"),
+            _ = terminate.recv() => info!("shutting down"),
+        }
+        // The provider held the election's receiver; with it gone the Lease is released, so
+        // another replica takes over at once instead of after --lease-duration.
+        provider.abort();
+        if let Some(task) = election {
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
+        Ok(())
+    })
+}
+
+#[derive(clap::Args)]
 struct StandaloneArgs {
     /// Directory of manifests (*.yaml, *.yml, *.json; multi-document files and `kind: List`).
     #[arg(long, env = "PORTCULLIS_MANIFESTS")]
@@ -172,6 +344,7 @@ struct StandaloneArgs {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
+        Command::Run(args) => run_main(*args),
         Command::Standalone(args) => standalone_main(*args),
         Command::Certs(args) => {
             std::fs::create_dir_all(&args.out)

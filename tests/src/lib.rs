@@ -349,7 +349,12 @@ pub struct Echo {
 
 impl Echo {
     pub fn start(extra: &[&str]) -> Echo {
-        let mut args = vec!["--listen".to_string(), "127.0.0.1:0".to_string()];
+        Self::start_on("127.0.0.1:0", extra)
+    }
+
+    /// On `listen` (e.g. `10.123.0.1:0` inside [`in_private_netns`]).
+    pub fn start_on(listen: &str, extra: &[&str]) -> Echo {
+        let mut args = vec!["--listen".to_string(), listen.to_string()];
         args.extend(extra.iter().map(|s| s.to_string()));
         let (proc, _rx, stdout) = spawn(&bin("portcullis-echo"), &args);
         let mut line = String::new();
@@ -817,3 +822,111 @@ pub fn curl(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 pub mod kube_api;
+
+/// The address [`in_private_netns`] puts on the namespace's `lo`: a stand-in for a pod IP,
+/// which the API server would refuse in `127.0.0.0/8`.
+pub const POD_IP: &str = "10.123.0.1";
+
+/// Runs the calling test again inside a network namespace of its own (`unshare -rn`, `lo` up,
+/// [`POD_IP`] on `lo`), so EndpointSlices can name an address that is not loopback while
+/// every connection stays on the test's own `lo`. Returns `true` in the re-run (do the test),
+/// `false` in the original (the re-run passed).
+pub fn in_private_netns(test: &str) -> bool {
+    if std::env::var_os("PORTCULLIS_TEST_NETNS").is_some() {
+        return true;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let script =
+        format!("ip link set lo up && ip addr add {POD_IP}/32 dev lo && exec \"$0\" \"$@\"");
+    let status = Command::new("unshare")
+        .args(["-rn", "sh", "-c", &script])
+        .arg(&exe)
+        .args([test, "--exact", "--nocapture", "--test-threads", "1"])
+        .env("PORTCULLIS_TEST_NETNS", "1")
+        .status()
+        .expect("unshare (util-linux) and ip (iproute2) are installed");
+    assert!(
+        status.success(),
+        "{test} failed inside its network namespace"
+    );
+    false
+}
+
+/// `portcullis-controller run` against a Kubernetes API (the test server's kubeconfig).
+pub struct ClusterController {
+    pub admin: SocketAddr,
+    pub sync: SocketAddr,
+    pub proc: Proc,
+}
+
+impl ClusterController {
+    pub fn start(
+        kubeconfig: &Path,
+        pki: &SyncPki,
+        sync_listen: &str,
+        extra: &[&str],
+    ) -> ClusterController {
+        let [kubeconfig, cert, key, ca] = [
+            &kubeconfig.to_path_buf(),
+            &pki.server_cert,
+            &pki.server_key,
+            &pki.ca,
+        ]
+        .map(|p| p.display().to_string());
+        let args: Vec<String> = [
+            "run",
+            "--kubeconfig",
+            &kubeconfig,
+            "--sync-listen",
+            sync_listen,
+            "--sync-tls-cert",
+            &cert,
+            "--sync-tls-key",
+            &key,
+            "--sync-client-ca",
+            &ca,
+            "--sync-heartbeat",
+            "200ms",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect();
+        let (proc, addrs) = spawn_until_listening(
+            &bin("portcullis-controller"),
+            &args,
+            &["admin listener up", "sync listener up"],
+        );
+        ClusterController {
+            admin: addrs["admin listener up"],
+            sync: addrs["sync listener up"],
+            proc,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.sync.port())
+    }
+
+    pub fn metrics(&self) -> String {
+        admin_get(self.admin, "/metrics").body().to_string()
+    }
+
+    /// An unlabelled metric's value.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        metric_value(&self.metrics(), name)
+    }
+
+    /// Waits until the log has a line containing `text` (20 s).
+    pub fn wait_log(&self, text: &str) {
+        wait_for(
+            &format!("controller log line {text:?}"),
+            Duration::from_secs(20),
+            || self.proc.log_text().contains(text).then_some(()),
+        );
+    }
+}

@@ -102,8 +102,45 @@ pub struct Store {
     uid_counter: u64,
 }
 
-fn key(t: &ResourceType) -> (String, String) {
+/// Where objects of `t` are kept: `events.k8s.io/v1` Events are the core Events seen through
+/// another schema, as in the real API server.
+pub fn key(t: &ResourceType) -> (String, String) {
+    if events_api(t) {
+        return (String::new(), "events".into());
+    }
     (t.group.clone(), t.plural.clone())
+}
+
+fn events_api(t: &ResourceType) -> bool {
+    t.group == "events.k8s.io" && t.plural == "events"
+}
+
+/// `events.k8s.io/v1` field names and their core `v1` counterparts (the API server's conversion).
+const EVENT_FIELDS: [(&str, &str); 8] = [
+    ("regarding", "involvedObject"),
+    ("note", "message"),
+    ("reportingController", "reportingComponent"),
+    ("deprecatedSource", "source"),
+    ("deprecatedFirstTimestamp", "firstTimestamp"),
+    ("deprecatedLastTimestamp", "lastTimestamp"),
+    ("deprecatedCount", "count"),
+    ("related", "related"),
+];
+
+fn rename_fields(mut o: Value, to_core: bool) -> Value {
+    if let Some(map) = o.as_object_mut() {
+        for (events, core) in EVENT_FIELDS {
+            let (from, to) = if to_core {
+                (events, core)
+            } else {
+                (core, events)
+            };
+            if let Some(v) = map.remove(from) {
+                map.insert(to.to_string(), v);
+            }
+        }
+    }
+    o
 }
 
 fn meta(obj: &Value, field: &str) -> Option<String> {
@@ -162,10 +199,11 @@ impl Store {
     }
 
     fn record(&mut self, t: &ResourceType, kind: &'static str, object: &Value) {
+        let (group, plural) = key(t);
         self.history.push_back(Event {
             resource_version: self.resource_version,
-            group: t.group.clone(),
-            plural: t.plural.clone(),
+            group,
+            plural,
             namespace: meta(object, "namespace").unwrap_or_default(),
             kind,
             object: object.clone(),
@@ -197,11 +235,18 @@ impl Store {
     }
 
     pub fn get(&self, t: &ResourceType, ns: &str, name: &str) -> Result<Value, ApiError> {
+        self.get_stored(t, ns, name).map(|o| self.as_version(t, o))
+    }
+
+    fn get_stored(&self, t: &ResourceType, ns: &str, name: &str) -> Result<Value, ApiError> {
         self.objects
             .get(&key(t))
             .and_then(|m| m.get(&(ns.to_string(), name.to_string())))
             .cloned()
-            .map(|o| self.as_version(t, o))
+            .map(|mut o| {
+                o["apiVersion"] = json!(t.api_version());
+                o
+            })
             .ok_or_else(|| ApiError::not_found(t, name))
     }
 
@@ -216,8 +261,13 @@ impl Store {
             .collect()
     }
 
-    /// Objects are stored as written; reads carry the version asked for.
-    fn as_version(&self, t: &ResourceType, mut o: Value) -> Value {
+    /// Objects are stored as written (Events in core form); reads carry the version asked for.
+    pub fn as_version(&self, t: &ResourceType, o: Value) -> Value {
+        let mut o = if events_api(t) {
+            rename_fields(o, false)
+        } else {
+            o
+        };
         o["apiVersion"] = json!(t.api_version());
         o
     }
@@ -238,7 +288,17 @@ impl Store {
         Ok(())
     }
 
-    pub fn create(
+    pub fn create(&mut self, t: &ResourceType, ns: &str, obj: Value) -> Result<Value, ApiError> {
+        let obj = if events_api(t) {
+            rename_fields(obj, true)
+        } else {
+            obj
+        };
+        let created = self.create_stored(t, ns, obj)?;
+        Ok(self.as_version(t, created))
+    }
+
+    fn create_stored(
         &mut self,
         t: &ResourceType,
         ns: &str,
@@ -344,12 +404,29 @@ impl Store {
         t: &ResourceType,
         ns: &str,
         name: &str,
+        obj: Value,
+        subresource: Option<&str>,
+    ) -> Result<Value, ApiError> {
+        let obj = if events_api(t) {
+            rename_fields(obj, true)
+        } else {
+            obj
+        };
+        let updated = self.update_stored(t, ns, name, obj, subresource)?;
+        Ok(self.as_version(t, updated))
+    }
+
+    fn update_stored(
+        &mut self,
+        t: &ResourceType,
+        ns: &str,
+        name: &str,
         mut obj: Value,
         subresource: Option<&str>,
     ) -> Result<Value, ApiError> {
         Self::check_identity(t, &obj)?;
         let ns = if t.namespaced { ns } else { "" };
-        let current = self.get(t, ns, name)?;
+        let current = self.get_stored(t, ns, name)?;
         if let Some(given) = meta(&obj, "name")
             && given != name
         {
@@ -466,7 +543,7 @@ impl Store {
     /// Deletes, or marks for deletion while finalizers remain. Returns the object.
     pub fn delete(&mut self, t: &ResourceType, ns: &str, name: &str) -> Result<Value, ApiError> {
         let ns = if t.namespaced { ns } else { "" };
-        let mut current = self.get(t, ns, name)?;
+        let mut current = self.get_stored(t, ns, name)?;
         let has_finalizers = current["metadata"]["finalizers"]
             .as_array()
             .is_some_and(|f| !f.is_empty());

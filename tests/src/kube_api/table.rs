@@ -17,7 +17,22 @@ pub fn render(t: &ResourceType, value: Value) -> Value {
     let mut columns = vec![
         json!({"name": "Name", "type": "string", "format": "name", "description": "Name", "priority": 0}),
     ];
-    let printer: Vec<Value> = if t.printer_columns.is_empty() {
+    let printer: Vec<Value> = if t.plural == "events" {
+        // The server's own columns for Events (Object is `kind/name` of the object involved).
+        let key = |core: &str, events: &str| {
+            if t.group.is_empty() {
+                core.to_string()
+            } else {
+                events.to_string()
+            }
+        };
+        vec![
+            json!({"name": "Type", "type": "string", "jsonPath": ".type"}),
+            json!({"name": "Reason", "type": "string", "jsonPath": ".reason"}),
+            json!({"name": "Object", "type": "string", "jsonPath": format!("@object:{}", key("involvedObject", "regarding"))}),
+            json!({"name": "Message", "type": "string", "jsonPath": format!(".{}", key("message", "note"))}),
+        ]
+    } else if t.printer_columns.is_empty() {
         vec![
             json!({"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp", "description": "Age"}),
         ]
@@ -36,7 +51,14 @@ pub fn render(t: &ResourceType, value: Value) -> Value {
         .map(|o| {
             let mut cells = vec![o["metadata"]["name"].clone()];
             for c in &printer {
-                let found = jsonpath(o, c["jsonPath"].as_str().unwrap_or(""));
+                let path = c["jsonPath"].as_str().unwrap_or("");
+                if let Some(field) = path.strip_prefix("@object:") {
+                    let r = &o[field];
+                    let kind = r["kind"].as_str().unwrap_or("").to_lowercase();
+                    cells.push(json!(format!("{kind}/{}", r["name"].as_str().unwrap_or(""))));
+                    continue;
+                }
+                let found = jsonpath(o, path);
                 cells.push(cell(&found, c["type"].as_str().unwrap_or("string")));
             }
             json!({

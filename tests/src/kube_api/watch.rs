@@ -49,6 +49,7 @@ pub fn respond(
                 && labels.matches(&o["metadata"]["labels"])
                 && fields.matches(o)
         };
+        let stored = super::store::key(&t);
         let bookmark = |rv: u64| json!({"kind": t.kind, "apiVersion": t.api_version(), "metadata": {"resourceVersion": rv.to_string()}});
         // Decide under the lock, send after it.
         let (first, start): (Vec<Bytes>, Option<u64>) = {
@@ -103,15 +104,11 @@ pub fn respond(
                         .iter()
                         .filter(|e| {
                             e.resource_version > cursor
-                                && e.group == t.group
-                                && e.plural == t.plural
+                                && (e.group.as_str(), e.plural.as_str())
+                                    == (stored.0.as_str(), stored.1.as_str())
                         })
                         .filter(|e| matches(&e.object))
-                        .map(|e| {
-                            let mut o = e.object.clone();
-                            o["apiVersion"] = json!(t.api_version());
-                            line(e.kind, &o)
-                        })
+                        .map(|e| line(e.kind, &store.as_version(&t, e.object.clone())))
                         .collect();
                     cursor = store.resource_version();
                     Ok(out)

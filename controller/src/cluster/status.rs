@@ -1,0 +1,162 @@
+//! Status as written to the API server (COMPATIBILITY.md §5): the board's two conditions, with
+//! `lastTransitionTime` taken from the live object while `status` is unchanged, written only
+//! when something differs, so a restarted controller leaves every condition as it was.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition as LiveCondition;
+use serde_json::{Value, json};
+
+use crate::status::{Condition, Resource};
+
+/// The live conditions as JSON (the form they are compared and written in).
+fn live_json(live: &[LiveCondition]) -> Vec<Value> {
+    live.iter()
+        .map(|c| serde_json::to_value(c).unwrap_or(Value::Null))
+        .collect()
+}
+
+fn as_json(c: &Condition) -> Value {
+    json!({
+        "type": c.kind,
+        "status": c.status,
+        "reason": c.reason,
+        "message": c.message,
+        "observedGeneration": c.observed_generation,
+        "lastTransitionTime": c.last_transition_time,
+    })
+}
+
+/// The conditions to write for `resource`, or `None` when the live ones already say it.
+pub fn to_write(resource: &Resource, live: &[LiveCondition]) -> Option<Vec<Value>> {
+    let live = live_json(live);
+    let desired: Vec<Value> = resource
+        .conditions
+        .iter()
+        .map(|c| {
+            let mut value = as_json(c);
+            let same_status = live
+                .iter()
+                .find(|l| l["type"] == c.kind)
+                .filter(|l| l["status"] == c.status);
+            if let Some(l) = same_status
+                && l["lastTransitionTime"].is_string()
+            {
+                value["lastTransitionTime"] = l["lastTransitionTime"].clone();
+            }
+            value
+        })
+        .collect();
+    (desired != live).then_some(desired)
+}
+
+/// `(observedGeneration, table generation)` of a live `Programmed=True` condition
+/// (`n/n dataplanes at generation G`), for [`crate::status::StatusBoard::seed`].
+pub fn programmed_seed(live: &[LiveCondition]) -> Option<(i64, u64)> {
+    let c = live
+        .iter()
+        .find(|c| c.type_ == "Programmed" && c.status == "True")?;
+    let generation = c
+        .message
+        .rsplit_once(" dataplanes at generation ")?
+        .1
+        .parse()
+        .ok()?;
+    Some((c.observed_generation?, generation))
+}
+
+/// `Accepted` went to False (or its problems changed): worth a Warning Event.
+pub fn rejection(resource: &Resource, live: &[LiveCondition]) -> Option<String> {
+    let accepted = resource.conditions.iter().find(|c| c.kind == "Accepted")?;
+    if accepted.status != "False" {
+        return None;
+    }
+    let before = live.iter().find(|c| c.type_ == "Accepted");
+    let same = before.is_some_and(|b| b.status == "False" && b.message == accepted.message);
+    (!same).then(|| accepted.message.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resource(accepted: (&'static str, &str), programmed: (&'static str, &str)) -> Resource {
+        let condition = |kind, (status, message): (&'static str, &str)| Condition {
+            kind,
+            status,
+            reason: if status == "True" {
+                kind
+            } else {
+                "InvalidSpec"
+            }
+            .to_string(),
+            message: message.to_string(),
+            observed_generation: 3,
+            last_transition_time: "2026-11-25T10:00:00Z".into(),
+        };
+        Resource {
+            kind: "ApisixRoute",
+            namespace: "demo".into(),
+            name: "r".into(),
+            generation: 3,
+            conditions: vec![
+                condition("Accepted", accepted),
+                condition("Programmed", programmed),
+            ],
+        }
+    }
+
+    fn live(written: &[Value]) -> Vec<LiveCondition> {
+        serde_json::from_value(Value::Array(written.to_vec())).unwrap()
+    }
+
+    #[test]
+    fn written_once_then_left_alone_and_transition_times_kept() {
+        let r = resource(("True", ""), ("True", "2/2 dataplanes at generation 7"));
+        let first = to_write(&r, &[]).expect("nothing live: written");
+        assert_eq!(first[0]["type"], "Accepted");
+        assert_eq!(first[1]["message"], "2/2 dataplanes at generation 7");
+        assert_eq!(first[1]["observedGeneration"], 3);
+        let now = live(&first);
+        // The same board later (its own clock moved on): nothing to write.
+        let mut later = r.clone();
+        for c in &mut later.conditions {
+            c.last_transition_time = "2026-11-25T11:00:00Z".into();
+        }
+        assert_eq!(to_write(&later, &now), None);
+        // Programmed flips: only its time moves.
+        let mut pending = later.clone();
+        pending.conditions[1].status = "False";
+        pending.conditions[1].reason = "Pending".into();
+        let written = to_write(&pending, &now).unwrap();
+        assert_eq!(written[0]["lastTransitionTime"], "2026-11-25T10:00:00Z");
+        assert_eq!(written[1]["lastTransitionTime"], "2026-11-25T11:00:00Z");
+        // A message change alone is written, with the old time.
+        let mut moved = later.clone();
+        moved.conditions[1].message = "2/2 dataplanes at generation 8".into();
+        let written = to_write(&moved, &now).unwrap();
+        assert_eq!(written[1]["lastTransitionTime"], "2026-11-25T10:00:00Z");
+        assert_eq!(programmed_seed(&now), Some((3, 7)));
+        assert_eq!(programmed_seed(&live(&written)), Some((3, 8)));
+        assert_eq!(
+            programmed_seed(&live(&to_write(&pending, &now).unwrap())),
+            None
+        );
+    }
+
+    #[test]
+    fn rejections_are_reported_once_per_problem() {
+        let bad = resource(
+            ("False", "x: y"),
+            ("True", "1/1 dataplanes at generation 2"),
+        );
+        assert_eq!(rejection(&bad, &[]), Some("x: y".into()));
+        let now = live(&to_write(&bad, &[]).unwrap());
+        assert_eq!(rejection(&bad, &now), None);
+        let worse = resource(
+            ("False", "x: y; z: w"),
+            ("True", "1/1 dataplanes at generation 2"),
+        );
+        assert_eq!(rejection(&worse, &now), Some("x: y; z: w".into()));
+        let good = resource(("True", ""), ("True", "1/1 dataplanes at generation 2"));
+        assert_eq!(rejection(&good, &now), None);
+    }
+}

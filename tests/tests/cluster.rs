@@ -1,0 +1,260 @@
+//! `portcullis-controller run` end to end: the Kubernetes API test server, `kubectl` for every
+//! change, the controller and a dataplane as real processes. Each test runs in a network
+//! namespace of its own so EndpointSlices can name a pod-like address ([`POD_IP`]); the API
+//! server refuses loopback addresses there, as the real one does.
+
+use std::time::Duration;
+
+use portcullis_tests::kube_api::ApiServer;
+use portcullis_tests::*;
+
+const KEY: &str = "this_is_the_key";
+const NEW_KEY: &str = "the_rotated_key";
+
+fn kubectl_ok(api: &ApiServer, args: &[&str]) -> String {
+    let (ok, out, err) = api.kubectl(args);
+    assert!(ok, "kubectl {args:?} failed: {err}{out}");
+    out
+}
+
+/// `kubectl apply -f -` of `yaml`.
+fn apply(api: &ApiServer, yaml: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("m.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    kubectl_ok(api, &["apply", "-f", file.to_str().unwrap()])
+}
+
+fn install_crds(api: &ApiServer) {
+    let crds = workspace_root().join("crds");
+    kubectl_ok(api, &["apply", "-f", crds.to_str().unwrap()]);
+    for crd in ["apisixroutes", "apisixconsumers"] {
+        kubectl_ok(
+            api,
+            &[
+                "wait",
+                "--for=condition=established",
+                &format!("crd/{crd}.apisix.apache.org"),
+                "--timeout=10s",
+            ],
+        );
+    }
+}
+
+fn secret(key: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: jack-key, namespace: demo}}\nstringData: {{key: {key}}}\n"
+    )
+}
+
+fn endpoint_slice(port: u16, ready: bool) -> String {
+    format!(
+        r#"apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: echo-abcde
+  namespace: demo
+  labels: {{kubernetes.io/service-name: echo}}
+addressType: IPv4
+ports: [{{name: ws, port: {port}, protocol: TCP}}]
+endpoints:
+- addresses: [{POD_IP}]
+  conditions: {{ready: {ready}}}
+"#
+    )
+}
+
+/// The guide's walk-through as a user applies it: namespace, IngressClass, Secret, consumer,
+/// Service with its EndpointSlice, route.
+fn walkthrough(echo_port: u16) -> String {
+    let examples = workspace_root().join("examples/websocket-auth");
+    let read = |f: &str| std::fs::read_to_string(examples.join(f)).unwrap();
+    format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: demo}}\n---\n\
+         apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {{name: portcullis}}\nspec: {{controller: portcullis.dev/ingress-controller}}\n---\n\
+         {}\n---\n{}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {{name: echo, namespace: demo}}\nspec:\n  selector: {{app: echo}}\n  ports: [{{name: ws, port: 8080, targetPort: 8080}}]\n---\n\
+         {}---\n{}",
+        secret(KEY),
+        read("consumer.yaml"),
+        endpoint_slice(echo_port, true),
+        read("route.yaml"),
+    )
+}
+
+fn get_json(api: &ApiServer, what: &[&str]) -> serde_json::Value {
+    let mut args = vec!["get"];
+    args.extend_from_slice(what);
+    args.extend_from_slice(&["-n", "demo", "-o", "json"]);
+    serde_json::from_str(&kubectl_ok(api, &args)).unwrap()
+}
+
+fn condition(object: &serde_json::Value, kind: &str) -> serde_json::Value {
+    object["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == kind))
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn wait_condition(api: &ApiServer, what: &[&str], kind: &str, status: &str) -> serde_json::Value {
+    wait_for(
+        &format!("{what:?} {kind}={status}"),
+        Duration::from_secs(10),
+        || {
+            let object = get_json(api, what);
+            let c = condition(&object, kind);
+            (c["status"] == status && c["observedGeneration"] == object["metadata"]["generation"])
+                .then_some(object)
+        },
+    )
+}
+
+#[test]
+fn walkthrough_in_a_cluster() {
+    if !in_private_netns("walkthrough_in_a_cluster") {
+        return;
+    }
+    let api = ApiServer::start();
+    install_crds(&api);
+    let echo = Echo::start_on(&format!("{POD_IP}:0"), &[]);
+    apply(&api, &walkthrough(echo.addr.port()));
+
+    let pki = SyncPki::new();
+    let controller = ClusterController::start(&api.kubeconfig, &pki, "127.0.0.1:0", &[]);
+    let state = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_synced(&controller.url(), &pki, state.path(), &[]);
+
+    // The seed walk-through: no key 401, wrong key 401, right key 101 and echo.
+    gw.wait_key(KEY, 101);
+    assert_eq!(gw.key_status("wrong"), 401);
+    let no_key = raw_request(gw.http, &handshake("ws.example.com", "/raw", &[]));
+    assert_eq!(no_key.status(), 401);
+    let r = python_ws_client(
+        gw.http,
+        "ws://ws.example.com/raw",
+        &[("apikey", KEY)],
+        &["hello"],
+    );
+    assert_eq!(r["status"], 101, "{r}");
+    assert_eq!(r["echoes"], serde_json::json!(["hello"]));
+    // What a user waits for, the way APISIX's own tests do.
+    kubectl_ok(
+        &api,
+        &[
+            "wait",
+            "--for=condition=Accepted",
+            "ar/echo",
+            "-n",
+            "demo",
+            "--timeout=10s",
+        ],
+    );
+    let route = wait_condition(&api, &["ar", "echo"], "Programmed", "True");
+    let programmed = condition(&route, "Programmed");
+    assert!(
+        programmed["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("1/1 dataplanes at generation "),
+        "{programmed}"
+    );
+    assert_eq!(condition(&route, "Accepted")["reason"], "Accepted");
+    let consumer = wait_condition(&api, &["ac", "jack"], "Programmed", "True");
+    assert_eq!(condition(&consumer, "Accepted")["status"], "True");
+    let table = kubectl_ok(&api, &["get", "ar", "-n", "demo"]);
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row[3..5], ["True", "True"], "{table}");
+
+    // Key rotation with kubectl apply: old key 401, new key 101 within 2 s.
+    apply(&api, &secret(NEW_KEY));
+    wait_for("the new key", Duration::from_secs(2), || {
+        (gw.key_status(NEW_KEY) == 101 && gw.key_status(KEY) == 401).then_some(())
+    });
+
+    // An EndpointSlice with no ready endpoint: 503; ready again: 101.
+    apply(&api, &endpoint_slice(echo.addr.port(), false));
+    gw.wait_key(NEW_KEY, 503);
+    assert_eq!(
+        condition(&get_json(&api, &["ar", "echo"]), "Accepted")["status"],
+        "True",
+        "no ready endpoints is not a problem of the route"
+    );
+    apply(&api, &endpoint_slice(echo.addr.port(), true));
+    gw.wait_key(NEW_KEY, 101);
+
+    // An unsupported plugin: Accepted=False with the message, a Warning Event, a 503 placeholder.
+    apply(
+        &api,
+        r#"apiVersion: apisix.apache.org/v2
+kind: ApisixRoute
+metadata: {name: limited, namespace: demo}
+spec:
+  ingressClassName: portcullis
+  http:
+  - name: ws
+    match: {hosts: [limited.example.com], paths: [/raw]}
+    backends: [{serviceName: echo, servicePort: ws}]
+    plugins: [{name: limit-count, enable: true}]
+"#,
+    );
+    let limited = wait_condition(&api, &["ar", "limited"], "Accepted", "False");
+    let accepted = condition(&limited, "Accepted");
+    assert_eq!(accepted["reason"], "InvalidSpec");
+    assert_eq!(
+        accepted["message"],
+        ".spec.http[0].plugins[0]: plugin \"limit-count\" is not supported by Portcullis (supported: key-auth, basic-auth, jwt-auth)"
+    );
+    let yaml = kubectl_ok(&api, &["get", "ar", "limited", "-n", "demo", "-o", "yaml"]);
+    assert!(yaml.contains("is not supported by Portcullis"), "{yaml}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let events = kubectl_ok(&api, &["get", "events", "-n", "demo"]);
+        if events.contains("InvalidSpec")
+            && events.contains("apisixroute/limited")
+            && events.contains("Warning")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no Warning Event for the rejected route: {events}\n{}",
+            controller.proc.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let placeholder = raw_request(gw.http, &handshake("limited.example.com", "/raw", &[]));
+    assert_eq!(placeholder.status(), 503);
+
+    // A route of a class that is not ours: no status, no traffic.
+    apply(
+        &api,
+        r#"apiVersion: apisix.apache.org/v2
+kind: ApisixRoute
+metadata: {name: foreign, namespace: demo}
+spec:
+  ingressClassName: apisix
+  http:
+  - name: ws
+    match: {hosts: [foreign.example.com], paths: [/raw]}
+    websocket: true
+    backends: [{serviceName: echo, servicePort: ws}]
+"#,
+    );
+    // Once a later change is Programmed, the foreign route was seen and skipped.
+    apply(&api, &secret(KEY));
+    gw.wait_key(KEY, 101);
+    let foreign = get_json(&api, &["ar", "foreign"]);
+    assert!(foreign.get("status").is_none(), "{foreign}");
+    let foreign_traffic = raw_request(gw.http, &handshake("foreign.example.com", "/raw", &[]));
+    assert_eq!(foreign_traffic.status(), 404);
+
+    // Deleting the consumer withdraws the key.
+    kubectl_ok(&api, &["delete", "ac", "jack", "-n", "demo"]);
+    gw.wait_key(KEY, 401);
+    assert!(
+        controller.metric("portcullis_secrets_kept").is_some(),
+        "{}",
+        controller.metrics()
+    );
+}
