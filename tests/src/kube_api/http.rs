@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::resources::ResourceType;
 use super::selector::Selector;
-use super::store::{ApiError, Store};
+use super::store::{ApiError, Store, Writer};
 
 pub type Body = BoxBody<Bytes, Infallible>;
 
@@ -251,6 +251,20 @@ async fn objects(
     let q = query(&req);
     let ns = path.namespace.clone().unwrap_or_default();
     let method = req.method().clone();
+    // The field manager: ?fieldManager=, else the user agent's program name (as the server does).
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let manager = param(&q, "fieldManager")
+        .map(str::to_string)
+        .unwrap_or(user_agent);
+    let force = param(&q, "force") == Some("true");
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -296,24 +310,72 @@ async fn objects(
         (Method::GET, None) => list(&shared.lock(), &t, &ns, &q).map(|v| (200, v)),
         (Method::GET, Some(name)) => shared.lock().get(&t, &ns, name).map(|v| (200, v)),
         (Method::POST, None) => parse(&body)
-            .and_then(|obj| shared.lock().create(&t, &ns, obj))
+            .and_then(|obj| {
+                let mut store = shared.lock();
+                store.writer = Some(Writer {
+                    manager: manager.clone(),
+                    ..Writer::default()
+                });
+                store.create(&t, &ns, obj)
+            })
             .map(|v| (201, v)),
         (Method::PUT, Some(name)) => parse(&body)
             .and_then(|obj| {
-                shared
-                    .lock()
-                    .update(&t, &ns, name, obj, path.subresource.as_deref())
+                let mut store = shared.lock();
+                store.writer = Some(Writer {
+                    manager: manager.clone(),
+                    ..Writer::default()
+                });
+                store.update(&t, &ns, name, obj, path.subresource.as_deref())
             })
             .map(|v| (200, v)),
         (Method::PATCH, Some(name)) => {
+            let is_apply = content_type.starts_with("application/apply-patch");
+            let subresource = path.subresource.as_deref();
             let mut store = shared.lock();
-            store
-                .get(&t, &ns, name)
-                .and_then(|current| {
-                    let patched = super::patch::apply(&current, &body, &content_type)?;
-                    store.update(&t, &ns, name, patched, path.subresource.as_deref())
-                })
-                .map(|v| (200, v))
+            let applied = if is_apply {
+                if param(&q, "fieldManager").is_none_or(str::is_empty) {
+                    return error(ApiError::new(
+                        422,
+                        "Invalid",
+                        "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+                    ));
+                }
+                match parse(&body) {
+                    Ok(v) => Some(v),
+                    Err(e) => return error(e),
+                }
+            } else {
+                None
+            };
+            let writer = Writer {
+                manager: manager.clone(),
+                applied: applied.clone(),
+                force,
+            };
+            match (store.get(&t, &ns, name), &applied) {
+                // Server-side apply creates what does not exist.
+                (Err(e), Some(applied)) if e.code == 404 => {
+                    store.writer = Some(writer);
+                    store.create(&t, &ns, applied.clone()).map(|v| (201, v))
+                }
+                (current, _) => current
+                    .and_then(|current| {
+                        if let Some(applied) = &applied {
+                            super::managed::check_apply(
+                                &current,
+                                applied,
+                                &manager,
+                                subresource,
+                                force,
+                            )?;
+                        }
+                        let patched = super::patch::apply(&current, &body, &content_type)?;
+                        store.writer = Some(writer);
+                        store.update(&t, &ns, name, patched, subresource)
+                    })
+                    .map(|v| (200, v)),
+            }
         }
         (Method::DELETE, Some(name)) => shared.lock().delete(&t, &ns, name).map(|v| (200, v)),
         _ => Err(ApiError::new(

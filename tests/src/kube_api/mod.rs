@@ -5,6 +5,7 @@
 //! use unchanged.
 
 pub mod http;
+pub mod managed;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;

@@ -100,6 +100,16 @@ pub struct Store {
     objects: BTreeMap<(String, String), BTreeMap<(String, String), Value>>,
     pub history: VecDeque<Event>,
     uid_counter: u64,
+    /// Who makes the next write, for `managedFields` (set by the HTTP layer per request).
+    pub writer: Option<Writer>,
+}
+
+/// The field manager of a write and, for server-side apply, what it applied.
+#[derive(Clone, Debug, Default)]
+pub struct Writer {
+    pub manager: String,
+    pub applied: Option<Value>,
+    pub force: bool,
 }
 
 /// Where objects of `t` are kept: `events.k8s.io/v1` Events are the core Events seen through
@@ -155,6 +165,7 @@ impl Default for Store {
             objects: BTreeMap::new(),
             history: VecDeque::new(),
             uid_counter: 0,
+            writer: None,
         };
         let ns = store.find("", "v1", "namespaces").unwrap();
         for name in ["default", "kube-system", "kube-public"] {
@@ -211,6 +222,27 @@ impl Store {
         while self.history.len() > HISTORY {
             self.history.pop_front();
         }
+    }
+
+    /// Records field ownership for the pending [`Writer`] (a nameless writer when unset).
+    fn track_fields(
+        &mut self,
+        t: &ResourceType,
+        previous: Option<&Value>,
+        next: &mut Value,
+        subresource: Option<&str>,
+    ) {
+        let writer = self.writer.take().unwrap_or_default();
+        super::managed::record(
+            previous,
+            next,
+            &writer.manager,
+            writer.applied.as_ref(),
+            subresource,
+            writer.force,
+            &t.api_version(),
+            &Self::now(),
+        );
     }
 
     fn now() -> String {
@@ -389,6 +421,7 @@ impl Store {
         }
         obj["apiVersion"] = json!(t.api_version());
         obj["kind"] = json!(t.kind);
+        self.track_fields(t, None, &mut obj, None);
         self.after_write(t, &mut obj)?;
         self.objects
             .entry(key(t))
@@ -510,6 +543,7 @@ impl Store {
         }
         next["apiVersion"] = json!(t.api_version());
         next["kind"] = json!(t.kind);
+        self.track_fields(t, Some(&current), &mut next, subresource);
         // No-op writes do not bump resourceVersion (as the API server does).
         let mut unchanged = next.clone();
         unchanged["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
