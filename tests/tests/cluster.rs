@@ -258,3 +258,179 @@ spec:
         controller.metrics()
     );
 }
+
+/// API server, CRDs, echo upstream and the walk-through's objects.
+fn cluster_with_walkthrough() -> (ApiServer, Echo) {
+    let api = ApiServer::start();
+    install_crds(&api);
+    let echo = Echo::start_on(&format!("{POD_IP}:0"), &[]);
+    apply(&api, &walkthrough(echo.addr.port()));
+    (api, echo)
+}
+
+fn statuses(api: &ApiServer) -> (serde_json::Value, serde_json::Value) {
+    (
+        get_json(api, &["ar", "echo"])["status"].clone(),
+        get_json(api, &["ac", "jack"])["status"].clone(),
+    )
+}
+
+#[test]
+fn a_restarted_controller_leaves_status_and_traffic_alone() {
+    if !in_private_netns("a_restarted_controller_leaves_status_and_traffic_alone") {
+        return;
+    }
+    let (api, _echo) = cluster_with_walkthrough();
+    let pki = SyncPki::new();
+    // A pod name per run, as after a rollout; a short Lease so the new one leads soon.
+    let lease = ["--lease-duration", "2s", "--status-grace", "5s"];
+    let first = ClusterController::start(
+        &api.kubeconfig,
+        &pki,
+        "127.0.0.1:0",
+        &[&lease[..], &["--identity", "controller-a"]].concat(),
+    );
+    let state = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_synced(&first.url(), &pki, state.path(), &[]);
+    gw.wait_key(KEY, 101);
+    wait_condition(&api, &["ar", "echo"], "Programmed", "True");
+    // A second generation that changes the consumer only: the route stays at the first.
+    apply(&api, &secret(NEW_KEY));
+    gw.wait_key(NEW_KEY, 101);
+    wait_for(
+        "jack at the second generation",
+        Duration::from_secs(10),
+        || {
+            let (route, consumer) = statuses(&api);
+            let message = |s: &serde_json::Value| {
+                condition(&serde_json::json!({"status": s}), "Programmed")["message"].clone()
+            };
+            (message(&route) == "1/1 dataplanes at generation 1"
+                && message(&consumer) == "1/1 dataplanes at generation 2")
+                .then_some(())
+        },
+    );
+    let before = statuses(&api);
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut ws = rt.block_on(open_ws(&gw, NEW_KEY));
+    let sync = first.sync;
+    drop(first);
+    let second = ClusterController::start(
+        &api.kubeconfig,
+        &pki,
+        &sync.to_string(),
+        &[&lease[..], &["--identity", "controller-b"]].concat(),
+    );
+    second.wait_log("leading: this replica writes status and Events");
+    second.wait_log("writing status from now on");
+    assert!(
+        rt.block_on(echoes(&mut ws, "still here")),
+        "the WebSocket survived"
+    );
+    assert_eq!(gw.key_status(NEW_KEY), 101);
+    // Give a wrong write time to happen, then compare: nothing was rewritten.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(statuses(&api), before, "{}", second.proc.log_text());
+    assert_eq!(second.metric("portcullis_leader"), Some(1.0));
+
+    // The new leader does write when something changes.
+    apply(&api, &route_with_chat());
+    let route = wait_condition(&api, &["ar", "echo"], "Programmed", "True");
+    assert_eq!(route["metadata"]["generation"], 2);
+    let old = serde_json::json!({"status": before.0});
+    assert_ne!(
+        condition(&route, "Programmed")["message"],
+        condition(&old, "Programmed")["message"],
+        "a new generation carries the changed route"
+    );
+}
+
+fn leader_metric(c: &ClusterController) -> f64 {
+    c.metric("portcullis_leader").unwrap_or(0.0)
+}
+
+#[test]
+fn two_replicas_one_leader_writes_and_fails_over() {
+    if !in_private_netns("two_replicas_one_leader_writes_and_fails_over") {
+        return;
+    }
+    let (api, _echo) = cluster_with_walkthrough();
+    let pki = SyncPki::new();
+    let lease_seconds = 3;
+    let lease = format!("{lease_seconds}s");
+    let start = |identity: &str| {
+        ClusterController::start(
+            &api.kubeconfig,
+            &pki,
+            "127.0.0.1:0",
+            &[
+                "--lease-duration",
+                &lease,
+                "--status-grace",
+                "1s",
+                "--identity",
+                identity,
+            ],
+        )
+    };
+    let a = start("controller-a");
+    let b = start("controller-b");
+    let (leader, follower) = wait_for("one leader", Duration::from_secs(10), || {
+        match (leader_metric(&a), leader_metric(&b)) {
+            (1.0, 0.0) => Some((&a, &b)),
+            (0.0, 1.0) => Some((&b, &a)),
+            _ => None,
+        }
+    });
+    // Both serve the sync stream: a dataplane on each gets the table.
+    let states = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let on_leader = Gateway::start_synced(&leader.url(), &pki, states[0].path(), &[]);
+    let on_follower = Gateway::start_synced(&follower.url(), &pki, states[1].path(), &[]);
+    on_leader.wait_key(KEY, 101);
+    on_follower.wait_key(KEY, 101);
+    let route = wait_condition(&api, &["ar", "echo"], "Programmed", "True");
+    // Programmed counts the dataplanes connected to the leader (docs/kubernetes.md).
+    assert!(
+        condition(&route, "Programmed")["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("1/1 dataplanes"),
+        "{route}"
+    );
+    let writes = |c: &ClusterController| {
+        let text = c.metrics();
+        text.lines()
+            .find_map(|l| l.strip_prefix("portcullis_status_writes_total{result=\"ok\"} "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(writes(leader) >= 2.0, "{}", leader.metrics());
+    assert_eq!(writes(follower), 0.0, "only the leader writes");
+
+    // The leader dies without releasing the Lease: the other takes over within its duration.
+    let killed = std::time::Instant::now();
+    leader.proc.signal("KILL");
+    wait_for("failover", Duration::from_secs(lease_seconds + 3), || {
+        (leader_metric(follower) == 1.0).then_some(())
+    });
+    let took = killed.elapsed();
+    eprintln!("failover took {took:?} (lease {lease_seconds}s)");
+    assert!(
+        took < Duration::from_secs(lease_seconds + 2),
+        "failover took {took:?}"
+    );
+    // The new leader writes: a spec change is Accepted at generation 2.
+    apply(&api, &route_with_chat());
+    let route = wait_condition(&api, &["ar", "echo"], "Programmed", "True");
+    assert_eq!(route["metadata"]["generation"], 2);
+    assert!(writes(follower) >= 1.0);
+    drop(on_leader);
+}
+
+/// The example route with one more path: a spec change (generation 2).
+fn route_with_chat() -> String {
+    std::fs::read_to_string(workspace_root().join("examples/websocket-auth/route.yaml"))
+        .unwrap()
+        .replace("paths: [/raw, /raw/*]", "paths: [/raw, /raw/*, /chat]")
+}
