@@ -41,6 +41,18 @@ fn install_crds(api: &ApiServer) {
     }
 }
 
+/// The controller's credentials: only what `deploy/controller-rbac.yaml` grants (its Role bound
+/// in `default`, the kubeconfig's namespace, where the Lease lives). A call outside the list
+/// is refused with 403 and fails the test.
+fn controller_kubeconfig(api: &ApiServer) -> std::path::PathBuf {
+    let text =
+        std::fs::read_to_string(workspace_root().join("deploy/controller-rbac.yaml")).unwrap();
+    api.restricted_kubeconfig(
+        "controller",
+        portcullis_tests::kube_api::rbac::Rules::from_yaml(&text, "default"),
+    )
+}
+
 fn secret(key: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: jack-key, namespace: demo}}\nstringData: {{key: {key}}}\n"
@@ -121,7 +133,8 @@ fn walkthrough_in_a_cluster() {
     apply(&api, &walkthrough(echo.addr.port()));
 
     let pki = SyncPki::new();
-    let controller = ClusterController::start(&api.kubeconfig, &pki, "127.0.0.1:0", &[]);
+    let controller =
+        ClusterController::start(&controller_kubeconfig(&api), &pki, "127.0.0.1:0", &[]);
     let state = tempfile::tempdir().unwrap();
     let gw = Gateway::start_synced(&controller.url(), &pki, state.path(), &[]);
 
@@ -285,7 +298,7 @@ fn a_restarted_controller_leaves_status_and_traffic_alone() {
     // A pod name per run, as after a rollout; a short Lease so the new one leads soon.
     let lease = ["--lease-duration", "2s", "--status-grace", "5s"];
     let first = ClusterController::start(
-        &api.kubeconfig,
+        &controller_kubeconfig(&api),
         &pki,
         "127.0.0.1:0",
         &[&lease[..], &["--identity", "controller-a"]].concat(),
@@ -317,7 +330,7 @@ fn a_restarted_controller_leaves_status_and_traffic_alone() {
     let sync = first.sync;
     drop(first);
     let second = ClusterController::start(
-        &api.kubeconfig,
+        &controller_kubeconfig(&api),
         &pki,
         &sync.to_string(),
         &[&lease[..], &["--identity", "controller-b"]].concat(),
@@ -361,7 +374,7 @@ fn two_replicas_one_leader_writes_and_fails_over() {
     let lease = format!("{lease_seconds}s");
     let start = |identity: &str| {
         ClusterController::start(
-            &api.kubeconfig,
+            &controller_kubeconfig(&api),
             &pki,
             "127.0.0.1:0",
             &[

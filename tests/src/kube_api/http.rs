@@ -18,6 +18,8 @@ pub struct Shared {
     pub store: Mutex<Store>,
     pub token: String,
     pub changed: tokio::sync::broadcast::Sender<()>,
+    /// Tokens bound to RBAC rules (a service account's); the main token may do everything.
+    pub restricted: Mutex<Vec<(String, super::rbac::Rules)>>,
 }
 
 impl Shared {
@@ -134,19 +136,33 @@ pub async fn handle(
     req: Request<hyper::body::Incoming>,
     shared: Arc<Shared>,
 ) -> Result<Response<Body>, Infallible> {
-    let authorized = req
+    let token = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| t == shared.token);
-    if !authorized {
+        .unwrap_or("")
+        .to_string();
+    let rules = shared
+        .restricted
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .find(|(t, _)| *t == token)
+        .map(|(_, r)| r.clone());
+    if token != shared.token && rules.is_none() {
         return Ok(error(ApiError::new(401, "Unauthorized", "Unauthorized")));
     }
     let target = {
         let store = shared.lock();
         route(req.uri().path(), |g, v, p| store.find(g, v, p).is_some())
     };
+    if let (Some(rules), Target::Objects(path)) = (&rules, &target) {
+        let q = query(&req);
+        if let Err(e) = rules.allow(req.method(), path, &q) {
+            return Ok(error(e));
+        }
+    }
     Ok(match target {
         Target::Version => json_response(
             200,

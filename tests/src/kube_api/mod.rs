@@ -9,6 +9,7 @@ pub mod managed;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;
+pub mod rbac;
 pub mod resources;
 pub mod selector;
 pub mod store;
@@ -90,6 +91,7 @@ impl ApiServer {
             store: Mutex::new(Store::default()),
             token: token.clone(),
             changed: tokio::sync::broadcast::channel(1024).0,
+            restricted: Mutex::default(),
         });
         let listener = std::net::TcpListener::bind(listen).expect("bind the API server");
         listener.set_nonblocking(true).expect("nonblocking");
@@ -142,6 +144,21 @@ impl ApiServer {
             _dir: None,
             _runtime: runtime,
         }
+    }
+
+    /// A kubeconfig whose token may do only what `rules` allow (a service account's), written
+    /// next to the main one as `NAME.kubeconfig`.
+    pub fn restricted_kubeconfig(&self, name: &str, rules: rbac::Rules) -> PathBuf {
+        let token = format!("sa-{name}-{:016x}", fastrand::u64(..));
+        self.shared
+            .restricted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((token.clone(), rules));
+        let text = std::fs::read_to_string(&self.kubeconfig).expect("kubeconfig");
+        let path = self.kubeconfig.with_file_name(format!("{name}.kubeconfig"));
+        std::fs::write(&path, text.replace(&self.token, &token)).expect("write kubeconfig");
+        path
     }
 
     /// Runs `kubectl` against this server (its own discovery cache); returns (success, stdout, stderr).
