@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh machine: curl and Python `websockets` (real
-# third-party clients). Idempotent: skips what is already there.
+# third-party clients), `ip` and `unshare` (the Kubernetes tests run in a network namespace of
+# their own). `kubectl` is preinstalled on these machines. Idempotent: skips what is there.
 set -euo pipefail
 
 need_apt=()
 command -v curl >/dev/null || need_apt+=(curl)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
+command -v ip >/dev/null || need_apt+=(iproute2)
+command -v unshare >/dev/null || need_apt+=(util-linux)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq

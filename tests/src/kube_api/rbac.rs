@@ -65,7 +65,7 @@ impl Rules {
             None => path.plural.clone(),
         };
         let matches = |r: &Rule| {
-            r.api_groups.iter().any(|g| *g == path.group)
+            r.api_groups.contains(&path.group)
                 && r.resources.contains(&resource)
                 && r.verbs.iter().any(|v| v == verb)
         };
