@@ -205,6 +205,34 @@ impl Default for SyncPki {
     }
 }
 
+/// `portcullis-controller` arguments: `mode` first, then the sync listener with `pki`'s server
+/// certificate, a fast heartbeat, an admin port from the OS, JSON logs, then `extra`.
+fn controller_args(mode: &[&str], pki: &SyncPki, sync_listen: &str, extra: &[&str]) -> Vec<String> {
+    let [cert, key, ca] =
+        [&pki.server_cert, &pki.server_key, &pki.ca].map(|p| p.display().to_string());
+    let common = [
+        "--sync-listen",
+        sync_listen,
+        "--sync-tls-cert",
+        &cert,
+        "--sync-tls-key",
+        &key,
+        "--sync-client-ca",
+        &ca,
+        "--sync-heartbeat",
+        "200ms",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+    ];
+    mode.iter()
+        .chain(common.iter())
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect()
+}
+
 /// `portcullis-controller standalone` without an embedded dataplane: the file provider and
 /// the sync listener, serving remote dataplanes.
 pub struct Controller {
@@ -216,39 +244,19 @@ pub struct Controller {
 impl Controller {
     /// `sync_listen`: `127.0.0.1:0` for a port from the OS, or a fixed address to come back on.
     pub fn start(manifests: &Path, pki: &SyncPki, sync_listen: &str, extra: &[&str]) -> Controller {
-        let [dir, cert, key, ca] = [
-            &manifests.to_path_buf(),
-            &pki.server_cert,
-            &pki.server_key,
-            &pki.ca,
-        ]
-        .map(|p| p.display().to_string());
-        let args: Vec<String> = [
-            "standalone",
-            "--manifests",
-            &dir,
-            "--embedded-dataplane",
-            "false",
-            "--sync-listen",
+        let dir = manifests.display().to_string();
+        let mut args = controller_args(
+            &[
+                "standalone",
+                "--manifests",
+                &dir,
+                "--embedded-dataplane",
+                "false",
+            ],
+            pki,
             sync_listen,
-            "--sync-tls-cert",
-            &cert,
-            "--sync-tls-key",
-            &key,
-            "--sync-client-ca",
-            &ca,
-            "--sync-heartbeat",
-            "200ms",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-        ]
-        .iter()
-        .chain(extra)
-        .map(|s| s.to_string())
-        .collect();
-        let mut args = args;
+            extra,
+        );
         if !extra.contains(&"--poll-interval") {
             args.extend(["--poll-interval".to_string(), "20ms".to_string()]);
         }
@@ -866,36 +874,13 @@ impl ClusterController {
         sync_listen: &str,
         extra: &[&str],
     ) -> ClusterController {
-        let [kubeconfig, cert, key, ca] = [
-            &kubeconfig.to_path_buf(),
-            &pki.server_cert,
-            &pki.server_key,
-            &pki.ca,
-        ]
-        .map(|p| p.display().to_string());
-        let args: Vec<String> = [
-            "run",
-            "--kubeconfig",
-            &kubeconfig,
-            "--sync-listen",
+        let kubeconfig = kubeconfig.display().to_string();
+        let args = controller_args(
+            &["run", "--kubeconfig", &kubeconfig],
+            pki,
             sync_listen,
-            "--sync-tls-cert",
-            &cert,
-            "--sync-tls-key",
-            &key,
-            "--sync-client-ca",
-            &ca,
-            "--sync-heartbeat",
-            "200ms",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-        ]
-        .iter()
-        .chain(extra)
-        .map(|s| s.to_string())
-        .collect();
+            extra,
+        );
         let (proc, addrs) = spawn_until_listening(
             &bin("portcullis-controller"),
             &args,

@@ -356,10 +356,9 @@ impl StatusWriter {
             }
             let rejection = status::rejection(resource, &live.conditions);
             let patch = Patch::Merge(json!({"status": {"conditions": conditions}}));
-            let params = PatchParams::apply(FIELD_MANAGER);
             let params = PatchParams {
-                force: false,
-                ..params
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..PatchParams::default()
             };
             let result = match kind {
                 Kind::ApisixRoute => {
@@ -448,44 +447,8 @@ pub async fn run(
     info!("caches synced");
     let mut board = StatusBoard::default();
     // What an earlier controller reported stays true if the dataplanes still serve its table.
-    for (kind, list) in [
-        (
-            Kind::ApisixRoute,
-            watched
-                .routes
-                .state()
-                .iter()
-                .map(|r| {
-                    (
-                        r.namespace().unwrap_or_default(),
-                        r.name_any(),
-                        r.conditions(),
-                    )
-                })
-                .collect::<Vec<_>>(),
-        ),
-        (
-            Kind::ApisixConsumer,
-            watched
-                .consumers
-                .state()
-                .iter()
-                .map(|r| {
-                    (
-                        r.namespace().unwrap_or_default(),
-                        r.name_any(),
-                        r.conditions(),
-                    )
-                })
-                .collect(),
-        ),
-    ] {
-        for (namespace, name, conditions) in list {
-            if let Some((observed, generation)) = status::programmed_seed(&conditions) {
-                board.seed(kind, &namespace, &name, observed, generation);
-            }
-        }
-    }
+    seed(&mut board, Kind::ApisixRoute, &watched.routes);
+    seed(&mut board, Kind::ApisixConsumer, &watched.consumers);
     let reporter = Reporter {
         controller: FIELD_MANAGER.into(),
         instance: Some(settings.identity.clone()),
@@ -564,6 +527,19 @@ pub async fn run(
             _ = tokio::time::sleep(grace_left), if !settled => {}
             // Status writes that failed are retried.
             _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+        }
+    }
+}
+
+/// Seeds `board` with the generation each live object's `Programmed` condition names.
+fn seed<K>(board: &mut StatusBoard, kind: Kind, store: &Store<K>)
+where
+    K: Resource<DynamicType = ()> + Clone + HasConditions + 'static,
+{
+    for object in store.state() {
+        if let Some((observed, generation)) = status::programmed_seed(&object.conditions()) {
+            let namespace = object.namespace().unwrap_or_default();
+            board.seed(kind, &namespace, &object.name_any(), observed, generation);
         }
     }
 }
