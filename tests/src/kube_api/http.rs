@@ -281,6 +281,7 @@ async fn objects(
         .map(str::to_string)
         .unwrap_or(user_agent);
     let force = param(&q, "force") == Some("true");
+    let field_validation = param(&q, "fieldValidation").map(str::to_string);
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -319,20 +320,25 @@ async fn objects(
                 )
             })
     };
+    // Taken under the same lock as the write they belong to.
+    let mut warnings = Vec::new();
     let result = match (method, &path.name) {
         (Method::GET, None) if param(&q, "watch").is_some_and(|w| w == "true" || w == "1") => {
             return super::watch::respond(shared, t, ns, &q);
         }
-        (Method::GET, None) => list(&shared.lock(), &t, &ns, &q).map(|v| (200, v)),
+        (Method::GET, None) => list(&mut shared.lock(), &t, &ns, &q).map(|v| (200, v)),
         (Method::GET, Some(name)) => shared.lock().get(&t, &ns, name).map(|v| (200, v)),
         (Method::POST, None) => parse(&body)
             .and_then(|obj| {
                 let mut store = shared.lock();
                 store.writer = Some(Writer {
                     manager: manager.clone(),
+                    field_validation: field_validation.clone(),
                     ..Writer::default()
                 });
-                store.create(&t, &ns, obj)
+                let created = store.create(&t, &ns, obj);
+                warnings = std::mem::take(&mut store.warnings);
+                created
             })
             .map(|v| (201, v)),
         (Method::PUT, Some(name)) => parse(&body)
@@ -340,9 +346,12 @@ async fn objects(
                 let mut store = shared.lock();
                 store.writer = Some(Writer {
                     manager: manager.clone(),
+                    field_validation: field_validation.clone(),
                     ..Writer::default()
                 });
-                store.update(&t, &ns, name, obj, path.subresource.as_deref())
+                let updated = store.update(&t, &ns, name, obj, path.subresource.as_deref());
+                warnings = std::mem::take(&mut store.warnings);
+                updated
             })
             .map(|v| (200, v)),
         (Method::PATCH, Some(name)) => {
@@ -368,8 +377,9 @@ async fn objects(
                 manager: manager.clone(),
                 applied: applied.clone(),
                 force,
+                field_validation: field_validation.clone(),
             };
-            match (store.get(&t, &ns, name), &applied) {
+            let patched = match (store.get(&t, &ns, name), &applied) {
                 // Server-side apply creates what does not exist.
                 (Err(e), Some(applied)) if e.code == 404 => {
                     store.writer = Some(writer);
@@ -386,12 +396,15 @@ async fn objects(
                                 force,
                             )?;
                         }
-                        let patched = super::patch::apply(&current, &body, &content_type)?;
+                        let builtin = super::resources::is_builtin(&t);
+                        let patched = super::patch::apply(&current, &body, &content_type, builtin)?;
                         store.writer = Some(writer);
                         store.update(&t, &ns, name, patched, subresource)
                     })
                     .map(|v| (200, v)),
-            }
+            };
+            warnings = std::mem::take(&mut store.warnings);
+            patched
         }
         (Method::DELETE, Some(name)) => shared.lock().delete(&t, &ns, name).map(|v| (200, v)),
         _ => Err(ApiError::new(
@@ -401,17 +414,25 @@ async fn objects(
         )),
     };
     let _ = shared.changed.send(());
-    match result {
+    let mut response = match result {
         Ok((code, value)) if accept.contains("as=Table") => {
             json_response(code, &super::table::render(&t, value))
         }
         Ok((code, value)) => json_response(code, &value),
         Err(e) => error(e),
+    };
+    for warning in warnings {
+        // RFC 7234 warn-code 299, as the API server sends them.
+        let text = format!("299 - {}", serde_json::Value::String(warning));
+        if let Ok(v) = header::HeaderValue::from_str(&text) {
+            response.headers_mut().append(header::WARNING, v);
+        }
     }
+    response
 }
 
 fn list(
-    store: &Store,
+    store: &mut Store,
     t: &ResourceType,
     ns: &str,
     q: &[(String, String)],
@@ -425,15 +446,51 @@ fn list(
     })?;
     let fields = super::selector::FieldSelector::parse(param(q, "fieldSelector").unwrap_or(""))
         .map_err(|e| ApiError::new(400, "BadRequest", e))?;
-    let items: Vec<Value> = store
-        .list(t, ns)
+    let limit: Option<usize> = param(q, "limit")
+        .and_then(|l| l.parse().ok())
+        .filter(|l| *l > 0);
+    // A continued list reads the snapshot its first page was served from.
+    let (rv, snapshot, start) = match param(q, "continue").filter(|c| !c.is_empty()) {
+        Some(token) => {
+            let (rv, start) = super::paging::decode(token)?;
+            let snapshot = store.snapshot(t, rv)?;
+            (rv, snapshot, Some(start))
+        }
+        None => {
+            let rv = store.resource_version();
+            let all = store.list(t, "");
+            if limit.is_some() {
+                store.keep_snapshot(t, rv, all.clone());
+            }
+            (rv, all, None)
+        }
+    };
+    let selected: Vec<Value> = snapshot
         .into_iter()
+        .filter(|o| ns.is_empty() || o["metadata"]["namespace"].as_str() == Some(ns))
+        .filter(|o| {
+            start
+                .as_ref()
+                .is_none_or(|s| super::paging::position(o) >= *s)
+        })
         .filter(|o| labels.matches(&o["metadata"]["labels"]) && fields.matches(o))
         .collect();
+    let mut metadata = json!({"resourceVersion": rv.to_string()});
+    let items = match limit {
+        Some(limit) if selected.len() > limit => {
+            let next = super::paging::position(&selected[limit]);
+            metadata["continue"] = json!(super::paging::encode(rv, &next));
+            if labels.is_empty() && fields.is_empty() {
+                metadata["remainingItemCount"] = json!(selected.len() - limit);
+            }
+            selected.into_iter().take(limit).collect()
+        }
+        _ => selected,
+    };
     Ok(json!({
         "kind": format!("{}List", t.kind),
         "apiVersion": t.api_version(),
-        "metadata": {"resourceVersion": store.resource_version().to_string()},
+        "metadata": metadata,
         "items": items,
     }))
 }

@@ -7,10 +7,12 @@
 pub mod http;
 pub mod managed;
 pub mod openapi;
+pub mod paging;
 pub mod patch;
 pub mod protobuf;
 pub mod rbac;
 pub mod resources;
+pub mod schema;
 pub mod selector;
 pub mod store;
 pub mod table;
@@ -32,6 +34,7 @@ pub struct ApiServer {
     pub ca_pem: String,
     pub token: String,
     pub shared: Arc<Shared>,
+    serving: tokio::sync::watch::Sender<bool>,
     _dir: Option<tempfile::TempDir>,
     _runtime: std::thread::JoinHandle<()>,
 }
@@ -72,6 +75,68 @@ fn pki() -> Pki {
     }
 }
 
+/// Accepts and serves connections while `serving` is true; when it turns false, drops every
+/// connection and the listener, and binds `addr` again once it turns true.
+async fn serve_until_dropped(
+    first: std::net::TcpListener,
+    addr: SocketAddr,
+    acceptor: tokio_rustls::TlsAcceptor,
+    shared: Arc<Shared>,
+    mut serving: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut listener = Some(TcpListener::from_std(first).expect("listener"));
+    loop {
+        if serving.wait_for(|up| *up).await.is_err() {
+            return;
+        }
+        let listener = match listener.take() {
+            Some(l) => l,
+            None => match rebind(addr) {
+                Ok(l) => l,
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let watch_for_down = serving.clone();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((tcp, _)) = accepted else { continue };
+                    let acceptor = acceptor.clone();
+                    let shared = shared.clone();
+                    let mut down = watch_for_down.clone();
+                    tokio::spawn(async move {
+                        let Ok(tls) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        let service = hyper::service::service_fn(move |req| {
+                            self::http::handle(req, shared.clone())
+                        });
+                        let builder =
+                            hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                        let http1 = builder.http1_only();
+                        let connection = http1.serve_connection(TokioIo::new(tls), service);
+                        tokio::select! {
+                            _ = connection => {}
+                            _ = down.wait_for(|up| !*up) => {}
+                        }
+                    });
+                }
+                _ = serving.wait_for(|up| !*up) => break,
+            }
+        }
+    }
+}
+
+fn rebind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
 impl ApiServer {
     /// Starts on `127.0.0.1` with a port from the OS and writes a kubeconfig into a temporary
     /// directory.
@@ -97,34 +162,16 @@ impl ApiServer {
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("local address");
         let served = shared.clone();
+        let (serving, serving_rx) = tokio::sync::watch::channel(true);
         let runtime = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()
                 .expect("runtime");
-            rt.block_on(async move {
-                let listener = TcpListener::from_std(listener).expect("listener");
-                loop {
-                    let Ok((tcp, _)) = listener.accept().await else {
-                        continue;
-                    };
-                    let acceptor = acceptor.clone();
-                    let shared = served.clone();
-                    tokio::spawn(async move {
-                        let Ok(tls) = acceptor.accept(tcp).await else {
-                            return;
-                        };
-                        let service = hyper::service::service_fn(move |req| {
-                            self::http::handle(req, shared.clone())
-                        });
-                        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                            .http1_only()
-                            .serve_connection(TokioIo::new(tls), service)
-                            .await;
-                    });
-                }
-            });
+            rt.block_on(serve_until_dropped(
+                listener, addr, acceptor, served, serving_rx,
+            ));
         });
         use base64::Engine;
         let ca_b64 = base64::engine::general_purpose::STANDARD.encode(&ca_pem);
@@ -141,9 +188,22 @@ impl ApiServer {
             ca_pem,
             token,
             shared,
+            serving,
             _dir: None,
             _runtime: runtime,
         }
+    }
+
+    /// The first half of a restart: every connection (watches included) is cut and the port
+    /// refuses connections; the store — the API server's etcd — is kept, and tests may change
+    /// it through [`ApiServer::shared`] meanwhile, as other API server replicas would.
+    pub fn stop_serving(&self) {
+        self.serving.send_replace(false);
+    }
+
+    /// The second half of a restart: listens on the same address again.
+    pub fn resume_serving(&self) {
+        self.serving.send_replace(true);
     }
 
     /// A kubeconfig whose token may do only what `rules` allow (a service account's), written

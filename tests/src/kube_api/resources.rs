@@ -140,6 +140,13 @@ pub fn builtins() -> Vec<ResourceType> {
     ]
 }
 
+/// Served by the server itself rather than registered by a CRD.
+pub fn is_builtin(t: &ResourceType) -> bool {
+    builtins()
+        .iter()
+        .any(|b| b.group == t.group && b.plural == t.plural)
+}
+
 /// The resource types a `CustomResourceDefinition` object defines (one per served version).
 pub fn from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
     let spec = &crd["spec"];

@@ -48,6 +48,10 @@ fn set(s: &str) -> Result<Vec<String>, String> {
 }
 
 impl Selector {
+    pub fn is_empty(&self) -> bool {
+        self.requirements.is_empty()
+    }
+
     pub fn parse(s: &str) -> Result<Self, String> {
         let mut requirements = Vec::new();
         for part in split_top(s) {
@@ -91,6 +95,10 @@ pub struct FieldSelector {
 }
 
 impl FieldSelector {
+    pub fn is_empty(&self) -> bool {
+        self.terms.is_empty()
+    }
+
     pub fn parse(s: &str) -> Result<Self, String> {
         let mut terms = Vec::new();
         for part in split_top(s) {

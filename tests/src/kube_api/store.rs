@@ -102,7 +102,14 @@ pub struct Store {
     uid_counter: u64,
     /// Who makes the next write, for `managedFields` (set by the HTTP layer per request).
     pub writer: Option<Writer>,
+    /// `Warning` headers for the response to the current write (unknown fields pruned).
+    pub warnings: Vec<String>,
+    /// Lists whose first page was served with `limit`, by (version, kind), for `continue`.
+    snapshots: VecDeque<(u64, (String, String), Vec<Value>)>,
 }
+
+/// How many paged lists the store keeps for their continuations.
+const SNAPSHOTS: usize = 64;
 
 /// The field manager of a write and, for server-side apply, what it applied.
 #[derive(Clone, Debug, Default)]
@@ -110,6 +117,9 @@ pub struct Writer {
     pub manager: String,
     pub applied: Option<Value>,
     pub force: bool,
+    /// `?fieldValidation=`: `Strict` rejects unknown fields, `Ignore` drops them silently, and
+    /// anything else (the server's default, `Warn`) drops them with a warning.
+    pub field_validation: Option<String>,
 }
 
 /// Where objects of `t` are kept: `events.k8s.io/v1` Events are the core Events seen through
@@ -166,6 +176,8 @@ impl Default for Store {
             history: VecDeque::new(),
             uid_counter: 0,
             writer: None,
+            warnings: Vec::new(),
+            snapshots: VecDeque::new(),
         };
         let ns = store.find("", "v1", "namespaces").unwrap();
         for name in ["default", "kube-system", "kube-public"] {
@@ -202,6 +214,33 @@ impl Store {
             .iter()
             .find(|t| t.group == group && t.version == version && t.plural == plural)
             .cloned()
+    }
+
+    /// Keeps what a paged list saw at `rv`, so its continuations read the same state.
+    pub fn keep_snapshot(&mut self, t: &ResourceType, rv: u64, objects: Vec<Value>) {
+        let k = key(t);
+        if self.snapshots.iter().any(|(v, sk, _)| *v == rv && *sk == k) {
+            return;
+        }
+        self.snapshots.push_back((rv, k, objects));
+        while self.snapshots.len() > SNAPSHOTS {
+            self.snapshots.pop_front();
+        }
+    }
+
+    /// The objects of `t` as a paged list saw them at `rv`; 410 once that version is compacted
+    /// (the API server's wording).
+    pub fn snapshot(&self, t: &ResourceType, rv: u64) -> Result<Vec<Value>, ApiError> {
+        let k = key(t);
+        self.snapshots
+            .iter()
+            .find(|(v, sk, _)| *v == rv && *sk == k && rv >= self.oldest_watchable())
+            .map(|(_, _, objects)| objects.iter().map(|o| self.as_version(t, o.clone())).collect())
+            .ok_or_else(|| ApiError::new(
+                410,
+                "Expired",
+                "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
+            ))
     }
 
     fn next_version(&mut self) -> u64 {
@@ -495,7 +534,8 @@ impl Store {
                 if next["status"].is_null() {
                     next.as_object_mut().unwrap().remove("status");
                 }
-                next
+                // Status writes are checked against the schema as well.
+                self.admit(t, name, next, Some(&current))?
             }
             Some(other) => {
                 return Err(ApiError::new(
@@ -661,7 +701,51 @@ impl Store {
             }
             _ => {}
         }
+        if let Some(schema) = &t.schema {
+            return self.admit_custom(t, name, schema, obj);
+        }
         Ok(obj)
+    }
+
+    /// A custom resource through its CRD's schema: pruned, defaulted, validated; unknown fields
+    /// rejected, warned about or ignored as the request's `fieldValidation` says.
+    fn admit_custom(
+        &mut self,
+        t: &ResourceType,
+        name: &str,
+        schema: &Value,
+        obj: Value,
+    ) -> Result<Value, ApiError> {
+        let admitted = super::schema::admit(schema, obj)
+            .map_err(|causes| ApiError::invalid(t, name, &causes))?;
+        let unknown: Vec<String> = admitted
+            .unknown
+            .iter()
+            .map(|f| format!("unknown field \"{f}\""))
+            .collect();
+        let mode = self
+            .writer
+            .as_ref()
+            .and_then(|w| w.field_validation.as_deref())
+            .unwrap_or("Warn");
+        match mode {
+            _ if unknown.is_empty() => {}
+            "Strict" => {
+                return Err(ApiError::new(
+                    400,
+                    "BadRequest",
+                    format!(
+                        "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
+                        unknown.join(", "),
+                        kind = t.kind,
+                        version = t.version
+                    ),
+                ));
+            }
+            "Ignore" => {}
+            _ => self.warnings.extend(unknown),
+        }
+        Ok(admitted.object)
     }
 
     /// Side effects of a stored write: a CRD registers its kinds and is Established at once.
