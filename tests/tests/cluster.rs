@@ -359,6 +359,108 @@ fn a_restarted_controller_leaves_status_and_traffic_alone() {
     );
 }
 
+/// Writes enough unrelated events that every version the controller has seen is compacted.
+fn compact(api: &ApiServer) {
+    let mut store = api.shared.lock();
+    let t = store.find("", "v1", "configmaps").unwrap();
+    store
+        .create(
+            &t,
+            "kube-system",
+            serde_json::json!({"metadata": {"name": "noise"}}),
+        )
+        .unwrap();
+    for i in 0..portcullis_tests::kube_api::store::HISTORY {
+        let noise =
+            serde_json::json!({"metadata": {"name": "noise"}, "data": {"i": i.to_string()}});
+        store
+            .update(&t, "kube-system", "noise", noise, None)
+            .unwrap();
+    }
+}
+
+#[test]
+fn an_api_server_restart_across_compaction_loses_and_duplicates_nothing() {
+    if !in_private_netns("an_api_server_restart_across_compaction_loses_and_duplicates_nothing") {
+        return;
+    }
+    let (api, _echo) = cluster_with_walkthrough();
+    const JOE_KEY: &str = "joe_s_key";
+    apply(
+        &api,
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: joe-key, namespace: demo}}\nstringData: {{key: {JOE_KEY}}}\n---\n\
+             apiVersion: apisix.apache.org/v2\nkind: ApisixConsumer\nmetadata: {{name: joe, namespace: demo}}\n\
+             spec: {{ingressClassName: portcullis, authParameter: {{keyAuth: {{secretRef: {{name: joe-key}}}}}}}}\n"
+        ),
+    );
+    let pki = SyncPki::new();
+    let controller =
+        ClusterController::start(&controller_kubeconfig(&api), &pki, "127.0.0.1:0", &[]);
+    let state = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_synced(&controller.url(), &pki, state.path(), &[]);
+    gw.wait_key(KEY, 101);
+    gw.wait_key(JOE_KEY, 101);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut ws = rt.block_on(open_ws(&gw, KEY));
+
+    // The API server goes away; meanwhile its storage changes (as through another replica):
+    // joe is deleted, jill arrives, and the history the watches would resume from is
+    // compacted, so they get 410 Gone and must re-list.
+    api.stop_serving();
+    {
+        let mut store = api.shared.lock();
+        let consumers = store
+            .find("apisix.apache.org", "v2", "apisixconsumers")
+            .unwrap();
+        let secrets = store.find("", "v1", "secrets").unwrap();
+        store.delete(&consumers, "demo", "joe").unwrap();
+        store
+            .create(
+                &secrets,
+                "demo",
+                serde_json::json!({"metadata": {"name": "jill-key"}, "stringData": {"key": NEW_KEY}}),
+            )
+            .unwrap();
+        store
+            .create(
+                &consumers,
+                "demo",
+                serde_json::json!({"apiVersion": "apisix.apache.org/v2", "kind": "ApisixConsumer",
+                    "metadata": {"name": "jill"},
+                    "spec": {"ingressClassName": "portcullis", "authParameter": {"keyAuth": {"secretRef": {"name": "jill-key"}}}}}),
+            )
+            .unwrap();
+    }
+    compact(&api);
+    // Traffic goes on from the table in effect while the API server is away.
+    assert_eq!(gw.key_status(JOE_KEY), 101);
+    std::thread::sleep(Duration::from_millis(500));
+    api.resume_serving();
+
+    // Nothing lost (jill works), nothing kept that is gone (joe's key is refused).
+    gw.wait_key(NEW_KEY, 101);
+    gw.wait_key(JOE_KEY, 401);
+    assert_eq!(gw.key_status(KEY), 101);
+    wait_condition(&api, &["ac", "jill"], "Accepted", "True");
+    let errors: f64 = controller
+        .metrics()
+        .lines()
+        .filter(|l| l.starts_with("portcullis_kube_watch_errors_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(
+        errors >= 1.0,
+        "the outage was seen: {}",
+        controller.metrics()
+    );
+    // jack and the route never changed: his WebSocket opened before the restart is still up.
+    assert!(
+        rt.block_on(echoes(&mut ws, "after the restart")),
+        "the WebSocket survived"
+    );
+}
+
 fn leader_metric(c: &ClusterController) -> f64 {
     c.metric("portcullis_leader").unwrap_or(0.0)
 }
