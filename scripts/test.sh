@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command: formatting, lints, then every unit and end-to-end test.
+# The test command: formatting, lints, chart checks, then every unit and end-to-end test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,6 +8,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== chart and Dockerfile checks"
+bash scripts/check-chart.sh
 echo "== build binaries (the end-to-end tests start them)"
 cargo build --workspace --bins --locked
 echo "== cargo test"

@@ -4,14 +4,21 @@ use super::*;
 
 #[test]
 fn committed_crd_files_match_the_types() {
-    for (name, yaml) in crd_yaml() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
-        let committed = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            committed == yaml,
-            "{} is out of date: run `cargo run -p portcullis-crds --bin crdgen` and commit the result",
-            path.display()
-        );
+    let crates = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    // `crds/` and the Helm chart's copy (Helm installs CRDs only from the chart's own folder).
+    for dir in [
+        crates.to_path_buf(),
+        crates.join("../charts/portcullis/crds"),
+    ] {
+        for (name, yaml) in crd_yaml() {
+            let path = dir.join(name);
+            let committed = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                committed == yaml,
+                "{} is out of date: run `cargo run -p portcullis-crds --bin crdgen` and commit the result",
+                path.display()
+            );
+        }
     }
 }
 

@@ -109,6 +109,15 @@ pub fn spawn_until_listening(
     wanted: &[&str],
 ) -> (Proc, std::collections::HashMap<String, SocketAddr>) {
     let (proc, rx, _stdout) = spawn(program, args);
+    wait_for_listeners(program, proc, rx, wanted)
+}
+
+fn wait_for_listeners(
+    program: &Path,
+    proc: Proc,
+    rx: mpsc::Receiver<String>,
+    wanted: &[&str],
+) -> (Proc, std::collections::HashMap<String, SocketAddr>) {
     let mut found = std::collections::HashMap::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     while wanted.iter().any(|w| !found.contains_key(*w)) {
@@ -326,9 +335,37 @@ fn spawn(
     program: &Path,
     args: &[String],
 ) -> (Proc, mpsc::Receiver<String>, std::process::ChildStdout) {
-    let mut child = Command::new(program)
+    let mut command = Command::new(program);
+    command.env("PORTCULLIS_LOG", "info,portcullis_dataplane=debug");
+    spawn_command(program, args, command)
+}
+
+/// Starts `program` as a container would: only the environment given (plus `PATH`), then
+/// waits for the `wanted` listener log lines as [`spawn_until_listening`] does.
+pub fn spawn_container(
+    program: &Path,
+    args: &[String],
+    env: &[(String, String)],
+    wanted: &[&str],
+) -> (Proc, std::collections::HashMap<String, SocketAddr>) {
+    let mut command = Command::new(program);
+    command
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let (proc, rx, _stdout) = spawn_command(program, args, command);
+    wait_for_listeners(program, proc, rx, wanted)
+}
+
+fn spawn_command(
+    program: &Path,
+    args: &[String],
+    mut command: Command,
+) -> (Proc, mpsc::Receiver<String>, std::process::ChildStdout) {
+    let mut child = command
         .args(args)
-        .env("PORTCULLIS_LOG", "info,portcullis_dataplane=debug")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .stdin(Stdio::null())
@@ -427,6 +464,24 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// A dataplane started some other way (e.g. as a rendered Deployment runs it).
+    pub fn from_process(
+        proc: Proc,
+        http: SocketAddr,
+        https: Option<SocketAddr>,
+        admin: SocketAddr,
+    ) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        Gateway {
+            http,
+            https,
+            admin,
+            proc,
+            table_path: dir.path().join("none"),
+            _dir: dir,
+        }
+    }
+
     /// Listeners on ports from the OS, JSON logs (the harness reads the bound addresses).
     fn base_args(leading: &[&str], extra: &[&str]) -> Vec<String> {
         leading
@@ -846,8 +901,9 @@ pub fn in_private_netns(test: &str) -> bool {
     let exe = std::env::current_exe().unwrap();
     let script =
         format!("ip link set lo up && ip addr add {POD_IP}/32 dev lo && exec \"$0\" \"$@\"");
+    // A mount namespace too, so a test may mount over paths (e.g. a pod's /run) privately.
     let status = Command::new("unshare")
-        .args(["-rn", "sh", "-c", &script])
+        .args(["-rnm", "sh", "-c", &script])
         .arg(&exe)
         .args([test, "--exact", "--nocapture", "--test-threads", "1"])
         .env("PORTCULLIS_TEST_NETNS", "1")

@@ -41,12 +41,14 @@ fn install_crds(api: &ApiServer) {
     }
 }
 
-/// The controller's credentials: only what `deploy/controller-rbac.yaml` grants (its Role bound
+/// The controller's credentials: only what `charts/portcullis/files/controller-rbac.yaml` grants (its Role bound
 /// in `default`, the kubeconfig's namespace, where the Lease lives). A call outside the list
 /// is refused with 403 and fails the test.
 fn controller_kubeconfig(api: &ApiServer) -> std::path::PathBuf {
-    let text =
-        std::fs::read_to_string(workspace_root().join("deploy/controller-rbac.yaml")).unwrap();
+    let text = std::fs::read_to_string(
+        workspace_root().join("charts/portcullis/files/controller-rbac.yaml"),
+    )
+    .unwrap();
     api.restricted_kubeconfig(
         "controller",
         portcullis_tests::kube_api::rbac::Rules::from_yaml(&text, "default"),
@@ -438,9 +440,18 @@ fn an_api_server_restart_across_compaction_loses_and_duplicates_nothing() {
     std::thread::sleep(Duration::from_millis(500));
     api.resume_serving();
 
-    // Nothing lost (jill works), nothing kept that is gone (joe's key is refused).
-    gw.wait_key(NEW_KEY, 101);
-    gw.wait_key(JOE_KEY, 401);
+    // Nothing lost (jill works), nothing kept that is gone (joe's key is refused). The watches
+    // reconnect with kube-rs's backoff (0.8 s doubling, jittered), which grew during the outage.
+    wait_for(
+        "jill's key after the restart",
+        Duration::from_secs(30),
+        || (gw.key_status(NEW_KEY) == 101).then_some(()),
+    );
+    wait_for(
+        "joe's key refused after the restart",
+        Duration::from_secs(30),
+        || (gw.key_status(JOE_KEY) == 401).then_some(()),
+    );
     assert_eq!(gw.key_status(KEY), 101);
     wait_condition(&api, &["ac", "jill"], "Accepted", "True");
     let errors: f64 = controller

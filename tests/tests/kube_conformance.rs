@@ -459,7 +459,7 @@ async fn watchers_resume_relist_after_410_and_ride_out_a_restart() {
     }
     compact(&api);
     api.resume_serving();
-    eventually(Duration::from_secs(15), "a re-list after 410", || {
+    eventually(Duration::from_secs(30), "a re-list after 410", || {
         names() == expect(&[("b", "1"), ("d", "2")])
     })
     .await;

@@ -206,15 +206,21 @@ impl ApiServer {
         self.serving.send_replace(true);
     }
 
-    /// A kubeconfig whose token may do only what `rules` allow (a service account's), written
-    /// next to the main one as `NAME.kubeconfig`.
-    pub fn restricted_kubeconfig(&self, name: &str, rules: rbac::Rules) -> PathBuf {
+    /// A bearer token that may do only what `rules` allow (a service account's).
+    pub fn restricted_token(&self, name: &str, rules: rbac::Rules) -> String {
         let token = format!("sa-{name}-{:016x}", fastrand::u64(..));
         self.shared
             .restricted
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push((token.clone(), rules));
+        token
+    }
+
+    /// A kubeconfig whose token may do only what `rules` allow, written next to the main one
+    /// as `NAME.kubeconfig`.
+    pub fn restricted_kubeconfig(&self, name: &str, rules: rbac::Rules) -> PathBuf {
+        let token = self.restricted_token(name, rules);
         let text = std::fs::read_to_string(&self.kubeconfig).expect("kubeconfig");
         let path = self.kubeconfig.with_file_name(format!("{name}.kubeconfig"));
         std::fs::write(&path, text.replace(&self.token, &token)).expect("write kubeconfig");

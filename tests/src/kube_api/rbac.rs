@@ -1,4 +1,4 @@
-//! RBAC for restricted tokens: the rules of `deploy/controller-rbac.yaml` (a ClusterRole's and a
+//! RBAC for restricted tokens: the rules of `charts/portcullis/files/controller-rbac.yaml` (a ClusterRole's and a
 //! Role's in one namespace), checked per request as the API server's authorizer does
 //! (verb from method and query, resource with `/subresource`, API group, namespace).
 
@@ -25,6 +25,22 @@ pub struct Rules {
 }
 
 impl Rules {
+    /// The rules of a ClusterRole and of a Role bound in `namespace` (their `rules` arrays).
+    pub fn from_roles(
+        cluster: &serde_json::Value,
+        namespace: &str,
+        namespaced: &serde_json::Value,
+    ) -> Rules {
+        let parse = |v: &serde_json::Value| -> Vec<Rule> {
+            serde_json::from_value(v.clone()).expect("RBAC rules")
+        };
+        Rules {
+            cluster: parse(cluster),
+            namespace: namespace.into(),
+            namespaced: parse(namespaced),
+        }
+    }
+
     /// From the `clusterRules` / `namespaceRules` file, the namespaced ones bound in `namespace`.
     pub fn from_yaml(text: &str, namespace: &str) -> Rules {
         #[derive(Deserialize)]

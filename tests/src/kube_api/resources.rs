@@ -128,6 +128,50 @@ pub fn builtins() -> Vec<ResourceType> {
             "ingressclasses",
             false,
         ),
+        // What the Helm chart installs beside the kinds the controller reads.
+        R::builtin("apps", "v1", "Deployment", "deployments", true)
+            .short(&["deploy"])
+            .with_status(),
+        R::builtin(
+            "policy",
+            "v1",
+            "PodDisruptionBudget",
+            "poddisruptionbudgets",
+            true,
+        )
+        .short(&["pdb"])
+        .with_status(),
+        R::builtin(
+            "autoscaling",
+            "v2",
+            "HorizontalPodAutoscaler",
+            "horizontalpodautoscalers",
+            true,
+        )
+        .short(&["hpa"])
+        .with_status(),
+        R::builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "ClusterRole",
+            "clusterroles",
+            false,
+        ),
+        R::builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "ClusterRoleBinding",
+            "clusterrolebindings",
+            false,
+        ),
+        R::builtin("rbac.authorization.k8s.io", "v1", "Role", "roles", true),
+        R::builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "RoleBinding",
+            "rolebindings",
+            true,
+        ),
         R::builtin(
             "apiextensions.k8s.io",
             "v1",
