@@ -21,6 +21,8 @@ use serde_json::Value;
 
 const NAMESPACE: &str = "portcullis";
 const KEY: &str = "this_is_the_key";
+/// What the example's echo server (jmalloc/echo-server) sends first on a new WebSocket.
+const GREETING: &str = "Request served by echo-6d5f7c9b8-x7k2p";
 
 fn helm() -> PathBuf {
     let helm = workspace_root().join("target/tools/helm");
@@ -323,7 +325,7 @@ fn the_rendered_chart_runs_the_walkthrough() {
         ],
     );
     // The echo pod, and the EndpointSlice the EndpointSlice controller would write for it.
-    let echo = Echo::start_on(&format!("{POD_IP}:0"), &[]);
+    let echo = Echo::start_on(&format!("{POD_IP}:0"), &["--greeting", GREETING]);
     let dir2 = tempfile::tempdir().unwrap();
     let slice = dir2.path().join("slice.yaml");
     std::fs::write(
@@ -355,14 +357,33 @@ fn the_rendered_chart_runs_the_walkthrough() {
         local(dataplane.ports["admin"]),
     );
     gw.wait_key(KEY, 101);
-    assert_eq!(
-        raw_request(gw.http, &handshake("ws.example.com", "/raw", &[])).status(),
-        401
+    // The README's commands, as a user runs them against the ingress (curl for the three
+    // handshakes, Python websockets for the echo), pointed at the dataplane's HTTP port.
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
+    let block = readme
+        .split("```sh\n")
+        .find(|b| b.starts_with("HOST="))
+        .and_then(|b| b.split("```").next())
+        .expect("README's connect block (starting with HOST=)");
+    let (first, rest) = block.split_once('\n').unwrap();
+    assert!(first.starts_with("HOST=203.0.113.10 PORT=80"), "{first}");
+    let script = format!("HOST=127.0.0.1 PORT={}\n{rest}", dataplane.ports["http"]);
+    let out = Command::new("bash")
+        .args(["-c", &script])
+        .output()
+        .expect("bash");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "README block failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(gw.key_status("wrong_key"), 401);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let mut ws = rt.block_on(open_ws(&gw, KEY));
-    assert!(rt.block_on(echoes(&mut ws, "hello through the chart")));
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        ["401", "401", "101", GREETING, "hello"],
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Programmed counts the dataplane (its id is the pod name from the Downward API).
     let route = kubectl_ok(
         &api,

@@ -52,6 +52,10 @@ struct Args {
     /// Name reported in responses, to tell several echo servers apart.
     #[arg(long, default_value = "echo")]
     name: String,
+    /// Send this text message first on every new WebSocket (as jmalloc/echo-server, the
+    /// in-cluster example's upstream, does).
+    #[arg(long)]
+    greeting: Option<String>,
 }
 
 #[derive(Serialize, Clone)]
@@ -66,6 +70,7 @@ struct State {
     seen: Mutex<Vec<Seen>>,
     ws_only: bool,
     name: String,
+    greeting: Option<String>,
 }
 
 #[tokio::main]
@@ -83,6 +88,7 @@ async fn main() -> Result<()> {
         seen: Mutex::new(Vec::new()),
         ws_only: args.ws_only,
         name: args.name,
+        greeting: args.greeting,
     });
     loop {
         let (tcp, _) = listener.accept().await?;
@@ -181,6 +187,7 @@ async fn handle(
             .and_then(|v| v.split(',').next())
             .map(|p| p.trim().to_string());
         let on_upgrade = hyper::upgrade::on(&mut req);
+        let greeting = state.greeting.clone();
         tokio::spawn(async move {
             if let Ok(upgraded) = on_upgrade.await {
                 let mut config = WebSocketConfig::default();
@@ -192,7 +199,7 @@ async fn handle(
                     Some(config),
                 )
                 .await;
-                echo_websocket(ws).await;
+                echo_websocket(ws, greeting).await;
             }
         });
         let mut resp = Response::new(Full::new(Bytes::new()));
@@ -253,10 +260,15 @@ async fn handle(
     ))
 }
 
-async fn echo_websocket<S>(mut ws: WebSocketStream<S>)
+async fn echo_websocket<S>(mut ws: WebSocketStream<S>, greeting: Option<String>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    if let Some(text) = greeting
+        && ws.send(Message::text(text)).await.is_err()
+    {
+        return;
+    }
     while let Some(Ok(msg)) = ws.next().await {
         let reply = match msg {
             Message::Text(_) | Message::Binary(_) => msg,
