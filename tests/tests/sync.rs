@@ -207,7 +207,12 @@ async fn a_refused_table_keeps_the_old_one_and_status_says_why() {
         &["--max-routes", "1"],
     );
     block(|| dp.wait_key(KEY, 101));
-    let persisted = std::fs::read_to_string(state.path().join("route-table.v1.json")).unwrap();
+    // The table is swapped in, then persisted: the file may trail the first 101 a little.
+    let persisted = block(|| {
+        wait_for("the persisted table", Duration::from_secs(5), || {
+            std::fs::read_to_string(state.path().join("route-table.v1.json")).ok()
+        })
+    });
 
     // A second route: more than this dataplane takes.
     let second = std::fs::read_to_string(manifests.path().join("route.yaml"))
