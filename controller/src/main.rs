@@ -253,11 +253,18 @@ fn run_main(args: RunArgs) -> Result<()> {
         let (sync_listener, acceptor) = args.sync.bind().await?.expect("checked above");
         // Without election this replica always leads; the sender lives as long as the process.
         let always_leader = tokio::sync::watch::Sender::new(true);
+        let mut peers = None;
         let (leader, election) = if args.leader_elect {
             let namespace = args
                 .lease_namespace
                 .clone()
                 .unwrap_or_else(|| client.default_namespace().to_string());
+            peers = Some(cluster::peers::PeerSettings {
+                namespace: namespace.clone(),
+                lease_name: args.lease_name.clone(),
+                identity: identity.clone(),
+                duration: args.lease_duration,
+            });
             let grace = (lease_seconds / 3).max(1);
             let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
                 .with_namespace(&namespace)
@@ -279,8 +286,13 @@ fn run_main(args: RunArgs) -> Result<()> {
             batch: Duration::from_millis(20),
             status_grace: args.status_grace,
             identity,
+            peers: peers.clone(),
         };
-        let mut provider = tokio::spawn(cluster::run(client, hub.clone(), cluster, leader, ready.clone(), metrics));
+        // Every replica reports its dataplanes, for the leader's Programmed counts.
+        let reporting = peers
+            .clone()
+            .map(|p| tokio::spawn(cluster::peers::publish(client.clone(), p, hub.clone())));
+        let mut provider = tokio::spawn(cluster::run(client.clone(), hub.clone(), cluster, leader, ready.clone(), metrics));
         while !ready.load(Ordering::Relaxed) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -297,6 +309,15 @@ fn run_main(args: RunArgs) -> Result<()> {
         // The provider held the election's receiver; with it gone the Lease is released, so
         // another replica takes over at once instead of after --lease-duration.
         provider.abort();
+        if let Some(task) = reporting {
+            task.abort();
+        }
+        let withdraw = async {
+            if let Some(p) = &peers {
+                cluster::peers::withdraw(client.clone(), p).await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), withdraw).await;
         if let Some(task) = election {
             let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
         }

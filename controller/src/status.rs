@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::translate::{Kind, StatusUpdate};
 
@@ -50,7 +50,52 @@ pub struct Fleet {
     pub dataplanes: Vec<DataplaneAcks>,
 }
 
+/// A dataplane connected to another controller replica, as that replica reports it: the
+/// content hash of the table it acknowledged, and of one it refused (tables are numbered per
+/// replica, but equal content has an equal hash on every replica).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportedDataplane {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<RejectedTable>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedTable {
+    pub hash: String,
+    pub error: String,
+}
+
 impl Fleet {
+    /// This fleet plus the dataplanes other replicas report (`peers`, fresh reports only).
+    /// Their tables are mapped to this replica's generations by content hash
+    /// (`generation_of`); a table this replica never published counts as not acknowledged.
+    /// A dataplane connected here wins over a report of it; among reports, the first wins
+    /// (callers pass the freshest first).
+    pub fn with_peers(
+        mut self,
+        peers: &[Vec<ReportedDataplane>],
+        generation_of: impl Fn(&str) -> Option<u64>,
+    ) -> Fleet {
+        for reported in peers.iter().flatten() {
+            if self.dataplanes.iter().any(|d| d.name == reported.name) {
+                continue;
+            }
+            self.dataplanes.push(DataplaneAcks {
+                name: reported.name.clone(),
+                acked: reported.hash.as_deref().and_then(&generation_of),
+                rejected: reported
+                    .rejected
+                    .as_ref()
+                    .and_then(|r| Some((generation_of(&r.hash)?, r.error.clone()))),
+            });
+        }
+        self.dataplanes.sort_by(|a, b| a.name.cmp(&b.name));
+        self
+    }
+
     /// `Programmed` (status, reason, message) of an object first carried by generation `first`
     /// (COMPATIBILITY.md §5).
     pub fn programmed(&self, first: u64) -> (&'static str, &'static str, String) {
@@ -275,6 +320,85 @@ pub fn rfc3339(t: SystemTime) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::{RejectedTable, ReportedDataplane};
+
+    #[test]
+    fn dataplanes_of_other_replicas_count_by_content_hash() {
+        let own = Fleet {
+            generation: 7,
+            adopted: Some(true),
+            dataplanes: vec![DataplaneAcks {
+                name: "dp-a".into(),
+                acked: Some(7),
+                rejected: None,
+            }],
+        };
+        let history = |hash: &str| match hash {
+            "h6" => Some(6),
+            "h7" => Some(7),
+            _ => None,
+        };
+        let report = |name: &str, hash: Option<&str>| ReportedDataplane {
+            name: name.into(),
+            hash: hash.map(str::to_string),
+            rejected: None,
+        };
+        let merged = own.clone().with_peers(
+            &[
+                vec![report("dp-b", Some("h7")), report("dp-c", Some("h6"))],
+                // A stale report of dp-a (it moved here) and a later duplicate of dp-b.
+                vec![report("dp-a", Some("h6")), report("dp-b", None)],
+                vec![
+                    report("dp-d", Some("unknown")),
+                    ReportedDataplane {
+                        name: "dp-e".into(),
+                        hash: Some("h6".into()),
+                        rejected: Some(RejectedTable {
+                            hash: "h7".into(),
+                            error: "too many routes".into(),
+                        }),
+                    },
+                ],
+            ],
+            history,
+        );
+        let view: Vec<(&str, Option<u64>, Option<u64>)> = merged
+            .dataplanes
+            .iter()
+            .map(|d| (d.name.as_str(), d.acked, d.rejected.as_ref().map(|r| r.0)))
+            .collect();
+        assert_eq!(
+            view,
+            [
+                ("dp-a", Some(7), None),
+                ("dp-b", Some(7), None),
+                ("dp-c", Some(6), None),
+                ("dp-d", None, None),
+                ("dp-e", Some(6), Some(7)),
+            ]
+        );
+        assert_eq!(merged.generation, 7);
+        // An object first carried by generation 7: dp-c, dp-d are behind, dp-e refused it.
+        assert_eq!(
+            merged.programmed(7),
+            (
+                "False",
+                "SyncFailed",
+                "dataplane dp-e rejected generation 7: too many routes".to_string()
+            )
+        );
+        // Without peers nothing changes.
+        assert_eq!(own.clone().with_peers(&[], history), own);
+        let two = own.with_peers(&[vec![report("dp-b", Some("h7"))]], history);
+        assert_eq!(
+            two.programmed(6),
+            (
+                "True",
+                "Programmed",
+                "2/2 dataplanes at generation 6".to_string()
+            )
+        );
+    }
     use super::*;
     use std::time::Duration;
 

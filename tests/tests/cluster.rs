@@ -511,18 +511,47 @@ fn two_replicas_one_leader_writes_and_fails_over() {
     });
     // Both serve the sync stream: a dataplane on each gets the table.
     let states = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let on_leader = Gateway::start_synced(&leader.url(), &pki, states[0].path(), &[]);
-    let on_follower = Gateway::start_synced(&follower.url(), &pki, states[1].path(), &[]);
+    // Dataplane ids are pod names in a cluster: unique.
+    let on_leader = Gateway::start_synced(
+        &leader.url(),
+        &pki,
+        states[0].path(),
+        &["--dataplane-id", "dataplane-on-leader"],
+    );
+    let on_follower = Gateway::start_synced(
+        &follower.url(),
+        &pki,
+        states[1].path(),
+        &["--dataplane-id", "dataplane-on-follower"],
+    );
     on_leader.wait_key(KEY, 101);
     on_follower.wait_key(KEY, 101);
-    let route = wait_condition(&api, &["ar", "echo"], "Programmed", "True");
-    // Programmed counts the dataplanes connected to the leader (docs/kubernetes.md).
-    assert!(
-        condition(&route, "Programmed")["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("1/1 dataplanes"),
-        "{route}"
+    // Programmed counts the dataplanes of both replicas: the follower reports its own in
+    // its Lease, and the leader counts them by table hash.
+    wait_for("both dataplanes counted", Duration::from_secs(10), || {
+        let route = get_json(&api, &["ar", "echo"]);
+        let programmed = condition(&route, "Programmed");
+        (programmed["status"] == "True"
+            && programmed["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("2/2 dataplanes")))
+        .then_some(route)
+    });
+    let reports = kubectl_ok(
+        &api,
+        &[
+            "get",
+            "leases",
+            "-l",
+            "portcullis.dev/sync-report-of",
+            "-o",
+            "name",
+        ],
+    );
+    assert_eq!(
+        reports.lines().count(),
+        2,
+        "one report per replica: {reports}"
     );
     let writes = |c: &ClusterController| {
         let text = c.metrics();

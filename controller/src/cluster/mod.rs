@@ -2,13 +2,14 @@
 //! [`Snapshot`] the file provider fills; each change is translated and published on the sync
 //! [`Hub`]; the leader writes status and Events.
 
+pub mod peers;
 pub mod secrets;
 pub mod status;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -54,6 +55,8 @@ pub struct Settings {
     pub status_grace: Duration,
     /// This replica's name in Events (the pod name).
     pub identity: String,
+    /// With leader election: where the replicas report their dataplanes to each other.
+    pub peers: Option<peers::PeerSettings>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -459,6 +462,11 @@ pub async fn run(
         written: HashMap::new(),
         metrics: metrics.clone(),
     };
+    // The other replicas' dataplanes, so Programmed counts every dataplane, not only ours.
+    let peer_reports = settings.peers.as_ref().map(|p| peers::watch(&client, p));
+    let peers_changed = peer_reports
+        .as_ref()
+        .map_or_else(|| Arc::new(tokio::sync::Notify::new()), |(_, n)| n.clone());
     let started = Instant::now();
     let mut settled = false;
     let mut acks = hub.subscribe();
@@ -475,7 +483,13 @@ pub async fn run(
                     .await;
             ready.store(true, Ordering::Relaxed);
         }
-        let fleet = hub.fleet();
+        let fleet = match &peer_reports {
+            Some((store, _)) => hub.fleet().with_peers(
+                &peers::fresh_reports(&store.state(), &settings.identity, SystemTime::now()),
+                |hash| hub.generation_of(hash),
+            ),
+            None => hub.fleet(),
+        };
         board.update(&statuses, published, &fleet);
         if !settled {
             let all_acked = !fleet.dataplanes.is_empty()
@@ -516,6 +530,7 @@ pub async fn run(
                     return;
                 }
             }
+            _ = peers_changed.notified() => {}
             changed = leader.changed(), if !election_over => {
                 if changed.is_err() {
                     // The election task ended: without a Lease this replica must not write.

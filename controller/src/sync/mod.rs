@@ -5,7 +5,7 @@
 pub mod metrics;
 pub mod server;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 pub use metrics::SyncMetrics;
 
-use crate::status::{DataplaneAcks, Fleet};
+use crate::status::{DataplaneAcks, Fleet, RejectedTable, ReportedDataplane};
 
 /// One generation of the table, serialised once for every dataplane.
 #[derive(Debug)]
@@ -47,7 +47,13 @@ struct State {
     /// (a restarted controller finding its predecessor's table): then objects' earlier
     /// generations still hold.
     adopted: Option<bool>,
+    /// Recent (generation, hash) pairs, newest last: what other replicas' dataplanes
+    /// acknowledged is mapped to this replica's generations through them.
+    history: VecDeque<(u64, String)>,
 }
+
+/// How many published generations [`Hub::generation_of`] remembers.
+const HISTORY: usize = 256;
 
 pub struct Hub {
     state: Mutex<State>,
@@ -112,6 +118,12 @@ impl Hub {
             hash: table.hash.clone(),
             message: message.into(),
         };
+        if state.history.back().is_none_or(|(g, _)| *g != generation) {
+            state.history.push_back((generation, table.hash.clone()));
+            if state.history.len() > HISTORY {
+                state.history.pop_front();
+            }
+        }
         self.latest.send_replace(Some(Arc::new(published)));
     }
 
@@ -122,6 +134,47 @@ impl Hub {
 
     pub fn generation(&self) -> u64 {
         self.lock().generation
+    }
+
+    /// The newest generation this hub published with content `hash`.
+    pub fn generation_of(&self, hash: &str) -> Option<u64> {
+        let state = self.lock();
+        state
+            .history
+            .iter()
+            .rev()
+            .find(|(_, h)| h == hash)
+            .map(|(g, _)| *g)
+    }
+
+    /// The connected dataplanes by content hash, for other replicas (see
+    /// [`Fleet::with_peers`]).
+    pub fn report(&self) -> Vec<ReportedDataplane> {
+        let state = self.lock();
+        let hash_of = |generation: u64| {
+            state
+                .history
+                .iter()
+                .rev()
+                .find(|(g, _)| *g == generation)
+                .map(|(_, h)| h.clone())
+        };
+        let mut out: Vec<ReportedDataplane> = state
+            .dataplanes
+            .values()
+            .map(|d| ReportedDataplane {
+                name: d.name.clone(),
+                hash: d.acked.as_ref().map(|(_, h)| h.clone()),
+                rejected: d.rejected.as_ref().and_then(|(g, error)| {
+                    Some(RejectedTable {
+                        hash: hash_of(*g)?,
+                        error: error.clone(),
+                    })
+                }),
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
     }
 
     /// What every connected dataplane acknowledged or refused.

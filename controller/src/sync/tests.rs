@@ -198,3 +198,43 @@ async fn a_burst_of_changes_is_one_push_and_sent_tables_are_not_resent() {
     assert_eq!(p.generation, 7);
     assert_eq!(quiet.elapsed(), Duration::ZERO);
 }
+
+#[tokio::test]
+async fn the_report_names_tables_by_hash_and_generations_map_back() {
+    let hub = Hub::new(SyncMetrics::default());
+    let (first, second) = (table(&["/a"]), table(&["/a", "/b"]));
+    hub.publish(first.clone());
+    let mut a = hub.connect("dp-a".into(), None);
+    let p1 = a.next(Duration::ZERO).await;
+    a.reply(ack(&p1)).unwrap();
+    hub.publish(second.clone());
+    let mut b = hub.connect("dp-b".into(), None);
+    let p2 = b.next(Duration::ZERO).await;
+    b.reply(ToController::Nack {
+        v: VERSION,
+        generation: p2.generation,
+        error: "too many routes".into(),
+    })
+    .unwrap();
+    assert_eq!(hub.generation_of(&first.hash), Some(1));
+    assert_eq!(hub.generation_of(&second.hash), Some(2));
+    assert_eq!(hub.generation_of("never published"), None);
+    assert_eq!(
+        hub.report(),
+        [
+            ReportedDataplane {
+                name: "dp-a".into(),
+                hash: Some(first.hash.clone()),
+                rejected: None,
+            },
+            ReportedDataplane {
+                name: "dp-b".into(),
+                hash: None,
+                rejected: Some(RejectedTable {
+                    hash: second.hash.clone(),
+                    error: "too many routes".into(),
+                }),
+            },
+        ]
+    );
+}
