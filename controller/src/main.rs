@@ -108,8 +108,9 @@ impl SyncServerArgs {
         })
     }
 
-    /// The bound listener and its TLS, when --sync-listen is given.
-    async fn bind(&self) -> Result<Option<(TcpListener, TlsAcceptor)>> {
+    /// The bound listener and its TLS (reloaded when the files change), when --sync-listen is
+    /// given.
+    async fn bind(&self) -> Result<Option<(TcpListener, Arc<tls::Reloading<TlsAcceptor>>)>> {
         let files = (
             &self.sync_tls_cert,
             &self.sync_tls_key,
@@ -128,7 +129,7 @@ impl SyncServerArgs {
                 "--sync-listen needs --sync-tls-cert, --sync-tls-key and --sync-client-ca (`portcullis-controller certs --out DIR` makes a set)"
             );
         };
-        let acceptor = tls::mutual_acceptor(cert, key, ca).context("sync TLS")?;
+        let acceptor = Arc::new(tls::reloading_mutual_acceptor(cert, key, ca).context("sync TLS")?);
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on --sync-listen {addr}"))?;

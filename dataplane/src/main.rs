@@ -52,8 +52,10 @@ fn main() -> Result<()> {
             else {
                 unreachable!("validate() checked the sync TLS flags");
             };
-            let tls = tls::mutual_client(ca, cert, key)
-                .context("sync TLS (--sync-ca, --sync-cert, --sync-key)")?;
+            let tls = Arc::new(
+                tls::reloading_mutual_client(ca, cert, key)
+                    .context("sync TLS (--sync-ca, --sync-cert, --sync-key)")?,
+            );
             let state = match &args.state_dir {
                 Some(dir) => Some(StateDir::open(dir)?),
                 None => None,

@@ -6,7 +6,8 @@
 //! discovery through `KUBERNETES_SERVICE_HOST`/`_PORT`, and the sync Service's DNS name resolving
 //! to the controller. Then the README's in-cluster walk-through through the dataplane's ports.
 //!
-//! The test runs in its own network and mount namespace ([`in_private_netns`]): the pods'
+//! The test runs in its own network and mount namespace ([`in_private_netns`]), each container
+//! in a mount namespace of its own with its volumes bind-mounted; the pods'
 //! `0.0.0.0` listeners, their `/run` (a private tmpfs) and `/etc/hosts` stay inside it.
 
 use std::collections::HashMap;
@@ -125,14 +126,20 @@ fn mount(args: &[&str]) {
 struct Container {
     program: PathBuf,
     args: Vec<String>,
+    /// (directory with the volume's files, mountPath): bind-mounted for this container only.
+    mounts: Vec<(PathBuf, String)>,
     env: Vec<(String, String)>,
     ports: HashMap<String, u16>,
     probes: Vec<(u16, String)>,
 }
 
-/// Materialises the pod's volumes at their `mountPath`s (all under `/run`, a private tmpfs
-/// here) and reads the container's command line and environment.
+/// Materialises the pod's volumes in a directory of its own and reads the container's command
+/// line and environment. Each container sees its volumes at their `mountPath`s (all under
+/// `/run`, a private tmpfs here) through bind mounts in a mount namespace of its own, as each
+/// pod has its own filesystem.
 fn container(api: &ApiServer, deployment: &Value, pod_name: &str, home: &Path) -> Container {
+    let pod_root = home.join(pod_name);
+    let mut mounts = Vec::new();
     let pod = &deployment["spec"]["template"]["spec"];
     let c = &pod["containers"][0];
     let volumes: HashMap<&str, &Value> = pod["volumes"]
@@ -148,6 +155,8 @@ fn container(api: &ApiServer, deployment: &Value, pod_name: &str, home: &Path) -
             "mountPath {path} is outside /run: this test can only provide volumes under /run"
         );
         std::fs::create_dir_all(path).unwrap();
+        let source = pod_root.join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(&source).unwrap();
         let volume = volumes[m["name"].as_str().unwrap()];
         if let Some(secret) = volume["secret"]["secretName"].as_str() {
             let data = get_json(api, &["secret", "-n", NAMESPACE, secret]);
@@ -155,11 +164,12 @@ fn container(api: &ApiServer, deployment: &Value, pod_name: &str, home: &Path) -
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(value.as_str().unwrap())
                     .unwrap();
-                std::fs::write(Path::new(path).join(key), bytes).unwrap();
+                std::fs::write(source.join(key), bytes).unwrap();
             }
         } else {
             assert!(volume["emptyDir"].is_object(), "unexpected volume {volume}");
         }
+        mounts.push((source, path.to_string()));
     }
     let command = c["command"][0].as_str().expect("a command");
     let mut env = vec![("HOME".to_string(), home.display().to_string())];
@@ -194,6 +204,7 @@ fn container(api: &ApiServer, deployment: &Value, pod_name: &str, home: &Path) -
         })
         .collect();
     Container {
+        mounts,
         program: bin(command),
         args: c["args"]
             .as_array()
@@ -205,6 +216,20 @@ fn container(api: &ApiServer, deployment: &Value, pod_name: &str, home: &Path) -
         ports,
         probes,
     }
+}
+
+/// Starts `c` in a mount namespace of its own with its volumes bind-mounted, then waits for
+/// the `wanted` listener log lines.
+fn run(c: &Container, wanted: &[&str]) -> Proc {
+    let mut script = String::from("set -e\n");
+    for (source, path) in &c.mounts {
+        script.push_str(&format!("mount --bind '{}' '{path}'\n", source.display()));
+    }
+    script.push_str("exec \"$0\" \"$@\"\n");
+    let mut args = vec!["-m".to_string(), "sh".into(), "-c".into(), script];
+    args.push(c.program.display().to_string());
+    args.extend(c.args.iter().cloned());
+    spawn_container(Path::new("unshare"), &args, &c.env, wanted).0
 }
 
 fn local(port: u16) -> std::net::SocketAddr {
@@ -285,12 +310,7 @@ fn the_rendered_chart_runs_the_walkthrough() {
             api.addr.port().to_string(),
         ),
     ]);
-    let (controller_proc, _) = spawn_container(
-        &controller.program,
-        &controller.args,
-        &controller.env,
-        &["admin listener up", "sync listener up"],
-    );
+    let controller_proc = run(&controller, &["admin listener up", "sync listener up"]);
     wait_probes(&controller, "controller");
     let dataplane = container(
         &api,
@@ -298,12 +318,7 @@ fn the_rendered_chart_runs_the_walkthrough() {
         "portcullis-dataplane-5c9b7-fghij",
         home.path(),
     );
-    let (dataplane_proc, _) = spawn_container(
-        &dataplane.program,
-        &dataplane.args,
-        &dataplane.env,
-        &["admin listener up"],
-    );
+    let dataplane_proc = run(&dataplane, &["admin listener up"]);
     wait_probes(&dataplane, "dataplane");
 
     // The README's in-cluster walk-through.
@@ -403,7 +418,12 @@ fn the_rendered_chart_runs_the_walkthrough() {
     assert!(metrics.contains("portcullis_sync_connected 1"), "{metrics}");
 
     // HTTPS on the rendered default certificate, with curl trusting exactly that certificate.
-    let tls = Path::new("/run/secrets/portcullis/https/tls.crt");
+    let tls = dataplane
+        .mounts
+        .iter()
+        .find(|(_, path)| path.ends_with("/https"))
+        .map(|(source, _)| source.join("tls.crt"))
+        .expect("the HTTPS certificate volume");
     let out = Command::new("curl")
         .args([
             "-s",

@@ -459,3 +459,58 @@ async fn two_hundred_websockets_survive_five_hundred_pushed_updates() {
         "{CONNECTIONS} connections, {applied} table updates, {total} messages echoed, none lost"
     );
 }
+
+/// Replaces each file of `pki` by `next`'s, renamed over the old one as a Secret volume update
+/// or a cert-manager renewal does.
+fn rotate(pki: &SyncPki, next: &SyncPki) {
+    for (old, new) in [
+        (&pki.ca, &next.ca),
+        (&pki.server_cert, &next.server_cert),
+        (&pki.server_key, &next.server_key),
+        (&pki.client_cert, &next.client_cert),
+        (&pki.client_key, &next.client_key),
+    ] {
+        let staged = old.with_extension("new");
+        std::fs::copy(new, &staged).unwrap();
+        std::fs::rename(&staged, old).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_sync_certificates_take_effect_without_restarts() {
+    let (_echo, manifests, pki) = setup();
+    let controller = Controller::start(manifests.path(), &pki, "127.0.0.1:0", &[]);
+    let (url, sync_addr) = (controller.url(), controller.sync.to_string());
+    let state = tempfile::tempdir().unwrap();
+    let dp = Gateway::start_synced(&url, &pki, state.path(), &["--dataplane-id", "dp-old"]);
+    block(|| dp.wait_key(KEY, 101));
+
+    // A new CA and certificates replace the files on both sides.
+    let next = SyncPki::new();
+    rotate(&pki, &next);
+    // The running controller presents and trusts the new set: a dataplane holding only the new
+    // certificates gets the table (the old set would refuse it both ways).
+    let fresh = tempfile::tempdir().unwrap();
+    let newcomer = Gateway::start_synced(&url, &next, fresh.path(), &["--dataplane-id", "dp-new"]);
+    block(|| newcomer.wait_key(KEY, 101));
+    assert!(
+        controller
+            .proc
+            .log_text()
+            .contains("TLS files changed: reloaded")
+    );
+
+    // The running dataplane reconnects with its rotated files too: the controller restarts on
+    // its address and the old dataplane's next connection uses the new CA and certificate.
+    drop(controller);
+    let controller = Controller::start(manifests.path(), &pki, &sync_addr, &[]);
+    block(|| {
+        wait_for(
+            "the old dataplane to reconnect",
+            Duration::from_secs(15),
+            || (dp.metric("portcullis_sync_connected") == Some(1.0)).then_some(()),
+        );
+        wait_programmed(&controller, "True", "2/2 dataplanes");
+    });
+    assert!(dp.proc.log_text().contains("TLS files changed: reloaded"));
+}

@@ -10,6 +10,7 @@ use http::StatusCode;
 use portcullis_dataplane::sync::protocol::{
     self, Heartbeat, MAX_MESSAGE_BYTES, PATH, SUBPROTOCOL, ToController,
 };
+use portcullis_dataplane::tls::Reloading;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, timeout_at};
 use tokio_rustls::TlsAcceptor;
@@ -41,9 +42,11 @@ impl Default for ServerSettings {
 }
 
 /// Accepts dataplanes until the task is dropped.
+/// The TLS configuration is asked for per connection, so rotated certificate files (see
+/// [`Reloading`]) apply to the next dataplane that connects.
 pub async fn serve(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    acceptor: Arc<Reloading<TlsAcceptor>>,
     hub: Arc<Hub>,
     settings: ServerSettings,
 ) {
@@ -57,13 +60,7 @@ pub async fn serve(
             }
         };
         let _ = tcp.set_nodelay(true);
-        tokio::spawn(connection(
-            tcp,
-            peer,
-            acceptor.clone(),
-            hub.clone(),
-            settings,
-        ));
+        tokio::spawn(connection(tcp, peer, acceptor.get(), hub.clone(), settings));
     }
 }
 

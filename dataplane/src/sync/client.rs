@@ -23,7 +23,8 @@ use crate::metrics::ResultLabels;
 #[derive(Clone)]
 pub struct ClientSettings {
     pub controller: ControllerUrl,
-    pub tls: Arc<rustls::ClientConfig>,
+    /// Read again per connection attempt when its files changed (rotated certificates).
+    pub tls: Arc<crate::tls::Reloading<Arc<rustls::ClientConfig>>>,
     /// Names this dataplane in the controller's status and metrics.
     pub dataplane_id: String,
     pub heartbeat: Heartbeat,
@@ -230,7 +231,7 @@ async fn connect(settings: &ClientSettings) -> Result<Stream, SessionError> {
         .map_err(|e| SessionError::Connect(std::io::Error::other(e)))?;
     let tls = timeout(
         limit,
-        TlsConnector::from(settings.tls.clone()).connect(name, tcp),
+        TlsConnector::from(settings.tls.get()).connect(name, tcp),
     )
     .await
     .map_err(|_| SessionError::Timeout(limit))?
