@@ -267,33 +267,27 @@ async fn objects(
     let q = query(&req);
     let ns = path.namespace.clone().unwrap_or_default();
     let method = req.method().clone();
+    let header_text = |name: header::HeaderName, default: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(default)
+            .to_string()
+    };
     // The field manager: ?fieldManager=, else the user agent's program name (as the server does).
-    let user_agent = req
-        .headers()
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .split('/')
-        .next()
-        .unwrap_or("")
-        .to_string();
+    let user_agent = header_text(header::USER_AGENT, "");
     let manager = param(&q, "fieldManager")
         .map(str::to_string)
-        .unwrap_or(user_agent);
-    let force = param(&q, "force") == Some("true");
-    let field_validation = param(&q, "fieldValidation").map(str::to_string);
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json")
-        .to_string();
-    let accept = req
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+        .unwrap_or_else(|| user_agent.split('/').next().unwrap_or("").to_string());
+    let content_type = header_text(header::CONTENT_TYPE, "application/json");
+    let accept = header_text(header::ACCEPT, "");
+    // Who writes, for managedFields and fieldValidation; apply patches add what they applied.
+    let writer = Writer {
+        manager: manager.clone(),
+        applied: None,
+        force: param(&q, "force") == Some("true"),
+        field_validation: param(&q, "fieldValidation").map(str::to_string),
+    };
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => {
@@ -331,11 +325,7 @@ async fn objects(
         (Method::POST, None) => parse(&body)
             .and_then(|obj| {
                 let mut store = shared.lock();
-                store.writer = Some(Writer {
-                    manager: manager.clone(),
-                    field_validation: field_validation.clone(),
-                    ..Writer::default()
-                });
+                store.writer = Some(writer.clone());
                 let created = store.create(&t, &ns, obj);
                 warnings = std::mem::take(&mut store.warnings);
                 created
@@ -344,11 +334,7 @@ async fn objects(
         (Method::PUT, Some(name)) => parse(&body)
             .and_then(|obj| {
                 let mut store = shared.lock();
-                store.writer = Some(Writer {
-                    manager: manager.clone(),
-                    field_validation: field_validation.clone(),
-                    ..Writer::default()
-                });
+                store.writer = Some(writer.clone());
                 let updated = store.update(&t, &ns, name, obj, path.subresource.as_deref());
                 warnings = std::mem::take(&mut store.warnings);
                 updated
@@ -373,11 +359,10 @@ async fn objects(
             } else {
                 None
             };
+            let force = writer.force;
             let writer = Writer {
-                manager: manager.clone(),
                 applied: applied.clone(),
-                force,
-                field_validation: field_validation.clone(),
+                ..writer
             };
             let patched = match (store.get(&t, &ns, name), &applied) {
                 // Server-side apply creates what does not exist.
