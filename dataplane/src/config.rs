@@ -28,6 +28,10 @@ pub struct ProxyArgs {
     /// Idle time allowed between requests on a kept-alive client connection.
     #[arg(long, env = "PORTCULLIS_KEEPALIVE_TIMEOUT", default_value = "75s", value_parser = duration)]
     pub keepalive_timeout: Duration,
+    /// Time allowed between two reads of a request body from the client (then 408), as nginx's
+    /// `client_body_timeout`.
+    #[arg(long, env = "PORTCULLIS_CLIENT_BODY_TIMEOUT", default_value = "60s", value_parser = duration)]
+    pub client_body_timeout: Duration,
     /// Largest request head (request line and headers) in bytes (then 431). At least 8192.
     #[arg(long, env = "PORTCULLIS_MAX_HEADER_BYTES", default_value_t = 16384)]
     pub max_header_bytes: usize,
@@ -70,6 +74,7 @@ impl ProxyArgs {
         for (name, d) in [
             ("--header-timeout", self.header_timeout),
             ("--keepalive-timeout", self.keepalive_timeout),
+            ("--client-body-timeout", self.client_body_timeout),
             ("--client-send-timeout", self.client_send_timeout),
         ] {
             if d.is_zero() {
@@ -79,6 +84,7 @@ impl ProxyArgs {
         Ok(ProxySettings {
             header_timeout: self.header_timeout,
             keepalive_timeout: self.keepalive_timeout,
+            client_body_timeout: self.client_body_timeout,
             max_header_bytes: self.max_header_bytes,
             max_headers: self.max_headers,
             client_send_timeout: self.client_send_timeout,

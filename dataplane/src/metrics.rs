@@ -21,6 +21,11 @@ pub enum Outcome {
     Upstream4xx,
     Upstream5xx,
     Unauthorized,
+    /// Refused before routing: an ambiguous or invalid head, or bad body framing.
+    BadRequest,
+    MethodNotAllowed,
+    /// The client stalled its request body.
+    RequestTimeout,
     NotFound,
     BadGateway,
     Unavailable,
@@ -37,6 +42,9 @@ impl Outcome {
             Outcome::Upstream4xx => "upstream_4xx",
             Outcome::Upstream5xx => "upstream_5xx",
             Outcome::Unauthorized => "401",
+            Outcome::BadRequest => "400",
+            Outcome::MethodNotAllowed => "405",
+            Outcome::RequestTimeout => "408",
             Outcome::NotFound => "404",
             Outcome::BadGateway => "502",
             Outcome::Unavailable => "503",

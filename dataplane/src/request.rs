@@ -23,20 +23,25 @@ pub struct RequestView<'a> {
 }
 
 impl<'a> RequestView<'a> {
-    pub fn new(method: &'a Method, uri: &'a Uri, headers: &'a HeaderMap, peer: IpAddr) -> Self {
-        let host = uri
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| headers.get(header::HOST).and_then(|v| v.to_str().ok()))
-            .map(normalize_host);
-        RequestView {
+    /// Checks the head's authority (RFC 9112 §3.2) and extracts what matching needs. An
+    /// absolute-form target's authority is the host; the `Host` header is still required and
+    /// checked, so that no reading of an ambiguous head routes somewhere else.
+    pub fn new(
+        method: &'a Method,
+        version: http::Version,
+        uri: &'a Uri,
+        headers: &'a HeaderMap,
+        peer: IpAddr,
+    ) -> Result<Self, BadRequest> {
+        let host = request_host(version, uri, headers)?.map(normalize_host);
+        Ok(RequestView {
             method,
             host,
             path: normalize_path(uri.path()),
             query: uri.query(),
             headers,
             peer,
-        }
+        })
     }
 
     /// First value of a header (names are case-insensitive).
@@ -63,11 +68,118 @@ pub struct QueryValue<'a> {
     pub occurrences: usize,
 }
 
+/// Why a request head is refused with 400 before it is routed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BadRequest {
+    #[error("more than one Host header")]
+    DuplicateHost,
+    #[error("HTTP/1.1 request without a Host header")]
+    MissingHost,
+    #[error("Host header is not a valid host[:port]")]
+    InvalidHost,
+    #[error("the target's authority carries userinfo or is not host[:port]")]
+    InvalidTargetAuthority,
+    #[error("absolute-form target with a scheme other than http or https")]
+    InvalidTargetScheme,
+}
+
+impl BadRequest {
+    /// Metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            BadRequest::DuplicateHost => "duplicate_host",
+            BadRequest::MissingHost => "missing_host",
+            BadRequest::InvalidHost => "invalid_host",
+            BadRequest::InvalidTargetAuthority => "invalid_target_authority",
+            BadRequest::InvalidTargetScheme => "invalid_target_scheme",
+        }
+    }
+}
+
+/// The host a request names, as written (not normalised). RFC 9112 §3.2: an HTTP/1.1 request
+/// needs exactly one valid `Host`; with an absolute-form target the target's authority wins
+/// (§3.2.2). Userinfo is an error in either place (RFC 9110 §4.2.4), and so is an empty host.
+pub fn request_host<'h>(
+    version: http::Version,
+    uri: &'h Uri,
+    headers: &'h HeaderMap,
+) -> Result<Option<&'h str>, BadRequest> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host_header = hosts.next();
+    if hosts.next().is_some() {
+        return Err(BadRequest::DuplicateHost);
+    }
+    let host_header = match host_header {
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .filter(|h| valid_authority(h))
+                .ok_or(BadRequest::InvalidHost)?,
+        ),
+        None if version >= http::Version::HTTP_11 => return Err(BadRequest::MissingHost),
+        None => None,
+    };
+    match uri.authority() {
+        Some(authority) => {
+            if !matches!(uri.scheme_str(), Some(s) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https"))
+            {
+                return Err(BadRequest::InvalidTargetScheme);
+            }
+            if !valid_authority(authority.as_str()) {
+                return Err(BadRequest::InvalidTargetAuthority);
+            }
+            Ok(Some(authority.as_str()))
+        }
+        None => Ok(host_header),
+    }
+}
+
+/// `host [":" port]` with a non-empty host (reg-name, IPv4 or an IP literal in brackets) and a
+/// port of digits that fits 16 bits. No userinfo, no whitespace, no path.
+pub fn valid_authority(raw: &str) -> bool {
+    let (host, port) = if let Some(rest) = raw.strip_prefix('[') {
+        let Some((literal, after)) = rest.split_once(']') else {
+            return false;
+        };
+        if literal.is_empty()
+            || !literal
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return false;
+        }
+        match after {
+            "" => (literal, None),
+            _ => match after.strip_prefix(':') {
+                Some(port) => (literal, Some(port)),
+                None => return false,
+            },
+        }
+    } else {
+        let (host, port) = match raw.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (raw, None),
+        };
+        let reg_name_byte = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b);
+        if host.is_empty() || !host.bytes().all(reg_name_byte) {
+            return false;
+        }
+        (host, port)
+    };
+    debug_assert!(!host.is_empty());
+    match port {
+        None => true,
+        // RFC 3986 allows an empty port; a value must be digits within 16 bits.
+        Some("") => true,
+        Some(p) => {
+            p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok()
+        }
+    }
+}
+
 /// Lower-cases and strips the port: `WS.Example.com:8080` → `ws.example.com`, `[::1]:80` → `[::1]`.
 pub fn normalize_host(raw: &str) -> String {
     let raw = raw.trim();
-    // Strip userinfo of an absolute-form authority.
-    let raw = raw.rsplit_once('@').map_or(raw, |(_, h)| h);
     let host = if raw.starts_with('[') {
         match raw.find(']') {
             Some(end) => &raw[..=end],
@@ -271,10 +383,122 @@ mod tests {
             ("[::1]", "[::1]"),
             ("127.0.0.1:80", "127.0.0.1"),
             ("example.com.", "example.com"),
-            ("user@example.com:1", "example.com"),
         ];
         for (raw, want) in cases {
             assert_eq!(normalize_host(raw), want, "host {raw:?}");
+        }
+    }
+
+    #[test]
+    fn the_host_is_checked_as_rfc_9112_requires() {
+        use http::Version;
+        let check = |version: Version, target: &str, hosts: &[&[u8]]| {
+            let uri: Uri = target.parse().unwrap();
+            let mut h = HeaderMap::new();
+            for v in hosts {
+                h.append(header::HOST, http::HeaderValue::from_bytes(v).unwrap());
+            }
+            request_host(version, &uri, &h).map(|o| o.map(str::to_string))
+        };
+        let v11 = Version::HTTP_11;
+        let ok = |s: &str| Ok(Some(s.to_string()));
+        assert_eq!(
+            check(v11, "/raw", &[b"ws.example.com"]),
+            ok("ws.example.com")
+        );
+        assert_eq!(
+            check(v11, "/raw", &[b"ws.example.com:9080"]),
+            ok("ws.example.com:9080")
+        );
+        assert_eq!(check(v11, "/raw", &[b"[::1]:80"]), ok("[::1]:80"));
+        assert_eq!(check(v11, "/raw", &[b"127.0.0.1"]), ok("127.0.0.1"));
+        // The target's authority replaces Host (§3.2.2), which must still be there and valid.
+        assert_eq!(
+            check(v11, "http://open.example.com/raw", &[b"ws.example.com"]),
+            ok("open.example.com")
+        );
+        assert_eq!(check(Version::HTTP_10, "/raw", &[]), Ok(None));
+        let bad = [
+            (v11, "/raw", &[][..], BadRequest::MissingHost),
+            (
+                v11,
+                "/raw",
+                &[&b"a.example"[..], b"b.example"][..],
+                BadRequest::DuplicateHost,
+            ),
+            (
+                v11,
+                "/raw",
+                &[&b"a.example"[..], b"a.example"][..],
+                BadRequest::DuplicateHost,
+            ),
+            (
+                v11,
+                "/raw",
+                &[&b"ws.example.com@open.example.com"[..]][..],
+                BadRequest::InvalidHost,
+            ),
+            (v11, "/raw", &[&b""[..]][..], BadRequest::InvalidHost),
+            (v11, "/raw", &[&b":80"[..]][..], BadRequest::InvalidHost),
+            (
+                v11,
+                "/raw",
+                &[&b"a.example:99999"[..]][..],
+                BadRequest::InvalidHost,
+            ),
+            (
+                v11,
+                "/raw",
+                &[&b"a.example:8x"[..]][..],
+                BadRequest::InvalidHost,
+            ),
+            (v11, "/raw", &[&b"a b"[..]][..], BadRequest::InvalidHost),
+            (
+                v11,
+                "/raw",
+                &[&b"a.example/x"[..]][..],
+                BadRequest::InvalidHost,
+            ),
+            (v11, "/raw", &[&b"[::1"[..]][..], BadRequest::InvalidHost),
+            (v11, "/raw", &[&b"[]"[..]][..], BadRequest::InvalidHost),
+            (v11, "/raw", &[&b"[::1]x"[..]][..], BadRequest::InvalidHost),
+            (
+                v11,
+                "/raw",
+                &[&b"\xffhost"[..]][..],
+                BadRequest::InvalidHost,
+            ),
+            (
+                v11,
+                "http://ws.example.com@open.example.com/raw",
+                &[&b"open.example.com"[..]][..],
+                BadRequest::InvalidTargetAuthority,
+            ),
+            (
+                v11,
+                "ftp://open.example.com/raw",
+                &[&b"open.example.com"[..]][..],
+                BadRequest::InvalidTargetScheme,
+            ),
+            (
+                v11,
+                "http://open.example.com/raw",
+                &[&b"a"[..], b"b"][..],
+                BadRequest::DuplicateHost,
+            ),
+            (
+                Version::HTTP_10,
+                "/raw",
+                &[&b"a"[..], b"b"][..],
+                BadRequest::DuplicateHost,
+            ),
+        ];
+        for (version, target, hosts, want) in bad {
+            assert_eq!(
+                check(version, target, hosts),
+                Err(want),
+                "{target} {hosts:?}"
+            );
         }
     }
 

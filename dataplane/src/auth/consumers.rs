@@ -1,6 +1,6 @@
 //! Consumers indexed by credential, built once per table.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 
 use base64::Engine;
@@ -93,6 +93,8 @@ pub struct Consumers {
     pub by_key_digest: HashMap<SecretDigest, ConsumerId>,
     pub by_basic_username: HashMap<Vec<u8>, BasicEntry>,
     pub by_jwt_key: HashMap<String, JwtEntry>,
+    /// Every consumer's revocation key: the credentials this table accepts.
+    pub revocation_keys: HashSet<u64>,
 }
 
 /// The JWT algorithms `jsonwebtoken` verifies (COMPATIBILITY.md §3.2).
@@ -170,8 +172,10 @@ impl Consumers {
                     }
                 }
             }
+            let key = revocation_key(&consumer.username, fingerprint.as_ref());
+            out.revocation_keys.insert(key);
             out.list.push(CompiledConsumer {
-                revocation_key: revocation_key(&consumer.username, fingerprint.as_ref()),
+                revocation_key: key,
                 username: consumer.username.clone(),
                 username_header,
                 custom_id_header,
@@ -179,6 +183,11 @@ impl Consumers {
             });
         }
         Ok(out)
+    }
+
+    /// Whether a session that authenticated with this revocation key may go on.
+    pub fn has_revocation_key(&self, key: u64) -> bool {
+        self.revocation_keys.contains(&key)
     }
 
     pub fn id_of(&self, username: &str) -> Option<ConsumerId> {

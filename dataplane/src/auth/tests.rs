@@ -117,7 +117,14 @@ fn run(
             v.parse().unwrap(),
         );
     }
-    let view = RequestView::new(&Method::GET, &uri, &h, "127.0.0.1".parse().unwrap());
+    let view = RequestView::new(
+        &Method::GET,
+        http::Version::HTTP_10,
+        &uri,
+        &h,
+        "127.0.0.1".parse().unwrap(),
+    )
+    .unwrap();
     authenticate(&t.routes[0].auth, &t.consumers, &view, NOW)
         .map(|a| {
             (

@@ -4,6 +4,10 @@
 //! matches no WebSocket rule, bad syntax) is handed to hyper with the bytes already read, and
 //! hyper serves the rest of the connection, as it does after a refused handshake.
 //!
+//! Only body-less handshakes are taken: a head with `Content-Length` or `Transfer-Encoding`
+//! goes to hyper, which frames the body, so that bytes after a head answered here are always
+//! the client's next request and never a body read as one.
+//!
 //! The limits are the same as hyper's: the head must fit `max_header_bytes` and `max_headers`
 //! (else 431), and arrive within the header timeout (else 408).
 
@@ -21,7 +25,7 @@ use super::client_io::ClientStream;
 use super::forward::{self, Listener};
 use super::responses;
 use super::splice::Limits;
-use super::{Dataplane, Exchanged, splice_websocket, unix_now};
+use super::{Dataplane, Exchanged, Failure, changed_path, splice_websocket, unix_now};
 use crate::auth::authenticate;
 use crate::metrics::Outcome;
 use crate::request::{RequestView, is_websocket_upgrade};
@@ -78,7 +82,12 @@ fn parse_head(buf: &mut BytesMut, max_headers: usize) -> Head {
                             .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
                 })
             };
+            let has_body_framing = request.headers.iter().any(|h| {
+                h.name.eq_ignore_ascii_case("content-length")
+                    || h.name.eq_ignore_ascii_case("transfer-encoding")
+            });
             if method != "GET"
+                || has_body_framing
                 || !has_token("connection", b"upgrade")
                 || !has_token("upgrade", b"websocket")
             {
@@ -214,7 +223,19 @@ impl Dataplane {
         let Some(table) = self.current() else {
             return handover(stream, whole(&parts, buf), false);
         };
-        let view = RequestView::new(&parts.method, &parts.uri, &parts.headers, peer.ip());
+        let mut view = match RequestView::new(
+            &parts.method,
+            parts.version,
+            &parts.uri,
+            &parts.headers,
+            peer.ip(),
+        ) {
+            Ok(view) => view,
+            Err(bad) => {
+                let response = self.bad_request("websocket", bad);
+                return self.answer_then_close(stream, response).await;
+            }
+        };
         let route = match table.find(&view) {
             Some(r) if r.websocket && !r.placeholder => r,
             // 404, placeholders and plain-HTTP rules: hyper's path has every answer.
@@ -240,15 +261,24 @@ impl Dataplane {
             }
         };
         let request_host = view.host.clone();
+        let path = changed_path(&mut view, &parts.uri);
         drop(view);
         let consumer = auth.consumer.map(|c| &table.consumers.list[c]);
         let identity = Self::revocation_key(&table, auth.consumer);
-        forward::prepare_request(&mut parts, peer.ip(), listener, true, consumer, &auth.edits);
+        forward::prepare_request(
+            &mut parts,
+            peer.ip(),
+            listener,
+            true,
+            consumer,
+            &auth.edits,
+            path.as_deref(),
+        );
         let client_early = buf.freeze();
 
         let exchanged = match self.connect_upstream(route, request_host.as_deref()).await {
             Ok(upstream) => self.exchange_upgrade(route, upstream, &parts).await,
-            Err(status) => Err(status),
+            Err(failure) => Err(failure),
         };
         match exchanged {
             Ok(Exchanged::Upgraded {
@@ -304,12 +334,16 @@ impl Dataplane {
             // exchange_upgrade answers Upgraded or Refused; treat anything else as a bad gateway.
             Ok(Exchanged::Response(_)) => {
                 debug_assert!(false, "exchange_upgrade answered a streamed response");
-                let response = self.upstream_failure("websocket", route, StatusCode::BAD_GATEWAY);
+                let response = self.upstream_failure(
+                    "websocket",
+                    route,
+                    Failure::UpstreamInvalid("unexpected_response"),
+                );
                 self.answer_then_handover(stream, response, client_early)
                     .await
             }
-            Err(status) => {
-                let response = self.upstream_failure("websocket", route, status);
+            Err(failure) => {
+                let response = self.upstream_failure("websocket", route, failure);
                 self.answer_then_handover(stream, response, client_early)
                     .await
             }
@@ -352,6 +386,19 @@ impl Dataplane {
             }
             _ => FirstRequest::Done,
         }
+    }
+
+    /// Writes one of our own responses, then closes: the head was not to be trusted.
+    async fn answer_then_close(
+        &self,
+        mut stream: ClientStream,
+        response: Response<ResponseBody>,
+    ) -> FirstRequest {
+        let body = response.body().own_bytes().unwrap_or_default();
+        let bytes = encode_response(response.status(), response.headers(), body);
+        let _ = stream.write_all(&bytes).await;
+        let _ = stream.shutdown().await;
+        FirstRequest::Done
     }
 
     /// 431 as hyper sends it, then close.
@@ -421,5 +468,73 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(r, "HTTP/1.1 101 Switching Protocols\r\n\r\n");
+    }
+
+    #[test]
+    fn heads_that_declare_a_body_go_to_hyper() {
+        for framing in [
+            "Content-Length: 0",
+            "Content-Length: 40",
+            "content-length: 1\r\nContent-Length: 2",
+            "Transfer-Encoding: chunked",
+            "transfer-encoding: identity",
+        ] {
+            let raw = format!(
+                "GET /raw HTTP/1.1\r\nHost: ws.example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{framing}\r\n\r\nGET /open HTTP/1.1\r\n"
+            );
+            assert!(
+                matches!(
+                    parse_head(&mut BytesMut::from(raw.as_bytes()), 100),
+                    Head::NotOurs
+                ),
+                "{framing}"
+            );
+        }
+    }
+
+    use proptest::prelude::*;
+
+    fn summary(head: Head, rest: &BytesMut) -> String {
+        match head {
+            Head::Complete(p) => {
+                format!("{} {} {:?} | {:?}", p.method, p.uri, p.headers, &rest[..])
+            }
+            Head::Partial => "partial".into(),
+            Head::TooLarge => "too large".into(),
+            Head::NotOurs => "not ours".into(),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Any bytes: no panic. A handshake head: every proper prefix is partial, and the whole
+        /// parses to the same request whatever follows it.
+        #[test]
+        fn any_head_parses_without_panicking_and_prefixes_are_partial(
+            noise in proptest::collection::vec(any::<u8>(), 0..300),
+            extra in proptest::collection::vec(("[A-Za-z-]{1,12}", "[ -~]{0,20}"), 0..6),
+            max_headers in 1usize..140,
+        ) {
+            let _ = parse_head(&mut BytesMut::from(&noise[..]), max_headers);
+            let mut head = "GET /raw HTTP/1.1\r\nHost: ws.example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n".to_string();
+            for (k, v) in &extra {
+                head.push_str(&format!("{k}: {v}\r\n"));
+            }
+            head.push_str("\r\n");
+            let mut whole = BytesMut::from(head.as_bytes());
+            whole.extend_from_slice(&noise);
+            let mut buf = whole.clone();
+            let parsed = parse_head(&mut buf, max_headers);
+            let expected = summary(parsed, &buf);
+            for cut in 0..head.len() {
+                let mut prefix = BytesMut::from(&head.as_bytes()[..cut]);
+                let got = parse_head(&mut prefix, max_headers);
+                prop_assert!(!matches!(got, Head::Complete(_)), "prefix {cut} of {head:?} completed");
+            }
+            let mut again = whole.clone();
+            let reparsed = parse_head(&mut again, max_headers);
+            prop_assert_eq!(summary(reparsed, &again), expected);
+        }
     }
 }

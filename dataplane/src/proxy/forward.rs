@@ -28,6 +28,37 @@ pub struct Listener {
     pub port: u16,
 }
 
+/// Headers a `Connection` option cannot make hop-by-hop: the message's own framing and host,
+/// and the headers this proxy sets (a client must not be able to delete `Host` upstream).
+const NEVER_HOP_BY_HOP: [HeaderName; 13] = [
+    header::HOST,
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+    X_CONSUMER_USERNAME,
+    X_CONSUMER_CUSTOM_ID,
+    X_CREDENTIAL_IDENTIFIER,
+    X_REAL_IP,
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    X_FORWARDED_PORT,
+    header::SEC_WEBSOCKET_KEY,
+    header::SEC_WEBSOCKET_VERSION,
+];
+
+/// Headers this proxy vouches for; a client's copies, under any spelling with `_` for `-`,
+/// are dropped (servers that fold `_` into `-` would otherwise read them as ours).
+const IDENTITY_HEADERS: [HeaderName; 8] = [
+    X_CONSUMER_USERNAME,
+    X_CONSUMER_CUSTOM_ID,
+    X_CREDENTIAL_IDENTIFIER,
+    X_REAL_IP,
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    X_FORWARDED_PORT,
+];
+
 /// Removes hop-by-hop headers: `Connection` and those it names, and the fixed list.
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
@@ -35,6 +66,7 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
         .iter()
         .flat_map(|v| v.as_bytes().split(|b| *b == b','))
         .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
+        .filter(|name| !NEVER_HOP_BY_HOP.contains(name))
         .collect();
     for name in named {
         headers.remove(name);
@@ -52,7 +84,34 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Removes client headers whose name is one of [`IDENTITY_HEADERS`] with `_` for `-`.
+fn remove_underscore_spoofs(headers: &mut HeaderMap) {
+    if !headers.keys().any(|k| k.as_str().contains('_')) {
+        return;
+    }
+    let spoofs: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| {
+            let name = k.as_str();
+            name.contains('_')
+                && IDENTITY_HEADERS.iter().any(|ours| {
+                    let ours = ours.as_str().as_bytes();
+                    name.len() == ours.len()
+                        && name
+                            .bytes()
+                            .zip(ours)
+                            .all(|(a, b)| a == *b || (a == b'_' && *b == b'-'))
+                })
+        })
+        .cloned()
+        .collect();
+    for name in spoofs {
+        headers.remove(name);
+    }
+}
+
 /// Rewrites a request's head for the upstream. `websocket`: forward the upgrade.
+/// `normalised_path`: the path that was matched, when it differs from the target's.
 pub fn prepare_request(
     parts: &mut http::request::Parts,
     peer: IpAddr,
@@ -60,6 +119,7 @@ pub fn prepare_request(
     websocket: bool,
     consumer: Option<&CompiledConsumer>,
     edits: &RequestEdits,
+    normalised_path: Option<&[u8]>,
 ) {
     let headers = &mut parts.headers;
     let client_upgrade = headers.get(header::UPGRADE).cloned();
@@ -73,6 +133,7 @@ pub fn prepare_request(
     ] {
         headers.remove(name);
     }
+    remove_underscore_spoofs(headers);
 
     for name in &edits.remove_headers {
         headers.remove(name);
@@ -91,9 +152,9 @@ pub fn prepare_request(
         }
     }
 
-    // Host is forwarded unchanged; an absolute-form target supplies it when the header is absent.
-    if !headers.contains_key(header::HOST)
-        && let Some(authority) = parts.uri.authority()
+    // Host is forwarded unchanged, except that an absolute-form target's authority replaces
+    // it (RFC 9112 §3.2.2): the upstream must see the host the request was routed by.
+    if let Some(authority) = parts.uri.authority()
         && let Ok(v) = HeaderValue::from_str(authority.as_str())
     {
         headers.insert(header::HOST, v);
@@ -139,16 +200,45 @@ pub fn prepare_request(
         }
     }
 
-    // Already origin-form and nothing to remove: forward the target as it came.
-    if parts.uri.authority().is_some() || !edits.remove_query_args.is_empty() {
-        parts.uri = origin_form(&parts.uri, &edits.remove_query_args);
+    // Already origin-form, normal and nothing to remove: forward the target as it came.
+    if parts.uri.authority().is_some()
+        || !edits.remove_query_args.is_empty()
+        || normalised_path.is_some()
+    {
+        parts.uri = origin_form(&parts.uri, normalised_path, &edits.remove_query_args);
     }
     parts.version = Version::HTTP_11;
 }
 
-/// `path?query` for the upstream, with the named query arguments removed.
-fn origin_form(uri: &Uri, remove_args: &[String]) -> Uri {
-    let path = uri.path();
+/// Bytes re-encoded when a decoded path goes upstream: what a path segment cannot hold as is.
+const PATH_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
+/// `path?query` for the upstream: the normalised path (re-encoded) when given, with the named
+/// query arguments removed.
+fn origin_form(uri: &Uri, normalised_path: Option<&[u8]>, remove_args: &[String]) -> Uri {
+    let encoded;
+    let path = match normalised_path {
+        Some(p) => {
+            encoded = percent_encoding::percent_encode(p, PATH_ESCAPES).to_string();
+            encoded.as_str()
+        }
+        None => uri.path(),
+    };
     let path = if path.is_empty() { "/" } else { path };
     let mut query = uri.query().map(str::to_string);
     for name in remove_args {
@@ -230,6 +320,7 @@ mod tests {
             false,
             None,
             &RequestEdits::default(),
+            None,
         );
         let h = &p.headers;
         for gone in [
@@ -277,6 +368,7 @@ mod tests {
             true,
             Some(&consumer),
             &RequestEdits::default(),
+            None,
         );
         assert_eq!(p.headers["connection"], "Upgrade");
         assert_eq!(p.headers["upgrade"], "websocket");
@@ -309,11 +401,78 @@ mod tests {
             false,
             None,
             &edits,
+            None,
         );
         assert!(!p.headers.contains_key("apikey"));
         assert_eq!(p.uri, "/raw?a=%20x&b=2");
         let cookies: Vec<_> = p.headers.get_all("cookie").iter().collect();
         assert_eq!(cookies, vec!["x=1; y=2"]);
+    }
+
+    #[test]
+    fn the_target_authority_replaces_host_and_connection_cannot_remove_ours() {
+        let mut p = parts(
+            "http://open.example.com/raw",
+            &[
+                ("host", "ws.example.com"),
+                (
+                    "connection",
+                    "host, content-length, x-forwarded-for, x-secret",
+                ),
+                ("content-length", "0"),
+                ("x-secret", "1"),
+                ("x_consumer_username", "admin"),
+                ("X_Forwarded_For", "6.6.6.6"),
+                ("x-consumer_custom-id", "spoof"),
+                ("x_other", "kept"),
+            ],
+        );
+        prepare_request(
+            &mut p,
+            "127.0.0.2".parse().unwrap(),
+            LISTENER,
+            false,
+            None,
+            &RequestEdits::default(),
+            None,
+        );
+        let h = &p.headers;
+        assert_eq!(
+            h["host"], "open.example.com",
+            "routed by the target, forwarded so"
+        );
+        assert_eq!(h["x-forwarded-host"], "open.example.com");
+        assert_eq!(h["content-length"], "0");
+        assert!(!h.contains_key("x-secret"));
+        assert_eq!(h["x-forwarded-for"], "127.0.0.2");
+        for spoof in [
+            "x_consumer_username",
+            "x_forwarded_for",
+            "x-consumer_custom-id",
+        ] {
+            assert!(!h.contains_key(spoof), "{spoof} must be dropped");
+        }
+        assert_eq!(h["x_other"], "kept");
+        assert_eq!(p.uri, "/raw");
+    }
+
+    #[test]
+    fn the_matched_path_goes_upstream_re_encoded() {
+        let mut p = parts("/raw/../public%20x/%3F?a=1&apikey=k", &[("host", "h")]);
+        let edits = RequestEdits {
+            remove_query_args: vec!["apikey".into()],
+            ..RequestEdits::default()
+        };
+        prepare_request(
+            &mut p,
+            "127.0.0.1".parse().unwrap(),
+            LISTENER,
+            false,
+            None,
+            &edits,
+            Some(b"/public x/?"),
+        );
+        assert_eq!(p.uri, "/public%20x/%3F?a=1");
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! upstream → response, or upgrade and splice.
 
 pub mod body;
+mod client_body;
 pub mod client_io;
+mod failure;
 mod fast;
 pub mod forward;
 pub mod responses;
@@ -28,10 +30,12 @@ use tracing::{Instrument, debug, info, warn};
 
 use crate::auth::authenticate;
 use crate::metrics::{Metrics, Outcome};
-use crate::request::{RequestView, is_websocket_upgrade};
+use crate::request::{BadRequest, RequestView, is_websocket_upgrade};
 use crate::table::{CompiledRoute, CompiledTable, RouteTable, TableError};
 use body::ResponseBody;
+use client_body::{BodyProgress, ClientBody, ReadDeadline};
 use client_io::{ClientStream, ConnPhase, GuardedIo, HeadLimits};
+pub use failure::Failure;
 use forward::Listener;
 use splice::{Limits, Splice, SpliceEnd};
 use upstream::{UpstreamStream, UpstreamTls};
@@ -41,6 +45,8 @@ use upstream::{UpstreamStream, UpstreamTls};
 pub struct ProxySettings {
     pub header_timeout: Duration,
     pub keepalive_timeout: Duration,
+    /// Between two reads of a request body (then 408).
+    pub client_body_timeout: Duration,
     /// Request line plus headers; more is answered 431.
     pub max_header_bytes: usize,
     /// More headers than this is answered 431.
@@ -59,6 +65,7 @@ impl Default for ProxySettings {
         ProxySettings {
             header_timeout: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(75),
+            client_body_timeout: Duration::from_secs(60),
             max_header_bytes: 16 * 1024,
             max_headers: 100,
             client_send_timeout: Duration::from_secs(10),
@@ -194,12 +201,10 @@ impl Dataplane {
                 }
             }
         };
-        self.metrics.connections_active.inc();
+        // Decremented on every way out, a panic included.
+        let _active = GaugeGuard::new(&self.metrics.connections_active);
         let (stream, prefix, answered) = match self.first_request(stream, peer, listener).await {
-            fast::FirstRequest::Done => {
-                self.metrics.connections_active.dec();
-                return;
-            }
+            fast::FirstRequest::Done => return,
             fast::FirstRequest::Handover {
                 stream,
                 read,
@@ -244,7 +249,6 @@ impl Dataplane {
             }
             debug!(%error, "client connection ended with an error");
         }
-        self.metrics.connections_active.dec();
     }
 
     async fn handle(
@@ -276,12 +280,26 @@ impl Dataplane {
         };
         let upgrade_requested = is_websocket_upgrade(req.method(), req.version(), req.headers());
         let no_route: Arc<str> = Arc::from("");
-        let view = RequestView::new(req.method(), req.uri(), req.headers(), peer.ip());
         // Metrics label: the request's own kind, whatever the rule then does with it.
         let kind = if upgrade_requested {
             "websocket"
         } else {
             "http"
+        };
+        if req.method() == http::Method::CONNECT {
+            self.metrics
+                .request(kind, &no_route, Outcome::MethodNotAllowed, "connect");
+            return responses::method_not_allowed();
+        }
+        let mut view = match RequestView::new(
+            req.method(),
+            req.version(),
+            req.uri(),
+            req.headers(),
+            peer.ip(),
+        ) {
+            Ok(view) => view,
+            Err(bad) => return self.bad_request(kind, bad),
         };
         let Some(route) = table.find(&view) else {
             self.metrics.request(kind, &no_route, Outcome::NotFound, "");
@@ -307,6 +325,7 @@ impl Dataplane {
             }
         };
         let request_host = view.host.clone();
+        let path = changed_path(&mut view, req.uri());
         drop(view);
 
         let (mut parts, body) = req.into_parts();
@@ -324,14 +343,22 @@ impl Dataplane {
             websocket,
             consumer,
             &auth.edits,
+            path.as_deref(),
         );
+        let (body, progress) = ClientBody::new(body, self.settings.client_body_timeout);
         let upstream_req = Request::from_parts(parts, body);
 
         match self
-            .exchange(route, request_host.as_deref(), upstream_req, websocket)
+            .exchange(
+                route,
+                request_host.as_deref(),
+                upstream_req,
+                &progress,
+                websocket,
+            )
             .await
         {
-            Err(status) => self.upstream_failure(kind, route, status),
+            Err(failure) => self.upstream_failure(kind, route, failure),
             Ok(Exchanged::Upgraded {
                 headers,
                 upstream,
@@ -339,9 +366,11 @@ impl Dataplane {
             }) => {
                 let Some(client_upgrade) = client_upgrade else {
                     // A 101 we did not ask for: refuse to relay it.
-                    self.metrics
-                        .request(kind, &route.id, Outcome::BadGateway, "unexpected_101");
-                    return responses::gateway_error(StatusCode::BAD_GATEWAY, true);
+                    return self.upstream_failure(
+                        kind,
+                        route,
+                        Failure::UpstreamInvalid("unexpected_101"),
+                    );
                 };
                 self.metrics.request(kind, &route.id, Outcome::Upgraded, "");
                 phase.upgraded();
@@ -408,6 +437,16 @@ impl Dataplane {
         let handle = tokio::spawn(session(ticket));
         if let (Some(key), Some(id)) = (key, id) {
             self.sessions.register(id, key, handle.abort_handle());
+            // The handshake was authenticated against an older table; a table that revoked the
+            // credential since then has already swept the sessions without this one. Checked
+            // after registering: a table applied from now on sweeps it (the swap precedes the
+            // sweep, and the sweep takes the same lock as the registration).
+            if let Some(table) = self.current()
+                && !table.consumers.has_revocation_key(key)
+            {
+                self.sessions.abort(id);
+                info!("closed a WebSocket whose credential was revoked during its handshake");
+            }
         }
     }
 
@@ -416,20 +455,28 @@ impl Dataplane {
         Some(table.consumers.list[consumer?].revocation_key)
     }
 
-    /// The answer when no upstream exchange happened: 503 (no nodes), 502 or 504.
+    /// The answer when the exchange failed: the client's 400/408, or 502/503/504.
     fn upstream_failure(
         &self,
         kind: &'static str,
         route: &CompiledRoute,
-        status: StatusCode,
+        failure: Failure,
     ) -> Response<ResponseBody> {
-        let outcome = match status {
-            StatusCode::SERVICE_UNAVAILABLE => Outcome::Unavailable,
-            StatusCode::GATEWAY_TIMEOUT => Outcome::GatewayTimeout,
-            _ => Outcome::BadGateway,
-        };
-        self.metrics.request(kind, &route.id, outcome, "");
-        responses::gateway_error(status, status != StatusCode::SERVICE_UNAVAILABLE)
+        self.metrics
+            .request(kind, &route.id, failure.outcome(), failure.reason());
+        debug!(route = %route.id, reason = failure.reason(), "request failed");
+        if failure.from_client() {
+            return responses::client_error(failure.status());
+        }
+        responses::gateway_error(failure.status(), failure.upstream_tried())
+    }
+
+    /// 400 before routing: the head is ambiguous or invalid; the connection is closed after it.
+    fn bad_request(&self, kind: &'static str, bad: BadRequest) -> Response<ResponseBody> {
+        self.metrics
+            .request(kind, &Arc::from(""), Outcome::BadRequest, bad.label());
+        debug!(reason = bad.label(), "bad request");
+        responses::client_error(StatusCode::BAD_REQUEST)
     }
 
     /// An upstream's non-101 answer to a handshake, read whole, relayed as a normal response.
@@ -468,13 +515,11 @@ impl Dataplane {
         &self,
         route: &CompiledRoute,
         request_host: Option<&str>,
-    ) -> Result<UpstreamStream, StatusCode> {
+    ) -> Result<UpstreamStream, Failure> {
         let upstream = &route.upstream;
-        let backend = upstream
-            .pick_backend()
-            .ok_or(StatusCode::SERVICE_UNAVAILABLE)?;
+        let backend = upstream.pick_backend().ok_or(Failure::NoNodes)?;
         if backend.nodes.is_empty() {
-            return Err(StatusCode::SERVICE_UNAVAILABLE);
+            return Err(Failure::NoNodes);
         }
         let mut last_error = None;
         for node in backend.node_order() {
@@ -499,9 +544,9 @@ impl Dataplane {
             warn!(route = %route.id, backend = %backend.name, %error, "no upstream node reachable");
         }
         Err(if timed_out {
-            StatusCode::GATEWAY_TIMEOUT
+            Failure::ConnectTimeout
         } else {
-            StatusCode::BAD_GATEWAY
+            Failure::ConnectFailed
         })
     }
 
@@ -510,9 +555,10 @@ impl Dataplane {
         &self,
         route: &CompiledRoute,
         request_host: Option<&str>,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
+        progress: &BodyProgress,
         websocket: bool,
-    ) -> Result<Exchanged, StatusCode> {
+    ) -> Result<Exchanged, Failure> {
         let upstream = &route.upstream;
         let stream = self.connect_upstream(route, request_host).await?;
         if websocket && http_body::Body::is_end_stream(req.body()) {
@@ -520,9 +566,9 @@ impl Dataplane {
             return self.exchange_upgrade(route, stream, &parts).await;
         }
         let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
-            .handshake::<_, Incoming>(TokioIo::new(stream))
+            .handshake::<_, ClientBody>(TokioIo::new(stream))
             .await
-            .map_err(|_| StatusCode::BAD_GATEWAY)?;
+            .map_err(|_| Failure::UpstreamInvalid("handshake"))?;
         // The connection is driven here until the response head arrives (no task of its own
         // for a handshake); afterwards it is either handed back for the splice (101) or spawned
         // to stream the body.
@@ -531,6 +577,7 @@ impl Dataplane {
         tokio::pin!(send);
         let deadline = tokio::time::sleep(upstream.read_timeout);
         tokio::pin!(deadline);
+        let mut read_deadline = ReadDeadline::new(upstream.read_timeout);
         let mut finished: Option<
             hyper::Result<hyper::client::conn::http1::Parts<TokioIo<UpstreamStream>>>,
         > = None;
@@ -539,19 +586,39 @@ impl Dataplane {
                 biased;
                 sent = &mut send => break sent,
                 done = &mut conn, if finished.is_none() => finished = Some(done),
-                _ = &mut deadline => return Err(StatusCode::GATEWAY_TIMEOUT),
+                _ = &mut deadline => match read_deadline.on_fire(progress, tokio::time::Instant::now()) {
+                    Some(next) => deadline.as_mut().reset(next),
+                    None => return Err(Failure::UpstreamTimeout),
+                },
             }
+        };
+        // A failed exchange is the client's when its body was at fault.
+        let client_fault = || match progress.state() {
+            client_body::BodyState::Malformed => Some(Failure::ClientFraming),
+            client_body::BodyState::TimedOut => Some(Failure::ClientBodyTimeout),
+            _ => None,
         };
         let response = response.map_err(|error| {
             debug!(route = %route.id, %error, "upstream request failed");
-            StatusCode::BAD_GATEWAY
+            client_fault().unwrap_or(Failure::UpstreamInvalid("upstream_error"))
         })?;
+        if !(100..=599).contains(&response.status().as_u16()) {
+            return Err(Failure::UpstreamInvalid("invalid_status"));
+        }
+        // hyper lets Transfer-Encoding override Content-Length; RFC 9112 §6.3 calls the pair
+        // a sign of smuggling, and the strict reading refuses it.
+        let headers = response.headers();
+        if headers.contains_key(http::header::TRANSFER_ENCODING)
+            && headers.contains_key(http::header::CONTENT_LENGTH)
+        {
+            return Err(Failure::UpstreamInvalid("invalid_framing"));
+        }
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             let parts = match finished {
                 Some(done) => done,
                 None => conn.await,
             }
-            .map_err(|_| StatusCode::BAD_GATEWAY)?;
+            .map_err(|_| Failure::UpstreamInvalid("upstream_error"))?;
             return Ok(Exchanged::Upgraded {
                 headers: response.into_parts().0.headers,
                 upstream: parts.io.into_inner(),
@@ -574,17 +641,17 @@ impl Dataplane {
         route: &CompiledRoute,
         mut stream: UpstreamStream,
         parts: &http::request::Parts,
-    ) -> Result<Exchanged, StatusCode> {
+    ) -> Result<Exchanged, Failure> {
         let answer = match tokio::time::timeout(
             route.upstream.read_timeout,
             upgrade::handshake(&mut stream, parts),
         )
         .await
         {
-            Err(_) => return Err(StatusCode::GATEWAY_TIMEOUT),
+            Err(_) => return Err(Failure::UpstreamTimeout),
             Ok(Err(error)) => {
                 debug!(route = %route.id, %error, "upstream handshake failed");
-                return Err(StatusCode::BAD_GATEWAY);
+                return Err(Failure::UpstreamInvalid(error.reason()));
             }
             Ok(Ok(answer)) => answer,
         };
@@ -643,6 +710,28 @@ pub fn bind_reuseport(
         out.push(listener);
     }
     Ok(out)
+}
+
+/// The normalised path, when it differs from the target's: the upstream gets the path that was
+/// matched, so that `/raw/../public` cannot reach a `/raw` upstream as a `/public` rule.
+fn changed_path(view: &mut RequestView<'_>, uri: &http::Uri) -> Option<Vec<u8>> {
+    (view.path != uri.path().as_bytes()).then(|| std::mem::take(&mut view.path))
+}
+
+/// Increments a gauge now and decrements it when dropped, however the scope ends.
+struct GaugeGuard<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl<'a> GaugeGuard<'a> {
+    fn new(gauge: &'a prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        GaugeGuard(gauge)
+    }
+}
+
+impl Drop for GaugeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 fn unix_now() -> u64 {
@@ -758,5 +847,73 @@ impl Drop for Live {
                 reason: self.reason,
             })
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::{Consumer, Credential, RouteTable, key_digest_hex};
+
+    fn table(generation: u64, consumers: &[(&str, &[u8])]) -> RouteTable {
+        RouteTable {
+            generation,
+            hash: String::new(),
+            routes: vec![],
+            consumers: consumers
+                .iter()
+                .map(|(name, key)| Consumer {
+                    username: name.to_string(),
+                    custom_id: None,
+                    credential: Some(Credential::KeyAuth {
+                        key_sha256: key_digest_hex(key),
+                    }),
+                })
+                .collect(),
+        }
+    }
+
+    /// Starts a session that runs until aborted; the receiver errs once it is gone.
+    fn start(dp: &Dataplane, key: u64) -> tokio::sync::oneshot::Receiver<()> {
+        let (alive, gone) = tokio::sync::oneshot::channel::<()>();
+        dp.spawn_session(Some(key), move |_ticket| async move {
+            let _alive = alive;
+            std::future::pending::<()>().await
+        });
+        gone
+    }
+
+    #[tokio::test]
+    async fn a_credential_revoked_during_the_handshake_closes_the_session_at_registration() {
+        let dp = Dataplane::new(
+            ProxySettings::default(),
+            UpstreamTls::new(None).unwrap(),
+            Metrics::default(),
+        );
+        let authenticated_under = dp.apply(table(1, &[("jack", b"old")])).unwrap();
+        let key = authenticated_under.consumers.list[0].revocation_key;
+        let kept = start(&dp, key);
+        // The revoking table lands between authentication and the upstream's 101.
+        dp.apply(table(2, &[("jack", b"new")])).unwrap();
+        let late = start(&dp, key);
+        let within = Duration::from_secs(5);
+        assert!(
+            tokio::time::timeout(within, late).await.is_ok(),
+            "the late session must be closed"
+        );
+        assert!(
+            tokio::time::timeout(within, kept).await.is_ok(),
+            "the sweep closes the registered one"
+        );
+        let valid_key = dp.current().unwrap().consumers.list[0].revocation_key;
+        let mut valid = start(&dp, valid_key);
+        tokio::task::yield_now().await;
+        assert!(
+            valid
+                .try_recv()
+                .is_err_and(|e| e == tokio::sync::oneshot::error::TryRecvError::Empty),
+            "a session with a current credential runs on"
+        );
+        assert_eq!(dp.sessions.len(), 1);
     }
 }

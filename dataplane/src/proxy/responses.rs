@@ -26,6 +26,7 @@ pub fn html_error_page(status: StatusCode) -> String {
 /// nginx's status lines, which APISIX's error pages carry.
 pub fn status_text(status: StatusCode) -> String {
     match status.as_u16() {
+        405 => "405 Not Allowed".into(),
         408 => "408 Request Time-out".into(),
         502 => "502 Bad Gateway".into(),
         503 => "503 Service Temporarily Unavailable".into(),
@@ -72,6 +73,25 @@ pub fn gateway_error(status: StatusCode, from_upstream: bool) -> Response<Respon
         resp.headers_mut()
             .insert(UPSTREAM_STATUS, HeaderValue::from(status.as_u16()));
     }
+    resp
+}
+
+/// The client's fault (400, 408): an HTML page, and the connection is closed after it, since
+/// what follows on it cannot be trusted to be a request.
+pub fn client_error(status: StatusCode) -> Response<ResponseBody> {
+    let mut resp = with_body(status, TEXT_HTML, html_error_page(status));
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+/// 405 for `CONNECT`: this is not a forward proxy.
+pub fn method_not_allowed() -> Response<ResponseBody> {
+    let mut resp = client_error(StatusCode::METHOD_NOT_ALLOWED);
+    resp.headers_mut().insert(
+        header::ALLOW,
+        HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE"),
+    );
     resp
 }
 

@@ -2,7 +2,7 @@
 //! which that consumer is gone or its credential changed can close them (COMPATIBILITY.md §8,
 //! `--close-revoked-websockets`). An entry is 16 bytes: an idle WebSocket must stay cheap.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -40,6 +40,13 @@ impl Sessions {
         }
     }
 
+    /// Ends a registered session now.
+    pub fn abort(&self, id: u64) {
+        if let Some((_, abort)) = self.shard(id).remove(&id) {
+            abort.abort();
+        }
+    }
+
     /// Forgets a session that ended.
     pub fn remove(&self, id: u64) {
         self.shard(id).remove(&id);
@@ -48,17 +55,11 @@ impl Sessions {
     /// Closes every session whose consumer is not in `table` with the same credential.
     /// Returns how many were closed.
     pub fn revoke(&self, table: &CompiledTable) -> usize {
-        let valid: HashSet<u64> = table
-            .consumers
-            .list
-            .iter()
-            .map(|c| c.revocation_key)
-            .collect();
         let mut closed = 0;
         for shard in &self.shards {
             let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
             shard.retain(|_, (key, abort)| {
-                let keep = valid.contains(key);
+                let keep = table.consumers.has_revocation_key(*key);
                 if !keep {
                     abort.abort();
                     closed += 1;

@@ -152,7 +152,14 @@ mod tests {
                 v.parse().unwrap(),
             );
         }
-        let view = RequestView::new(&Method::GET, &uri, &h, "127.0.0.1".parse().unwrap());
+        let view = RequestView::new(
+            &Method::GET,
+            http::Version::HTTP_10,
+            &uri,
+            &h,
+            "127.0.0.1".parse().unwrap(),
+        )
+        .unwrap();
         CompiledExpr::compile(e).unwrap().holds(&view)
     }
 

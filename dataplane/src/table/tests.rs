@@ -94,7 +94,14 @@ fn find(
     if let Some(host) = host {
         h.insert(http::header::HOST, host.parse().unwrap());
     }
-    let view = RequestView::new(&method, &uri, &h, peer.parse().unwrap());
+    let view = RequestView::new(
+        &method,
+        http::Version::HTTP_10,
+        &uri,
+        &h,
+        peer.parse().unwrap(),
+    )
+    .unwrap();
     t.find(&view).map(|r| r.id.to_string())
 }
 
@@ -372,7 +379,14 @@ fn placeholder_routes_need_no_backends_and_match() {
     let t = table(vec![route("p").paths(&["/p"]).placeholder()]);
     let uri: Uri = "/p".parse().unwrap();
     let h = HeaderMap::new();
-    let view = RequestView::new(&Method::GET, &uri, &h, "127.0.0.1".parse().unwrap());
+    let view = RequestView::new(
+        &Method::GET,
+        http::Version::HTTP_10,
+        &uri,
+        &h,
+        "127.0.0.1".parse().unwrap(),
+    )
+    .unwrap();
     assert!(t.find(&view).unwrap().placeholder);
 }
 

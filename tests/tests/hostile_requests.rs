@@ -1,0 +1,417 @@
+//! What an adversarial review sent: request smuggling through a refused handshake, Host
+//! confusion, hostile upstream framing, and forwarding edges. Raw sockets throughout, since
+//! real clients would normalise these inputs away. Each test runs the input through both of
+//! the dataplane's transports where it can reach both: the WebSocket fast path and hyper.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use portcullis_tests::*;
+
+fn rule(id: &str, host: &str, path: &str, upstream: Upstream, key_auth: bool) -> Route {
+    Route {
+        id: id.into(),
+        hosts: vec![host.into()],
+        paths: vec![path.into()],
+        websocket: true,
+        plugins: Plugins {
+            key_auth: key_auth.then(KeyAuthConfig::default),
+            ..Plugins::default()
+        },
+        upstream,
+        ..Route::default()
+    }
+}
+
+/// `ws.example.com/raw*` needs jack's key; `open.example.com/open*` and `/public*` do not.
+fn two_tenants(echo: SocketAddr) -> RouteTable {
+    RouteTable {
+        generation: 1,
+        hash: String::new(),
+        routes: vec![
+            rule("t/ws/0", "ws.example.com", "/raw*", upstream_to(echo), true),
+            rule(
+                "t/open/0",
+                "open.example.com",
+                "/open*",
+                upstream_to(echo),
+                false,
+            ),
+            rule(
+                "t/public/0",
+                "ws.example.com",
+                "/public*",
+                upstream_to(echo),
+                false,
+            ),
+        ],
+        consumers: vec![key_consumer("demo_jack", "this_is_the_key")],
+    }
+}
+
+/// Sends `bytes` and reads until the peer closes or stays quiet for `quiet`.
+fn exchange(addr: SocketAddr, bytes: &[u8], quiet: Duration) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(bytes).unwrap();
+    read_all(&mut s, quiet)
+}
+
+fn read_all(s: &mut TcpStream, quiet: Duration) -> String {
+    s.set_read_timeout(Some(quiet)).unwrap();
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                break;
+            }
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn statuses(raw: &str) -> Vec<u16> {
+    raw.match_indices("HTTP/1.1 ")
+        .filter_map(|(i, _)| raw[i + 9..].get(..3)?.parse().ok())
+        .collect()
+}
+
+const SMUGGLED: &str = "GET /open HTTP/1.1\r\nHost: open.example.com\r\nX-Smuggled: 1\r\n\r\n";
+
+#[test]
+fn a_body_behind_an_answered_handshake_never_becomes_a_request() {
+    let echo = Echo::start(&[]);
+    let mut table = two_tenants(echo.addr);
+    table.routes.push(rule(
+        "t/dead/0",
+        "ws.example.com",
+        "/dead",
+        upstream_to(closed_port()),
+        false,
+    ));
+    let gw = Gateway::start(&table, &[]);
+    let chunked_body = format!("{:x}\r\n{SMUGGLED}\r\n0\r\n\r\n", SMUGGLED.len());
+    let cases = [
+        // (path, framing header, body, the one status expected)
+        (
+            "/raw",
+            format!("Content-Length: {}", SMUGGLED.len()),
+            SMUGGLED.to_string(),
+            401,
+        ),
+        (
+            "/raw",
+            "Transfer-Encoding: chunked".to_string(),
+            chunked_body.clone(),
+            401,
+        ),
+        (
+            "/dead",
+            format!("Content-Length: {}", SMUGGLED.len()),
+            SMUGGLED.to_string(),
+            502,
+        ),
+        (
+            "/dead",
+            "Transfer-Encoding: chunked".to_string(),
+            chunked_body,
+            502,
+        ),
+    ];
+    for (path, framing, body, status) in cases {
+        let head = handshake("ws.example.com", path, &[]);
+        let request = format!(
+            "{}\r\n{framing}\r\n\r\n{body}",
+            head.trim_end_matches("\r\n")
+        );
+        let raw = exchange(gw.http, request.as_bytes(), Duration::from_millis(1500));
+        assert_eq!(
+            statuses(&raw),
+            vec![status],
+            "{path} with {framing}: exactly one response\n{raw}"
+        );
+    }
+    assert!(
+        echo.seen()
+            .iter()
+            .all(|s| seen_header(s, "x-smuggled").is_none()),
+        "the smuggled request reached the upstream: {:?}",
+        echo.seen()
+    );
+    // Pipelining after a body-less refused handshake still works: the next bytes are a request.
+    let pipelined = format!("{}{SMUGGLED}", handshake("ws.example.com", "/raw", &[]));
+    let raw = exchange(gw.http, pipelined.as_bytes(), Duration::from_millis(1500));
+    assert_eq!(statuses(&raw), vec![401, 200], "{raw}");
+}
+
+#[test]
+fn the_target_authority_decides_both_route_and_forwarded_host() {
+    let echo = Echo::start(&[]);
+    let gw = Gateway::start(&two_tenants(echo.addr), &[]);
+    let ws = "GET http://open.example.com/open HTTP/1.1\r\nHost: ws.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    let plain = "GET http://open.example.com/open HTTP/1.1\r\nHost: ws.example.com\r\nConnection: close\r\n\r\n";
+    assert_eq!(raw_request(gw.http, ws).status(), 101);
+    assert_eq!(raw_request(gw.http, plain).status(), 200);
+    let seen = echo.seen();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    for s in &seen {
+        assert_eq!(
+            seen_header(s, "host").as_deref(),
+            Some("open.example.com"),
+            "{s}"
+        );
+        assert_eq!(
+            seen_header(s, "x-forwarded-host").as_deref(),
+            Some("open.example.com"),
+            "{s}"
+        );
+        assert_eq!(s["target"], "/open");
+    }
+    // The authenticated tenant is not reachable by naming it only in Host.
+    let sneaky = "GET http://ws.example.com/raw HTTP/1.1\r\nHost: open.example.com\r\nConnection: close\r\n\r\n";
+    assert_eq!(raw_request(gw.http, sneaky).status(), 401);
+}
+
+#[test]
+fn ambiguous_or_missing_hosts_are_400_and_reach_nobody() {
+    let echo = Echo::start(&[]);
+    let gw = Gateway::start(&two_tenants(echo.addr), &[]);
+    let upgrade = "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    let heads = [
+        (
+            "/open",
+            "Host: open.example.com\r\nHost: ws.example.com\r\n",
+        ),
+        ("/open", "Host: ws.example.com@open.example.com\r\n"),
+        ("/open", ""),
+        ("/open", "Host: \r\n"),
+        ("/open", "Host: open.example.com:http\r\n"),
+        (
+            "http://a@open.example.com/open",
+            "Host: open.example.com\r\n",
+        ),
+    ];
+    for (target, hosts) in heads {
+        for extra in [upgrade, "Connection: close\r\n"] {
+            let request = format!("GET {target} HTTP/1.1\r\n{hosts}{extra}\r\n");
+            let raw = exchange(gw.http, request.as_bytes(), Duration::from_secs(5));
+            assert_eq!(statuses(&raw), vec![400], "{request:?}\n{raw}");
+            assert!(
+                raw.to_ascii_lowercase().contains("connection: close"),
+                "{request:?}: {raw}"
+            );
+        }
+    }
+    assert!(echo.seen().is_empty(), "{:?}", echo.seen());
+    let text = gw.metrics();
+    assert!(
+        text.contains("outcome=\"400\",reason=\"duplicate_host\""),
+        "{text}"
+    );
+    // HTTP/1.0 may omit Host.
+    let r = raw_request(gw.http, "GET /open HTTP/1.0\r\n\r\n");
+    assert_eq!(r.status(), 404, "{}", r.raw);
+}
+
+/// An upstream that answers every connection with `reply` once it has a request head.
+struct Canned {
+    addr: SocketAddr,
+    connections: Arc<Mutex<usize>>,
+}
+
+impl Canned {
+    fn start(reply: &'static [u8]) -> Canned {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(Mutex::new(0));
+        let count = connections.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                *count.lock().unwrap() += 1;
+                std::thread::spawn(move || {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match stream.read(&mut byte) {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    let _ = stream.write_all(reply);
+                    std::thread::sleep(Duration::from_millis(300));
+                });
+            }
+        });
+        Canned { addr, connections }
+    }
+}
+
+#[test]
+fn hostile_upstream_framing_is_502_and_leaks_nothing() {
+    // A refused handshake is read whole (and capped) before it is relayed, so a chunk of
+    // 2^64-1 bytes is refused; a plain response streams, so the same chunk is relayed as it
+    // comes and cut short when the upstream closes (checked below: no panic, nothing leaks).
+    let replies: [&'static [u8]; 5] = [
+        b"HTTP/1.1 400 Bad Request\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nx\r\n0\r\n\r\n",
+        b"HTTP/1.1 403 Forbidden\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nnope!!",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok!",
+        b"HTTP/1.1 600 Beyond\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nno\r\n0\r\n\r\n",
+    ];
+    let upstreams: Vec<Canned> = replies.iter().map(|r| Canned::start(r)).collect();
+    let table = RouteTable {
+        generation: 1,
+        hash: String::new(),
+        routes: upstreams
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                rule(
+                    &format!("t/u{i}/0"),
+                    "gw",
+                    &format!("/u{i}"),
+                    upstream_to(u.addr),
+                    false,
+                )
+            })
+            .collect(),
+        consumers: vec![],
+    };
+    let gw = Gateway::start(&table, &[]);
+    for (i, reply) in replies.iter().enumerate() {
+        let what = String::from_utf8_lossy(reply);
+        let handshake = handshake("gw", &format!("/u{i}"), &[("Connection", "close")]);
+        let plain = format!("GET /u{i} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n");
+        let requests = if i == 0 {
+            let streamed = raw_request(gw.http, &plain);
+            assert_eq!(streamed.status(), 400, "{}", streamed.raw);
+            assert!(
+                !streamed.raw.ends_with("0\r\n\r\n"),
+                "cut short: {:?}",
+                streamed.raw
+            );
+            vec![handshake]
+        } else {
+            vec![handshake, plain]
+        };
+        for request in requests {
+            let r = raw_request(gw.http, &request);
+            assert_eq!(r.status(), 502, "{what:?} → {}", r.raw);
+            assert_eq!(
+                r.header("x-apisix-upstream-status"),
+                Some("502"),
+                "{}",
+                r.raw
+            );
+        }
+    }
+    assert!(
+        upstreams
+            .iter()
+            .all(|u| *u.connections.lock().unwrap() == 2)
+    );
+    // No task died holding a connection: the gauge returns to zero.
+    wait_for(
+        "client connections to drain",
+        Duration::from_secs(5),
+        || (gw.metric("portcullis_client_connections_active") == Some(0.0)).then_some(()),
+    );
+}
+
+#[test]
+fn forwarding_edges_connect_connection_host_spoofs_and_dot_segments() {
+    let echo = Echo::start(&[]);
+    let gw = Gateway::start(&two_tenants(echo.addr), &[]);
+    let r = raw_request(
+        gw.http,
+        "CONNECT open.example.com:443 HTTP/1.1\r\nHost: open.example.com:443\r\n\r\n",
+    );
+    assert_eq!(r.status(), 405, "{}", r.raw);
+
+    let r = raw_request(
+        gw.http,
+        "GET /open HTTP/1.1\r\nHost: open.example.com\r\nConnection: close, host, x-forwarded-for\r\nX_Consumer_Username: admin\r\nx_forwarded_host: evil\r\n\r\n",
+    );
+    assert_eq!(r.status(), 200, "{}", r.raw);
+    // The key-auth rule `/raw*` does not leak through `..` into the open `/public*` rule's
+    // upstream as a `/raw` path.
+    let r = raw_request(
+        gw.http,
+        "GET /raw/../public/x%20y HTTP/1.1\r\nHost: ws.example.com\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status(), 200, "{}", r.raw);
+    let ws = raw_request(
+        gw.http,
+        &handshake("ws.example.com", "/raw/%2e%2e/public/ws", &[]),
+    );
+    assert_eq!(ws.status(), 101, "{}", ws.raw);
+
+    let seen = echo.seen();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(
+        seen_header(&seen[0], "host").as_deref(),
+        Some("open.example.com")
+    );
+    assert!(seen_header(&seen[0], "x-forwarded-for").is_some());
+    for spoof in ["x_consumer_username", "x_forwarded_host"] {
+        assert!(
+            seen_header(&seen[0], spoof).is_none(),
+            "{spoof}: {}",
+            seen[0]
+        );
+    }
+    assert_eq!(seen[1]["target"], "/public/x%20y");
+    assert_eq!(seen[2]["target"], "/public/ws");
+}
+
+#[test]
+fn client_body_framing_errors_are_400_and_stalls_408() {
+    let echo = Echo::start(&[]);
+    let gw = Gateway::start(&two_tenants(echo.addr), &["--client-body-timeout", "1s"]);
+    let raw = exchange(
+        gw.http,
+        b"POST /open HTTP/1.1\r\nHost: open.example.com\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n",
+        Duration::from_secs(5),
+    );
+    assert_eq!(statuses(&raw), vec![400], "{raw}");
+    assert!(
+        !raw.to_ascii_lowercase()
+            .contains("x-apisix-upstream-status"),
+        "{raw}"
+    );
+
+    let started = Instant::now();
+    let raw = exchange(
+        gw.http,
+        b"POST /open HTTP/1.1\r\nHost: open.example.com\r\nContent-Length: 10\r\n\r\nabc",
+        Duration::from_secs(10),
+    );
+    assert_eq!(statuses(&raw), vec![408], "{raw}");
+    assert!(raw.contains("408 Request Time-out"), "{raw}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "answered after {:?}",
+        started.elapsed()
+    );
+}
+
+/// A loopback port with nothing listening on it.
+fn closed_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
