@@ -11,8 +11,8 @@ GW=${PORTCULLIS_DEMO_LISTEN:-127.0.0.1:9080}
 ADMIN=${PORTCULLIS_DEMO_ADMIN:-127.0.0.1:9091}
 ECHO=${PORTCULLIS_DEMO_ECHO:-127.0.0.1:18080}
 
-bash scripts/install-test-deps.sh >/dev/null
-echo "== building (release)"
+bash scripts/install-demo-deps.sh >/dev/null
+echo "== building (release; the first build takes about 15 minutes on 2 cores)"
 cargo build --release --locked --bins -q
 BIN=target/release
 

@@ -364,7 +364,11 @@ struct StandaloneArgs {
     proxy: ProxyArgs,
 }
 
-fn main() -> Result<()> {
+fn main() {
+    portcullis_dataplane::logging::exit_on_error(run());
+}
+
+fn run() -> Result<()> {
     match Cli::parse().command {
         Command::Run(args) => run_main(*args),
         Command::Standalone(args) => standalone_main(*args),

@@ -26,7 +26,11 @@ use tracing::{error, info, warn};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() -> Result<()> {
+fn main() {
+    portcullis_dataplane::logging::exit_on_error(run());
+}
+
+fn run() -> Result<()> {
     let args = Args::parse();
     portcullis_dataplane::logging::init(&args.proxy.log_format);
     let settings = args.validate().map_err(anyhow::Error::msg)?;

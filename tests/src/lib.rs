@@ -902,16 +902,26 @@ pub fn in_private_netns(test: &str) -> bool {
     let script =
         format!("ip link set lo up && ip addr add {POD_IP}/32 dev lo && exec \"$0\" \"$@\"");
     // A mount namespace too, so a test may mount over paths (e.g. a pod's /run) privately.
-    let status = Command::new("unshare")
+    let out = Command::new("unshare")
         .args(["-rnm", "sh", "-c", &script])
         .arg(&exe)
         .args([test, "--exact", "--nocapture", "--test-threads", "1"])
         .env("PORTCULLIS_TEST_NETNS", "1")
-        .status()
+        .output()
         .expect("unshare (util-linux) and ip (iproute2) are installed");
+    // The re-run's output goes through this test's captured stdout, prefixed, so that its own
+    // `test result:` line is not counted as a second test run.
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in text.lines() {
+        println!("netns| {line}");
+    }
     assert!(
-        status.success(),
-        "{test} failed inside its network namespace"
+        out.status.success(),
+        "{test} failed inside its network namespace:\n{text}"
     );
     false
 }

@@ -519,9 +519,7 @@ mod tests {
     type Outcome = Result<(u16, Vec<(String, Vec<u8>)>, Vec<u8>), String>;
 
     /// What a handshake gave, comparable across runs.
-    fn run_scripted(
-        chunks: Vec<Vec<u8>>,
-    ) -> Outcome {
+    fn run_scripted(chunks: Vec<Vec<u8>>) -> Outcome {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
