@@ -438,6 +438,7 @@ mod tests {
             name: name.into(),
             generation,
             problems: vec![],
+            warnings: vec![],
             content,
         }
     }

@@ -8,6 +8,7 @@
 
 mod consumer;
 mod route;
+mod shadow;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -35,6 +36,9 @@ pub struct StatusUpdate {
     pub generation: i64,
     /// Every problem, in spec order; empty means `Accepted=True`.
     pub problems: Vec<String>,
+    /// What is accepted but probably not meant (a rule another rule always answers first):
+    /// shown in the message and as a Warning Event, without refusing the object.
+    pub warnings: Vec<String>,
     /// Fingerprint of what the object contributes to the table (and of its problems): when it
     /// changes, the object's `Programmed` waits for the generation that carries the change.
     pub content: u64,
@@ -52,9 +56,11 @@ impl StatusUpdate {
             "InvalidSpec"
         }
     }
-    /// `Accepted` message: empty, or the problems joined by `; `.
+    /// `Accepted` message: empty, or the problems, then the warnings, joined by `; `.
     pub fn message(&self) -> String {
-        self.problems.join("; ")
+        let warnings = self.warnings.iter().map(|w| format!("warning: {w}"));
+        let all: Vec<String> = self.problems.iter().cloned().chain(warnings).collect();
+        all.join("; ")
     }
 }
 
@@ -106,11 +112,37 @@ pub fn translate(snapshot: &Snapshot, generation: u64) -> Translation {
     let known: std::collections::HashSet<&str> =
         consumers.iter().map(|c| c.username.as_str()).collect();
     let mut routes: Vec<Route> = Vec::new();
+    // The status (index in `statuses`) of each route's object.
+    let mut owner: Vec<usize> = Vec::new();
     for object in route_objects {
         let (rules, problems) = route::translate(object, snapshot, &secrets, &known);
         let content = fingerprint(&rules, &problems);
+        owner.extend(std::iter::repeat_n(statuses.len(), rules.len()));
         routes.extend(rules);
         statuses.push(status(Kind::ApisixRoute, object, problems, content));
+    }
+    for s in shadow::find(&routes) {
+        let (shadowed, by) = (&routes[s.shadowed], &routes[s.by]);
+        let rule_name = |r: &Route| {
+            r.id.rsplit_once('/')
+                .map_or(r.id.clone(), |(_, n)| n.to_string())
+        };
+        let auth_note = match (shadow::authenticates(shadowed), shadow::authenticates(by)) {
+            (true, false) => " and asks for no credential",
+            _ => "",
+        };
+        let place = shadow::place(&s);
+        statuses[owner[s.shadowed]].warnings.push(format!(
+            "rule {:?} is never matched on {place}: rule {} (same host, path and priority, earlier in table order) takes these requests first{auth_note}; give one of them a higher priority or a distinct match",
+            rule_name(shadowed),
+            by.id
+        ));
+        statuses[owner[s.by]].warnings.push(format!(
+            "rule {:?} shadows rule {} on {place} (same host, path and priority, earlier in table order){}",
+            rule_name(by),
+            shadowed.id,
+            if auth_note.is_empty() { "" } else { ", which asks for a credential this rule does not" }
+        ));
     }
     statuses.sort_by(|a, b| (a.kind, &a.namespace, &a.name).cmp(&(b.kind, &b.namespace, &b.name)));
 
@@ -140,6 +172,7 @@ fn status<K: ResourceExt>(
         name: object.name_any(),
         generation: object.meta().generation.unwrap_or(0),
         problems,
+        warnings: Vec::new(),
         content,
     }
 }

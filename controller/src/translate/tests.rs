@@ -761,3 +761,51 @@ fn jwt_consumer_key_material_is_checked() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn an_open_rule_shadowing_an_authenticated_one_is_reported_on_both_objects() {
+    // `demo/aa-open` sorts before `demo/echo` (the seed's key-auth route): same host, path and
+    // priority, no authentication — it takes every request on ws.example.com/raw.
+    let t = standalone(&format!(
+        "{SEED}\n---\napiVersion: apisix.apache.org/v2\nkind: ApisixRoute\nmetadata: {{name: aa-open, namespace: demo}}\nspec:\n  http:\n  - name: open\n    match: {{hosts: [ws.example.com], paths: [/raw]}}\n    backends: [{{serviceName: echo, servicePort: ws}}]\n"
+    ));
+    let status = |name: &str| t.statuses.iter().find(|s| s.name == name).unwrap().clone();
+    let (open, echo) = (status("aa-open"), status("echo"));
+    assert!(
+        open.accepted() && echo.accepted(),
+        "shadowing refuses nothing"
+    );
+    assert_eq!(
+        echo.warnings,
+        [
+            "rule \"ws\" is never matched on host \"ws.example.com\" path \"/raw\": rule demo/aa-open/open (same host, path and priority, earlier in table order) takes these requests first and asks for no credential; give one of them a higher priority or a distinct match"
+        ]
+    );
+    assert_eq!(
+        open.warnings,
+        [
+            "rule \"open\" shadows rule demo/echo/ws on host \"ws.example.com\" path \"/raw\" (same host, path and priority, earlier in table order), which asks for a credential this rule does not"
+        ]
+    );
+    assert!(
+        echo.message().starts_with("warning: rule \"ws\""),
+        "{}",
+        echo.message()
+    );
+    // The seed alone has no warnings; a higher priority on the secured rule ends the shadowing.
+    assert!(
+        standalone(SEED)
+            .statuses
+            .iter()
+            .all(|s| s.warnings.is_empty())
+    );
+    let fixed = standalone(&format!(
+        "{}\n---\napiVersion: apisix.apache.org/v2\nkind: ApisixRoute\nmetadata: {{name: aa-open, namespace: demo}}\nspec:\n  http:\n  - name: open\n    match: {{hosts: [ws.example.com], paths: [/raw]}}\n    backends: [{{serviceName: echo, servicePort: ws}}]\n",
+        SEED.replace("  - name: ws\n", "  - name: ws\n    priority: 1\n")
+    ));
+    assert!(
+        fixed.statuses.iter().all(|s| s.warnings.is_empty()),
+        "{:?}",
+        fixed.statuses
+    );
+}
