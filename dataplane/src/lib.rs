@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod decision;
 pub mod duration;
 pub mod logging;
 pub mod metrics;

@@ -1,8 +1,9 @@
-//! The first request of a connection, read and parsed here (httparse). When it is a WebSocket
-//! handshake on a WebSocket-enabled rule — this proxy's hot path — it is routed, authenticated,
-//! answered or upgraded and spliced without hyper. Anything else (plain HTTP, a handshake that
-//! matches no WebSocket rule, bad syntax) is handed to hyper with the bytes already read, and
-//! hyper serves the rest of the connection, as it does after a refused handshake.
+//! The first request of a connection, read and parsed here (httparse): transport only. When it
+//! is a WebSocket handshake — this proxy's hot path — the decision ([`crate::decision`], the
+//! same one hyper's path asks) says what to do: a refusal is written here, a handshake on a
+//! WebSocket rule is sent upstream, upgraded and spliced without hyper. Anything else (plain
+//! HTTP, a handshake on a plain-HTTP rule, bad syntax) is handed to hyper with the bytes already
+//! read, and hyper serves the rest of the connection, as it does after a refused handshake.
 //!
 //! Only body-less handshakes are taken: a head with `Content-Length` or `Transfer-Encoding`
 //! goes to hyper, which frames the body, so that bytes after a head answered here are always
@@ -25,10 +26,12 @@ use super::client_io::ClientStream;
 use super::forward::{self, Listener};
 use super::responses;
 use super::splice::Limits;
-use super::{Dataplane, Exchanged, Failure, changed_path, splice_websocket, unix_now};
-use crate::auth::authenticate;
+use super::upstream::UpstreamStream;
+use super::{
+    Dataplane, Exchanged, Failure, failure_response, refusal_response, splice_websocket, unix_now,
+};
+use crate::decision::{Forward, Head, decide};
 use crate::metrics::Outcome;
-use crate::request::{RequestView, is_websocket_upgrade};
 
 /// Header slots on the stack; a higher `--max-headers` falls back to hyper.
 const MAX_FAST_HEADERS: usize = 128;
@@ -45,9 +48,25 @@ pub(super) enum FirstRequest {
     },
 }
 
+/// What the fast path writes: a response of its own or a relayed refusal, or a 101.
+enum Answer {
+    Respond {
+        response: Response<ResponseBody>,
+        /// Close after it: the head was not to be trusted.
+        close: bool,
+    },
+    Upgrade {
+        headers: HeaderMap,
+        upstream: UpstreamStream,
+        early: Bytes,
+        /// The splice's limits and the revocation key of the session.
+        session: (Limits, Option<u64>),
+    },
+}
+
 // A transient return value: boxing the parts would add an allocation to every handshake.
 #[allow(clippy::large_enum_variant)]
-enum Head {
+enum ParsedHead {
     /// The head was split off the buffer: what remains are the bytes after it.
     Complete(http::request::Parts),
     Partial,
@@ -58,7 +77,7 @@ enum Head {
 
 /// Parses a request head at the start of `buf`. On success the head's bytes are split off
 /// `buf` and header values point into them (no copy per header).
-fn parse_head(buf: &mut BytesMut, max_headers: usize) -> Head {
+fn parse_head(buf: &mut BytesMut, max_headers: usize) -> ParsedHead {
     let mut slots: [MaybeUninit<httparse::Header<'_>>; MAX_FAST_HEADERS] =
         [const { MaybeUninit::uninit() }; MAX_FAST_HEADERS];
     let mut request = httparse::Request::new(&mut []);
@@ -71,7 +90,7 @@ fn parse_head(buf: &mut BytesMut, max_headers: usize) -> Head {
             let (Some(method), Some(path), Some(1)) =
                 (request.method, request.path, request.version)
             else {
-                return Head::NotOurs;
+                return ParsedHead::NotOurs;
             };
             // Only WebSocket handshakes are taken here; the rest goes to hyper untouched.
             let has_token = |name: &str, token: &[u8]| {
@@ -91,7 +110,7 @@ fn parse_head(buf: &mut BytesMut, max_headers: usize) -> Head {
                 || !has_token("connection", b"upgrade")
                 || !has_token("upgrade", b"websocket")
             {
-                return Head::NotOurs;
+                return ParsedHead::NotOurs;
             }
             for (span, h) in spans.iter_mut().zip(request.headers.iter()) {
                 *span = (offset(h.name.as_bytes()), offset(h.value));
@@ -103,19 +122,19 @@ fn parse_head(buf: &mut BytesMut, max_headers: usize) -> Head {
                 request.headers.len(),
             )
         }
-        Ok(httparse::Status::Partial) => return Head::Partial,
+        Ok(httparse::Status::Partial) => return ParsedHead::Partial,
         Err(httparse::Error::TooManyHeaders) if max_headers <= MAX_FAST_HEADERS => {
-            return Head::TooLarge;
+            return ParsedHead::TooLarge;
         }
-        Err(_) => return Head::NotOurs,
+        Err(_) => return ParsedHead::NotOurs,
     };
     let head = buf.split_to(len).freeze();
     let at = |(start, len): (usize, usize)| &head[start..start + len];
     let Ok(method) = Method::from_bytes(at(method)) else {
-        return Head::NotOurs;
+        return ParsedHead::NotOurs;
     };
     let Ok(uri) = Uri::from_maybe_shared(head.slice(path.0..path.0 + path.1)) else {
-        return Head::NotOurs;
+        return ParsedHead::NotOurs;
     };
     let mut headers = HeaderMap::with_capacity(count);
     for &(name, (vstart, vlen)) in &spans[..count] {
@@ -123,7 +142,7 @@ fn parse_head(buf: &mut BytesMut, max_headers: usize) -> Head {
             HeaderName::from_bytes(at(name)),
             HeaderValue::from_maybe_shared(head.slice(vstart..vstart + vlen)),
         ) else {
-            return Head::NotOurs;
+            return ParsedHead::NotOurs;
         };
         headers.append(name, value);
     }
@@ -132,7 +151,7 @@ fn parse_head(buf: &mut BytesMut, max_headers: usize) -> Head {
     parts.uri = uri;
     parts.version = Version::HTTP_11;
     parts.headers = headers;
-    Head::Complete(parts)
+    ParsedHead::Complete(parts)
 }
 
 /// `HTTP/1.1 <status>`, our headers, `content-length` (except for 101), the body.
@@ -182,17 +201,17 @@ impl Dataplane {
         };
         let deadline = Instant::now() + self.settings.header_timeout;
         let mut buf = BytesMut::with_capacity(1024);
-        let mut parts = loop {
+        let parts = loop {
             if !buf.is_empty() {
                 match parse_head(&mut buf, self.settings.max_headers) {
-                    Head::Complete(parts) => break parts,
-                    Head::Partial => {}
-                    Head::TooLarge => {
+                    ParsedHead::Complete(parts) => break parts,
+                    ParsedHead::Partial => {}
+                    ParsedHead::TooLarge => {
                         return self
                             .reject_head(stream, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
                             .await;
                     }
-                    Head::NotOurs => return handover(stream, buf.freeze(), false),
+                    ParsedHead::NotOurs => return handover(stream, buf.freeze(), false),
                 }
             }
             if buf.len() >= self.settings.max_header_bytes {
@@ -216,78 +235,57 @@ impl Dataplane {
             }
         };
         // Until it is answered here, hyper gets the request back as read.
-        let whole = |head: &http::request::Parts, rest: BytesMut| rejoin(head, rest);
-        if !is_websocket_upgrade(&parts.method, parts.version, &parts.headers) {
-            return handover(stream, whole(&parts, buf), false);
-        }
         let Some(table) = self.current() else {
-            return handover(stream, whole(&parts, buf), false);
+            return handover(stream, rejoin(&parts, buf), false);
         };
-        let mut view = match RequestView::new(
-            &parts.method,
-            parts.version,
-            &parts.uri,
-            &parts.headers,
-            peer.ip(),
-        ) {
-            Ok(view) => view,
-            Err(bad) => {
-                let response = self.bad_request("websocket", bad);
-                return self.answer_then_close(stream, response).await;
-            }
+        let head = Head {
+            method: &parts.method,
+            version: parts.version,
+            uri: &parts.uri,
+            headers: &parts.headers,
+            peer: peer.ip(),
         };
-        let route = match table.find(&view) {
-            Some(r) if r.websocket && !r.placeholder => r,
-            // 404, placeholders and plain-HTTP rules: hyper's path has every answer.
-            _ => {
-                drop(view);
-                return handover(stream, whole(&parts, buf), false);
-            }
-        };
-        let auth = match authenticate(&route.auth, &table.consumers, &view, unix_now()) {
-            Ok(a) => a,
-            Err(rejection) => {
-                drop(view);
-                self.metrics.request(
-                    "websocket",
-                    &route.id,
-                    Outcome::Unauthorized,
-                    rejection.reason.label(),
-                );
-                debug!(route = %route.id, reason = rejection.reason.label(), "request refused");
-                return self
-                    .answer_then_handover(stream, responses::unauthorized(&rejection), buf.freeze())
-                    .await;
-            }
-        };
-        let request_host = view.host.clone();
-        let path = changed_path(&mut view, &parts.uri);
-        drop(view);
-        let consumer = auth.consumer.map(|c| &table.consumers.list[c]);
-        let identity = Self::revocation_key(&table, auth.consumer);
-        forward::prepare_request(
-            &mut parts,
-            peer.ip(),
-            listener,
-            true,
-            consumer,
-            &auth.edits,
-            path.as_deref(),
-        );
+        let decision = decide(&table, head, unix_now());
         let client_early = buf.freeze();
-
-        let exchanged = match self.connect_upstream(route, request_host.as_deref()).await {
-            Ok(upstream) => self.exchange_upgrade(route, upstream, &parts).await,
-            Err(failure) => Err(failure),
+        let (answer, outcome, reason) = match decision.verdict {
+            // A handshake on a plain-HTTP rule is forwarded as HTTP: hyper's job.
+            Ok(forward) if !forward.websocket => {
+                let read = rejoin(&parts, BytesMut::from(&client_early[..]));
+                return handover(stream, read, false);
+            }
+            Ok(forward) => {
+                self.exchange_handshake(parts, forward, peer, listener)
+                    .await
+            }
+            Err(refusal) => {
+                debug!(route = %decision.route_id, reason = refusal.reason(), "request refused");
+                let answer = Answer::Respond {
+                    response: responses::refusal(&refusal),
+                    close: refusal.closes_connection(),
+                };
+                (answer, refusal.outcome(), refusal.reason())
+            }
         };
-        match exchanged {
-            Ok(Exchanged::Upgraded {
+        self.metrics
+            .request(decision.kind, &decision.route_id, outcome, reason);
+        match answer {
+            Answer::Respond {
+                response,
+                close: true,
+            } => self.answer_then_close(stream, response).await,
+            Answer::Respond {
+                response,
+                close: false,
+            } => {
+                self.answer_then_handover(stream, response, client_early)
+                    .await
+            }
+            Answer::Upgrade {
                 mut headers,
                 upstream,
                 early,
-            }) => {
-                self.metrics
-                    .request("websocket", &route.id, Outcome::Upgraded, "");
+                session,
+            } => {
                 forward::prepare_response(&mut headers, true);
                 stream.set_nodelay();
                 if stream
@@ -301,15 +299,11 @@ impl Dataplane {
                 {
                     return FirstRequest::Done;
                 }
-                let limits = Limits {
-                    idle: route.upstream.read_timeout,
-                    upstream_send: route.upstream.send_timeout,
-                    client_send: self.settings.client_send_timeout,
-                };
                 // A task of its own: its future is small, so an idle WebSocket holds only that and
                 // the two sockets, not this connection's whole state machine.
                 let metrics = self.metrics.clone();
-                self.spawn_session(identity, move |ticket| {
+                let (limits, revocation_key) = session;
+                self.spawn_session(revocation_key, move |ticket| {
                     splice_websocket(
                         stream,
                         client_early,
@@ -322,31 +316,72 @@ impl Dataplane {
                 });
                 FirstRequest::Done
             }
+        }
+    }
+
+    /// The upstream side of a decided handshake: connect, send the head, read the answer.
+    async fn exchange_handshake(
+        &self,
+        mut parts: http::request::Parts,
+        forward: Forward<'_>,
+        peer: SocketAddr,
+        listener: Listener,
+    ) -> (Answer, Outcome, &'static str) {
+        let route = forward.route;
+        forward::prepare_request(
+            &mut parts,
+            peer.ip(),
+            listener,
+            true,
+            forward.consumer,
+            &forward.edits,
+            forward.normalised_path.as_deref(),
+        );
+        let exchanged = match self.connect_upstream(route, forward.host.as_deref()).await {
+            Ok(upstream) => self.exchange_upgrade(route, upstream, &parts).await,
+            Err(failure) => Err(failure),
+        };
+        let respond =
+            |(response, outcome, reason): (Response<ResponseBody>, Outcome, &'static str)| {
+                let answer = Answer::Respond {
+                    response,
+                    close: false,
+                };
+                (answer, outcome, reason)
+            };
+        match exchanged {
+            Ok(Exchanged::Upgraded {
+                headers,
+                upstream,
+                early,
+            }) => {
+                let limits = Limits {
+                    idle: route.upstream.read_timeout,
+                    upstream_send: route.upstream.send_timeout,
+                    client_send: self.settings.client_send_timeout,
+                };
+                let answer = Answer::Upgrade {
+                    headers,
+                    upstream,
+                    early,
+                    session: (limits, forward.revocation_key()),
+                };
+                (answer, Outcome::Upgraded, "")
+            }
             Ok(Exchanged::Refused {
                 status,
                 headers,
                 body,
-            }) => {
-                let response = self.refusal("websocket", route, status, headers, body);
-                self.answer_then_handover(stream, response, client_early)
-                    .await
-            }
+            }) => respond(refusal_response(status, headers, body)),
             // exchange_upgrade answers Upgraded or Refused; treat anything else as a bad gateway.
             Ok(Exchanged::Response(_)) => {
                 debug_assert!(false, "exchange_upgrade answered a streamed response");
-                let response = self.upstream_failure(
-                    "websocket",
+                respond(failure_response(
                     route,
                     Failure::UpstreamInvalid("unexpected_response"),
-                );
-                self.answer_then_handover(stream, response, client_early)
-                    .await
+                ))
             }
-            Err(failure) => {
-                let response = self.upstream_failure("websocket", route, failure);
-                self.answer_then_handover(stream, response, client_early)
-                    .await
-            }
+            Err(failure) => respond(failure_response(route, failure)),
         }
     }
 
@@ -423,7 +458,7 @@ mod tests {
         let raw = &b"GET /raw?x=1 HTTP/1.1\r\nHost: ws.example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nrest"[..];
         let mut buf = BytesMut::from(raw);
         match parse_head(&mut buf, 100) {
-            Head::Complete(parts) => {
+            ParsedHead::Complete(parts) => {
                 assert_eq!(parts.method, Method::GET);
                 assert_eq!(parts.uri, "/raw?x=1");
                 assert_eq!(parts.headers["host"], "ws.example.com");
@@ -436,19 +471,19 @@ mod tests {
         let head = |b: &[u8], max| parse_head(&mut BytesMut::from(b), max);
         assert!(matches!(
             head(b"GET /raw HTTP/1.1\r\nHost: x", 100),
-            Head::Partial
+            ParsedHead::Partial
         ));
         assert!(matches!(
             head(b"GET /raw HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n", 2),
-            Head::TooLarge
+            ParsedHead::TooLarge
         ));
         assert!(matches!(
             head(b"GET /raw HTTP/1.0\r\n\r\n", 100),
-            Head::NotOurs
+            ParsedHead::NotOurs
         ));
         assert!(matches!(
             head(b"\x16\x03\x01garbage\r\n\r\n", 100),
-            Head::NotOurs
+            ParsedHead::NotOurs
         ));
     }
 
@@ -485,7 +520,7 @@ mod tests {
             assert!(
                 matches!(
                     parse_head(&mut BytesMut::from(raw.as_bytes()), 100),
-                    Head::NotOurs
+                    ParsedHead::NotOurs
                 ),
                 "{framing}"
             );
@@ -494,14 +529,14 @@ mod tests {
 
     use proptest::prelude::*;
 
-    fn summary(head: Head, rest: &BytesMut) -> String {
+    fn summary(head: ParsedHead, rest: &BytesMut) -> String {
         match head {
-            Head::Complete(p) => {
+            ParsedHead::Complete(p) => {
                 format!("{} {} {:?} | {:?}", p.method, p.uri, p.headers, &rest[..])
             }
-            Head::Partial => "partial".into(),
-            Head::TooLarge => "too large".into(),
-            Head::NotOurs => "not ours".into(),
+            ParsedHead::Partial => "partial".into(),
+            ParsedHead::TooLarge => "too large".into(),
+            ParsedHead::NotOurs => "not ours".into(),
         }
     }
 
@@ -530,7 +565,7 @@ mod tests {
             for cut in 0..head.len() {
                 let mut prefix = BytesMut::from(&head.as_bytes()[..cut]);
                 let got = parse_head(&mut prefix, max_headers);
-                prop_assert!(!matches!(got, Head::Complete(_)), "prefix {cut} of {head:?} completed");
+                prop_assert!(!matches!(got, ParsedHead::Complete(_)), "prefix {cut} of {head:?} completed");
             }
             let mut again = whole.clone();
             let reparsed = parse_head(&mut again, max_headers);

@@ -28,9 +28,8 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, info, warn};
 
-use crate::auth::authenticate;
+use crate::decision::{Forward, Head, decide};
 use crate::metrics::{Metrics, Outcome};
-use crate::request::{BadRequest, RequestView, is_websocket_upgrade};
 use crate::table::{CompiledRoute, CompiledTable, RouteTable, TableError};
 use body::ResponseBody;
 use client_body::{BodyProgress, ClientBody, ReadDeadline};
@@ -278,72 +277,54 @@ impl Dataplane {
         let Some(table) = self.current() else {
             return responses::no_config();
         };
-        let upgrade_requested = is_websocket_upgrade(req.method(), req.version(), req.headers());
-        let no_route: Arc<str> = Arc::from("");
-        // Metrics label: the request's own kind, whatever the rule then does with it.
-        let kind = if upgrade_requested {
-            "websocket"
-        } else {
-            "http"
+        let head = Head {
+            method: req.method(),
+            version: req.version(),
+            uri: req.uri(),
+            headers: req.headers(),
+            peer: peer.ip(),
         };
-        if req.method() == http::Method::CONNECT {
-            self.metrics
-                .request(kind, &no_route, Outcome::MethodNotAllowed, "connect");
-            return responses::method_not_allowed();
-        }
-        let mut view = match RequestView::new(
-            req.method(),
-            req.version(),
-            req.uri(),
-            req.headers(),
-            peer.ip(),
-        ) {
-            Ok(view) => view,
-            Err(bad) => return self.bad_request(kind, bad),
-        };
-        let Some(route) = table.find(&view) else {
-            self.metrics.request(kind, &no_route, Outcome::NotFound, "");
-            return responses::not_found();
-        };
-        let websocket = upgrade_requested && route.websocket;
-        if route.placeholder {
-            self.metrics
-                .request(kind, &route.id, Outcome::Unavailable, "rule_not_accepted");
-            return responses::gateway_error(StatusCode::SERVICE_UNAVAILABLE, false);
-        }
-        let auth = match authenticate(&route.auth, &table.consumers, &view, unix_now()) {
-            Ok(a) => a,
-            Err(rejection) => {
-                self.metrics.request(
-                    kind,
-                    &route.id,
-                    Outcome::Unauthorized,
-                    rejection.reason.label(),
-                );
-                debug!(route = %route.id, reason = rejection.reason.label(), "request refused");
-                return responses::unauthorized(&rejection);
+        let decision = decide(&table, head, unix_now());
+        let (response, outcome, reason) = match decision.verdict {
+            Err(refusal) => {
+                debug!(route = %decision.route_id, reason = refusal.reason(), "request refused");
+                (
+                    responses::refusal(&refusal),
+                    refusal.outcome(),
+                    refusal.reason(),
+                )
             }
+            Ok(forward) => self.forward(req, forward, peer, listener, phase).await,
         };
-        let request_host = view.host.clone();
-        let path = changed_path(&mut view, req.uri());
-        drop(view);
+        self.metrics
+            .request(decision.kind, &decision.route_id, outcome, reason);
+        response
+    }
 
+    /// Sends a decided request upstream and relays the answer, or starts its WebSocket.
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        forward: Forward<'_>,
+        peer: SocketAddr,
+        listener: Listener,
+        phase: &Arc<ConnPhase>,
+    ) -> Answered {
+        let route = forward.route;
         let (mut parts, body) = req.into_parts();
-        let client_upgrade = if websocket {
+        let client_upgrade = if forward.websocket {
             parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
         } else {
             None
         };
-        let consumer = auth.consumer.map(|c| &table.consumers.list[c]);
-        let identity = Self::revocation_key(&table, auth.consumer);
         forward::prepare_request(
             &mut parts,
             peer.ip(),
             listener,
-            websocket,
-            consumer,
-            &auth.edits,
-            path.as_deref(),
+            forward.websocket,
+            forward.consumer,
+            &forward.edits,
+            forward.normalised_path.as_deref(),
         );
         let (body, progress) = ClientBody::new(body, self.settings.client_body_timeout);
         let upstream_req = Request::from_parts(parts, body);
@@ -351,14 +332,14 @@ impl Dataplane {
         match self
             .exchange(
                 route,
-                request_host.as_deref(),
+                forward.host.as_deref(),
                 upstream_req,
                 &progress,
-                websocket,
+                forward.websocket,
             )
             .await
         {
-            Err(failure) => self.upstream_failure(kind, route, failure),
+            Err(failure) => failure_response(route, failure),
             Ok(Exchanged::Upgraded {
                 headers,
                 upstream,
@@ -366,13 +347,8 @@ impl Dataplane {
             }) => {
                 let Some(client_upgrade) = client_upgrade else {
                     // A 101 we did not ask for: refuse to relay it.
-                    return self.upstream_failure(
-                        kind,
-                        route,
-                        Failure::UpstreamInvalid("unexpected_101"),
-                    );
+                    return failure_response(route, Failure::UpstreamInvalid("unexpected_101"));
                 };
-                self.metrics.request(kind, &route.id, Outcome::Upgraded, "");
                 phase.upgraded();
                 let limits = Limits {
                     idle: route.upstream.read_timeout,
@@ -381,7 +357,7 @@ impl Dataplane {
                 };
                 let metrics = self.metrics.clone();
                 let route_id = route.id.clone();
-                self.spawn_session(identity, move |ticket| {
+                self.spawn_session(forward.revocation_key(), move |ticket| {
                     run_websocket(client_upgrade, upstream, early, limits, metrics, ticket)
                         .instrument(tracing::debug_span!("websocket", route = %route_id))
                 });
@@ -389,21 +365,15 @@ impl Dataplane {
                 *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
                 *response.headers_mut() = headers;
                 forward::prepare_response(response.headers_mut(), true);
-                response
+                (response, Outcome::Upgraded, "")
             }
             Ok(Exchanged::Refused {
                 status,
                 headers,
                 body,
-            }) => self.refusal(kind, route, status, headers, body),
+            }) => refusal_response(status, headers, body),
             Ok(Exchanged::Response(resp)) => {
                 let status = resp.status();
-                self.metrics.request(
-                    kind,
-                    &route.id,
-                    Outcome::from_upstream_status(status.as_u16()),
-                    "",
-                );
                 let (mut parts, body) = resp.into_parts();
                 forward::prepare_response(&mut parts.headers, false);
                 if status.is_server_error() {
@@ -412,7 +382,11 @@ impl Dataplane {
                         http::HeaderValue::from(status.as_u16()),
                     );
                 }
-                Response::from_parts(parts, ResponseBody::upstream(body))
+                (
+                    Response::from_parts(parts, ResponseBody::upstream(body)),
+                    Outcome::from_upstream_status(status.as_u16()),
+                    "",
+                )
             }
         }
     }
@@ -448,65 +422,6 @@ impl Dataplane {
                 info!("closed a WebSocket whose credential was revoked during its handshake");
             }
         }
-    }
-
-    /// Who an authenticated request is, for revocation.
-    fn revocation_key(table: &CompiledTable, consumer: Option<usize>) -> Option<u64> {
-        Some(table.consumers.list[consumer?].revocation_key)
-    }
-
-    /// The answer when the exchange failed: the client's 400/408, or 502/503/504.
-    fn upstream_failure(
-        &self,
-        kind: &'static str,
-        route: &CompiledRoute,
-        failure: Failure,
-    ) -> Response<ResponseBody> {
-        self.metrics
-            .request(kind, &route.id, failure.outcome(), failure.reason());
-        debug!(route = %route.id, reason = failure.reason(), "request failed");
-        if failure.from_client() {
-            return responses::client_error(failure.status());
-        }
-        responses::gateway_error(failure.status(), failure.upstream_tried())
-    }
-
-    /// 400 before routing: the head is ambiguous or invalid; the connection is closed after it.
-    fn bad_request(&self, kind: &'static str, bad: BadRequest) -> Response<ResponseBody> {
-        self.metrics
-            .request(kind, &Arc::from(""), Outcome::BadRequest, bad.label());
-        debug!(reason = bad.label(), "bad request");
-        responses::client_error(StatusCode::BAD_REQUEST)
-    }
-
-    /// An upstream's non-101 answer to a handshake, read whole, relayed as a normal response.
-    fn refusal(
-        &self,
-        kind: &'static str,
-        route: &CompiledRoute,
-        status: StatusCode,
-        mut headers: http::HeaderMap,
-        body: bytes::Bytes,
-    ) -> Response<ResponseBody> {
-        self.metrics.request(
-            kind,
-            &route.id,
-            Outcome::from_upstream_status(status.as_u16()),
-            "",
-        );
-        forward::prepare_response(&mut headers, false);
-        // Re-framed by us: the length is what was read.
-        headers.remove(http::header::CONTENT_LENGTH);
-        if status.is_server_error() {
-            headers.insert(
-                responses::UPSTREAM_STATUS,
-                http::HeaderValue::from(status.as_u16()),
-            );
-        }
-        let mut response = Response::new(ResponseBody::full(body));
-        *response.status_mut() = status;
-        *response.headers_mut() = headers;
-        response
     }
 
     /// Picks a backend and node and connects, trying the backend's other nodes on connect
@@ -670,6 +585,41 @@ impl Dataplane {
     }
 }
 
+/// A response with the outcome and reason it is counted under.
+type Answered = (Response<ResponseBody>, Outcome, &'static str);
+
+/// The answer when the exchange failed: the client's 400/408, or 502/503/504.
+fn failure_response(route: &CompiledRoute, failure: Failure) -> Answered {
+    debug!(route = %route.id, reason = failure.reason(), "request failed");
+    let response = if failure.from_client() {
+        responses::client_error(failure.status())
+    } else {
+        responses::gateway_error(failure.status(), failure.upstream_tried())
+    };
+    (response, failure.outcome(), failure.reason())
+}
+
+/// An upstream's non-101 answer to a handshake, read whole, relayed as a normal response.
+fn refusal_response(
+    status: StatusCode,
+    mut headers: http::HeaderMap,
+    body: bytes::Bytes,
+) -> Answered {
+    forward::prepare_response(&mut headers, false);
+    // Re-framed by us: the length is what was read.
+    headers.remove(http::header::CONTENT_LENGTH);
+    if status.is_server_error() {
+        headers.insert(
+            responses::UPSTREAM_STATUS,
+            http::HeaderValue::from(status.as_u16()),
+        );
+    }
+    let mut response = Response::new(ResponseBody::full(body));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    (response, Outcome::from_upstream_status(status.as_u16()), "")
+}
+
 /// What the upstream answered.
 enum Exchanged {
     /// Any response but a 101; its connection streams the body on its own task.
@@ -710,12 +660,6 @@ pub fn bind_reuseport(
         out.push(listener);
     }
     Ok(out)
-}
-
-/// The normalised path, when it differs from the target's: the upstream gets the path that was
-/// matched, so that `/raw/../public` cannot reach a `/raw` upstream as a `/public` rule.
-fn changed_path(view: &mut RequestView<'_>, uri: &http::Uri) -> Option<Vec<u8>> {
-    (view.path != uri.path().as_bytes()).then(|| std::mem::take(&mut view.path))
 }
 
 /// Increments a gauge now and decrements it when dropped, however the scope ends.

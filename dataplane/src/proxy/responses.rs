@@ -5,6 +5,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 use super::body::ResponseBody;
 use crate::auth::Rejection;
+use crate::decision::Refusal;
 
 const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 const TEXT_HTML: HeaderValue = HeaderValue::from_static("text/html; charset=utf-8");
@@ -74,6 +75,17 @@ pub fn gateway_error(status: StatusCode, from_upstream: bool) -> Response<Respon
             .insert(UPSTREAM_STATUS, HeaderValue::from(status.as_u16()));
     }
     resp
+}
+
+/// The answer to a request the decision refused.
+pub fn refusal(refusal: &Refusal) -> Response<ResponseBody> {
+    match refusal {
+        Refusal::BadRequest(_) => client_error(StatusCode::BAD_REQUEST),
+        Refusal::Connect => method_not_allowed(),
+        Refusal::NotFound => not_found(),
+        Refusal::Placeholder => gateway_error(StatusCode::SERVICE_UNAVAILABLE, false),
+        Refusal::Unauthorized(rejection) => unauthorized(rejection),
+    }
 }
 
 /// The client's fault (400, 408): an HTML page, and the connection is closed after it, since

@@ -1,0 +1,345 @@
+//! The dataplane's decision for a request: a pure function over one table snapshot and the
+//! request's head. Every transport (the WebSocket fast path and hyper) asks it, so that a policy
+//! — a check on the head, routing, a plugin — is added in exactly one place and tested without
+//! sockets. What it decides: refuse (and why), or forward (to which rule, as which consumer,
+//! with which edits to the request).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::{HeaderMap, Method, Uri, Version};
+
+use crate::auth::{CompiledConsumer, Rejection, RequestEdits, authenticate};
+use crate::metrics::Outcome;
+use crate::request::{BadRequest, RequestView, is_websocket_upgrade};
+use crate::table::{CompiledRoute, CompiledTable};
+
+/// The parts of a request head the decision reads.
+#[derive(Clone, Copy, Debug)]
+pub struct Head<'a> {
+    pub method: &'a Method,
+    pub version: Version,
+    pub uri: &'a Uri,
+    pub headers: &'a HeaderMap,
+    pub peer: IpAddr,
+}
+
+/// Why a request is answered without an upstream.
+#[derive(Debug)]
+pub enum Refusal {
+    /// The head is ambiguous or invalid (400, connection closed).
+    BadRequest(BadRequest),
+    /// `CONNECT`: this is not a forward proxy (405).
+    Connect,
+    /// No rule matches (404).
+    NotFound,
+    /// The rule was not accepted by the controller (503).
+    Placeholder,
+    /// An auth plugin refused the credential (401).
+    Unauthorized(Rejection),
+}
+
+impl Refusal {
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Refusal::BadRequest(_) => Outcome::BadRequest,
+            Refusal::Connect => Outcome::MethodNotAllowed,
+            Refusal::NotFound => Outcome::NotFound,
+            Refusal::Placeholder => Outcome::Unavailable,
+            Refusal::Unauthorized(_) => Outcome::Unauthorized,
+        }
+    }
+
+    /// Metrics reason label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::BadRequest(bad) => bad.label(),
+            Refusal::Connect => "connect",
+            Refusal::NotFound => "",
+            Refusal::Placeholder => "rule_not_accepted",
+            Refusal::Unauthorized(rejection) => rejection.reason.label(),
+        }
+    }
+
+    /// Whether the connection must be closed after the answer (the head cannot be trusted).
+    pub fn closes_connection(&self) -> bool {
+        matches!(self, Refusal::BadRequest(_) | Refusal::Connect)
+    }
+}
+
+/// A request that goes upstream, and how.
+#[derive(Debug)]
+pub struct Forward<'t> {
+    pub route: &'t CompiledRoute,
+    /// The client asked for a WebSocket and the rule proxies them: forward the upgrade.
+    pub websocket: bool,
+    pub consumer: Option<&'t CompiledConsumer>,
+    /// What the auth plugins remove before the request goes upstream.
+    pub edits: RequestEdits,
+    /// Lower-cased host without port, as routed (for upstream TLS names).
+    pub host: Option<String>,
+    /// The path that was matched, when it differs from the target's path.
+    pub normalised_path: Option<Vec<u8>>,
+}
+
+impl Forward<'_> {
+    /// Who the request authenticated as, for revocation of its WebSocket.
+    pub fn revocation_key(&self) -> Option<u64> {
+        self.consumer.map(|c| c.revocation_key)
+    }
+}
+
+/// The decision, with the labels every answer is counted under.
+#[derive(Debug)]
+pub struct Decision<'t> {
+    /// `websocket` when the client asked for an upgrade, else `http`.
+    pub kind: &'static str,
+    /// The matched rule's id, empty when none matched.
+    pub route_id: Arc<str>,
+    pub verdict: Result<Forward<'t>, Refusal>,
+}
+
+/// Decides what happens to a request. Pure: the same table, head and time give the same
+/// decision.
+pub fn decide<'t>(table: &'t CompiledTable, head: Head<'_>, now: u64) -> Decision<'t> {
+    let upgrade = is_websocket_upgrade(head.method, head.version, head.headers);
+    let kind = if upgrade { "websocket" } else { "http" };
+    let refuse = |route_id: Arc<str>, refusal| Decision {
+        kind,
+        route_id,
+        verdict: Err(refusal),
+    };
+    let no_route = || Arc::from("");
+    if head.method == Method::CONNECT {
+        return refuse(no_route(), Refusal::Connect);
+    }
+    let mut view =
+        match RequestView::new(head.method, head.version, head.uri, head.headers, head.peer) {
+            Ok(view) => view,
+            Err(bad) => return refuse(no_route(), Refusal::BadRequest(bad)),
+        };
+    let Some(route) = table.find(&view) else {
+        return refuse(no_route(), Refusal::NotFound);
+    };
+    if route.placeholder {
+        return refuse(route.id.clone(), Refusal::Placeholder);
+    }
+    let auth = match authenticate(&route.auth, &table.consumers, &view, now) {
+        Ok(auth) => auth,
+        Err(rejection) => return refuse(route.id.clone(), Refusal::Unauthorized(rejection)),
+    };
+    let normalised_path =
+        (view.path != head.uri.path().as_bytes()).then(|| std::mem::take(&mut view.path));
+    Decision {
+        kind,
+        route_id: route.id.clone(),
+        verdict: Ok(Forward {
+            route,
+            websocket: upgrade && route.websocket,
+            consumer: auth.consumer.map(|c| &table.consumers.list[c]),
+            edits: auth.edits,
+            host: view.host.take(),
+            normalised_path,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::{
+        Consumer, Credential, KeyAuthConfig, Plugins, Route, RouteTable, key_digest_hex,
+    };
+
+    fn table() -> CompiledTable {
+        let rule = |id: &str, path: &str, websocket: bool, key_auth: bool| Route {
+            id: id.into(),
+            hosts: vec!["ws.example.com".into()],
+            paths: vec![path.into()],
+            websocket,
+            plugins: Plugins {
+                key_auth: key_auth.then(KeyAuthConfig::default),
+                ..Plugins::default()
+            },
+            upstream: crate::table::Upstream {
+                backends: vec![crate::table::Backend {
+                    name: "b".into(),
+                    weight: 1,
+                    nodes: vec![crate::table::Node {
+                        host: "127.0.0.1".into(),
+                        port: 1,
+                    }],
+                    scheme: crate::table::Scheme::Http,
+                    tls: crate::table::UpstreamTls::default(),
+                }],
+                ..crate::table::Upstream::default()
+            },
+            ..Route::default()
+        };
+        CompiledTable::compile(RouteTable {
+            generation: 1,
+            hash: String::new(),
+            routes: vec![
+                rule("demo/echo/ws", "/raw*", true, true),
+                rule("demo/echo/plain", "/plain", false, false),
+                rule("demo/echo/public", "/public*", true, false),
+                Route {
+                    placeholder: Some("x".into()),
+                    ..rule("demo/echo/broken", "/broken", true, false)
+                },
+            ],
+            consumers: vec![Consumer {
+                username: "demo_jack".into(),
+                custom_id: None,
+                credential: Some(Credential::KeyAuth {
+                    key_sha256: key_digest_hex(b"this_is_the_key"),
+                }),
+            }],
+        })
+        .unwrap()
+    }
+
+    /// (kind, route id, outcome, reason, websocket forward?) for a raw head.
+    fn decide_text(table: &CompiledTable, raw: &str) -> (String, String, String, String, bool) {
+        let (line, rest) = raw.split_once('\n').unwrap_or((raw, ""));
+        let mut words = line.split(' ');
+        let method: Method = words.next().unwrap().parse().unwrap();
+        let uri: Uri = words.next().unwrap().parse().unwrap();
+        let version = match words.next() {
+            Some("HTTP/1.0") => Version::HTTP_10,
+            _ => Version::HTTP_11,
+        };
+        let mut headers = HeaderMap::new();
+        for l in rest.lines().filter(|l| !l.is_empty()) {
+            let (k, v) = l.split_once(':').unwrap();
+            headers.append(
+                http::HeaderName::from_bytes(k.trim().as_bytes()).unwrap(),
+                v.trim().parse().unwrap(),
+            );
+        }
+        let head = Head {
+            method: &method,
+            version,
+            uri: &uri,
+            headers: &headers,
+            peer: "127.0.0.1".parse().unwrap(),
+        };
+        let d = decide(table, head, 0);
+        let (outcome, reason, ws) = match &d.verdict {
+            Ok(f) => ("forward".to_string(), String::new(), f.websocket),
+            Err(r) => (
+                r.outcome().as_str().to_string(),
+                r.reason().to_string(),
+                false,
+            ),
+        };
+        (d.kind.into(), d.route_id.to_string(), outcome, reason, ws)
+    }
+
+    #[test]
+    fn every_refusal_and_forward_is_decided_in_one_place() {
+        let t = table();
+        let ws = "Connection: Upgrade\nUpgrade: websocket";
+        let key = "apikey: this_is_the_key";
+        let cases = [
+            (
+                format!("GET /raw\nHost: ws.example.com\n{ws}\n{key}"),
+                ("websocket", "demo/echo/ws", "forward", "", true),
+            ),
+            (
+                format!("GET /raw\nHost: ws.example.com\n{ws}"),
+                ("websocket", "demo/echo/ws", "401", "missing_api_key", false),
+            ),
+            (
+                format!("GET /raw\nHost: ws.example.com\n{ws}\napikey: nope"),
+                ("websocket", "demo/echo/ws", "401", "invalid_api_key", false),
+            ),
+            (
+                format!("GET /raw\nHost: ws.example.com\n{key}"),
+                ("http", "demo/echo/ws", "forward", "", false),
+            ),
+            (
+                format!("GET /plain\nHost: ws.example.com\n{ws}"),
+                ("websocket", "demo/echo/plain", "forward", "", false),
+            ),
+            (
+                format!("GET /nowhere\nHost: ws.example.com\n{ws}"),
+                ("websocket", "", "404", "", false),
+            ),
+            (
+                format!("GET /broken\nHost: ws.example.com\n{ws}"),
+                (
+                    "websocket",
+                    "demo/echo/broken",
+                    "503",
+                    "rule_not_accepted",
+                    false,
+                ),
+            ),
+            (
+                "GET /raw\nHost: a\nHost: b".into(),
+                ("http", "", "400", "duplicate_host", false),
+            ),
+            (
+                "GET /raw".into(),
+                ("http", "", "400", "missing_host", false),
+            ),
+            (
+                "GET /public HTTP/1.0".into(),
+                ("http", "", "404", "", false),
+            ),
+            (
+                "CONNECT ws.example.com:443\nHost: ws.example.com:443".into(),
+                ("http", "", "405", "connect", false),
+            ),
+            (
+                format!("GET http://ws.example.com/public\nHost: other\n{ws}"),
+                ("websocket", "demo/echo/public", "forward", "", true),
+            ),
+            // `..` is resolved before matching: the key-auth prefix does not cover /public.
+            (
+                format!("GET /raw/../public\nHost: ws.example.com\n{ws}"),
+                ("websocket", "demo/echo/public", "forward", "", true),
+            ),
+        ];
+        for (raw, want) in cases {
+            let got = decide_text(&t, &raw);
+            let want = (
+                want.0.to_string(),
+                want.1.to_string(),
+                want.2.to_string(),
+                want.3.to_string(),
+                want.4,
+            );
+            assert_eq!(got, want, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn a_forward_carries_the_consumer_edits_and_normalised_path() {
+        let t = table();
+        let method = Method::GET;
+        let uri: Uri = "/raw/./x?apikey=this_is_the_key".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("host", "WS.example.com:9080".parse().unwrap());
+        let head = Head {
+            method: &method,
+            version: Version::HTTP_11,
+            uri: &uri,
+            headers: &headers,
+            peer: "127.0.0.1".parse().unwrap(),
+        };
+        let d = decide(&t, head, 0);
+        let f = d.verdict.unwrap();
+        assert_eq!(f.consumer.unwrap().username, "demo_jack");
+        assert_eq!(f.host.as_deref(), Some("ws.example.com"));
+        assert_eq!(f.normalised_path.as_deref(), Some(&b"/raw/x"[..]));
+        assert_eq!(f.revocation_key(), Some(t.consumers.list[0].revocation_key));
+        let plain: Uri = "/raw/x".parse().unwrap();
+        let head = Head {
+            uri: &plain,
+            ..head
+        };
+        assert!(decide(&t, head, 0).verdict.is_err(), "no key: 401");
+    }
+}
