@@ -16,12 +16,11 @@ use portcullis_controller::sync::server::ServerSettings;
 use portcullis_controller::sync::{self, Hub, SyncMetrics};
 use portcullis_dataplane::config::ProxyArgs;
 use portcullis_dataplane::duration::parse_go_duration;
-use portcullis_dataplane::metrics::Metrics;
 use portcullis_dataplane::proxy::Dataplane;
-use portcullis_dataplane::proxy::upstream::UpstreamTls;
+use portcullis_dataplane::runtime::Listeners;
 use portcullis_dataplane::sync::Applier;
 use portcullis_dataplane::sync::protocol::Heartbeat;
-use portcullis_dataplane::{admin, runtime, tls};
+use portcullis_dataplane::{admin, tls};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -470,29 +469,13 @@ fn start_embedded_dataplane(
     args: &StandaloneArgs,
     registry: &mut Registry,
 ) -> Result<Arc<Applier>> {
-    let https = match (args.listen_https, &args.tls_cert, &args.tls_key) {
-        (Some(addr), Some(cert), Some(key)) => Some((addr, tls::acceptor(cert, key)?)),
-        (None, None, None) => None,
-        _ => bail!("--listen-https, --tls-cert and --tls-key go together"),
-    };
-    let extra_ca = match &args.proxy.upstream_ca_file {
-        Some(path) => Some(
-            std::fs::read(path)
-                .with_context(|| format!("cannot read --upstream-ca-file {}", path.display()))?,
-        ),
-        None => None,
-    };
-    let metrics = Metrics::default();
-    metrics.register(registry);
-    let upstream_tls = UpstreamTls::new(extra_ca.as_deref()).map_err(anyhow::Error::msg)?;
-    let settings = args.proxy.settings().map_err(anyhow::Error::msg)?;
-    let dataplane = Dataplane::new(settings, upstream_tls, metrics);
-    let workers = args.proxy.workers();
-    let bound = runtime::start_workers(dataplane.clone(), args.listen_http, https, workers)
-        .context("cannot start the traffic listeners (--listen-http / --listen-https)")?;
-    info!(addr = %bound.http, workers, "HTTP listener up");
-    if let Some(addr) = bound.https {
-        info!(addr = %addr, "HTTPS listener up");
-    }
+    let listeners = Listeners::new(
+        args.listen_http,
+        args.listen_https,
+        args.tls_cert.clone(),
+        args.tls_key.clone(),
+    )?;
+    let dataplane = Dataplane::build(&args.proxy, registry)?;
+    dataplane.listen(&listeners, args.proxy.workers())?;
     Ok(Arc::new(Applier::new(dataplane, None)))
 }

@@ -9,6 +9,7 @@ use clap::Parser;
 
 use crate::duration::parse_go_duration;
 use crate::proxy::ProxySettings;
+use crate::runtime::Listeners;
 use crate::sync::client::ControllerUrl;
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -156,15 +157,7 @@ pub struct Args {
 impl Args {
     /// Checks that need more than one flag; the message says what to change.
     pub fn validate(&self) -> Result<ProxySettings, String> {
-        if self.listen_https.is_some() && (self.tls_cert.is_none() || self.tls_key.is_none()) {
-            return Err("--listen-https needs --tls-cert and --tls-key".into());
-        }
-        if self.listen_https.is_none() && (self.tls_cert.is_some() || self.tls_key.is_some()) {
-            return Err(
-                "--tls-cert/--tls-key are only used with --listen-https; add it or drop them"
-                    .into(),
-            );
-        }
+        self.listeners()?;
         if self.controller.is_some()
             && (self.sync_ca.is_none() || self.sync_cert.is_none() || self.sync_key.is_none())
         {
@@ -174,6 +167,17 @@ impl Args {
             return Err("--sync-heartbeat must be greater than 0".into());
         }
         self.proxy.settings()
+    }
+
+    /// The client listeners (`--listen-https`, `--tls-cert` and `--tls-key` go together).
+    pub fn listeners(&self) -> Result<Listeners, String> {
+        Listeners::new(
+            self.listen_http,
+            self.listen_https,
+            self.tls_cert.clone(),
+            self.tls_key.clone(),
+        )
+        .map_err(|e| e.to_string())
     }
 
     /// `--dataplane-id`, or the host name.

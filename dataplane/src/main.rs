@@ -10,13 +10,11 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 use portcullis_dataplane::config::Args;
-use portcullis_dataplane::metrics::Metrics;
 use portcullis_dataplane::proxy::Dataplane;
-use portcullis_dataplane::proxy::upstream::UpstreamTls;
 use portcullis_dataplane::sync::client::{Backoff, ClientSettings};
 use portcullis_dataplane::sync::protocol::Heartbeat;
 use portcullis_dataplane::sync::{self, Applier, StateDir};
-use portcullis_dataplane::{admin, runtime, table_file, tls};
+use portcullis_dataplane::{admin, table_file, tls};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
@@ -33,21 +31,10 @@ fn main() {
 fn run() -> Result<()> {
     let args = Args::parse();
     portcullis_dataplane::logging::init(&args.proxy.log_format);
-    let settings = args.validate().map_err(anyhow::Error::msg)?;
-    let workers = args.proxy.workers();
-
-    let extra_ca = match &args.proxy.upstream_ca_file {
-        Some(path) => Some(
-            std::fs::read(path)
-                .with_context(|| format!("cannot read --upstream-ca-file {}", path.display()))?,
-        ),
-        None => None,
-    };
-    let upstream_tls = UpstreamTls::new(extra_ca.as_deref()).map_err(anyhow::Error::msg)?;
-    let metrics = Metrics::default();
+    args.validate().map_err(anyhow::Error::msg)?;
+    let listeners = args.listeners().map_err(anyhow::Error::msg)?;
     let mut registry = Registry::default();
-    metrics.register(&mut registry);
-    let dataplane = Dataplane::new(settings, upstream_tls, metrics);
+    let dataplane = Dataplane::build(&args.proxy, &mut registry)?;
 
     let sync = match &args.controller {
         Some(controller) => {
@@ -92,16 +79,7 @@ fn run() -> Result<()> {
         warn!("neither --controller nor --table given: not ready and answering 503");
     }
 
-    let https = match (args.listen_https, &args.tls_cert, &args.tls_key) {
-        (Some(addr), Some(cert), Some(key)) => Some((addr, tls::acceptor(cert, key)?)),
-        _ => None,
-    };
-    let bound = runtime::start_workers(dataplane.clone(), args.listen_http, https, workers)
-        .context("cannot start the traffic listeners (--listen-http / --listen-https)")?;
-    info!(addr = %bound.http, workers, "HTTP listener up");
-    if let Some(addr) = bound.https {
-        info!(addr = %addr, workers, "HTTPS listener up");
-    }
+    dataplane.listen(&listeners, args.proxy.workers())?;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

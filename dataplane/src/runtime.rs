@@ -4,13 +4,114 @@
 //! and the standalone controller's embedded dataplane.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tracing::error;
+use tracing::{error, info};
 
+use crate::config::ProxyArgs;
+use crate::metrics::Metrics;
+use crate::proxy::upstream::UpstreamTls;
 use crate::proxy::{Dataplane, bind_reuseport};
+use crate::tls;
+
+/// The client-facing listeners: plain HTTP, and HTTPS with its certificate and key.
+#[derive(Clone, Debug)]
+pub struct Listeners {
+    pub http: SocketAddr,
+    pub https: Option<(SocketAddr, PathBuf, PathBuf)>,
+}
+
+impl Listeners {
+    /// From `--listen-http`, `--listen-https`, `--tls-cert`, `--tls-key`; the last three go
+    /// together.
+    pub fn new(
+        http: SocketAddr,
+        https: Option<SocketAddr>,
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+    ) -> Result<Self, StartError> {
+        let https = match (https, cert, key) {
+            (Some(addr), Some(cert), Some(key)) => Some((addr, cert, key)),
+            (None, None, None) => None,
+            (Some(_), _, _) => {
+                return Err(StartError::Flags(
+                    "--listen-https needs --tls-cert and --tls-key".into(),
+                ));
+            }
+            (None, _, _) => {
+                return Err(StartError::Flags(
+                    "--tls-cert/--tls-key are only used with --listen-https; add it or drop them"
+                        .into(),
+                ));
+            }
+        };
+        Ok(Listeners { http, https })
+    }
+}
+
+/// Why a dataplane could not start; each says which flag to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Flags(String),
+    #[error("cannot read --upstream-ca-file {path}: {source}")]
+    UpstreamCa {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--upstream-ca-file: {0}")]
+    UpstreamTls(String),
+    #[error("HTTPS listener (--tls-cert, --tls-key): {0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("cannot start the traffic listeners (--listen-http / --listen-https): {0}")]
+    Listen(#[from] std::io::Error),
+}
+
+impl Dataplane {
+    /// Builds a dataplane from its flags and registers its metrics: what both
+    /// `portcullis-dataplane` and the standalone controller's embedded dataplane run. Apply a
+    /// table (if there is one at start), then [`Dataplane::listen`].
+    pub fn build(proxy: &ProxyArgs, registry: &mut Registry) -> Result<Arc<Dataplane>, StartError> {
+        let settings = proxy.settings().map_err(StartError::Flags)?;
+        let extra_ca = match &proxy.upstream_ca_file {
+            Some(path) => Some(
+                std::fs::read(path).map_err(|source| StartError::UpstreamCa {
+                    path: path.display().to_string(),
+                    source,
+                })?,
+            ),
+            None => None,
+        };
+        let upstream_tls =
+            UpstreamTls::new(extra_ca.as_deref()).map_err(StartError::UpstreamTls)?;
+        let metrics = Metrics::default();
+        metrics.register(registry);
+        Ok(Dataplane::new(settings, upstream_tls, metrics))
+    }
+
+    /// Binds the client listeners and serves them on `workers` threads (the one accept loop).
+    pub fn listen(
+        self: &Arc<Self>,
+        listeners: &Listeners,
+        workers: usize,
+    ) -> Result<Bound, StartError> {
+        let https = match &listeners.https {
+            Some((addr, cert, key)) => Some((*addr, tls::acceptor(cert, key)?)),
+            None => None,
+        };
+        let bound = start_workers(self.clone(), listeners.http, https, workers)?;
+        info!(addr = %bound.http, workers, "HTTP listener up");
+        if let Some(addr) = bound.https {
+            info!(addr = %addr, workers, "HTTPS listener up");
+        }
+        Ok(bound)
+    }
+}
 
 /// The addresses actually bound (ports from the OS when 0 was asked).
 #[derive(Clone, Copy, Debug)]
@@ -20,7 +121,7 @@ pub struct Bound {
 }
 
 /// Binds the listeners (one socket per worker) and starts `workers` threads serving them.
-pub fn start_workers(
+fn start_workers(
     dataplane: Arc<Dataplane>,
     listen_http: SocketAddr,
     https: Option<(SocketAddr, TlsAcceptor)>,
