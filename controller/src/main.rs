@@ -164,7 +164,7 @@ struct RunArgs {
     /// Events. `false`: this replica always writes (run one replica only).
     #[arg(long, env = "PORTCULLIS_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
     leader_elect: bool,
-    /// Name of the Lease.
+    /// Name of the Lease (an object name: lower-case letters, digits, '-', '.'; at most 253).
     #[arg(
         long,
         env = "PORTCULLIS_LEASE_NAME",
@@ -174,7 +174,8 @@ struct RunArgs {
     /// Namespace of the Lease (default: the namespace of the service account or kubeconfig context).
     #[arg(long, env = "PORTCULLIS_LEASE_NAMESPACE")]
     lease_namespace: Option<String>,
-    /// How long a leader's Lease holds without renewal: the failover time.
+    /// How long a leader's Lease holds without renewal: the failover time after a crash (a
+    /// stopping leader releases it and another replica takes over at once).
     #[arg(long, env = "PORTCULLIS_LEASE_DURATION", default_value = "15s", value_parser = duration)]
     lease_duration: Duration,
     /// This replica's identity in the Lease and Events (default: the host name, i.e. the pod name).

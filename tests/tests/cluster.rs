@@ -920,3 +920,23 @@ fn events_fit_long_names_and_skip_terminating_namespaces() {
         controller.metrics()
     );
 }
+
+#[test]
+fn a_lease_name_that_is_no_object_name_is_refused_at_start() {
+    let out = std::process::Command::new(bin("portcullis-controller"))
+        .args([
+            "run",
+            "--sync-listen",
+            "127.0.0.1:0",
+            "--lease-name",
+            "Team_Gateway",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--lease-name \"Team_Gateway\" is not a Kubernetes object name"),
+        "{err}"
+    );
+}
