@@ -664,10 +664,10 @@ fn a_clean_shutdown_hands_over_at_once_and_an_outage_is_retried_with_backoff() {
         ["controller-a", "controller-b"],
         &["--lease-duration", "9s", "--status-grace", "1s"],
     );
-    let (leader, follower) = if leader_metric(&a) == 1.0 {
-        (&a, &b)
+    let (leader, follower, survivor) = if leader_metric(&a) == 1.0 {
+        (&a, &b, "controller-b")
     } else {
-        (&b, &a)
+        (&b, &a, "controller-a")
     };
     // The follower has seen the Lease held and sleeps towards its expiry (up to 9 s away).
     follower.wait_log("leader election on");
@@ -726,6 +726,21 @@ fn a_clean_shutdown_hands_over_at_once_and_an_outage_is_retried_with_backoff() {
                 .then_some(())
         },
     );
+    assert_eq!(leader_metric(follower), 1.0);
+
+    // The election Lease deleted (by hand, or with its namespace's contents): created again and
+    // held by the survivor.
+    kubectl_ok(&api, &["delete", "lease", "portcullis-controller"]);
+    wait_for("the Lease back", Duration::from_secs(10), || {
+        let (_, holder, _) = api.kubectl(&[
+            "get",
+            "lease",
+            "portcullis-controller",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ]);
+        (holder == survivor).then_some(())
+    });
     assert_eq!(leader_metric(follower), 1.0);
 }
 

@@ -62,27 +62,33 @@ async fn manager(
         .await
 }
 
-/// Sends `()` whenever the Lease is seen going from a holder to none (a release). A Lease seen
+/// Sends `false` whenever the Lease is seen going from a holder to none (a release), `true` when
+/// it is deleted (a new manager creates it again; the running one would only retry reading it). A Lease seen
 /// without holder first (a fresh one) is the manager's own business: it locks it anyway.
-fn watch_releases(client: &Client, settings: &ElectionSettings) -> mpsc::Receiver<()> {
+fn watch_releases(client: &Client, settings: &ElectionSettings) -> mpsc::Receiver<bool> {
     let api: Api<Lease> = Api::namespaced(client.clone(), &settings.namespace);
     let config =
         watcher::Config::default().fields(&format!("metadata.name={}", settings.lease_name));
     let (tx, rx) = mpsc::channel(1);
-    let stream = watcher(api, config).default_backoff().applied_objects();
+    let stream = watcher(api, config).default_backoff();
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         let mut held = false;
         while let Some(event) = stream.next().await {
+            // A full channel means a notice is pending already.
             match event {
-                Ok(lease) => {
+                Ok(watcher::Event::Apply(lease) | watcher::Event::InitApply(lease)) => {
                     let free = released(&lease);
                     if held && free {
-                        // Full means a notice is pending already.
-                        let _ = tx.try_send(());
+                        let _ = tx.try_send(false);
                     }
                     held = !free;
                 }
+                Ok(watcher::Event::Delete(_)) => {
+                    held = false;
+                    let _ = tx.try_send(true);
+                }
+                Ok(watcher::Event::Init | watcher::Event::InitDone) => {}
                 Err(e) => debug!(error = %e, "watching the leader Lease"),
             }
             if tx.is_closed() {
@@ -117,26 +123,32 @@ async fn run(
                 }
             },
         };
-        retry.succeeded();
         let (mut leading, task) = manager.watch().await;
+        let started = tokio::time::Instant::now();
+        let mut gave_up = false;
         let restart = loop {
             tokio::select! {
                 _ = sender.closed() => break false,
                 changed = leading.changed() => {
                     if changed.is_err() {
-                        // The manager gave up (it logged why); a new one starts.
+                        // The manager gave up (it logged why); a new one starts after a wait.
+                        gave_up = true;
                         break true;
                     }
                     sender.send_replace(*leading.borrow_and_update());
                 }
-                released = releases.recv() => {
-                    if released.is_none() {
-                        releases = watch_releases(&client, &settings);
-                    } else if !*leading.borrow() {
+                notice = releases.recv() => match notice {
+                    None => releases = watch_releases(&client, &settings),
+                    Some(true) => {
+                        warn!("the leader Lease was deleted: starting the election again");
+                        break true;
+                    }
+                    Some(false) if !*leading.borrow() => {
                         info!("the leader released its Lease: taking it now");
                         break true;
                     }
-                }
+                    Some(false) => {}
+                },
             }
         };
         // Dropping the receiver makes the manager release the Lease if it holds it, and end.
@@ -150,6 +162,17 @@ async fn run(
             return;
         }
         sender.send_replace(false);
+        if gave_up {
+            // A manager that ran for a while starts the backoff over.
+            if started.elapsed() > settings.duration {
+                retry.succeeded();
+            }
+            let wait = retry.failed(fastrand::f64());
+            tokio::select! {
+                _ = sender.closed() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
     }
 }
 
