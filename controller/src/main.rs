@@ -163,7 +163,7 @@ struct RunArgs {
     /// Events. `false`: this replica always writes (run one replica only).
     #[arg(long, env = "PORTCULLIS_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
     leader_elect: bool,
-    /// Name of the Lease.
+    /// Name of the Lease (an object name: lower-case letters, digits, '-', '.'; at most 253).
     #[arg(
         long,
         env = "PORTCULLIS_LEASE_NAME",
@@ -173,7 +173,8 @@ struct RunArgs {
     /// Namespace of the Lease (default: the namespace of the service account or kubeconfig context).
     #[arg(long, env = "PORTCULLIS_LEASE_NAMESPACE")]
     lease_namespace: Option<String>,
-    /// How long a leader's Lease holds without renewal: the failover time.
+    /// How long a leader's Lease holds without renewal: the failover time after a crash (a
+    /// stopping leader releases it and another replica takes over at once).
     #[arg(long, env = "PORTCULLIS_LEASE_DURATION", default_value = "15s", value_parser = duration)]
     lease_duration: Duration,
     /// This replica's identity in the Lease and Events (default: the host name, i.e. the pod name).
@@ -207,6 +208,12 @@ fn run_main(args: RunArgs) -> Result<()> {
     let lease_seconds = args.lease_duration.as_secs();
     if args.leader_elect && lease_seconds < 2 {
         bail!("--lease-duration must be at least 2s");
+    }
+    if args.leader_elect && !cluster::names::is_subdomain(&args.lease_name) {
+        bail!(
+            "--lease-name {:?} is not a Kubernetes object name (lower-case letters, digits, '-' and '.', at most 253 characters): choose another",
+            args.lease_name
+        );
     }
     let identity = args
         .identity
@@ -254,6 +261,7 @@ fn run_main(args: RunArgs) -> Result<()> {
         // Without election this replica always leads; the sender lives as long as the process.
         let always_leader = tokio::sync::watch::Sender::new(true);
         let mut peers = None;
+        let settled = tokio::sync::watch::Sender::new(false);
         let (leader, election) = if args.leader_elect {
             let namespace = args
                 .lease_namespace
@@ -265,17 +273,18 @@ fn run_main(args: RunArgs) -> Result<()> {
                 identity: identity.clone(),
                 duration: args.lease_duration,
             });
-            let grace = (lease_seconds / 3).max(1);
-            let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-                .with_namespace(&namespace)
-                .with_identity(&identity)
-                .with_duration(lease_seconds)
-                .with_grace(grace)
-                .build()
-                .await
-                .with_context(|| format!("cannot use Lease {namespace}/{}", args.lease_name))?;
+            let (receiver, task) = cluster::election::start(
+                client.clone(),
+                cluster::election::ElectionSettings {
+                    namespace: namespace.clone(),
+                    lease_name: args.lease_name.clone(),
+                    identity: identity.clone(),
+                    duration: args.lease_duration,
+                },
+            )
+            .await
+            .with_context(|| format!("cannot use Lease {namespace}/{}", args.lease_name))?;
             info!(lease = %format!("{namespace}/{}", args.lease_name), %identity, "leader election on");
-            let (receiver, task) = manager.watch().await;
             (receiver, Some(task))
         } else {
             (always_leader.subscribe(), None)
@@ -287,11 +296,12 @@ fn run_main(args: RunArgs) -> Result<()> {
             status_grace: args.status_grace,
             identity,
             peers: peers.clone(),
+            settled: settled.clone(),
         };
         // Every replica reports its dataplanes, for the leader's Programmed counts.
-        let reporting = peers
-            .clone()
-            .map(|p| tokio::spawn(cluster::peers::publish(client.clone(), p, hub.clone())));
+        let reporting = peers.clone().map(|p| {
+            tokio::spawn(cluster::peers::publish(client.clone(), p, hub.clone(), settled.subscribe()))
+        });
         let mut provider = tokio::spawn(cluster::run(client.clone(), hub.clone(), cluster, leader, ready.clone(), metrics));
         while !ready.load(Ordering::Relaxed) {
             tokio::time::sleep(Duration::from_millis(20)).await;

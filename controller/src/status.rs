@@ -121,10 +121,11 @@ impl Fleet {
             .filter(|d| d.acked.is_some_and(|g| g >= first))
             .count();
         let message = format!("{acked}/{connected} dataplanes at generation {first}");
-        match (connected, acked == connected) {
-            (0, _) => ("False", "NoDataplanes", message),
-            (_, true) => ("True", "Programmed", message),
-            (_, false) => ("False", "Pending", message),
+        // COMPATIBILITY.md §5: none connected is `Pending` too (the message says 0/0).
+        if connected > 0 && acked == connected {
+            ("True", "Programmed", message)
+        } else {
+            ("False", "Pending", message)
         }
     }
 }
@@ -532,7 +533,7 @@ mod tests {
         let p = &none[0].0.conditions[1];
         assert_eq!(
             (p.status, p.reason.as_str(), p.message.as_str()),
-            ("False", "NoDataplanes", "0/0 dataplanes at generation 1")
+            ("False", "Pending", "0/0 dataplanes at generation 1")
         );
     }
 

@@ -531,3 +531,74 @@ fn helm_install_then_upgrade_keeps_the_certificates() {
         "{releases}"
     );
 }
+
+/// A release name of 51 characters (Helm allows 53): its full name is 62, so names derived from
+/// it pass Kubernetes' limits unless cut. The API test server refuses what a real one refuses
+/// (Service names over 63 characters, label values over 63), so the install succeeding is the
+/// check; the derived names are then compared with what the dataplanes dial.
+#[test]
+fn a_long_release_name_installs() {
+    let api = ApiServer::start();
+    let chart = workspace_root().join("charts/portcullis");
+    let release = "my-team-websocket-gateway-production-eu-west-1-blue";
+    let out = Command::new(helm())
+        .arg("--kubeconfig")
+        .arg(&api.kubeconfig)
+        .args(["install", release, chart.to_str().unwrap()])
+        .args(["--namespace", NAMESPACE, "--create-namespace"])
+        .output()
+        .expect("helm runs");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let services = get_json(&api, &["svc", "-n", NAMESPACE]);
+    let names: Vec<&str> = services["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(names.iter().all(|n| n.len() <= 63), "{names:?}");
+    // The dataplanes dial the sync Service by its (shortened) name.
+    let dataplane = get_json(
+        &api,
+        &[
+            "deploy",
+            "-n",
+            NAMESPACE,
+            &format!("{release}-portcullis-dataplane"),
+        ],
+    );
+    let args = dataplane["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    let sync = services["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["metadata"]["labels"]["app.kubernetes.io/component"] == "controller")
+        .and_then(|s| s["metadata"]["name"].as_str())
+        .expect("the sync Service");
+    assert!(
+        args.contains(&format!("--controller=https://{sync}.{NAMESPACE}.svc:")),
+        "{args} {names:?}"
+    );
+    // The controller's Lease name is 73 characters: valid as a name, shortened where it is a
+    // label value (the controller does that; tests/tests/cluster.rs runs it).
+    let controller = get_json(
+        &api,
+        &[
+            "deploy",
+            "-n",
+            NAMESPACE,
+            &format!("{release}-portcullis-controller"),
+        ],
+    );
+    let args = controller["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(
+        args.contains(&format!("--lease-name={release}-portcullis-controller")),
+        "{args}"
+    );
+}

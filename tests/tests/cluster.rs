@@ -485,6 +485,9 @@ fn two_replicas_one_leader_writes_and_fails_over() {
     let pki = SyncPki::new();
     let lease_seconds = 3;
     let lease = format!("{lease_seconds}s");
+    // The chart's full name for a release of 51 characters: 73 characters, more than a label
+    // value may hold (the report Leases carry it as one).
+    assert_eq!(LONG_LEASE_NAME.len(), 73);
     let start = |identity: &str| {
         ClusterController::start(
             &controller_kubeconfig(&api),
@@ -493,6 +496,8 @@ fn two_replicas_one_leader_writes_and_fails_over() {
             &[
                 "--lease-duration",
                 &lease,
+                "--lease-name",
+                LONG_LEASE_NAME,
                 "--status-grace",
                 "1s",
                 "--identity",
@@ -581,11 +586,372 @@ fn two_replicas_one_leader_writes_and_fails_over() {
     assert_eq!(route["metadata"]["generation"], 2);
     assert!(writes(follower) >= 1.0);
     drop(on_leader);
+    // The killed replica never withdrew its report: once it is 3 lease durations old, the
+    // survivor deletes it (it sweeps once per lease duration).
+    wait_for(
+        "the crashed replica's report deleted",
+        Duration::from_secs(3 * lease_seconds + 2 * lease_seconds + 10),
+        || {
+            let reports = kubectl_ok(
+                &api,
+                &[
+                    "get",
+                    "leases",
+                    "-l",
+                    "portcullis.dev/sync-report-of",
+                    "-o",
+                    "name",
+                ],
+            );
+            (reports.lines().count() == 1).then_some(())
+        },
+    );
+    assert!(
+        follower
+            .proc
+            .log_text()
+            .contains("deleted the stale dataplane report"),
+        "{}",
+        follower.proc.log_text()
+    );
 }
+
+/// A release name of 51 characters gives the chart's resources this full name.
+const LONG_LEASE_NAME: &str =
+    "my-team-websocket-gateway-production-eu-west-1-blue-portcullis-controller";
 
 /// The example route with one more path: a spec change (generation 2).
 fn route_with_chat() -> String {
     std::fs::read_to_string(workspace_root().join("examples/websocket-auth/route.yaml"))
         .unwrap()
         .replace("paths: [/raw, /raw/*]", "paths: [/raw, /raw/*, /chat]")
+}
+
+/// Two replicas with these flags; waits for one leader.
+fn two_replicas(
+    api: &ApiServer,
+    pki: &SyncPki,
+    identities: [&str; 2],
+    extra: &[&str],
+) -> [ClusterController; 2] {
+    let start = |identity: &str| {
+        ClusterController::start(
+            &controller_kubeconfig(api),
+            pki,
+            "127.0.0.1:0",
+            &[&["--identity", identity][..], extra].concat(),
+        )
+    };
+    let pair = [start(identities[0]), start(identities[1])];
+    wait_for("one leader", Duration::from_secs(10), || {
+        (leader_metric(&pair[0]) + leader_metric(&pair[1]) == 1.0).then_some(())
+    });
+    pair
+}
+
+#[test]
+fn a_clean_shutdown_hands_over_at_once_and_an_outage_is_retried_with_backoff() {
+    if !in_private_netns(
+        "a_clean_shutdown_hands_over_at_once_and_an_outage_is_retried_with_backoff",
+    ) {
+        return;
+    }
+    let (api, _echo) = cluster_with_walkthrough();
+    let pki = SyncPki::new();
+    let [a, b] = two_replicas(
+        &api,
+        &pki,
+        ["controller-a", "controller-b"],
+        &["--lease-duration", "9s", "--status-grace", "1s"],
+    );
+    let (leader, follower, survivor) = if leader_metric(&a) == 1.0 {
+        (&a, &b, "controller-b")
+    } else {
+        (&b, &a, "controller-a")
+    };
+    // The follower has seen the Lease held and sleeps towards its expiry (up to 9 s away).
+    follower.wait_log("leader election on");
+
+    // A clean shutdown releases the Lease; the follower takes it at once, not at the expiry.
+    let stopped = std::time::Instant::now();
+    leader.proc.signal("TERM");
+    wait_for("takeover", Duration::from_secs(9), || {
+        (leader_metric(follower) == 1.0).then_some(())
+    });
+    let took = stopped.elapsed();
+    eprintln!("failover after a clean shutdown took {took:?} (lease 9s)");
+    assert!(
+        took < Duration::from_millis(1500),
+        "failover after a clean shutdown took {took:?}: {}",
+        follower.proc.log_text()
+    );
+
+    // An outage of the API server's storage (every request 500): the survivor's writes back off
+    // instead of retrying at once (the report Lease was retried ~900 times a second).
+    let report = "leases/portcullis-controller-sync-";
+    wait_for("the survivor's report", Duration::from_secs(10), || {
+        (!api.requests_since(stopped, report).is_empty()).then_some(())
+    });
+    api.set_unavailable(true);
+    let outage = std::time::Instant::now();
+    let window = Duration::from_secs(6);
+    // The outage itself is what is measured: it lasts a fixed time.
+    std::thread::sleep(window);
+    api.set_unavailable(false);
+    let writes: Vec<_> = api
+        .requests_since(outage, "/leases")
+        .into_iter()
+        .filter(|r| r.at < outage + window && r.method != http::Method::GET)
+        .collect();
+    let reports = writes.iter().filter(|r| r.uri.contains(report)).count();
+    eprintln!(
+        "lease writes during a {window:?} outage: {} ({reports} to the report)",
+        writes.len()
+    );
+    assert!(reports >= 2, "the report was retried: {writes:?}");
+    assert!(
+        reports <= 10,
+        "the report is retried with backoff: {writes:?}"
+    );
+    assert!(writes.len() <= 25, "lease writes back off: {writes:?}");
+    // After the outage the report is renewed again and the survivor still leads.
+    let recovered = std::time::Instant::now();
+    wait_for(
+        "the report renewed after the outage",
+        Duration::from_secs(10),
+        || {
+            api.requests_since(recovered, report)
+                .iter()
+                .any(|r| r.method == http::Method::PATCH)
+                .then_some(())
+        },
+    );
+    assert_eq!(leader_metric(follower), 1.0);
+
+    // The election Lease deleted (by hand, or with its namespace's contents): created again and
+    // held by the survivor.
+    kubectl_ok(&api, &["delete", "lease", "portcullis-controller"]);
+    wait_for("the Lease back", Duration::from_secs(10), || {
+        let (_, holder, _) = api.kubectl(&[
+            "get",
+            "lease",
+            "portcullis-controller",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ]);
+        (holder == survivor).then_some(())
+    });
+    assert_eq!(leader_metric(follower), 1.0);
+}
+
+/// The `Programmed` messages written for `ar/echo` after resource version `after`.
+fn programmed_history(api: &ApiServer, after: u64) -> Vec<String> {
+    let versions =
+        api.shared
+            .lock()
+            .versions_of("apisix.apache.org", "apisixroutes", "demo", "echo", after);
+    let mut messages: Vec<String> = versions
+        .iter()
+        .filter_map(|o| {
+            condition(o, "Programmed")["message"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    messages.dedup();
+    messages
+}
+
+#[test]
+fn both_replicas_restarting_do_not_flap_programmed() {
+    if !in_private_netns("both_replicas_restarting_do_not_flap_programmed") {
+        return;
+    }
+    let (api, _echo) = cluster_with_walkthrough();
+    let pki = SyncPki::new();
+    // Reports are renewed every 10 s: the leader waits up to that long for the others' first.
+    let flags = ["--lease-duration", "30s", "--status-grace", "25s"];
+    let [a, b] = two_replicas(&api, &pki, ["controller-a", "controller-b"], &flags);
+    let states = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let gw_a = Gateway::start_synced(
+        &a.url(),
+        &pki,
+        states[0].path(),
+        &["--dataplane-id", "dp-a"],
+    );
+    let gw_b = Gateway::start_synced(
+        &b.url(),
+        &pki,
+        states[1].path(),
+        &["--dataplane-id", "dp-b"],
+    );
+    gw_a.wait_key(KEY, 101);
+    gw_b.wait_key(KEY, 101);
+    wait_for("2/2", Duration::from_secs(30), || {
+        let c = condition(&get_json(&api, &["ar", "echo"]), "Programmed");
+        (c["status"] == "True" && c["message"].as_str().is_some_and(|m| m.starts_with("2/2")))
+            .then_some(())
+    });
+    // Both replicas restart (a rollout): new pods, same Services. The first is back and its
+    // dataplane reconnected before the second starts.
+    let syncs = [a.sync, b.sync];
+    a.proc.signal("TERM");
+    b.proc.signal("TERM");
+    // Both withdrew their reports and released the Lease.
+    wait_for("a clean shutdown of both", Duration::from_secs(10), || {
+        let reports = kubectl_ok(
+            &api,
+            &[
+                "get",
+                "leases",
+                "-l",
+                "portcullis.dev/sync-report-of",
+                "-o",
+                "name",
+            ],
+        );
+        let holder = kubectl_ok(
+            &api,
+            &[
+                "get",
+                "lease",
+                "portcullis-controller",
+                "-o",
+                "jsonpath={.spec.holderIdentity}",
+            ],
+        );
+        (reports.trim().is_empty() && holder.trim().is_empty()).then_some(())
+    });
+    drop(a);
+    drop(b);
+    let restarted = api.shared.lock().resource_version();
+    let start = |identity: &str, sync: std::net::SocketAddr| {
+        ClusterController::start(
+            &controller_kubeconfig(&api),
+            &pki,
+            &sync.to_string(),
+            &[&["--identity", identity][..], &flags].concat(),
+        )
+    };
+    let c = start("controller-c", syncs[0]);
+    c.wait_log("leading: this replica writes status and Events");
+    wait_for("dp-a back", Duration::from_secs(10), || {
+        (c.metric("portcullis_sync_dataplanes_connected") == Some(1.0)).then_some(())
+    });
+    let d = start("controller-d", syncs[1]);
+    wait_for("dp-b back", Duration::from_secs(10), || {
+        (d.metric("portcullis_sync_dataplanes_connected") == Some(1.0)).then_some(())
+    });
+    // A change after the restart: the leader writes it once every dataplane has it.
+    apply(&api, &route_with_chat());
+    let route = wait_condition(&api, &["ar", "echo"], "Programmed", "True");
+    assert_eq!(route["metadata"]["generation"], 2);
+    let history = programmed_history(&api, restarted);
+    // `1/2` while generation 2 propagates is fine; `1/1` (a replica not counted) is the flap.
+    let counted = |m: &String| {
+        m.split_once(' ')
+            .and_then(|(fraction, _)| fraction.split_once('/'))
+            .map(|(_, of)| of.to_string())
+    };
+    assert!(
+        history.iter().all(|m| counted(m).as_deref() == Some("2")),
+        "Programmed went through fewer dataplanes than there are: {history:?}\n{}",
+        c.proc.log_text()
+    );
+    assert!(!history.is_empty());
+}
+
+#[test]
+fn events_fit_long_names_and_skip_terminating_namespaces() {
+    if !in_private_netns("events_fit_long_names_and_skip_terminating_namespaces") {
+        return;
+    }
+    let (api, _echo) = cluster_with_walkthrough();
+    // A rejected route whose name is as long as names go, and one in a namespace that is
+    // being deleted (a finalizer holds it).
+    let long_name = format!("{}.limited", "r".repeat(245));
+    assert_eq!(long_name.len(), 253);
+    let rejected = |namespace: &str, name: &str| {
+        format!(
+            "apiVersion: apisix.apache.org/v2\nkind: ApisixRoute\nmetadata: {{name: {name}, namespace: {namespace}}}\n\
+             spec:\n  ingressClassName: portcullis\n  http:\n  - name: ws\n    match: {{hosts: [limited.example.com], paths: [/raw]}}\n\
+             \x20   backends: [{{serviceName: echo, servicePort: ws}}]\n    plugins: [{{name: limit-count, enable: true}}]\n"
+        )
+    };
+    apply(&api, &rejected("demo", &long_name));
+    apply(
+        &api,
+        &format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: going, finalizers: [example.com/hold]}}\n---\n{}",
+            rejected("going", "limited")
+        ),
+    );
+    kubectl_ok(&api, &["delete", "namespace", "going", "--wait=false"]);
+    let (ok, _, err) = api.kubectl(&["create", "configmap", "x", "-n", "going"]);
+    assert!(
+        !ok && err.contains("because it is being terminated"),
+        "{err}"
+    );
+    let pki = SyncPki::new();
+    let controller = ClusterController::start(
+        &controller_kubeconfig(&api),
+        &pki,
+        "127.0.0.1:0",
+        &["--status-grace", "1s"],
+    );
+    let events = wait_for(
+        "the Event of the long-named route",
+        Duration::from_secs(15),
+        || {
+            let out = kubectl_ok(
+                &api,
+                &["get", "events.events.k8s.io", "-n", "demo", "-o", "json"],
+            );
+            let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+            list["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["regarding"]["name"] == long_name.as_str())
+                .cloned()
+        },
+    );
+    assert!(events["metadata"]["name"].as_str().unwrap().len() <= 253);
+    assert_eq!(events["reason"], "InvalidSpec");
+    // The route in the terminating namespace got its status; its Event was skipped quietly.
+    wait_for("the skipped Event counted", Duration::from_secs(15), || {
+        controller
+            .metrics()
+            .contains("portcullis_events_total{result=\"skipped\"} 1")
+            .then_some(())
+    });
+    let log = controller.proc.log_text();
+    assert!(!log.contains("cannot publish an Event"), "{log}");
+    assert!(
+        controller
+            .metrics()
+            .contains("portcullis_events_total{result=\"ok\"}"),
+        "{}",
+        controller.metrics()
+    );
+}
+
+#[test]
+fn a_lease_name_that_is_no_object_name_is_refused_at_start() {
+    let out = std::process::Command::new(bin("portcullis-controller"))
+        .args([
+            "run",
+            "--sync-listen",
+            "127.0.0.1:0",
+            "--lease-name",
+            "Team_Gateway",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--lease-name \"Team_Gateway\" is not a Kubernetes object name"),
+        "{err}"
+    );
 }

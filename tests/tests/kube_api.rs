@@ -307,3 +307,170 @@ fn requests_without_the_token_are_refused() {
     let _ = std::io::Read::read_to_string(&mut s, &mut text);
     assert!(text.starts_with("HTTP/1.1 401"), "{text}");
 }
+
+/// `kubectl apply -f` of `yaml`; returns (success, stdout, stderr).
+fn apply(api: &ApiServer, yaml: &str) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("m.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    api.kubectl(&["apply", "-f", file.to_str().unwrap()])
+}
+
+#[test]
+fn names_labels_and_namespaces_are_validated_as_the_real_server_does() {
+    let api = ApiServer::start();
+    // A label value over 63 characters: 422 on the write.
+    let long = "my-team-websocket-gateway-production-eu-west-1-blue-portcullis-controller";
+    let (applied, _, err) = apply(
+        &api,
+        &format!(
+            "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata: {{name: r, labels: {{portcullis.dev/sync-report-of: {long}}}}}\n"
+        ),
+    );
+    assert!(!applied, "{err}");
+    assert!(
+        err.contains(&format!(
+            "metadata.labels: Invalid value: \"{long}\": must be no more than 63 characters"
+        )),
+        "{err}"
+    );
+    // ... and 400 in a selector, for lists and watches alike.
+    let selector = format!("portcullis.dev/sync-report-of%3D{long}");
+    for query in ["", "&watch=true"] {
+        let (status, body) = call(
+            &api,
+            "GET",
+            &format!(
+                "/apis/coordination.k8s.io/v1/namespaces/default/leases?labelSelector={selector}{query}"
+            ),
+            "application/json",
+            "",
+        );
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("must be no more than 63 characters"),
+            "{body}"
+        );
+    }
+    // Names: at most 253 characters, lower case; Services and Namespaces at most 63, no dots.
+    let (created, _, err) = api.kubectl(&["create", "configmap", &"c".repeat(254)]);
+    assert!(
+        !created && err.contains("must be no more than 253 characters"),
+        "{err}"
+    );
+    let (created, _, err) = api.kubectl(&["create", "configmap", "Upper"]);
+    assert!(!created && err.contains("RFC 1123 subdomain"), "{err}");
+    ok(&api, &["create", "configmap", &"c".repeat(253)]);
+    let (created, _, err) = api.kubectl(&["create", "namespace", "a.b"]);
+    assert!(!created && err.contains("RFC 1123 label"), "{err}");
+
+    // A namespace being deleted (held by a finalizer) takes nothing new: 403.
+    let (applied, _, err) = apply(
+        &api,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: going, finalizers: [example.com/hold]}\n",
+    );
+    assert!(applied, "{err}");
+    ok(&api, &["create", "configmap", "before", "-n", "going"]);
+    ok(&api, &["delete", "namespace", "going", "--wait=false"]);
+    let phase = ok(
+        &api,
+        &[
+            "get",
+            "namespace",
+            "going",
+            "-o",
+            "jsonpath={.status.phase}",
+        ],
+    );
+    assert_eq!(phase, "Terminating");
+    let (created, _, err) = api.kubectl(&["create", "configmap", "after", "-n", "going"]);
+    assert!(!created, "{err}");
+    assert!(
+        err.contains("is forbidden: unable to create new content in namespace going because it is being terminated"),
+        "{err}"
+    );
+    // What is there can still be changed.
+    ok(
+        &api,
+        &["label", "configmap", "before", "-n", "going", "a=b"],
+    );
+}
+
+#[test]
+fn services_get_cluster_ips_and_kubectl_applies_lists() {
+    let api = ApiServer::start();
+    // `kind: List` makes kubectl validate on the client, with /openapi/v2.
+    let (applied, out, err) = apply(
+        &api,
+        "apiVersion: v1\nkind: List\nitems:\n\
+         - {apiVersion: v1, kind: Service, metadata: {name: echo}, spec: {ports: [{port: 80}]}}\n\
+         - {apiVersion: v1, kind: Service, metadata: {name: other}, spec: {ports: [{port: 80}]}}\n\
+         - {apiVersion: v1, kind: Service, metadata: {name: headless}, spec: {clusterIP: None, ports: [{port: 80}]}}\n",
+    );
+    assert!(applied, "{err}{out}");
+    let ip = |name: &str| {
+        ok(
+            &api,
+            &["get", "svc", name, "-o", "jsonpath={.spec.clusterIP}"],
+        )
+    };
+    let (echo, other) = (ip("echo"), ip("other"));
+    for allocated in [&echo, &other] {
+        let addr: std::net::Ipv4Addr = allocated.parse().expect("an address");
+        assert_eq!(addr.octets()[..2], [10, 96], "{addr}");
+    }
+    assert_ne!(echo, other);
+    assert_eq!(ip("headless"), "None");
+    assert_eq!(
+        ok(&api, &["get", "svc", "echo", "-o", "jsonpath={.spec.type}"]),
+        "ClusterIP"
+    );
+    // Kept when an update leaves it out, refused when one changes it.
+    let (applied, _, err) = apply(
+        &api,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: echo}\nspec: {ports: [{port: 81}]}\n",
+    );
+    assert!(applied, "{err}");
+    assert_eq!(ip("echo"), echo);
+    let (patched, _, err) = api.kubectl(&[
+        "patch",
+        "svc",
+        "echo",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"clusterIP":"10.96.200.200"}}"#,
+    ]);
+    assert!(!patched && err.contains("may not change once set"), "{err}");
+}
+
+#[test]
+fn printer_columns_show_the_first_result_as_the_real_server_does() {
+    let api = ApiServer::start();
+    let crds = workspace_root().join("crds");
+    ok(&api, &["apply", "-f", crds.to_str().unwrap()]);
+    ok(
+        &api,
+        &[
+            "wait",
+            "--for=condition=established",
+            "crd/apisixroutes.apisix.apache.org",
+            "--timeout=10s",
+        ],
+    );
+    let (applied, _, err) = apply(
+        &api,
+        "apiVersion: apisix.apache.org/v2\nkind: ApisixRoute\nmetadata: {name: two, namespace: default}\n\
+         spec:\n  http:\n  - name: a\n    match: {hosts: [a.example.com, b.example.com], paths: [/a]}\n    backends: [{serviceName: s, servicePort: 80}]\n\
+         \x20 - name: b\n    match: {hosts: [c.example.com], paths: [/b]}\n    backends: [{serviceName: s, servicePort: 80}]\n",
+    );
+    assert!(applied, "{err}");
+    let table = ok(&api, &["get", "ar", "two"]);
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    // `.spec.http[].match.hosts`: the first rule's hosts only, as JSON.
+    assert_eq!(row[1], r#"["a.example.com","b.example.com"]"#, "{table}");
+    assert_eq!(row[2], r#"["/a"]"#, "{table}");
+    assert!(!table.contains("c.example.com"), "{table}");
+}

@@ -37,9 +37,21 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end }}
 
+{{/* A Service's name, `<fullname>-<suffix>`: Service names are DNS labels of at most 63
+characters, so a longer one is cut with a hash of the whole appended (distinct names stay
+distinct). Call with (list . "sync"). */}}
+{{- define "portcullis.serviceName" -}}
+{{- $name := printf "%s-%s" (include "portcullis.fullname" (index . 0)) (index . 1) }}
+{{- if gt (len $name) 63 }}
+{{- printf "%s-%s" ($name | trunc 52 | trimSuffix "-") ($name | sha256sum | trunc 10) }}
+{{- else }}
+{{- $name }}
+{{- end }}
+{{- end }}
+
 {{/* The sync Service's DNS name: what dataplanes dial and the controller certificate names. */}}
 {{- define "portcullis.syncHost" -}}
-{{ include "portcullis.fullname" . }}-sync.{{ .Release.Namespace }}.svc
+{{ include "portcullis.serviceName" (list . "sync") }}.{{ .Release.Namespace }}.svc
 {{- end }}
 
 {{- define "portcullis.controllerTLSSecret" -}}

@@ -2,7 +2,10 @@
 //! [`Snapshot`] the file provider fills; each change is translated and published on the sync
 //! [`Hub`]; the leader writes status and Events.
 
+pub mod election;
+pub mod names;
 pub mod peers;
+pub mod retry;
 pub mod secrets;
 pub mod status;
 
@@ -14,10 +17,11 @@ use std::time::{Duration, SystemTime};
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::events::v1::Event as KubeEvent;
 use k8s_openapi::api::networking::v1::IngressClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition as LiveCondition;
-use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -57,6 +61,9 @@ pub struct Settings {
     pub identity: String,
     /// With leader election: where the replicas report their dataplanes to each other.
     pub peers: Option<peers::PeerSettings>,
+    /// Turns true once this replica's own dataplanes reconnected (or the grace passed); it
+    /// goes into this replica's report, so a new leader waits for the others.
+    pub settled: watch::Sender<bool>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -324,7 +331,11 @@ struct LiveObject {
 /// Writes status and Events while this replica leads.
 struct StatusWriter {
     client: Client,
-    recorder: Recorder,
+    /// `reportingInstance` of Events (the pod name; at most 128 characters).
+    instance: String,
+    /// After a failed write, the next attempt waits (doubling, jittered).
+    retry: retry::Retry,
+    retry_at: Instant,
     /// What was last written per object (uid included: a re-created object starts afresh),
     /// so a write not yet seen by the watch is not repeated.
     written: HashMap<(Kind, String, String, String), Vec<serde_json::Value>>,
@@ -333,6 +344,10 @@ struct StatusWriter {
 
 impl StatusWriter {
     async fn write_all(&mut self, board: &StatusBoard, watched: &Watched) {
+        if Instant::now() < self.retry_at {
+            return;
+        }
+        let mut failed = false;
         let kind_of = |k: &str| {
             if k == "ApisixRoute" {
                 Kind::ApisixRoute
@@ -392,14 +407,26 @@ impl StatusWriter {
                         .status_writes
                         .get_or_create(&ResultLabels { result: "error" })
                         .inc();
-                    warn!(kind = resource.kind, namespace = %resource.namespace, name = %resource.name, %error, "cannot write status; retrying on the next change");
-                    continue;
+                    warn!(kind = resource.kind, namespace = %resource.namespace, name = %resource.name, %error, "cannot write status; retrying with backoff");
+                    failed = true;
+                    // The API server is likely down or refusing: stop this round.
+                    break;
                 }
             }
             if let Some(message) = rejection {
                 self.event(&live.reference, message).await;
             }
         }
+        if failed {
+            self.retry_at = Instant::now() + self.retry.failed(fastrand::f64());
+        } else {
+            self.retry.succeeded();
+        }
+    }
+
+    /// When a failed write is due again, if one failed.
+    fn retry_due(&self) -> Option<Instant> {
+        (self.retry.failures() > 0).then_some(self.retry_at)
     }
 
     async fn event(
@@ -417,21 +444,74 @@ impl StatusWriter {
             note.truncate(end);
             note.push_str("...");
         }
-        let event = KubeEvent {
-            type_: EventType::Warning,
-            reason: "InvalidSpec".into(),
-            note: Some(note),
-            action: "Translate".into(),
-            secondary: None,
+        let result = self.publish_event(reference, note).await;
+        let result_label = match &result {
+            Ok(()) => "ok",
+            Err(e) if event_refused_quietly(e) => "skipped",
+            Err(_) => "error",
         };
-        let result = self.recorder.publish(&event, reference).await;
-        let label = ResultLabels {
-            result: if result.is_ok() { "ok" } else { "error" },
-        };
-        self.metrics.events.get_or_create(&label).inc();
-        if let Err(error) = result {
-            warn!(%error, "cannot publish an Event");
+        self.metrics
+            .events
+            .get_or_create(&ResultLabels {
+                result: result_label,
+            })
+            .inc();
+        match result {
+            Ok(()) => {}
+            Err(error) if event_refused_quietly(&error) => {
+                debug!(%error, "Event not recorded: its namespace is being deleted")
+            }
+            Err(error) => warn!(%error, "cannot publish an Event"),
         }
+    }
+
+    /// A Warning Event (events.k8s.io/v1) about `reference`, named so that it fits whatever the
+    /// object's name ([`names::event_name`]).
+    async fn publish_event(
+        &self,
+        reference: &k8s_openapi::api::core::v1::ObjectReference,
+        note: String,
+    ) -> Result<(), kube::Error> {
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let nanos = u128::try_from(now.as_nanosecond()).unwrap_or_default();
+        let namespace = reference
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let event = KubeEvent {
+            metadata: ObjectMeta {
+                name: Some(names::event_name(
+                    reference.name.as_deref().unwrap_or_default(),
+                    nanos,
+                )),
+                namespace: Some(namespace.clone()),
+                ..ObjectMeta::default()
+            },
+            action: Some("Translate".into()),
+            reason: Some("InvalidSpec".into()),
+            note: Some(note),
+            type_: Some("Warning".into()),
+            event_time: Some(MicroTime(now)),
+            regarding: Some(reference.clone()),
+            reporting_controller: Some(FIELD_MANAGER.into()),
+            reporting_instance: Some(self.instance.clone()),
+            ..KubeEvent::default()
+        };
+        Api::<KubeEvent>::namespaced(self.client.clone(), &namespace)
+            .create(&PostParams::default(), &event)
+            .await
+            .map(|_| ())
+    }
+}
+
+/// An Event the API server refuses because its namespace is being deleted (403) or gone (404):
+/// nobody will read it, so it is not worth a warning.
+fn event_refused_quietly(error: &kube::Error) -> bool {
+    match error {
+        kube::Error::Api(e) => {
+            e.code == 404 || (e.code == 403 && e.message.contains("being terminated"))
+        }
+        _ => false,
     }
 }
 
@@ -452,12 +532,10 @@ pub async fn run(
     // What an earlier controller reported stays true if the dataplanes still serve its table.
     seed(&mut board, Kind::ApisixRoute, &watched.routes);
     seed(&mut board, Kind::ApisixConsumer, &watched.consumers);
-    let reporter = Reporter {
-        controller: FIELD_MANAGER.into(),
-        instance: Some(settings.identity.clone()),
-    };
     let mut writer = StatusWriter {
-        recorder: Recorder::new(client.clone(), reporter),
+        instance: names::cut(&settings.identity, 128),
+        retry: retry::Retry::new(Duration::from_millis(500), Duration::from_secs(30)),
+        retry_at: Instant::now(),
         client: client.clone(),
         written: HashMap::new(),
         metrics: metrics.clone(),
@@ -469,6 +547,18 @@ pub async fn run(
         .map_or_else(|| Arc::new(tokio::sync::Notify::new()), |(_, n)| n.clone());
     let started = Instant::now();
     let mut settled = false;
+    let mut own_settled = false;
+    // Before a first write the other replicas get one report interval to say what their
+    // dataplanes have (bounded by the grace): otherwise a leader that starts with them writes
+    // `1/1`, then `2/2` once their reports arrive.
+    let peer_wait = settings
+        .peers
+        .as_ref()
+        .map_or(Duration::ZERO, |p| {
+            p.renew_every() + Duration::from_millis(500)
+        })
+        .min(settings.status_grace);
+    let mut last_sweep = Instant::now();
     let mut acks = hub.subscribe();
     let mut statuses: Vec<StatusUpdate> = Vec::new();
     let mut published = 0;
@@ -491,13 +581,31 @@ pub async fn run(
             None => hub.fleet(),
         };
         board.update(&statuses, published, &fleet);
-        if !settled {
-            let all_acked = !fleet.dataplanes.is_empty()
+        let all_acked = |fleet: &crate::status::Fleet| {
+            !fleet.dataplanes.is_empty()
                 && fleet
                     .dataplanes
                     .iter()
-                    .all(|d| d.acked == Some(fleet.generation));
-            settled = all_acked || started.elapsed() >= settings.status_grace;
+                    .all(|d| d.acked == Some(fleet.generation))
+        };
+        let graced = started.elapsed() >= settings.status_grace;
+        if !own_settled {
+            own_settled = graced || all_acked(&hub.fleet());
+            settings.settled.send_replace(own_settled);
+        }
+        if !settled {
+            let peers_ready = match &peer_reports {
+                Some((store, _)) => {
+                    started.elapsed() >= peer_wait
+                        && peers::unsettled_peers(
+                            &store.state(),
+                            &settings.identity,
+                            SystemTime::now(),
+                        ) == 0
+                }
+                None => true,
+            };
+            settled = graced || (own_settled && peers_ready && all_acked(&fleet));
             if settled {
                 info!(
                     dataplanes = fleet.dataplanes.len(),
@@ -518,7 +626,16 @@ pub async fn run(
         if leading && settled {
             writer.write_all(&board, &watched).await;
         }
+        // Reports of replicas that crashed are deleted by whichever replica notices.
+        if let (Some((store, _)), Some(p)) = (&peer_reports, &settings.peers)
+            && last_sweep.elapsed() >= p.duration
+        {
+            last_sweep = Instant::now();
+            peers::sweep(&client, p, &store.state()).await;
+        }
         let grace_left = settings.status_grace.saturating_sub(started.elapsed());
+        let peer_wait_left = peer_wait.saturating_sub(started.elapsed());
+        let retry_due = writer.retry_due().filter(|_| leading && settled);
         tokio::select! {
             _ = watched.changed.notified() => {
                 // Let a burst of changes (an `apply -f dir`) arrive before translating.
@@ -540,6 +657,8 @@ pub async fn run(
                 }
             }
             _ = tokio::time::sleep(grace_left), if !settled => {}
+            _ = tokio::time::sleep(peer_wait_left), if !settled && !peer_wait_left.is_zero() => {}
+            _ = tokio::time::sleep_until(retry_due.unwrap_or_else(Instant::now)), if retry_due.is_some() => {}
             // Status writes that failed are retried.
             _ = tokio::time::sleep(Duration::from_secs(10)) => {}
         }

@@ -20,6 +20,20 @@ pub struct Shared {
     pub changed: tokio::sync::broadcast::Sender<()>,
     /// Tokens bound to RBAC rules (a service account's); the main token may do everything.
     pub restricted: Mutex<Vec<(String, super::rbac::Rules)>>,
+    /// Every request received, in order (tests count what a client sends).
+    pub requests: Mutex<Vec<Received>>,
+    /// While set, every request is answered `500` as an API server whose etcd is down answers
+    /// (the port accepts, nothing succeeds; not `503`, which kube-rs retries by itself).
+    pub unavailable: std::sync::atomic::AtomicBool,
+}
+
+/// One request as the server received it.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub at: std::time::Instant,
+    pub method: Method,
+    /// Path and query.
+    pub uri: String,
 }
 
 impl Shared {
@@ -47,6 +61,7 @@ fn error(e: ApiError) -> Response<Body> {
 pub enum Target {
     Version,
     OpenApiRoot,
+    OpenApiV2,
     OpenApi { group_version: String },
     CoreVersions,
     Groups,
@@ -71,6 +86,7 @@ pub fn route(path: &str, known: impl Fn(&str, &str, &str) -> bool) -> Target {
     let (group, version, rest): (&str, &str, &[&str]) = match segments.as_slice() {
         ["version"] => return Target::Version,
         ["openapi", "v3"] => return Target::OpenApiRoot,
+        ["openapi", "v2"] => return Target::OpenApiV2,
         ["openapi", "v3", "api", v] => {
             return Target::OpenApi {
                 group_version: v.to_string(),
@@ -136,6 +152,32 @@ pub async fn handle(
     req: Request<hyper::body::Incoming>,
     shared: Arc<Shared>,
 ) -> Result<Response<Body>, Infallible> {
+    shared
+        .requests
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(Received {
+            at: std::time::Instant::now(),
+            method: req.method().clone(),
+            uri: req.uri().to_string(),
+        });
+    {
+        // Bounded for the long-running `kube-test-apiserver`: the oldest half goes.
+        let mut log = shared.requests.lock().unwrap_or_else(|e| e.into_inner());
+        if log.len() > 200_000 {
+            log.drain(..100_000);
+        }
+    }
+    if shared
+        .unavailable
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        return Ok(error(ApiError::new(
+            500,
+            "InternalError",
+            "Internal error occurred: etcdserver: request timed out",
+        )));
+    }
     let token = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -174,6 +216,24 @@ pub async fn handle(
         ),
         Target::Groups => json_response(200, &groups(&shared.lock())),
         Target::OpenApiRoot => json_response(200, &super::openapi::root(&shared.lock())),
+        Target::OpenApiV2 => {
+            let protobuf = req
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|a| a.contains(super::openapi::V2_PROTOBUF));
+            let mut r = Response::new(Full::new(Bytes::from(super::openapi::v2(protobuf))).boxed());
+            let media = if protobuf {
+                super::openapi::V2_PROTOBUF_SERVED
+            } else {
+                "application/json"
+            };
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(media),
+            );
+            r
+        }
         Target::OpenApi { group_version } => {
             match super::openapi::group_version(&shared.lock(), &group_version) {
                 Some(doc) => json_response(200, &doc),

@@ -16,6 +16,7 @@ pub mod schema;
 pub mod selector;
 pub mod store;
 pub mod table;
+pub mod validation;
 pub mod watch;
 
 use std::net::SocketAddr;
@@ -157,6 +158,8 @@ impl ApiServer {
             token: token.clone(),
             changed: tokio::sync::broadcast::channel(1024).0,
             restricted: Mutex::default(),
+            requests: Mutex::default(),
+            unavailable: Default::default(),
         });
         let listener = std::net::TcpListener::bind(listen).expect("bind the API server");
         listener.set_nonblocking(true).expect("nonblocking");
@@ -199,6 +202,25 @@ impl ApiServer {
     /// it through [`ApiServer::shared`] meanwhile, as other API server replicas would.
     pub fn stop_serving(&self) {
         self.serving.send_replace(false);
+    }
+
+    /// An outage that keeps the port open: every request is answered `500` until `false`.
+    pub fn set_unavailable(&self, unavailable: bool) {
+        self.shared
+            .unavailable
+            .store(unavailable, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The requests received from `since` on whose path and query contain `text`.
+    pub fn requests_since(&self, since: std::time::Instant, text: &str) -> Vec<http::Received> {
+        self.shared
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|r| r.at >= since && r.uri.contains(text))
+            .cloned()
+            .collect()
     }
 
     /// The second half of a restart: listens on the same address again.

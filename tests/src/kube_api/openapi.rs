@@ -1,4 +1,4 @@
-//! `/openapi/v3`: enough of the OpenAPI v3 documents for `kubectl` to see that every resource's
+//! `/openapi/v2` and `/openapi/v3`: enough of the OpenAPI v3 documents for `kubectl` to see that every resource's
 //! PATCH takes `fieldValidation` (so it validates server-side instead of downloading schemas),
 //! with the custom resources' schemas as components.
 
@@ -81,4 +81,48 @@ pub fn group_version(store: &Store, gv: &str) -> Option<Value> {
         "paths": paths,
         "components": {"schemas": schemas},
     }))
+}
+
+/// The media type client-go asks `/openapi/v2` for (gnostic's `openapi_v2.Document`).
+pub const V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+/// The media type the API server answers with (`@` is not valid in a Content-Type).
+pub const V2_PROTOBUF_SERVED: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+
+/// `/openapi/v2` without definitions: kubectl fetches it to validate `kind: List` input on the
+/// client and skips kinds it has no model for (each item is validated by the server anyway,
+/// with `fieldValidation`). JSON, or protobuf when `protobuf` (what client-go asks for).
+pub fn v2(protobuf: bool) -> Vec<u8> {
+    if !protobuf {
+        return json!({"swagger": "2.0", "info": {"title": "Kubernetes", "version": "v1.33.0"}, "paths": {}})
+            .to_string()
+            .into_bytes();
+    }
+    // Hand-encoded: swagger (1) = "2.0", info (2) = {title (1), version (2)}, paths (8) = {}.
+    fn field(out: &mut Vec<u8>, number: u8, bytes: &[u8]) {
+        out.push((number << 3) | 2);
+        out.push(u8::try_from(bytes.len()).expect("short fields only"));
+        out.extend_from_slice(bytes);
+    }
+    let mut info = Vec::new();
+    field(&mut info, 1, b"Kubernetes");
+    field(&mut info, 2, b"v1.33.0");
+    let mut document = Vec::new();
+    field(&mut document, 1, b"2.0");
+    field(&mut document, 2, &info);
+    field(&mut document, 8, &[]);
+    document
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_v2_document_is_well_formed_protobuf() {
+        let doc = super::v2(true);
+        assert_eq!(&doc[..5], b"\x0a\x032.0");
+        assert_eq!(doc[5], 0x12);
+        assert_eq!(usize::from(doc[6]), 2 + 10 + 2 + 7);
+        assert_eq!(&doc[doc.len() - 2..], b"\x42\x00");
+        let json: serde_json::Value = serde_json::from_slice(&super::v2(false)).unwrap();
+        assert_eq!(json["swagger"], "2.0");
+    }
 }

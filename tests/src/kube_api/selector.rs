@@ -73,6 +73,17 @@ impl Selector {
             } else {
                 return Err(format!("{part:?}"));
             };
+            // Keys and values are validated as on objects: a value over 63 characters can
+            // never match and the API server says so (400).
+            let (key, values) = match &r {
+                Requirement::In(k, vs) | Requirement::NotIn(k, vs) => (k, vs.as_slice()),
+                Requirement::Exists(k) | Requirement::NotExists(k) => (k, &[][..]),
+            };
+            super::validation::label_key(key).map_err(|e| format!("key: {e}"))?;
+            for (i, v) in values.iter().enumerate() {
+                super::validation::label_value(v)
+                    .map_err(|e| format!("values[{i}][{key}]: {e}"))?;
+            }
             requirements.push(r);
         }
         Ok(Selector { requirements })

@@ -202,6 +202,24 @@ impl Store {
         self.resource_version
     }
 
+    /// Every stored version of one object after resource version `after` (as written, oldest
+    /// first): what a watch would have seen, for tests that look for intermediate states.
+    pub fn versions_of(
+        &self,
+        group: &str,
+        plural: &str,
+        namespace: &str,
+        name: &str,
+        after: u64,
+    ) -> Vec<Value> {
+        self.history
+            .iter()
+            .filter(|e| e.resource_version > after && e.group == group && e.plural == plural)
+            .filter(|e| e.namespace == namespace && e.object["metadata"]["name"] == name)
+            .map(|e| e.object.clone())
+            .collect()
+    }
+
     /// The oldest version a watch can start from.
     pub fn oldest_watchable(&self) -> u64 {
         self.history
@@ -393,6 +411,7 @@ impl Store {
                 ));
             }
         };
+        super::validation::name(t, &name).map_err(|causes| ApiError::invalid(t, &name, &causes))?;
         let ns = if t.namespaced { ns } else { "" };
         if let Some(given) = meta(&obj, "namespace")
             && t.namespaced
@@ -415,6 +434,25 @@ impl Store {
                 return Err(ApiError {
                     details: json!({"name": ns, "kind": "namespaces"}),
                     ..ApiError::new(404, "NotFound", format!("namespaces \"{ns}\" not found"))
+                });
+            }
+            // A namespace being deleted takes nothing new (the NamespaceLifecycle admission).
+            let terminating = self
+                .objects
+                .get(&namespaces)
+                .and_then(|m| m.get(&(String::new(), ns.to_string())))
+                .is_some_and(|n| n["metadata"]["deletionTimestamp"].is_string());
+            if terminating {
+                return Err(ApiError {
+                    details: json!({"name": name, "group": t.group, "kind": t.plural}),
+                    ..ApiError::new(
+                        403,
+                        "Forbidden",
+                        format!(
+                            "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                            t.qualified()
+                        ),
+                    )
                 });
             }
         }
@@ -628,6 +666,9 @@ impl Store {
             let rv = self.next_version();
             current["metadata"]["deletionTimestamp"] = json!(Self::now());
             current["metadata"]["resourceVersion"] = json!(rv.to_string());
+            if t.group.is_empty() && t.plural == "namespaces" {
+                current["status"] = json!({"phase": "Terminating"});
+            }
             self.objects
                 .entry(key(t))
                 .or_default()
@@ -652,8 +693,12 @@ impl Store {
         t: &ResourceType,
         name: &str,
         mut obj: Value,
-        _current: Option<&Value>,
+        current: Option<&Value>,
     ) -> Result<Value, ApiError> {
+        let causes = super::validation::labels(&obj);
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(t, name, &causes));
+        }
         match (t.group.as_str(), t.plural.as_str()) {
             ("", "secrets") => {
                 if let Some(Value::Object(string_data)) =
@@ -699,12 +744,75 @@ impl Store {
             ("apiextensions.k8s.io", "customresourcedefinitions") => {
                 resources::from_crd(&obj).map_err(|e| ApiError::invalid(t, name, &[e]))?;
             }
+            ("", "services") => self.allocate_cluster_ip(t, name, &mut obj, current)?,
             _ => {}
         }
         if let Some(schema) = &t.schema {
             return self.admit_custom(t, name, schema, obj);
         }
         Ok(obj)
+    }
+
+    /// A Service's `spec.clusterIP`: allocated from 10.96.0.0/12 when absent (`None` means
+    /// headless; `ExternalName` Services get none), kept on updates that omit it, immutable.
+    fn allocate_cluster_ip(
+        &self,
+        t: &ResourceType,
+        name: &str,
+        obj: &mut Value,
+        current: Option<&Value>,
+    ) -> Result<(), ApiError> {
+        if !obj["spec"].is_object() {
+            obj["spec"] = json!({});
+        }
+        let given = obj["spec"]["clusterIP"].as_str().unwrap_or("").to_string();
+        let old = current.and_then(|c| c["spec"]["clusterIP"].as_str().map(str::to_string));
+        if let Some(old) = old {
+            if !given.is_empty() && given != old {
+                return Err(ApiError::invalid(
+                    t,
+                    name,
+                    &[format!(
+                        "spec.clusterIPs[0]: Invalid value: []string{{\"{given}\"}}: may not change once set"
+                    )],
+                ));
+            }
+            obj["spec"]["clusterIP"] = json!(old);
+            obj["spec"]["clusterIPs"] = json!([old]);
+            return Ok(());
+        }
+        if obj["spec"]["type"] == "ExternalName" {
+            return Ok(());
+        }
+        if obj["spec"]["type"].is_null() {
+            obj["spec"]["type"] = json!("ClusterIP");
+        }
+        let ip = if given.is_empty() {
+            let used: std::collections::BTreeSet<String> = self
+                .objects
+                .get(&("".to_string(), "services".to_string()))
+                .into_iter()
+                .flat_map(|m| m.values())
+                .filter_map(|s| s["spec"]["clusterIP"].as_str().map(str::to_string))
+                .collect();
+            let base = u32::from(std::net::Ipv4Addr::new(10, 96, 0, 0));
+            let free = (1..(1u32 << 20) - 1)
+                .map(|i| std::net::Ipv4Addr::from(base + i).to_string())
+                .find(|ip| !used.contains(ip));
+            let Some(free) = free else {
+                return Err(ApiError::new(
+                    500,
+                    "InternalError",
+                    "Internal error occurred: failed to allocate a serviceIP: range is full",
+                ));
+            };
+            free
+        } else {
+            given
+        };
+        obj["spec"]["clusterIP"] = json!(ip);
+        obj["spec"]["clusterIPs"] = json!([ip]);
+        Ok(())
     }
 
     /// A custom resource through its CRD's schema: pruned, defaulted, validated; unknown fields

@@ -70,33 +70,24 @@ pub fn render(t: &ResourceType, value: Value) -> Value {
     json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": columns, "rows": rows})
 }
 
+/// One cell as the API server's table convertor makes it: the first result only (a path that
+/// matches several values shows the first; an array or object is shown as JSON).
 fn cell(found: &[Value], kind: &str) -> Value {
-    if found.is_empty() {
+    let Some(first) = found.first() else {
         return Value::Null;
-    }
+    };
     if kind == "date" {
-        return found[0]
+        return first
             .as_str()
             .and_then(age)
             .map(Value::String)
             .unwrap_or(Value::Null);
     }
-    if found.len() == 1 {
-        return match &found[0] {
-            Value::String(_) | Value::Number(_) | Value::Bool(_) => found[0].clone(),
-            other => json!(other.to_string()),
-        };
+    match first {
+        Value::String(_) | Value::Number(_) | Value::Bool(_) => first.clone(),
+        Value::Null => Value::Null,
+        other => json!(other.to_string()),
     }
-    json!(
-        found
-            .iter()
-            .map(|v| match v {
-                Value::String(s) => s.clone(),
-                o => o.to_string(),
-            })
-            .collect::<Vec<_>>()
-            .join(",")
-    )
 }
 
 /// `2026-11-25T10:00:00Z` → `5m3s`-style age, as `kubectl` shows.
@@ -206,6 +197,13 @@ mod tests {
             vec![json!("b")]
         );
         assert!(jsonpath(&o, ".nothing.here").is_empty());
+        // Cells show the first result only, arrays as JSON (not every result joined).
+        let hosts = jsonpath(&o, ".spec.http[].match.hosts");
+        assert_eq!(cell(&hosts, "string"), json!("[\"a\"]"));
+        let each = jsonpath(&o, ".spec.http[*].match.hosts[0]");
+        assert_eq!(each.len(), 2);
+        assert_eq!(cell(&each, "string"), json!("a"));
+        assert_eq!(cell(&[], "string"), Value::Null);
         assert_eq!(parse_rfc3339("1970-01-02T00:00:01Z"), Some(86_401));
         assert_eq!(parse_rfc3339("2000-03-01T00:00:00Z"), Some(951_868_800));
     }

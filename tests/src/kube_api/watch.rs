@@ -29,8 +29,21 @@ pub fn respond(
     ns: String,
     q: &[(String, String)],
 ) -> hyper::Response<Body> {
-    let labels = Selector::parse(param(q, "labelSelector").unwrap_or("")).unwrap_or_default();
-    let fields = FieldSelector::parse(param(q, "fieldSelector").unwrap_or("")).unwrap_or_default();
+    // A selector the API server cannot parse is refused before the watch starts (400).
+    let selectors = Selector::parse(param(q, "labelSelector").unwrap_or(""))
+        .map_err(|e| format!("unable to parse requirement: {e}"))
+        .and_then(|l| {
+            FieldSelector::parse(param(q, "fieldSelector").unwrap_or("")).map(|f| (l, f))
+        });
+    let (labels, fields) = match selectors {
+        Ok(s) => s,
+        Err(message) => {
+            return super::http::json_response(
+                400,
+                &super::store::ApiError::new(400, "BadRequest", message).status(),
+            );
+        }
+    };
     let bookmarks = param(q, "allowWatchBookmarks") == Some("true");
     let initial_events = param(q, "sendInitialEvents") == Some("true");
     let timeout = Duration::from_secs(
