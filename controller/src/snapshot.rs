@@ -58,18 +58,30 @@ impl std::fmt::Display for ManifestError {
     }
 }
 
+/// What [`Snapshot::add_yaml`] reports besides the objects it added.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Loaded {
+    /// Documents that were not added.
+    pub errors: Vec<ManifestError>,
+    /// Remarks on documents that were added, as the API server's warnings: fields the CRD
+    /// schema does not declare (`ApisixRoute demo/echo: unknown field "spec.http[0].websockt"`).
+    pub warnings: Vec<ManifestError>,
+}
+
 impl Snapshot {
     /// Adds the objects of a multi-document YAML (or JSON) text; `kind: List` is unpacked.
-    /// Documents that do not parse or have an unknown kind are returned as errors; the others
-    /// are added.
-    pub fn add_yaml(&mut self, text: &str) -> Vec<ManifestError> {
+    /// `ApisixRoute`s and `ApisixConsumer`s are checked against their CRD schema first, as the
+    /// API server would: values it refuses make the document an error, fields it does not
+    /// declare are warnings. Documents that do not parse, fail the schema or have an unknown
+    /// kind or version are errors; the others are added.
+    pub fn add_yaml(&mut self, text: &str) -> Loaded {
         use serde::Deserialize;
-        let mut errors = Vec::new();
+        let mut loaded = Loaded::default();
         for (i, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
             let value = match serde_yaml::Value::deserialize(document) {
                 Ok(v) => v,
                 Err(e) => {
-                    errors.push(ManifestError {
+                    loaded.errors.push(ManifestError {
                         document: i + 1,
                         line: e.location().map(|l| l.line()),
                         message: e.to_string(),
@@ -81,18 +93,30 @@ impl Snapshot {
             if value.is_null() {
                 continue;
             }
-            if let Err(message) = self.add_value(value) {
-                errors.push(ManifestError {
+            let mut warnings = Vec::new();
+            if let Err(message) = self.add_value(value, &mut warnings) {
+                loaded.errors.push(ManifestError {
                     document: i + 1,
                     line: None,
                     message,
                 });
             }
+            loaded
+                .warnings
+                .extend(warnings.into_iter().map(|message| ManifestError {
+                    document: i + 1,
+                    line: None,
+                    message,
+                }));
         }
-        errors
+        loaded
     }
 
-    fn add_value(&mut self, value: serde_yaml::Value) -> Result<(), String> {
+    fn add_value(
+        &mut self,
+        value: serde_yaml::Value,
+        warnings: &mut Vec<String>,
+    ) -> Result<(), String> {
         let kind = value
             .get("kind")
             .and_then(|k| k.as_str())
@@ -120,12 +144,45 @@ impl Snapshot {
         ) -> Result<T, String> {
             serde_yaml::from_value(value).map_err(|e| format!("{context}: {e}"))
         }
+        // The schema check names objects with their namespace, as kubectl's warnings do.
+        let named = || {
+            let namespace = value
+                .get("metadata")
+                .and_then(|m| m.get("namespace"))
+                .and_then(|n| n.as_str())
+                .unwrap_or("default");
+            let name = value
+                .get("metadata")
+                .and_then(|m| m.get("name"))
+                .and_then(|n| n.as_str())
+                .unwrap_or("(no name)");
+            format!("{kind} {namespace}/{name}")
+        };
+        let checked = |schema: &serde_json::Value, warnings: &mut Vec<String>| {
+            let object = serde_json::to_value(&value)
+                .map_err(|e| format!("{context}: not a JSON-compatible object: {e}"))?;
+            let findings = portcullis_crds::validate::check(schema, &object);
+            if !findings.invalid.is_empty() {
+                return Err(format!("{}: {}", named(), findings.invalid.join("; ")));
+            }
+            warnings.extend(
+                findings
+                    .unknown_field_warnings()
+                    .into_iter()
+                    .map(|w| format!("{}: {w}", named())),
+            );
+            Ok(())
+        };
         match (api_version.as_str(), kind.as_str()) {
             (_, "List") => {
-                return self.add_list(value);
+                return self.add_list(value, warnings);
             }
-            ("apisix.apache.org/v2", "ApisixRoute") => self.routes.push(parse(value, &context)?),
+            ("apisix.apache.org/v2", "ApisixRoute") => {
+                checked(portcullis_crds::apisix_route_schema(), warnings)?;
+                self.routes.push(parse(value, &context)?)
+            }
             ("apisix.apache.org/v2", "ApisixConsumer") => {
+                checked(portcullis_crds::apisix_consumer_schema(), warnings)?;
                 self.consumers.push(parse(value, &context)?)
             }
             ("v1", "Secret") => self.secrets.push(parse(value, &context)?),
@@ -137,6 +194,16 @@ impl Snapshot {
                 self.ingress_classes.push(parse(value, &context)?)
             }
             _ => {
+                if let Some(served) = served_version(&kind) {
+                    let given = if api_version.is_empty() {
+                        "apiVersion is missing".to_string()
+                    } else {
+                        format!("apiVersion {api_version:?} is not served")
+                    };
+                    return Err(format!(
+                        "{context}: {given}: Portcullis reads {kind} only as apiVersion {served}; set `apiVersion: {served}`"
+                    ));
+                }
                 return Err(format!(
                     "{api_version}/{kind}: not a kind Portcullis reads (ApisixRoute, ApisixConsumer, Secret, Service, EndpointSlice, IngressClass, List)"
                 ));
@@ -145,7 +212,11 @@ impl Snapshot {
         Ok(())
     }
 
-    fn add_list(&mut self, value: serde_yaml::Value) -> Result<(), String> {
+    fn add_list(
+        &mut self,
+        value: serde_yaml::Value,
+        warnings: &mut Vec<String>,
+    ) -> Result<(), String> {
         let items = value
             .get("items")
             .and_then(|i| i.as_sequence())
@@ -153,12 +224,115 @@ impl Snapshot {
             .unwrap_or_default();
         let problems: Vec<String> = items
             .into_iter()
-            .filter_map(|item| self.add_value(item).err())
+            .filter_map(|item| self.add_value(item, warnings).err())
             .collect();
         if problems.is_empty() {
             Ok(())
         } else {
             Err(problems.join("; "))
         }
+    }
+}
+
+/// The one `apiVersion` in which Portcullis reads `kind`, if it reads the kind at all.
+fn served_version(kind: &str) -> Option<&'static str> {
+    match kind {
+        "ApisixRoute" | "ApisixConsumer" => Some("apisix.apache.org/v2"),
+        "Secret" | "Service" => Some("v1"),
+        "EndpointSlice" => Some("discovery.k8s.io/v1"),
+        "IngressClass" => Some("networking.k8s.io/v1"),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROUTE: &str = "apiVersion: apisix.apache.org/v2\nkind: ApisixRoute\nmetadata: {name: echo, namespace: demo}\nspec:\n  http:\n  - name: ws\n    match: {paths: [/raw]}\n    websocket: true\n    backends: [{serviceName: echo, servicePort: ws}]\n";
+
+    #[test]
+    fn unknown_fields_are_warnings_in_the_api_servers_words_and_the_object_loads() {
+        let mut s = Snapshot::default();
+        let misspelt = ROUTE.replace("websocket: true", "websockt: true")
+            + "---\napiVersion: apisix.apache.org/v2\nkind: ApisixConsumer\nmetadata: {name: jack, lables: {a: b}}\nspec:\n  plugins: [{name: key-auth, config: {key: k, anything: {goes: here}}}]\n  authParamter: {}\n";
+        let loaded = s.add_yaml(&misspelt);
+        assert_eq!(loaded.errors, []);
+        let warnings: Vec<String> = loaded.warnings.iter().map(|w| w.to_string()).collect();
+        assert_eq!(
+            warnings,
+            [
+                "document 1: ApisixRoute demo/echo: unknown field \"spec.http[0].websockt\"",
+                "document 2: ApisixConsumer default/jack: unknown field \"metadata.lables\"",
+                "document 2: ApisixConsumer default/jack: unknown field \"spec.authParamter\"",
+            ]
+        );
+        assert_eq!(
+            s.routes.len(),
+            1,
+            "the route still loads, without the field"
+        );
+        assert_eq!(s.routes[0].spec.http.as_ref().unwrap()[0].websocket, None);
+        assert_eq!(s.consumers.len(), 1);
+
+        let mut clean = Snapshot::default();
+        assert_eq!(clean.add_yaml(ROUTE), Loaded::default());
+    }
+
+    #[test]
+    fn values_the_schema_refuses_make_the_document_an_error() {
+        let cases = [
+            (
+                ROUTE.replace("name: ws\n", "name: ws\n    priority: high\n"),
+                "ApisixRoute demo/echo: spec.http[0].priority: Invalid value: \"string\": spec.http[0].priority in body must be of type integer: \"string\"",
+            ),
+            (
+                ROUTE.replace(
+                    "match: {paths: [/raw]}",
+                    "match: {paths: [/raw], exprs: [{subject: {scope: Heder, name: x}, op: Equal, value: y}]}",
+                ),
+                "ApisixRoute demo/echo: spec.http[0].match.exprs[0].subject.scope: Unsupported value: \"Heder\": supported values: \"Header\", \"Query\", \"Path\", \"Cookie\", \"Variable\", \"Body\"",
+            ),
+            (
+                ROUTE.replace("  http:\n", "  stream:\n  - {name: s, protocol: TCP, match: {ingressPort: 70000}, backend: {serviceName: db, servicePort: 5432}}\n  http:\n"),
+                "ApisixRoute demo/echo: spec.stream[0].match.ingressPort: Invalid value: 70000: spec.stream[0].match.ingressPort in body should be less than or equal to 65535",
+            ),
+            (
+                ROUTE.replace("match: {paths: [/raw]}", "match: {methods: [GET]}"),
+                "ApisixRoute demo/echo: spec.http[0].match.paths: Required value",
+            ),
+            (
+                "apiVersion: apisix.apache.org/v2\nkind: ApisixConsumer\nmetadata: {name: l}\nspec: {authParameter: {ldapAuth: {value: {user_dn: x}}}}\n".to_string(),
+                "ApisixConsumer default/l: spec.authParameter.ldapAuth.secretRef: Required value",
+            ),
+        ];
+        for (yaml, expected) in cases {
+            let mut s = Snapshot::default();
+            let loaded = s.add_yaml(&yaml);
+            let errors: Vec<&str> = loaded.errors.iter().map(|e| e.message.as_str()).collect();
+            assert_eq!(errors, [expected], "{yaml}");
+            assert!(s.routes.is_empty() && s.consumers.is_empty(), "{yaml}");
+        }
+    }
+
+    #[test]
+    fn a_wrong_api_version_is_named_as_the_problem() {
+        let mut s = Snapshot::default();
+        let yaml = ROUTE.replace("apisix.apache.org/v2", "apisix.apache.org/v2beta3")
+            + "---\nkind: Secret\nmetadata: {name: s}\n---\napiVersion: apisix.apache.org/v2\nkind: ApisixTls\nmetadata: {name: t}\n";
+        let errors: Vec<String> = s
+            .add_yaml(&yaml)
+            .errors
+            .into_iter()
+            .map(|e| e.message)
+            .collect();
+        assert_eq!(
+            errors,
+            [
+                "ApisixRoute echo: apiVersion \"apisix.apache.org/v2beta3\" is not served: Portcullis reads ApisixRoute only as apiVersion apisix.apache.org/v2; set `apiVersion: apisix.apache.org/v2`",
+                "Secret s: apiVersion is missing: Portcullis reads Secret only as apiVersion v1; set `apiVersion: v1`",
+                "apisix.apache.org/v2/ApisixTls: not a kind Portcullis reads (ApisixRoute, ApisixConsumer, Secret, Service, EndpointSlice, IngressClass, List)",
+            ]
+        );
     }
 }
