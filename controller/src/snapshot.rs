@@ -302,6 +302,13 @@ mod tests {
                 "ApisixRoute demo/echo: spec.http[0].match.paths: Required value",
             ),
             (
+                ROUTE.replace(
+                    "match: {paths: [/raw]}",
+                    "match: {paths: [/raw], exprs: [{subject: {scope: Header, name: \"\"}, op: Equal, value: y}]}",
+                ),
+                "ApisixRoute demo/echo: spec.http[0].match.exprs[0].subject: Invalid value: \"object\": name is required when scope is not Path",
+            ),
+            (
                 "apiVersion: apisix.apache.org/v2\nkind: ApisixConsumer\nmetadata: {name: l}\nspec: {authParameter: {ldapAuth: {value: {user_dn: x}}}}\n".to_string(),
                 "ApisixConsumer default/l: spec.authParameter.ldapAuth.secretRef: Required value",
             ),

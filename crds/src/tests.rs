@@ -333,45 +333,85 @@ fn validation_refuses_what_the_schema_refuses() {
     );
 }
 
-/// [`validate::check`] does not evaluate `pattern`, string `format`s or CEL rules; this keeps
-/// the schemas it is used with free of the first two, and the CEL rules to the two whose
-/// conditions translation checks itself (a new rule must be handled there or here).
+/// [`validate::check`] does not evaluate `pattern` or string `format`s; this keeps the schemas
+/// it is used with free of them.
 #[test]
 fn the_spec_schemas_use_only_what_validation_checks() {
-    fn walk(node: &serde_json::Value, path: &str, rules: &mut Vec<String>) {
+    fn walk(node: &serde_json::Value, path: &str) {
         match node {
             serde_json::Value::Object(map) => {
                 assert!(!map.contains_key("pattern"), "pattern at {path}");
                 if let Some(f) = map.get("format") {
                     assert!(f == "int32" || f == "int64", "format {f} at {path}");
                 }
-                if map.contains_key("x-kubernetes-validations") {
-                    rules.push(path.to_string());
-                }
                 for (k, v) in map {
-                    walk(v, &format!("{path}/{k}"), rules);
+                    walk(v, &format!("{path}/{k}"));
                 }
             }
-            serde_json::Value::Array(items) => items.iter().for_each(|i| walk(i, path, rules)),
+            serde_json::Value::Array(items) => items.iter().for_each(|i| walk(i, path)),
             _ => {}
         }
     }
-    let mut rules = Vec::new();
-    walk(
-        &apisix_route_schema()["properties"]["spec"],
-        "route",
-        &mut rules,
+    walk(&apisix_route_schema()["properties"]["spec"], "route");
+    walk(&apisix_consumer_schema()["properties"]["spec"], "consumer");
+}
+
+#[test]
+fn validation_runs_the_cel_rules_of_2_2_0() {
+    let subject = |s: serde_json::Value| {
+        check_route(
+            serde_json::json!({"http": [{"name": "a", "match": {"paths": ["/"],
+            "exprs": [{"subject": s, "op": "Equal", "value": "x"}]}}]}),
+        )
+        .invalid
+    };
+    let at = "spec.http[0].match.exprs[0].subject: Invalid value: \"object\"";
+    assert_eq!(
+        subject(serde_json::json!({"scope": "Header", "name": ""})),
+        [format!("{at}: name is required when scope is not Path")]
     );
-    walk(
-        &apisix_consumer_schema()["properties"]["spec"],
-        "consumer",
-        &mut rules,
+    let missing = subject(serde_json::json!({"scope": "Query"}));
+    assert_eq!(missing.len(), 1);
+    assert!(
+        missing[0].starts_with(at)
+            && missing[0].ends_with("evaluating rule: name is required when scope is not Path"),
+        "{missing:?}"
     );
     assert_eq!(
-        rules,
-        [
-            "route/properties/http/items/properties/match/properties/exprs/items/properties/subject",
-            "consumer/properties/authParameter/properties/jwtAuth/properties/value",
-        ]
+        subject(serde_json::json!({"scope": "Path"})),
+        Vec::<String>::new()
     );
+    assert_eq!(
+        subject(serde_json::json!({"scope": "Cookie", "name": "sid"})),
+        Vec::<String>::new()
+    );
+
+    let jwt = |value: serde_json::Value| {
+        validate::check(
+            apisix_consumer_schema(),
+            &serde_json::json!({"apiVersion": "apisix.apache.org/v2", "kind": "ApisixConsumer",
+                "metadata": {"name": "c"}, "spec": {"authParameter": {"jwtAuth": {"value": value}}}}),
+        )
+        .invalid
+    };
+    let refused = [
+        "spec.authParameter.jwtAuth.value: Invalid value: \"object\": algorithms other than HS256/HS384/HS512 require at least one non-empty public_key or private_key",
+    ];
+    assert_eq!(
+        jwt(serde_json::json!({"key": "k", "algorithm": "RS256"})),
+        refused
+    );
+    assert_eq!(
+        jwt(serde_json::json!({"key": "k", "algorithm": "RS256", "public_key": "  \n"})),
+        refused,
+        "trim() of the strings library"
+    );
+    for fine in [
+        serde_json::json!({"key": "k"}),
+        serde_json::json!({"key": "k", "algorithm": "HS512"}),
+        serde_json::json!({"key": "k", "algorithm": "RS256", "public_key": "pem"}),
+        serde_json::json!({"key": "k", "algorithm": "ES256", "private_key": "pem"}),
+    ] {
+        assert_eq!(jwt(fine.clone()), Vec::<String>::new(), "{fine}");
+    }
 }

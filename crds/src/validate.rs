@@ -8,14 +8,13 @@
 //!   with `kubectl --validate=warn` (the default, "Warn"), answers with a warning; the object is
 //!   still stored. With strict field validation it would be refused.
 //! - invalid values (`spec.stream[0].match.ingressPort: Invalid value: 70000: ... should be less
-//!   than or equal to 65535`, `...: Required value`, `...: Unsupported value: ...`): the API
-//!   server refuses the object.
+//!   than or equal to 65535`, `...: Required value`, `...: Unsupported value: ...`, a CEL rule of
+//!   `x-kubernetes-validations` that fails): the API server refuses the object.
 //!
-//! Not evaluated here: CEL rules (`x-kubernetes-validations`), `pattern` and `format`. The
-//! `spec` schemas use no `pattern`/`format` that constrains strings (a test keeps it so), and
-//! translation checks what the two CEL rules check (a subject without `name`, a jwt-auth
-//! credential without a usable key) with messages of its own. `status` is not checked: the API
-//! server ignores it on the main resource of a kind with a status subresource.
+//! CEL rules run with Kubernetes' `strings` library (`trim`, ...), on values that are otherwise
+//! valid, as the API server runs them. Not evaluated: `pattern` and string `format`s; the `spec`
+//! schemas use neither (a test keeps it so). `status` is not checked: the API server ignores it
+//! on the main resource of a kind with a status subresource.
 
 use serde_json::{Map, Value};
 
@@ -126,6 +125,7 @@ fn walk(schema: &Value, value: &Value, path: &str, findings: &mut Findings) {
     if value.is_null() {
         return;
     }
+    let before = findings.invalid.len();
     let actual = type_name(value);
     let int_or_string = schema["x-kubernetes-int-or-string"] == true;
     let type_ok = match schema["type"].as_str() {
@@ -233,6 +233,10 @@ fn walk(schema: &Value, value: &Value, path: &str, findings: &mut Findings) {
         }
         _ => {}
     }
+    if findings.invalid.len() == before {
+        // Rules assume a well-typed value, as the API server runs them only then.
+        rules(schema, value, path, findings);
+    }
 }
 
 fn required(schema: &Value, map: &Map<String, Value>, path: &str, findings: &mut Findings) {
@@ -276,5 +280,54 @@ fn unique_map_keys(schema: &Value, items: &[Value], path: &str, findings: &mut F
         } else {
             seen.push(key);
         }
+    }
+}
+
+/// `x-kubernetes-validations`: each CEL `rule` with `self` bound to the value, worded as the
+/// API server words a false rule (its `message`) and a rule that fails to evaluate.
+fn rules(schema: &Value, value: &Value, path: &str, findings: &mut Findings) {
+    static ENV: std::sync::LazyLock<Option<std::sync::Arc<cel::Env>>> =
+        std::sync::LazyLock::new(|| {
+            let mut env = cel::Env::stdlib();
+            env.add_extension(cel::extensions::strings).ok()?;
+            Some(std::sync::Arc::new(env))
+        });
+    for rule in schema["x-kubernetes-validations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let Some(source) = rule["rule"].as_str() else {
+            continue;
+        };
+        let message = rule["message"].as_str().unwrap_or(source);
+        let field = match rule["fieldPath"].as_str() {
+            Some(f) => format!("{path}{f}"),
+            None => path.to_string(),
+        };
+        let outcome = match ENV.as_ref() {
+            Some(env) => evaluate(env, source, value),
+            None => Err("the CEL strings library did not load".into()),
+        };
+        let invalid = format!("{field}: Invalid value: \"{}\"", type_name(value));
+        match outcome {
+            Ok(true) => {}
+            Ok(false) => findings.invalid.push(format!("{invalid}: {message}")),
+            Err(e) => findings
+                .invalid
+                .push(format!("{invalid}: {e} evaluating rule: {message}")),
+        }
+    }
+}
+
+fn evaluate(env: &std::sync::Arc<cel::Env>, source: &str, value: &Value) -> Result<bool, String> {
+    let program = env.compile(source).map_err(|e| e.to_string())?;
+    let mut context = cel::Context::with_env(env.clone());
+    context
+        .add_variable("self", value.clone())
+        .map_err(|e| e.to_string())?;
+    match program.execute(&context).map_err(|e| e.to_string())? {
+        cel::Value::Bool(b) => Ok(b),
+        other => Err(format!("the rule returned {other:?}, not a bool")),
     }
 }
