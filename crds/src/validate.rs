@@ -264,10 +264,11 @@ fn unique_map_keys(schema: &Value, items: &[Value], path: &str, findings: &mut F
         .flatten()
         .filter_map(Value::as_str)
         .collect();
-    let mut seen: Vec<Vec<&Value>> = Vec::new();
+    // By the keys' JSON text: linear in the number of items, however many a file holds.
+    let mut seen = std::collections::HashSet::new();
     for (i, item) in items.iter().enumerate() {
         let key: Vec<&Value> = keys.iter().map(|k| &item[*k]).collect();
-        if seen.contains(&key) {
+        if !seen.insert(serde_json::to_string(&key).unwrap_or_default()) {
             let shown: Vec<String> = keys
                 .iter()
                 .zip(&key)
@@ -277,8 +278,6 @@ fn unique_map_keys(schema: &Value, items: &[Value], path: &str, findings: &mut F
                 "{path}[{i}]: Duplicate value: map[string]interface {{}}{{{}}}",
                 shown.join(", ")
             ));
-        } else {
-            seen.push(key);
         }
     }
 }
