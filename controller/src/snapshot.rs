@@ -158,11 +158,13 @@ impl Snapshot {
                 .unwrap_or("(no name)");
             format!("{kind} {namespace}/{name}")
         };
-        let checked = |schema: &serde_json::Value, warnings: &mut Vec<String>| {
+        // `values`: refuse what the schema refuses (our CRDs); built-in kinds are only checked
+        // for unknown fields, their values being checked by parsing them.
+        let checked = |schema: &serde_json::Value, values: bool, warnings: &mut Vec<String>| {
             let object = serde_json::to_value(&value)
                 .map_err(|e| format!("{context}: not a JSON-compatible object: {e}"))?;
             let findings = portcullis_crds::validate::check(schema, &object);
-            if !findings.invalid.is_empty() {
+            if values && !findings.invalid.is_empty() {
                 return Err(format!("{}: {}", named(), findings.invalid.join("; ")));
             }
             warnings.extend(
@@ -178,19 +180,27 @@ impl Snapshot {
                 return self.add_list(value, warnings);
             }
             ("apisix.apache.org/v2", "ApisixRoute") => {
-                checked(portcullis_crds::apisix_route_schema(), warnings)?;
+                checked(portcullis_crds::apisix_route_schema(), true, warnings)?;
                 self.routes.push(parse(value, &context)?)
             }
             ("apisix.apache.org/v2", "ApisixConsumer") => {
-                checked(portcullis_crds::apisix_consumer_schema(), warnings)?;
+                checked(portcullis_crds::apisix_consumer_schema(), true, warnings)?;
                 self.consumers.push(parse(value, &context)?)
             }
-            ("v1", "Secret") => self.secrets.push(parse(value, &context)?),
-            ("v1", "Service") => self.services.push(parse(value, &context)?),
+            ("v1", "Secret") => {
+                checked(&BUILTIN.secret, false, warnings)?;
+                self.secrets.push(parse(value, &context)?)
+            }
+            ("v1", "Service") => {
+                checked(&BUILTIN.service, false, warnings)?;
+                self.services.push(parse(value, &context)?)
+            }
             ("discovery.k8s.io/v1", "EndpointSlice") => {
+                checked(&BUILTIN.endpoint_slice, false, warnings)?;
                 self.endpoint_slices.push(parse(value, &context)?)
             }
             ("networking.k8s.io/v1", "IngressClass") => {
+                checked(&BUILTIN.ingress_class, false, warnings)?;
                 self.ingress_classes.push(parse(value, &context)?)
             }
             _ => {
@@ -233,6 +243,24 @@ impl Snapshot {
         }
     }
 }
+
+/// The schemas of the built-in kinds read from files, built once.
+struct Builtin {
+    secret: serde_json::Value,
+    service: serde_json::Value,
+    endpoint_slice: serde_json::Value,
+    ingress_class: serde_json::Value,
+}
+
+static BUILTIN: std::sync::LazyLock<Builtin> = std::sync::LazyLock::new(|| {
+    use portcullis_crds::validate::builtin_schema;
+    Builtin {
+        secret: builtin_schema::<Secret>(),
+        service: builtin_schema::<Service>(),
+        endpoint_slice: builtin_schema::<EndpointSlice>(),
+        ingress_class: builtin_schema::<IngressClass>(),
+    }
+});
 
 /// The one `apiVersion` in which Portcullis reads `kind`, if it reads the kind at all.
 fn served_version(kind: &str) -> Option<&'static str> {
@@ -277,6 +305,32 @@ mod tests {
 
         let mut clean = Snapshot::default();
         assert_eq!(clean.add_yaml(ROUTE), Loaded::default());
+    }
+
+    #[test]
+    fn built_in_kinds_are_checked_for_unknown_fields() {
+        let mut s = Snapshot::default();
+        let loaded = s.add_yaml(
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: k, namespace: demo}\nstringdata: {key: v}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: echo, namespace: demo}\nspec: {selector: {app: echo}, ports: [{name: ws, port: 8080, targetport: 8080}]}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: e, namespace: demo, labels: {kubernetes.io/service-name: echo}}\naddressType: IPv4\nports: [{name: ws, port: 18080}]\nendpoints: [{addresses: [127.0.0.1], conditions: {ready: true}}]\n---\napiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: portcullis}\nspec: {controller: portcullis.dev/ingress-controller}\n",
+        );
+        assert_eq!(loaded.errors, []);
+        let warnings: Vec<String> = loaded.warnings.iter().map(|w| w.to_string()).collect();
+        assert_eq!(
+            warnings,
+            [
+                "document 1: Secret demo/k: unknown field \"stringdata\"",
+                "document 2: Service demo/echo: unknown field \"spec.ports[0].targetport\"",
+            ]
+        );
+        assert_eq!(
+            (
+                s.secrets.len(),
+                s.services.len(),
+                s.endpoint_slices.len(),
+                s.ingress_classes.len()
+            ),
+            (1, 1, 1, 1)
+        );
     }
 
     #[test]

@@ -37,6 +37,14 @@ impl Findings {
     }
 }
 
+/// The OpenAPI schema of a built-in kind as k8s-openapi describes it (subschemas inlined), for
+/// [`check`] to find its unknown fields (`stringdata` for `stringData` in a Secret).
+pub fn builtin_schema<T: schemars::JsonSchema>() -> Value {
+    let mut settings = schemars::generate::SchemaSettings::openapi3();
+    settings.inline_subschemas = true;
+    serde_json::to_value(settings.into_generator().into_root_schema_for::<T>()).unwrap_or_default()
+}
+
 /// `metadata` is not described by a CRD's schema; the API server checks it as `ObjectMeta`.
 const OBJECT_META: &[&str] = &[
     "name",
