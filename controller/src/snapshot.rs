@@ -63,17 +63,17 @@ impl std::fmt::Display for ManifestError {
 pub struct Loaded {
     /// Documents that were not added.
     pub errors: Vec<ManifestError>,
-    /// Remarks on documents that were added, as the API server's warnings: fields the CRD
-    /// schema does not declare (`ApisixRoute demo/echo: unknown field "spec.http[0].websockt"`).
+    /// Remarks on documents, as the API server's warnings: fields the kind's schema does not
+    /// declare (`ApisixRoute demo/echo: unknown field "spec.http[0].websockt"`).
     pub warnings: Vec<ManifestError>,
 }
 
 impl Snapshot {
     /// Adds the objects of a multi-document YAML (or JSON) text; `kind: List` is unpacked.
-    /// `ApisixRoute`s and `ApisixConsumer`s are checked against their CRD schema first, as the
-    /// API server would: values it refuses make the document an error, fields it does not
-    /// declare are warnings. Documents that do not parse, fail the schema or have an unknown
-    /// kind or version are errors; the others are added.
+    /// Every object is checked against its kind's schema first, as the API server would: fields
+    /// it does not declare are warnings; for `ApisixRoute`s and `ApisixConsumer`s, values the
+    /// CRD schema refuses make the document an error. Documents that do not parse, fail the
+    /// schema or have an unknown kind or version are errors; the others are added.
     pub fn add_yaml(&mut self, text: &str) -> Loaded {
         use serde::Deserialize;
         let mut loaded = Loaded::default();
@@ -146,6 +146,9 @@ impl Snapshot {
         }
         // The schema check names objects with their namespace, as kubectl's warnings do.
         let named = || {
+            if kind == "IngressClass" {
+                return context.clone();
+            }
             let namespace = value
                 .get("metadata")
                 .and_then(|m| m.get("namespace"))
@@ -160,48 +163,53 @@ impl Snapshot {
         };
         // `values`: refuse what the schema refuses (our CRDs); built-in kinds are only checked
         // for unknown fields, their values being checked by parsing them.
-        let checked = |schema: &serde_json::Value, values: bool, warnings: &mut Vec<String>| {
+        // The warnings are kept only for objects that then parse.
+        let checked = |schema: &serde_json::Value, values: bool| {
             let object = serde_json::to_value(&value)
                 .map_err(|e| format!("{context}: not a JSON-compatible object: {e}"))?;
             let findings = portcullis_crds::validate::check(schema, &object);
             if values && !findings.invalid.is_empty() {
                 return Err(format!("{}: {}", named(), findings.invalid.join("; ")));
             }
-            warnings.extend(
-                findings
-                    .unknown_field_warnings()
-                    .into_iter()
-                    .map(|w| format!("{}: {w}", named())),
-            );
-            Ok(())
+            Ok(findings
+                .unknown_field_warnings()
+                .into_iter()
+                .map(|w| format!("{}: {w}", named()))
+                .collect::<Vec<String>>())
         };
         match (api_version.as_str(), kind.as_str()) {
             (_, "List") => {
                 return self.add_list(value, warnings);
             }
             ("apisix.apache.org/v2", "ApisixRoute") => {
-                checked(portcullis_crds::apisix_route_schema(), true, warnings)?;
-                self.routes.push(parse(value, &context)?)
+                let found = checked(portcullis_crds::apisix_route_schema(), true)?;
+                self.routes.push(parse(value, &context)?);
+                warnings.extend(found);
             }
             ("apisix.apache.org/v2", "ApisixConsumer") => {
-                checked(portcullis_crds::apisix_consumer_schema(), true, warnings)?;
-                self.consumers.push(parse(value, &context)?)
+                let found = checked(portcullis_crds::apisix_consumer_schema(), true)?;
+                self.consumers.push(parse(value, &context)?);
+                warnings.extend(found);
             }
             ("v1", "Secret") => {
-                checked(&BUILTIN.secret, false, warnings)?;
-                self.secrets.push(parse(value, &context)?)
+                let found = checked(&BUILTIN.secret, false)?;
+                self.secrets.push(parse(value, &context)?);
+                warnings.extend(found);
             }
             ("v1", "Service") => {
-                checked(&BUILTIN.service, false, warnings)?;
-                self.services.push(parse(value, &context)?)
+                let found = checked(&BUILTIN.service, false)?;
+                self.services.push(parse(value, &context)?);
+                warnings.extend(found);
             }
             ("discovery.k8s.io/v1", "EndpointSlice") => {
-                checked(&BUILTIN.endpoint_slice, false, warnings)?;
-                self.endpoint_slices.push(parse(value, &context)?)
+                let found = checked(&BUILTIN.endpoint_slice, false)?;
+                self.endpoint_slices.push(parse(value, &context)?);
+                warnings.extend(found);
             }
             ("networking.k8s.io/v1", "IngressClass") => {
-                checked(&BUILTIN.ingress_class, false, warnings)?;
-                self.ingress_classes.push(parse(value, &context)?)
+                let found = checked(&BUILTIN.ingress_class, false)?;
+                self.ingress_classes.push(parse(value, &context)?);
+                warnings.extend(found);
             }
             _ => {
                 if let Some(served) = served_version(&kind) {
@@ -311,7 +319,7 @@ mod tests {
     fn built_in_kinds_are_checked_for_unknown_fields() {
         let mut s = Snapshot::default();
         let loaded = s.add_yaml(
-            "apiVersion: v1\nkind: Secret\nmetadata: {name: k, namespace: demo}\nstringdata: {key: v}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: echo, namespace: demo}\nspec: {selector: {app: echo}, ports: [{name: ws, port: 8080, targetport: 8080}]}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: e, namespace: demo, labels: {kubernetes.io/service-name: echo}}\naddressType: IPv4\nports: [{name: ws, port: 18080}]\nendpoints: [{addresses: [127.0.0.1], conditions: {ready: true}}]\n---\napiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: portcullis}\nspec: {controller: portcullis.dev/ingress-controller}\n",
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: k, namespace: demo}\nstringdata: {key: v}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: echo, namespace: demo}\nspec: {selector: {app: echo}, ports: [{name: ws, port: 8080, targetport: 8080}]}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: e, namespace: demo, labels: {kubernetes.io/service-name: echo}}\naddressType: IPv4\nports: [{name: ws, port: 18080}]\nendpoints: [{addresses: [127.0.0.1], conditions: {ready: true}}]\n---\napiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: portcullis}\nspec: {controler: portcullis.dev/ingress-controller}\n",
         );
         assert_eq!(loaded.errors, []);
         let warnings: Vec<String> = loaded.warnings.iter().map(|w| w.to_string()).collect();
@@ -320,6 +328,7 @@ mod tests {
             [
                 "document 1: Secret demo/k: unknown field \"stringdata\"",
                 "document 2: Service demo/echo: unknown field \"spec.ports[0].targetport\"",
+                "document 4: IngressClass portcullis: unknown field \"spec.controler\"",
             ]
         );
         assert_eq!(
