@@ -1,9 +1,11 @@
 //! The file provider: a directory of manifests as the snapshot's source (standalone mode).
 //!
-//! Every `*.yaml`, `*.yml` and `*.json` file is read (multi-document, `kind: List`). A file that
-//! does not parse is reported and its previous content stays in effect; nothing else is
-//! affected. It plays the API server's part for `metadata.generation`: 1 when an object first
-//! appears, +1 whenever its `spec` changes.
+//! Every `*.yaml`, `*.yml` and `*.json` file is read (multi-document, `kind: List`). It plays
+//! the API server's part: `ApisixRoute`s and `ApisixConsumer`s are checked against their CRD
+//! schema (unknown fields are warnings, invalid values errors, as with `kubectl
+//! --validate=warn`), and `metadata.generation` is 1 when an object first appears, +1 whenever
+//! its `spec` changes. A file with an error is reported and its previous content, if any, stays
+//! in effect; nothing else is affected.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -19,14 +21,20 @@ struct FileState {
     /// (modification time, length) when last read: a change triggers a re-read.
     stamp: Option<(SystemTime, u64)>,
     good: Snapshot,
+    /// Whether `good` came from the file (rather than being empty because nothing loaded yet).
+    loaded: bool,
     error: Option<String>,
+    /// Warnings about the latest content (unknown fields), whether or not it loaded.
+    warnings: Vec<String>,
 }
 
-/// A problem with one manifest file.
+/// What is wrong with one manifest file: an error (its latest content is not in effect),
+/// warnings (it is, without the fields named), or both.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileProblem {
     pub file: String,
-    pub error: String,
+    pub error: Option<String>,
+    pub warnings: Vec<String>,
 }
 
 pub struct FileProvider {
@@ -76,15 +84,15 @@ impl FileProvider {
         Ok(changed)
     }
 
-    /// Files whose latest content was not used, with why.
+    /// Files whose latest content was not used or has warnings, with why.
     pub fn problems(&self) -> Vec<FileProblem> {
         self.files
             .iter()
-            .filter_map(|(path, s)| {
-                s.error.as_ref().map(|e| FileProblem {
-                    file: path.display().to_string(),
-                    error: e.clone(),
-                })
+            .filter(|(_, s)| s.error.is_some() || !s.warnings.is_empty())
+            .map(|(path, s)| FileProblem {
+                file: path.display().to_string(),
+                error: s.error.clone(),
+                warnings: s.warnings.clone(),
             })
             .collect()
     }
@@ -149,7 +157,8 @@ fn read_file(path: &Path, state: &mut FileState) {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {
-            state.error = Some(format!("cannot read: {e}"));
+            state.error = Some(format!("cannot read: {e}; {}", kept(state)));
+            state.warnings.clear();
             return;
         }
     };
@@ -157,7 +166,8 @@ fn read_file(path: &Path, state: &mut FileState) {
         mode: Mode::Standalone,
         ..Snapshot::default()
     };
-    let errors = fresh.add_yaml(&text);
+    let loaded = fresh.add_yaml(&text);
+    state.warnings = loaded.warnings.iter().map(|w| w.to_string()).collect();
     // Objects without a namespace are in `default`, as kubectl would put them.
     for r in &mut fresh.routes {
         r.metadata.namespace.get_or_insert_with(|| "default".into());
@@ -174,14 +184,81 @@ fn read_file(path: &Path, state: &mut FileState) {
     for s in &mut fresh.endpoint_slices {
         s.metadata.namespace.get_or_insert_with(|| "default".into());
     }
-    if errors.is_empty() {
+    if loaded.errors.is_empty() {
         state.good = fresh;
+        state.loaded = true;
         state.error = None;
     } else {
-        let joined: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-        state.error = Some(format!(
-            "{}; the file's previous content stays in effect",
-            joined.join("; ")
-        ));
+        let joined: Vec<String> = loaded.errors.iter().map(|e| e.to_string()).collect();
+        state.error = Some(format!("{}; {}", joined.join("; "), kept(state)));
+    }
+}
+
+/// What is served from a file whose latest content is not used.
+fn kept(state: &FileState) -> &'static str {
+    if state.loaded {
+        "the file's previous content stays in effect"
+    } else {
+        "nothing from this file is in effect until it loads"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "apiVersion: v1\nkind: Secret\nmetadata: {name: k, namespace: demo}\nstringData: {key: v}\n";
+
+    fn error(p: &FileProvider) -> String {
+        p.problems()[0].error.clone().unwrap()
+    }
+
+    #[test]
+    fn a_broken_file_says_whether_earlier_content_stays_in_effect() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.yaml");
+        let mut p = FileProvider::new(dir.path());
+        // Broken from the start: there is no earlier content to keep.
+        std::fs::write(&path, "kind: [broken\n").unwrap();
+        assert!(p.scan().unwrap());
+        assert!(
+            error(&p).ends_with("; nothing from this file is in effect until it loads"),
+            "{}",
+            error(&p)
+        );
+        assert!(p.snapshot().secrets.is_empty());
+
+        std::fs::write(&path, SECRET).unwrap();
+        assert!(p.scan().unwrap());
+        assert_eq!(p.problems(), []);
+        // Broken after it loaded (another length, so the change is seen at once).
+        std::fs::write(&path, "kind: [broken again\n").unwrap();
+        assert!(p.scan().unwrap());
+        assert!(
+            error(&p).ends_with("; the file's previous content stays in effect"),
+            "{}",
+            error(&p)
+        );
+        assert_eq!(p.snapshot().secrets.len(), 1);
+    }
+
+    #[test]
+    fn unknown_fields_are_reported_per_file_and_the_file_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("r.yaml"),
+            "apiVersion: apisix.apache.org/v2\nkind: ApisixRoute\nmetadata: {name: echo, namespace: demo}\nspec:\n  http:\n  - name: ws\n    match: {paths: [/raw]}\n    websockt: true\n",
+        )
+        .unwrap();
+        let mut p = FileProvider::new(dir.path());
+        p.scan().unwrap();
+        let problems = p.problems();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].error, None);
+        assert_eq!(
+            problems[0].warnings,
+            ["document 1: ApisixRoute demo/echo: unknown field \"spec.http[0].websockt\""]
+        );
+        assert_eq!(p.snapshot().routes.len(), 1);
     }
 }

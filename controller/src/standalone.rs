@@ -49,7 +49,13 @@ pub async fn run(
                 }
                 let problems = provider.problems();
                 for p in problems.iter().filter(|p| !reported.contains(p)) {
-                    warn!(file = %p.file, error = %p.error, "manifest not applied");
+                    if let Some(error) = &p.error {
+                        warn!(file = %p.file, %error, "manifest not applied");
+                    }
+                    // As kubectl prints the API server's warnings (`Warning: unknown field ...`).
+                    for warning in &p.warnings {
+                        warn!(file = %p.file, %warning, "manifest warning");
+                    }
                 }
                 reported = problems.clone();
                 // The hub numbers generations; translation's own number is not used.

@@ -272,7 +272,10 @@ impl StatusBoard {
         #[derive(Serialize)]
         struct FileEntry<'a> {
             file: &'a str,
-            error: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            error: Option<&'a str>,
+            #[serde(skip_serializing_if = "<[String]>::is_empty")]
+            warnings: &'a [String],
         }
         #[derive(Serialize)]
         struct Body<'a> {
@@ -286,7 +289,8 @@ impl StatusBoard {
                 .iter()
                 .map(|p| FileEntry {
                     file: &p.file,
-                    error: &p.error,
+                    error: p.error.as_deref(),
+                    warnings: &p.warnings,
                 })
                 .collect(),
         };

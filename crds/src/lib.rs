@@ -14,6 +14,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub mod validate;
+
 /// The API group of the APISIX custom resources Portcullis reads.
 pub const GROUP: &str = "apisix.apache.org";
 /// The API version of the APISIX custom resources Portcullis reads.
@@ -66,6 +68,7 @@ pub struct ApisixRouteHttp {
     pub name: String,
     /// Tie-breaker between rules with the same path; higher first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "plain_integer")]
     pub priority: Option<i64>,
     /// Upstream timeouts (Go durations).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -142,16 +145,21 @@ pub struct ApisixRouteHttpMatchExpr {
     pub value: Option<String>,
 }
 
-/// `scope` is `Header`, `Query`, `Cookie`, `Path` or `Variable`; `name` is ignored for `Path`.
+/// `name` is ignored for `Path`. The scope stays a string so that a value the schema admits but
+/// Portcullis does not support (`Variable`, `Body`) is named in status, not a parse error.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
-#[x_kube(validation = Rule::new("self.scope == 'Path' || (has(self.name) && self.name != '')").message("subject.name is required unless scope is Path"))]
+#[x_kube(validation = Rule::new("self.scope == 'Path' || size(self.name) > 0").message("name is required when scope is not Path"))]
 pub struct ApisixRouteHttpMatchExprSubject {
+    #[schemars(extend("enum" = ["Header", "Query", "Path", "Cookie", "Variable", "Body"]))]
     pub scope: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
 }
 
+// `enable` is required in the schema and defaulted to `true` there, so the API server always
+// stores it; serde's default plays the API server's part for manifests read from files.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(extend("required" = ["enable", "name"]))]
 pub struct ApisixRoutePlugin {
     pub name: String,
     /// Whether the plugin is in use.
@@ -171,6 +179,19 @@ fn default_true() -> bool {
     true
 }
 
+/// An integer without `format`, as Go's `int` fields of the 2.2 types are declared.
+fn plain_integer(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "integer"})
+}
+
+/// `IntOrString` as controller-gen declares it (kube-rs leaves out the `anyOf`).
+fn int_or_string(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "anyOf": [{"type": "integer"}, {"type": "string"}],
+        "x-kubernetes-int-or-string": true
+    })
+}
+
 fn preserve_unknown_fields(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "description": "Plugin configuration.",
@@ -183,11 +204,13 @@ fn preserve_unknown_fields(_: &mut schemars::SchemaGenerator) -> schemars::Schem
 pub struct ApisixRouteHttpBackend {
     pub service_name: String,
     /// Port number or name of the Service port.
+    #[schemars(schema_with = "int_or_string")]
     pub service_port: IntOrString,
     /// `endpoint` (or `endpoints`) or `service`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolve_granularity: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "plain_integer")]
     pub weight: Option<i64>,
     /// ApisixUpstream subset. Not supported by Portcullis.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -199,6 +222,7 @@ pub struct ApisixRouteUpstreamReference {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "plain_integer")]
     pub weight: Option<i64>,
 }
 
@@ -269,6 +293,7 @@ pub enum StreamProtocol {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApisixRouteStreamMatch {
+    #[schemars(range(min = 0, max = 65535))]
     pub ingress_port: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
@@ -278,9 +303,11 @@ pub struct ApisixRouteStreamMatch {
 #[serde(rename_all = "camelCase")]
 pub struct ApisixRouteStreamBackend {
     pub service_name: String,
+    #[schemars(schema_with = "int_or_string")]
     pub service_port: IntOrString,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resolve_granularity: Option<StreamGranularity>,
+    /// Defaulted to `endpoint` by the schema, so never absent once stored.
+    #[serde(default)]
+    pub resolve_granularity: StreamGranularity,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subset: Option<String>,
 }
@@ -312,8 +339,9 @@ pub enum StreamGranularity {
 pub struct ApisixConsumerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress_class_name: Option<String>,
-    /// The consumer's credential.
-    pub auth_parameter: ApisixConsumerAuthParameter,
+    /// The consumer's credential; optional, as a credential may come from `plugins` alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_parameter: Option<ApisixConsumerAuthParameter>,
     /// Credential plugins (`key-auth`, `basic-auth`, `jwt-auth`) whose `config` holds the fields
     /// of the matching `authParameter` value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -337,7 +365,7 @@ pub struct ApisixConsumerAuthParameter {
     pub hmac_auth: Option<Credential<HmacAuthValue>>,
     /// Not supported by Portcullis.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ldap_auth: Option<Credential<LdapAuthValue>>,
+    pub ldap_auth: Option<LdapAuthCredential>,
 }
 
 /// A credential given inline (`value`) or by a Secret in the consumer's namespace.
@@ -358,6 +386,15 @@ pub struct Credential<V> {
 pub struct SecretReference {
     #[serde(default)]
     pub name: String,
+}
+
+/// `ldapAuth`: unlike the other credentials, `secretRef` is required (as in 2.2.0).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LdapAuthCredential {
+    pub secret_ref: SecretReference,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<LdapAuthValue>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -381,10 +418,11 @@ pub struct WolfRbacValue {
     pub header_prefix: Option<String>,
 }
 
-/// At least one of `secret`, `public_key`, `private_key` must be given (the 2.2 rule; Portcullis
-/// additionally reports a `private_key` alone in status, COMPATIBILITY.md §3.2).
+/// The 2.2 rule: an algorithm other than `HS*` needs a non-empty `public_key` or `private_key`.
+/// Portcullis checks the rest in translation (`secret` for `HS*`; a `private_key` alone is
+/// reported in status, COMPATIBILITY.md §3.2).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
-#[x_kube(validation = Rule::new("has(self.secret) || has(self.public_key) || has(self.private_key)").message("one of secret, public_key or private_key is required"))]
+#[x_kube(validation = Rule::new("!has(self.algorithm) || size(self.algorithm) == 0 || self.algorithm in ['HS256','HS384','HS512'] || (has(self.public_key) && size(self.public_key.trim()) > 0) || (has(self.private_key) && size(self.private_key.trim()) > 0)").message("algorithms other than HS256/HS384/HS512 require at least one non-empty public_key or private_key"))]
 pub struct JwtAuthValue {
     pub key: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -435,30 +473,59 @@ type Crd =
     k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
 /// The ApisixRoute CRD as installed: the 2.2 schema has no `nullable`, so `null` is not admitted
-/// for optional fields (kube-rs marks every `Option` nullable by default).
+/// for optional fields (kube-rs marks every `Option` nullable by default), and int-or-string
+/// fields carry controller-gen's `anyOf: [{type: integer}, {type: string}]`.
 pub fn apisix_route_crd() -> Crd {
-    without_nullable(<ApisixRoute as kube::CustomResourceExt>::crd())
+    as_installed(<ApisixRoute as kube::CustomResourceExt>::crd())
 }
 
 /// The ApisixConsumer CRD as installed (see [`apisix_route_crd`]).
 pub fn apisix_consumer_crd() -> Crd {
-    without_nullable(<ApisixConsumer as kube::CustomResourceExt>::crd())
+    as_installed(<ApisixConsumer as kube::CustomResourceExt>::crd())
 }
 
-fn without_nullable(crd: Crd) -> Crd {
-    fn strip(v: &mut serde_json::Value) {
+fn as_installed(crd: Crd) -> Crd {
+    fn fix(v: &mut serde_json::Value) {
         match v {
             serde_json::Value::Object(map) => {
                 map.remove("nullable");
-                map.values_mut().for_each(strip);
+                // kube-rs's structural rewrite empties the `anyOf` branches; the two types are
+                // the one exception structural schemas allow there.
+                if map.get("x-kubernetes-int-or-string") == Some(&serde_json::Value::Bool(true)) {
+                    map.insert(
+                        "anyOf".into(),
+                        serde_json::json!([{"type": "integer"}, {"type": "string"}]),
+                    );
+                }
+                map.values_mut().for_each(fix);
             }
-            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            serde_json::Value::Array(items) => items.iter_mut().for_each(fix),
             _ => {}
         }
     }
     let mut value = serde_json::to_value(&crd).expect("CRDs serialise to JSON");
-    strip(&mut value);
-    serde_json::from_value(value).expect("a CRD without nullable is still a CRD")
+    fix(&mut value);
+    serde_json::from_value(value).expect("the fixed CRD is still a CRD")
+}
+
+/// The `openAPIV3Schema` of a CRD's `v2` version, as the API server validates objects.
+fn openapi_schema(crd: Crd) -> serde_json::Value {
+    let crd = serde_json::to_value(crd).expect("CRDs serialise to JSON");
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+/// The installed ApisixRoute schema (what [`validate::check`] checks manifests against).
+pub fn apisix_route_schema() -> &'static serde_json::Value {
+    static SCHEMA: std::sync::LazyLock<serde_json::Value> =
+        std::sync::LazyLock::new(|| openapi_schema(apisix_route_crd()));
+    &SCHEMA
+}
+
+/// The installed ApisixConsumer schema.
+pub fn apisix_consumer_schema() -> &'static serde_json::Value {
+    static SCHEMA: std::sync::LazyLock<serde_json::Value> =
+        std::sync::LazyLock::new(|| openapi_schema(apisix_consumer_crd()));
+    &SCHEMA
 }
 
 /// The CRD manifests as `crdgen` writes them: (file name, YAML).
@@ -477,3 +544,6 @@ pub fn crd_yaml() -> Vec<(&'static str, String)> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod parity;

@@ -220,5 +220,198 @@ fn schema_keeps_what_the_api_server_needs() {
         serde_json::json!(["ac"])
     );
     let spec = &consumer["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
-    assert_eq!(spec["required"], serde_json::json!(["authParameter"]));
+    assert!(
+        spec.get("required").is_none(),
+        "authParameter is optional, as in 2.2.0: {spec}"
+    );
+}
+
+#[test]
+fn a_consumer_without_auth_parameter_parses() {
+    let c: ApisixConsumer = round_trip(
+        r#"
+apiVersion: apisix.apache.org/v2
+kind: ApisixConsumer
+metadata: {name: plugins-only, namespace: demo}
+spec: {plugins: [{name: key-auth, enable: true, config: {key: k}}]}
+"#,
+    );
+    assert_eq!(c.spec.auth_parameter, None);
+}
+
+fn check_route(spec: serde_json::Value) -> validate::Findings {
+    let object = serde_json::json!({
+        "apiVersion": "apisix.apache.org/v2", "kind": "ApisixRoute",
+        "metadata": {"name": "r", "namespace": "demo"}, "spec": spec,
+    });
+    validate::check(apisix_route_schema(), &object)
+}
+
+#[test]
+fn validation_names_unknown_fields_by_path_and_leaves_free_form_config_alone() {
+    let found = check_route(serde_json::json!({
+        "http": [
+            {"name": "a", "match": {"paths": ["/"]}, "websocket": true},
+            {"name": "b", "match": {"paths": ["/b"], "hostz": ["x"]}, "websockt": true,
+             "plugins": [{"name": "cors", "config": {"any": {"thing": [1]}}, "enabled": false}],
+             "backends": [{"serviceName": "s", "servicePort": "http", "wieght": 1}]}
+        ],
+        "ingresClassName": "x"
+    }));
+    assert_eq!(found.invalid, Vec::<String>::new());
+    assert_eq!(
+        found.unknown_field_warnings(),
+        [
+            "unknown field \"spec.http[1].backends[0].wieght\"",
+            "unknown field \"spec.http[1].match.hostz\"",
+            "unknown field \"spec.http[1].plugins[0].enabled\"",
+            "unknown field \"spec.http[1].websockt\"",
+            "unknown field \"spec.ingresClassName\"",
+        ]
+    );
+    let top = validate::check(
+        apisix_consumer_schema(),
+        &serde_json::json!({"apiVersion": "apisix.apache.org/v2", "kind": "ApisixConsumer",
+            "metadata": {"name": "c", "lables": {}}, "spec": {}, "specs": {}, "status": {"whatever": 1}}),
+    );
+    assert_eq!(top.unknown_fields, ["metadata.lables", "specs"]);
+    assert_eq!(top.invalid, Vec::<String>::new());
+}
+
+#[test]
+fn validation_refuses_what_the_schema_refuses() {
+    let rule = |extra: serde_json::Value| {
+        let mut r = serde_json::json!({"name": "a", "match": {"paths": ["/"]}});
+        r.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        check_route(serde_json::json!({"http": [r]})).invalid
+    };
+    assert_eq!(
+        rule(serde_json::json!({"websocket": "yes"})),
+        [
+            "spec.http[0].websocket: Invalid value: \"string\": spec.http[0].websocket in body must be of type boolean: \"string\""
+        ]
+    );
+    assert_eq!(
+        rule(serde_json::json!({"backends": [{"serviceName": "s", "servicePort": 1.5}]})),
+        [
+            "spec.http[0].backends[0].servicePort: Invalid value: \"number\": spec.http[0].backends[0].servicePort in body must be of type integer,string: \"number\""
+        ]
+    );
+    assert_eq!(
+        rule(serde_json::json!({"plugins": [{"config": {}}], "authentication": {"enable": true}})),
+        [
+            "spec.http[0].authentication.type: Required value",
+            "spec.http[0].plugins[0].name: Required value",
+        ]
+    );
+    assert_eq!(
+        rule(serde_json::json!({"plugins": [{"name": "key-auth"}], "websocket": null})),
+        Vec::<String>::new(),
+        "enable has a default; null is absent"
+    );
+    let stream = |m: serde_json::Value, granularity: &str| {
+        check_route(serde_json::json!({"stream": [{"name": "s", "protocol": "SCTP", "match": m,
+            "backend": {"serviceName": "db", "servicePort": 5432, "resolveGranularity": granularity}}]}))
+        .invalid
+    };
+    assert_eq!(
+        stream(serde_json::json!({"ingressPort": -1}), "pods"),
+        [
+            "spec.stream[0].backend.resolveGranularity: Unsupported value: \"pods\": supported values: \"endpoint\", \"service\"",
+            "spec.stream[0].match.ingressPort: Invalid value: -1: spec.stream[0].match.ingressPort in body should be greater than or equal to 0",
+            "spec.stream[0].protocol: Unsupported value: \"SCTP\": supported values: \"TCP\", \"UDP\"",
+        ]
+    );
+    assert_eq!(
+        check_route(serde_json::json!({"http": [
+            {"name": "a", "match": {"paths": ["/"]}}, {"name": "a", "match": {"paths": ["/x"]}}
+        ]}))
+        .invalid,
+        ["spec.http[1]: Duplicate value: map[string]interface {}{\"name\":\"a\"}"]
+    );
+}
+
+/// [`validate::check`] does not evaluate `pattern` or string `format`s; this keeps the schemas
+/// it is used with free of them.
+#[test]
+fn the_spec_schemas_use_only_what_validation_checks() {
+    fn walk(node: &serde_json::Value, path: &str) {
+        match node {
+            serde_json::Value::Object(map) => {
+                assert!(!map.contains_key("pattern"), "pattern at {path}");
+                if let Some(f) = map.get("format") {
+                    assert!(f == "int32" || f == "int64", "format {f} at {path}");
+                }
+                for (k, v) in map {
+                    walk(v, &format!("{path}/{k}"));
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|i| walk(i, path)),
+            _ => {}
+        }
+    }
+    walk(&apisix_route_schema()["properties"]["spec"], "route");
+    walk(&apisix_consumer_schema()["properties"]["spec"], "consumer");
+}
+
+#[test]
+fn validation_runs_the_cel_rules_of_2_2_0() {
+    let subject = |s: serde_json::Value| {
+        check_route(
+            serde_json::json!({"http": [{"name": "a", "match": {"paths": ["/"],
+            "exprs": [{"subject": s, "op": "Equal", "value": "x"}]}}]}),
+        )
+        .invalid
+    };
+    let at = "spec.http[0].match.exprs[0].subject: Invalid value: \"object\"";
+    assert_eq!(
+        subject(serde_json::json!({"scope": "Header", "name": ""})),
+        [format!("{at}: name is required when scope is not Path")]
+    );
+    let missing = subject(serde_json::json!({"scope": "Query"}));
+    assert_eq!(missing.len(), 1);
+    assert!(
+        missing[0].starts_with(at)
+            && missing[0].ends_with("evaluating rule: name is required when scope is not Path"),
+        "{missing:?}"
+    );
+    assert_eq!(
+        subject(serde_json::json!({"scope": "Path"})),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        subject(serde_json::json!({"scope": "Cookie", "name": "sid"})),
+        Vec::<String>::new()
+    );
+
+    let jwt = |value: serde_json::Value| {
+        validate::check(
+            apisix_consumer_schema(),
+            &serde_json::json!({"apiVersion": "apisix.apache.org/v2", "kind": "ApisixConsumer",
+                "metadata": {"name": "c"}, "spec": {"authParameter": {"jwtAuth": {"value": value}}}}),
+        )
+        .invalid
+    };
+    let refused = [
+        "spec.authParameter.jwtAuth.value: Invalid value: \"object\": algorithms other than HS256/HS384/HS512 require at least one non-empty public_key or private_key",
+    ];
+    assert_eq!(
+        jwt(serde_json::json!({"key": "k", "algorithm": "RS256"})),
+        refused
+    );
+    assert_eq!(
+        jwt(serde_json::json!({"key": "k", "algorithm": "RS256", "public_key": "  \n"})),
+        refused,
+        "trim() of the strings library"
+    );
+    for fine in [
+        serde_json::json!({"key": "k"}),
+        serde_json::json!({"key": "k", "algorithm": "HS512"}),
+        serde_json::json!({"key": "k", "algorithm": "RS256", "public_key": "pem"}),
+        serde_json::json!({"key": "k", "algorithm": "ES256", "private_key": "pem"}),
+    ] {
+        assert_eq!(jwt(fine.clone()), Vec::<String>::new(), "{fine}");
+    }
 }

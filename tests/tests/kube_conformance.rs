@@ -154,23 +154,33 @@ async fn crds_register_kinds_whose_objects_are_pruned_defaulted_and_validated() 
             .2
             .contains("spec.http[0].name: Required value")
     );
-    let rule_broken = routes
-        .create(
-            &PostParams::default(),
-            &route(
-                "cel",
-                json!({"name": "r", "match": {"paths": ["/"], "exprs": [
-                    {"subject": {"scope": "Header"}, "op": "Equal", "value": "x"}]}}),
-            ),
-        )
-        .await
-        .unwrap_err();
-    let (code, _, message) = api_error(rule_broken);
-    assert_eq!(code, 422);
-    assert!(
-        message.contains("spec.http[0].match.exprs[0].subject: Invalid value: \"object\": subject.name is required unless scope is Path"),
-        "{message}"
-    );
+    // 2.2.0's rule `self.scope == 'Path' || size(self.name) > 0`: an empty name fails it; a
+    // missing one makes it fail to evaluate ("no such key"), which refuses the object too.
+    for (subject, wanted) in [
+        (
+            json!({"scope": "Header", "name": ""}),
+            "spec.http[0].match.exprs[0].subject: Invalid value: \"object\": name is required when scope is not Path",
+        ),
+        (
+            json!({"scope": "Header"}),
+            "spec.http[0].match.exprs[0].subject: Invalid value: \"object\"",
+        ),
+    ] {
+        let rule_broken = routes
+            .create(
+                &PostParams::default(),
+                &route(
+                    "cel",
+                    json!({"name": "r", "match": {"paths": ["/"], "exprs": [
+                        {"subject": subject, "op": "Equal", "value": "x"}]}}),
+                ),
+            )
+            .await
+            .unwrap_err();
+        let (code, _, message) = api_error(rule_broken);
+        assert_eq!(code, 422);
+        assert!(message.contains(wanted), "{message}");
+    }
     // Duplicate keys of a list-map (rules are keyed by name).
     let duplicate = routes
         .create(

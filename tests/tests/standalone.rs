@@ -201,3 +201,100 @@ fn traffic_limits_are_the_dataplanes_flags_with_the_same_checks() {
         "{err}"
     );
 }
+
+/// Standalone mode checks manifests as the API server would (COMPATIBILITY.md §2.1): a consumer
+/// whose key-auth comes only from `plugins[]` (valid in AIC 2.2.0) loads and authenticates; a
+/// misspelt field is a warning in `/status` and the log, and its object still loads; a wrong
+/// `apiVersion` is named as the problem; a file broken from the start does not claim that
+/// earlier content stays in effect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifests_are_checked_against_the_crd_schemas() {
+    let echo = Echo::start(&[]);
+    let dir = manifests(echo.addr);
+    write(
+        dir.path(),
+        "consumer.yaml",
+        "apiVersion: apisix.apache.org/v2\nkind: ApisixConsumer\nmetadata: {name: jack, namespace: demo}\nspec:\n  ingressClassName: portcullis\n  plugins: [{name: key-auth, secretRef: jack-key}]\n",
+    );
+    write(dir.path(), "broken.yaml", "kind: [broken\n");
+    write(
+        dir.path(),
+        "old.yaml",
+        "apiVersion: apisix.apache.org/v2beta3\nkind: ApisixRoute\nmetadata: {name: old, namespace: demo}\nspec: {http: [{name: r, match: {paths: [/old]}, backends: [{serviceName: echo, servicePort: ws}]}]}\n",
+    );
+    let gw = Gateway::start_standalone(dir.path(), &[]);
+    let gw_ref = &gw;
+    tokio::task::block_in_place(|| wait_key(gw_ref, "this_is_the_key", 101));
+    assert_eq!(gw.key_status("wrong"), 401);
+    let (mut session, _) =
+        tokio_tungstenite::connect_async(gw.ws_request("/raw", Some("this_is_the_key")))
+            .await
+            .unwrap();
+    session.send(Message::text("hi")).await.unwrap();
+    assert_eq!(session.next().await.unwrap().unwrap(), Message::text("hi"));
+
+    let status = gw.status();
+    let file = |name: &str| {
+        status["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["file"].as_str().unwrap().ends_with(name))
+            .unwrap_or_else(|| panic!("no entry for {name}: {status}"))
+            .clone()
+    };
+    let broken = file("broken.yaml")["error"].as_str().unwrap().to_string();
+    assert!(
+        broken.ends_with("nothing from this file is in effect until it loads"),
+        "{broken}"
+    );
+    let old = file("old.yaml")["error"].as_str().unwrap().to_string();
+    assert!(
+        old.contains("apiVersion \"apisix.apache.org/v2beta3\" is not served")
+            && old.contains("set `apiVersion: apisix.apache.org/v2`"),
+        "{old}"
+    );
+
+    // The misspelt field: reported, the route loads without it (so it does not upgrade).
+    let route = std::fs::read_to_string(dir.path().join("route.yaml")).unwrap();
+    write(
+        dir.path(),
+        "route.yaml",
+        &route.replace("websocket: true", "websockt: true"),
+    );
+    let warnings = tokio::task::block_in_place(|| {
+        wait_for("the warning in /status", Duration::from_secs(5), || {
+            gw_ref.status()["files"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["file"].as_str().unwrap().ends_with("route.yaml"))
+                .map(|f| f["warnings"].clone())
+        })
+    });
+    assert_eq!(
+        warnings,
+        serde_json::json!([
+            "document 1: ApisixRoute demo/echo: unknown field \"spec.http[0].websockt\""
+        ])
+    );
+    let log = tokio::task::block_in_place(|| {
+        wait_for("the warning in the log", Duration::from_secs(5), || {
+            let log = gw_ref.proc.log_text();
+            log.contains("unknown field \\\"spec.http[0].websockt\\\"")
+                .then_some(log)
+        })
+    });
+    assert!(log.contains("manifest warning"), "{log}");
+    let echo_route = gw.status()["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "echo")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        echo_route["conditions"][0]["status"], "True",
+        "{echo_route}"
+    );
+}

@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use kube::ResourceExt;
-use portcullis_crds::{ApisixConsumer, ApisixRoutePlugin, Credential as CrdCredential};
+use portcullis_crds::{
+    ApisixConsumer, ApisixConsumerAuthParameter, ApisixRoutePlugin, Credential as CrdCredential,
+};
 use portcullis_dataplane::auth::check_credential;
 use portcullis_dataplane::table::{Consumer, Credential, JwtCredential, key_digest_hex};
 
@@ -134,7 +136,9 @@ fn credential(
     secrets: &Secrets<'_>,
     problems: &mut Vec<String>,
 ) -> Option<(AuthKind, Credential)> {
-    let ap = &object.spec.auth_parameter;
+    // No `authParameter` is valid (2.2.0): the credential may come from `plugins` alone.
+    let none = ApisixConsumerAuthParameter::default();
+    let ap = object.spec.auth_parameter.as_ref().unwrap_or(&none);
     let mut found: Vec<&'static str> = Vec::new();
     let mut source: Option<(AuthKind, Result<Fields, String>)> = None;
     let mut unsupported = None;

@@ -51,8 +51,11 @@ fn snapshot(mode: Mode, yaml: &str) -> Snapshot {
         mode,
         ..Snapshot::default()
     };
-    let errors = s.add_yaml(yaml);
-    assert!(errors.is_empty(), "fixture does not parse: {errors:?}");
+    let loaded = s.add_yaml(yaml);
+    assert!(
+        loaded.errors.is_empty() && loaded.warnings.is_empty(),
+        "fixture does not load cleanly: {loaded:?}"
+    );
     s
 }
 
@@ -526,7 +529,7 @@ stringData: {query: token}
 #[test]
 fn manifests_that_do_not_parse_are_reported_with_their_place() {
     let mut s = Snapshot::default();
-    let errors = s.add_yaml("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n---\napiVersion: apisix.apache.org/v2\nkind: ApisixRoute\nmetadata: {name: r}\nspec: {http: [{name: a, priority: high}]}\n");
+    let errors = s.add_yaml("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n---\napiVersion: apisix.apache.org/v2\nkind: ApisixRoute\nmetadata: {name: r}\nspec: {http: [{name: a, priority: high}]}\n").errors;
     assert_eq!(errors.len(), 2, "{errors:?}");
     assert!(
         errors[0]
@@ -534,8 +537,13 @@ fn manifests_that_do_not_parse_are_reported_with_their_place() {
             .contains("v1/ConfigMap: not a kind Portcullis reads"),
         "{errors:?}"
     );
-    assert!(errors[1].message.contains("ApisixRoute r"), "{errors:?}");
-    let errors = Snapshot::default().add_yaml("kind: [unclosed\n");
+    assert!(
+        errors[1]
+            .message
+            .contains("ApisixRoute default/r: spec.http[0].priority: Invalid value"),
+        "{errors:?}"
+    );
+    let errors = Snapshot::default().add_yaml("kind: [unclosed\n").errors;
     assert_eq!(errors[0].line, Some(2), "{errors:?}");
     assert!(
         errors[0]
@@ -808,4 +816,54 @@ fn an_open_rule_shadowing_an_authenticated_one_is_reported_on_both_objects() {
         "{:?}",
         fixed.statuses
     );
+}
+
+/// AIC 2.2.0: `authParameter` is optional and enabled `plugins[]` entries become the
+/// consumer's plugins, `secretRef` merged into `config`.
+#[test]
+fn a_consumer_with_only_plugins_gets_its_credential_from_them() {
+    let t = standalone(
+        r#"
+apiVersion: apisix.apache.org/v2
+kind: ApisixConsumer
+metadata: {name: inline, namespace: demo}
+spec: {plugins: [{name: key-auth, config: {key: inline-key}}]}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: from-secret, namespace: demo}
+stringData: {key: secret-key}
+---
+apiVersion: apisix.apache.org/v2
+kind: ApisixConsumer
+metadata: {name: merged, namespace: demo}
+spec:
+  ingressClassName: portcullis
+  plugins: [{name: key-auth, enable: true, config: {key: overridden}, secretRef: from-secret}]
+---
+apiVersion: apisix.apache.org/v2
+kind: ApisixConsumer
+metadata: {name: disabled, namespace: demo}
+spec: {plugins: [{name: key-auth, enable: false, config: {key: off-key}}]}
+"#,
+    );
+    assert!(t.statuses.iter().all(|s| s.accepted()), "{:?}", t.statuses);
+    let credential = |name: &str| {
+        t.table
+            .consumers
+            .iter()
+            .find(|c| c.username == format!("demo_{name}"))
+            .unwrap_or_else(|| panic!("no consumer {name}"))
+            .credential
+            .clone()
+    };
+    let key = |k: &str| {
+        Some(Credential::KeyAuth {
+            key_sha256: key_digest_hex(k.as_bytes()),
+        })
+    };
+    assert_eq!(credential("inline"), key("inline-key"));
+    assert_eq!(credential("merged"), key("secret-key"), "the Secret wins");
+    assert_eq!(credential("disabled"), None);
+    CompiledTable::compile(t.table.clone()).expect("the dataplane loads it");
 }
