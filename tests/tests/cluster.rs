@@ -879,6 +879,13 @@ fn events_fit_long_names_and_skip_terminating_namespaces() {
         )
     };
     apply(&api, &rejected("demo", &long_name));
+    // An open rule in front of the walk-through's key-auth rule (same host, path, priority).
+    apply(
+        &api,
+        "apiVersion: apisix.apache.org/v2\nkind: ApisixRoute\nmetadata: {name: aa-open, namespace: demo}\n\
+         spec:\n  ingressClassName: portcullis\n  http:\n  - name: open\n    match: {hosts: [ws.example.com], paths: [/raw]}\n\
+         \x20   backends: [{serviceName: echo, servicePort: ws}]\n",
+    );
     apply(
         &api,
         &format!(
@@ -918,6 +925,46 @@ fn events_fit_long_names_and_skip_terminating_namespaces() {
     );
     assert!(events["metadata"]["name"].as_str().unwrap().len() <= 253);
     assert_eq!(events["reason"], "InvalidSpec");
+    // Shadowing is reported on both routes, which stay accepted.
+    for (route, words) in [
+        (
+            "echo",
+            "rule \"ws\" is never matched on host \"ws.example.com\" path \"/raw\"",
+        ),
+        ("aa-open", "rule \"open\" shadows rule demo/echo/ws"),
+    ] {
+        let event = wait_for(
+            &format!("the Shadowed Event of {route}"),
+            Duration::from_secs(15),
+            || {
+                let out = kubectl_ok(
+                    &api,
+                    &["get", "events.events.k8s.io", "-n", "demo", "-o", "json"],
+                );
+                let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+                list["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|e| e["regarding"]["name"] == route && e["reason"] == "Shadowed")
+                    .cloned()
+            },
+        );
+        assert!(event["note"].as_str().unwrap().contains(words), "{event}");
+        let accepted = kubectl_ok(
+            &api,
+            &[
+                "-n",
+                "demo",
+                "get",
+                "ar",
+                route,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Accepted\")].status}",
+            ],
+        );
+        assert_eq!(accepted, "True", "{route}");
+    }
     // The route in the terminating namespace got its status; its Event was skipped quietly.
     wait_for("the skipped Event counted", Duration::from_secs(15), || {
         controller

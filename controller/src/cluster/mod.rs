@@ -106,7 +106,7 @@ impl ClusterMetrics {
         );
         registry.register(
             "portcullis_events",
-            "Events published for rejected resources, by result (ok, error)",
+            "Warning Events published (InvalidSpec, Shadowed), by result (ok, error, skipped)",
             self.events.clone(),
         );
         registry.register(
@@ -372,7 +372,7 @@ impl StatusWriter {
             if self.written.get(&key) == Some(&conditions) {
                 continue;
             }
-            let rejection = status::rejection(resource, &live.conditions);
+            let warning = status::warning_event(resource, &live.conditions);
             let patch = Patch::Merge(json!({"status": {"conditions": conditions}}));
             let params = PatchParams {
                 field_manager: Some(FIELD_MANAGER.into()),
@@ -413,8 +413,8 @@ impl StatusWriter {
                     break;
                 }
             }
-            if let Some(message) = rejection {
-                self.event(&live.reference, message).await;
+            if let Some((reason, message)) = warning {
+                self.event(&live.reference, reason, message).await;
             }
         }
         if failed {
@@ -432,6 +432,7 @@ impl StatusWriter {
     async fn event(
         &self,
         reference: &k8s_openapi::api::core::v1::ObjectReference,
+        reason: &'static str,
         message: String,
     ) {
         // Events carry at most 1 kB of note.
@@ -444,7 +445,7 @@ impl StatusWriter {
             note.truncate(end);
             note.push_str("...");
         }
-        let result = self.publish_event(reference, note).await;
+        let result = self.publish_event(reference, reason, note).await;
         let result_label = match &result {
             Ok(()) => "ok",
             Err(e) if event_refused_quietly(e) => "skipped",
@@ -470,6 +471,7 @@ impl StatusWriter {
     async fn publish_event(
         &self,
         reference: &k8s_openapi::api::core::v1::ObjectReference,
+        reason: &'static str,
         note: String,
     ) -> Result<(), kube::Error> {
         let now = k8s_openapi::jiff::Timestamp::now();
@@ -488,7 +490,7 @@ impl StatusWriter {
                 ..ObjectMeta::default()
             },
             action: Some("Translate".into()),
-            reason: Some("InvalidSpec".into()),
+            reason: Some(reason.into()),
             note: Some(note),
             type_: Some("Warning".into()),
             event_time: Some(MicroTime(now)),

@@ -63,15 +63,22 @@ pub fn programmed_seed(live: &[LiveCondition]) -> Option<(i64, u64)> {
     Some((c.observed_generation?, generation))
 }
 
-/// `Accepted` went to False (or its problems changed): worth a Warning Event.
-pub fn rejection(resource: &Resource, live: &[LiveCondition]) -> Option<String> {
+/// A Warning Event worth publishing, as (reason, note): `InvalidSpec` when `Accepted` went to
+/// False or its problems changed; `Shadowed` when an accepted object's message (its warnings:
+/// today only rules that another rule answers first) appeared or changed.
+pub fn warning_event(
+    resource: &Resource,
+    live: &[LiveCondition],
+) -> Option<(&'static str, String)> {
     let accepted = resource.conditions.iter().find(|c| c.kind == "Accepted")?;
-    if accepted.status != "False" {
-        return None;
-    }
+    let reason = match (accepted.status, accepted.message.is_empty()) {
+        ("False", _) => "InvalidSpec",
+        (_, false) => "Shadowed",
+        (_, true) => return None,
+    };
     let before = live.iter().find(|c| c.type_ == "Accepted");
-    let same = before.is_some_and(|b| b.status == "False" && b.message == accepted.message);
-    (!same).then(|| accepted.message.clone())
+    let same = before.is_some_and(|b| b.status == accepted.status && b.message == accepted.message);
+    (!same).then(|| (reason, accepted.message.clone()))
 }
 
 #[cfg(test)]
@@ -143,20 +150,38 @@ mod tests {
     }
 
     #[test]
-    fn rejections_are_reported_once_per_problem() {
+    fn warning_events_are_published_once_per_problem_or_warning() {
         let bad = resource(
             ("False", "x: y"),
             ("True", "1/1 dataplanes at generation 2"),
         );
-        assert_eq!(rejection(&bad, &[]), Some("x: y".into()));
+        assert_eq!(
+            warning_event(&bad, &[]),
+            Some(("InvalidSpec", "x: y".into()))
+        );
         let now = live(&to_write(&bad, &[]).unwrap());
-        assert_eq!(rejection(&bad, &now), None);
+        assert_eq!(warning_event(&bad, &now), None);
         let worse = resource(
             ("False", "x: y; z: w"),
             ("True", "1/1 dataplanes at generation 2"),
         );
-        assert_eq!(rejection(&worse, &now), Some("x: y; z: w".into()));
+        assert_eq!(
+            warning_event(&worse, &now),
+            Some(("InvalidSpec", "x: y; z: w".into()))
+        );
         let good = resource(("True", ""), ("True", "1/1 dataplanes at generation 2"));
-        assert_eq!(rejection(&good, &now), None);
+        assert_eq!(warning_event(&good, &now), None);
+        let shadowed = resource(
+            ("True", "warning: rule \"ws\" is never matched"),
+            ("True", "1/1 dataplanes at generation 2"),
+        );
+        assert_eq!(
+            warning_event(&shadowed, &live(&to_write(&good, &[]).unwrap())),
+            Some(("Shadowed", "warning: rule \"ws\" is never matched".into()))
+        );
+        assert_eq!(
+            warning_event(&shadowed, &live(&to_write(&shadowed, &[]).unwrap())),
+            None
+        );
     }
 }
