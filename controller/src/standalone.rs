@@ -77,7 +77,9 @@ pub async fn run(
                 continue;
             }
             let accepted = &resource.conditions[0];
-            if accepted.status == "True" {
+            if accepted.status == "True" && !accepted.message.is_empty() {
+                warn!(kind = resource.kind, namespace = %resource.namespace, name = %resource.name, generation = resource.generation, warnings = %accepted.message, "accepted with warnings");
+            } else if accepted.status == "True" {
                 info!(kind = resource.kind, namespace = %resource.namespace, name = %resource.name, generation = resource.generation, "accepted");
             } else {
                 warn!(kind = resource.kind, namespace = %resource.namespace, name = %resource.name, generation = resource.generation, problems = %accepted.message, "not accepted as written");
