@@ -111,11 +111,16 @@ pub fn translate(snapshot: &Snapshot, generation: u64) -> Translation {
     route_objects.sort_by_key(|r| (r.namespace().unwrap_or_default(), r.name_any()));
     let known: std::collections::HashSet<&str> =
         consumers.iter().map(|c| c.username.as_str()).collect();
+    // Consumer translation already applies the dataplane's consumer rules, so this compiles;
+    // routes are checked against it as a dataplane will.
+    let compiled_consumers =
+        portcullis_dataplane::auth::Consumers::compile(&consumers).unwrap_or_default();
     let mut routes: Vec<Route> = Vec::new();
     // The status (index in `statuses`) of each route's object.
     let mut owner: Vec<usize> = Vec::new();
     for object in route_objects {
-        let (rules, problems) = route::translate(object, snapshot, &secrets, &known);
+        let (rules, problems) =
+            route::translate(object, snapshot, &secrets, &known, &compiled_consumers);
         let content = fingerprint(&rules, &problems);
         owner.extend(std::iter::repeat_n(statuses.len(), rules.len()));
         routes.extend(rules);

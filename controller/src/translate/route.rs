@@ -6,11 +6,12 @@ use k8s_openapi::api::core::v1::ServicePort;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use portcullis_crds::{ApisixRoute, ApisixRouteHttp, ApisixRouteHttpBackend, ApisixRoutePlugin};
+use portcullis_dataplane::auth::Consumers;
 use portcullis_dataplane::duration::parse_go_duration;
 use portcullis_dataplane::table::expr::CompiledExpr;
 use portcullis_dataplane::table::{
     Backend, BasicAuthConfig, Expr, ExprOp, ExprScope, JwtAuthConfig, KeyAuthConfig, Node, Plugins,
-    Route, Scheme, Timeouts, Upstream, UpstreamTls, validate_host,
+    Route, Scheme, Timeouts, Upstream, UpstreamTls, check_route, validate_host,
 };
 
 use super::Secrets;
@@ -52,6 +53,7 @@ pub(super) fn translate(
     snapshot: &Snapshot,
     secrets: &Secrets<'_>,
     consumers: &HashSet<&str>,
+    compiled_consumers: &Consumers,
 ) -> (Vec<Route>, Vec<String>) {
     let namespace = object.namespace().unwrap_or_default();
     let mut all_problems = Vec::new();
@@ -90,18 +92,35 @@ pub(super) fn translate(
             consumers,
             &mut problems,
         );
-        all_problems.extend(problems.list);
-        if problems.left_out {
-            continue;
+        // What the dataplane would refuse must not reach it: one such rule would make every
+        // dataplane refuse the whole table. The same check the table load runs, per rule.
+        if !problems.left_out
+            && !problems.placeholder
+            && let Err(problem) = check_route(&route, compiled_consumers)
+        {
+            problems.b(format!(
+                ".spec.http[{i}]: the dataplane cannot serve this rule: {problem}"
+            ));
         }
-        if problems.placeholder {
+        let route = if problems.placeholder {
             let mut placeholder = route;
             placeholder.placeholder =
                 Some("rule not accepted; see the ApisixRoute's status".into());
             placeholder.plugins = Plugins::default();
             placeholder.upstream = Upstream::default();
-            routes.push(placeholder);
+            if !problems.left_out
+                && let Err(problem) = check_route(&placeholder, compiled_consumers)
+            {
+                problems.a(format!(
+                    ".spec.http[{i}]: left out, its match cannot be served: {problem}"
+                ));
+            }
+            placeholder
         } else {
+            route
+        };
+        all_problems.extend(problems.list);
+        if !problems.left_out {
             routes.push(route);
         }
     }
@@ -390,6 +409,14 @@ fn resolve(
         ));
         return None;
     };
+    // An unlisted ExternalName port is taken as written: it must still be a TCP port.
+    let Some(port_number) = u16::try_from(port.port).ok().filter(|p| *p != 0) else {
+        problems.c(format!(
+            "{bp}.servicePort: {} is not a port number (1-65535)",
+            port.port
+        ));
+        return None;
+    };
     let app = port.app_protocol.as_deref();
     let scheme = if matches!(app, Some("https") | Some("kubernetes.io/wss")) {
         Scheme::Https
@@ -413,7 +440,7 @@ fn resolve(
         tls.server_name = Some(host.clone());
         vec![Node {
             host,
-            port: port.port as u16,
+            port: port_number,
         }]
     } else if by_service {
         match spec.cluster_ip.as_deref() {
@@ -426,7 +453,7 @@ fn resolve(
             }
             Some(ip) => vec![Node {
                 host: ip.to_string(),
-                port: port.port as u16,
+                port: port_number,
             }],
         }
     } else {
@@ -460,12 +487,15 @@ fn endpoints(snapshot: &Snapshot, namespace: &str, service: &str, port_name: &st
         {
             continue;
         }
+        // A slice port outside 1-65535 (only a broken writer makes one) is no address to use.
         let Some(port) = slice
             .ports
             .iter()
             .flatten()
             .find(|sp| sp.name.as_deref().unwrap_or("") == port_name)
             .and_then(|sp| sp.port)
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p != 0)
         else {
             continue;
         };
@@ -474,7 +504,7 @@ fn endpoints(snapshot: &Snapshot, namespace: &str, service: &str, port_name: &st
                 continue;
             }
             for addr in &endpoint.addresses {
-                nodes.insert((addr.clone(), port as u16));
+                nodes.insert((addr.clone(), port));
             }
         }
     }

@@ -867,3 +867,69 @@ spec: {plugins: [{name: key-auth, enable: false, config: {key: off-key}}]}
     assert_eq!(credential("disabled"), None);
     CompiledTable::compile(t.table.clone()).expect("the dataplane loads it");
 }
+
+/// Values the CRD schema admits but a dataplane's table load refuses: each becomes a problem on
+/// its own rule (a placeholder), and the table still loads — one such rule must not make every
+/// dataplane refuse every change.
+#[test]
+fn rules_a_dataplane_would_refuse_never_reach_it() {
+    let b = "backends: [{serviceName: echo, servicePort: ws}]";
+    let cases = [
+        format!(
+            "authentication: {{enable: true, type: keyAuth, keyAuth: {{header: \"x key\"}}}}\n    {b}"
+        ),
+        format!("plugins: [{{name: key-auth, enable: true, config: {{query: \"\"}}}}]\n    {b}"),
+        format!("plugins: [{{name: jwt-auth, enable: true, config: {{cookie: \"\"}}}}]\n    {b}"),
+        format!(
+            "plugins: [{{name: jwt-auth, enable: true, config: {{key_claim_name: \"\"}}}}]\n    {b}"
+        ),
+        format!(
+            "plugins: [{{name: jwt-auth, enable: true, config: {{claims_to_verify: [exp, exp]}}}}]\n    {b}"
+        ),
+    ];
+    for rest in cases {
+        let t = with_route(&format!(
+            "  - name: bad\n    match: {{hosts: [bad.example.com], paths: [/a]}}\n    {rest}\n"
+        ));
+        let p = problems(&t, "r");
+        assert!(!p.is_empty(), "{rest}: no problem reported");
+        assert!(
+            t.table
+                .routes
+                .iter()
+                .any(|r| r.id == "demo/r/bad" && r.placeholder.is_some())
+                || !t.table.routes.iter().any(|r| r.id == "demo/r/bad"),
+            "{rest}: the rule is served as written: {p:?}"
+        );
+        CompiledTable::compile(t.table.clone())
+            .unwrap_or_else(|e| panic!("{rest}: the dataplane refuses the table: {e} ({p:?})"));
+    }
+}
+
+#[test]
+fn service_ports_outside_tcp_range_are_problems_not_wrapped_numbers() {
+    for port in ["70000", "0", "-1"] {
+        let t = standalone(&format!(
+            "{SEED}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: ext, namespace: demo}}\nspec: {{type: ExternalName, externalName: echo.example.org}}\n---\napiVersion: apisix.apache.org/v2\nkind: ApisixRoute\nmetadata: {{name: r, namespace: demo}}\nspec:\n  http:\n  - name: ext\n    match: {{paths: [/ext]}}\n    backends: [{{serviceName: ext, servicePort: {port}}}]\n"
+        ));
+        let p = problems(&t, "r");
+        assert!(
+            p.iter()
+                .any(|p| p.contains(&format!("{port} is not a port number (1-65535)"))),
+            "{port}: {p:?}"
+        );
+        let nodes: Vec<u16> = t
+            .table
+            .routes
+            .iter()
+            .flat_map(|r| &r.upstream.backends)
+            .flat_map(|b| &b.nodes)
+            .map(|n| n.port)
+            .collect();
+        assert!(
+            !nodes.contains(&4464) && !nodes.contains(&65535),
+            "{nodes:?}"
+        );
+        CompiledTable::compile(t.table.clone()).unwrap();
+    }
+}

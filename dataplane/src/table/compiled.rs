@@ -195,6 +195,13 @@ impl CompiledTable {
     }
 }
 
+/// Checks one route with exactly the rules a table load applies to it, so that the controller
+/// can answer a rule the dataplane would refuse with a placeholder (or leave it out) instead of
+/// sending a table that every dataplane refuses whole.
+pub fn check_route(route: &Route, consumers: &Consumers) -> Result<(), String> {
+    compile_route(route, consumers).map(|_| ())
+}
+
 fn compile_route(route: &Route, consumers: &Consumers) -> Result<CompiledRoute, String> {
     if route.id.is_empty() {
         return Err("id is empty".into());

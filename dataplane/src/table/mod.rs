@@ -7,7 +7,7 @@ mod router;
 
 pub use compiled::{
     CompiledBackend, CompiledNode, CompiledRoute, CompiledTable, CompiledUpstream, TableError,
-    scheme_name, validate_host,
+    check_route, scheme_name, validate_host,
 };
 pub use model::*;
 
