@@ -1,4 +1,4 @@
-//! The two conditions of every object (COMPATIBILITY.md §5), with `lastTransitionTime` kept
+//! The two conditions of every object (docs/behaviour.md §5), with `lastTransitionTime` kept
 //! until `status` flips. In standalone mode they are logged and served at `GET /status`.
 
 use std::collections::BTreeMap;
@@ -97,7 +97,7 @@ impl Fleet {
     }
 
     /// `Programmed` (status, reason, message) of an object first carried by generation `first`
-    /// (COMPATIBILITY.md §5).
+    /// (docs/behaviour.md §5).
     pub fn programmed(&self, first: u64) -> (&'static str, &'static str, String) {
         if let Some((d, (generation, error))) = self.dataplanes.iter().find_map(|d| {
             d.rejected
