@@ -6,7 +6,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::IngressClass;
 use portcullis_crds::{ApisixConsumer, ApisixRoute};
 
-/// The controller name an IngressClass must carry to be ours (COMPATIBILITY.md §6).
+/// The controller name an IngressClass must carry to be ours (docs/behaviour.md §2).
 pub const CONTROLLER_NAME: &str = "portcullis.dev/ingress-controller";
 /// The class the standalone gateway always answers to.
 pub const STANDALONE_CLASS: &str = "portcullis";

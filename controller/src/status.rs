@@ -1,4 +1,4 @@
-//! The two conditions of every object (COMPATIBILITY.md §5), with `lastTransitionTime` kept
+//! The two conditions of every object (docs/behaviour.md §5), with `lastTransitionTime` kept
 //! until `status` flips. In standalone mode they are logged and served at `GET /status`.
 
 use std::collections::BTreeMap;
@@ -97,7 +97,7 @@ impl Fleet {
     }
 
     /// `Programmed` (status, reason, message) of an object first carried by generation `first`
-    /// (COMPATIBILITY.md §5).
+    /// (docs/behaviour.md §5).
     pub fn programmed(&self, first: u64) -> (&'static str, &'static str, String) {
         if let Some((d, (generation, error))) = self.dataplanes.iter().find_map(|d| {
             d.rejected
@@ -121,7 +121,7 @@ impl Fleet {
             .filter(|d| d.acked.is_some_and(|g| g >= first))
             .count();
         let message = format!("{acked}/{connected} dataplanes at generation {first}");
-        // COMPATIBILITY.md §5: none connected is `Pending` too (the message says 0/0).
+        // docs/behaviour.md §5.3: none connected is `Pending` too (the message says 0/0).
         if connected > 0 && acked == connected {
             ("True", "Programmed", message)
         } else {

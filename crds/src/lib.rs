@@ -3,7 +3,7 @@
 //!
 //! The schema admits every field the 2.2 CRDs admit — including the ones Portcullis does not
 //! support — so the API server never prunes them and the controller can name them in status
-//! (COMPATIBILITY.md §2.1). Every optional field is an `Option`, so "unset" and "set to the
+//! (docs/behaviour.md §3.1). Every optional field is an `Option`, so "unset" and "set to the
 //! zero value" stay distinct (`websocket` unset and `websocket: false` mean different things)
 //! and objects round-trip without losing fields. `crdgen` writes `crds/*.yaml` from these types.
 #![deny(rust_2018_idioms)]
@@ -21,7 +21,7 @@ pub const GROUP: &str = "apisix.apache.org";
 /// The API version of the APISIX custom resources Portcullis reads.
 pub const VERSION: &str = "v2";
 
-/// `status` of both kinds: only `conditions` (COMPATIBILITY.md §5).
+/// `status` of both kinds: only `conditions` (docs/behaviour.md §5).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ApisixStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -420,7 +420,7 @@ pub struct WolfRbacValue {
 
 /// The 2.2 rule: an algorithm other than `HS*` needs a non-empty `public_key` or `private_key`.
 /// Portcullis checks the rest in translation (`secret` for `HS*`; a `private_key` alone is
-/// reported in status, COMPATIBILITY.md §3.2).
+/// reported in status, docs/behaviour.md §4.3).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[x_kube(validation = Rule::new("!has(self.algorithm) || size(self.algorithm) == 0 || self.algorithm in ['HS256','HS384','HS512'] || (has(self.public_key) && size(self.public_key.trim()) > 0) || (has(self.private_key) && size(self.private_key.trim()) > 0)").message("algorithms other than HS256/HS384/HS512 require at least one non-empty public_key or private_key"))]
 pub struct JwtAuthValue {

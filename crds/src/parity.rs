@@ -1,5 +1,5 @@
 //! Drift test: every node under `spec` of our generated CRDs equals the one in APISIX Ingress
-//! Controller 2.2.0's CRDs (COMPATIBILITY.md §2.1, §10), read at test time from
+//! Controller 2.2.0's CRDs (docs/behaviour.md §1), read at test time from
 //! `<workspace>/../shared/reference/apisix-ingress-controller-2.2.0/crds/`.
 //!
 //! Every schema keyword is compared except `description` (prose does not change what the API

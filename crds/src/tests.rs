@@ -31,7 +31,7 @@ fn round_trip<T: serde::de::DeserializeOwned + Serialize>(yaml: &str) -> T {
     typed
 }
 
-// Our own equivalents of COMPATIBILITY.md §9 (a)–(d), plus every unsupported field.
+// Our own equivalents of docs/behaviour.md §13 (a)–(d), plus every unsupported field.
 const ROUTE_A: &str = r#"
 apiVersion: apisix.apache.org/v2
 kind: ApisixRoute

@@ -1,6 +1,6 @@
 //! What routing and authentication read from a request, extracted once per request.
 //!
-//! Pure functions over `http` types: host and path normalisation (COMPATIBILITY.md §7.1), query
+//! Pure functions over `http` types: host and path normalisation (docs/behaviour.md §6), query
 //! arguments and cookies.
 
 use std::borrow::Cow;
@@ -331,7 +331,7 @@ pub fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &s
     })
 }
 
-/// A WebSocket upgrade request per COMPATIBILITY.md §7.6: HTTP/1.1 `GET`, `Connection: upgrade`,
+/// A WebSocket upgrade request per docs/behaviour.md §9: HTTP/1.1 `GET`, `Connection: upgrade`,
 /// `Upgrade: websocket`.
 pub fn is_websocket_upgrade(method: &Method, version: http::Version, headers: &HeaderMap) -> bool {
     method == Method::GET

@@ -122,3 +122,195 @@ fn every_helm_value_is_documented() {
         "Helm values not in docs/configuration.md: {missing:?}"
     );
 }
+
+/// The repository's files a user reads or a developer follows: every `*.md`, `*.rs`, `*.yaml`
+/// and `*.sh` outside `target/` and `.git/`.
+fn repository_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if path.is_dir() {
+            if name != "target" && !name.starts_with('.') {
+                repository_files(&path, out);
+            }
+        } else if [".md", ".rs", ".yaml", ".sh"]
+            .iter()
+            .any(|e| name.ends_with(e))
+        {
+            out.push(path);
+        }
+    }
+}
+
+/// `## 5. Status` → `5`, `### 7.2 key-auth` → `7.2`: the section numbers of docs/behaviour.md.
+fn behaviour_sections(doc: &str) -> std::collections::BTreeSet<String> {
+    let heading = regex::Regex::new(r"(?m)^#{2,3} (\d+(?:\.\d+)?)\.? ").unwrap();
+    heading
+        .captures_iter(doc)
+        .map(|c| c[1].to_string())
+        .collect()
+}
+
+/// GitHub's anchor for a heading: lower case, punctuation dropped, spaces as `-`.
+fn slug(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// Markdown without its fenced code blocks (links in examples are not links).
+fn prose(doc: &str) -> String {
+    let mut out = String::new();
+    let mut fenced = false;
+    for line in doc.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if !fenced {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[test]
+fn references_point_at_the_repository_docs_and_resolve() {
+    let root = workspace_root();
+    let mut files = Vec::new();
+    repository_files(&root, &mut files);
+    assert!(files.len() > 50, "{files:?}");
+    let behaviour = std::fs::read_to_string(root.join("docs/behaviour.md")).unwrap();
+    let sections = behaviour_sections(&behaviour);
+    assert!(
+        sections.contains("12") && sections.contains("7.4"),
+        "{sections:?}"
+    );
+    // `docs/behaviour.md §7.2`, `§6–§10`, `§3, §5`, `§7.2–7.4`; inside behaviour.md, any `§N`.
+    let citation =
+        regex::Regex::new(r"behaviour\.md §((?:§?\d+(?:\.\d+)?(?:, | and |–)?)+)").unwrap();
+    let number = regex::Regex::new(r"\d+(?:\.\d+)?").unwrap();
+    let self_citation = regex::Regex::new(r"§(\d+(?:\.\d+)?)").unwrap();
+    // The shared design texts are not in the repository: nothing may send a reader there.
+    let gone = [
+        "COMPATIBILITY.md",
+        "DESIGN.md",
+        "shared design",
+        "design folder",
+    ];
+    let mut problems = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let shown = file.strip_prefix(&root).unwrap().display().to_string();
+        if shown == "tests/tests/docs.rs" {
+            continue;
+        }
+        for g in gone {
+            if text.contains(g) {
+                problems.push(format!("{shown}: mentions {g}"));
+            }
+        }
+        let mut cited: Vec<String> = citation
+            .captures_iter(&text)
+            .flat_map(|c| {
+                number
+                    .find_iter(&c[1])
+                    .map(|m| m.as_str().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if shown == "docs/behaviour.md" {
+            cited.extend(self_citation.captures_iter(&text).map(|c| c[1].to_string()));
+        }
+        for n in cited {
+            if !sections.contains(&n) {
+                problems.push(format!(
+                    "{shown}: cites docs/behaviour.md §{n}, which does not exist"
+                ));
+            }
+        }
+    }
+    // Relative links in the Markdown docs name files that exist and headings that exist.
+    let link = regex::Regex::new(r"\]\(([^)\s]+)\)").unwrap();
+    let heading = regex::Regex::new(r"(?m)^#+ (.+)$").unwrap();
+    for file in files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "md"))
+    {
+        let shown = file.strip_prefix(&root).unwrap().display().to_string();
+        let text = prose(&std::fs::read_to_string(file).unwrap());
+        for c in link.captures_iter(&text) {
+            let target = &c[1];
+            if target.contains("://") || target.starts_with("mailto:") {
+                continue;
+            }
+            let (path, anchor) = target.split_once('#').unwrap_or((target, ""));
+            let resolved = if path.is_empty() {
+                file.clone()
+            } else {
+                file.parent().unwrap().join(path)
+            };
+            if !resolved.exists() {
+                problems.push(format!("{shown}: link to {target}: no such file"));
+                continue;
+            }
+            if !anchor.is_empty() {
+                let doc = prose(&std::fs::read_to_string(&resolved).unwrap());
+                if !heading.captures_iter(&doc).any(|h| slug(&h[1]) == anchor) {
+                    problems.push(format!("{shown}: link to {target}: no such heading"));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+/// `examples/dataplane/seed-table.yaml`, with its placeholders filled in as its comment says,
+/// loads in the current table format and does what the guide does.
+#[test]
+fn the_seed_table_example_loads_and_authenticates_jack() {
+    use portcullis_dataplane::auth::{Reason, authenticate};
+    use portcullis_dataplane::request::RequestView;
+    use portcullis_dataplane::table::{CompiledTable, RouteTable, key_digest_hex};
+
+    let text = std::fs::read_to_string(workspace_root().join("examples/dataplane/seed-table.yaml"))
+        .unwrap();
+    let filled = text
+        .replace("ECHO_HOST", "127.0.0.1")
+        .replace("ECHO_PORT", "18080")
+        .replace("KEY_SHA256", &key_digest_hex(b"this_is_the_key"));
+    let table: RouteTable = serde_yaml::from_str(&filled).expect("the table format is current");
+    let table = CompiledTable::compile(table).expect("the table validates");
+
+    let uri: http::Uri = "/raw".parse().unwrap();
+    let check = |key: Option<&str>| {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("host", "ws.example.com".parse().unwrap());
+        headers.insert("connection", "Upgrade".parse().unwrap());
+        headers.insert("upgrade", "websocket".parse().unwrap());
+        if let Some(k) = key {
+            headers.insert("apikey", k.parse().unwrap());
+        }
+        let view = RequestView::new(
+            &http::Method::GET,
+            http::Version::HTTP_11,
+            &uri,
+            &headers,
+            "127.0.0.1".parse().unwrap(),
+        )
+        .unwrap();
+        let route = table.find(&view).expect("the guide's route matches");
+        assert!(route.websocket);
+        authenticate(&route.auth, &table.consumers, &view, 0)
+            .map(|a| table.consumers.list[a.consumer.unwrap()].username.clone())
+            .map_err(|r| r.reason)
+    };
+    assert_eq!(check(Some("this_is_the_key")), Ok("demo_jack".to_string()));
+    assert_eq!(check(Some("wrong")), Err(Reason::InvalidApiKey));
+    assert_eq!(check(None), Err(Reason::MissingApiKey));
+}

@@ -1,5 +1,5 @@
 //! Established WebSockets of a revoked credential are closed when the dataplane applies the
-//! table that revokes it (COMPATIBILITY.md §8); others are untouched; the flag turns it off.
+//! table that revokes it (docs/behaviour.md §11); others are untouched; the flag turns it off.
 
 use std::time::Duration;
 

@@ -202,7 +202,7 @@ fn traffic_limits_are_the_dataplanes_flags_with_the_same_checks() {
     );
 }
 
-/// Standalone mode checks manifests as the API server would (COMPATIBILITY.md §2.1): a consumer
+/// Standalone mode checks manifests as the API server would (docs/standalone.md, "Schema checks"): a consumer
 /// whose key-auth comes only from `plugins[]` (valid in AIC 2.2.0) loads and authenticates; a
 /// misspelt field is a warning in `/status` and the log, and its object still loads; a wrong
 /// `apiVersion` is named as the problem; a file broken from the start does not claim that

@@ -1,4 +1,4 @@
-//! Controller → dataplane sync end to end (DESIGN.md §3): real controller and dataplane
+//! Controller → dataplane sync end to end (docs/sync.md): real controller and dataplane
 //! processes on 127.0.0.1, mutual TLS with certificates from `portcullis-controller certs`.
 
 use std::path::Path;

@@ -1,4 +1,4 @@
-//! Status as written to the API server (COMPATIBILITY.md §5): the board's two conditions, with
+//! Status as written to the API server (docs/behaviour.md §5): the board's two conditions, with
 //! `lastTransitionTime` taken from the live object while `status` is unchanged, written only
 //! when something differs, so a restarted controller leaves every condition as it was.
 

@@ -1,4 +1,4 @@
-//! The controller's side of sync (DESIGN.md §3, `docs/sync.md`): the [`Hub`] numbers tables,
+//! The controller's side of sync (`docs/sync.md`): the [`Hub`] numbers tables,
 //! serialises each once, hands it to every connected dataplane's [`Session`] and keeps what
 //! each one acknowledged, from which `Programmed` is computed.
 

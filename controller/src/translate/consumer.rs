@@ -1,4 +1,4 @@
-//! ApisixConsumer → table consumer (COMPATIBILITY.md §3). A consumer with a problem is served
+//! ApisixConsumer → table consumer (docs/behaviour.md §4). A consumer with a problem is served
 //! without a credential (fail-closed).
 
 use std::collections::{BTreeMap, HashMap};
@@ -262,7 +262,7 @@ fn from_plugin(
     }
 }
 
-/// Secret values override `base` (COMPATIBILITY.md §2.5).
+/// Secret values override `base` (docs/behaviour.md §3.4).
 fn from_secret(
     kind: AuthKind,
     namespace: &str,

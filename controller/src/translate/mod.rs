@@ -1,5 +1,5 @@
 //! `translate(&Snapshot) -> Translation`: a pure function from cluster objects to the route table
-//! and the `Accepted` condition of every object that is ours (COMPATIBILITY.md §2–§6).
+//! and the `Accepted` condition of every object that is ours (docs/behaviour.md §2–§5).
 //!
 //! Problems never stop the rest of the table: a rule with a match problem is left out (A), any
 //! other rule problem makes it a 503 placeholder (B), unresolved references are served without
@@ -85,7 +85,7 @@ pub fn translate(snapshot: &Snapshot, generation: u64) -> Translation {
         .iter()
         .filter(|c| classes.is_ours(c.spec.ingress_class_name.as_deref()))
         .collect();
-    // Older objects keep duplicate credentials (COMPATIBILITY.md §3.3).
+    // Older objects keep duplicate credentials (docs/behaviour.md §4.4).
     consumer_objects.sort_by(|a, b| {
         let created = |o: &&portcullis_crds::ApisixConsumer| o.creation_timestamp().map(|t| t.0);
         created(a)
@@ -201,7 +201,7 @@ fn fingerprint(output: &impl serde::Serialize, problems: &[String]) -> u64 {
     writer.0.finish()
 }
 
-/// Which `ingressClassName`s are ours (COMPATIBILITY.md §6).
+/// Which `ingressClassName`s are ours (docs/behaviour.md §2).
 struct Classes {
     mode: Mode,
     /// `--ingress-class`: when not empty, only these of our classes.

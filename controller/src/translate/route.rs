@@ -1,4 +1,4 @@
-//! ApisixRoute rules → table routes (COMPATIBILITY.md §2, §5).
+//! ApisixRoute rules → table routes (docs/behaviour.md §3, §5).
 
 use std::collections::{BTreeSet, HashSet};
 

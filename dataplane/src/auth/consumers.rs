@@ -47,7 +47,7 @@ pub struct CompiledConsumer {
     /// Digest of the credential as configured: a change means the credential was rotated.
     pub credential_fingerprint: Option<SecretDigest>,
     /// Username and credential in 8 bytes (SHA-256 prefix): an established session is revoked
-    /// when no consumer of a new table has its key (COMPATIBILITY.md §8).
+    /// when no consumer of a new table has its key (docs/behaviour.md §11).
     pub revocation_key: u64,
 }
 
@@ -97,7 +97,7 @@ pub struct Consumers {
     pub revocation_keys: HashSet<u64>,
 }
 
-/// The JWT algorithms `jsonwebtoken` verifies (COMPATIBILITY.md §3.2).
+/// The JWT algorithms `jsonwebtoken` verifies (docs/behaviour.md §4.3).
 pub const JWT_ALGORITHMS: [&str; 12] = [
     "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256",
     "ES384", "EdDSA",

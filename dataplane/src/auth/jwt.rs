@@ -1,4 +1,4 @@
-//! jwt-auth (COMPATIBILITY.md §7.5): find the token, the consumer by its key claim, then verify
+//! jwt-auth (docs/behaviour.md §7.4): find the token, the consumer by its key claim, then verify
 //! the signature for exactly the consumer's algorithm and the time claims ourselves.
 
 use base64::Engine;

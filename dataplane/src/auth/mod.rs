@@ -1,4 +1,4 @@
-//! Authentication of requests and handshakes, pure over a table (COMPATIBILITY.md §4, §7.2–7.5).
+//! Authentication of requests and handshakes, pure over a table (docs/behaviour.md §7).
 //!
 //! [`authenticate`] reads a [`RequestView`] and answers either the consumer and the edits to
 //! make to the request before it goes upstream, or the 401 to send. It does no I/O.
@@ -236,7 +236,7 @@ impl AuthChain {
     }
 }
 
-/// Runs every plugin of the chain; all must pass (COMPATIBILITY.md §4). `now` is Unix seconds.
+/// Runs every plugin of the chain; all must pass (docs/behaviour.md §7.1). `now` is Unix seconds.
 pub fn authenticate(
     chain: &AuthChain,
     consumers: &Consumers,
@@ -335,7 +335,7 @@ impl Fail {
 }
 
 fn key_auth(p: &KeyPlugin, consumers: &Consumers, req: &RequestView<'_>) -> Result<Pass, Fail> {
-    // On anonymous fallback key-auth removes both of its sources (COMPATIBILITY.md §7.3).
+    // On anonymous fallback key-auth removes both of its sources (docs/behaviour.md §7.2).
     let both = || {
         vec![
             Source::Header(p.header.clone()),

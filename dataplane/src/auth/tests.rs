@@ -1,4 +1,4 @@
-//! Each auth plugin with every failure body (COMPATIBILITY.md §7.3–7.5).
+//! Each auth plugin with every failure body (docs/behaviour.md §7.2–7.4).
 
 use super::*;
 use crate::table::{

@@ -1,4 +1,4 @@
-//! What goes upstream and what comes back: header rewriting per COMPATIBILITY.md §4 and §7.6.
+//! What goes upstream and what comes back: header rewriting per docs/behaviour.md §8.
 //! Pure functions over `http` types.
 
 use std::net::IpAddr;

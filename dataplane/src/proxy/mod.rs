@@ -39,7 +39,7 @@ use forward::Listener;
 use splice::{Limits, Splice, SpliceEnd};
 use upstream::{UpstreamStream, UpstreamTls};
 
-/// Listener limits (DESIGN.md §4), from flags.
+/// Listener limits (docs/dataplane.md), from flags.
 #[derive(Clone, Copy, Debug)]
 pub struct ProxySettings {
     pub header_timeout: Duration,
@@ -53,7 +53,7 @@ pub struct ProxySettings {
     /// How long a write to a WebSocket client may stall before the connection is ended.
     pub client_send_timeout: Duration,
     /// Close established WebSockets when a new table deletes or changes their consumer's
-    /// credential (COMPATIBILITY.md §8).
+    /// credential (docs/behaviour.md §11).
     pub close_revoked_websockets: bool,
     /// Tables with more routes are refused (bounds the memory one table may take).
     pub max_routes: usize,

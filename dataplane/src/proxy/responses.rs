@@ -1,4 +1,4 @@
-//! Responses the dataplane writes itself, byte for byte as COMPATIBILITY.md §7 gives them.
+//! Responses the dataplane writes itself, byte for byte as docs/behaviour.md §6–§10 give them.
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};

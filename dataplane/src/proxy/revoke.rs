@@ -1,5 +1,5 @@
 //! Established WebSockets by the consumer they authenticated as, so that applying a table in
-//! which that consumer is gone or its credential changed can close them (COMPATIBILITY.md §8,
+//! which that consumer is gone or its credential changed can close them (docs/behaviour.md §11,
 //! `--close-revoked-websockets`). An entry is 16 bytes: an idle WebSocket must stay cheap.
 
 use std::collections::HashMap;

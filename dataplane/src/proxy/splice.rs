@@ -239,7 +239,7 @@ where
             }
         }
         // One side closed and the other has nothing in flight: WebSockets do not half-close,
-        // so end both (COMPATIBILITY.md §7.6: closing one closes both).
+        // so end both (docs/behaviour.md §9: closing one closes both).
         if (this.to_upstream.done() && this.to_client.pending.is_none())
             || (this.to_client.done() && this.to_upstream.pending.is_none())
         {

@@ -1,4 +1,4 @@
-//! What a dataplane does with a pushed table: validate, swap, persist, answer (DESIGN.md §3).
+//! What a dataplane does with a pushed table: validate, swap, persist, answer (docs/sync.md).
 //! The network client and the standalone controller's embedded dataplane both go through
 //! [`Applier::handle`], so `Programmed` means the same in both modes.
 

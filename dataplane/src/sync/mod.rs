@@ -1,4 +1,4 @@
-//! The dataplane's side of controller → dataplane sync (DESIGN.md §3, `docs/sync.md`).
+//! The dataplane's side of controller → dataplane sync (`docs/sync.md`).
 
 pub mod applier;
 pub mod client;

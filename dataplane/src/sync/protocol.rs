@@ -1,4 +1,4 @@
-//! The sync protocol, version 1 (DESIGN.md §3; documented in `docs/sync.md`).
+//! The sync protocol, version 1 (documented in `docs/sync.md`).
 //!
 //! One WebSocket per dataplane, over mutual TLS, at [`PATH`] with subprotocol [`SUBPROTOCOL`].
 //! Every message is one JSON text frame carrying `"v": 1` and a `"type"`. Liveness: both sides

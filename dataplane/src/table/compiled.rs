@@ -32,7 +32,7 @@ pub enum TableError {
     TooManyRoutes { routes: usize, limit: usize },
 }
 
-/// The methods COMPATIBILITY.md §2.2 admits, as bits.
+/// The methods docs/behaviour.md §3.1 admits, as bits.
 const METHODS: [&str; 10] = [
     "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE", "PURGE",
 ];
@@ -181,7 +181,7 @@ impl CompiledTable {
         })
     }
 
-    /// The first route, in COMPATIBILITY.md §7.1 order, whose conditions hold.
+    /// The first route, in docs/behaviour.md §6 order, whose conditions hold.
     pub fn find(&self, req: &RequestView<'_>) -> Option<&CompiledRoute> {
         self.router
             .candidates(req.host.as_deref(), &req.path)

@@ -1,4 +1,4 @@
-//! `match.exprs[]` conditions, compiled at table load (COMPATIBILITY.md §2.3).
+//! `match.exprs[]` conditions, compiled at table load (docs/behaviour.md §3.2).
 
 use regex::bytes::{Regex, RegexBuilder};
 

@@ -265,7 +265,7 @@ pub struct Upstream {
     pub timeouts: Timeouts,
 }
 
-/// Whole seconds, as COMPATIBILITY.md §2.2 says.
+/// Whole seconds, as docs/behaviour.md §3.1 says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timeouts {

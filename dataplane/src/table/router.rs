@@ -1,4 +1,4 @@
-//! Route lookup indexed by host and path (COMPATIBILITY.md §7.1).
+//! Route lookup indexed by host and path (docs/behaviour.md §6).
 //!
 //! Hosts: exact map, then wildcard suffixes from longest to shortest, then host-less rules.
 //! Paths within a host group: exact map, then prefixes from longest to shortest; only the

@@ -1,4 +1,4 @@
-//! Matching (COMPATIBILITY.md §7.1) and table validation, table-driven.
+//! Matching (docs/behaviour.md §6) and table validation, table-driven.
 
 use super::*;
 use crate::request::RequestView;
