@@ -306,6 +306,29 @@ impl Controller {
     }
 }
 
+/// The README's connect block (curl's three handshakes, then Python websockets) as a bash
+/// script aimed at `host:port`, and its output: stdout and success.
+pub fn run_readme_connect_block(host: &str, port: u16) -> (String, String, bool) {
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
+    let block = readme
+        .split("```sh\n")
+        .find(|b| b.starts_with("HOST="))
+        .and_then(|b| b.split("```").next())
+        .expect("README's connect block (starting with HOST=)");
+    let (first, rest) = block.split_once('\n').unwrap();
+    assert!(first.starts_with("HOST=203.0.113.10 PORT=80"), "{first}");
+    let script = format!("HOST={host} PORT={port}\n{rest}");
+    let out = Command::new("timeout")
+        .args(["60", "bash", "-c", &script])
+        .output()
+        .expect("bash");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.success(),
+    )
+}
+
 /// Copies examples/websocket-auth into a fresh directory, pointing the EndpointSlice at `echo`.
 pub fn example_manifests(echo: SocketAddr) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

@@ -374,30 +374,12 @@ fn the_rendered_chart_runs_the_walkthrough() {
     gw.wait_key(KEY, 101);
     // The README's commands, as a user runs them against the ingress (curl for the three
     // handshakes, Python websockets for the echo), pointed at the dataplane's HTTP port.
-    let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
-    let block = readme
-        .split("```sh\n")
-        .find(|b| b.starts_with("HOST="))
-        .and_then(|b| b.split("```").next())
-        .expect("README's connect block (starting with HOST=)");
-    let (first, rest) = block.split_once('\n').unwrap();
-    assert!(first.starts_with("HOST=203.0.113.10 PORT=80"), "{first}");
-    let script = format!("HOST=127.0.0.1 PORT={}\n{rest}", dataplane.ports["http"]);
-    let out = Command::new("bash")
-        .args(["-c", &script])
-        .output()
-        .expect("bash");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "README block failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (stdout, stderr, ok) = run_readme_connect_block("127.0.0.1", dataplane.ports["http"]);
+    assert!(ok, "README block failed: {stdout}{stderr}");
     assert_eq!(
         stdout.lines().collect::<Vec<_>>(),
         ["401", "401", "101", GREETING, "hello"],
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        "{stderr}"
     );
     // Programmed counts the dataplane (its id is the pod name from the Downward API).
     let route = kubectl_ok(
