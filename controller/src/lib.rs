@@ -12,4 +12,4 @@ pub mod status;
 pub mod sync;
 pub mod translate;
 
-pub use portcullis_dataplane::table::RouteTable;
+pub use portcullis_contract::table::RouteTable;

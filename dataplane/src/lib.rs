@@ -2,17 +2,15 @@
 //! handshakes over a route table that can be swapped without touching live connections.
 #![deny(rust_2018_idioms)]
 
+// The contract, re-exported under the paths the dataplane has always used.
+pub use portcullis_contract::{auth, decision, duration, model, request, table};
+
 pub mod admin;
-pub mod auth;
 pub mod config;
-pub mod decision;
-pub mod duration;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;
-pub mod request;
 pub mod runtime;
 pub mod sync;
-pub mod table;
 pub mod table_file;
 pub mod tls;

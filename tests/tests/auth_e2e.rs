@@ -8,7 +8,12 @@ use portcullis_tests::*;
 const HS_SECRET: &str = "4c1d0e0f8a2b47e6a9d3c5b7e1f09a2d";
 
 fn fixture(name: &str) -> String {
-    std::fs::read_to_string(workspace_root().join("dataplane/tests/fixtures").join(name)).unwrap()
+    std::fs::read_to_string(
+        workspace_root()
+            .join("dataplane/contract/tests/fixtures")
+            .join(name),
+    )
+    .unwrap()
 }
 
 fn route(id: &str, path: &str, plugins: Plugins, upstream: std::net::SocketAddr) -> Route {

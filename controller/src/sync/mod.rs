@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use portcullis_dataplane::sync::protocol::{self, ToController};
-use portcullis_dataplane::table::RouteTable;
+use portcullis_contract::protocol::{self, ToController};
+use portcullis_contract::table::RouteTable;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;

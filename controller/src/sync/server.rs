@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use http::StatusCode;
-use portcullis_dataplane::sync::protocol::{
+use portcullis_contract::protocol::{
     self, Heartbeat, MAX_MESSAGE_BYTES, PATH, SUBPROTOCOL, ToController,
 };
 use portcullis_dataplane::tls::Reloading;

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
-use portcullis_dataplane::sync::protocol::{ToController, ToDataplane, VERSION, decode};
-use portcullis_dataplane::table::{Route, RouteTable};
+use portcullis_contract::protocol::{ToController, ToDataplane, VERSION, decode};
+use portcullis_contract::table::{Route, RouteTable};
 use tokio::time::Instant;
 
 use super::*;

@@ -4,11 +4,11 @@
 use std::collections::{BTreeMap, HashMap};
 
 use kube::ResourceExt;
+use portcullis_contract::auth::check_credential;
+use portcullis_contract::table::{Consumer, Credential, JwtCredential, key_digest_hex};
 use portcullis_crds::{
     ApisixConsumer, ApisixConsumerAuthParameter, ApisixRoutePlugin, Credential as CrdCredential,
 };
-use portcullis_dataplane::auth::check_credential;
-use portcullis_dataplane::table::{Consumer, Credential, JwtCredential, key_digest_hex};
 
 use super::Secrets;
 

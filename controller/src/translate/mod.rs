@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use portcullis_dataplane::table::{Consumer, Route, RouteTable};
+use portcullis_contract::table::{Consumer, Route, RouteTable};
 
 use crate::snapshot::{CONTROLLER_NAME, Mode, STANDALONE_CLASS, Snapshot};
 
@@ -114,7 +114,7 @@ pub fn translate(snapshot: &Snapshot, generation: u64) -> Translation {
     // Consumer translation already applies the dataplane's consumer rules, so this compiles;
     // routes are checked against it as a dataplane will.
     let compiled_consumers =
-        portcullis_dataplane::auth::Consumers::compile(&consumers).unwrap_or_default();
+        portcullis_contract::auth::Consumers::compile(&consumers).unwrap_or_default();
     let mut routes: Vec<Route> = Vec::new();
     // The status (index in `statuses`) of each route's object.
     let mut owner: Vec<usize> = Vec::new();

@@ -5,14 +5,14 @@ use std::collections::{BTreeSet, HashSet};
 use k8s_openapi::api::core::v1::ServicePort;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
-use portcullis_crds::{ApisixRoute, ApisixRouteHttp, ApisixRouteHttpBackend, ApisixRoutePlugin};
-use portcullis_dataplane::auth::Consumers;
-use portcullis_dataplane::duration::parse_go_duration;
-use portcullis_dataplane::table::expr::CompiledExpr;
-use portcullis_dataplane::table::{
+use portcullis_contract::auth::Consumers;
+use portcullis_contract::duration::parse_go_duration;
+use portcullis_contract::table::expr::CompiledExpr;
+use portcullis_contract::table::{
     Backend, BasicAuthConfig, Expr, ExprOp, ExprScope, JwtAuthConfig, KeyAuthConfig, Node, Plugins,
     Route, Scheme, Timeouts, Upstream, UpstreamTls, check_route, validate_host,
 };
+use portcullis_crds::{ApisixRoute, ApisixRouteHttp, ApisixRouteHttpBackend, ApisixRoutePlugin};
 
 use super::Secrets;
 use crate::snapshot::Snapshot;

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use portcullis_dataplane::table::Route;
+use portcullis_contract::table::Route;
 
 /// Route `shadowed` is never matched for `host`/`path`: route `by` takes those requests.
 #[derive(Clone, Debug, PartialEq, Eq)]

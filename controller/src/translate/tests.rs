@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::snapshot::{Mode, Snapshot};
-use portcullis_dataplane::table::{CompiledTable, Credential, Scheme, key_digest_hex};
+use portcullis_contract::table::{CompiledTable, Credential, Scheme, key_digest_hex};
 
 /// The seed walk-through (docs/behaviour.md §13 (a)) with a local echo Service.
 const SEED: &str = r#"

@@ -2,6 +2,6 @@
 
 pub mod applier;
 pub mod client;
-pub mod protocol;
+pub use portcullis_contract::protocol;
 
 pub use applier::{Applier, StateDir};

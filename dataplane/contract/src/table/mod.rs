@@ -2,14 +2,13 @@
 
 mod compiled;
 pub mod expr;
-pub mod model;
 mod router;
 
+pub use crate::model::*;
 pub use compiled::{
     CompiledBackend, CompiledNode, CompiledRoute, CompiledTable, CompiledUpstream, TableError,
     check_route, scheme_name, validate_host,
 };
-pub use model::*;
 
 #[cfg(test)]
 pub(crate) mod tests;

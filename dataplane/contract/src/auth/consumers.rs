@@ -9,7 +9,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::table::{Consumer, Credential, JwtCredential};
+use crate::model::{Consumer, Credential, JwtCredential};
 
 /// A SHA-256 digest whose equality is constant-time, so a `HashMap` lookup by digest does not
 /// reveal how many leading bytes of a presented key's digest matched.

@@ -16,8 +16,8 @@ pub use consumers::{
     CompiledConsumer, ConsumerId, Consumers, JWT_ALGORITHMS, SecretDigest, check_credential,
 };
 
+use crate::model::{BasicAuthConfig, JwtAuthConfig, JwtClaim, KeyAuthConfig, Plugins};
 use crate::request::{QueryValue, RequestView};
-use crate::table::{BasicAuthConfig, JwtAuthConfig, JwtClaim, KeyAuthConfig, Plugins};
 
 /// Why a request was refused. Each maps to one body text and one metric label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

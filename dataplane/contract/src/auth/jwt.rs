@@ -5,8 +5,8 @@ use base64::Engine;
 use serde_json::{Map, Value};
 
 use super::{Consumers, Fail, JwtPlugin, Pass, Reason, Source};
+use crate::model::JwtClaim;
 use crate::request::RequestView;
-use crate::table::JwtClaim;
 
 pub(super) fn jwt_auth(
     p: &JwtPlugin,

@@ -10,9 +10,9 @@ use ipnet::IpNet;
 use rustls_pki_types::ServerName;
 
 use super::expr::CompiledExpr;
-use super::model::{Backend, Route, RouteTable, Scheme};
 use super::router::Router;
 use crate::auth::{AuthChain, Consumers};
+use crate::model::{Backend, Route, RouteTable, Scheme};
 use crate::request::RequestView;
 
 /// Why a table was refused as a whole.
@@ -274,7 +274,7 @@ fn compile_route(route: &Route, consumers: &Consumers) -> Result<CompiledRoute, 
         .collect();
     let secs = |s: u64| {
         Duration::from_secs(if s == 0 {
-            super::model::DEFAULT_TIMEOUT_SECS
+            crate::model::DEFAULT_TIMEOUT_SECS
         } else {
             s
         })

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use http::{HeaderMap, Method, Uri, Version};
 
 use crate::auth::{CompiledConsumer, Rejection, RequestEdits, authenticate};
-use crate::metrics::Outcome;
+use crate::outcome::Outcome;
 use crate::request::{BadRequest, RequestView, is_websocket_upgrade};
 use crate::table::{CompiledRoute, CompiledTable};
 

@@ -2,7 +2,7 @@
 
 use regex::bytes::{Regex, RegexBuilder};
 
-use super::model::{Expr, ExprOp, ExprScope};
+use crate::model::{Expr, ExprOp, ExprScope};
 use crate::request::RequestView;
 
 #[derive(Debug)]

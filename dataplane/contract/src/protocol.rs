@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::table::RouteTable;
+use crate::model::RouteTable;
 
 pub const VERSION: u32 = 1;
 pub const PATH: &str = "/v1/sync";
