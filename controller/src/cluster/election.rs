@@ -62,9 +62,11 @@ async fn manager(
         .await
 }
 
-/// Sends `false` whenever the Lease is seen going from a holder to none (a release), `true` when
-/// it is deleted (a new manager creates it again; the running one would only retry reading it). A Lease seen
-/// without holder first (a fresh one) is the manager's own business: it locks it anyway.
+/// Sends `false` whenever the Lease is seen without a holder (released), `true` when it is
+/// deleted (a new manager creates it again; the running one would only retry reading it). A
+/// Lease already free when the watch starts counts too: the release may have happened between
+/// the manager reading the Lease as held (it then sleeps until the old expiry) and the watch
+/// starting; restarting a manager that would lock a free Lease anyway costs nothing.
 fn watch_releases(client: &Client, settings: &ElectionSettings) -> mpsc::Receiver<bool> {
     let api: Api<Lease> = Api::namespaced(client.clone(), &settings.namespace);
     let config =
@@ -73,19 +75,20 @@ fn watch_releases(client: &Client, settings: &ElectionSettings) -> mpsc::Receive
     let stream = watcher(api, config).default_backoff();
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
-        let mut held = false;
+        // Whether the last notice was for a free Lease: one notice per release.
+        let mut free_noticed = false;
         while let Some(event) = stream.next().await {
             // A full channel means a notice is pending already.
             match event {
                 Ok(watcher::Event::Apply(lease) | watcher::Event::InitApply(lease)) => {
                     let free = released(&lease);
-                    if held && free {
+                    if free && !free_noticed {
                         let _ = tx.try_send(false);
                     }
-                    held = !free;
+                    free_noticed = free;
                 }
                 Ok(watcher::Event::Delete(_)) => {
-                    held = false;
+                    free_noticed = false;
                     let _ = tx.try_send(true);
                 }
                 Ok(watcher::Event::Init | watcher::Event::InitDone) => {}
