@@ -20,7 +20,7 @@ use portcullis_dataplane::config::ProxyArgs;
 use portcullis_dataplane::proxy::Dataplane;
 use portcullis_dataplane::runtime::Listeners;
 use portcullis_dataplane::sync::Applier;
-use portcullis_dataplane::{admin, tls};
+use portcullis_support::{admin, tls};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -198,7 +198,7 @@ fn host_name() -> Option<String> {
 
 fn run_main(args: RunArgs) -> Result<()> {
     use std::sync::atomic::{AtomicBool, Ordering};
-    portcullis_dataplane::logging::init(&args.log_format);
+    portcullis_support::logging::init(&args.log_format);
     let settings = args.sync.settings()?;
     if args.sync.sync_listen.is_none() {
         bail!(
@@ -374,7 +374,7 @@ struct StandaloneArgs {
 }
 
 fn main() {
-    portcullis_dataplane::logging::exit_on_error(run());
+    portcullis_support::logging::exit_on_error(run());
 }
 
 fn run() -> Result<()> {
@@ -397,7 +397,7 @@ fn run() -> Result<()> {
 }
 
 fn standalone_main(args: StandaloneArgs) -> Result<()> {
-    portcullis_dataplane::logging::init(&args.proxy.log_format);
+    portcullis_support::logging::init(&args.proxy.log_format);
     if !args.manifests.is_dir() {
         bail!("--manifests {}: not a directory", args.manifests.display());
     }

@@ -5,12 +5,9 @@
 // The contract, re-exported under the paths the dataplane has always used.
 pub use portcullis_contract::{auth, decision, duration, model, request, table};
 
-pub mod admin;
 pub mod config;
-pub mod logging;
 pub mod metrics;
 pub mod proxy;
 pub mod runtime;
 pub mod sync;
 pub mod table_file;
-pub mod tls;

@@ -11,10 +11,12 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use portcullis_dataplane::config::Args;
 use portcullis_dataplane::proxy::Dataplane;
-use portcullis_dataplane::sync::client::{Backoff, ClientSettings};
+use portcullis_dataplane::sync::client::ClientSettings;
 use portcullis_dataplane::sync::protocol::Heartbeat;
 use portcullis_dataplane::sync::{self, Applier, StateDir};
-use portcullis_dataplane::{admin, table_file, tls};
+use portcullis_dataplane::table_file;
+use portcullis_support::backoff::Backoff;
+use portcullis_support::{admin, tls};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
@@ -25,12 +27,12 @@ use tracing::{error, info, warn};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    portcullis_dataplane::logging::exit_on_error(run());
+    portcullis_support::logging::exit_on_error(run());
 }
 
 fn run() -> Result<()> {
     let args = Args::parse();
-    portcullis_dataplane::logging::init(&args.proxy.log_format);
+    portcullis_support::logging::init(&args.proxy.log_format);
     args.validate().map_err(anyhow::Error::msg)?;
     let listeners = args.listeners().map_err(anyhow::Error::msg)?;
     let mut registry = Registry::default();

@@ -16,7 +16,7 @@ use crate::config::ProxyArgs;
 use crate::metrics::Metrics;
 use crate::proxy::upstream::UpstreamTls;
 use crate::proxy::{Dataplane, bind_reuseport};
-use crate::tls;
+use portcullis_support::tls;
 
 /// The client-facing listeners: plain HTTP, and HTTPS with its certificate and key.
 #[derive(Clone, Debug)]

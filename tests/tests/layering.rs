@@ -72,3 +72,54 @@ fn the_contract_does_no_io() {
         .collect();
     assert!(offenders.is_empty(), "I/O in the contract: {offenders:?}");
 }
+
+/// The controller links the proxy crate only to embed a dataplane in standalone mode; TLS
+/// files, the admin listener, logging and backoff come from `portcullis-support`.
+#[test]
+fn the_controller_uses_the_proxy_only_for_the_embedded_dataplane() {
+    let root = workspace_root();
+    let embedded = [
+        "config::ProxyArgs",
+        "proxy::Dataplane",
+        "runtime::Listeners",
+        "sync::Applier",
+    ];
+    let mut uses = Vec::new();
+    for (path, text) in sources(&root.join("controller/src")) {
+        for (at, _) in text.match_indices("portcullis_dataplane::") {
+            let rest = &text[at + "portcullis_dataplane::".len()..];
+            let item: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':' || *c == '{')
+                .collect();
+            uses.push((path.clone(), item));
+        }
+    }
+    assert!(
+        !uses.is_empty(),
+        "no use of the proxy crate found: the scan is broken or the dependency is gone (then drop this test and the dependency)"
+    );
+    let strays: Vec<_> = uses
+        .iter()
+        .filter(|(_, item)| !embedded.iter().any(|e| item.starts_with(e)))
+        .collect();
+    assert!(
+        strays.is_empty(),
+        "the controller uses the proxy crate beyond the embedded dataplane: {strays:?}"
+    );
+}
+
+#[test]
+fn the_support_crate_depends_on_no_other_portcullis_crate() {
+    let manifest =
+        std::fs::read_to_string(workspace_root().join("dataplane/support/Cargo.toml")).unwrap();
+    let deps = manifest
+        .split("[dependencies]")
+        .nth(1)
+        .expect("manifest has [dependencies]");
+    assert!(deps.contains("rustls"), "dependencies not read: {deps}");
+    assert!(
+        !deps.contains("portcullis-"),
+        "portcullis-support must stay below the contract and the proxy"
+    );
+}

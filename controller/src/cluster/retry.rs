@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use portcullis_dataplane::sync::client::Backoff;
+use portcullis_support::backoff::Backoff;
 
 #[derive(Clone, Debug)]
 pub struct Retry {

@@ -10,7 +10,7 @@ use http::StatusCode;
 use portcullis_contract::protocol::{
     self, Heartbeat, MAX_MESSAGE_BYTES, PATH, SUBPROTOCOL, ToController,
 };
-use portcullis_dataplane::tls::Reloading;
+use portcullis_support::tls::Reloading;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, timeout_at};
 use tokio_rustls::TlsAcceptor;

@@ -771,6 +771,43 @@ fn jwt_consumer_key_material_is_checked() {
 }
 
 #[test]
+fn basic_auth_credentials_that_could_never_match_are_reported() {
+    // The rules live in the contract (`check_credential`); the controller reports them with
+    // APISIX's prefix instead of sending a table the dataplane would refuse.
+    let consumer = |name: &str, value: &str| {
+        format!(
+            "---\napiVersion: apisix.apache.org/v2\nkind: ApisixConsumer\nmetadata: {{name: {name}, namespace: demo}}\nspec: {{authParameter: {{basicAuth: {{value: {value}}}}}}}\n"
+        )
+    };
+    let yaml = [
+        consumer("colon", "{username: \"a:b\", password: p}"),
+        consumer("space", "{username: ann, password: \"p q\"}"),
+        consumer("empty", "{username: bob, password: \"\"}"),
+        consumer("fine", "{username: cid, password: s3cret}"),
+    ]
+    .concat();
+    let t = standalone(&yaml);
+    assert_eq!(
+        problems(&t, "colon"),
+        ["invalid basic auth config: basic-auth username must not contain ':'"]
+    );
+    assert_eq!(
+        problems(&t, "space"),
+        [
+            "invalid basic auth config: basic-auth username and password must not contain whitespace (presented credentials are stripped of it, so they could never match)"
+        ]
+    );
+    assert_eq!(
+        problems(&t, "empty").len(),
+        1,
+        "{:?}",
+        problems(&t, "empty")
+    );
+    assert!(problems(&t, "fine").is_empty());
+    CompiledTable::compile(t.table.clone()).expect("the dataplane loads it");
+}
+
+#[test]
 fn an_open_rule_shadowing_an_authenticated_one_is_reported_on_both_objects() {
     // `demo/aa-open` sorts before `demo/echo` (the seed's key-auth route): same host, path and
     // priority, no authentication — it takes every request on ws.example.com/raw.

@@ -18,13 +18,14 @@ use tracing::{debug, info, warn};
 use super::applier::Applier;
 use super::protocol::{self, Heartbeat, MAX_MESSAGE_BYTES, PATH, SUBPROTOCOL};
 use crate::metrics::ResultLabels;
+use portcullis_support::backoff::Backoff;
 
 /// Where and how to reach the controller.
 #[derive(Clone)]
 pub struct ClientSettings {
     pub controller: ControllerUrl,
     /// Read again per connection attempt when its files changed (rotated certificates).
-    pub tls: Arc<crate::tls::Reloading<Arc<rustls::ClientConfig>>>,
+    pub tls: Arc<portcullis_support::tls::Reloading<Arc<rustls::ClientConfig>>>,
     /// Names this dataplane in the controller's status and metrics.
     pub dataplane_id: String,
     pub heartbeat: Heartbeat,
@@ -76,34 +77,6 @@ impl std::fmt::Display for ControllerUrl {
         } else {
             write!(f, "https://{}:{}", self.host, self.port)
         }
-    }
-}
-
-/// Exponential backoff with jitter: each wait is drawn from [d/2, d], d doubling from
-/// `initial` to `max`; it starts over after a stream that delivered a table.
-#[derive(Clone, Copy, Debug)]
-pub struct Backoff {
-    pub initial: Duration,
-    pub max: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            initial: Duration::from_millis(200),
-            max: Duration::from_secs(5),
-        }
-    }
-}
-
-impl Backoff {
-    /// The wait before attempt `failures + 1`, given a random `unit` in [0, 1).
-    pub fn delay(&self, failures: u32, unit: f64) -> Duration {
-        let ceiling = self
-            .initial
-            .saturating_mul(1u32 << failures.min(20))
-            .min(self.max);
-        ceiling.mul_f64(0.5 + unit / 2.0)
     }
 }
 
@@ -296,18 +269,5 @@ mod tests {
                 .unwrap_err()
                 .contains("use https://HOST:PORT")
         );
-    }
-
-    #[test]
-    fn backoff_doubles_to_its_ceiling_with_jitter_in_the_upper_half() {
-        let b = Backoff {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(2),
-        };
-        assert_eq!(b.delay(0, 0.0), Duration::from_millis(50));
-        assert_eq!(b.delay(0, 0.999_999).as_millis(), 99);
-        assert_eq!(b.delay(3, 0.0), Duration::from_millis(400));
-        assert_eq!(b.delay(10, 0.0), Duration::from_secs(1));
-        assert_eq!(b.delay(u32::MAX, 0.0), Duration::from_secs(1));
     }
 }

@@ -80,7 +80,7 @@ async fn main() -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(c), Some(k)) => Some(portcullis_dataplane::tls::acceptor(c, k)?),
+        (Some(c), Some(k)) => Some(portcullis_support::tls::acceptor(c, k)?),
         _ => None,
     };
     println!("listening on {}", listener.local_addr()?);
