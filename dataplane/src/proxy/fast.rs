@@ -19,7 +19,6 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Uri, Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
-use tracing::debug;
 
 use super::body::ResponseBody;
 use super::client_io::ClientStream;
@@ -28,7 +27,8 @@ use super::responses;
 use super::splice::Limits;
 use super::upstream::UpstreamStream;
 use super::{
-    Dataplane, Exchanged, Failure, failure_response, refusal_response, splice_websocket, unix_now,
+    Dataplane, Exchanged, Failure, failure_response, refusal_response, refused, splice_websocket,
+    unix_now,
 };
 use crate::decision::{Forward, Head, decide};
 use crate::metrics::Outcome;
@@ -258,12 +258,12 @@ impl Dataplane {
                     .await
             }
             Err(refusal) => {
-                debug!(route = %decision.route_id, reason = refusal.reason(), "request refused");
+                let (response, outcome, reason) = refused(&decision.route_id, &refusal);
                 let answer = Answer::Respond {
-                    response: responses::refusal(&refusal),
+                    response,
                     close: refusal.closes_connection(),
                 };
-                (answer, refusal.outcome(), refusal.reason())
+                (answer, outcome, reason)
             }
         };
         self.metrics

@@ -28,7 +28,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, info, warn};
 
-use crate::decision::{Forward, Head, decide};
+use crate::decision::{Forward, Head, Refusal, decide};
 use crate::metrics::{Metrics, Outcome};
 use crate::table::{CompiledRoute, CompiledTable, RouteTable, TableError};
 use body::ResponseBody;
@@ -286,14 +286,7 @@ impl Dataplane {
         };
         let decision = decide(&table, head, unix_now());
         let (response, outcome, reason) = match decision.verdict {
-            Err(refusal) => {
-                debug!(route = %decision.route_id, reason = refusal.reason(), "request refused");
-                (
-                    responses::refusal(&refusal),
-                    refusal.outcome(),
-                    refusal.reason(),
-                )
-            }
+            Err(refusal) => refused(&decision.route_id, &refusal),
             Ok(forward) => self.forward(req, forward, peer, listener, phase).await,
         };
         self.metrics
@@ -587,6 +580,16 @@ impl Dataplane {
 
 /// A response with the outcome and reason it is counted under.
 type Answered = (Response<ResponseBody>, Outcome, &'static str);
+
+/// The answer to a request the decision refused (both transports).
+fn refused(route_id: &str, refusal: &Refusal) -> Answered {
+    debug!(route = %route_id, reason = refusal.reason(), "request refused");
+    (
+        responses::refusal(refusal),
+        refusal.outcome(),
+        refusal.reason(),
+    )
+}
 
 /// The answer when the exchange failed: the client's 400/408, or 502/503/504.
 fn failure_response(route: &CompiledRoute, failure: Failure) -> Answered {
