@@ -1,4 +1,4 @@
-//! Rust types of `ApisixRoute` and `ApisixConsumer` (`apisix.apache.org/v2`), as APISIX Ingress
+//! Rust types of `ApisixRoute`, `ApisixConsumer` and `ApisixTls` (`apisix.apache.org/v2`), as APISIX Ingress
 //! Controller 2.2 defines them.
 //!
 //! The schema admits every field the 2.2 CRDs admit — including the ones Portcullis does not
@@ -469,6 +469,67 @@ pub struct LdapAuthValue {
     pub user_dn: String,
 }
 
+// ------------------------------------------------------------------ ApisixTls
+
+/// ApisixTls: the certificate (and optionally the client CA) a set of SNI host names is
+/// served with.
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "apisix.apache.org",
+    version = "v2",
+    kind = "ApisixTls",
+    plural = "apisixtlses",
+    namespaced,
+    status = "ApisixStatus",
+    shortname = "atls",
+    printcolumn = r#"{"name":"SNIs","type":"string","jsonPath":".spec.hosts","description":"SNI host names"}"#,
+    printcolumn = r#"{"name":"Secret Name","type":"string","jsonPath":".spec.secret.name","description":"Certificate Secret"}"#,
+    printcolumn = r#"{"name":"Secret Namespace","type":"string","jsonPath":".spec.secret.namespace","description":"Certificate Secret's namespace"}"#,
+    printcolumn = r#"{"name":"Client CA Secret Name","type":"string","jsonPath":".spec.client.caSecret.name","description":"Client CA Secret (mutual TLS)","priority":1}"#,
+    printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status","description":"Translated as written"}"#,
+    printcolumn = r#"{"name":"Programmed","type":"string","jsonPath":".status.conditions[?(@.type==\"Programmed\")].status","description":"In effect on every connected dataplane"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp","description":"Creation time"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ApisixTlsSpec {
+    /// Name of the IngressClass this object belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_class_name: Option<String>,
+    /// SNI host names, exact or `*.` wildcard; at least one.
+    #[schemars(length(min = 1), inner(regex(pattern = r"^\*?[0-9a-zA-Z-.]+$")))]
+    pub hosts: Vec<String>,
+    /// The Secret holding the certificate chain and private key (`cert`/`key`, or
+    /// `tls.crt`/`tls.key` of a `kubernetes.io/tls` Secret).
+    pub secret: ApisixSecret,
+    /// Mutual TLS: the CA client certificates must chain to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<ApisixMutualTlsClientConfig>,
+}
+
+/// A Secret named with its namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ApisixSecret {
+    #[schemars(length(min = 1))]
+    pub name: String,
+    #[schemars(length(min = 1))]
+    pub namespace: String,
+}
+
+/// Client certificate verification for the hosts of an ApisixTls.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ApisixMutualTlsClientConfig {
+    /// The Secret whose `cert` (or `ca.crt`) holds the CA certificates.
+    #[serde(default, rename = "caSecret", skip_serializing_if = "Option::is_none")]
+    pub ca_secret: Option<ApisixSecret>,
+    /// The longest client certificate chain accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "plain_integer")]
+    pub depth: Option<i64>,
+    /// Paths (regular expressions) served without a client certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_mtls_uri_regex: Option<Vec<String>>,
+}
+
 type Crd =
     k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
@@ -528,6 +589,18 @@ pub fn apisix_consumer_schema() -> &'static serde_json::Value {
     &SCHEMA
 }
 
+/// The ApisixTls CRD as installed (see [`apisix_route_crd`]).
+pub fn apisix_tls_crd() -> Crd {
+    as_installed(<ApisixTls as kube::CustomResourceExt>::crd())
+}
+
+/// The installed ApisixTls schema.
+pub fn apisix_tls_schema() -> &'static serde_json::Value {
+    static SCHEMA: std::sync::LazyLock<serde_json::Value> =
+        std::sync::LazyLock::new(|| openapi_schema(apisix_tls_crd()));
+    &SCHEMA
+}
+
 /// The CRD manifests as `crdgen` writes them: (file name, YAML).
 pub fn crd_yaml() -> Vec<(&'static str, String)> {
     let render = |crd: Crd| {
@@ -539,6 +612,7 @@ pub fn crd_yaml() -> Vec<(&'static str, String)> {
     vec![
         ("apisixroutes.yaml", render(apisix_route_crd())),
         ("apisixconsumers.yaml", render(apisix_consumer_crd())),
+        ("apisixtlses.yaml", render(apisix_tls_crd())),
     ]
 }
 

@@ -218,6 +218,11 @@ fn spec_schemas_equal_aic_2_2_0() {
             apisix_consumer_crd(),
             "apisix.apache.org_apisixconsumers.yaml",
         ),
+        (
+            "apisixtlses",
+            apisix_tls_crd(),
+            "apisix.apache.org_apisixtlses.yaml",
+        ),
     ];
     let mut unexplained = Vec::new();
     let mut used = vec![false; DELIBERATE.len()];
