@@ -781,6 +781,7 @@ pub fn seed_table(upstream: SocketAddr) -> RouteTable {
             ..Route::default()
         }],
         consumers: vec![key_consumer("demo_jack", "this_is_the_key")],
+        tls: Vec::new(),
     }
 }
 

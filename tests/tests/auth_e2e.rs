@@ -111,6 +111,7 @@ fn table(echo: std::net::SocketAddr) -> RouteTable {
                 })),
             },
         ],
+        tls: Vec::new(),
     }
 }
 

@@ -48,6 +48,7 @@ fn two_tenants(echo: SocketAddr) -> RouteTable {
             ),
         ],
         consumers: vec![key_consumer("demo_jack", "this_is_the_key")],
+        tls: Vec::new(),
     }
 }
 
@@ -289,6 +290,7 @@ fn hostile_upstream_framing_is_502_and_leaks_nothing() {
             })
             .collect(),
         consumers: vec![],
+        tls: Vec::new(),
     };
     let gw = Gateway::start(&table, &[]);
     for (i, reply) in replies.iter().enumerate() {

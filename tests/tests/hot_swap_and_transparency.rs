@@ -216,6 +216,7 @@ fn what_the_client_receives_through_the_proxy_equals_what_it_receives_directly()
             ..Route::default()
         }],
         consumers: vec![],
+        tls: Vec::new(),
     };
     let gw = Gateway::start(&table, &[]);
     let direct = session(echo.addr);

@@ -71,6 +71,7 @@ fn upstream_failures_map_to_502_503_504_with_apisix_pages() {
             },
         ],
         consumers: vec![],
+        tls: Vec::new(),
     };
     let gw = Gateway::start(&table, &[]);
 
@@ -214,6 +215,7 @@ fn keep_alive_serves_several_requests_on_one_connection() {
         hash: String::new(),
         routes: vec![open_route("t/ok/0", "/ok", nodes(&[echo.addr]))],
         consumers: vec![],
+        tls: Vec::new(),
     };
     let gw = Gateway::start(&table, &[]);
     let mut s = TcpStream::connect(gw.http).unwrap();
@@ -240,6 +242,7 @@ fn upgrade_on_a_rule_without_websocket_goes_out_as_plain_http() {
         hash: String::new(),
         routes: vec![plain, plain_ws_only],
         consumers: vec![],
+        tls: Vec::new(),
     };
     let gw = Gateway::start(&table, &[]);
 
@@ -266,6 +269,7 @@ async fn idle_websockets_are_closed_after_the_read_timeout() {
         hash: String::new(),
         routes: vec![open_route("t/idle/0", "/idle", up)],
         consumers: vec![],
+        tls: Vec::new(),
     };
     let gw = Gateway::start(&table, &[]);
     let (mut ws, _) = tokio_tungstenite::connect_async(gw.ws_url("/idle"))
@@ -338,6 +342,7 @@ fn connect_timeout_gives_504_and_the_last_try_decides() {
             open_route("t/mixed/0", "/mixed", mixed),
         ],
         consumers: vec![],
+        tls: Vec::new(),
     };
     let gw = Gateway::start(&table, &[]);
     let started = Instant::now();

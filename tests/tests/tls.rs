@@ -35,6 +35,7 @@ fn table(upstream: std::net::SocketAddr) -> RouteTable {
             tls_route("t/named/0", "/named", upstream, true, Some("localhost")),
         ],
         consumers: vec![],
+        tls: Vec::new(),
     }
 }
 

@@ -156,6 +156,7 @@ pub fn translate(snapshot: &Snapshot, generation: u64) -> Translation {
         hash: String::new(),
         routes,
         consumers,
+        tls: Vec::new(),
     }
     .with_hash();
     Translation {

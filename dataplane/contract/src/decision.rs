@@ -195,6 +195,7 @@ mod tests {
                     key_sha256: key_digest_hex(b"this_is_the_key"),
                 }),
             }],
+            tls: Vec::new(),
         })
         .unwrap()
     }

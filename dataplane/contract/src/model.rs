@@ -25,6 +25,9 @@ pub struct RouteTable {
     pub routes: Vec<Route>,
     #[serde(default)]
     pub consumers: Vec<Consumer>,
+    /// Certificates by SNI host name (`ApisixTls`), in namespace/name order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tls: Vec<TlsServer>,
 }
 
 impl RouteTable {
@@ -35,6 +38,9 @@ impl RouteTable {
             format: &'a str,
             routes: &'a [Route],
             consumers: &'a [Consumer],
+            // Absent when empty, so tables without certificates hash as before.
+            #[serde(skip_serializing_if = "<[TlsServer]>::is_empty")]
+            tls: &'a [TlsServer],
         }
         /// Feeds the serialisation straight into the digest: no multi-megabyte buffer.
         struct Digest(Sha256);
@@ -54,6 +60,7 @@ impl RouteTable {
                 format: TABLE_FORMAT,
                 routes: &self.routes,
                 consumers: &self.consumers,
+                tls: &self.tls,
             },
         )
         .expect("route table serialises to JSON"); // plain data, infallible writer
@@ -392,6 +399,49 @@ pub struct JwtCredential {
 
 fn default_jwt_algorithm() -> String {
     "HS256".into()
+}
+
+/// The certificate a set of SNI host names is served with: one `ApisixTls`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsServer {
+    /// `<namespace>/<name>` of the ApisixTls, for messages and metrics.
+    pub id: String,
+    /// Lower-case host names, exact (`ws.example.com`) or one-label wildcards (`*.example.com`).
+    pub hosts: Vec<String>,
+    /// PEM certificate chain, leaf first.
+    pub certificate: String,
+    /// PEM private key of the leaf.
+    pub key: PrivateKeyPem,
+    /// Mutual TLS: client certificates must chain to this CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<ClientVerification>,
+}
+
+/// Client certificate verification for the hosts of a [`TlsServer`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientVerification {
+    /// PEM CA certificates.
+    pub ca: String,
+    /// The most intermediate certificates allowed between a client certificate and the CA.
+    pub depth: u32,
+    /// Paths (regular expressions) that need no client certificate. When there are any, the
+    /// handshake admits clients without one and requests to other paths get 400.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skip_mtls_uri_regex: Vec<String>,
+}
+
+/// A PEM private key. It travels only in tables (over the mutual-TLS sync channel, in the
+/// dataplane's 0600 state file); `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PrivateKeyPem(pub String);
+
+impl std::fmt::Debug for PrivateKeyPem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PrivateKeyPem(<redacted>)")
+    }
 }
 
 /// SHA-256 hex digest of a key-auth key, as carried in [`Credential::KeyAuth`].

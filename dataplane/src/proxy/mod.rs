@@ -817,6 +817,7 @@ mod tests {
                     }),
                 })
                 .collect(),
+            tls: Vec::new(),
         }
     }
 

@@ -100,6 +100,7 @@ fn compiled(plugins: Plugins) -> CompiledTable {
         hash: String::new(),
         routes: vec![route],
         consumers: consumers(),
+        tls: Vec::new(),
     })
     .expect("valid table")
 }
@@ -314,6 +315,7 @@ fn unknown_anonymous_consumer_rejects_the_table() {
         hash: String::new(),
         routes: vec![route],
         consumers: consumers(),
+        tls: Vec::new(),
     })
     .unwrap_err()
     .to_string();

@@ -11,6 +11,7 @@ use rustls_pki_types::ServerName;
 
 use super::expr::CompiledExpr;
 use super::router::Router;
+use super::tls::CompiledTls;
 use crate::auth::{AuthChain, Consumers};
 use crate::model::{Backend, Route, RouteTable, Scheme};
 use crate::request::RequestView;
@@ -24,6 +25,8 @@ pub enum TableError {
     DuplicateRoute(String),
     #[error("{0}")]
     Consumer(String),
+    #[error("{0}")]
+    Tls(String),
     #[error("hash mismatch: the table says {claimed} but its content hashes to {actual}")]
     HashMismatch { claimed: String, actual: String },
     #[error(
@@ -134,6 +137,8 @@ pub struct CompiledTable {
     pub hash: String,
     pub routes: Vec<CompiledRoute>,
     pub consumers: Consumers,
+    /// Certificates by SNI host name.
+    pub tls: CompiledTls,
     router: Router,
     source: RouteTable,
 }
@@ -151,6 +156,7 @@ impl CompiledTable {
             });
         }
         let consumers = Consumers::compile(&table.consumers).map_err(TableError::Consumer)?;
+        let tls = CompiledTls::compile(&table.tls).map_err(TableError::Tls)?;
         let mut ids = std::collections::HashSet::new();
         let mut routes = Vec::with_capacity(table.routes.len());
         for route in &table.routes {
@@ -176,6 +182,7 @@ impl CompiledTable {
             hash: table.hash.clone(),
             routes,
             consumers,
+            tls,
             router,
             source: table,
         })

@@ -3,6 +3,7 @@
 mod compiled;
 pub mod expr;
 mod router;
+pub mod tls;
 
 pub use crate::model::*;
 pub use compiled::{

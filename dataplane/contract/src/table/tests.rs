@@ -77,6 +77,7 @@ pub(crate) fn table(routes: Vec<R>) -> CompiledTable {
         hash: String::new(),
         routes: routes.into_iter().map(|r| r.0).collect(),
         consumers: vec![],
+        tls: Vec::new(),
     })
     .expect("valid table")
 }
@@ -313,6 +314,7 @@ fn compile_err(routes: Vec<R>) -> TableError {
         hash: String::new(),
         routes: routes.into_iter().map(|r| r.0).collect(),
         consumers: vec![],
+        tls: Vec::new(),
     })
     .expect_err("table must be rejected")
 }
@@ -397,6 +399,7 @@ fn hash_is_deterministic_and_checked() {
         hash: String::new(),
         routes: vec![route("a").0, route("b").0],
         consumers: vec![],
+        tls: Vec::new(),
     };
     let h1 = make().content_hash();
     assert_eq!(h1, make().content_hash());
