@@ -343,13 +343,13 @@ struct StandaloneArgs {
     /// Plain HTTP listener for client traffic.
     #[arg(long, env = "PORTCULLIS_LISTEN_HTTP", default_value = "127.0.0.1:9080")]
     listen_http: SocketAddr,
-    /// HTTPS listener for client traffic (needs --tls-cert and --tls-key).
+    /// HTTPS listener for client traffic: ApisixTls certificates by SNI, else the default of --tls-cert/--tls-key.
     #[arg(long, env = "PORTCULLIS_LISTEN_HTTPS")]
     listen_https: Option<SocketAddr>,
-    /// PEM certificate chain for the HTTPS listener.
+    /// Default PEM certificate chain of the HTTPS listener (clients without SNI, or a name no ApisixTls serves).
     #[arg(long, env = "PORTCULLIS_TLS_CERT")]
     tls_cert: Option<PathBuf>,
-    /// PEM private key for the HTTPS listener.
+    /// Private key (PEM) of --tls-cert.
     #[arg(long, env = "PORTCULLIS_TLS_KEY")]
     tls_key: Option<PathBuf>,
     /// Admin listener: /healthz, /readyz, /metrics, /status.

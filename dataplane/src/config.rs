@@ -111,13 +111,13 @@ pub struct Args {
     /// Plain HTTP listener for client traffic.
     #[arg(long, env = "PORTCULLIS_LISTEN_HTTP", default_value = "0.0.0.0:9080")]
     pub listen_http: SocketAddr,
-    /// HTTPS listener for client traffic (needs --tls-cert and --tls-key).
+    /// HTTPS listener for client traffic: ApisixTls certificates by SNI, else the default of --tls-cert/--tls-key.
     #[arg(long, env = "PORTCULLIS_LISTEN_HTTPS")]
     pub listen_https: Option<SocketAddr>,
-    /// PEM certificate chain for the HTTPS listener.
+    /// Default PEM certificate chain of the HTTPS listener (clients without SNI, or a name no ApisixTls serves).
     #[arg(long, env = "PORTCULLIS_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
-    /// PEM private key for the HTTPS listener.
+    /// Private key (PEM) of --tls-cert.
     #[arg(long, env = "PORTCULLIS_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
     /// Admin listener: /healthz, /readyz, /metrics.
@@ -169,7 +169,7 @@ impl Args {
         self.proxy.settings()
     }
 
-    /// The client listeners (`--listen-https`, `--tls-cert` and `--tls-key` go together).
+    /// The client listeners (`--tls-cert` and `--tls-key` go together, with `--listen-https`).
     pub fn listeners(&self) -> Result<Listeners, String> {
         Listeners::new(
             self.listen_http,
@@ -231,10 +231,13 @@ mod tests {
                 "cannot be used with",
             ),
             (
-                &["--listen-https", "127.0.0.1:9443"],
-                "--listen-https needs --tls-cert and --tls-key",
+                &["--listen-https", "127.0.0.1:9443", "--tls-key", "k.pem"],
+                "--tls-cert and --tls-key go together",
             ),
-            (&["--tls-cert", "c.pem"], "only used with --listen-https"),
+            (
+                &["--tls-cert", "c.pem", "--tls-key", "k.pem"],
+                "only used with --listen-https",
+            ),
             (&["--max-header-bytes", "100"], "use at least 8192"),
             (&["--max-headers", "0"], "at least 1"),
             (

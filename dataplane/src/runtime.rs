@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tracing::{error, info};
 
 use crate::config::ProxyArgs;
@@ -18,31 +17,46 @@ use crate::proxy::upstream::UpstreamTls;
 use crate::proxy::{Dataplane, bind_reuseport};
 use portcullis_support::tls;
 
-/// The client-facing listeners: plain HTTP, and HTTPS with its certificate and key.
+/// The client-facing listeners: plain HTTP, and HTTPS with an optional default certificate
+/// (`ApisixTls` objects in the table serve their own hosts).
 #[derive(Clone, Debug)]
 pub struct Listeners {
     pub http: SocketAddr,
-    pub https: Option<(SocketAddr, PathBuf, PathBuf)>,
+    pub https: Option<Https>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Https {
+    pub addr: SocketAddr,
+    /// `--tls-cert` and `--tls-key`.
+    pub default_certificate: Option<(PathBuf, PathBuf)>,
 }
 
 impl Listeners {
-    /// From `--listen-http`, `--listen-https`, `--tls-cert`, `--tls-key`; the last three go
-    /// together.
+    /// From `--listen-http`, `--listen-https`, `--tls-cert`, `--tls-key`; the certificate and
+    /// key go together, and only with `--listen-https`.
     pub fn new(
         http: SocketAddr,
         https: Option<SocketAddr>,
         cert: Option<PathBuf>,
         key: Option<PathBuf>,
     ) -> Result<Self, StartError> {
-        let https = match (https, cert, key) {
-            (Some(addr), Some(cert), Some(key)) => Some((addr, cert, key)),
-            (None, None, None) => None,
-            (Some(_), _, _) => {
+        let default_certificate = match (cert, key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => {
                 return Err(StartError::Flags(
-                    "--listen-https needs --tls-cert and --tls-key".into(),
+                    "--tls-cert and --tls-key go together: give both or neither".into(),
                 ));
             }
-            (None, _, _) => {
+        };
+        let https = match (https, default_certificate) {
+            (Some(addr), default_certificate) => Some(Https {
+                addr,
+                default_certificate,
+            }),
+            (None, None) => None,
+            (None, Some(_)) => {
                 return Err(StartError::Flags(
                     "--tls-cert/--tls-key are only used with --listen-https; add it or drop them"
                         .into(),
@@ -68,6 +82,8 @@ pub enum StartError {
     UpstreamTls(String),
     #[error("HTTPS listener (--tls-cert, --tls-key): {0}")]
     Tls(#[from] tls::TlsError),
+    #[error("HTTPS listener (--tls-cert, --tls-key): {0}")]
+    DefaultCertificate(String),
     #[error("cannot start the traffic listeners (--listen-http / --listen-https): {0}")]
     Listen(#[from] std::io::Error),
 }
@@ -101,7 +117,14 @@ impl Dataplane {
         workers: usize,
     ) -> Result<Bound, StartError> {
         let https = match &listeners.https {
-            Some((addr, cert, key)) => Some((*addr, tls::acceptor(cert, key)?)),
+            Some(https) => {
+                let default = match &https.default_certificate {
+                    Some((cert, key)) => Some(tls::certified_key(cert, key)?),
+                    None => None,
+                };
+                self.tls.set_default(default).map_err(StartError::DefaultCertificate)?;
+                Some(https.addr)
+            }
             None => None,
         };
         let bound = start_workers(self.clone(), listeners.http, https, workers)?;
@@ -124,24 +147,18 @@ pub struct Bound {
 fn start_workers(
     dataplane: Arc<Dataplane>,
     listen_http: SocketAddr,
-    https: Option<(SocketAddr, TlsAcceptor)>,
+    listen_https: Option<SocketAddr>,
     workers: usize,
 ) -> std::io::Result<Bound> {
     let workers = workers.max(1);
     let http = bind_reuseport(listen_http, workers)?;
     let http_addr = http[0].local_addr()?;
-    let (https_listeners, https_addr): (Vec<Option<(std::net::TcpListener, TlsAcceptor)>>, _) =
-        match https {
-            Some((addr, acceptor)) => {
+    let (https_listeners, https_addr): (Vec<Option<std::net::TcpListener>>, _) =
+        match listen_https {
+            Some(addr) => {
                 let listeners = bind_reuseport(addr, workers)?;
                 let bound = listeners[0].local_addr()?;
-                (
-                    listeners
-                        .into_iter()
-                        .map(|l| Some((l, acceptor.clone())))
-                        .collect(),
-                    Some(bound),
-                )
+                (listeners.into_iter().map(Some).collect(), Some(bound))
             }
             None => ((0..workers).map(|_| None).collect(), None),
         };
@@ -160,7 +177,7 @@ fn start_workers(
 fn run_worker(
     dataplane: Arc<Dataplane>,
     http: std::net::TcpListener,
-    https: Option<(std::net::TcpListener, TlsAcceptor)>,
+    https: Option<std::net::TcpListener>,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -180,9 +197,9 @@ fn run_worker(
                 std::process::exit(1);
             }
         };
-        if let Some((listener, acceptor)) = https {
-            tokio::spawn(dataplane.clone().serve(register(listener), Some(acceptor)));
+        if let Some(listener) = https {
+            tokio::spawn(dataplane.clone().serve(register(listener), true));
         }
-        dataplane.serve(register(http), None).await;
+        dataplane.serve(register(http), false).await;
     });
 }

@@ -10,6 +10,7 @@ pub mod forward;
 pub mod responses;
 pub mod revoke;
 pub mod splice;
+pub mod tls_front;
 pub mod upgrade;
 pub mod upstream;
 
@@ -25,7 +26,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, info, warn};
 
 use crate::decision::{Forward, Head, Refusal, decide};
@@ -81,6 +81,8 @@ pub struct Dataplane {
     sessions: Arc<revoke::Sessions>,
     pub metrics: Metrics,
     upstream_tls: UpstreamTls,
+    /// Certificates of the HTTPS listeners, by SNI.
+    pub tls: tls_front::TlsFront,
     settings: ProxySettings,
 }
 
@@ -91,6 +93,7 @@ impl Dataplane {
             sessions: Arc::default(),
             metrics,
             upstream_tls,
+            tls: tls_front::TlsFront::new(tls_front::Resumption::default()),
             settings,
         })
     }
@@ -107,10 +110,16 @@ impl Dataplane {
         } else {
             CompiledTable::compile(table)
         };
-        match compiled {
-            Ok(compiled) => {
-                let compiled = Arc::new(compiled);
+        let prepared = compiled.map(Arc::new).and_then(|compiled| {
+            // Certificate configs are built before the swap: a table whose TLS cannot be
+            // served is refused whole, like any other problem.
+            let tls = self.tls.prepare(&compiled).map_err(TableError::Tls)?;
+            Ok((compiled, tls))
+        });
+        match prepared {
+            Ok((compiled, tls)) => {
                 self.table.store(Some(compiled.clone()));
+                self.tls.install(tls);
                 if self.settings.close_revoked_websockets {
                     let closed = self.sessions.revoke(&compiled);
                     if closed > 0 {
@@ -150,10 +159,10 @@ impl Dataplane {
     }
 
     /// Accepts connections until the task is dropped.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, tls: Option<TlsAcceptor>) {
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, tls: bool) {
         let local = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         let info = Listener {
-            scheme: if tls.is_some() { "https" } else { "http" },
+            scheme: if tls { "https" } else { "http" },
             port: local,
         };
         loop {
@@ -167,7 +176,6 @@ impl Dataplane {
                 }
             };
             let dp = self.clone();
-            let tls = tls.clone();
             tokio::spawn(
                 async move { dp.serve_connection(tcp, peer, info, tls).await }
                     .instrument(tracing::debug_span!("conn", %peer)),
@@ -180,25 +188,19 @@ impl Dataplane {
         tcp: tokio::net::TcpStream,
         peer: SocketAddr,
         listener: Listener,
-        tls: Option<TlsAcceptor>,
+        tls: bool,
     ) {
-        let stream = match tls {
-            None => ClientStream::Plain(tcp),
-            Some(acceptor) => {
-                match tokio::time::timeout(self.settings.header_timeout, acceptor.accept(tcp)).await
-                {
-                    Ok(Ok(s)) => ClientStream::Tls(Box::new(s)),
-                    Ok(Err(error)) => {
-                        debug!(%error, "TLS handshake failed");
-                        self.metrics.rejected_connection("tls_handshake");
-                        return;
-                    }
-                    Err(_) => {
-                        self.metrics.rejected_connection("tls_handshake_timeout");
-                        return;
-                    }
+        let stream = if tls {
+            match self.tls.accept(tcp, self.settings.header_timeout).await {
+                Ok(s) => ClientStream::Tls(Box::new(s)),
+                Err(error) => {
+                    debug!(%error, "TLS handshake failed");
+                    self.metrics.rejected_connection(error.reason());
+                    return;
                 }
             }
+        } else {
+            ClientStream::Plain(tcp)
         };
         // Decremented on every way out, a panic included.
         let _active = GaugeGuard::new(&self.metrics.connections_active);

@@ -79,6 +79,20 @@ pub fn acceptor(cert_path: &Path, key_path: &Path) -> Result<TlsAcceptor, TlsErr
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// A certificate chain and its key from PEM files, checked to belong together: the HTTPS
+/// listener's default certificate.
+pub fn certified_key(
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<Arc<rustls::sign::CertifiedKey>, TlsError> {
+    let key = rustls::sign::CertifiedKey::from_der(
+        certs(cert_path)?,
+        key(key_path)?,
+        &provider(),
+    )?;
+    Ok(Arc::new(key))
+}
+
 /// The controller's sync listener: its own certificate, and only clients whose certificate
 /// chains to `client_ca` get through the handshake.
 pub fn mutual_acceptor(

@@ -89,14 +89,21 @@ impl CompiledTls {
     /// domain. A wildcard covers exactly one label: `*.example.com` serves `a.example.com`, not
     /// `example.com` nor `a.b.example.com`.
     pub fn select(&self, sni: &str) -> Option<&CompiledTlsServer> {
-        let index = self.exact.get(sni).or_else(|| {
-            let (label, parent) = sni.split_once('.')?;
-            if label.is_empty() {
-                return None;
-            }
-            self.wildcard.get(parent)
-        })?;
-        self.servers.get(*index)
+        self.servers.get(self.select_index(sni)?)
+    }
+
+    /// [`CompiledTls::select`] as an index into `servers`.
+    pub fn select_index(&self, sni: &str) -> Option<usize> {
+        self.exact
+            .get(sni)
+            .or_else(|| {
+                let (label, parent) = sni.split_once('.')?;
+                if label.is_empty() {
+                    return None;
+                }
+                self.wildcard.get(parent)
+            })
+            .copied()
     }
 
     pub fn is_empty(&self) -> bool {
