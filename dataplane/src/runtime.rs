@@ -122,7 +122,9 @@ impl Dataplane {
                     Some((cert, key)) => Some(tls::certified_key(cert, key)?),
                     None => None,
                 };
-                self.tls.set_default(default).map_err(StartError::DefaultCertificate)?;
+                self.tls
+                    .set_default(default)
+                    .map_err(StartError::DefaultCertificate)?;
                 Some(https.addr)
             }
             None => None,
@@ -153,15 +155,15 @@ fn start_workers(
     let workers = workers.max(1);
     let http = bind_reuseport(listen_http, workers)?;
     let http_addr = http[0].local_addr()?;
-    let (https_listeners, https_addr): (Vec<Option<std::net::TcpListener>>, _) =
-        match listen_https {
-            Some(addr) => {
-                let listeners = bind_reuseport(addr, workers)?;
-                let bound = listeners[0].local_addr()?;
-                (listeners.into_iter().map(Some).collect(), Some(bound))
-            }
-            None => ((0..workers).map(|_| None).collect(), None),
-        };
+    let (https_listeners, https_addr): (Vec<Option<std::net::TcpListener>>, _) = match listen_https
+    {
+        Some(addr) => {
+            let listeners = bind_reuseport(addr, workers)?;
+            let bound = listeners[0].local_addr()?;
+            (listeners.into_iter().map(Some).collect(), Some(bound))
+        }
+        None => ((0..workers).map(|_| None).collect(), None),
+    };
     for (i, (http_listener, https_listener)) in http.into_iter().zip(https_listeners).enumerate() {
         let dp = dataplane.clone();
         std::thread::Builder::new()

@@ -166,9 +166,7 @@ impl TlsFront {
                     verifier
                 };
                 builder.with_client_cert_verifier(
-                    verifier
-                        .build()
-                        .map_err(|e| format!("client CA: {e}"))?,
+                    verifier.build().map_err(|e| format!("client CA: {e}"))?,
                 )
             }
         };
@@ -262,5 +260,300 @@ struct Fixed(Arc<CertifiedKey>);
 impl ResolvesServerCert for Fixed {
     fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.0.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::{PrivateKeyPem, RouteTable, TlsServer};
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{ClientConfig, DigitallySignedStruct, HandshakeKind, SignatureScheme};
+    use std::sync::Mutex;
+    use tokio::net::TcpListener;
+    use tokio_rustls::TlsConnector;
+
+    struct Pair {
+        cert: String,
+        key: String,
+        der: Vec<u8>,
+    }
+
+    fn pair(names: &[&str]) -> Pair {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap()
+                .self_signed(&key)
+                .unwrap();
+        Pair {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+            der: cert.der().to_vec(),
+        }
+    }
+
+    fn server(id: &str, hosts: &[&str], pair: &Pair) -> TlsServer {
+        TlsServer {
+            id: id.into(),
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            certificate: pair.cert.clone(),
+            key: PrivateKeyPem(pair.key.clone()),
+            client: None,
+        }
+    }
+
+    fn install(front: &TlsFront, servers: Vec<TlsServer>) {
+        let table = Arc::new(
+            CompiledTable::compile(RouteTable {
+                tls: servers,
+                ..RouteTable::default()
+            })
+            .unwrap(),
+        );
+        front.install(front.prepare(&table).unwrap());
+    }
+
+    /// Records the certificate the server presented; trusts it (the test compares bytes).
+    #[derive(Debug, Default)]
+    struct Seen(Mutex<Vec<Vec<u8>>>);
+
+    impl ServerCertVerifier for Seen {
+        fn verify_server_cert(
+            &self,
+            end_entity: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            self.0.lock().unwrap().push(end_entity.to_vec());
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+            )
+        }
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+            )
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            rustls::crypto::ring::default_provider()
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    }
+
+    /// Serves `front` on 127.0.0.1: each accepted connection gets "ok" and is then echoed.
+    async fn serve(front: Arc<TlsFront>) -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let front = front.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut tls) = front.accept(tcp, Duration::from_secs(5)).await {
+                        let _ = tls.write_all(b"ok").await;
+                        let mut buf = [0u8; 64];
+                        while let Ok(n) = tls.read(&mut buf).await {
+                            if n == 0 || tls.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    struct Client {
+        connector: TlsConnector,
+        seen: Arc<Seen>,
+    }
+
+    impl Client {
+        fn new() -> Client {
+            let seen = Arc::new(Seen::default());
+            let mut config = ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(seen.clone())
+            .with_no_client_auth();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Client {
+                connector: TlsConnector::from(Arc::new(config)),
+                seen,
+            }
+        }
+
+        /// Connects with `sni` (an IP sends none); the served certificate and how the
+        /// handshake went.
+        async fn connect(
+            &self,
+            addr: std::net::SocketAddr,
+            sni: &str,
+        ) -> Result<(Vec<u8>, tokio_rustls::client::TlsStream<TcpStream>), rustls::Error> {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let name = ServerName::try_from(sni.to_string()).unwrap();
+            let mut tls = self
+                .connector
+                .connect(name, tcp)
+                .await
+                .map_err(|e| *e.into_inner().unwrap().downcast::<rustls::Error>().unwrap())?;
+            let mut ok = [0u8; 2];
+            tls.read_exact(&mut ok).await.unwrap();
+            assert_eq!(&ok, b"ok");
+            let served = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .map(|c| c[0].to_vec())
+                .unwrap_or_else(|| self.seen.0.lock().unwrap().last().unwrap().clone());
+            Ok((served, tls))
+        }
+    }
+
+    #[tokio::test]
+    async fn each_sni_name_gets_its_certificate_and_others_the_default() {
+        let (a, w, d) = (
+            pair(&["a.example.com"]),
+            pair(&["*.wild.test"]),
+            pair(&["default.local"]),
+        );
+        let front = Arc::new(TlsFront::new(Resumption::default()));
+        install(
+            &front,
+            vec![
+                server("ns/a", &["a.example.com"], &a),
+                server("ns/w", &["*.wild.test"], &w),
+            ],
+        );
+        let key = rustls::sign::CertifiedKey::from_der(
+            vec![CertificateDer::from(d.der.clone())],
+            {
+                use rustls::pki_types::pem::PemObject;
+                rustls::pki_types::PrivateKeyDer::from_pem_slice(d.key.as_bytes()).unwrap()
+            },
+            &rustls::crypto::ring::default_provider(),
+        )
+        .unwrap();
+        front.set_default(Some(Arc::new(key))).unwrap();
+        let addr = serve(front.clone()).await;
+        let client = Client::new();
+        for (sni, want) in [
+            ("a.example.com", &a.der),
+            ("A.EXAMPLE.COM", &a.der),
+            ("x.wild.test", &w.der),
+            ("wild.test", &d.der),
+            ("x.y.wild.test", &d.der),
+            ("other.org", &d.der),
+            ("127.0.0.1", &d.der),
+        ] {
+            let (served, _) = client.connect(addr, sni).await.unwrap();
+            assert_eq!(&served, want, "{sni}");
+        }
+    }
+
+    #[tokio::test]
+    async fn without_a_default_an_unknown_name_is_refused_with_unrecognized_name() {
+        use rustls::AlertDescription;
+        let a = pair(&["a.example.com"]);
+        let front = Arc::new(TlsFront::new(Resumption::default()));
+        install(&front, vec![server("ns/a", &["a.example.com"], &a)]);
+        let addr = serve(front.clone()).await;
+        let client = Client::new();
+        for sni in ["other.org", "127.0.0.1"] {
+            let err = client.connect(addr, sni).await.err().unwrap();
+            assert_eq!(
+                err,
+                rustls::Error::AlertReceived(AlertDescription::UnrecognisedName),
+                "{sni}"
+            );
+        }
+        assert!(client.connect(addr, "a.example.com").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn sessions_resume_and_a_new_table_serves_new_handshakes_only() {
+        let (old, new) = (pair(&["a.example.com"]), pair(&["a.example.com"]));
+        let front = Arc::new(TlsFront::new(Resumption::default()));
+        install(&front, vec![server("ns/a", &["a.example.com"], &old)]);
+        let addr = serve(front.clone()).await;
+        let client = Client::new();
+        let (served, mut first) = client.connect(addr, "a.example.com").await.unwrap();
+        assert_eq!(served, old.der);
+        assert_eq!(
+            first.get_ref().1.handshake_kind(),
+            Some(HandshakeKind::Full)
+        );
+        let (_, second) = client.connect(addr, "a.example.com").await.unwrap();
+        assert_eq!(
+            second.get_ref().1.handshake_kind(),
+            Some(HandshakeKind::Resumed),
+            "the second connection resumes"
+        );
+        // Rotation: new handshakes see the new certificate; the open connection goes on.
+        install(&front, vec![server("ns/a", &["a.example.com"], &new)]);
+        let fresh = Client::new();
+        let (served, _) = fresh.connect(addr, "a.example.com").await.unwrap();
+        assert_eq!(served, new.der);
+        first.write_all(b"still here").await.unwrap();
+        let mut echo = [0u8; 10];
+        first.read_exact(&mut echo).await.unwrap();
+        assert_eq!(&echo, b"still here");
+    }
+
+    #[tokio::test]
+    async fn a_silent_or_oversized_client_hello_is_cut_off() {
+        let front = Arc::new(TlsFront::new(Resumption::default()));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _silent = TcpStream::connect(addr).await.unwrap();
+        let (tcp, _) = listener.accept().await.unwrap();
+        let err = front
+            .accept(tcp, Duration::from_millis(100))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(err.reason(), "tls_handshake_timeout");
+        // A handshake record header that announces 16 KiB, then endless bytes.
+        let mut flood = TcpStream::connect(addr).await.unwrap();
+        let (tcp, _) = listener.accept().await.unwrap();
+        tokio::spawn(async move {
+            let _ = flood.write_all(&[22, 3, 1, 0x40, 0]).await;
+            let chunk = vec![1u8; 16 * 1024];
+            while flood.write_all(&chunk).await.is_ok() {}
+        });
+        let err = front
+            .accept(tcp, Duration::from_secs(5))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(err.reason(), "tls_handshake", "{err}");
     }
 }

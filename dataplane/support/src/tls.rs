@@ -85,11 +85,7 @@ pub fn certified_key(
     cert_path: &Path,
     key_path: &Path,
 ) -> Result<Arc<rustls::sign::CertifiedKey>, TlsError> {
-    let key = rustls::sign::CertifiedKey::from_der(
-        certs(cert_path)?,
-        key(key_path)?,
-        &provider(),
-    )?;
+    let key = rustls::sign::CertifiedKey::from_der(certs(cert_path)?, key(key_path)?, &provider())?;
     Ok(Arc::new(key))
 }
 
