@@ -231,6 +231,11 @@ fn covers(name: &str, host: &str) -> bool {
     }
 }
 
+/// Checks a client CA and its skip patterns as a table load does.
+pub fn check_client(client: &ClientVerification) -> Result<(), String> {
+    compile_client(client).map(|_| ())
+}
+
 fn compile_client(client: &ClientVerification) -> Result<CompiledClientVerification, String> {
     let mut roots = RootCertStore::empty();
     for ca in certificates(&client.ca, "client CA")? {
