@@ -9,7 +9,7 @@ use portcullis_dataplane::sync::Applier;
 use tracing::{info, warn};
 
 use crate::files::{FileProblem, FileProvider};
-use crate::status::StatusBoard;
+use crate::status::{ACCEPTED, StatusBoard};
 use crate::sync::Hub;
 use crate::translate::{StatusUpdate, translate};
 
@@ -76,13 +76,15 @@ pub async fn run(
             if !accepted_changed {
                 continue;
             }
-            let accepted = &resource.conditions[0];
+            let Some(accepted) = resource.condition(ACCEPTED) else {
+                continue;
+            };
             if accepted.status == "True" && !accepted.message.is_empty() {
-                warn!(kind = resource.kind, namespace = %resource.namespace, name = %resource.name, generation = resource.generation, warnings = %accepted.message, "accepted with warnings");
+                warn!(kind = %resource.kind, namespace = %resource.namespace, name = %resource.name, generation = resource.generation, warnings = %accepted.message, "accepted with warnings");
             } else if accepted.status == "True" {
-                info!(kind = resource.kind, namespace = %resource.namespace, name = %resource.name, generation = resource.generation, "accepted");
+                info!(kind = %resource.kind, namespace = %resource.namespace, name = %resource.name, generation = resource.generation, "accepted");
             } else {
-                warn!(kind = resource.kind, namespace = %resource.namespace, name = %resource.name, generation = resource.generation, problems = %accepted.message, "not accepted as written");
+                warn!(kind = %resource.kind, namespace = %resource.namespace, name = %resource.name, generation = resource.generation, problems = %accepted.message, "not accepted as written");
             }
         }
     }

@@ -1,59 +1,37 @@
-//! Status as written to the API server (docs/behaviour.md §5): the board's two conditions, with
+//! Status against the live object (docs/behaviour.md §5): the board's conditions, with
 //! `lastTransitionTime` taken from the live object while `status` is unchanged, written only
-//! when something differs, so a restarted controller leaves every condition as it was.
+//! when something differs, so a restarted controller leaves every condition as it was; and the
+//! Warning Event a change deserves.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition as LiveCondition;
-use serde_json::{Value, json};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
-use crate::status::{Condition, Resource};
-
-/// The live conditions as JSON (the form they are compared and written in).
-fn live_json(live: &[LiveCondition]) -> Vec<Value> {
-    live.iter()
-        .map(|c| serde_json::to_value(c).unwrap_or(Value::Null))
-        .collect()
-}
-
-fn as_json(c: &Condition) -> Value {
-    json!({
-        "type": c.kind,
-        "status": c.status,
-        "reason": c.reason,
-        "message": c.message,
-        "observedGeneration": c.observed_generation,
-        "lastTransitionTime": c.last_transition_time,
-    })
-}
+use super::{ACCEPTED, PROGRAMMED, Resource};
 
 /// The conditions to write for `resource`, or `None` when the live ones already say it.
-pub fn to_write(resource: &Resource, live: &[LiveCondition]) -> Option<Vec<Value>> {
-    let live = live_json(live);
-    let desired: Vec<Value> = resource
+pub fn to_write(resource: &Resource, live: &[Condition]) -> Option<Vec<Condition>> {
+    let desired: Vec<Condition> = resource
         .conditions
         .iter()
         .map(|c| {
-            let mut value = as_json(c);
-            let same_status = live
+            let mut c = c.clone();
+            if let Some(l) = live
                 .iter()
-                .find(|l| l["type"] == c.kind)
-                .filter(|l| l["status"] == c.status);
-            if let Some(l) = same_status
-                && l["lastTransitionTime"].is_string()
+                .find(|l| l.type_ == c.type_ && l.status == c.status)
             {
-                value["lastTransitionTime"] = l["lastTransitionTime"].clone();
+                c.last_transition_time = l.last_transition_time.clone();
             }
-            value
+            c
         })
         .collect();
     (desired != live).then_some(desired)
 }
 
 /// `(observedGeneration, table generation)` of a live `Programmed=True` condition
-/// (`n/n dataplanes at generation G`), for [`crate::status::StatusBoard::seed`].
-pub fn programmed_seed(live: &[LiveCondition]) -> Option<(i64, u64)> {
+/// (`n/n dataplanes at generation G`), for [`super::StatusBoard::seed`].
+pub fn programmed_seed(live: &[Condition]) -> Option<(i64, u64)> {
     let c = live
         .iter()
-        .find(|c| c.type_ == "Programmed" && c.status == "True")?;
+        .find(|c| c.type_ == PROGRAMMED && c.status == "True")?;
     let generation = c
         .message
         .rsplit_once(" dataplanes at generation ")?
@@ -66,17 +44,14 @@ pub fn programmed_seed(live: &[LiveCondition]) -> Option<(i64, u64)> {
 /// A Warning Event worth publishing, as (reason, note): `InvalidSpec` when `Accepted` went to
 /// False or its problems changed; `Shadowed` when an accepted object's message (its warnings:
 /// today only rules that another rule answers first) appeared or changed.
-pub fn warning_event(
-    resource: &Resource,
-    live: &[LiveCondition],
-) -> Option<(&'static str, String)> {
-    let accepted = resource.conditions.iter().find(|c| c.kind == "Accepted")?;
-    let reason = match (accepted.status, accepted.message.is_empty()) {
+pub fn warning_event(resource: &Resource, live: &[Condition]) -> Option<(&'static str, String)> {
+    let accepted = resource.condition(ACCEPTED)?;
+    let reason = match (accepted.status.as_str(), accepted.message.is_empty()) {
         ("False", _) => "InvalidSpec",
         (_, false) => "Shadowed",
         (_, true) => return None,
     };
-    let before = live.iter().find(|c| c.type_ == "Accepted");
+    let before = live.iter().find(|c| c.type_ == ACCEPTED);
     let same = before.is_some_and(|b| b.status == accepted.status && b.message == accepted.message);
     (!same).then(|| (reason, accepted.message.clone()))
 }
@@ -85,10 +60,18 @@ pub fn warning_event(
 mod tests {
     use super::*;
 
+    use crate::translate::Kind;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use serde_json::Value;
+
+    fn time(text: &str) -> Time {
+        Time(text.parse().unwrap())
+    }
+
     fn resource(accepted: (&'static str, &str), programmed: (&'static str, &str)) -> Resource {
-        let condition = |kind, (status, message): (&'static str, &str)| Condition {
-            kind,
-            status,
+        let condition = |kind: &str, (status, message): (&'static str, &str)| Condition {
+            type_: kind.into(),
+            status: status.into(),
             reason: if status == "True" {
                 kind
             } else {
@@ -96,11 +79,11 @@ mod tests {
             }
             .to_string(),
             message: message.to_string(),
-            observed_generation: 3,
-            last_transition_time: "2026-11-25T10:00:00Z".into(),
+            observed_generation: Some(3),
+            last_transition_time: time("2026-11-25T10:00:00Z"),
         };
         Resource {
-            kind: "ApisixRoute",
+            kind: Kind::ApisixRoute,
             namespace: "demo".into(),
             name: "r".into(),
             generation: 3,
@@ -111,36 +94,47 @@ mod tests {
         }
     }
 
-    fn live(written: &[Value]) -> Vec<LiveCondition> {
-        serde_json::from_value(Value::Array(written.to_vec())).unwrap()
+    /// As the API server keeps them: through JSON.
+    fn live(written: &[Condition]) -> Vec<Condition> {
+        serde_json::from_value(serde_json::to_value(written).unwrap()).unwrap()
+    }
+
+    fn json(written: &[Condition]) -> Vec<Value> {
+        written
+            .iter()
+            .map(|c| serde_json::to_value(c).unwrap())
+            .collect()
     }
 
     #[test]
     fn written_once_then_left_alone_and_transition_times_kept() {
         let r = resource(("True", ""), ("True", "2/2 dataplanes at generation 7"));
-        let first = to_write(&r, &[]).expect("nothing live: written");
+        let first = json(&to_write(&r, &[]).expect("nothing live: written"));
         assert_eq!(first[0]["type"], "Accepted");
         assert_eq!(first[1]["message"], "2/2 dataplanes at generation 7");
         assert_eq!(first[1]["observedGeneration"], 3);
-        let now = live(&first);
+        let now = live(&to_write(&r, &[]).unwrap());
         // The same board later (its own clock moved on): nothing to write.
         let mut later = r.clone();
         for c in &mut later.conditions {
-            c.last_transition_time = "2026-11-25T11:00:00Z".into();
+            c.last_transition_time = time("2026-11-25T11:00:00Z");
         }
         assert_eq!(to_write(&later, &now), None);
         // Programmed flips: only its time moves.
         let mut pending = later.clone();
-        pending.conditions[1].status = "False";
+        pending.conditions[1].status = "False".into();
         pending.conditions[1].reason = "Pending".into();
-        let written = to_write(&pending, &now).unwrap();
+        let written = json(&to_write(&pending, &now).unwrap());
         assert_eq!(written[0]["lastTransitionTime"], "2026-11-25T10:00:00Z");
         assert_eq!(written[1]["lastTransitionTime"], "2026-11-25T11:00:00Z");
         // A message change alone is written, with the old time.
         let mut moved = later.clone();
         moved.conditions[1].message = "2/2 dataplanes at generation 8".into();
         let written = to_write(&moved, &now).unwrap();
-        assert_eq!(written[1]["lastTransitionTime"], "2026-11-25T10:00:00Z");
+        assert_eq!(
+            json(&written)[1]["lastTransitionTime"],
+            "2026-11-25T10:00:00Z"
+        );
         assert_eq!(programmed_seed(&now), Some((3, 7)));
         assert_eq!(programmed_seed(&live(&written)), Some((3, 8)));
         assert_eq!(
