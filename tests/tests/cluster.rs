@@ -326,6 +326,20 @@ fn a_restarted_controller_leaves_status_and_traffic_alone() {
         },
     );
     let before = statuses(&api);
+    // The generations above are kept as data on the objects, for the next controller.
+    let seed = |what: &[&str]| {
+        let object = get_json(&api, what);
+        let text = object["metadata"]["annotations"]["portcullis.dev/programmed"].clone();
+        serde_json::from_str::<serde_json::Value>(text.as_str().unwrap_or("null")).unwrap()
+    };
+    assert_eq!(
+        seed(&["ar", "echo"]),
+        serde_json::json!({"observedGeneration": 1, "tableGeneration": 1})
+    );
+    assert_eq!(
+        seed(&["ac", "jack"]),
+        serde_json::json!({"observedGeneration": 1, "tableGeneration": 2})
+    );
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut ws = rt.block_on(open_ws(&gw, NEW_KEY));

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 pub use self::metrics::{ClusterMetrics, KindLabels};
-use self::watches::{HasConditions, Watched};
+use self::watches::Watched;
 use crate::status::writer::{self, StatusQueue, StatusWrite, WarningEvent, WriterSettings};
 use crate::status::{StatusBoard, live};
 use crate::sync::Hub;
@@ -219,35 +219,52 @@ fn desired(board: &StatusBoard, watched: &Watched) -> Vec<StatusWrite> {
         .resources()
         .filter_map(|resource| {
             let live = watched.live(resource.kind, &resource.namespace, &resource.name)?;
-            let conditions = live::to_write(resource, &live.conditions)?;
-            let event = live::warning_event(resource, &live.conditions).map(|(reason, note)| {
-                WarningEvent {
-                    reason,
-                    note,
-                    regarding: live.reference.clone(),
-                }
-            });
+            let conditions = live::to_write(resource, &live.conditions);
+            let seed = live::seed_to_write(resource, live.seed);
+            if conditions.is_none() && seed.is_none() {
+                return None;
+            }
+            let event =
+                conditions
+                    .as_ref()
+                    .and(
+                        live::warning_event(resource, &live.conditions).map(|(reason, note)| {
+                            WarningEvent {
+                                reason,
+                                note,
+                                regarding: live.reference.clone(),
+                            }
+                        }),
+                    );
             Some(StatusWrite {
                 kind: resource.kind,
                 namespace: resource.namespace.clone(),
                 name: resource.name.clone(),
                 uid: live.uid,
                 conditions,
+                seed,
                 event,
             })
         })
         .collect()
 }
 
-/// Seeds `board` with the generation each live object's `Programmed` condition names.
+/// Seeds `board` with the table generation each live object's seed annotation names (written
+/// by an earlier controller while the object was `Programmed`).
 fn seed<K>(board: &mut StatusBoard, kind: Kind, store: &Store<K>)
 where
-    K: Resource<DynamicType = ()> + Clone + HasConditions + 'static,
+    K: Resource<DynamicType = ()> + Clone + 'static,
 {
     for object in store.state() {
-        if let Some((observed, generation)) = live::programmed_seed(&object.conditions()) {
+        if let Some(seed) = live::seed_of(object.meta().annotations.as_ref()) {
             let namespace = object.namespace().unwrap_or_default();
-            board.seed(kind, &namespace, &object.name_any(), observed, generation);
+            board.seed(
+                kind,
+                &namespace,
+                &object.name_any(),
+                seed.observed_generation,
+                seed.table_generation,
+            );
         }
     }
 }

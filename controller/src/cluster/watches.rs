@@ -24,6 +24,7 @@ use super::Settings;
 use super::metrics::{ClusterMetrics, KindLabels};
 use super::secrets::SecretCache;
 use crate::snapshot::{Mode, Snapshot};
+use crate::status::live;
 use crate::translate::Kind;
 
 /// The watched objects.
@@ -193,6 +194,7 @@ impl Watched {
             let object = store.get(&ObjectRef::new(name).within(namespace))?;
             Some(LiveObject {
                 uid: object.uid().unwrap_or_default(),
+                seed: live::seed_of(object.meta().annotations.as_ref()),
                 conditions: object.conditions(),
                 reference: object.object_ref(&()),
             })
@@ -229,5 +231,7 @@ impl HasConditions for ApisixConsumer {
 pub(super) struct LiveObject {
     pub(super) uid: String,
     pub(super) conditions: Vec<Condition>,
+    /// What the [`live::SEED_ANNOTATION`] says.
+    pub(super) seed: Option<live::ProgrammedSeed>,
     pub(super) reference: ObjectReference,
 }

@@ -100,6 +100,7 @@ impl StatusBoard {
                 name: s.name.clone(),
                 generation: s.generation,
                 conditions: vec![accepted, programmed],
+                table_generation: first_generation,
             };
             match old {
                 Some(old) => {

@@ -3,7 +3,10 @@
 //! when something differs, so a restarted controller leaves every condition as it was; and the
 //! Warning Event a change deserves.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use serde::{Deserialize, Serialize};
 
 use super::{ACCEPTED, PROGRAMMED, Resource};
 
@@ -26,19 +29,38 @@ pub fn to_write(resource: &Resource, live: &[Condition]) -> Option<Vec<Condition
     (desired != live).then_some(desired)
 }
 
-/// `(observedGeneration, table generation)` of a live `Programmed=True` condition
-/// (`n/n dataplanes at generation G`), for [`super::StatusBoard::seed`].
-pub fn programmed_seed(live: &[Condition]) -> Option<(i64, u64)> {
-    let c = live
-        .iter()
-        .find(|c| c.type_ == PROGRAMMED && c.status == "True")?;
-    let generation = c
-        .message
-        .rsplit_once(" dataplanes at generation ")?
-        .1
-        .parse()
-        .ok()?;
-    Some((c.observed_generation?, generation))
+/// Annotation the controller keeps on every object whose `Programmed` is `True`: the
+/// [`ProgrammedSeed`] as JSON, so a restarted controller reports the same table generation its
+/// predecessor did. The status of an APISIX object holds only conditions, hence an annotation
+/// (written with the same field manager, server-side apply).
+pub const SEED_ANNOTATION: &str = "portcullis.dev/programmed";
+
+/// The object at `metadata.generation` `observed_generation` is carried by every table from
+/// generation `table_generation` on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProgrammedSeed {
+    pub observed_generation: i64,
+    pub table_generation: u64,
+}
+
+/// The seed a live object carries, if its annotation holds one.
+pub fn seed_of(annotations: Option<&BTreeMap<String, String>>) -> Option<ProgrammedSeed> {
+    serde_json::from_str(annotations?.get(SEED_ANNOTATION)?).ok()
+}
+
+/// The seed to write for `resource`, or `None` when it is not `Programmed` or the live
+/// annotation already says it.
+pub fn seed_to_write(resource: &Resource, live: Option<ProgrammedSeed>) -> Option<ProgrammedSeed> {
+    let programmed = resource.condition(PROGRAMMED)?;
+    if programmed.status != "True" {
+        return None;
+    }
+    let seed = ProgrammedSeed {
+        observed_generation: resource.generation,
+        table_generation: resource.table_generation,
+    };
+    (live != Some(seed)).then_some(seed)
 }
 
 /// A Warning Event worth publishing, as (reason, note): `InvalidSpec` when `Accepted` went to
@@ -83,6 +105,7 @@ mod tests {
             last_transition_time: time("2026-11-25T10:00:00Z"),
         };
         Resource {
+            table_generation: 7,
             kind: Kind::ApisixRoute,
             namespace: "demo".into(),
             name: "r".into(),
@@ -135,12 +158,6 @@ mod tests {
             json(&written)[1]["lastTransitionTime"],
             "2026-11-25T10:00:00Z"
         );
-        assert_eq!(programmed_seed(&now), Some((3, 7)));
-        assert_eq!(programmed_seed(&live(&written)), Some((3, 8)));
-        assert_eq!(
-            programmed_seed(&live(&to_write(&pending, &now).unwrap())),
-            None
-        );
     }
 
     #[test]
@@ -177,5 +194,43 @@ mod tests {
             warning_event(&shadowed, &live(&to_write(&shadowed, &[]).unwrap())),
             None
         );
+    }
+
+    #[test]
+    fn the_seed_is_kept_in_an_annotation_while_programmed() {
+        let r = resource(("True", ""), ("True", "2/2 dataplanes at generation 7"));
+        let seed = seed_to_write(&r, None).expect("programmed: a seed");
+        assert_eq!(
+            seed,
+            ProgrammedSeed {
+                observed_generation: 3,
+                table_generation: 7
+            }
+        );
+        // As written and read back from the object.
+        let annotations = BTreeMap::from([(
+            SEED_ANNOTATION.to_string(),
+            serde_json::to_string(&seed).unwrap(),
+        )]);
+        assert_eq!(
+            annotations[SEED_ANNOTATION],
+            r#"{"observedGeneration":3,"tableGeneration":7}"#
+        );
+        assert_eq!(seed_of(Some(&annotations)), Some(seed));
+        assert_eq!(seed_to_write(&r, seed_of(Some(&annotations))), None);
+        // A later table: written again.
+        let mut later = r.clone();
+        later.table_generation = 8;
+        assert_eq!(
+            seed_to_write(&later, Some(seed)).map(|s| s.table_generation),
+            Some(8)
+        );
+        // Not programmed: nothing to seed from.
+        let pending = resource(("True", ""), ("False", "1/2 dataplanes at generation 7"));
+        assert_eq!(seed_to_write(&pending, None), None);
+        // Whatever else an annotation holds is no seed.
+        let junk = BTreeMap::from([(SEED_ANNOTATION.to_string(), "17".to_string())]);
+        assert_eq!(seed_of(Some(&junk)), None);
+        assert_eq!(seed_of(None), None);
     }
 }

@@ -41,6 +41,10 @@ pub struct Resource {
     pub name: String,
     pub generation: i64,
     pub conditions: Vec<Condition>,
+    /// The first table generation carrying the object's current content (what `Programmed`
+    /// counts acknowledgements of).
+    #[serde(skip)]
+    pub table_generation: u64,
 }
 
 impl Resource {

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use tower_test::mock;
 
+use super::live::{ProgrammedSeed, SEED_ANNOTATION};
 use super::writer::{self, StatusMetrics, StatusQueue, StatusWrite, WarningEvent, WriterSettings};
 use crate::translate::Kind;
 
@@ -40,10 +41,11 @@ fn write(name: &str, programmed: &str) -> StatusWrite {
         namespace: "demo".into(),
         name: name.into(),
         uid: format!("uid-{name}"),
-        conditions: vec![
+        conditions: Some(vec![
             condition("Accepted", "True", ""),
             condition("Programmed", "True", programmed),
-        ],
+        ]),
+        seed: None,
         event: None,
     }
 }
@@ -215,7 +217,7 @@ async fn the_queue_keeps_the_newest_write_per_object_and_skips_what_was_written(
 async fn a_warning_event_follows_its_status_write_once() {
     let (mut handle, queue, metrics) = start();
     let mut bad = write("r", "1/1 dataplanes at generation 1");
-    bad.conditions[0] = Condition {
+    bad.conditions.as_mut().unwrap()[0] = Condition {
         reason: "InvalidSpec".into(),
         ..condition("Accepted", "False", "spec.http[0].match: required")
     };
@@ -261,4 +263,67 @@ async fn a_warning_event_follows_its_status_write_once() {
         &metrics_text(&metrics),
         r#"portcullis_events_total{result="ok"} 1"#
     ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_seed_annotation_is_applied_to_the_object_before_the_conditions() {
+    let (mut handle, queue, metrics) = start();
+    let seed = ProgrammedSeed {
+        observed_generation: 1,
+        table_generation: 17,
+    };
+    let with_seed = StatusWrite {
+        seed: Some(seed),
+        ..write("echo", "1/1 dataplanes at generation 17")
+    };
+    queue.submit([with_seed.clone()]);
+    let (request, reply) = handle.next_request().await.expect("the seed");
+    assert_eq!(request.method(), Method::PATCH);
+    // The object itself (its status holds only conditions), applied by the same manager.
+    assert_eq!(
+        request.uri().path(),
+        "/apis/apisix.apache.org/v2/namespaces/demo/apisixroutes/echo"
+    );
+    let query = request.uri().query().unwrap_or_default().to_string();
+    assert!(
+        query.contains("fieldManager=portcullis-controller") && query.contains("force=true"),
+        "{query}"
+    );
+    let body: Value =
+        serde_json::from_slice(&request.into_body().collect_bytes().await.unwrap()).unwrap();
+    assert_eq!(
+        body,
+        json!({"apiVersion": "apisix.apache.org/v2", "kind": "ApisixRoute",
+               "metadata": {"name": "echo", "namespace": "demo", "annotations": {
+                   SEED_ANNOTATION: r#"{"observedGeneration":1,"tableGeneration":17}"#}}})
+    );
+    ok(reply, &body);
+    let (body, reply) = expect_status_apply(&mut handle, "echo").await;
+    assert!(body["metadata"].get("annotations").is_none(), "{body}");
+    // The status fails once: only the conditions are sent again.
+    reply.send_response(
+        Response::builder()
+            .status(500)
+            .body(Body::from(
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                       "message": "etcdserver: request timed out", "reason": "InternalError", "code": 500})
+                .to_string()
+                .into_bytes(),
+            ))
+            .unwrap(),
+    );
+    let (again, reply) = expect_status_apply(&mut handle, "echo").await;
+    assert_eq!(again, body);
+    ok(reply, &again);
+    settle().await;
+    queue.submit([with_seed]);
+    expect_silence(&mut handle).await;
+    let text = metrics_text(&metrics);
+    for line in [
+        r#"portcullis_status_writes_total{kind="ApisixRoute",result="ok"} 2"#,
+        r#"portcullis_status_writes_total{kind="ApisixRoute",result="error"} 1"#,
+        "portcullis_status_write_failures_total 1",
+    ] {
+        assert!(has_line(&text, line), "{line} in\n{text}");
+    }
 }

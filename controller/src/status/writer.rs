@@ -1,6 +1,6 @@
 //! The status writer: a task of its own that applies conditions to the status subresource
-//! (server-side apply, field manager [`FIELD_MANAGER`]) and publishes the Warning Events that
-//! go with them. The provider loop only [`StatusQueue::submit`]s what each object should say
+//! (server-side apply, field manager [`FIELD_MANAGER`]), keeps the `Programmed` seed annotation
+//! ([`SEED_ANNOTATION`]) and publishes the Warning Events that go with them. The provider loop only [`StatusQueue::submit`]s what each object should say
 //! and goes on publishing tables: a slow or failing API server delays status, never a table.
 //!
 //! The queue holds at most one write per object (the newest wins), so it is bounded by the
@@ -28,6 +28,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use super::live::{ProgrammedSeed, SEED_ANNOTATION};
 use crate::cluster::names;
 use crate::cluster::retry::Retry;
 use crate::translate::Kind;
@@ -48,7 +49,11 @@ pub struct StatusWrite {
     pub name: String,
     /// The live object's uid: a re-created object starts afresh.
     pub uid: String,
-    pub conditions: Vec<Condition>,
+    /// The conditions, when the live ones differ.
+    pub conditions: Option<Vec<Condition>>,
+    /// The [`SEED_ANNOTATION`], when the live one differs. Written before the conditions, so
+    /// an object shown `Programmed` has it.
+    pub seed: Option<ProgrammedSeed>,
     /// A Warning Event to publish once the conditions are written.
     pub event: Option<WarningEvent>,
 }
@@ -94,7 +99,7 @@ impl StatusMetrics {
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "portcullis_status_writes",
-            "Status subresource writes, by kind and result (ok, error, timeout, gone)",
+            "Status writes (conditions, seed annotation), by kind and result (ok, error, timeout, gone)",
             self.writes.clone(),
         );
         registry.register(
@@ -115,14 +120,28 @@ impl StatusMetrics {
     }
 }
 
+/// What was written for one object, and when.
+#[derive(Default)]
+struct Written {
+    conditions: Option<(Vec<Condition>, Instant)>,
+    seed: Option<(ProgrammedSeed, Instant)>,
+}
+
+/// Whether `value` was written within [`WRITTEN_HOLD`].
+fn fresh<T: PartialEq>(written: &Option<(T, Instant)>, value: &T) -> bool {
+    written
+        .as_ref()
+        .is_some_and(|(w, at)| w == value && at.elapsed() < WRITTEN_HOLD)
+}
+
 #[derive(Default)]
 struct Queue {
     pending: HashMap<Key, StatusWrite>,
     /// The order objects were queued in; each key at most once.
     order: VecDeque<Key>,
-    /// What was last written per object and uid, and when, so a write the watch has not shown
-    /// yet is not repeated ([`WRITTEN_HOLD`]).
-    written: HashMap<(Key, String), (Vec<Condition>, Instant)>,
+    /// What was last written per object and uid, so a write the watch has not shown yet is not
+    /// repeated ([`WRITTEN_HOLD`]).
+    written: HashMap<(Key, String), Written>,
 }
 
 impl Queue {
@@ -133,10 +152,29 @@ impl Queue {
         }
     }
 
-    fn already_written(&self, write: &StatusWrite) -> bool {
+    /// Drops the parts of `write` already written; whether anything is left.
+    fn unwritten(&self, write: &mut StatusWrite) -> bool {
+        if let Some(w) = self.written.get(&(write.key(), write.uid.clone())) {
+            if write
+                .conditions
+                .as_ref()
+                .is_some_and(|c| fresh(&w.conditions, c))
+            {
+                // The Event went with those conditions.
+                write.conditions = None;
+                write.event = None;
+            }
+            if write.seed.as_ref().is_some_and(|s| fresh(&w.seed, s)) {
+                write.seed = None;
+            }
+        }
+        write.conditions.is_some() || write.seed.is_some()
+    }
+
+    fn written(&mut self, write: &StatusWrite) -> &mut Written {
         self.written
-            .get(&(write.key(), write.uid.clone()))
-            .is_some_and(|(c, at)| *c == write.conditions && at.elapsed() < WRITTEN_HOLD)
+            .entry((write.key(), write.uid.clone()))
+            .or_default()
     }
 }
 
@@ -167,15 +205,17 @@ impl StatusQueue {
     }
 
     /// Hands over what objects should say; never waits. A write replaces one still queued for
-    /// the same object; one equal to what was last written is dropped.
+    /// the same object; what was just written is dropped from it.
     pub fn submit(&self, writes: impl IntoIterator<Item = StatusWrite>) {
         let mut queue = self.lock();
-        queue
-            .written
-            .retain(|_, (_, at)| at.elapsed() < WRITTEN_HOLD);
+        let young = |at: &Instant| at.elapsed() < WRITTEN_HOLD;
+        queue.written.retain(|_, w| {
+            w.conditions.as_ref().is_some_and(|(_, at)| young(at))
+                || w.seed.as_ref().is_some_and(|(_, at)| young(at))
+        });
         let mut any = false;
-        for write in writes {
-            if queue.already_written(&write) {
+        for mut write in writes {
+            if !queue.unwritten(&mut write) {
                 // An older, different write may still be queued: the newest wins.
                 queue.pending.remove(&write.key());
                 continue;
@@ -218,12 +258,12 @@ impl StatusQueue {
             {
                 let mut queue = self.lock();
                 while let Some(key) = queue.order.pop_front() {
-                    let Some(write) = queue.pending.remove(&key) else {
+                    let Some(mut write) = queue.pending.remove(&key) else {
                         continue;
                     };
                     self.set_depth(&queue);
                     // Submitted again while an equal write was under way.
-                    if !queue.already_written(&write) {
+                    if queue.unwritten(&mut write) {
                         return write;
                     }
                 }
@@ -232,15 +272,16 @@ impl StatusQueue {
         }
     }
 
-    fn written(&self, write: &StatusWrite) {
-        self.lock().written.insert(
-            (write.key(), write.uid.clone()),
-            (write.conditions.clone(), Instant::now()),
-        );
+    fn written_conditions(&self, write: &StatusWrite, conditions: Vec<Condition>) {
+        self.lock().written(write).conditions = Some((conditions, Instant::now()));
     }
 
-    /// A write that failed goes back at the end of the queue, unless a newer one for the
-    /// object arrived meanwhile.
+    fn written_seed(&self, write: &StatusWrite, seed: ProgrammedSeed) {
+        self.lock().written(write).seed = Some((seed, Instant::now()));
+    }
+
+    /// What is left of a write that failed goes back at the end of the queue, unless a newer
+    /// one for the object arrived meanwhile.
     fn retry(&self, write: StatusWrite) {
         let mut queue = self.lock();
         if !queue.pending.contains_key(&write.key()) {
@@ -279,86 +320,172 @@ enum Outcome {
     Timeout,
 }
 
-/// Writes what is queued, one request at a time, until the task is dropped.
-pub async fn run(client: Client, queue: Arc<StatusQueue>, settings: WriterSettings) {
-    let mut retry = Retry::new(settings.retry_initial, settings.retry_max);
-    loop {
-        let write = queue.next().await;
-        let outcome =
-            match tokio::time::timeout(settings.patch_timeout, apply(&client, &write)).await {
-                Ok(Ok(())) => Outcome::Ok,
-                Ok(Err(kube::Error::Api(e))) if e.code == 404 => Outcome::Gone,
-                Ok(Err(error)) => Outcome::Error(error),
-                Err(_) => Outcome::Timeout,
-            };
-        let result = match &outcome {
+impl Outcome {
+    fn label(&self) -> &'static str {
+        match self {
             Outcome::Ok => "ok",
             Outcome::Gone => "gone",
             Outcome::Error(_) => "error",
             Outcome::Timeout => "timeout",
-        };
-        queue
-            .metrics
-            .writes
-            .get_or_create(&WriteLabels {
-                kind: write.kind.as_str(),
-                result,
-            })
-            .inc();
-        match outcome {
-            Outcome::Ok => {
-                debug!(kind = %write.kind, namespace = %write.namespace, name = %write.name, "status written");
-                retry.succeeded();
-                queue.written(&write);
-                if let Some(event) = &write.event {
-                    publish(&client, &queue.metrics, &settings, event).await;
-                }
-            }
-            Outcome::Gone => {}
-            Outcome::Error(_) | Outcome::Timeout => {
-                let error = match outcome {
-                    Outcome::Error(e) => e.to_string(),
-                    _ => format!(
-                        "no answer within --status-patch-timeout {:?}",
-                        settings.patch_timeout
-                    ),
-                };
-                queue.metrics.failures.inc();
-                let wait = retry.failed(fastrand::f64());
-                warn!(kind = %write.kind, namespace = %write.namespace, name = %write.name, %error, retry_in = ?wait, "cannot write status; retrying with backoff");
-                queue.retry(write);
-                // The API server is likely down or refusing: nothing else is tried meanwhile.
-                tokio::time::sleep(wait).await;
-            }
         }
     }
 }
 
-/// Server-side apply of the conditions on the status subresource. Forced: the controller is
-/// the only author of these conditions (and took them over from its earlier merge patches).
-async fn apply(client: &Client, write: &StatusWrite) -> Result<(), kube::Error> {
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    let body = |api_version: &str| {
-        Patch::Apply(json!({
-            "apiVersion": api_version,
-            "kind": write.kind.as_str(),
-            "metadata": {"name": write.name, "namespace": write.namespace},
-            "status": {"conditions": write.conditions},
-        }))
+/// Writes what is queued, one object at a time, until the task is dropped.
+pub async fn run(client: Client, queue: Arc<StatusQueue>, settings: WriterSettings) {
+    let mut retry = Retry::new(settings.retry_initial, settings.retry_max);
+    loop {
+        let mut write = queue.next().await;
+        let error = match write_parts(&client, &queue, &settings, &mut write).await {
+            Outcome::Ok | Outcome::Gone => {
+                retry.succeeded();
+                continue;
+            }
+            Outcome::Error(e) => e.to_string(),
+            Outcome::Timeout => format!(
+                "no answer within --status-patch-timeout {:?}",
+                settings.patch_timeout
+            ),
+        };
+        queue.metrics.failures.inc();
+        let wait = retry.failed(fastrand::f64());
+        warn!(kind = %write.kind, namespace = %write.namespace, name = %write.name, %error, retry_in = ?wait, "cannot write status; retrying with backoff");
+        // What is left of it: a part already written is not sent again.
+        queue.retry(write);
+        // The API server is likely down or refusing: nothing else is tried meanwhile.
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// The seed annotation, then the conditions and their Event; stops at the first failure,
+/// leaving in `write` what is still to do. Every request is counted.
+async fn write_parts(
+    client: &Client,
+    queue: &StatusQueue,
+    settings: &WriterSettings,
+    write: &mut StatusWrite,
+) -> Outcome {
+    let count = |kind: Kind, outcome: Outcome| {
+        queue
+            .metrics
+            .writes
+            .get_or_create(&WriteLabels {
+                kind: kind.as_str(),
+                result: outcome.label(),
+            })
+            .inc();
+        outcome
     };
+    if let Some(seed) = write.seed {
+        match count(
+            write.kind,
+            deadline(settings, apply_seed(client, write, seed)).await,
+        ) {
+            Outcome::Ok => {
+                queue.written_seed(write, seed);
+                write.seed = None;
+            }
+            other => return other,
+        }
+    }
+    if let Some(conditions) = write.conditions.clone() {
+        match count(
+            write.kind,
+            deadline(settings, apply_conditions(client, write, &conditions)).await,
+        ) {
+            Outcome::Ok => {
+                debug!(kind = %write.kind, namespace = %write.namespace, name = %write.name, "status written");
+                queue.written_conditions(write, conditions);
+                write.conditions = None;
+                if let Some(event) = write.event.take() {
+                    publish(client, &queue.metrics, settings, &event).await;
+                }
+            }
+            other => return other,
+        }
+    }
+    Outcome::Ok
+}
+
+async fn deadline(
+    settings: &WriterSettings,
+    request: impl Future<Output = Result<(), kube::Error>>,
+) -> Outcome {
+    match tokio::time::timeout(settings.patch_timeout, request).await {
+        Ok(Ok(())) => Outcome::Ok,
+        Ok(Err(kube::Error::Api(e))) if e.code == 404 => Outcome::Gone,
+        Ok(Err(error)) => Outcome::Error(error),
+        Err(_) => Outcome::Timeout,
+    }
+}
+
+/// An apply body for the object: its identity plus `metadata` extras and `status`.
+fn apply_body(
+    write: &StatusWrite,
+    annotations: Option<serde_json::Value>,
+    status: Option<serde_json::Value>,
+) -> Patch<serde_json::Value> {
+    let api_version = match write.kind {
+        Kind::ApisixRoute => ApisixRoute::api_version(&()),
+        Kind::ApisixConsumer => ApisixConsumer::api_version(&()),
+    };
+    let mut body = json!({
+        "apiVersion": api_version,
+        "kind": write.kind.as_str(),
+        "metadata": {"name": write.name, "namespace": write.namespace},
+    });
+    if let Some(annotations) = annotations {
+        body["metadata"]["annotations"] = annotations;
+    }
+    if let Some(status) = status {
+        body["status"] = status;
+    }
+    Patch::Apply(body)
+}
+
+/// Server-side apply of the seed annotation on the object itself (an APISIX object's status
+/// holds only conditions). Forced, as the conditions: this manager owns only the annotation.
+async fn apply_seed(
+    client: &Client,
+    write: &StatusWrite,
+    seed: ProgrammedSeed,
+) -> Result<(), kube::Error> {
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let value = serde_json::to_string(&seed).unwrap_or_default();
+    let patch = apply_body(write, Some(json!({ SEED_ANNOTATION: value })), None);
     match write.kind {
         Kind::ApisixRoute => {
             Api::<ApisixRoute>::namespaced(client.clone(), &write.namespace)
-                .patch_status(&write.name, &params, &body(&ApisixRoute::api_version(&())))
+                .patch(&write.name, &params, &patch)
                 .await?;
         }
         Kind::ApisixConsumer => {
             Api::<ApisixConsumer>::namespaced(client.clone(), &write.namespace)
-                .patch_status(
-                    &write.name,
-                    &params,
-                    &body(&ApisixConsumer::api_version(&())),
-                )
+                .patch(&write.name, &params, &patch)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Server-side apply of the conditions on the status subresource. Forced: the controller is
+/// the only author of these conditions (and took them over from its earlier merge patches).
+async fn apply_conditions(
+    client: &Client,
+    write: &StatusWrite,
+    conditions: &[Condition],
+) -> Result<(), kube::Error> {
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let patch = apply_body(write, None, Some(json!({ "conditions": conditions })));
+    match write.kind {
+        Kind::ApisixRoute => {
+            Api::<ApisixRoute>::namespaced(client.clone(), &write.namespace)
+                .patch_status(&write.name, &params, &patch)
+                .await?;
+        }
+        Kind::ApisixConsumer => {
+            Api::<ApisixConsumer>::namespaced(client.clone(), &write.namespace)
+                .patch_status(&write.name, &params, &patch)
                 .await?;
         }
     }
