@@ -15,21 +15,23 @@ mod watches;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
 pub use self::metrics::{ClusterMetrics, KindLabels};
 use self::watches::Watched;
+use crate::provider::{self, SnapshotSource, StatusSink};
 use crate::status::writer::{self, StatusQueue, StatusWrite, WarningEvent, WriterSettings};
 use crate::status::{StatusBoard, live};
 use crate::sync::Hub;
 use crate::sync::fleet::Fleet;
-use crate::translate::{Kind, StatusUpdate, translate};
+use crate::translate::{Kind, StatusUpdate, Translation, translate};
 
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -68,11 +70,11 @@ pub async fn run(
     client: Client,
     hub: Arc<Hub>,
     settings: Settings,
-    mut leader: watch::Receiver<bool>,
+    leader: watch::Receiver<bool>,
     ready: watch::Sender<bool>,
     metrics: ClusterMetrics,
 ) {
-    let watched = Watched::start(&client, &settings, &metrics);
+    let watched = Arc::new(Watched::start(&client, &settings, &metrics));
     watched.synced().await;
     info!("caches synced");
     let mut board = StatusBoard::default();
@@ -80,7 +82,7 @@ pub async fn run(
     seed(&mut board, Kind::ApisixRoute, &watched.routes);
     seed(&mut board, Kind::ApisixConsumer, &watched.consumers);
     let queue = StatusQueue::new(metrics.status.clone());
-    let _writer = AbortOnDrop(tokio::spawn(writer::run(
+    let writer = AbortOnDrop(tokio::spawn(writer::run(
         client.clone(),
         queue.clone(),
         WriterSettings::new(settings.status_patch_timeout, &settings.identity),
@@ -90,9 +92,6 @@ pub async fn run(
     let peers_changed = peer_reports
         .as_ref()
         .map_or_else(|| Arc::new(tokio::sync::Notify::new()), |(_, n)| n.clone());
-    let started = Instant::now();
-    let mut settled = false;
-    let mut own_settled = false;
     // Before a first write the other replicas get one report interval to say what their
     // dataplanes have (bounded by the grace): otherwise a leader that starts with them writes
     // `1/1`, then `2/2` once their reports arrive.
@@ -103,29 +102,137 @@ pub async fn run(
             p.renew_every() + Duration::from_millis(500)
         })
         .min(settings.status_grace);
-    let mut last_sweep = Instant::now();
-    let mut acks = hub.subscribe();
-    let mut statuses: Vec<StatusUpdate> = Vec::new();
-    let mut published = 0;
-    let mut dirty = true;
-    let mut was_leader = false;
-    let mut election_over = false;
-    loop {
-        if dirty {
-            dirty = false;
-            published =
-                translate_and_publish(&watched, &client, &hub, &settings, &mut statuses, &metrics)
-                    .await;
-            ready.send_replace(true);
+    let source = Watches {
+        watched: watched.clone(),
+        client: client.clone(),
+        only_classes: settings.only_classes.clone(),
+        batch: settings.batch,
+        first: true,
+        metrics: metrics.clone(),
+    };
+    let sink = Leader {
+        hub: hub.clone(),
+        board,
+        queue,
+        _writer: writer,
+        watched,
+        client,
+        peer_reports,
+        peers_changed,
+        peer_wait,
+        started: Instant::now(),
+        settled: false,
+        own_settled: false,
+        last_sweep: Instant::now(),
+        was_leader: false,
+        election_over: false,
+        leader,
+        ready,
+        settings,
+        metrics,
+    };
+    provider::run(hub, source, sink).await;
+}
+
+/// The API server's objects, as the watches keep them.
+struct Watches {
+    watched: Arc<Watched>,
+    client: Client,
+    only_classes: Vec<String>,
+    /// Changes arriving within this time of the first are translated together.
+    batch: Duration,
+    first: bool,
+    metrics: ClusterMetrics,
+}
+
+impl SnapshotSource for Watches {
+    async fn changed(&mut self) {
+        self.watched.changed.notified().await;
+    }
+
+    async fn translate(&mut self) -> Option<Translation> {
+        if !std::mem::take(&mut self.first) {
+            // Let a burst of changes (an `apply -f dir`) arrive before translating.
+            tokio::time::sleep(self.batch).await;
         }
-        let fleet = match &peer_reports {
+        let watched = &self.watched;
+        let mut translation = translate(&watched.snapshot(&self.only_classes), 0);
+        // Secrets read for the first time are fetched, then translation runs again with them.
+        let missing = watched.secrets().want(&translation.secrets_read);
+        if !missing.is_empty() {
+            for (namespace, name) in &missing {
+                let api = Api::<Secret>::namespaced(self.client.clone(), namespace);
+                let get = api.get_opt(name);
+                // A read that hangs must not hold up the table: without it the Secret is missing
+                // (as if deleted) until its watch event arrives.
+                match tokio::time::timeout(SECRET_READ_TIMEOUT, get).await {
+                    Ok(Ok(Some(secret))) => watched.secrets().insert(&secret),
+                    Ok(Ok(None)) => {}
+                    Ok(Err(error)) => {
+                        warn!(%namespace, %name, %error, "cannot read a referenced Secret")
+                    }
+                    Err(_) => {
+                        warn!(%namespace, %name, timeout = ?SECRET_READ_TIMEOUT, "cannot read a referenced Secret: no answer")
+                    }
+                }
+            }
+            translation = translate(&watched.snapshot(&self.only_classes), 0);
+            watched.secrets().want(&translation.secrets_read);
+        }
+        self.metrics.translations.inc();
+        self.metrics
+            .secrets_kept
+            .set(i64::try_from(watched.secrets().kept_count()).unwrap_or(i64::MAX));
+        Some(translation)
+    }
+}
+
+/// How long translation waits for a newly referenced Secret.
+const SECRET_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The status sink of a cluster: once settled, and while leading, what objects should say goes
+/// to the status writer's queue.
+struct Leader {
+    hub: Arc<Hub>,
+    board: StatusBoard,
+    queue: Arc<StatusQueue>,
+    _writer: AbortOnDrop,
+    watched: Arc<Watched>,
+    client: Client,
+    peer_reports: Option<(Store<Lease>, Arc<Notify>)>,
+    peers_changed: Arc<Notify>,
+    peer_wait: Duration,
+    started: Instant,
+    /// Status may be written (every dataplane reconnected, or the grace passed).
+    settled: bool,
+    /// This replica's own dataplanes reconnected (or the grace passed).
+    own_settled: bool,
+    last_sweep: Instant,
+    was_leader: bool,
+    election_over: bool,
+    leader: watch::Receiver<bool>,
+    ready: watch::Sender<bool>,
+    settings: Settings,
+    metrics: ClusterMetrics,
+}
+
+impl StatusSink for Leader {
+    fn fleet(&self, hub: &Hub) -> Fleet {
+        match &self.peer_reports {
             Some((store, _)) => hub.fleet().with_peers(
-                &peers::fresh_reports(&store.state(), &settings.identity, SystemTime::now()),
+                &peers::fresh_reports(&store.state(), &self.settings.identity, SystemTime::now()),
                 |hash| hub.generation_of(hash),
             ),
             None => hub.fleet(),
-        };
-        board.update(&statuses, published, &fleet);
+        }
+    }
+
+    fn published(&mut self, _generation: u64) {
+        self.ready.send_replace(true);
+    }
+
+    fn update(&mut self, statuses: &[StatusUpdate], published: u64, fleet: &Fleet) {
+        self.board.update(statuses, published, fleet);
         let all_acked = |fleet: &Fleet| {
             !fleet.dataplanes.is_empty()
                 && fleet
@@ -133,25 +240,27 @@ pub async fn run(
                     .iter()
                     .all(|d| d.acked == Some(fleet.generation))
         };
-        let graced = started.elapsed() >= settings.status_grace;
-        if !own_settled {
-            own_settled = graced || all_acked(&hub.fleet());
-            settings.settled.send_replace(own_settled);
+        let started = self.started;
+        let graced = started.elapsed() >= self.settings.status_grace;
+        if !self.own_settled {
+            // This replica's own dataplanes only: other replicas report their own settling.
+            self.own_settled = graced || all_acked(&self.hub.fleet());
+            self.settings.settled.send_replace(self.own_settled);
         }
-        if !settled {
-            let peers_ready = match &peer_reports {
+        if !self.settled {
+            let peers_ready = match &self.peer_reports {
                 Some((store, _)) => {
-                    started.elapsed() >= peer_wait
+                    started.elapsed() >= self.peer_wait
                         && peers::unsettled_peers(
                             &store.state(),
-                            &settings.identity,
+                            &self.settings.identity,
                             SystemTime::now(),
                         ) == 0
                 }
                 None => true,
             };
-            settled = graced || (own_settled && peers_ready && all_acked(&fleet));
-            if settled {
+            self.settled = graced || (self.own_settled && peers_ready && all_acked(fleet));
+            if self.settled {
                 info!(
                     dataplanes = fleet.dataplanes.len(),
                     generation = fleet.generation,
@@ -159,49 +268,44 @@ pub async fn run(
                 );
             }
         }
-        let leading = *leader.borrow_and_update();
-        metrics.leader.set(i64::from(leading));
-        if leading && !was_leader {
-            info!(identity = %settings.identity, "leading: this replica writes status and Events");
-            queue.forget_written();
-        } else if !leading && was_leader {
-            info!(identity = %settings.identity, "no longer leading");
-            queue.clear();
+        let leading = *self.leader.borrow_and_update();
+        self.metrics.leader.set(i64::from(leading));
+        if leading && !self.was_leader {
+            info!(identity = %self.settings.identity, "leading: this replica writes status and Events");
+            self.queue.forget_written();
+        } else if !leading && self.was_leader {
+            info!(identity = %self.settings.identity, "no longer leading");
+            self.queue.clear();
         }
-        was_leader = leading;
-        if leading && settled {
+        self.was_leader = leading;
+        if leading && self.settled {
             // Handed over, never awaited: the writer task talks to the API server.
-            queue.submit(desired(&board, &watched));
+            self.queue.submit(desired(&self.board, &self.watched));
         }
         // Reports of replicas that crashed are deleted by whichever replica notices; in a task
         // of its own, as every API write.
-        if let (Some((store, _)), Some(p)) = (&peer_reports, &settings.peers)
-            && last_sweep.elapsed() >= p.duration
+        if let (Some((store, _)), Some(p)) = (&self.peer_reports, &self.settings.peers)
+            && self.last_sweep.elapsed() >= p.duration
         {
-            last_sweep = Instant::now();
-            let (client, p, leases) = (client.clone(), p.clone(), store.state());
+            self.last_sweep = Instant::now();
+            let (client, p, leases) = (self.client.clone(), p.clone(), store.state());
             tokio::spawn(async move { peers::sweep(&client, &p, &leases).await });
         }
-        let grace_left = settings.status_grace.saturating_sub(started.elapsed());
-        let peer_wait_left = peer_wait.saturating_sub(started.elapsed());
+    }
+
+    async fn wake(&mut self) {
+        let elapsed = self.started.elapsed();
+        let grace_left = self.settings.status_grace.saturating_sub(elapsed);
+        let peer_wait_left = self.peer_wait.saturating_sub(elapsed);
+        let settled = self.settled;
         tokio::select! {
-            _ = watched.changed.notified() => {
-                // Let a burst of changes (an `apply -f dir`) arrive before translating.
-                tokio::time::sleep(settings.batch).await;
-                dirty = true;
-            }
-            changed = acks.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-            }
-            _ = peers_changed.notified() => {}
-            changed = leader.changed(), if !election_over => {
+            _ = self.peers_changed.notified() => {}
+            changed = self.leader.changed(), if !self.election_over => {
                 if changed.is_err() {
                     // The election task ended: without a Lease this replica must not write.
                     warn!("leader election stopped; this replica no longer writes status");
-                    election_over = true;
-                    leader = watch::channel(false).1;
+                    self.election_over = true;
+                    self.leader = watch::channel(false).1;
                 }
             }
             _ = tokio::time::sleep(grace_left), if !settled => {}
@@ -267,37 +371,4 @@ where
             );
         }
     }
-}
-
-async fn translate_and_publish(
-    watched: &Watched,
-    client: &Client,
-    hub: &Hub,
-    settings: &Settings,
-    statuses: &mut Vec<StatusUpdate>,
-    metrics: &ClusterMetrics,
-) -> u64 {
-    let mut translation = translate(&watched.snapshot(&settings.only_classes), 0);
-    // Secrets read for the first time are fetched, then translation runs again with them.
-    let missing = watched.secrets().want(&translation.secrets_read);
-    if !missing.is_empty() {
-        for (namespace, name) in &missing {
-            match Api::<Secret>::namespaced(client.clone(), namespace)
-                .get_opt(name)
-                .await
-            {
-                Ok(Some(secret)) => watched.secrets().insert(&secret),
-                Ok(None) => {}
-                Err(error) => warn!(%namespace, %name, %error, "cannot read a referenced Secret"),
-            }
-        }
-        translation = translate(&watched.snapshot(&settings.only_classes), 0);
-        watched.secrets().want(&translation.secrets_read);
-    }
-    metrics.translations.inc();
-    metrics
-        .secrets_kept
-        .set(watched.secrets().kept_count() as i64);
-    *statuses = translation.statuses;
-    hub.publish(translation.table)
 }
