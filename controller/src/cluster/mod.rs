@@ -12,6 +12,9 @@ pub mod retry;
 pub mod secrets;
 mod watches;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
