@@ -4,6 +4,7 @@
 //! subresource without ever holding up table publishing.
 
 mod board;
+mod events;
 pub mod live;
 pub mod writer;
 
