@@ -160,6 +160,8 @@ impl ApiServer {
             restricted: Mutex::default(),
             requests: Mutex::default(),
             unavailable: Default::default(),
+            hold_status_patches: tokio::sync::watch::Sender::new(false),
+            held_status_patches: Default::default(),
         });
         let listener = std::net::TcpListener::bind(listen).expect("bind the API server");
         listener.set_nonblocking(true).expect("nonblocking");
@@ -209,6 +211,18 @@ impl ApiServer {
         self.shared
             .unavailable
             .store(unavailable, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// While `true`, status patches get no answer (they are held, and proceed once `false`).
+    pub fn hang_status_patches(&self, hang: bool) {
+        self.shared.hold_status_patches.send_replace(hang);
+    }
+
+    /// Status patches held unanswered now.
+    pub fn held_status_patches(&self) -> usize {
+        self.shared
+            .held_status_patches
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The requests received from `since` on whose path and query contain `text`.
