@@ -907,7 +907,8 @@ pub fn curl(args: &[&str]) -> String {
         .expect("curl runs");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
-pub mod kube_api;
+/// The Kubernetes API test server (crate `kube-test-apiserver`, `tests/kube-api/`).
+pub use kube_test_apiserver as kube_api;
 
 /// The address [`in_private_netns`] puts on the namespace's `lo`: a stand-in for a pod IP,
 /// which the API server would refuse in `127.0.0.0/8`.

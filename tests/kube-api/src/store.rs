@@ -303,7 +303,9 @@ impl Store {
     }
 
     fn now() -> String {
-        portcullis_controller::status::rfc3339(std::time::SystemTime::now())
+        jiff::Timestamp::now()
+            .strftime("%Y-%m-%dT%H:%M:%SZ")
+            .to_string()
     }
 
     fn uid(&mut self) -> String {
