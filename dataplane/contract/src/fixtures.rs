@@ -1,11 +1,13 @@
 //! Test fixtures shared by this crate's unit tests and the end-to-end tests (feature
-//! `fixtures`): the consumers every auth test authenticates as, the keys of their tokens, and
-//! an owned request head to take a [`RequestView`] of. Not built into the binaries.
+//! `fixtures`): the consumers every auth test authenticates as, the keys of their tokens, and an
+//! owned request head to take a [`RequestView`] or a decision [`Head`] of. Not built into the
+//! binaries.
 
 use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
 
+use crate::decision::Head;
 use crate::model::{Consumer, Credential, JwtCredential, key_digest_hex};
 use crate::request::{BadRequest, RequestView};
 
@@ -144,6 +146,17 @@ impl TestRequest {
             .parse()
             .unwrap_or_else(|e| panic!("peer address {peer:?}: {e}"));
         self
+    }
+
+    /// The head as a transport hands it to [`crate::decision::decide`].
+    pub fn head(&self) -> Head<'_> {
+        Head {
+            method: &self.method,
+            version: self.version,
+            uri: &self.uri,
+            headers: &self.headers,
+            peer: self.peer,
+        }
     }
 
     /// The view matching and auth read, or why the head is refused.
