@@ -3,6 +3,9 @@
 //! `CustomResourceDefinition` registers. Tests start it in-process ([`ApiServer::start`]);
 //! `kube-test-apiserver` serves it standalone. It writes a kubeconfig that `kubectl` and kube-rs
 //! use unchanged.
+//!
+//! It depends on no Portcullis crate, and its scope is frozen: it grows only where a product test
+//! needs it (`README.md` lists what it implements and what it leaves out).
 
 pub mod http;
 pub mod managed;
