@@ -6,6 +6,7 @@
 pub mod certs;
 pub mod cluster;
 pub mod files;
+pub mod provider;
 pub mod snapshot;
 pub mod standalone;
 pub mod status;

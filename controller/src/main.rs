@@ -23,6 +23,7 @@ use portcullis_dataplane::sync::Applier;
 use portcullis_support::{admin, tls};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::info;
 
@@ -184,6 +185,10 @@ struct RunArgs {
     /// an incomplete picture (written earlier once every connected dataplane has the table).
     #[arg(long, env = "PORTCULLIS_STATUS_GRACE", default_value = "10s", value_parser = duration)]
     status_grace: Duration,
+    /// Each status write (and Warning Event) is abandoned after this long and retried with
+    /// backoff; status is written by a task of its own, so tables are pushed meanwhile.
+    #[arg(long, env = "PORTCULLIS_STATUS_PATCH_TIMEOUT", default_value = "10s", value_parser = duration)]
+    status_patch_timeout: Duration,
     /// Log format: text or json. Levels come from PORTCULLIS_LOG (e.g. `info`, `kube=debug`).
     #[arg(long, env = "PORTCULLIS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -196,17 +201,15 @@ fn host_name() -> Option<String> {
         .filter(|h| !h.is_empty())
 }
 
-fn run_main(args: RunArgs) -> Result<()> {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    portcullis_support::logging::init(&args.log_format);
+/// Checks the flags of `run` that clap cannot; the sync server's settings.
+fn check_run_args(args: &RunArgs) -> Result<ServerSettings> {
     let settings = args.sync.settings()?;
     if args.sync.sync_listen.is_none() {
         bail!(
             "run needs --sync-listen (and its --sync-tls-* files): dataplanes get their tables there"
         );
     }
-    let lease_seconds = args.lease_duration.as_secs();
-    if args.leader_elect && lease_seconds < 2 {
+    if args.leader_elect && args.lease_duration.as_secs() < 2 {
         bail!("--lease-duration must be at least 2s");
     }
     if args.leader_elect && !cluster::names::is_subdomain(&args.lease_name) {
@@ -215,6 +218,15 @@ fn run_main(args: RunArgs) -> Result<()> {
             args.lease_name
         );
     }
+    if args.status_patch_timeout.is_zero() {
+        bail!("--status-patch-timeout must be greater than 0");
+    }
+    Ok(settings)
+}
+
+fn run_main(args: RunArgs) -> Result<()> {
+    portcullis_support::logging::init(&args.log_format);
+    let sync_settings = check_run_args(&args)?;
     let identity = args
         .identity
         .clone()
@@ -224,115 +236,182 @@ fn run_main(args: RunArgs) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(async move {
-        let config = match &args.kubeconfig {
-            Some(path) => {
-                let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                    .with_context(|| format!("cannot read --kubeconfig {}", path.display()))?;
-                kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-                    .await
-                    .with_context(|| format!("--kubeconfig {}", path.display()))?
-            }
-            None => kube::Config::infer().await.context(
-                "no Kubernetes API configuration: run in a pod (service account) or give --kubeconfig",
-            )?,
-        };
-        let client = kube::Client::try_from(config).context("cannot build the Kubernetes client")?;
-        let mut registry = Registry::default();
-        let hub = Hub::new(SyncMetrics::default());
-        hub.metrics.register(&mut registry);
-        let metrics = ClusterMetrics::default();
-        metrics.register(&mut registry);
-        let ready = Arc::new(AtomicBool::new(false));
-        let admin_listener = TcpListener::bind(args.admin_listen)
-            .await
-            .with_context(|| format!("cannot listen on --admin-listen {}", args.admin_listen))?;
-        info!(addr = %admin_listener.local_addr()?, "admin listener up");
-        let is_ready = ready.clone();
-        tokio::spawn(admin::serve(
-            admin_listener,
-            Arc::new(registry),
-            Arc::new(move || is_ready.load(Ordering::Relaxed)),
-            None,
-        ));
-        // Bound now so a bad address fails at start; served once the first table exists, so a
-        // dataplane's hello can be matched against it.
-        let (sync_listener, acceptor) = args.sync.bind().await?.expect("checked above");
-        // Without election this replica always leads; the sender lives as long as the process.
-        let always_leader = tokio::sync::watch::Sender::new(true);
-        let mut peers = None;
-        let settled = tokio::sync::watch::Sender::new(false);
-        let (leader, election) = if args.leader_elect {
-            let namespace = args
-                .lease_namespace
-                .clone()
-                .unwrap_or_else(|| client.default_namespace().to_string());
-            peers = Some(cluster::peers::PeerSettings {
-                namespace: namespace.clone(),
-                lease_name: args.lease_name.clone(),
-                identity: identity.clone(),
-                duration: args.lease_duration,
-            });
-            let (receiver, task) = cluster::election::start(
-                client.clone(),
-                cluster::election::ElectionSettings {
-                    namespace: namespace.clone(),
-                    lease_name: args.lease_name.clone(),
-                    identity: identity.clone(),
-                    duration: args.lease_duration,
-                },
-            )
-            .await
-            .with_context(|| format!("cannot use Lease {namespace}/{}", args.lease_name))?;
-            info!(lease = %format!("{namespace}/{}", args.lease_name), %identity, "leader election on");
-            (receiver, Some(task))
-        } else {
-            (always_leader.subscribe(), None)
-        };
-        let cluster = cluster::Settings {
-            namespace: args.watch_namespace.clone(),
-            only_classes: args.ingress_classes.clone(),
-            batch: Duration::from_millis(20),
-            status_grace: args.status_grace,
-            identity,
-            peers: peers.clone(),
-            settled: settled.clone(),
-        };
-        // Every replica reports its dataplanes, for the leader's Programmed counts.
-        let reporting = peers.clone().map(|p| {
-            tokio::spawn(cluster::peers::publish(client.clone(), p, hub.clone(), settled.subscribe()))
+    rt.block_on(serve_cluster(args, sync_settings, identity))
+}
+
+/// The client of --kubeconfig, or of the pod's service account.
+async fn kube_client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("cannot read --kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .with_context(|| format!("--kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer().await.context(
+            "no Kubernetes API configuration: run in a pod (service account) or give --kubeconfig",
+        )?,
+    };
+    kube::Client::try_from(config).context("cannot build the Kubernetes client")
+}
+
+/// Who leads: the Lease election's view, or (without election) always this replica.
+struct Leadership {
+    leader: watch::Receiver<bool>,
+    election: Option<tokio::task::JoinHandle<()>>,
+    /// Where the replicas report their dataplanes (with election only).
+    peers: Option<cluster::peers::PeerSettings>,
+    /// Without election: the sender behind `leader`, alive as long as the process.
+    _always: Option<watch::Sender<bool>>,
+}
+
+async fn leadership(args: &RunArgs, client: &kube::Client, identity: &str) -> Result<Leadership> {
+    if !args.leader_elect {
+        let always = watch::Sender::new(true);
+        return Ok(Leadership {
+            leader: always.subscribe(),
+            election: None,
+            peers: None,
+            _always: Some(always),
         });
-        let mut provider = tokio::spawn(cluster::run(client.clone(), hub.clone(), cluster, leader, ready.clone(), metrics));
-        while !ready.load(Ordering::Relaxed) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        tokio::spawn(sync::server::serve(sync_listener, acceptor, hub.clone(), settings));
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            result = &mut provider => {
-                result.context("the Kubernetes provider stopped")?;
-                bail!("the Kubernetes provider stopped");
-            }
-            _ = tokio::signal::ctrl_c() => info!("shutting down"),
-            _ = terminate.recv() => info!("shutting down"),
-        }
-        // The provider held the election's receiver; with it gone the Lease is released, so
-        // another replica takes over at once instead of after --lease-duration.
-        provider.abort();
-        if let Some(task) = reporting {
-            task.abort();
-        }
-        let withdraw = async {
-            if let Some(p) = &peers {
-                cluster::peers::withdraw(client.clone(), p).await;
-            }
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(2), withdraw).await;
-        if let Some(task) = election {
-            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
-        }
-        Ok(())
+    }
+    let namespace = args
+        .lease_namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let (leader, task) = cluster::election::start(
+        client.clone(),
+        cluster::election::ElectionSettings {
+            namespace: namespace.clone(),
+            lease_name: args.lease_name.clone(),
+            identity: identity.to_string(),
+            duration: args.lease_duration,
+        },
+    )
+    .await
+    .with_context(|| format!("cannot use Lease {namespace}/{}", args.lease_name))?;
+    info!(lease = %format!("{namespace}/{}", args.lease_name), %identity, "leader election on");
+    Ok(Leadership {
+        leader,
+        election: Some(task),
+        peers: Some(cluster::peers::PeerSettings {
+            namespace,
+            lease_name: args.lease_name.clone(),
+            identity: identity.to_string(),
+            duration: args.lease_duration,
+        }),
+        _always: None,
     })
+}
+
+/// `/healthz`, `/readyz` (true once `ready` is) and `/metrics` on --admin-listen.
+async fn serve_admin(
+    addr: SocketAddr,
+    registry: Registry,
+    ready: watch::Receiver<bool>,
+) -> Result<()> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on --admin-listen {addr}"))?;
+    info!(addr = %listener.local_addr()?, "admin listener up");
+    tokio::spawn(admin::serve(
+        listener,
+        Arc::new(registry),
+        Arc::new(move || *ready.borrow()),
+        None,
+    ));
+    Ok(())
+}
+
+async fn serve_cluster(
+    args: RunArgs,
+    sync_settings: ServerSettings,
+    identity: String,
+) -> Result<()> {
+    let client = kube_client(args.kubeconfig.as_deref()).await?;
+    let mut registry = Registry::default();
+    let hub = Hub::new(SyncMetrics::default());
+    hub.metrics.register(&mut registry);
+    let metrics = ClusterMetrics::default();
+    metrics.register(&mut registry);
+    let (ready, mut is_ready) = watch::channel(false);
+    serve_admin(args.admin_listen, registry, is_ready.clone()).await?;
+    // Bound now so a bad address fails at start; served once the first table exists, so a
+    // dataplane's hello can be matched against it.
+    let (sync_listener, acceptor) = args.sync.bind().await?.context("run needs --sync-listen")?;
+    let leadership = leadership(&args, &client, &identity).await?;
+    let peers = leadership.peers.clone();
+    let settled = watch::Sender::new(false);
+    let settings = cluster::Settings {
+        namespace: args.watch_namespace.clone(),
+        only_classes: args.ingress_classes.clone(),
+        batch: Duration::from_millis(20),
+        status_grace: args.status_grace,
+        identity,
+        peers: peers.clone(),
+        settled: settled.clone(),
+        status_patch_timeout: args.status_patch_timeout,
+    };
+    // Every replica reports its dataplanes, for the leader's Programmed counts.
+    let reporting = peers.clone().map(|p| {
+        tokio::spawn(cluster::peers::publish(
+            client.clone(),
+            p,
+            hub.clone(),
+            settled.subscribe(),
+        ))
+    });
+    let mut provider = tokio::spawn(cluster::run(
+        client.clone(),
+        hub.clone(),
+        settings,
+        leadership.leader.clone(),
+        ready,
+        metrics,
+    ));
+    tokio::select! {
+        _ = is_ready.wait_for(|r| *r) => {}
+        result = &mut provider => {
+            result.context("the Kubernetes provider stopped")?;
+            bail!("the Kubernetes provider stopped before its first table");
+        }
+    }
+    tokio::spawn(sync::server::serve(
+        sync_listener,
+        acceptor,
+        hub.clone(),
+        sync_settings,
+    ));
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = &mut provider => {
+            result.context("the Kubernetes provider stopped")?;
+            bail!("the Kubernetes provider stopped");
+        }
+        _ = tokio::signal::ctrl_c() => info!("shutting down"),
+        _ = terminate.recv() => info!("shutting down"),
+    }
+    // The provider held a receiver of the election; with every one gone the Lease is released,
+    // so another replica takes over at once instead of after --lease-duration.
+    provider.abort();
+    let Leadership {
+        leader, election, ..
+    } = leadership;
+    drop(leader);
+    if let Some(task) = reporting {
+        task.abort();
+    }
+    let withdraw = async {
+        if let Some(p) = &peers {
+            cluster::peers::withdraw(client.clone(), p).await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), withdraw).await;
+    if let Some(task) = election {
+        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+    }
+    Ok(())
 }
 
 #[derive(clap::Args)]

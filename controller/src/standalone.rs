@@ -9,9 +9,11 @@ use portcullis_dataplane::sync::Applier;
 use tracing::{info, warn};
 
 use crate::files::{FileProblem, FileProvider};
-use crate::status::StatusBoard;
+use crate::provider::{self, SnapshotSource, StatusSink};
+use crate::status::{ACCEPTED, StatusBoard};
 use crate::sync::Hub;
-use crate::translate::{StatusUpdate, translate};
+use crate::sync::fleet::Fleet;
+use crate::translate::{StatusUpdate, Translation, translate};
 
 /// What `/status` serves; shared with the admin listener.
 #[derive(Default)]
@@ -20,72 +22,97 @@ pub struct Shared {
     pub file_problems: Vec<FileProblem>,
 }
 
+/// The manifests directory, polled: a saved file takes effect within the interval.
+struct Directory {
+    provider: FileProvider,
+    ticker: tokio::time::Interval,
+    scanned: bool,
+    /// File problems already logged.
+    reported: Vec<FileProblem>,
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl SnapshotSource for Directory {
+    async fn changed(&mut self) {
+        self.ticker.tick().await;
+    }
+
+    async fn translate(&mut self) -> Option<Translation> {
+        match self.provider.scan() {
+            Ok(false) if self.scanned => return None,
+            Ok(_) => self.scanned = true,
+            Err(e) => {
+                warn!(dir = %self.provider.dir().display(), error = %e, "cannot read the manifests directory");
+                return None;
+            }
+        }
+        let problems = self.provider.problems();
+        for p in problems.iter().filter(|p| !self.reported.contains(p)) {
+            if let Some(error) = &p.error {
+                warn!(file = %p.file, %error, "manifest not applied");
+            }
+            // As kubectl prints the API server's warnings (`Warning: unknown field ...`).
+            for warning in &p.warnings {
+                warn!(file = %p.file, %warning, "manifest warning");
+            }
+        }
+        self.reported = problems.clone();
+        self.shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .file_problems = problems;
+        // The hub numbers generations; translation's own number is not used.
+        Some(translate(&self.provider.snapshot(), 0))
+    }
+}
+
+/// Statuses are logged when `Accepted` changes and served at `GET /status`.
+struct Logged {
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl StatusSink for Logged {
+    fn update(&mut self, statuses: &[StatusUpdate], published: u64, fleet: &Fleet) {
+        let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        for (resource, accepted_changed) in shared.board.update(statuses, published, fleet) {
+            if !accepted_changed {
+                continue;
+            }
+            let Some(accepted) = resource.condition(ACCEPTED) else {
+                continue;
+            };
+            if accepted.status == "True" && !accepted.message.is_empty() {
+                warn!(kind = %resource.kind, namespace = %resource.namespace, name = %resource.name, generation = resource.generation, warnings = %accepted.message, "accepted with warnings");
+            } else if accepted.status == "True" {
+                info!(kind = %resource.kind, namespace = %resource.namespace, name = %resource.name, generation = resource.generation, "accepted");
+            } else {
+                warn!(kind = %resource.kind, namespace = %resource.namespace, name = %resource.name, generation = resource.generation, problems = %accepted.message, "not accepted as written");
+            }
+        }
+    }
+}
+
 /// Watches the directory (polling: a saved file takes effect within `interval`), publishes
-/// every new table and keeps the statuses current as dataplanes acknowledge. Runs until the
-/// task is dropped.
+/// every new table and keeps the statuses current as dataplanes acknowledge
+/// ([`provider::run`]). Runs until the task is dropped.
 pub async fn run(
-    mut provider: FileProvider,
+    provider: FileProvider,
     hub: Arc<Hub>,
     shared: Arc<Mutex<Shared>>,
     interval: Duration,
 ) {
-    let mut scanned = false;
-    let mut statuses: Vec<StatusUpdate> = Vec::new();
-    let mut published = 0;
-    let mut reported: Vec<FileProblem> = Vec::new();
-    let mut acks = hub.subscribe();
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {
-                match provider.scan() {
-                    Ok(false) if scanned => continue,
-                    Ok(_) => scanned = true,
-                    Err(e) => {
-                        warn!(dir = %provider.dir().display(), error = %e, "cannot read the manifests directory");
-                        continue;
-                    }
-                }
-                let problems = provider.problems();
-                for p in problems.iter().filter(|p| !reported.contains(p)) {
-                    if let Some(error) = &p.error {
-                        warn!(file = %p.file, %error, "manifest not applied");
-                    }
-                    // As kubectl prints the API server's warnings (`Warning: unknown field ...`).
-                    for warning in &p.warnings {
-                        warn!(file = %p.file, %warning, "manifest warning");
-                    }
-                }
-                reported = problems.clone();
-                // The hub numbers generations; translation's own number is not used.
-                let translation = translate(&provider.snapshot(), 0);
-                published = hub.publish(translation.table);
-                statuses = translation.statuses;
-                shared.lock().unwrap_or_else(|e| e.into_inner()).file_problems = problems;
-            }
-            changed = acks.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-            }
-        }
-        let fleet = hub.fleet();
-        let mut shared = shared.lock().unwrap_or_else(|e| e.into_inner());
-        for (resource, accepted_changed) in shared.board.update(&statuses, published, &fleet) {
-            if !accepted_changed {
-                continue;
-            }
-            let accepted = &resource.conditions[0];
-            if accepted.status == "True" && !accepted.message.is_empty() {
-                warn!(kind = resource.kind, namespace = %resource.namespace, name = %resource.name, generation = resource.generation, warnings = %accepted.message, "accepted with warnings");
-            } else if accepted.status == "True" {
-                info!(kind = resource.kind, namespace = %resource.namespace, name = %resource.name, generation = resource.generation, "accepted");
-            } else {
-                warn!(kind = resource.kind, namespace = %resource.namespace, name = %resource.name, generation = resource.generation, problems = %accepted.message, "not accepted as written");
-            }
-        }
-    }
+    // The first tick is at once: the directory was just read by the first translation.
+    ticker.tick().await;
+    let source = Directory {
+        provider,
+        ticker,
+        scanned: false,
+        reported: Vec::new(),
+        shared: shared.clone(),
+    };
+    provider::run(hub, source, Logged { shared }).await;
 }
 
 /// The embedded dataplane, connected to the hub as a remote one is: it receives the same

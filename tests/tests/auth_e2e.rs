@@ -3,18 +3,8 @@
 
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use portcullis_contract::fixtures::{self, HS_SECRET, pem};
 use portcullis_tests::*;
-
-const HS_SECRET: &str = "4c1d0e0f8a2b47e6a9d3c5b7e1f09a2d";
-
-fn fixture(name: &str) -> String {
-    std::fs::read_to_string(
-        workspace_root()
-            .join("dataplane/contract/tests/fixtures")
-            .join(name),
-    )
-    .unwrap()
-}
 
 fn route(id: &str, path: &str, plugins: Plugins, upstream: std::net::SocketAddr) -> Route {
     Route {
@@ -76,41 +66,7 @@ fn table(echo: std::net::SocketAddr) -> RouteTable {
             ),
             route("demo/open/0", "/open", Plugins::default(), echo),
         ],
-        consumers: vec![
-            key_consumer("demo_jack", "this_is_the_key"),
-            Consumer {
-                username: "demo_carol".into(),
-                custom_id: Some("carol-7".into()),
-                credential: Some(Credential::BasicAuth {
-                    username: "carol".into(),
-                    password: "s3cret-pass".into(),
-                }),
-            },
-            Consumer {
-                username: "demo_dave".into(),
-                custom_id: None,
-                credential: Some(Credential::JwtAuth(JwtCredential {
-                    key: "dave-key".into(),
-                    algorithm: "HS256".into(),
-                    secret: Some(HS_SECRET.into()),
-                    base64_secret: false,
-                    public_key: None,
-                    lifetime_grace_period: 5,
-                })),
-            },
-            Consumer {
-                username: "demo_erin".into(),
-                custom_id: None,
-                credential: Some(Credential::JwtAuth(JwtCredential {
-                    key: "erin-key".into(),
-                    algorithm: "RS256".into(),
-                    secret: None,
-                    base64_secret: false,
-                    public_key: Some(fixture("rsa_public.pem")),
-                    lifetime_grace_period: 0,
-                })),
-            },
-        ],
+        consumers: fixtures::consumers(),
         tls: Vec::new(),
     }
 }
@@ -135,7 +91,7 @@ fn rs256(key: &str) -> String {
     jsonwebtoken::encode(
         &Header::new(Algorithm::RS256),
         &serde_json::json!({"key": key, "exp": now() + 300}),
-        &EncodingKey::from_rsa_pem(fixture("rsa_private.pem").as_bytes()).unwrap(),
+        &EncodingKey::from_rsa_pem(pem("rsa_private.pem").as_bytes()).unwrap(),
     )
     .unwrap()
 }
@@ -177,7 +133,7 @@ fn basic_auth_handshakes() {
     let r = python_ws_client(
         gw.http,
         "ws://gw/basic",
-        &[("Authorization", &basic("carol:s3cret-pass"))],
+        &[("Authorization", &basic("carol:s3cret:pass"))],
         &["b"],
     );
     assert_eq!(r["status"], 101, "{r}");
@@ -322,7 +278,10 @@ fn spoofed_identity_headers_never_reach_the_upstream() {
         seen_header(last, "x-consumer-username").as_deref(),
         Some("demo_jack")
     );
-    assert_eq!(seen_header(last, "x-consumer-custom-id"), None);
+    assert_eq!(
+        seen_header(last, "x-consumer-custom-id").as_deref(),
+        Some("cust-42")
+    );
     assert_eq!(seen_header(last, "x-credential-identifier"), None);
 }
 

@@ -326,6 +326,20 @@ fn a_restarted_controller_leaves_status_and_traffic_alone() {
         },
     );
     let before = statuses(&api);
+    // The generations above are kept as data on the objects, for the next controller.
+    let seed = |what: &[&str]| {
+        let object = get_json(&api, what);
+        let text = object["metadata"]["annotations"]["portcullis.dev/programmed"].clone();
+        serde_json::from_str::<serde_json::Value>(text.as_str().unwrap_or("null")).unwrap()
+    };
+    assert_eq!(
+        seed(&["ar", "echo"]),
+        serde_json::json!({"observedGeneration": 1, "tableGeneration": 1})
+    );
+    assert_eq!(
+        seed(&["ac", "jack"]),
+        serde_json::json!({"observedGeneration": 1, "tableGeneration": 2})
+    );
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut ws = rt.block_on(open_ws(&gw, NEW_KEY));
@@ -359,6 +373,92 @@ fn a_restarted_controller_leaves_status_and_traffic_alone() {
         condition(&old, "Programmed")["message"],
         "a new generation carries the changed route"
     );
+}
+
+/// The status of a WebSocket handshake for `jack` on `path`.
+fn path_status(gw: &Gateway, path: &str) -> u16 {
+    raw_request(
+        gw.http,
+        &handshake("ws.example.com", path, &[("apikey", KEY)]),
+    )
+    .status()
+}
+
+#[test]
+fn hung_status_patches_never_delay_a_table_push() {
+    if !in_private_netns("hung_status_patches_never_delay_a_table_push") {
+        return;
+    }
+    let (api, _echo) = cluster_with_walkthrough();
+    let pki = SyncPki::new();
+    let controller = ClusterController::start(
+        &controller_kubeconfig(&api),
+        &pki,
+        "127.0.0.1:0",
+        &[
+            "--leader-elect",
+            "false",
+            "--status-grace",
+            "1s",
+            "--status-patch-timeout",
+            "1s",
+        ],
+    );
+    let state = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_synced(&controller.url(), &pki, state.path(), &[]);
+    gw.wait_key(KEY, 101);
+    wait_condition(&api, &["ar", "echo"], "Programmed", "True");
+    assert_eq!(path_status(&gw, "/chat"), 404);
+
+    // An API server that takes every status patch and never answers.
+    api.hang_status_patches(true);
+    let changed = std::time::Instant::now();
+    apply(&api, &route_with_chat());
+    // The change reaches the dataplane as fast as ever (wait_key's 5 s)...
+    wait_for("/chat served", Duration::from_secs(5), || {
+        (path_status(&gw, "/chat") == 101).then_some(())
+    });
+    let took = changed.elapsed();
+    eprintln!("route change served {took:?} after kubectl apply, status patches hanging");
+    // ...while the status patches for it really hang: held by the server, and the route still
+    // shows its first generation.
+    wait_for("a held status patch", Duration::from_secs(5), || {
+        (api.held_status_patches() > 0).then_some(())
+    });
+    // Tables keep flowing while a status patch hangs: the next change arrives as fast.
+    apply(&api, &secret(NEW_KEY));
+    gw.wait_key(NEW_KEY, 101);
+    let route = get_json(&api, &["ar", "echo"]);
+    assert_eq!(route["metadata"]["generation"], 2);
+    assert_eq!(condition(&route, "Accepted")["observedGeneration"], 1);
+    // The writer abandons hung patches at the timeout, retries them, and queues what waits.
+    let timeouts = r#"portcullis_status_writes_total{kind="ApisixRoute",result="timeout"}"#;
+    wait_for("a status patch timed out", Duration::from_secs(10), || {
+        controller
+            .metrics()
+            .lines()
+            .any(|l| l.starts_with(timeouts))
+            .then_some(())
+    });
+    wait_for("status writes queued", Duration::from_secs(5), || {
+        controller
+            .metric("portcullis_status_queue_depth")
+            .is_some_and(|d| d >= 1.0)
+            .then_some(())
+    });
+
+    // Answered again: the writer's retry writes the conditions of generation 2.
+    api.hang_status_patches(false);
+    wait_for(
+        "status written after the API server recovered",
+        Duration::from_secs(40),
+        || {
+            let route = get_json(&api, &["ar", "echo"]);
+            let programmed = condition(&route, "Programmed");
+            (programmed["status"] == "True" && programmed["observedGeneration"] == 2).then_some(())
+        },
+    );
+    assert_eq!(api.held_status_patches(), 0);
 }
 
 /// Writes enough unrelated events that every version the controller has seen is compacted.
@@ -558,12 +658,15 @@ fn two_replicas_one_leader_writes_and_fails_over() {
         2,
         "one report per replica: {reports}"
     );
-    let writes = |c: &ClusterController| {
+    // Summed over kinds.
+    let writes = |c: &ClusterController| -> f64 {
         let text = c.metrics();
         text.lines()
-            .find_map(|l| l.strip_prefix("portcullis_status_writes_total{result=\"ok\"} "))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
+            .filter(|l| {
+                l.starts_with("portcullis_status_writes_total{") && l.contains("result=\"ok\"")
+            })
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
     };
     assert!(writes(leader) >= 2.0, "{}", leader.metrics());
     assert_eq!(writes(follower), 0.0, "only the leader writes");

@@ -2,8 +2,7 @@
 //! Kubernetes API test server's admission (`kube_api::schema::admit`, written independently to
 //! the API server's documented behaviour) on the CRDs we ship: the same unknown fields, the same
 //! refusals in the same words, CEL rules included. So a manifest directory and a cluster admit
-//! the same objects. (Left out: a rule that fails to evaluate, worded differently by the two, and
-//! `trim()`, which the test server's CEL environment lacks.)
+//! the same objects. (Left out: a rule that fails to evaluate, worded differently by the two.)
 
 use portcullis_crds::{apisix_consumer_schema, apisix_route_schema, validate};
 use portcullis_tests::kube_api::schema::admit;
@@ -87,6 +86,19 @@ fn standalone_validation_agrees_with_the_api_test_server() {
             apisix_consumer_schema(),
             consumer(
                 json!({"authParameter": {"basicAuth": {"value": {"username": 1, "password": "p"}}}}),
+            ),
+        ),
+        // The jwt-auth rule calls `trim()`, from Kubernetes' CEL strings library.
+        (
+            apisix_consumer_schema(),
+            consumer(
+                json!({"authParameter": {"jwtAuth": {"value": {"key": "k", "algorithm": "RS256", "public_key": " \n "}}}}),
+            ),
+        ),
+        (
+            apisix_consumer_schema(),
+            consumer(
+                json!({"authParameter": {"jwtAuth": {"value": {"key": "k", "algorithm": "RS256", "public_key": "-----BEGIN PUBLIC KEY-----"}}}}),
             ),
         ),
     ];

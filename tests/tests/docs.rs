@@ -274,8 +274,8 @@ fn references_point_at_the_repository_docs_and_resolve() {
 /// loads in the current table format and does what the guide does.
 #[test]
 fn the_seed_table_example_loads_and_authenticates_jack() {
+    use portcullis_contract::fixtures::TestRequest;
     use portcullis_dataplane::auth::{Reason, authenticate};
-    use portcullis_dataplane::request::RequestView;
     use portcullis_dataplane::table::{CompiledTable, RouteTable, key_digest_hex};
 
     let text = std::fs::read_to_string(workspace_root().join("examples/dataplane/seed-table.yaml"))
@@ -287,23 +287,18 @@ fn the_seed_table_example_loads_and_authenticates_jack() {
     let table: RouteTable = serde_yaml::from_str(&filled).expect("the table format is current");
     let table = CompiledTable::compile(table).expect("the table validates");
 
-    let uri: http::Uri = "/raw".parse().unwrap();
     let check = |key: Option<&str>| {
-        let mut headers = http::HeaderMap::new();
-        headers.insert("host", "ws.example.com".parse().unwrap());
-        headers.insert("connection", "Upgrade".parse().unwrap());
-        headers.insert("upgrade", "websocket".parse().unwrap());
+        let mut request = TestRequest::get("/raw")
+            .version(http::Version::HTTP_11)
+            .headers(&[
+                ("host", "ws.example.com"),
+                ("connection", "Upgrade"),
+                ("upgrade", "websocket"),
+            ]);
         if let Some(k) = key {
-            headers.insert("apikey", k.parse().unwrap());
+            request = request.header("apikey", k);
         }
-        let view = RequestView::new(
-            &http::Method::GET,
-            http::Version::HTTP_11,
-            &uri,
-            &headers,
-            "127.0.0.1".parse().unwrap(),
-        )
-        .unwrap();
+        let view = request.view();
         let route = table.find(&view).expect("the guide's route matches");
         assert!(route.websocket);
         authenticate(&route.auth, &table.consumers, &view, 0)

@@ -91,9 +91,17 @@ async fn table_swaps_keep_50_websockets_open_and_new_handshakes_see_the_new_tabl
             .lines()
             .any(|l| l == "portcullis_table_generation 2")
     );
-    assert!(
-        gw.proc.log_text().contains("duplicate route id"),
-        "the rejection is logged with its reason"
+    // The counter goes up before the warning is written, and the log is read by another
+    // thread: wait for the line rather than expect it already there.
+    wait_for(
+        "the rejection logged with its reason",
+        Duration::from_secs(5),
+        || {
+            gw.proc
+                .log_text()
+                .contains("duplicate route id")
+                .then_some(())
+        },
     );
     for ws in sockets.iter_mut() {
         ws.send(Message::text("still here")).await.unwrap();

@@ -1,5 +1,7 @@
-//! Which crate may use which: translation is pure over the contract and the CRD types, and the
-//! contract does no I/O. Checked on the sources, so a stray import fails here, not in review.
+//! Which crate may use which: translation is pure over the contract and the CRD types, the
+//! contract does no I/O, the Kubernetes API test server knows no Portcullis crate, and the tests
+//! make certificates with the product's generator. Checked on the sources, so a stray import
+//! fails here, not in review.
 
 use std::path::Path;
 
@@ -110,6 +112,53 @@ fn the_controller_uses_the_proxy_only_for_the_embedded_dataplane() {
     );
 }
 
+/// The names under `[section]` of a Cargo manifest.
+fn dependency_names(manifest: &str, section: &str) -> Vec<String> {
+    manifest
+        .split(&format!("[{section}]"))
+        .nth(1)
+        .map(|deps| deps.split("\n[").next().unwrap_or_default())
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(['.', ' ', '=']).next())
+        .filter(|n| !n.is_empty() && !n.starts_with('#'))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_api_test_server_depends_on_no_portcullis_crate() {
+    let root = workspace_root();
+    let crate_dir = root.join("tests/kube-api");
+    let manifest = std::fs::read_to_string(crate_dir.join("Cargo.toml")).unwrap();
+    let names: Vec<String> = ["dependencies", "dev-dependencies"]
+        .iter()
+        .flat_map(|s| dependency_names(&manifest, s))
+        .collect();
+    assert!(
+        names.iter().any(|n| n == "hyper"),
+        "dependencies not read: {names:?}"
+    );
+    let product: Vec<&String> = names
+        .iter()
+        .filter(|n| n.starts_with("portcullis"))
+        .collect();
+    assert!(
+        product.is_empty(),
+        "the API test server depends on {product:?}"
+    );
+    let offenders: Vec<String> = [crate_dir.join("src"), crate_dir.join("tests")]
+        .iter()
+        .flat_map(|d| sources(d))
+        .filter(|(_, text)| text.contains("portcullis_"))
+        .map(|(path, _)| path)
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "the API test server uses a Portcullis crate: {offenders:?}"
+    );
+}
+
 #[test]
 fn the_support_crate_depends_on_no_other_portcullis_crate() {
     let manifest =
@@ -122,5 +171,28 @@ fn the_support_crate_depends_on_no_other_portcullis_crate() {
     assert!(
         !deps.contains("portcullis-"),
         "portcullis-support must stay below the contract and the proxy"
+    );
+}
+
+#[test]
+fn certificates_come_from_the_products_generator_or_the_api_test_servers() {
+    let root = workspace_root();
+    let allowed = [
+        root.join("controller/src/certs.rs"),
+        root.join("tests/kube-api/src/lib.rs"),
+    ];
+    // Spelt in two halves, so that this file is not a finding of its own.
+    let needle = ["rcgen", "::"].concat();
+    let generators: Vec<String> = ["controller", "crds", "dataplane", "tests"]
+        .iter()
+        .flat_map(|d| sources(&root.join(d)))
+        .filter(|(path, text)| {
+            text.contains(&needle) && !allowed.iter().any(|a| Path::new(path) == a)
+        })
+        .map(|(path, _)| path)
+        .collect();
+    assert!(
+        generators.is_empty(),
+        "certificates made outside controller/src/certs.rs (use portcullis_tests::TestPki): {generators:?}"
     );
 }

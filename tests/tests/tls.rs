@@ -50,7 +50,7 @@ fn wss_upstream_verified_with_the_configured_ca() {
     ]);
     let gw = Gateway::start(
         &table(echo.addr),
-        &["--upstream-ca-file", pki.ca_cert.to_str().unwrap()],
+        &["--upstream-ca-file", pki.ca.to_str().unwrap()],
     );
 
     // SNI and certificate name from the request's Host.
@@ -117,7 +117,7 @@ fn https_listener_serves_wss_clients() {
         ],
     );
     let https = gw.https.expect("HTTPS listener address");
-    let ca = pki.ca_cert.to_str().unwrap();
+    let ca = pki.ca.to_str().unwrap();
     let r = python_ws_client_with(
         https,
         "wss://localhost/raw",

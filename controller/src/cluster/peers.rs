@@ -3,7 +3,7 @@
 //! therefore publishes what its dataplanes acknowledged — by table content hash — in a Lease of
 //! its own (`<lease>-sync-<identity>`, annotation `portcullis.dev/dataplanes`, renewed every
 //! third of the lease duration), and the leader counts the dataplanes of every fresh report
-//! in `Programmed` ([`crate::status::Fleet::with_peers`]).
+//! in `Programmed` ([`crate::sync::fleet::Fleet::with_peers`]).
 //!
 //! A Lease is the Kubernetes object for "this holder is alive until renewTime + duration"; a
 //! replica that dies stops renewing and its report is ignored after the duration. The reports
@@ -25,8 +25,8 @@ use tracing::{debug, info, warn};
 
 use super::names;
 use super::retry::Retry;
-use crate::status::ReportedDataplane;
 use crate::sync::Hub;
+use crate::sync::fleet::ReportedDataplane;
 
 /// Label on every report Lease: the election Lease it belongs to.
 pub const REPORT_LABEL: &str = "portcullis.dev/sync-report-of";

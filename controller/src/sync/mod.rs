@@ -2,6 +2,7 @@
 //! serialises each once, hands it to every connected dataplane's [`Session`] and keeps what
 //! each one acknowledged, from which `Programmed` is computed.
 
+pub mod fleet;
 pub mod metrics;
 pub mod server;
 
@@ -18,7 +19,7 @@ use tracing::{info, warn};
 
 pub use metrics::SyncMetrics;
 
-use crate::status::{DataplaneAcks, Fleet, RejectedTable, ReportedDataplane};
+use self::fleet::{DataplaneAcks, Fleet, RejectedTable, ReportedDataplane};
 
 /// One generation of the table, serialised once for every dataplane.
 #[derive(Debug)]

@@ -1,9 +1,10 @@
 //! `translate(&Snapshot) -> Translation`: a pure function from cluster objects to the route table
 //! and the `Accepted` condition of every object that is ours (docs/behaviour.md §2–§5).
 //!
-//! Problems never stop the rest of the table: a rule with a match problem is left out (A), any
-//! other rule problem makes it a 503 placeholder (B), unresolved references are served without
-//! them (C), and a consumer problem withdraws its credential (D). Each problem is one
+//! Problems never stop the rest of the table: a rule with a match problem is left out (A,
+//! `Problems::leave_out`), any other rule problem makes it a 503 placeholder (B,
+//! `Problems::placeholder`), unresolved references are served without them (C,
+//! `Problems::unresolved`), and a consumer problem withdraws its credential (D). Each problem is one
 //! `<field path>: <problem>` in the object's status message, in spec order.
 
 mod consumer;
@@ -24,6 +25,28 @@ use crate::snapshot::{CONTROLLER_NAME, Mode, STANDALONE_CLASS, Snapshot};
 pub enum Kind {
     ApisixRoute,
     ApisixConsumer,
+}
+
+impl Kind {
+    /// The object's `kind` on the wire (manifests, the API server, `GET /status`, logs).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::ApisixRoute => "ApisixRoute",
+            Kind::ApisixConsumer => "ApisixConsumer",
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for Kind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
 }
 
 /// The `Accepted` condition of one object, as translated.

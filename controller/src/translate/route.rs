@@ -34,16 +34,18 @@ struct Problems {
 }
 
 impl Problems {
-    fn a(&mut self, p: String) {
+    /// (A) a match problem: the rule is left out.
+    fn leave_out(&mut self, p: String) {
         self.list.push(p);
         self.left_out = true;
     }
-    fn b(&mut self, p: String) {
+    /// (B) any other rule problem: the rule becomes a 503 placeholder.
+    fn placeholder(&mut self, p: String) {
         self.list.push(p);
         self.placeholder = true;
     }
     /// (C) an unresolved reference: served without it.
-    fn c(&mut self, p: String) {
+    fn unresolved(&mut self, p: String) {
         self.list.push(p);
     }
 }
@@ -98,7 +100,7 @@ pub(super) fn translate(
             && !problems.placeholder
             && let Err(problem) = check_route(&route, compiled_consumers)
         {
-            problems.b(format!(
+            problems.placeholder(format!(
                 ".spec.http[{i}]: the dataplane cannot serve this rule: {problem}"
             ));
         }
@@ -111,7 +113,7 @@ pub(super) fn translate(
             if !problems.left_out
                 && let Err(problem) = check_route(&placeholder, compiled_consumers)
             {
-                problems.a(format!(
+                problems.leave_out(format!(
                     ".spec.http[{i}]: left out, its match cannot be served: {problem}"
                 ));
             }
@@ -148,15 +150,15 @@ fn translate_rule(
     translate_match(&p, rule, &mut route, problems);
     route.upstream.timeouts = timeouts(&p, rule, problems);
     if rule.upstreams.is_some() {
-        problems.b(format!("{p}.upstreams: not supported by Portcullis"));
+        problems.placeholder(format!("{p}.upstreams: not supported by Portcullis"));
     }
     if rule.plugin_config_name.is_some() {
-        problems.b(format!(
+        problems.placeholder(format!(
             "{p}.plugin_config_name: not supported by Portcullis"
         ));
     }
     if rule.plugin_config_namespace.is_some() {
-        problems.b(format!(
+        problems.placeholder(format!(
             "{p}.plugin_config_namespace: not supported by Portcullis"
         ));
     }
@@ -178,21 +180,21 @@ fn translate_rule(
 
 fn translate_match(p: &str, rule: &ApisixRouteHttp, route: &mut Route, problems: &mut Problems) {
     let Some(m) = &rule.matches else {
-        problems.a(format!("{p}.match: required, with at least one path"));
+        problems.leave_out(format!("{p}.match: required, with at least one path"));
         return;
     };
     if m.paths.is_empty() {
-        problems.a(format!("{p}.match.paths: at least one path is required"));
+        problems.leave_out(format!("{p}.match.paths: at least one path is required"));
     }
     let mut seen = HashSet::new();
     for (j, path) in m.paths.iter().enumerate() {
         let valid = path == "*" || (path.starts_with('/') && !path[..path.len() - 1].contains('*'));
         if !valid {
-            problems.a(format!(
+            problems.leave_out(format!(
                 "{p}.match.paths[{j}]: {path:?} must be \"*\" or start with \"/\", with \"*\" only as the last character"
             ));
         } else if !seen.insert(path) {
-            problems.a(format!("{p}.match.paths[{j}]: duplicate path {path:?}"));
+            problems.leave_out(format!("{p}.match.paths[{j}]: duplicate path {path:?}"));
         }
     }
     route.paths = m.paths.clone();
@@ -203,13 +205,13 @@ fn translate_match(p: &str, rule: &ApisixRouteHttp, route: &mut Route, problems:
             Ok(()) => {
                 hosts.insert(normal);
             }
-            Err(e) => problems.a(format!("{p}.match.hosts[{j}]: {host:?}: {e}")),
+            Err(e) => problems.leave_out(format!("{p}.match.hosts[{j}]: {host:?}: {e}")),
         }
     }
     route.hosts = hosts.into_iter().collect();
     for (j, method) in m.methods.iter().flatten().enumerate() {
         if !METHODS.contains(&method.as_str()) {
-            problems.a(format!(
+            problems.leave_out(format!(
                 "{p}.match.methods[{j}]: {method:?} is not one of {}",
                 METHODS.join(" ")
             ));
@@ -219,7 +221,7 @@ fn translate_match(p: &str, rule: &ApisixRouteHttp, route: &mut Route, problems:
     for (j, addr) in m.remote_addrs.iter().flatten().enumerate() {
         let ok = addr.parse::<ipnet::IpNet>().is_ok() || addr.parse::<std::net::IpAddr>().is_ok();
         if !ok {
-            problems.a(format!(
+            problems.leave_out(format!(
                 "{p}.match.remoteAddrs[{j}]: {addr:?} is not an IP address or CIDR"
             ));
         }
@@ -233,12 +235,12 @@ fn translate_match(p: &str, rule: &ApisixRouteHttp, route: &mut Route, problems:
             "Cookie" => ExprScope::Cookie,
             "Path" => ExprScope::Path,
             other => {
-                problems.a(format!("{ep}.subject.scope: {other:?} is not supported by Portcullis (supported: Header, Query, Cookie, Path)"));
+                problems.leave_out(format!("{ep}.subject.scope: {other:?} is not supported by Portcullis (supported: Header, Query, Cookie, Path)"));
                 continue;
             }
         };
         let Some(op) = parse_op(&e.op) else {
-            problems.a(format!("{ep}.op: unknown operator"));
+            problems.leave_out(format!("{ep}.op: unknown operator"));
             continue;
         };
         let expr = Expr {
@@ -250,11 +252,11 @@ fn translate_match(p: &str, rule: &ApisixRouteHttp, route: &mut Route, problems:
         };
         match CompiledExpr::compile(&expr) {
             Ok(_) => route.exprs.push(expr),
-            Err(problem) => problems.a(format!("{ep}.{problem}")),
+            Err(problem) => problems.leave_out(format!("{ep}.{problem}")),
         }
     }
     if m.filter_func.is_some() {
-        problems.a(format!(
+        problems.leave_out(format!(
             "{p}.match.filter_func: not supported by Portcullis"
         ));
     }
@@ -279,7 +281,7 @@ fn timeouts(p: &str, rule: &ApisixRouteHttp, problems: &mut Problems) -> Timeout
             match parse_go_duration(text) {
                 Ok(d) if d.as_secs() > 0 => *slot = d.as_secs(),
                 Ok(_) => {}
-                Err(e) => problems.b(format!("{p}.timeout.{name}: {e}")),
+                Err(e) => problems.placeholder(format!("{p}.timeout.{name}: {e}")),
             }
         }
     }
@@ -297,21 +299,21 @@ fn backends(
 ) -> Vec<Backend> {
     let list = rule.backends.as_deref().unwrap_or_default();
     if list.is_empty() {
-        problems.b(format!("{p}.backends: at least one backend is required"));
+        problems.placeholder(format!("{p}.backends: at least one backend is required"));
     }
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for (j, b) in list.iter().enumerate() {
         let bp = format!("{p}.backends[{j}]");
         if !seen.insert(b.service_name.as_str()) {
-            problems.b(format!(
+            problems.placeholder(format!(
                 "{p}.backends: duplicate backend service: {namespace}/{}",
                 b.service_name
             ));
             continue;
         }
         if b.subset.is_some() {
-            problems.b(format!(
+            problems.placeholder(format!(
                 "{bp}.subset: not supported by Portcullis (it needs ApisixUpstream)"
             ));
         }
@@ -319,7 +321,7 @@ fn backends(
             None | Some("endpoint") | Some("endpoints") => false,
             Some("service") => true,
             Some(other) => {
-                problems.b(format!(
+                problems.placeholder(format!(
                     "{bp}.resolveGranularity: {other:?} is not endpoint or service"
                 ));
                 continue;
@@ -329,7 +331,7 @@ fn backends(
             None => 100,
             Some(w) if (0..=i64::from(u32::MAX)).contains(&w) => w as u32,
             Some(w) => {
-                problems.b(format!("{bp}.weight: {w} must be 0 or more"));
+                problems.placeholder(format!("{bp}.weight: {w} must be 0 or more"));
                 continue;
             }
         };
@@ -376,7 +378,7 @@ fn resolve(
         .iter()
         .find(|s| s.namespace().as_deref() == Some(namespace) && s.name_any() == b.service_name)
     else {
-        problems.c(format!(
+        problems.unresolved(format!(
             "{bp}: Service {namespace}/{} not found",
             b.service_name
         ));
@@ -403,7 +405,7 @@ fn resolve(
             IntOrString::Int(n) => n.to_string(),
             IntOrString::String(s) => format!("{s:?}"),
         };
-        problems.c(format!(
+        problems.unresolved(format!(
             "{bp}.servicePort: port {shown} not found on Service {namespace}/{}",
             b.service_name
         ));
@@ -411,7 +413,7 @@ fn resolve(
     };
     // An unlisted ExternalName port is taken as written: it must still be a TCP port.
     let Some(port_number) = u16::try_from(port.port).ok().filter(|p| *p != 0) else {
-        problems.c(format!(
+        problems.unresolved(format!(
             "{bp}.servicePort: {} is not a port number (1-65535)",
             port.port
         ));
@@ -445,7 +447,7 @@ fn resolve(
     } else if by_service {
         match spec.cluster_ip.as_deref() {
             Some("None") | None => {
-                problems.c(format!(
+                problems.unresolved(format!(
                     "{bp}.resolveGranularity: Service {namespace}/{} is headless; use endpoint",
                     b.service_name
                 ));
@@ -528,7 +530,7 @@ fn plugins(
         let ap = format!("{p}.authentication");
         let other = |problems: &mut Problems, field: &str, set: bool, allowed: bool| {
             if set && !allowed {
-                problems.b(format!("{ap}.{field}: only allowed with type {field}"));
+                problems.placeholder(format!("{ap}.{field}: only allowed with type {field}"));
             }
         };
         let key_set = auth.key_auth.as_ref().is_some_and(|k| k.header.is_some());
@@ -542,7 +544,7 @@ fn plugins(
         other(problems, "keyAuth", key_set, auth.kind == "keyAuth");
         other(problems, "jwtAuth", jwt_set, auth.kind == "jwtAuth");
         if ldap_set {
-            problems.b(format!("{ap}.ldapAuth: not supported by Portcullis"));
+            problems.placeholder(format!("{ap}.ldapAuth: not supported by Portcullis"));
         }
         if auth.enable {
             match auth.kind.as_str() {
@@ -570,7 +572,7 @@ fn plugins(
                     out.jwt_auth = Some(c);
                     by_authentication = Some("jwt-auth");
                 }
-                other => problems.b(format!(
+                other => problems.placeholder(format!(
                     "{ap}.type: \"{other}\" is not supported by Portcullis (supported: keyAuth, basicAuth, jwtAuth)"
                 )),
             }
@@ -584,17 +586,17 @@ fn plugins(
         let pp = format!("{p}.plugins[{j}]");
         let name = plugin.name.as_str();
         if !matches!(name, "key-auth" | "basic-auth" | "jwt-auth") {
-            problems.b(format!(
+            problems.placeholder(format!(
                 "{pp}: plugin \"{name}\" is not supported by Portcullis {SUPPORTED_PLUGINS}"
             ));
             continue;
         }
         if !seen.insert(name) {
-            problems.b(format!("{pp}: plugin \"{name}\" is set twice"));
+            problems.placeholder(format!("{pp}: plugin \"{name}\" is set twice"));
             continue;
         }
         if by_authentication == Some(name) {
-            problems.b(format!(
+            problems.placeholder(format!(
                 "{pp}: plugin \"{name}\" is also enabled by {p}.authentication"
             ));
             continue;
@@ -623,20 +625,20 @@ fn plugin_config(
         None | Some(serde_json::Value::Null) => serde_json::Map::new(),
         Some(serde_json::Value::Object(m)) => m.clone(),
         Some(_) => {
-            problems.b(format!("{pp}.config: must be an object"));
+            problems.placeholder(format!("{pp}.config: must be an object"));
             return None;
         }
     };
     if let Some(name) = &plugin.secret_ref {
         let Some(data) = secrets.data(namespace, name) else {
-            problems.b(format!(
+            problems.placeholder(format!(
                 "{pp}.secretRef: failed to get Secret: {namespace}/{name}"
             ));
             return None;
         };
         for (key, bytes) in data {
             let Ok(text) = String::from_utf8(bytes) else {
-                problems.b(format!(
+                problems.placeholder(format!(
                     "{pp}.secretRef: key {key:?} of Secret {namespace}/{name} is not UTF-8"
                 ));
                 return None;
@@ -674,7 +676,7 @@ where
     let mut parsed: T = match serde_json::from_value(serde_json::Value::Object(config)) {
         Ok(c) => c,
         Err(e) => {
-            problems.b(format!("{pp}.config: {e}"));
+            problems.placeholder(format!("{pp}.config: {e}"));
             return None;
         }
     };
@@ -684,7 +686,7 @@ where
                 .bytes()
                 .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
         if !valid {
-            problems.b(format!(
+            problems.placeholder(format!(
                 "{pp}.config.realm: must be 1-128 printable ASCII characters without '\"' or '\\'"
             ));
             return None;
@@ -693,7 +695,7 @@ where
     if let Some(anon) = parsed.anonymous().cloned()
         && !consumers.contains(anon.as_str())
     {
-        problems.c(format!(
+        problems.unresolved(format!(
             "{pp}.config.anonymous_consumer: consumer \"{anon}\" not found"
         ));
         *parsed.anonymous_mut() = None;

@@ -147,6 +147,7 @@ pub fn decide<'t>(table: &'t CompiledTable, head: Head<'_>, now: u64) -> Decisio
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::TestRequest;
     use crate::table::{
         Consumer, Credential, KeyAuthConfig, Plugins, Route, RouteTable, key_digest_hex,
     };
@@ -204,28 +205,16 @@ mod tests {
     fn decide_text(table: &CompiledTable, raw: &str) -> (String, String, String, String, bool) {
         let (line, rest) = raw.split_once('\n').unwrap_or((raw, ""));
         let mut words = line.split(' ');
-        let method: Method = words.next().unwrap().parse().unwrap();
-        let uri: Uri = words.next().unwrap().parse().unwrap();
-        let version = match words.next() {
-            Some("HTTP/1.0") => Version::HTTP_10,
-            _ => Version::HTTP_11,
-        };
-        let mut headers = HeaderMap::new();
+        let method = words.next().unwrap();
+        let mut request = TestRequest::get(words.next().unwrap()).method(method);
+        if words.next() != Some("HTTP/1.0") {
+            request = request.version(Version::HTTP_11);
+        }
         for l in rest.lines().filter(|l| !l.is_empty()) {
             let (k, v) = l.split_once(':').unwrap();
-            headers.append(
-                http::HeaderName::from_bytes(k.trim().as_bytes()).unwrap(),
-                v.trim().parse().unwrap(),
-            );
+            request = request.header(k.trim(), v.trim());
         }
-        let head = Head {
-            method: &method,
-            version,
-            uri: &uri,
-            headers: &headers,
-            peer: "127.0.0.1".parse().unwrap(),
-        };
-        let d = decide(table, head, 0);
+        let d = decide(table, request.head(), 0);
         let (outcome, reason, ws) = match &d.verdict {
             Ok(f) => ("forward".to_string(), String::new(), f.websocket),
             Err(r) => (

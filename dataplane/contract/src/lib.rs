@@ -10,6 +10,9 @@
 pub mod auth;
 pub mod decision;
 pub mod duration;
+/// Fixtures for tests, here and in `portcullis-tests` (feature `fixtures`).
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 pub mod model;
 pub mod outcome;
 pub mod protocol;

@@ -1,96 +1,14 @@
 //! Each auth plugin with every failure body (docs/behaviour.md §7.2–7.4).
 
 use super::*;
+use crate::fixtures::{self, HS_SECRET, TestRequest, pem};
 use crate::table::{
     BasicAuthConfig, CompiledTable, Consumer, Credential, JwtAuthConfig, JwtClaim, JwtCredential,
     KeyAuthConfig, Plugins, RouteTable, key_digest_hex,
 };
-use http::{HeaderMap, Method, Uri};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
 const NOW: u64 = 1_800_000_000;
-const HS_SECRET: &str = "4c1d0e0f8a2b47e6a9d3c5b7e1f09a2d";
-
-fn fixture(name: &str) -> String {
-    std::fs::read_to_string(format!(
-        "{}/tests/fixtures/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
-}
-
-fn consumers() -> Vec<Consumer> {
-    vec![
-        Consumer {
-            username: "demo_jack".into(),
-            custom_id: Some("cust-42".into()),
-            credential: Some(Credential::KeyAuth {
-                key_sha256: key_digest_hex(b"this_is_the_key"),
-            }),
-        },
-        Consumer {
-            username: "demo_carol".into(),
-            custom_id: None,
-            credential: Some(Credential::BasicAuth {
-                username: "carol".into(),
-                password: "s3cret:pass".into(),
-            }),
-        },
-        Consumer {
-            username: "demo_dave".into(),
-            custom_id: None,
-            credential: Some(Credential::JwtAuth(JwtCredential {
-                key: "dave-key".into(),
-                algorithm: "HS256".into(),
-                secret: Some(HS_SECRET.into()),
-                base64_secret: false,
-                public_key: None,
-                lifetime_grace_period: 5,
-            })),
-        },
-        Consumer {
-            username: "demo_erin".into(),
-            custom_id: None,
-            credential: Some(Credential::JwtAuth(JwtCredential {
-                key: "erin-key".into(),
-                algorithm: "RS256".into(),
-                secret: None,
-                base64_secret: false,
-                public_key: Some(fixture("rsa_public.pem")),
-                lifetime_grace_period: 0,
-            })),
-        },
-        Consumer {
-            username: "demo_fay".into(),
-            custom_id: None,
-            credential: Some(Credential::JwtAuth(JwtCredential {
-                key: "fay-key".into(),
-                algorithm: "ES256".into(),
-                secret: None,
-                base64_secret: false,
-                public_key: Some(fixture("ec256_public.pem")),
-                lifetime_grace_period: 0,
-            })),
-        },
-        Consumer {
-            username: "demo_gus".into(),
-            custom_id: None,
-            credential: Some(Credential::JwtAuth(JwtCredential {
-                key: "gus-key".into(),
-                algorithm: "EdDSA".into(),
-                secret: None,
-                base64_secret: false,
-                public_key: Some(fixture("ed25519_public.pem")),
-                lifetime_grace_period: 0,
-            })),
-        },
-        Consumer {
-            username: "demo_anon".into(),
-            custom_id: None,
-            credential: None,
-        },
-    ]
-}
 
 fn compiled(plugins: Plugins) -> CompiledTable {
     let mut route = crate::table::tests::route("demo/r/0").0;
@@ -99,7 +17,7 @@ fn compiled(plugins: Plugins) -> CompiledTable {
         generation: 1,
         hash: String::new(),
         routes: vec![route],
-        consumers: consumers(),
+        consumers: fixtures::consumers(),
         tls: Vec::new(),
     })
     .expect("valid table")
@@ -110,22 +28,8 @@ fn run(
     uri: &str,
     headers: &[(&str, &str)],
 ) -> Result<(Option<String>, RequestEdits), (Reason, String)> {
-    let uri: Uri = uri.parse().unwrap();
-    let mut h = HeaderMap::new();
-    for (k, v) in headers {
-        h.append(
-            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-            v.parse().unwrap(),
-        );
-    }
-    let view = RequestView::new(
-        &Method::GET,
-        http::Version::HTTP_10,
-        &uri,
-        &h,
-        "127.0.0.1".parse().unwrap(),
-    )
-    .unwrap();
+    let request = TestRequest::get(uri).headers(headers);
+    let view = request.view();
     authenticate(&t.routes[0].auth, &t.consumers, &view, NOW)
         .map(|a| {
             (
@@ -314,7 +218,7 @@ fn unknown_anonymous_consumer_rejects_the_table() {
         generation: 1,
         hash: String::new(),
         routes: vec![route],
-        consumers: consumers(),
+        consumers: fixtures::consumers(),
         tls: Vec::new(),
     })
     .unwrap_err()
@@ -554,7 +458,7 @@ fn jwt_time_claims_with_grace() {
         Err(Reason::JwtVerifyFailed)
     );
     // erin: no grace, so exp == now fails.
-    let rsa = EncodingKey::from_rsa_pem(fixture("rsa_private.pem").as_bytes()).unwrap();
+    let rsa = EncodingKey::from_rsa_pem(pem("rsa_private.pem").as_bytes()).unwrap();
     let rs = |claims: serde_json::Value| {
         jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &rsa).unwrap()
     };
@@ -599,9 +503,9 @@ fn jwt_asymmetric_algorithms_verify_with_the_public_key() {
     let t = compiled(jwt_plugins(JwtAuthConfig::default()));
     let sign = |alg, pem: &str, key: &str| {
         let enc = match alg {
-            Algorithm::RS256 => EncodingKey::from_rsa_pem(fixture(pem).as_bytes()),
-            Algorithm::ES256 => EncodingKey::from_ec_pem(fixture(pem).as_bytes()),
-            _ => EncodingKey::from_ed_pem(fixture(pem).as_bytes()),
+            Algorithm::RS256 => EncodingKey::from_rsa_pem(fixtures::pem(pem).as_bytes()),
+            Algorithm::ES256 => EncodingKey::from_ec_pem(fixtures::pem(pem).as_bytes()),
+            _ => EncodingKey::from_ed_pem(fixtures::pem(pem).as_bytes()),
         }
         .unwrap();
         jsonwebtoken::encode(&Header::new(alg), &serde_json::json!({"key": key}), &enc).unwrap()

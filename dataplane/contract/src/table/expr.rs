@@ -125,7 +125,7 @@ fn parse_number(raw: &[u8]) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::{HeaderMap, Method, Uri};
+    use crate::fixtures::TestRequest;
 
     fn expr(
         scope: ExprScope,
@@ -144,22 +144,8 @@ mod tests {
     }
 
     fn eval(e: &Expr, uri: &str, headers: &[(&str, &str)]) -> bool {
-        let uri: Uri = uri.parse().unwrap();
-        let mut h = HeaderMap::new();
-        for (k, v) in headers {
-            h.append(
-                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
-        }
-        let view = RequestView::new(
-            &Method::GET,
-            http::Version::HTTP_10,
-            &uri,
-            &h,
-            "127.0.0.1".parse().unwrap(),
-        )
-        .unwrap();
+        let request = TestRequest::get(uri).headers(headers);
+        let view = request.view();
         CompiledExpr::compile(e).unwrap().holds(&view)
     }
 

@@ -1,8 +1,7 @@
 //! Matching (docs/behaviour.md §6) and table validation, table-driven.
 
 use super::*;
-use crate::request::RequestView;
-use http::{HeaderMap, Method, Uri};
+use crate::fixtures::TestRequest;
 
 /// Fixture builder for routes.
 pub(crate) struct R(pub Route);
@@ -89,20 +88,11 @@ fn find(
     host: Option<&str>,
     peer: &str,
 ) -> Option<String> {
-    let uri: Uri = uri.parse().unwrap();
-    let method: Method = method.parse().unwrap();
-    let mut h = HeaderMap::new();
+    let mut request = TestRequest::get(uri).method(method).peer(peer);
     if let Some(host) = host {
-        h.insert(http::header::HOST, host.parse().unwrap());
+        request = request.header("host", host);
     }
-    let view = RequestView::new(
-        &method,
-        http::Version::HTTP_10,
-        &uri,
-        &h,
-        peer.parse().unwrap(),
-    )
-    .unwrap();
+    let view = request.view();
     t.find(&view).map(|r| r.id.to_string())
 }
 
@@ -379,16 +369,8 @@ fn invalid_tables_are_rejected_whole_with_the_reason() {
 #[test]
 fn placeholder_routes_need_no_backends_and_match() {
     let t = table(vec![route("p").paths(&["/p"]).placeholder()]);
-    let uri: Uri = "/p".parse().unwrap();
-    let h = HeaderMap::new();
-    let view = RequestView::new(
-        &Method::GET,
-        http::Version::HTTP_10,
-        &uri,
-        &h,
-        "127.0.0.1".parse().unwrap(),
-    )
-    .unwrap();
+    let request = TestRequest::get("/p");
+    let view = request.view();
     assert!(t.find(&view).unwrap().placeholder);
 }
 

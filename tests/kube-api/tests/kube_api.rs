@@ -4,8 +4,12 @@
 
 use std::io::Write;
 
-use portcullis_tests::kube_api::ApiServer;
-use portcullis_tests::workspace_root;
+use kube_test_apiserver::ApiServer;
+
+/// The Portcullis workspace (its `crds/` and `examples/` are the test data).
+fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
 
 fn ok(api: &ApiServer, args: &[&str]) -> String {
     let (success, out, err) = api.kubectl(args);
@@ -270,7 +274,7 @@ fn the_wire_protocol_where_controllers_depend_on_it() {
     {
         let mut store = api.shared.lock();
         let cm = store.find("", "v1", "configmaps").unwrap();
-        for i in 0..portcullis_tests::kube_api::store::HISTORY + 10 {
+        for i in 0..kube_test_apiserver::store::HISTORY + 10 {
             store
                 .create(
                     &cm,

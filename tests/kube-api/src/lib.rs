@@ -3,6 +3,9 @@
 //! `CustomResourceDefinition` registers. Tests start it in-process ([`ApiServer::start`]);
 //! `kube-test-apiserver` serves it standalone. It writes a kubeconfig that `kubectl` and kube-rs
 //! use unchanged.
+//!
+//! It depends on no Portcullis crate, and its scope is frozen: it grows only where a product test
+//! needs it (`README.md` lists what it implements and what it leaves out).
 
 pub mod http;
 pub mod managed;
@@ -160,6 +163,8 @@ impl ApiServer {
             restricted: Mutex::default(),
             requests: Mutex::default(),
             unavailable: Default::default(),
+            hold_status_patches: tokio::sync::watch::Sender::new(false),
+            held_status_patches: Default::default(),
         });
         let listener = std::net::TcpListener::bind(listen).expect("bind the API server");
         listener.set_nonblocking(true).expect("nonblocking");
@@ -209,6 +214,18 @@ impl ApiServer {
         self.shared
             .unavailable
             .store(unavailable, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// While `true`, status patches get no answer (they are held, and proceed once `false`).
+    pub fn hang_status_patches(&self, hang: bool) {
+        self.shared.hold_status_patches.send_replace(hang);
+    }
+
+    /// Status patches held unanswered now.
+    pub fn held_status_patches(&self) -> usize {
+        self.shared
+            .held_status_patches
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The requests received from `since` on whose path and query contain `text`.

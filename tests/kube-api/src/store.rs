@@ -303,7 +303,9 @@ impl Store {
     }
 
     fn now() -> String {
-        portcullis_controller::status::rfc3339(std::time::SystemTime::now())
+        jiff::Timestamp::now()
+            .strftime("%Y-%m-%dT%H:%M:%SZ")
+            .to_string()
     }
 
     fn uid(&mut self) -> String {
@@ -904,4 +906,35 @@ fn strip_for_generation(obj: &Value) -> Value {
         m.remove("kind");
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_stamps_are_rfc_3339_in_whole_seconds_utc() {
+        let mut store = Store::default();
+        let t = store.find("", "v1", "configmaps").unwrap();
+        let before = jiff::Timestamp::now().as_second();
+        let created = store
+            .create(
+                &t,
+                "default",
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}),
+            )
+            .unwrap();
+        let stamp = created["metadata"]["creationTimestamp"].as_str().unwrap();
+        // As metav1.Time marshals: `2006-01-02T15:04:05Z`, no fraction, no offset.
+        assert_eq!(stamp.len(), 20, "{stamp}");
+        assert!(
+            stamp.ends_with('Z') && stamp.as_bytes()[10] == b'T',
+            "{stamp}"
+        );
+        let at = stamp.parse::<jiff::Timestamp>().unwrap().as_second();
+        assert!(
+            (before..=jiff::Timestamp::now().as_second()).contains(&at),
+            "{stamp}"
+        );
+    }
 }

@@ -384,9 +384,19 @@ fn quoted_kind(v: &Value) -> String {
     format!("\"{}\"", type_name(v))
 }
 
+/// A rule in the API server's CEL environment: the standard library and Kubernetes' `strings`
+/// extension (`trim()`, `lowerAscii()`, ...).
 fn evaluate(source: &str, value: &Value) -> Result<bool, String> {
-    let program = cel::Program::compile(source).map_err(|e| e.to_string())?;
-    let mut context = cel::Context::default();
+    static ENV: std::sync::LazyLock<Result<std::sync::Arc<cel::Env>, String>> =
+        std::sync::LazyLock::new(|| {
+            let mut env = cel::Env::stdlib();
+            env.add_extension(cel::extensions::strings)
+                .map_err(|e| format!("the CEL strings library did not load: {e}"))?;
+            Ok(std::sync::Arc::new(env))
+        });
+    let env = ENV.as_ref().map_err(Clone::clone)?;
+    let program = env.compile(source).map_err(|e| e.to_string())?;
+    let mut context = cel::Context::with_env(env.clone());
     context
         .add_variable("self", value.clone())
         .map_err(|e| e.to_string())?;
@@ -585,6 +595,24 @@ mod tests {
         assert_eq!(
             admit(&schema(), twice).unwrap_err(),
             ["spec.http[2]: Duplicate value: map[string]interface {}{\"name\":\"a\"}"]
+        );
+    }
+
+    #[test]
+    fn rules_have_the_kubernetes_strings_library() {
+        let schema = json!({
+            "type": "object",
+            "properties": {"spec": {
+                "type": "object",
+                "properties": {"key": {"type": "string"}},
+                "x-kubernetes-validations": [{"rule": "size(self.key.trim()) > 0", "message": "key may not be blank"}]
+            }}
+        });
+        let object = |key: &str| json!({"apiVersion": "x/v1", "kind": "R", "metadata": {"name": "r"}, "spec": {"key": key}});
+        assert!(admit(&schema, object(" k ")).is_ok());
+        assert_eq!(
+            admit(&schema, object("  ")).unwrap_err(),
+            ["spec: Invalid value: \"object\": key may not be blank"]
         );
     }
 

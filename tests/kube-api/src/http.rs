@@ -25,6 +25,10 @@ pub struct Shared {
     /// While set, every request is answered `500` as an API server whose etcd is down answers
     /// (the port accepts, nothing succeeds; not `503`, which kube-rs retries by itself).
     pub unavailable: std::sync::atomic::AtomicBool,
+    /// While true, `PATCH …/status` requests are held unanswered (an API server too slow to
+    /// answer); they proceed when it turns false. `held_status_patches` counts those held now.
+    pub hold_status_patches: tokio::sync::watch::Sender<bool>,
+    pub held_status_patches: std::sync::atomic::AtomicUsize,
 }
 
 /// One request as the server received it.
@@ -401,6 +405,9 @@ async fn objects(
             })
             .map(|v| (200, v)),
         (Method::PATCH, Some(name)) => {
+            if path.subresource.as_deref() == Some("status") {
+                hold_status_patch(&shared).await;
+            }
             let is_apply = content_type.starts_with("application/apply-patch");
             let subresource = path.subresource.as_deref();
             let mut store = shared.lock();
@@ -474,6 +481,25 @@ async fn objects(
         }
     }
     response
+}
+
+/// Waits while status patches are held; counted as held until then (or until the client gives
+/// up and the request is dropped).
+async fn hold_status_patch(shared: &Shared) {
+    use std::sync::atomic::Ordering;
+    struct Held<'a>(&'a std::sync::atomic::AtomicUsize);
+    impl Drop for Held<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    let mut hold = shared.hold_status_patches.subscribe();
+    if !*hold.borrow_and_update() {
+        return;
+    }
+    shared.held_status_patches.fetch_add(1, Ordering::Relaxed);
+    let _held = Held(&shared.held_status_patches);
+    let _ = hold.wait_for(|h| !*h).await;
 }
 
 fn list(

@@ -79,7 +79,7 @@ fn cell(found: &[Value], kind: &str) -> Value {
     if kind == "date" {
         return first
             .as_str()
-            .and_then(age)
+            .and_then(|t| age(t, jiff::Timestamp::now()))
             .map(Value::String)
             .unwrap_or(Value::Null);
     }
@@ -90,14 +90,10 @@ fn cell(found: &[Value], kind: &str) -> Value {
     }
 }
 
-/// `2026-11-25T10:00:00Z` → `5m3s`-style age, as `kubectl` shows.
-fn age(timestamp: &str) -> Option<String> {
-    let t = parse_rfc3339(timestamp)?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_secs() as i64;
-    let s = (now - t).max(0);
+/// `2026-11-25T10:00:00Z` → `5m3s`-style age at `now`, as `kubectl` shows.
+fn age(timestamp: &str, now: jiff::Timestamp) -> Option<String> {
+    let t: jiff::Timestamp = timestamp.parse().ok()?;
+    let s = (now.as_second() - t.as_second()).max(0);
     Some(match s {
         s if s < 120 => format!("{s}s"),
         s if s < 600 => format!("{}m{}s", s / 60, s % 60),
@@ -105,30 +101,6 @@ fn age(timestamp: &str) -> Option<String> {
         s if s < 48 * 3600 => format!("{}h", s / 3600),
         s => format!("{}d", s / 86400),
     })
-}
-
-fn parse_rfc3339(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 20 {
-        return None;
-    }
-    let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d, h, mi, se) = (
-        n(0..4)?,
-        n(5..7)?,
-        n(8..10)?,
-        n(11..13)?,
-        n(14..16)?,
-        n(17..19)?,
-    );
-    // Days from civil (H. Hinnant).
-    let y2 = if mo <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + h * 3600 + mi * 60 + se)
 }
 
 /// The JSONPath subset printer columns use: `.a.b`, `[]`/`[*]`, `[n]`, `[?(@.k=="v")]`.
@@ -204,7 +176,24 @@ mod tests {
         assert_eq!(each.len(), 2);
         assert_eq!(cell(&each, "string"), json!("a"));
         assert_eq!(cell(&[], "string"), Value::Null);
-        assert_eq!(parse_rfc3339("1970-01-02T00:00:01Z"), Some(86_401));
-        assert_eq!(parse_rfc3339("2000-03-01T00:00:00Z"), Some(951_868_800));
+    }
+
+    #[test]
+    fn dates_show_as_ages() {
+        let now: jiff::Timestamp = "2026-11-25T12:00:00Z".parse().unwrap();
+        let cases = [
+            ("2026-11-25T11:59:57Z", Some("3s")),
+            ("2026-11-25T11:54:57Z", Some("5m3s")),
+            ("2026-11-25T10:00:00Z", Some("120m")),
+            ("2026-11-25T08:00:00Z", Some("4h")),
+            ("2026-11-22T12:00:00Z", Some("3d")),
+            // Across a month and a leap day.
+            ("2024-02-28T12:00:00Z", Some("1001d")),
+            ("2026-11-25T12:00:01Z", Some("0s")),
+            ("yesterday", None),
+        ];
+        for (timestamp, want) in cases {
+            assert_eq!(age(timestamp, now).as_deref(), want, "{timestamp}");
+        }
     }
 }

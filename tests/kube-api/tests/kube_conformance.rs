@@ -16,9 +16,13 @@ use kube::api::{
 };
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
-use portcullis_tests::kube_api::ApiServer;
-use portcullis_tests::workspace_root;
+use kube_test_apiserver::ApiServer;
 use serde_json::{Value, json};
+
+/// The Portcullis workspace (its `crds/` and `examples/` are the test data).
+fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
 
 async fn client(api: &ApiServer) -> kube::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -334,7 +338,7 @@ fn compact(api: &ApiServer) {
     store
         .create(&t, "kube-system", json!({"metadata": {"name": "noise"}}))
         .unwrap();
-    for i in 0..portcullis_tests::kube_api::store::HISTORY {
+    for i in 0..kube_test_apiserver::store::HISTORY {
         store
             .update(
                 &t,

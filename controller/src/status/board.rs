@@ -1,134 +1,15 @@
-//! The two conditions of every object (docs/behaviour.md §5), with `lastTransitionTime` kept
-//! until `status` flips. In standalone mode they are logged and served at `GET /status`.
+//! The board: the two conditions every object should have (docs/behaviour.md §5), from the
+//! latest translation and what the dataplanes acknowledged, with `lastTransitionTime` kept
+//! until `status` flips.
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use serde::Serialize;
 
+use super::{ACCEPTED, PROGRAMMED, Resource, condition_status, now};
+use crate::sync::fleet::Fleet;
 use crate::translate::{Kind, StatusUpdate};
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Condition {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub status: &'static str,
-    pub reason: String,
-    pub message: String,
-    pub observed_generation: i64,
-    pub last_transition_time: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Resource {
-    pub kind: &'static str,
-    pub namespace: String,
-    pub name: String,
-    pub generation: i64,
-    pub conditions: Vec<Condition>,
-}
-
-/// What one connected dataplane acknowledged (the newest generation) or refused.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DataplaneAcks {
-    pub name: String,
-    pub acked: Option<u64>,
-    /// A refused generation and the dataplane's error, until it acknowledges a later one.
-    pub rejected: Option<(u64, String)>,
-}
-
-/// The connected dataplanes, as the sync hub sees them.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Fleet {
-    /// The current table generation.
-    pub generation: u64,
-    /// Whether the first dataplane to connect after the first table already served that very
-    /// table (so its generation was adopted); `None` until one connects. Decides whether
-    /// [`StatusBoard::seed`]s hold.
-    pub adopted: Option<bool>,
-    pub dataplanes: Vec<DataplaneAcks>,
-}
-
-/// A dataplane connected to another controller replica, as that replica reports it: the
-/// content hash of the table it acknowledged, and of one it refused (tables are numbered per
-/// replica, but equal content has an equal hash on every replica).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReportedDataplane {
-    pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hash: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rejected: Option<RejectedTable>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RejectedTable {
-    pub hash: String,
-    pub error: String,
-}
-
-impl Fleet {
-    /// This fleet plus the dataplanes other replicas report (`peers`, fresh reports only).
-    /// Their tables are mapped to this replica's generations by content hash
-    /// (`generation_of`); a table this replica never published counts as not acknowledged.
-    /// A dataplane connected here wins over a report of it; among reports, the first wins
-    /// (callers pass the freshest first).
-    pub fn with_peers(
-        mut self,
-        peers: &[Vec<ReportedDataplane>],
-        generation_of: impl Fn(&str) -> Option<u64>,
-    ) -> Fleet {
-        for reported in peers.iter().flatten() {
-            if self.dataplanes.iter().any(|d| d.name == reported.name) {
-                continue;
-            }
-            self.dataplanes.push(DataplaneAcks {
-                name: reported.name.clone(),
-                acked: reported.hash.as_deref().and_then(&generation_of),
-                rejected: reported
-                    .rejected
-                    .as_ref()
-                    .and_then(|r| Some((generation_of(&r.hash)?, r.error.clone()))),
-            });
-        }
-        self.dataplanes.sort_by(|a, b| a.name.cmp(&b.name));
-        self
-    }
-
-    /// `Programmed` (status, reason, message) of an object first carried by generation `first`
-    /// (docs/behaviour.md §5).
-    pub fn programmed(&self, first: u64) -> (&'static str, &'static str, String) {
-        if let Some((d, (generation, error))) = self.dataplanes.iter().find_map(|d| {
-            d.rejected
-                .as_ref()
-                .filter(|(g, _)| *g >= first)
-                .map(|r| (d, r))
-        }) {
-            return (
-                "False",
-                "SyncFailed",
-                format!(
-                    "dataplane {} rejected generation {generation}: {error}",
-                    d.name
-                ),
-            );
-        }
-        let connected = self.dataplanes.len();
-        let acked = self
-            .dataplanes
-            .iter()
-            .filter(|d| d.acked.is_some_and(|g| g >= first))
-            .count();
-        let message = format!("{acked}/{connected} dataplanes at generation {first}");
-        // docs/behaviour.md §5.3: none connected is `Pending` too (the message says 0/0).
-        if connected > 0 && acked == connected {
-            ("True", "Programmed", message)
-        } else {
-            ("False", "Pending", message)
-        }
-    }
-}
 
 type Key = (Kind, String, String);
 
@@ -148,13 +29,6 @@ pub struct StatusBoard {
     /// Generations an earlier controller reported for objects (key → (metadata.generation,
     /// table generation)), used for objects first seen unchanged.
     seeds: BTreeMap<Key, (i64, u64)>,
-}
-
-fn kind_name(kind: Kind) -> &'static str {
-    match kind {
-        Kind::ApisixRoute => "ApisixRoute",
-        Kind::ApisixConsumer => "ApisixConsumer",
-    }
 }
 
 impl StatusBoard {
@@ -178,7 +52,7 @@ impl StatusBoard {
         published: u64,
         fleet: &Fleet,
     ) -> Vec<(Resource, bool)> {
-        let now = rfc3339(SystemTime::now());
+        let now = now();
         let mut next = BTreeMap::new();
         let mut changed = Vec::new();
         for s in statuses {
@@ -204,28 +78,29 @@ impl StatusBoard {
                 },
             };
             let accepted = Condition {
-                kind: "Accepted",
-                status: if s.accepted() { "True" } else { "False" },
-                reason: s.reason().to_string(),
+                type_: ACCEPTED.into(),
+                status: condition_status(s.accepted()).into(),
+                reason: s.reason().into(),
                 message: s.message(),
-                observed_generation: s.generation,
+                observed_generation: Some(s.generation),
                 last_transition_time: now.clone(),
             };
             let (status, reason, message) = fleet.programmed(first_generation);
             let programmed = Condition {
-                kind: "Programmed",
-                status,
-                reason: reason.to_string(),
+                type_: PROGRAMMED.into(),
+                status: status.into(),
+                reason: reason.into(),
                 message,
-                observed_generation: s.generation,
+                observed_generation: Some(s.generation),
                 last_transition_time: now.clone(),
             };
             let mut resource = Resource {
-                kind: kind_name(s.kind),
+                kind: s.kind,
                 namespace: s.namespace.clone(),
                 name: s.name.clone(),
                 generation: s.generation,
                 conditions: vec![accepted, programmed],
+                table_generation: first_generation,
             };
             match old {
                 Some(old) => {
@@ -239,7 +114,7 @@ impl StatusBoard {
                     if old != resource {
                         changed.push((
                             resource.clone(),
-                            old.conditions[0] != resource.conditions[0],
+                            old.condition(ACCEPTED) != resource.condition(ACCEPTED),
                         ));
                     }
                 }
@@ -298,127 +173,10 @@ impl StatusBoard {
     }
 }
 
-/// RFC 3339 UTC with seconds, e.g. `2026-05-01T10:00:00Z`.
-pub fn rfc3339(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{RejectedTable, ReportedDataplane};
-
-    #[test]
-    fn dataplanes_of_other_replicas_count_by_content_hash() {
-        let own = Fleet {
-            generation: 7,
-            adopted: Some(true),
-            dataplanes: vec![DataplaneAcks {
-                name: "dp-a".into(),
-                acked: Some(7),
-                rejected: None,
-            }],
-        };
-        let history = |hash: &str| match hash {
-            "h6" => Some(6),
-            "h7" => Some(7),
-            _ => None,
-        };
-        let report = |name: &str, hash: Option<&str>| ReportedDataplane {
-            name: name.into(),
-            hash: hash.map(str::to_string),
-            rejected: None,
-        };
-        let merged = own.clone().with_peers(
-            &[
-                vec![report("dp-b", Some("h7")), report("dp-c", Some("h6"))],
-                // A stale report of dp-a (it moved here) and a later duplicate of dp-b.
-                vec![report("dp-a", Some("h6")), report("dp-b", None)],
-                vec![
-                    report("dp-d", Some("unknown")),
-                    ReportedDataplane {
-                        name: "dp-e".into(),
-                        hash: Some("h6".into()),
-                        rejected: Some(RejectedTable {
-                            hash: "h7".into(),
-                            error: "too many routes".into(),
-                        }),
-                    },
-                ],
-            ],
-            history,
-        );
-        let view: Vec<(&str, Option<u64>, Option<u64>)> = merged
-            .dataplanes
-            .iter()
-            .map(|d| (d.name.as_str(), d.acked, d.rejected.as_ref().map(|r| r.0)))
-            .collect();
-        assert_eq!(
-            view,
-            [
-                ("dp-a", Some(7), None),
-                ("dp-b", Some(7), None),
-                ("dp-c", Some(6), None),
-                ("dp-d", None, None),
-                ("dp-e", Some(6), Some(7)),
-            ]
-        );
-        assert_eq!(merged.generation, 7);
-        // An object first carried by generation 7: dp-c, dp-d are behind, dp-e refused it.
-        assert_eq!(
-            merged.programmed(7),
-            (
-                "False",
-                "SyncFailed",
-                "dataplane dp-e rejected generation 7: too many routes".to_string()
-            )
-        );
-        // Without peers nothing changes.
-        assert_eq!(own.clone().with_peers(&[], history), own);
-        let two = own.with_peers(&[vec![report("dp-b", Some("h7"))]], history);
-        assert_eq!(
-            two.programmed(6),
-            (
-                "True",
-                "Programmed",
-                "2/2 dataplanes at generation 6".to_string()
-            )
-        );
-    }
     use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn rfc3339_formats_utc() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        assert_eq!(
-            rfc3339(UNIX_EPOCH + Duration::from_secs(1_777_629_600)),
-            "2026-05-01T10:00:00Z"
-        );
-        assert_eq!(
-            rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
-            "2000-02-29T00:00:00Z"
-        );
-    }
+    use crate::sync::fleet::DataplaneAcks;
 
     fn fleet(generation: u64, acked: &[Option<u64>], adopted: Option<bool>) -> Fleet {
         Fleet {
@@ -503,7 +261,11 @@ mod tests {
         assert_eq!(changed.len(), 1, "a is untouched: {changed:?}");
         let b_now = &changed[0].0.conditions[1];
         assert_eq!(
-            (b_now.status, b_now.reason.as_str(), b_now.message.as_str()),
+            (
+                b_now.status.as_str(),
+                b_now.reason.as_str(),
+                b_now.message.as_str()
+            ),
             ("False", "Pending", "1/2 dataplanes at generation 4")
         );
         let done = board.update(
@@ -536,7 +298,7 @@ mod tests {
         let none = board.update(&[route("x", 1, 1)], 1, &fleet(1, &[], None));
         let p = &none[0].0.conditions[1];
         assert_eq!(
-            (p.status, p.reason.as_str(), p.message.as_str()),
+            (p.status.as_str(), p.reason.as_str(), p.message.as_str()),
             ("False", "Pending", "0/0 dataplanes at generation 1")
         );
     }

@@ -1,5 +1,5 @@
 //! `kube-test-apiserver --listen 127.0.0.1:PORT --kubeconfig-out FILE`: the Kubernetes API test
-//! server of `portcullis_tests::kube_api`, serving until stopped.
+//! server of this crate, serving until stopped.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,7 +18,7 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    let server = portcullis_tests::kube_api::ApiServer::serve(args.listen, &args.kubeconfig_out);
+    let server = kube_test_apiserver::ApiServer::serve(args.listen, &args.kubeconfig_out);
     println!("listening on {}", server.addr);
     loop {
         std::thread::park();

@@ -1,0 +1,493 @@
+//! The status writer: a task of its own that applies conditions to the status subresource
+//! (server-side apply, field manager [`FIELD_MANAGER`]), keeps the `Programmed` seed annotation
+//! ([`SEED_ANNOTATION`]) and publishes the Warning Events that go with them. The provider loop only [`StatusQueue::submit`]s what each object should say
+//! and goes on publishing tables: a slow or failing API server delays status, never a table.
+//!
+//! The queue holds at most one write per object (the newest wins), so it is bounded by the
+//! number of objects whatever the API server does. Each request has a deadline
+//! (`--status-patch-timeout`); a write that fails or times out is queued again (unless a newer
+//! one arrived meanwhile) and the writer waits, doubling, before its next request.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Client, Resource as _};
+use portcullis_crds::{ApisixConsumer, ApisixRoute};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use super::events;
+use super::live::{ProgrammedSeed, SEED_ANNOTATION};
+use crate::cluster::names;
+use crate::cluster::retry::Retry;
+use crate::translate::Kind;
+
+/// The field manager of status writes (and of everything else the controller writes).
+pub const FIELD_MANAGER: &str = "portcullis-controller";
+
+/// How long a successful write stands in for the live object: the watch shows a write a
+/// moment later. Past this, a live object that still differs is written again — a write that
+/// timed out may land after a newer one (the API server finishing an abandoned request).
+pub const WRITTEN_HOLD: Duration = Duration::from_secs(10);
+
+/// What one object's status should be, as the provider loop hands it over.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatusWrite {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+    /// The live object's uid: a re-created object starts afresh.
+    pub uid: String,
+    /// The conditions, when the live ones differ.
+    pub conditions: Option<Vec<Condition>>,
+    /// The [`SEED_ANNOTATION`], when the live one differs. Written before the conditions, so
+    /// an object shown `Programmed` has it.
+    pub seed: Option<ProgrammedSeed>,
+    /// A Warning Event to publish once the conditions are written.
+    pub event: Option<WarningEvent>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct WarningEvent {
+    /// `InvalidSpec` or `Shadowed`.
+    pub reason: &'static str,
+    pub note: String,
+    pub regarding: ObjectReference,
+}
+
+type Key = (Kind, String, String);
+
+impl StatusWrite {
+    fn key(&self) -> Key {
+        (self.kind, self.namespace.clone(), self.name.clone())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    pub kind: &'static str,
+    /// ok, error, timeout, gone (the object was deleted meanwhile).
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    pub result: &'static str,
+}
+
+/// The status writer's metrics (`docs/metrics.md`).
+#[derive(Clone, Default)]
+pub struct StatusMetrics {
+    pub writes: Family<WriteLabels, Counter>,
+    pub failures: Counter,
+    pub queue_depth: Gauge,
+    pub events: Family<EventLabels, Counter>,
+}
+
+impl StatusMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "portcullis_status_writes",
+            "Status writes (conditions, seed annotation), by kind and result (ok, error, timeout, gone)",
+            self.writes.clone(),
+        );
+        registry.register(
+            "portcullis_status_write_failures",
+            "Status writes that failed or timed out; each is retried with backoff",
+            self.failures.clone(),
+        );
+        registry.register(
+            "portcullis_status_queue_depth",
+            "Objects whose status waits to be written (at most one write per object)",
+            self.queue_depth.clone(),
+        );
+        registry.register(
+            "portcullis_events",
+            "Warning Events published (InvalidSpec, Shadowed), by result (ok, error, skipped)",
+            self.events.clone(),
+        );
+    }
+}
+
+/// What was written for one object, and when.
+#[derive(Default)]
+struct Written {
+    conditions: Option<(Vec<Condition>, Instant)>,
+    seed: Option<(ProgrammedSeed, Instant)>,
+}
+
+/// Whether `value` was written within [`WRITTEN_HOLD`].
+fn fresh<T: PartialEq>(written: &Option<(T, Instant)>, value: &T) -> bool {
+    written
+        .as_ref()
+        .is_some_and(|(w, at)| w == value && at.elapsed() < WRITTEN_HOLD)
+}
+
+#[derive(Default)]
+struct Queue {
+    pending: HashMap<Key, StatusWrite>,
+    /// The order objects were queued in; each key at most once.
+    order: VecDeque<Key>,
+    /// What was last written per object and uid, so a write the watch has not shown yet is not
+    /// repeated ([`WRITTEN_HOLD`]).
+    written: HashMap<(Key, String), Written>,
+}
+
+impl Queue {
+    fn push(&mut self, write: StatusWrite) {
+        let key = write.key();
+        if self.pending.insert(key.clone(), write).is_none() {
+            self.order.push_back(key);
+        }
+    }
+
+    /// Drops the parts of `write` already written; whether anything is left.
+    fn unwritten(&self, write: &mut StatusWrite) -> bool {
+        if let Some(w) = self.written.get(&(write.key(), write.uid.clone())) {
+            if write
+                .conditions
+                .as_ref()
+                .is_some_and(|c| fresh(&w.conditions, c))
+            {
+                // The Event went with those conditions.
+                write.conditions = None;
+                write.event = None;
+            }
+            if write.seed.as_ref().is_some_and(|s| fresh(&w.seed, s)) {
+                write.seed = None;
+            }
+        }
+        write.conditions.is_some() || write.seed.is_some()
+    }
+
+    fn written(&mut self, write: &StatusWrite) -> &mut Written {
+        self.written
+            .entry((write.key(), write.uid.clone()))
+            .or_default()
+    }
+}
+
+/// The hand-over between the provider loop and the writer task.
+pub struct StatusQueue {
+    queue: Mutex<Queue>,
+    wake: Notify,
+    metrics: StatusMetrics,
+}
+
+impl StatusQueue {
+    pub fn new(metrics: StatusMetrics) -> Arc<StatusQueue> {
+        Arc::new(StatusQueue {
+            queue: Mutex::default(),
+            wake: Notify::new(),
+            metrics,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_depth(&self, queue: &Queue) {
+        self.metrics
+            .queue_depth
+            .set(i64::try_from(queue.pending.len()).unwrap_or(i64::MAX));
+    }
+
+    /// Hands over what objects should say; never waits. A write replaces one still queued for
+    /// the same object; what was just written is dropped from it.
+    pub fn submit(&self, writes: impl IntoIterator<Item = StatusWrite>) {
+        let mut queue = self.lock();
+        let young = |at: &Instant| at.elapsed() < WRITTEN_HOLD;
+        queue.written.retain(|_, w| {
+            w.conditions.as_ref().is_some_and(|(_, at)| young(at))
+                || w.seed.as_ref().is_some_and(|(_, at)| young(at))
+        });
+        let mut any = false;
+        for mut write in writes {
+            if !queue.unwritten(&mut write) {
+                // An older, different write may still be queued: the newest wins.
+                queue.pending.remove(&write.key());
+                continue;
+            }
+            queue.push(write);
+            any = true;
+        }
+        let Queue { pending, order, .. } = &mut *queue;
+        order.retain(|k| pending.contains_key(k));
+        self.set_depth(&queue);
+        drop(queue);
+        if any {
+            self.wake.notify_one();
+        }
+    }
+
+    /// A new term as leader: what an earlier term wrote may have been changed since, so only
+    /// the live objects count.
+    pub fn forget_written(&self) {
+        self.lock().written.clear();
+    }
+
+    /// No longer leading: nothing queued may be written.
+    pub fn clear(&self) {
+        let mut queue = self.lock();
+        queue.pending.clear();
+        queue.order.clear();
+        self.set_depth(&queue);
+    }
+
+    /// Objects waiting to be written.
+    pub fn depth(&self) -> usize {
+        self.lock().pending.len()
+    }
+
+    /// The oldest queued write, waiting for one.
+    async fn next(&self) -> StatusWrite {
+        loop {
+            let notified = self.wake.notified();
+            {
+                let mut queue = self.lock();
+                while let Some(key) = queue.order.pop_front() {
+                    let Some(mut write) = queue.pending.remove(&key) else {
+                        continue;
+                    };
+                    self.set_depth(&queue);
+                    // Submitted again while an equal write was under way.
+                    if queue.unwritten(&mut write) {
+                        return write;
+                    }
+                }
+            }
+            notified.await;
+        }
+    }
+
+    fn written_conditions(&self, write: &StatusWrite, conditions: Vec<Condition>) {
+        self.lock().written(write).conditions = Some((conditions, Instant::now()));
+    }
+
+    fn written_seed(&self, write: &StatusWrite, seed: ProgrammedSeed) {
+        self.lock().written(write).seed = Some((seed, Instant::now()));
+    }
+
+    /// What is left of a write that failed goes back at the end of the queue, unless a newer
+    /// one for the object arrived meanwhile.
+    fn retry(&self, write: StatusWrite) {
+        let mut queue = self.lock();
+        if !queue.pending.contains_key(&write.key()) {
+            queue.push(write);
+        }
+        self.set_depth(&queue);
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct WriterSettings {
+    /// Each request (a status patch, an Event) is abandoned after this long.
+    pub patch_timeout: Duration,
+    /// After a failure the writer waits from this long, doubling up to `retry_max`.
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    /// `reportingInstance` of Events (the pod name; at most 128 characters).
+    pub instance: String,
+}
+
+impl WriterSettings {
+    pub fn new(patch_timeout: Duration, identity: &str) -> WriterSettings {
+        WriterSettings {
+            patch_timeout,
+            retry_initial: Duration::from_millis(500),
+            retry_max: Duration::from_secs(30),
+            instance: names::cut(identity, 128),
+        }
+    }
+}
+
+enum Outcome {
+    Ok,
+    Gone,
+    Error(kube::Error),
+    Timeout,
+}
+
+impl Outcome {
+    fn label(&self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Gone => "gone",
+            Outcome::Error(_) => "error",
+            Outcome::Timeout => "timeout",
+        }
+    }
+}
+
+/// Writes what is queued, one object at a time, until the task is dropped.
+pub async fn run(client: Client, queue: Arc<StatusQueue>, settings: WriterSettings) {
+    let mut retry = Retry::new(settings.retry_initial, settings.retry_max);
+    loop {
+        let mut write = queue.next().await;
+        let error = match write_parts(&client, &queue, &settings, &mut write).await {
+            Outcome::Ok | Outcome::Gone => {
+                retry.succeeded();
+                continue;
+            }
+            Outcome::Error(e) => e.to_string(),
+            Outcome::Timeout => format!(
+                "no answer within --status-patch-timeout {:?}",
+                settings.patch_timeout
+            ),
+        };
+        queue.metrics.failures.inc();
+        let wait = retry.failed(fastrand::f64());
+        warn!(kind = %write.kind, namespace = %write.namespace, name = %write.name, %error, retry_in = ?wait, "cannot write status; retrying with backoff");
+        // What is left of it: a part already written is not sent again.
+        queue.retry(write);
+        // The API server is likely down or refusing: nothing else is tried meanwhile.
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// The seed annotation, then the conditions and their Event; stops at the first failure,
+/// leaving in `write` what is still to do. Every request is counted.
+async fn write_parts(
+    client: &Client,
+    queue: &StatusQueue,
+    settings: &WriterSettings,
+    write: &mut StatusWrite,
+) -> Outcome {
+    let count = |kind: Kind, outcome: Outcome| {
+        queue
+            .metrics
+            .writes
+            .get_or_create(&WriteLabels {
+                kind: kind.as_str(),
+                result: outcome.label(),
+            })
+            .inc();
+        outcome
+    };
+    if let Some(seed) = write.seed {
+        match count(
+            write.kind,
+            deadline(settings, apply_seed(client, write, seed)).await,
+        ) {
+            Outcome::Ok => {
+                queue.written_seed(write, seed);
+                write.seed = None;
+            }
+            other => return other,
+        }
+    }
+    if let Some(conditions) = write.conditions.clone() {
+        match count(
+            write.kind,
+            deadline(settings, apply_conditions(client, write, &conditions)).await,
+        ) {
+            Outcome::Ok => {
+                debug!(kind = %write.kind, namespace = %write.namespace, name = %write.name, "status written");
+                queue.written_conditions(write, conditions);
+                write.conditions = None;
+                if let Some(event) = write.event.take() {
+                    events::publish(client, &queue.metrics, settings, &event).await;
+                }
+            }
+            other => return other,
+        }
+    }
+    Outcome::Ok
+}
+
+async fn deadline(
+    settings: &WriterSettings,
+    request: impl Future<Output = Result<(), kube::Error>>,
+) -> Outcome {
+    match tokio::time::timeout(settings.patch_timeout, request).await {
+        Ok(Ok(())) => Outcome::Ok,
+        Ok(Err(kube::Error::Api(e))) if e.code == 404 => Outcome::Gone,
+        Ok(Err(error)) => Outcome::Error(error),
+        Err(_) => Outcome::Timeout,
+    }
+}
+
+/// An apply body for the object: its identity plus `metadata` extras and `status`.
+fn apply_body(
+    write: &StatusWrite,
+    annotations: Option<serde_json::Value>,
+    status: Option<serde_json::Value>,
+) -> Patch<serde_json::Value> {
+    let api_version = match write.kind {
+        Kind::ApisixRoute => ApisixRoute::api_version(&()),
+        Kind::ApisixConsumer => ApisixConsumer::api_version(&()),
+    };
+    let mut body = json!({
+        "apiVersion": api_version,
+        "kind": write.kind.as_str(),
+        "metadata": {"name": write.name, "namespace": write.namespace},
+    });
+    if let Some(annotations) = annotations {
+        body["metadata"]["annotations"] = annotations;
+    }
+    if let Some(status) = status {
+        body["status"] = status;
+    }
+    Patch::Apply(body)
+}
+
+/// Server-side apply of the seed annotation on the object itself (an APISIX object's status
+/// holds only conditions). Forced, as the conditions: this manager owns only the annotation.
+async fn apply_seed(
+    client: &Client,
+    write: &StatusWrite,
+    seed: ProgrammedSeed,
+) -> Result<(), kube::Error> {
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let value = serde_json::to_string(&seed).unwrap_or_default();
+    let patch = apply_body(write, Some(json!({ SEED_ANNOTATION: value })), None);
+    match write.kind {
+        Kind::ApisixRoute => {
+            Api::<ApisixRoute>::namespaced(client.clone(), &write.namespace)
+                .patch(&write.name, &params, &patch)
+                .await?;
+        }
+        Kind::ApisixConsumer => {
+            Api::<ApisixConsumer>::namespaced(client.clone(), &write.namespace)
+                .patch(&write.name, &params, &patch)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Server-side apply of the conditions on the status subresource. Forced: the controller is
+/// the only author of these conditions (and took them over from its earlier merge patches).
+async fn apply_conditions(
+    client: &Client,
+    write: &StatusWrite,
+    conditions: &[Condition],
+) -> Result<(), kube::Error> {
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let patch = apply_body(write, None, Some(json!({ "conditions": conditions })));
+    match write.kind {
+        Kind::ApisixRoute => {
+            Api::<ApisixRoute>::namespaced(client.clone(), &write.namespace)
+                .patch_status(&write.name, &params, &patch)
+                .await?;
+        }
+        Kind::ApisixConsumer => {
+            Api::<ApisixConsumer>::namespaced(client.clone(), &write.namespace)
+                .patch_status(&write.name, &params, &patch)
+                .await?;
+        }
+    }
+    Ok(())
+}
