@@ -107,6 +107,7 @@ impl FileProvider {
             let s = &state.good;
             all.routes.extend(s.routes.iter().cloned());
             all.consumers.extend(s.consumers.iter().cloned());
+            all.tls.extend(s.tls.iter().cloned());
             all.secrets.extend(s.secrets.iter().cloned());
             all.services.extend(s.services.iter().cloned());
             all.endpoint_slices
@@ -135,6 +136,13 @@ impl FileProvider {
             c.metadata.generation = Some(self.generation(key.clone(), spec));
             seen.insert(key);
         }
+        for t in &mut all.tls {
+            let spec = serde_json::to_string(&t.spec).unwrap_or_default();
+            let key = ("ApisixTls", t.namespace().unwrap_or_default(), t.name_any());
+            t.metadata.generation = Some(self.generation(key.clone(), spec));
+            seen.insert(key);
+        }
+        all.now = k8s_openapi::jiff::Timestamp::now().as_second();
         // An object that goes away and comes back starts again at 1, as in a cluster.
         self.generations.retain(|k, _| seen.contains(k));
         all
@@ -174,6 +182,9 @@ fn read_file(path: &Path, state: &mut FileState) {
     }
     for c in &mut fresh.consumers {
         c.metadata.namespace.get_or_insert_with(|| "default".into());
+    }
+    for t in &mut fresh.tls {
+        t.metadata.namespace.get_or_insert_with(|| "default".into());
     }
     for s in &mut fresh.secrets {
         s.metadata.namespace.get_or_insert_with(|| "default".into());

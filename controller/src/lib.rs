@@ -3,7 +3,6 @@
 //! object; the [`sync`] hub distributes the table to dataplanes.
 #![deny(rust_2018_idioms)]
 
-pub mod certs;
 pub mod cluster;
 pub mod files;
 pub mod provider;

@@ -463,7 +463,7 @@ fn run() -> Result<()> {
         Command::Certs(args) => {
             std::fs::create_dir_all(&args.out)
                 .with_context(|| format!("cannot create --out {}", args.out.display()))?;
-            for path in portcullis_controller::certs::generate(
+            for path in portcullis_support::certs::generate(
                 &args.out,
                 &args.server_names,
                 &args.client_name,

@@ -4,7 +4,7 @@
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::IngressClass;
-use portcullis_crds::{ApisixConsumer, ApisixRoute};
+use portcullis_crds::{ApisixConsumer, ApisixRoute, ApisixTls};
 
 /// The controller name an IngressClass must carry to be ours (docs/behaviour.md §2).
 pub const CONTROLLER_NAME: &str = "portcullis.dev/ingress-controller";
@@ -29,10 +29,14 @@ pub struct Snapshot {
     pub only_classes: Vec<String>,
     pub routes: Vec<ApisixRoute>,
     pub consumers: Vec<ApisixConsumer>,
+    pub tls: Vec<ApisixTls>,
     pub secrets: Vec<Secret>,
     pub services: Vec<Service>,
     pub endpoint_slices: Vec<EndpointSlice>,
     pub ingress_classes: Vec<IngressClass>,
+    /// Seconds since the Unix epoch when the snapshot was taken, for certificate expiry in
+    /// status; 0: not known (nothing is reported expired).
+    pub now: i64,
 }
 
 /// A manifest that could not be used, with where and why.
@@ -191,6 +195,11 @@ impl Snapshot {
                 self.consumers.push(parse(value, &context)?);
                 warnings.extend(found);
             }
+            ("apisix.apache.org/v2", "ApisixTls") => {
+                let found = checked(portcullis_crds::apisix_tls_schema(), true)?;
+                self.tls.push(parse(value, &context)?);
+                warnings.extend(found);
+            }
             ("v1", "Secret") => {
                 let found = checked(&BUILTIN.secret, false)?;
                 self.secrets.push(parse(value, &context)?);
@@ -223,7 +232,7 @@ impl Snapshot {
                     ));
                 }
                 return Err(format!(
-                    "{api_version}/{kind}: not a kind Portcullis reads (ApisixRoute, ApisixConsumer, Secret, Service, EndpointSlice, IngressClass, List)"
+                    "{api_version}/{kind}: not a kind Portcullis reads (ApisixRoute, ApisixConsumer, ApisixTls, Secret, Service, EndpointSlice, IngressClass, List)"
                 ));
             }
         }
@@ -273,7 +282,7 @@ static BUILTIN: std::sync::LazyLock<Builtin> = std::sync::LazyLock::new(|| {
 /// The one `apiVersion` in which Portcullis reads `kind`, if it reads the kind at all.
 fn served_version(kind: &str) -> Option<&'static str> {
     match kind {
-        "ApisixRoute" | "ApisixConsumer" => Some("apisix.apache.org/v2"),
+        "ApisixRoute" | "ApisixConsumer" | "ApisixTls" => Some("apisix.apache.org/v2"),
         "Secret" | "Service" => Some("v1"),
         "EndpointSlice" => Some("discovery.k8s.io/v1"),
         "IngressClass" => Some("networking.k8s.io/v1"),
@@ -389,7 +398,7 @@ mod tests {
     fn a_wrong_api_version_is_named_as_the_problem() {
         let mut s = Snapshot::default();
         let yaml = ROUTE.replace("apisix.apache.org/v2", "apisix.apache.org/v2beta3")
-            + "---\nkind: Secret\nmetadata: {name: s}\n---\napiVersion: apisix.apache.org/v2\nkind: ApisixTls\nmetadata: {name: t}\n";
+            + "---\nkind: Secret\nmetadata: {name: s}\n---\napiVersion: apisix.apache.org/v2\nkind: ApisixGlobalRule\nmetadata: {name: t}\n";
         let errors: Vec<String> = s
             .add_yaml(&yaml)
             .errors
@@ -401,7 +410,7 @@ mod tests {
             [
                 "ApisixRoute echo: apiVersion \"apisix.apache.org/v2beta3\" is not served: Portcullis reads ApisixRoute only as apiVersion apisix.apache.org/v2; set `apiVersion: apisix.apache.org/v2`",
                 "Secret s: apiVersion is missing: Portcullis reads Secret only as apiVersion v1; set `apiVersion: v1`",
-                "apisix.apache.org/v2/ApisixTls: not a kind Portcullis reads (ApisixRoute, ApisixConsumer, Secret, Service, EndpointSlice, IngressClass, List)",
+                "apisix.apache.org/v2/ApisixGlobalRule: not a kind Portcullis reads (ApisixRoute, ApisixConsumer, ApisixTls, Secret, Service, EndpointSlice, IngressClass, List)",
             ]
         );
     }

@@ -1,5 +1,5 @@
 //! Certificates for tests, made by the product's own generator (`portcullis-controller certs`,
-//! `controller/src/certs.rs`), so the tests trust what users get. The Kubernetes API test server
+//! `portcullis_support::certs`), so the tests trust what users get. The Kubernetes API test server
 //! makes its own CA, as it depends on no Portcullis crate; nothing else in the tests generates
 //! certificates (`tests/tests/layering.rs` keeps it so).
 

@@ -84,6 +84,7 @@ pub async fn run(
     // What an earlier controller reported stays true if the dataplanes still serve its table.
     seed(&mut board, Kind::ApisixRoute, &watched.routes);
     seed(&mut board, Kind::ApisixConsumer, &watched.consumers);
+    seed(&mut board, Kind::ApisixTls, &watched.tls);
     let queue = StatusQueue::new(metrics.status.clone());
     let writer = AbortOnDrop(tokio::spawn(writer::run(
         client.clone(),

@@ -15,7 +15,7 @@ use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
-use portcullis_crds::{ApisixConsumer, ApisixRoute};
+use portcullis_crds::{ApisixConsumer, ApisixRoute, ApisixTls};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 use tracing::warn;
@@ -31,6 +31,7 @@ use crate::translate::Kind;
 pub(super) struct Watched {
     pub(super) routes: Store<ApisixRoute>,
     pub(super) consumers: Store<ApisixConsumer>,
+    pub(super) tls: Store<ApisixTls>,
     services: Store<Service>,
     slices: Store<EndpointSlice>,
     classes: Store<IngressClass>,
@@ -137,6 +138,7 @@ impl Watched {
         Watched {
             routes: reflect(api(client, ns), "ApisixRoute", c(), m()),
             consumers: reflect(api(client, ns), "ApisixConsumer", c(), m()),
+            tls: reflect(api(client, ns), "ApisixTls", c(), m()),
             services: reflect(api(client, ns), "Service", c(), m()),
             slices: reflect(api(client, ns), "EndpointSlice", c(), m()),
             classes: reflect(Api::all(client.clone()), "IngressClass", c(), m()),
@@ -150,6 +152,7 @@ impl Watched {
         loop {
             let stores = self.routes.wait_until_ready().await.is_ok()
                 && self.consumers.wait_until_ready().await.is_ok()
+                && self.tls.wait_until_ready().await.is_ok()
                 && self.services.wait_until_ready().await.is_ok()
                 && self.slices.wait_until_ready().await.is_ok()
                 && self.classes.wait_until_ready().await.is_ok();
@@ -178,10 +181,12 @@ impl Watched {
             only_classes: only_classes.to_vec(),
             routes: owned(&self.routes),
             consumers: owned(&self.consumers),
+            tls: owned(&self.tls),
             secrets: self.secrets().kept(),
             services: owned(&self.services),
             endpoint_slices: owned(&self.slices),
             ingress_classes: owned(&self.classes),
+            now: k8s_openapi::jiff::Timestamp::now().as_second(),
         }
     }
 
@@ -202,6 +207,7 @@ impl Watched {
         match kind {
             Kind::ApisixRoute => of(&self.routes, namespace, name),
             Kind::ApisixConsumer => of(&self.consumers, namespace, name),
+            Kind::ApisixTls => of(&self.tls, namespace, name),
         }
     }
 }
@@ -211,6 +217,15 @@ pub(super) trait HasConditions {
 }
 
 impl HasConditions for ApisixRoute {
+    fn conditions(&self) -> Vec<Condition> {
+        self.status
+            .as_ref()
+            .and_then(|s| s.conditions.clone())
+            .unwrap_or_default()
+    }
+}
+
+impl HasConditions for ApisixTls {
     fn conditions(&self) -> Vec<Condition> {
         self.status
             .as_ref()

@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, Resource as _};
-use portcullis_crds::{ApisixConsumer, ApisixRoute};
+use portcullis_crds::{ApisixConsumer, ApisixRoute, ApisixTls};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -428,6 +428,7 @@ fn apply_body(
     let api_version = match write.kind {
         Kind::ApisixRoute => ApisixRoute::api_version(&()),
         Kind::ApisixConsumer => ApisixConsumer::api_version(&()),
+        Kind::ApisixTls => ApisixTls::api_version(&()),
     };
     let mut body = json!({
         "apiVersion": api_version,
@@ -464,6 +465,11 @@ async fn apply_seed(
                 .patch(&write.name, &params, &patch)
                 .await?;
         }
+        Kind::ApisixTls => {
+            Api::<ApisixTls>::namespaced(client.clone(), &write.namespace)
+                .patch(&write.name, &params, &patch)
+                .await?;
+        }
     }
     Ok(())
 }
@@ -485,6 +491,11 @@ async fn apply_conditions(
         }
         Kind::ApisixConsumer => {
             Api::<ApisixConsumer>::namespaced(client.clone(), &write.namespace)
+                .patch_status(&write.name, &params, &patch)
+                .await?;
+        }
+        Kind::ApisixTls => {
+            Api::<ApisixTls>::namespaced(client.clone(), &write.namespace)
                 .patch_status(&write.name, &params, &patch)
                 .await?;
         }

@@ -10,6 +10,7 @@
 mod consumer;
 mod route;
 mod shadow;
+mod tls;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,6 +26,7 @@ use crate::snapshot::{CONTROLLER_NAME, Mode, STANDALONE_CLASS, Snapshot};
 pub enum Kind {
     ApisixRoute,
     ApisixConsumer,
+    ApisixTls,
 }
 
 impl Kind {
@@ -33,6 +35,7 @@ impl Kind {
         match self {
             Kind::ApisixRoute => "ApisixRoute",
             Kind::ApisixConsumer => "ApisixConsumer",
+            Kind::ApisixTls => "ApisixTls",
         }
     }
 }
@@ -172,6 +175,7 @@ pub fn translate(snapshot: &Snapshot, generation: u64) -> Translation {
             if auth_note.is_empty() { "" } else { ", which asks for a credential this rule does not" }
         ));
     }
+    let tls = translate_tls(snapshot, &classes, &secrets, &mut statuses);
     statuses.sort_by(|a, b| (a.kind, &a.namespace, &a.name).cmp(&(b.kind, &b.namespace, &b.name)));
 
     let table = RouteTable {
@@ -179,7 +183,7 @@ pub fn translate(snapshot: &Snapshot, generation: u64) -> Translation {
         hash: String::new(),
         routes,
         consumers,
-        tls: Vec::new(),
+        tls,
     }
     .with_hash();
     Translation {
@@ -187,6 +191,39 @@ pub fn translate(snapshot: &Snapshot, generation: u64) -> Translation {
         statuses,
         secrets_read: secrets.read.into_inner(),
     }
+}
+
+/// ApisixTls objects, oldest first (the older keeps a host two of them claim); the table's
+/// certificates in namespace/name order.
+fn translate_tls(
+    snapshot: &Snapshot,
+    classes: &Classes,
+    secrets: &Secrets<'_>,
+    statuses: &mut Vec<StatusUpdate>,
+) -> Vec<portcullis_contract::table::TlsServer> {
+    let mut objects: Vec<_> = snapshot
+        .tls
+        .iter()
+        .filter(|t| classes.is_ours(t.spec.ingress_class_name.as_deref()))
+        .collect();
+    objects.sort_by(|a, b| {
+        let created = |o: &&portcullis_crds::ApisixTls| o.creation_timestamp().map(|t| t.0);
+        created(a)
+            .cmp(&created(b))
+            .then_with(|| (a.namespace(), a.name_any()).cmp(&(b.namespace(), b.name_any())))
+    });
+    let mut claims = tls::HostClaims::default();
+    let mut servers = Vec::new();
+    for object in objects {
+        let translated = tls::translate(object, secrets, &mut claims, snapshot.now);
+        let content = fingerprint(&translated.server, &translated.problems);
+        let mut update = status(Kind::ApisixTls, object, translated.problems, content);
+        update.warnings = translated.warnings;
+        statuses.push(update);
+        servers.extend(translated.server);
+    }
+    servers.sort_by(|a, b| a.id.cmp(&b.id));
+    servers
 }
 
 fn status<K: ResourceExt>(

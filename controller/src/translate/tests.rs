@@ -970,3 +970,210 @@ fn service_ports_outside_tcp_range_are_problems_not_wrapped_numbers() {
         CompiledTable::compile(t.table.clone()).unwrap();
     }
 }
+
+// ------------------------------------------------------------------ ApisixTls
+
+fn tls_secret(name: &str, keys: (&str, &str), pair: &portcullis_support::certs::Issued) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: demo}}\ntype: kubernetes.io/tls\nstringData: {{{}: {}, {}: {}}}\n",
+        keys.0,
+        serde_json::to_string(&pair.cert).unwrap(),
+        keys.1,
+        serde_json::to_string(&pair.key).unwrap(),
+    )
+}
+
+fn apisix_tls(name: &str, created: &str, spec: &str) -> String {
+    format!(
+        "---\napiVersion: apisix.apache.org/v2\nkind: ApisixTls\nmetadata: {{name: {name}, namespace: demo, creationTimestamp: \"{created}\"}}\nspec: {spec}\n"
+    )
+}
+
+fn tls_translation(yaml: &str, now: i64) -> Translation {
+    let mut s = snapshot(Mode::Standalone, yaml);
+    s.now = now;
+    translate(&s, 1)
+}
+
+fn warnings(t: &Translation, name: &str) -> Vec<String> {
+    t.statuses
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap()
+        .warnings
+        .clone()
+}
+
+#[test]
+fn apisix_tls_serves_its_hosts_from_either_secret_layout() {
+    let ca = portcullis_support::certs::Ca::new("test CA").unwrap();
+    let ws = ca
+        .server(&["ws.example.com", "*.apps.example.com"])
+        .unwrap();
+    let other = ca.server(&["other.example.com"]).unwrap();
+    let yaml = [
+        tls_secret("k8s", ("tls.crt", "tls.key"), &ws),
+        tls_secret("apisix", ("cert", "key"), &other),
+        apisix_tls(
+            "ws",
+            "2026-01-01T00:00:00Z",
+            "{hosts: [WS.example.com, '*.apps.example.com', ws.example.com], secret: {name: k8s, namespace: demo}}",
+        ),
+        apisix_tls(
+            "other",
+            "2026-01-01T00:00:00Z",
+            "{hosts: [other.example.com], secret: {name: apisix, namespace: demo}}",
+        ),
+    ]
+    .concat();
+    let t = tls_translation(&yaml, 1_800_000_000);
+    assert!(problems(&t, "ws").is_empty() && warnings(&t, "ws").is_empty());
+    assert!(problems(&t, "other").is_empty());
+    let servers: Vec<(&str, Vec<&str>)> = t
+        .table
+        .tls
+        .iter()
+        .map(|s| (s.id.as_str(), s.hosts.iter().map(String::as_str).collect()))
+        .collect();
+    assert_eq!(
+        servers,
+        [
+            ("demo/other", vec!["other.example.com"]),
+            // Lower-cased and deduplicated, as AIC normalises hosts.
+            ("demo/ws", vec!["ws.example.com", "*.apps.example.com"]),
+        ]
+    );
+    assert_eq!(t.table.tls[1].certificate, ws.cert);
+    assert_eq!(t.table.tls[1].key.0, ws.key);
+    assert!(
+        !format!("{:?}", t.table.tls[1]).contains("PRIVATE KEY"),
+        "Debug never shows the key"
+    );
+    CompiledTable::compile(t.table.clone()).expect("the dataplane loads it");
+}
+
+#[test]
+fn apisix_tls_problems_fail_closed_and_name_the_field() {
+    let ca = portcullis_support::certs::Ca::new("test CA").unwrap();
+    let a = ca.server(&["a.example.com"]).unwrap();
+    let b = ca.server(&["b.example.com"]).unwrap();
+    let mismatched = portcullis_support::certs::Issued {
+        cert: a.cert.clone(),
+        key: b.key.clone(),
+    };
+    let yaml = [
+        tls_secret("a", ("tls.crt", "tls.key"), &a),
+        tls_secret("mismatch", ("tls.crt", "tls.key"), &mismatched),
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {name: nokey, namespace: demo}\nstringData: {cert: x}\n".to_string(),
+        apisix_tls("gone", "2026-01-01T00:00:00Z", "{hosts: [g.example.com], secret: {name: nowhere, namespace: demo}}"),
+        apisix_tls("mismatch", "2026-01-01T00:00:00Z", "{hosts: [a.example.com], secret: {name: mismatch, namespace: demo}}"),
+        apisix_tls("nokey", "2026-01-01T00:00:00Z", "{hosts: [n.example.com], secret: {name: nokey, namespace: demo}}"),
+        // The older object keeps a host both claim; the newer keeps its others.
+        apisix_tls("older", "2026-01-01T00:00:00Z", "{hosts: [a.example.com], secret: {name: a, namespace: demo}}"),
+        apisix_tls("newer", "2026-02-01T00:00:00Z", "{hosts: [a.example.com, b.example.com], secret: {name: a, namespace: demo}}"),
+        apisix_tls("mtls", "2026-01-01T00:00:00Z", "{hosts: [m.example.com], secret: {name: a, namespace: demo}, client: {caSecret: {name: nowhere, namespace: demo}}}"),
+        apisix_tls("skip", "2026-01-01T00:00:00Z", "{hosts: [s.example.com], secret: {name: a, namespace: demo}, client: {caSecret: {name: a, namespace: demo}, depth: -1, skip_mtls_uri_regex: ['(']}}"),
+    ]
+    .concat();
+    let t = tls_translation(&yaml, 1_800_000_000);
+    assert_eq!(
+        problems(&t, "gone"),
+        [".spec.secret: secret demo/nowhere not found"]
+    );
+    assert_eq!(
+        problems(&t, "mismatch"),
+        [".spec.secret: the private key does not belong to the certificate"]
+    );
+    assert_eq!(
+        problems(&t, "nokey"),
+        [".spec.secret: secret demo/nokey has \"cert\" but no \"key\""]
+    );
+    assert!(problems(&t, "older").is_empty());
+    assert_eq!(
+        problems(&t, "newer"),
+        [".spec.hosts: \"a.example.com\" is already served by ApisixTls demo/older"]
+    );
+    assert_eq!(
+        warnings(&t, "newer"),
+        [
+            ".spec.hosts: \"b.example.com\" is not among the certificate's DNS names (clients that check names refuse it)"
+        ]
+    );
+    assert_eq!(
+        problems(&t, "mtls"),
+        [".spec.client.caSecret: secret demo/nowhere not found"]
+    );
+    let skip = problems(&t, "skip");
+    assert_eq!(skip.len(), 2, "{skip:?}");
+    assert_eq!(skip[0], ".spec.client.depth: -1 is not between 0 and 16");
+    assert!(
+        skip[1].starts_with(".spec.client: skip_mtls_uri_regex:"),
+        "{skip:?}"
+    );
+    let served: Vec<(&str, &[String])> = t
+        .table
+        .tls
+        .iter()
+        .map(|s| (s.id.as_str(), s.hosts.as_slice()))
+        .collect();
+    assert_eq!(
+        served,
+        [
+            ("demo/newer", &["b.example.com".to_string()][..]),
+            ("demo/older", &["a.example.com".to_string()][..]),
+        ],
+        "fail closed: nothing from the objects with problems"
+    );
+    CompiledTable::compile(t.table.clone()).expect("the dataplane loads it");
+}
+
+#[test]
+fn an_expired_certificate_is_served_with_a_warning() {
+    let ca = portcullis_support::certs::Ca::new("test CA").unwrap();
+    let a = ca.server(&["a.example.com"]).unwrap();
+    let yaml = [
+        tls_secret("a", ("tls.crt", "tls.key"), &a),
+        apisix_tls(
+            "a",
+            "2026-01-01T00:00:00Z",
+            "{hosts: [a.example.com], secret: {name: a, namespace: demo}}",
+        ),
+    ]
+    .concat();
+    // rcgen certificates are valid until 4096; "now" is after that.
+    let t = tls_translation(&yaml, 70_000_000_000);
+    assert!(problems(&t, "a").is_empty());
+    let w = warnings(&t, "a");
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with(".spec.secret: the certificate expired at 4096-01-01"),
+        "{w:?}"
+    );
+    assert_eq!(t.table.tls.len(), 1);
+    // Before expiry: no warning.
+    let t = tls_translation(&yaml, 1_800_000_000);
+    assert!(warnings(&t, "a").is_empty());
+}
+
+#[test]
+fn mutual_tls_reads_the_ca_and_defaults_depth_to_one() {
+    let ca = portcullis_support::certs::Ca::new("test CA").unwrap();
+    let a = ca.server(&["a.example.com"]).unwrap();
+    let client_ca = format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: client-ca, namespace: demo}}\nstringData: {{ca.crt: {}}}\n",
+        serde_json::to_string(&ca.cert_pem()).unwrap()
+    );
+    let yaml = [
+        tls_secret("a", ("tls.crt", "tls.key"), &a),
+        client_ca,
+        apisix_tls("m", "2026-01-01T00:00:00Z", "{hosts: [a.example.com], secret: {name: a, namespace: demo}, client: {caSecret: {name: client-ca, namespace: demo}, skip_mtls_uri_regex: ['^/public']}}"),
+    ]
+    .concat();
+    let t = tls_translation(&yaml, 1_800_000_000);
+    assert!(problems(&t, "m").is_empty(), "{:?}", problems(&t, "m"));
+    let client = t.table.tls[0].client.as_ref().expect("client verification");
+    assert_eq!(client.ca, ca.cert_pem());
+    assert_eq!(client.depth, 1);
+    assert_eq!(client.skip_mtls_uri_regex, ["^/public"]);
+    CompiledTable::compile(t.table.clone()).expect("the dataplane loads it");
+}

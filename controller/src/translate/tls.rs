@@ -100,7 +100,7 @@ pub(super) fn translate(
             }
         }
     }
-    let server = (!served.is_empty()).then(|| TlsServer {
+    let server = (!served.is_empty()).then_some(TlsServer {
         id,
         hosts: served,
         certificate,
@@ -191,9 +191,7 @@ fn client(
         Some(d) => match u32::try_from(d) {
             Ok(d) if d <= 16 => d,
             _ => {
-                problems.push(format!(
-                    ".spec.client.depth: {d} is not between 0 and 16"
-                ));
+                problems.push(format!(".spec.client.depth: {d} is not between 0 and 16"));
                 DEFAULT_DEPTH
             }
         },
@@ -208,9 +206,6 @@ fn client(
         }
         Some(reference) => ca(reference, secrets, problems),
     };
-    if problems.len() > before {
-        return None;
-    }
     let verification = ClientVerification {
         ca: ca?,
         depth,
@@ -219,13 +214,16 @@ fn client(
     // The dataplane's own check, so that what is accepted here loads there.
     if let Err(e) = check_client(&verification) {
         problems.push(format!(".spec.client: {}", one_line(&e)));
-        return None;
     }
-    Some(verification)
+    (problems.len() == before).then_some(verification)
 }
 
 /// The CA certificates: `cert`, else `tls.crt`, else `ca.crt` (as AIC reads them).
-fn ca(reference: &ApisixSecret, secrets: &Secrets<'_>, problems: &mut Vec<String>) -> Option<String> {
+fn ca(
+    reference: &ApisixSecret,
+    secrets: &Secrets<'_>,
+    problems: &mut Vec<String>,
+) -> Option<String> {
     let place = format!("secret {}/{}", reference.namespace, reference.name);
     let Some(data) = secrets.data(&reference.namespace, &reference.name) else {
         problems.push(format!(".spec.client.caSecret: {place} not found"));
@@ -255,7 +253,7 @@ fn one_line(text: &str) -> String {
 
 /// RFC 3339 for messages.
 fn timestamp(unix: i64) -> String {
-    jiff::Timestamp::from_second(unix)
+    k8s_openapi::jiff::Timestamp::from_second(unix)
         .map(|t| t.to_string())
         .unwrap_or_else(|_| unix.to_string())
 }

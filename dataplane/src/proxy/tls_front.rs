@@ -281,16 +281,17 @@ mod tests {
     }
 
     fn pair(names: &[&str]) -> Pair {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let cert =
-            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .unwrap()
-                .self_signed(&key)
-                .unwrap();
+        use rustls::pki_types::pem::PemObject;
+        let issued = portcullis_support::certs::Ca::new("test CA")
+            .unwrap()
+            .server(names)
+            .unwrap();
         Pair {
-            cert: cert.pem(),
-            key: key.serialize_pem(),
-            der: cert.der().to_vec(),
+            der: CertificateDer::from_pem_slice(issued.cert.as_bytes())
+                .unwrap()
+                .to_vec(),
+            cert: issued.cert,
+            key: issued.key,
         }
     }
 

@@ -274,12 +274,12 @@ mod tests {
     }
 
     fn pair(names: &[&str]) -> (String, String) {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let params =
-            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        (cert.pem(), key.serialize_pem())
+        // A CA of its own per pair: certificates of different pairs never share a key.
+        let issued = portcullis_support::certs::Ca::new("test CA")
+            .unwrap()
+            .server(names)
+            .unwrap();
+        (issued.cert, issued.key)
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! `portcullis-controller certs`: a CA plus a server certificate (the controller's sync
-//! listener) and a client certificate (dataplanes), for local use and tests. The Helm chart
-//! makes its own at install time.
+//! The one certificate generator: `portcullis-controller certs` (a CA plus a server certificate
+//! for the controller's sync listener and a client certificate for dataplanes), and the tests'
+//! certificates ([`Ca`]: a CA that issues server and client certificates in memory). The Helm
+//! chart makes its own at install time.
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +32,76 @@ pub const FILES: [&str; 6] = [
     "client-key.pem",
 ];
 
+/// A certificate and its private key, as PEM.
+#[derive(Clone, Debug)]
+pub struct Issued {
+    pub cert: String,
+    pub key: String,
+}
+
+/// A CA (ECDSA P-256) that issues certificates.
+pub struct Ca {
+    cert: rcgen::Certificate,
+    key_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Ca {
+    /// A new CA whose subject is `CN=<common_name>`; it signs end-entity certificates only.
+    pub fn new(common_name: &str) -> Result<Ca, CertsError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = params.self_signed(&key)?;
+        let key_pem = key.serialize_pem();
+        Ok(Ca {
+            cert,
+            key_pem,
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// The CA certificate, PEM.
+    pub fn cert_pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    /// The CA's private key, PEM.
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
+    }
+
+    /// A server certificate for `names` (DNS names, `*.` wildcards or IP addresses); the first
+    /// is also its common name.
+    pub fn server(&self, names: &[&str]) -> Result<Issued, CertsError> {
+        self.issue(names, ExtendedKeyUsagePurpose::ServerAuth)
+    }
+
+    /// A client certificate whose common name (and DNS name) is `name`.
+    pub fn client(&self, name: &str) -> Result<Issued, CertsError> {
+        self.issue(&[name], ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
+    fn issue(&self, names: &[&str], usage: ExtendedKeyUsagePurpose) -> Result<Issued, CertsError> {
+        let key = KeyPair::generate()?;
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
+        if let Some(first) = names.first() {
+            params.distinguished_name.push(DnType::CommonName, *first);
+        }
+        params.extended_key_usages = vec![usage];
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Issued {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        })
+    }
+}
+
 /// Writes a CA, a server certificate for `server_names` (DNS names or IP addresses) and a
 /// client certificate named `client_name` into `dir`. Private keys are written with mode 0600.
 pub fn generate(
@@ -38,40 +109,17 @@ pub fn generate(
     server_names: &[String],
     client_name: &str,
 ) -> Result<Vec<PathBuf>, CertsError> {
-    let ca_key = KeyPair::generate()?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "portcullis CA");
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca = ca_params.self_signed(&ca_key)?;
-    let ca_key_pem = ca_key.serialize_pem();
-    let issuer = Issuer::new(ca_params, ca_key);
-
-    let server_key = KeyPair::generate()?;
-    let mut server_params = CertificateParams::new(server_names.to_vec())?;
-    server_params
-        .distinguished_name
-        .push(DnType::CommonName, "portcullis-controller");
-    server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let server = server_params.signed_by(&server_key, &issuer)?;
-
-    let client_key = KeyPair::generate()?;
-    let mut client_params = CertificateParams::new(vec![client_name.to_string()])?;
-    client_params
-        .distinguished_name
-        .push(DnType::CommonName, client_name);
-    client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let client = client_params.signed_by(&client_key, &issuer)?;
-
+    let ca = Ca::new("portcullis CA")?;
+    let names: Vec<&str> = server_names.iter().map(String::as_str).collect();
+    let server = ca.server(&names)?;
+    let client = ca.client(client_name)?;
     let contents = [
-        (FILES[0], ca.pem(), false),
-        (FILES[1], ca_key_pem, true),
-        (FILES[2], server.pem(), false),
-        (FILES[3], server_key.serialize_pem(), true),
-        (FILES[4], client.pem(), false),
-        (FILES[5], client_key.serialize_pem(), true),
+        (FILES[0], ca.cert_pem(), false),
+        (FILES[1], ca.key_pem().to_string(), true),
+        (FILES[2], server.cert, false),
+        (FILES[3], server.key, true),
+        (FILES[4], client.cert, false),
+        (FILES[5], client.key, true),
     ];
     let mut written = Vec::new();
     for (name, pem, secret) in contents {
