@@ -22,6 +22,17 @@ pub struct Head<'a> {
     pub uri: &'a Uri,
     pub headers: &'a HeaderMap,
     pub peer: IpAddr,
+    /// What the connection's TLS handshake established; `None` on plain HTTP.
+    pub tls: Option<TlsFacts<'a>>,
+}
+
+/// What a connection's TLS handshake established, as the decision needs it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TlsFacts<'a> {
+    /// The SNI name the client sent (lower case).
+    pub sni: Option<&'a str>,
+    /// A client certificate was presented and verified against the served host's CA.
+    pub client_verified: bool,
 }
 
 /// Why a request is answered without an upstream.
@@ -37,6 +48,12 @@ pub enum Refusal {
     Placeholder,
     /// An auth plugin refused the credential (401).
     Unauthorized(Rejection),
+    /// The host asks for a client certificate on this path and the connection has none (400,
+    /// as APISIX answers).
+    ClientCertificateRequired,
+    /// The host asks for client certificates and the request did not come over a connection
+    /// made for it (TLS with its SNI name): 421, RFC 9110 §15.5.20.
+    Misdirected,
 }
 
 impl Refusal {
@@ -47,6 +64,8 @@ impl Refusal {
             Refusal::NotFound => Outcome::NotFound,
             Refusal::Placeholder => Outcome::Unavailable,
             Refusal::Unauthorized(_) => Outcome::Unauthorized,
+            Refusal::ClientCertificateRequired => Outcome::BadRequest,
+            Refusal::Misdirected => Outcome::Misdirected,
         }
     }
 
@@ -58,12 +77,20 @@ impl Refusal {
             Refusal::NotFound => "",
             Refusal::Placeholder => "rule_not_accepted",
             Refusal::Unauthorized(rejection) => rejection.reason.label(),
+            Refusal::ClientCertificateRequired => "client_certificate_required",
+            Refusal::Misdirected => "misdirected_mtls_host",
         }
     }
 
     /// Whether the connection must be closed after the answer (the head cannot be trusted).
     pub fn closes_connection(&self) -> bool {
-        matches!(self, Refusal::BadRequest(_) | Refusal::Connect)
+        matches!(
+            self,
+            Refusal::BadRequest(_)
+                | Refusal::Connect
+                | Refusal::ClientCertificateRequired
+                | Refusal::Misdirected
+        )
     }
 }
 
@@ -118,6 +145,9 @@ pub fn decide<'t>(table: &'t CompiledTable, head: Head<'_>, now: u64) -> Decisio
             Ok(view) => view,
             Err(bad) => return refuse(no_route(), Refusal::BadRequest(bad)),
         };
+    if let Some(refusal) = client_certificate_check(table, &head, &view) {
+        return refuse(no_route(), refusal);
+    }
     let Some(route) = table.find(&view) else {
         return refuse(no_route(), Refusal::NotFound);
     };
@@ -141,6 +171,45 @@ pub fn decide<'t>(table: &'t CompiledTable, head: Head<'_>, now: u64) -> Decisio
             host: view.host.take(),
             normalised_path,
         }),
+    }
+}
+
+/// Mutual TLS, before routing (as APISIX checks it): a host whose `ApisixTls` has a client CA
+/// is served only over TLS connections made for it — SNI equal to the host, so the handshake
+/// asked for its CA — and, where the handshake let clients without a certificate in (the host
+/// has paths that need none), only on those paths without one.
+fn client_certificate_check(
+    table: &CompiledTable,
+    head: &Head<'_>,
+    view: &RequestView<'_>,
+) -> Option<Refusal> {
+    if table.tls.is_empty() {
+        return None;
+    }
+    let path = std::str::from_utf8(&view.path).unwrap_or_default();
+    let host_server = view.host.as_deref().and_then(|h| table.tls.select(h));
+    let host_client = host_server.and_then(|s| s.client.as_ref());
+    let Some(tls) = head.tls else {
+        // Plain HTTP to a mutual-TLS host: only its paths that need no certificate.
+        return host_client
+            .is_some_and(|c| c.required_for(path))
+            .then_some(Refusal::Misdirected);
+    };
+    if let Some(client) = host_client {
+        let same_connection = tls.sni.is_some() && tls.sni == view.host.as_deref();
+        if !same_connection && client.required_for(path) {
+            return Some(Refusal::Misdirected);
+        }
+    }
+    let connection_client = tls
+        .sni
+        .and_then(|sni| table.tls.select(sni))
+        .and_then(|s| s.client.as_ref());
+    match connection_client {
+        Some(client) if !tls.client_verified && client.required_for(path) => {
+            Some(Refusal::ClientCertificateRequired)
+        }
+        _ => None,
     }
 }
 
@@ -318,6 +387,7 @@ mod tests {
             uri: &uri,
             headers: &headers,
             peer: "127.0.0.1".parse().unwrap(),
+            tls: None,
         };
         let d = decide(&t, head, 0);
         let f = d.verdict.unwrap();
@@ -331,5 +401,148 @@ mod tests {
             ..head
         };
         assert!(decide(&t, head, 0).verdict.is_err(), "no key: 401");
+    }
+
+    /// A table with `mtls.example.com` (client CA, `/public` needs none), `strict.example.com`
+    /// (client CA, every path) and `open.example.com` (no client CA); no routes, so a request
+    /// the TLS rules let through ends as 404.
+    fn mtls_table() -> CompiledTable {
+        use crate::table::{ClientVerification, PrivateKeyPem, TlsServer};
+        let ca = portcullis_support::certs::Ca::new("client CA").unwrap();
+        let server = |id: &str, host: &str, skip: &[&str], mtls: bool| {
+            let issued = ca.server(&[host]).unwrap();
+            TlsServer {
+                id: id.into(),
+                hosts: vec![host.into()],
+                certificate: issued.cert,
+                key: PrivateKeyPem(issued.key),
+                client: mtls.then(|| ClientVerification {
+                    ca: ca.cert_pem(),
+                    depth: 1,
+                    skip_mtls_uri_regex: skip.iter().map(|s| s.to_string()).collect(),
+                }),
+            }
+        };
+        CompiledTable::compile(RouteTable {
+            tls: vec![
+                server("demo/mtls", "mtls.example.com", &["^/public"], true),
+                server("demo/open", "open.example.com", &[], false),
+                server("demo/strict", "strict.example.com", &[], true),
+            ],
+            ..RouteTable::default()
+        })
+        .unwrap()
+    }
+
+    /// The refusal's metric reason, or "" when the TLS rules let the request through (404).
+    fn tls_verdict(
+        table: &CompiledTable,
+        host: &str,
+        path: &str,
+        tls: Option<TlsFacts<'_>>,
+    ) -> &'static str {
+        let request = TestRequest::get(path).header("host", host);
+        let head = Head {
+            tls,
+            ..request.head()
+        };
+        match decide(table, head, 0).verdict {
+            Err(Refusal::NotFound) => "",
+            Err(refusal) => refusal.reason(),
+            Ok(_) => panic!("no routes: nothing to forward"),
+        }
+    }
+
+    #[test]
+    fn mutual_tls_hosts_are_served_only_over_their_own_verified_connections() {
+        let t = mtls_table();
+        let tls = |sni: &'static str, verified: bool| {
+            Some(TlsFacts {
+                sni: Some(sni),
+                client_verified: verified,
+            })
+        };
+        let cases: [(&str, &str, Option<TlsFacts<'_>>, &str); 12] = [
+            // Its own connection with a verified certificate: every path.
+            (
+                "mtls.example.com",
+                "/private",
+                tls("mtls.example.com", true),
+                "",
+            ),
+            (
+                "strict.example.com",
+                "/x",
+                tls("strict.example.com", true),
+                "",
+            ),
+            // No certificate (the handshake let it in for the skipped paths): only those.
+            (
+                "mtls.example.com",
+                "/public/a",
+                tls("mtls.example.com", false),
+                "",
+            ),
+            (
+                "mtls.example.com",
+                "/private",
+                tls("mtls.example.com", false),
+                "client_certificate_required",
+            ),
+            // Another tenant's connection, even one with a verified certificate: 421.
+            (
+                "mtls.example.com",
+                "/private",
+                tls("open.example.com", false),
+                "misdirected_mtls_host",
+            ),
+            (
+                "strict.example.com",
+                "/x",
+                tls("mtls.example.com", true),
+                "misdirected_mtls_host",
+            ),
+            (
+                "strict.example.com",
+                "/x",
+                Some(TlsFacts::default()),
+                "misdirected_mtls_host",
+            ),
+            // Skipped paths need no certificate whichever connection they come over.
+            (
+                "mtls.example.com",
+                "/public",
+                tls("open.example.com", false),
+                "",
+            ),
+            // Plain HTTP: only the skipped paths.
+            ("mtls.example.com", "/public", None, ""),
+            ("strict.example.com", "/x", None, "misdirected_mtls_host"),
+            // Hosts without a client CA are not concerned.
+            (
+                "open.example.com",
+                "/x",
+                tls("strict.example.com", true),
+                "",
+            ),
+            ("open.example.com", "/x", None, ""),
+        ];
+        for (host, path, facts, want) in cases {
+            assert_eq!(
+                tls_verdict(&t, host, path, facts),
+                want,
+                "{host}{path} over {facts:?}"
+            );
+        }
+        // The host's port does not matter; its case does not either.
+        assert_eq!(
+            tls_verdict(
+                &t,
+                "MTLS.example.com:8443",
+                "/private",
+                tls("mtls.example.com", true)
+            ),
+            ""
+        );
     }
 }

@@ -156,6 +156,7 @@ impl TestRequest {
             uri: &self.uri,
             headers: &self.headers,
             peer: self.peer,
+            tls: None,
         }
     }
 

@@ -18,6 +18,8 @@ pub enum Outcome {
     /// The client stalled its request body.
     RequestTimeout,
     NotFound,
+    /// 421: a mutual-TLS host asked for over a connection not made for it.
+    Misdirected,
     BadGateway,
     Unavailable,
     GatewayTimeout,
@@ -37,6 +39,7 @@ impl Outcome {
             Outcome::MethodNotAllowed => "405",
             Outcome::RequestTimeout => "408",
             Outcome::NotFound => "404",
+            Outcome::Misdirected => "421",
             Outcome::BadGateway => "502",
             Outcome::Unavailable => "503",
             Outcome::GatewayTimeout => "504",

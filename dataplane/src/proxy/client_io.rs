@@ -36,6 +36,45 @@ impl ClientStream {
         };
         let _ = tcp.set_nodelay(true);
     }
+
+    /// What the TLS handshake established (SNI, a verified client certificate), for the
+    /// request decision; `None` on plain HTTP.
+    pub fn tls_facts(&self) -> Option<crate::decision::TlsFacts<'_>> {
+        match self {
+            ClientStream::Plain(_) => None,
+            ClientStream::Tls(s) => {
+                let connection = s.get_ref().1;
+                Some(crate::decision::TlsFacts {
+                    sni: connection.server_name(),
+                    // The config's verifier checked any certificate presented.
+                    client_verified: connection.peer_certificates().is_some(),
+                })
+            }
+        }
+    }
+}
+
+/// [`crate::decision::TlsFacts`] kept for the requests after the first on a connection.
+#[derive(Clone, Debug, Default)]
+pub struct ConnTls {
+    pub sni: Option<String>,
+    pub client_verified: bool,
+}
+
+impl ConnTls {
+    pub fn of(facts: Option<crate::decision::TlsFacts<'_>>) -> Option<ConnTls> {
+        facts.map(|f| ConnTls {
+            sni: f.sni.map(str::to_owned),
+            client_verified: f.client_verified,
+        })
+    }
+
+    pub fn facts(&self) -> crate::decision::TlsFacts<'_> {
+        crate::decision::TlsFacts {
+            sni: self.sni.as_deref(),
+            client_verified: self.client_verified,
+        }
+    }
 }
 
 macro_rules! delegate {

@@ -244,6 +244,7 @@ impl Dataplane {
             uri: &parts.uri,
             headers: &parts.headers,
             peer: peer.ip(),
+            tls: stream.tls_facts(),
         };
         let decision = decide(&table, head, unix_now());
         let client_early = buf.freeze();

@@ -213,6 +213,7 @@ impl Dataplane {
             } => (stream, read, answered),
         };
         stream.set_nodelay();
+        let conn_tls = client_io::ConnTls::of(stream.tls_facts()).map(Arc::new);
         let phase = Arc::new(ConnPhase::default());
         let limits = HeadLimits {
             header_timeout: self.settings.header_timeout,
@@ -230,7 +231,11 @@ impl Dataplane {
         let service = service_fn(move |req| {
             let dp = dp.clone();
             let phase = phase.clone();
-            async move { Ok::<_, Infallible>(dp.handle(req, peer, listener, phase).await) }
+            let conn_tls = conn_tls.clone();
+            async move {
+                let tls = conn_tls.as_deref();
+                Ok::<_, Infallible>(dp.handle(req, peer, listener, tls, phase).await)
+            }
         });
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
@@ -257,10 +262,13 @@ impl Dataplane {
         req: Request<Incoming>,
         peer: SocketAddr,
         listener: Listener,
+        tls: Option<&client_io::ConnTls>,
         phase: Arc<ConnPhase>,
     ) -> Response<ResponseBody> {
         phase.serving();
-        let response = self.route_and_forward(req, peer, listener, &phase).await;
+        let response = self
+            .route_and_forward(req, peer, listener, tls, &phase)
+            .await;
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             response
         } else {
@@ -274,6 +282,7 @@ impl Dataplane {
         req: Request<Incoming>,
         peer: SocketAddr,
         listener: Listener,
+        tls: Option<&client_io::ConnTls>,
         phase: &Arc<ConnPhase>,
     ) -> Response<ResponseBody> {
         let Some(table) = self.current() else {
@@ -285,6 +294,7 @@ impl Dataplane {
             uri: req.uri(),
             headers: req.headers(),
             peer: peer.ip(),
+            tls: tls.map(client_io::ConnTls::facts),
         };
         let decision = decide(&table, head, unix_now());
         let (response, outcome, reason) = match decision.verdict {

@@ -85,6 +85,8 @@ pub fn refusal(refusal: &Refusal) -> Response<ResponseBody> {
         Refusal::NotFound => not_found(),
         Refusal::Placeholder => gateway_error(StatusCode::SERVICE_UNAVAILABLE, false),
         Refusal::Unauthorized(rejection) => unauthorized(rejection),
+        Refusal::ClientCertificateRequired => client_error(StatusCode::BAD_REQUEST),
+        Refusal::Misdirected => client_error(StatusCode::MISDIRECTED_REQUEST),
     }
 }
 

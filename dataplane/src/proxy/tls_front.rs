@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{
     Acceptor, ClientHello, NoServerSessionStorage, ResolvesServerCert, ServerSessionMemoryCache,
     StoresServerSessions, WebPkiClientVerifier,
@@ -165,9 +166,11 @@ impl TlsFront {
                 } else {
                     verifier
                 };
-                builder.with_client_cert_verifier(
-                    verifier.build().map_err(|e| format!("client CA: {e}"))?,
-                )
+                let verifier = verifier.build().map_err(|e| format!("client CA: {e}"))?;
+                builder.with_client_cert_verifier(Arc::new(DepthLimited {
+                    inner: verifier,
+                    max_intermediates: client.max_intermediates,
+                }))
             }
         };
         let mut config = builder.with_cert_resolver(Arc::new(Fixed(key)));
@@ -250,6 +253,61 @@ impl TlsFront {
         tokio::time::timeout(deadline, handshake)
             .await
             .map_err(|_| HandshakeError::Timeout)?
+    }
+}
+
+/// `client.depth`: at most this many intermediate certificates between a client's own and
+/// the CA. Counted on what the client presents (the stricter reading: extra certificates count).
+#[derive(Debug)]
+struct DepthLimited {
+    inner: Arc<dyn ClientCertVerifier>,
+    max_intermediates: usize,
+}
+
+impl ClientCertVerifier for DepthLimited {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+    fn verify_client_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        if intermediates.len() > self.max_intermediates {
+            return Err(rustls::Error::General(format!(
+                "client certificate chain longer than the verification depth ({} intermediates, at most {})",
+                intermediates.len(),
+                self.max_intermediates
+            )));
+        }
+        self.inner
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 

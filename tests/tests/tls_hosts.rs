@@ -1,0 +1,221 @@
+//! `ApisixTls` end to end in standalone mode: certificates per SNI host from Secrets, served to
+//! real clients (curl, Python websockets, a Rust client), and rotated while WebSockets stay open.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use portcullis_support::certs::{Ca, Issued};
+use portcullis_tests::*;
+use tokio_tungstenite::tungstenite::Message;
+
+fn tls_secret(name: &str, issued: &Issued) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: demo}}\ntype: kubernetes.io/tls\nstringData: {{tls.crt: {}, tls.key: {}}}\n",
+        serde_json::to_string(&issued.cert).unwrap(),
+        serde_json::to_string(&issued.key).unwrap(),
+    )
+}
+
+fn apisix_tls(name: &str, host: &str, secret: &str) -> String {
+    format!(
+        "---\napiVersion: apisix.apache.org/v2\nkind: ApisixTls\nmetadata: {{name: {name}, namespace: demo}}\nspec: {{hosts: [{host}], secret: {{name: {secret}, namespace: demo}}}}\n"
+    )
+}
+
+/// curl over HTTPS to `host` (resolved to the gateway), trusting only `ca`: the status code,
+/// or the error when the handshake or verification failed.
+fn curl_https(https: SocketAddr, host: &str, path: &str, ca: &Path) -> Result<u16, String> {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg("--resolve")
+        .arg(format!("{host}:{}:127.0.0.1", https.port()))
+        .arg("--cacert")
+        .arg(ca)
+        .arg(format!("https://{host}:{}{path}", https.port()))
+        .output()
+        .expect("curl runs");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0))
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+struct Pki {
+    dir: tempfile::TempDir,
+    ca: Ca,
+}
+
+impl Pki {
+    fn new(name: &str) -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::new(name).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).unwrap();
+        Pki { dir, ca }
+    }
+    fn ca_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+}
+
+#[test]
+fn each_host_gets_its_certificate_and_the_guide_runs_over_wss() {
+    let echo = Echo::start(&[]);
+    let dir = example_manifests(echo.addr);
+    let pki = Pki::new("tls test CA");
+    let ws = pki.ca.server(&["ws.example.com"]).unwrap();
+    let other = pki.ca.server(&["other.example.com"]).unwrap();
+    let text = [
+        tls_secret("ws-cert", &ws),
+        tls_secret("other-cert", &other),
+        apisix_tls("ws", "ws.example.com", "ws-cert"),
+        apisix_tls("other", "other.example.com", "other-cert"),
+    ]
+    .concat();
+    write_atomically(dir.path(), "tls.yaml", &text);
+    // No --tls-cert: the certificates come from the ApisixTls objects.
+    let gw = Gateway::start_standalone(dir.path(), &["--listen-https", "127.0.0.1:0"]);
+    let https = gw.https.expect("HTTPS listener");
+    gw.wait_key("this_is_the_key", 101);
+    let ca = pki.ca_file();
+
+    // curl verifies each host's certificate against its name: each host is served its own.
+    wait_for("the ws certificate", Duration::from_secs(10), || {
+        curl_https(https, "ws.example.com", "/raw", &ca).ok()
+    });
+    assert_eq!(curl_https(https, "ws.example.com", "/raw", &ca), Ok(401));
+    assert_eq!(curl_https(https, "other.example.com", "/", &ca), Ok(404));
+    // A name no ApisixTls serves, and no default certificate: refused in the handshake.
+    let refused = curl_https(https, "unknown.example.com", "/", &ca).unwrap_err();
+    assert!(
+        refused.to_lowercase().contains("unrecognized name")
+            || refused.to_lowercase().contains("unrecognised name"),
+        "{refused}"
+    );
+
+    // The guide's walk-through over wss:// with Python websockets (SNI ws.example.com).
+    let url = "wss://ws.example.com/raw";
+    let cafile = ca.display().to_string();
+    let run = |headers: &[(&str, &str)], send: &[&str]| {
+        python_ws_client_with(https, url, headers, send, &["--cafile", &cafile])
+    };
+    assert_eq!(run(&[], &[])["status"], 401);
+    assert_eq!(run(&[("apikey", "wrong")], &[])["status"], 401);
+    let r = run(&[("apikey", "this_is_the_key")], &["over wss"]);
+    assert_eq!(r["status"], 101, "{r}");
+    assert_eq!(r["echoes"], serde_json::json!(["over wss"]));
+
+    // Status: both accepted and programmed.
+    for name in ["ws", "other"] {
+        let c = gw.status();
+        let object = c["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["kind"] == "ApisixTls" && o["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no status for ApisixTls {name}: {c}"));
+        let accepted = object["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Accepted")
+            .unwrap();
+        assert_eq!(accepted["status"], "True", "{object}");
+    }
+}
+
+/// A client that trusts only `ca`, for the Rust WebSockets below.
+fn connector(ca: &Ca) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_certificate_serves_new_handshakes_and_open_websockets_stay() {
+    let echo = Echo::start(&[]);
+    let dir = example_manifests(echo.addr);
+    let (old, new) = (Pki::new("old CA"), Pki::new("new CA"));
+    let write_cert = |pki: &Pki| {
+        let issued = pki.ca.server(&["ws.example.com"]).unwrap();
+        let text = [
+            tls_secret("ws-cert", &issued),
+            apisix_tls("ws", "ws.example.com", "ws-cert"),
+        ]
+        .concat();
+        write_atomically(dir.path(), "tls.yaml", &text);
+    };
+    write_cert(&old);
+    let gw = Gateway::start_standalone(dir.path(), &["--listen-https", "127.0.0.1:0"]);
+    let https = gw.https.expect("HTTPS listener");
+    gw.wait_key("this_is_the_key", 101);
+    wait_for("the old certificate", Duration::from_secs(10), || {
+        curl_https(https, "ws.example.com", "/raw", &old.ca_file()).ok()
+    });
+
+    // 20 WebSockets over wss:// with the old certificate.
+    let tls = connector(&old.ca);
+    let mut sockets = Vec::new();
+    for _ in 0..20 {
+        let tcp = tokio::net::TcpStream::connect(https).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("ws.example.com").unwrap();
+        let stream = tls.connect(name, tcp).await.unwrap();
+        let mut request =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+                "wss://ws.example.com/raw",
+            )
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("apikey", "this_is_the_key".parse().unwrap());
+        let (ws, response) = tokio_tungstenite::client_async(request, stream)
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 101);
+        sockets.push(ws);
+    }
+
+    // Rotation: the Secret now holds a certificate from another CA.
+    write_cert(&new);
+    wait_for("the new certificate", Duration::from_secs(10), || {
+        curl_https(https, "ws.example.com", "/raw", &new.ca_file()).ok()
+    });
+    assert!(
+        curl_https(https, "ws.example.com", "/raw", &old.ca_file()).is_err(),
+        "new handshakes no longer get the old certificate"
+    );
+    // Every WebSocket opened before the rotation still echoes.
+    for (i, ws) in sockets.iter_mut().enumerate() {
+        let text = format!("still open {i}");
+        ws.send(Message::text(text.clone())).await.unwrap();
+        let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("an echo within 5 s")
+            .expect("the socket is open")
+            .unwrap();
+        assert_eq!(echoed.into_text().unwrap().as_str(), text);
+    }
+}
