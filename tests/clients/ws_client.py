@@ -21,6 +21,8 @@ def main() -> int:
     parser.add_argument("--header", action="append", default=[], help="'Name: value'")
     parser.add_argument("--send", action="append", default=[])
     parser.add_argument("--cafile", help="PEM CA bundle to verify a wss:// gateway")
+    parser.add_argument("--certfile", help="PEM client certificate for mutual TLS")
+    parser.add_argument("--keyfile", help="PEM private key of --certfile")
     parser.add_argument("--connect", help="HOST:PORT to connect to instead of the URL's host (like DNS pointing at the gateway)")
     args = parser.parse_args()
     headers = []
@@ -34,6 +36,8 @@ def main() -> int:
     ssl_context = None
     if args.cafile:
         ssl_context = ssl.create_default_context(cafile=args.cafile)
+        if args.certfile:
+            ssl_context.load_cert_chain(args.certfile, args.keyfile)
     try:
         with connect(args.url, sock=sock, ssl=ssl_context, additional_headers=headers, open_timeout=10, close_timeout=5) as ws:
             echoes = []

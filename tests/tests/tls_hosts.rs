@@ -219,3 +219,142 @@ async fn a_rotated_certificate_serves_new_handshakes_and_open_websockets_stay() 
         assert_eq!(echoed.into_text().unwrap().as_str(), text);
     }
 }
+
+/// curl with a client certificate (`cert`, `key` files) or none.
+fn curl_mtls(
+    https: SocketAddr,
+    host: &str,
+    path: &str,
+    ca: &Path,
+    client: Option<(&Path, &Path)>,
+) -> Result<u16, String> {
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args([
+        "-sS",
+        "--max-time",
+        "10",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+    ])
+    .arg("--resolve")
+    .arg(format!("{host}:{}:127.0.0.1", https.port()))
+    .arg("--cacert")
+    .arg(ca);
+    if let Some((cert, key)) = client {
+        cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+    }
+    let out = cmd
+        .arg(format!("https://{host}:{}{path}", https.port()))
+        .output()
+        .expect("curl runs");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0))
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[test]
+fn client_certificates_are_checked_per_host() {
+    let echo = Echo::start(&[]);
+    let dir = example_manifests(echo.addr);
+    let pki = Pki::new("server CA");
+    let clients = Pki::new("client CA");
+    let stranger = Pki::new("another CA");
+    let write = |name: &str, issued: &Issued| {
+        let (cert, key) = (
+            pki.dir.path().join(format!("{name}.pem")),
+            pki.dir.path().join(format!("{name}-key.pem")),
+        );
+        std::fs::write(&cert, &issued.cert).unwrap();
+        std::fs::write(&key, &issued.key).unwrap();
+        (cert, key)
+    };
+    let good = write("good", &clients.ca.client("alice").unwrap());
+    let bad = write("bad", &stranger.ca.client("mallory").unwrap());
+    let ca_secret = format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: client-ca, namespace: demo}}\nstringData: {{ca.crt: {}}}\n",
+        serde_json::to_string(&clients.ca.cert_pem()).unwrap()
+    );
+    let text = [
+        tls_secret("ws-cert", &pki.ca.server(&["ws.example.com"]).unwrap()),
+        tls_secret("strict-cert", &pki.ca.server(&["strict.example.com"]).unwrap()),
+        ca_secret,
+        "---\napiVersion: apisix.apache.org/v2\nkind: ApisixTls\nmetadata: {name: ws, namespace: demo}\nspec: {hosts: [ws.example.com], secret: {name: ws-cert, namespace: demo}, client: {caSecret: {name: client-ca, namespace: demo}, skip_mtls_uri_regex: ['^/public']}}\n".to_string(),
+        "---\napiVersion: apisix.apache.org/v2\nkind: ApisixTls\nmetadata: {name: strict, namespace: demo}\nspec: {hosts: [strict.example.com], secret: {name: strict-cert, namespace: demo}, client: {caSecret: {name: client-ca, namespace: demo}}}\n".to_string(),
+    ]
+    .concat();
+    write_atomically(dir.path(), "tls.yaml", &text);
+    let gw = Gateway::start_standalone(dir.path(), &["--listen-https", "127.0.0.1:0"]);
+    let https = gw.https.expect("HTTPS listener");
+    // (Plain HTTP to ws.example.com is refused now: readiness is checked over HTTPS below.)
+    let ca = pki.ca_file();
+    let as_path = |p: &(std::path::PathBuf, std::path::PathBuf)| (p.0.clone(), p.1.clone());
+    let (good, bad) = (as_path(&good), as_path(&bad));
+    let good = Some((good.0.as_path(), good.1.as_path()));
+    let bad = Some((bad.0.as_path(), bad.1.as_path()));
+    wait_for("the ws certificate", Duration::from_secs(10), || {
+        curl_mtls(https, "ws.example.com", "/raw", &ca, good).ok()
+    });
+
+    // With skip paths: the handshake admits anyone; other paths need the certificate.
+    assert_eq!(
+        curl_mtls(https, "ws.example.com", "/raw", &ca, good),
+        Ok(401),
+        "verified: on to key-auth"
+    );
+    assert_eq!(
+        curl_mtls(https, "ws.example.com", "/raw", &ca, None),
+        Ok(400)
+    );
+    assert_eq!(
+        curl_mtls(https, "ws.example.com", "/public", &ca, None),
+        Ok(404),
+        "skipped: no certificate needed"
+    );
+    assert!(
+        curl_mtls(https, "ws.example.com", "/raw", &ca, bad).is_err(),
+        "another CA's certificate fails the handshake"
+    );
+    // Without skip paths: no certificate, no handshake.
+    assert_eq!(
+        curl_mtls(https, "strict.example.com", "/", &ca, good),
+        Ok(404)
+    );
+    assert!(curl_mtls(https, "strict.example.com", "/", &ca, None).is_err());
+    // Plain HTTP to a mutual-TLS host: 421, except on its skip paths.
+    let r = raw_request(
+        gw.http,
+        &handshake("ws.example.com", "/raw", &[("apikey", "this_is_the_key")]),
+    );
+    assert_eq!(r.status(), 421, "{}", r.raw);
+    // The guide over wss:// with a client certificate (Python websockets).
+    let url = "wss://ws.example.com/raw";
+    let cafile = ca.display().to_string();
+    let (cert, key) = good.unwrap();
+    let r = python_ws_client_with(
+        https,
+        url,
+        &[("apikey", "this_is_the_key")],
+        &["with a client certificate"],
+        &[
+            "--cafile",
+            &cafile,
+            "--certfile",
+            &cert.display().to_string(),
+            "--keyfile",
+            &key.display().to_string(),
+        ],
+    );
+    assert_eq!(r["status"], 101, "{r}");
+    let r = python_ws_client_with(
+        https,
+        url,
+        &[("apikey", "this_is_the_key")],
+        &[],
+        &["--cafile", &cafile],
+    );
+    assert_eq!(r["status"], 400, "{r}");
+}
