@@ -291,9 +291,8 @@ fn client_certificates_are_checked_per_host() {
     let https = gw.https.expect("HTTPS listener");
     // (Plain HTTP to ws.example.com is refused now: readiness is checked over HTTPS below.)
     let ca = pki.ca_file();
-    let as_path = |p: &(std::path::PathBuf, std::path::PathBuf)| (p.0.clone(), p.1.clone());
-    let (good, bad) = (as_path(&good), as_path(&bad));
-    let good = Some((good.0.as_path(), good.1.as_path()));
+    let (cert, key) = (good.0.as_path(), good.1.as_path());
+    let good = Some((cert, key));
     let bad = Some((bad.0.as_path(), bad.1.as_path()));
     wait_for("the ws certificate", Duration::from_secs(10), || {
         curl_mtls(https, "ws.example.com", "/raw", &ca, good).ok()
@@ -333,7 +332,6 @@ fn client_certificates_are_checked_per_host() {
     // The guide over wss:// with a client certificate (Python websockets).
     let url = "wss://ws.example.com/raw";
     let cafile = ca.display().to_string();
-    let (cert, key) = good.unwrap();
     let r = python_ws_client_with(
         https,
         url,
