@@ -40,11 +40,18 @@ pub trait StatusSink {
 }
 
 /// Runs until the hub goes away (never, in practice) or the task is dropped.
+/// How often the objects are translated again though none changed.
+pub const RETRANSLATE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
 pub async fn run(hub: Arc<Hub>, mut source: impl SnapshotSource, mut sink: impl StatusSink) {
     let mut acks = hub.subscribe();
     let mut statuses: Vec<StatusUpdate> = Vec::new();
     let mut published = 0;
     let mut dirty = true;
+    // Translation also depends on the time (certificate expiry): translate again now and then
+    // even when nothing changed. An unchanged table is not published again.
+    let mut clock = tokio::time::interval(RETRANSLATE_EVERY);
+    clock.reset();
     loop {
         if dirty {
             dirty = false;
@@ -64,6 +71,7 @@ pub async fn run(hub: Arc<Hub>, mut source: impl SnapshotSource, mut sink: impl 
                 }
             }
             _ = sink.wake() => {}
+            _ = clock.tick() => dirty = true,
         }
     }
 }

@@ -33,6 +33,11 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HostLabels {
+    pub host: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
 }
@@ -47,6 +52,8 @@ pub struct Metrics {
     pub connections_rejected: Family<ReasonLabels, Counter>,
     pub table_generation: Gauge,
     pub table_loads: Family<ResultLabels, Counter>,
+    /// `notAfter` of each ApisixTls host's certificate, from the table in effect.
+    pub tls_certificate_expiry: Family<HostLabels, Gauge>,
     pub connections_active: Gauge,
     /// 1 while the sync stream to the controller is up.
     pub sync_connected: Gauge,
@@ -58,6 +65,11 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "portcullis_tls_certificate_expiry_timestamp_seconds",
+            "notAfter of the certificate each ApisixTls host is served with (Unix seconds)",
+            self.tls_certificate_expiry.clone(),
+        );
         registry.register(
             "portcullis_requests",
             "Requests and WebSocket handshakes by kind, route and outcome",

@@ -116,6 +116,20 @@ fn each_host_gets_its_certificate_and_the_guide_runs_over_wss() {
     assert_eq!(r["status"], 101, "{r}");
     assert_eq!(r["echoes"], serde_json::json!(["over wss"]));
 
+    // Each host's certificate expiry is exported, from the table in effect.
+    let metrics = gw.metrics();
+    for host in ["ws.example.com", "other.example.com"] {
+        let line = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("portcullis_tls_certificate_expiry_timestamp_seconds")
+                    && l.contains(&format!("host=\"{host}\""))
+            })
+            .unwrap_or_else(|| panic!("no expiry metric for {host}:\n{metrics}"));
+        let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(value > 4.0e9, "{line}: rcgen certificates run until 4096");
+    }
+
     // Status: both accepted and programmed.
     for name in ["ws", "other"] {
         let c = gw.status();

@@ -70,6 +70,8 @@ pub fn warning_event(resource: &Resource, live: &[Condition]) -> Option<(&'stati
     let accepted = resource.condition(ACCEPTED)?;
     let reason = match (accepted.status.as_str(), accepted.message.is_empty()) {
         ("False", _) => "InvalidSpec",
+        // An accepted ApisixTls warns about its certificate (expired, expiring, names).
+        (_, false) if resource.kind == crate::translate::Kind::ApisixTls => "CertificateWarning",
         (_, false) => "Shadowed",
         (_, true) => return None,
     };
@@ -157,6 +159,22 @@ mod tests {
         assert_eq!(
             json(&written)[1]["lastTransitionTime"],
             "2026-11-25T10:00:00Z"
+        );
+    }
+
+    #[test]
+    fn certificate_warnings_have_their_own_reason() {
+        let mut tls = resource(
+            (
+                "True",
+                "warning: .spec.secret: the certificate expires at 2026-12-01T00:00:00Z",
+            ),
+            ("True", "1/1 dataplanes at generation 2"),
+        );
+        tls.kind = Kind::ApisixTls;
+        assert_eq!(
+            warning_event(&tls, &[]).map(|(reason, _)| reason),
+            Some("CertificateWarning")
         );
     }
 

@@ -1150,9 +1150,21 @@ fn an_expired_certificate_is_served_with_a_warning() {
         "{w:?}"
     );
     assert_eq!(t.table.tls.len(), 1);
-    // Before expiry: no warning.
-    let t = tls_translation(&yaml, 1_800_000_000);
-    assert!(warnings(&t, "a").is_empty());
+    // Five days before: a warning that says when, so an Event goes out in time.
+    let not_after: i64 = "4096-01-01T00:00:00Z"
+        .parse::<k8s_openapi::jiff::Timestamp>()
+        .unwrap()
+        .as_second();
+    let t = tls_translation(&yaml, not_after - 5 * 86_400);
+    assert_eq!(
+        warnings(&t, "a"),
+        [".spec.secret: the certificate expires at 4096-01-01T00:00:00Z (in 5 days; renew it)"]
+    );
+    // Well before expiry, and when the time is not known: no warning.
+    for now in [1_800_000_000, 0] {
+        let t = tls_translation(&yaml, now);
+        assert!(warnings(&t, "a").is_empty(), "{now}");
+    }
 }
 
 #[test]

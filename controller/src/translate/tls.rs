@@ -1,5 +1,5 @@
 //! `ApisixTls` → [`TlsServer`]: the certificate of a set of SNI host names, and the client CA
-//! of mutual TLS, read from Secrets (docs/behaviour.md §4.6).
+//! of mutual TLS, read from Secrets (docs/behaviour.md §14).
 //!
 //! Fail closed: an object whose certificate cannot be served contributes nothing, so its hosts
 //! get no certificate of theirs (the listener's default, if any, answers them). A host claimed by
@@ -13,6 +13,9 @@ use portcullis_contract::table::{ClientVerification, PrivateKeyPem, TlsServer};
 use portcullis_crds::{ApisixSecret, ApisixTls};
 
 use super::Secrets;
+
+/// A certificate this close to its `notAfter` gets a warning (and so a Warning Event).
+const EXPIRY_WARNING_SECONDS: i64 = 14 * 24 * 3600;
 
 /// APISIX's default verification depth when `client.depth` is not set.
 const DEFAULT_DEPTH: u32 = 1;
@@ -76,10 +79,16 @@ pub(super) fn translate(
             warnings,
         };
     };
-    if facts.not_after < now {
+    if now > 0 && facts.not_after < now {
         warnings.push(format!(
             ".spec.secret: the certificate expired at {} (clients refuse it; renew it)",
             timestamp(facts.not_after)
+        ));
+    } else if now > 0 && facts.not_after - now < EXPIRY_WARNING_SECONDS {
+        warnings.push(format!(
+            ".spec.secret: the certificate expires at {} (in {} days; renew it)",
+            timestamp(facts.not_after),
+            (facts.not_after - now) / 86_400
         ));
     }
     for host in &facts.uncovered_hosts {

@@ -52,7 +52,7 @@ pub enum Refusal {
     /// as APISIX answers).
     ClientCertificateRequired,
     /// The host asks for client certificates and the request did not come over a connection
-    /// made for it (TLS with its SNI name): 421, RFC 9110 §15.5.20.
+    /// made for it (TLS with its SNI name): 421, RFC 9110 section 15.5.20.
     Misdirected,
 }
 

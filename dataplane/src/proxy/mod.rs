@@ -120,6 +120,15 @@ impl Dataplane {
             Ok((compiled, tls)) => {
                 self.table.store(Some(compiled.clone()));
                 self.tls.install(tls);
+                self.metrics.tls_certificate_expiry.clear();
+                for server in &compiled.tls.servers {
+                    for host in &server.hosts {
+                        self.metrics
+                            .tls_certificate_expiry
+                            .get_or_create(&crate::metrics::HostLabels { host: host.clone() })
+                            .set(server.not_after);
+                    }
+                }
                 if self.settings.close_revoked_websockets {
                     let closed = self.sessions.revoke(&compiled);
                     if closed > 0 {
