@@ -112,16 +112,22 @@ fn condition(object: &serde_json::Value, kind: &str) -> serde_json::Value {
 }
 
 fn wait_condition(api: &ApiServer, what: &[&str], kind: &str, status: &str) -> serde_json::Value {
-    wait_for(
-        &format!("{what:?} {kind}={status}"),
-        Duration::from_secs(10),
-        || {
-            let object = get_json(api, what);
-            let c = condition(&object, kind);
-            (c["status"] == status && c["observedGeneration"] == object["metadata"]["generation"])
-                .then_some(object)
-        },
-    )
+    wait_condition_within(api, what, kind, status, Duration::from_secs(10))
+}
+
+fn wait_condition_within(
+    api: &ApiServer,
+    what: &[&str],
+    kind: &str,
+    status: &str,
+    within: Duration,
+) -> serde_json::Value {
+    wait_for(&format!("{what:?} {kind}={status}"), within, || {
+        let object = get_json(api, what);
+        let c = condition(&object, kind);
+        (c["status"] == status && c["observedGeneration"] == object["metadata"]["generation"])
+            .then_some(object)
+    })
 }
 
 #[test]
@@ -945,9 +951,17 @@ fn both_replicas_restarting_do_not_flap_programmed() {
     wait_for("dp-b back", Duration::from_secs(10), || {
         (d.metric("portcullis_sync_dataplanes_connected") == Some(1.0)).then_some(())
     });
-    // A change after the restart: the leader writes it once every dataplane has it.
+    // A change after the restart: the leader writes it once every dataplane has it. A new
+    // leader first gives the other replica one report interval (10 s here) to report its
+    // dataplanes, and writes at the latest after --status-grace (25 s): the bound to wait for.
     apply(&api, &route_with_chat());
-    let route = wait_condition(&api, &["ar", "echo"], "Programmed", "True");
+    let route = wait_condition_within(
+        &api,
+        &["ar", "echo"],
+        "Programmed",
+        "True",
+        Duration::from_secs(25),
+    );
     assert_eq!(route["metadata"]["generation"], 2);
     let history = programmed_history(&api, restarted);
     // `1/2` while generation 2 propagates is fine; `1/1` (a replica not counted) is the flap.

@@ -1,8 +1,11 @@
 //! The standalone loader's schema check (`portcullis_crds::validate`) agrees with the
-//! Kubernetes API test server's admission (`kube_api::schema::admit`, written independently to
-//! the API server's documented behaviour) on the CRDs we ship: the same unknown fields, the same
-//! refusals in the same words, CEL rules included. So a manifest directory and a cluster admit
-//! the same objects. (Left out: a rule that fails to evaluate, worded differently by the two.)
+//! Kubernetes API test server's admission (`kube_api::schema::admit`) on the CRDs we ship: the
+//! same unknown fields, the same refusals in the same words, CEL rules included. So a manifest
+//! directory and a cluster admit the same objects. The two are kept apart (the test server
+//! depends on no Portcullis crate) but share much of their structure, so this checks that they
+//! still agree; it is not an independent oracle of the API server's behaviour — the kubectl
+//! conformance tests of `kube-test-apiserver` are. (Left out: a rule that fails to evaluate,
+//! worded differently by the two.)
 
 use portcullis_crds::{apisix_consumer_schema, apisix_route_schema, validate};
 use portcullis_tests::kube_api::schema::admit;

@@ -38,7 +38,7 @@ pub const SETTLED_ANNOTATION: &str = "portcullis.dev/settled";
 /// A report not renewed for this many lease durations belongs to a replica that died without
 /// withdrawing it (a crash); any replica deletes it.
 pub const STALE_AFTER_DURATIONS: u32 = 3;
-const FIELD_MANAGER: &str = "portcullis-controller";
+use crate::status::writer::FIELD_MANAGER;
 
 #[derive(Clone, Debug)]
 pub struct PeerSettings {
