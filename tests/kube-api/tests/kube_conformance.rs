@@ -107,7 +107,7 @@ async fn crds_register_kinds_whose_objects_are_pruned_defaulted_and_validated() 
         .into_iter()
         .map(|(r, _)| r.kind)
         .collect();
-    assert_eq!(kinds, ["ApisixConsumer", "ApisixRoute"]);
+    assert_eq!(kinds, ["ApisixConsumer", "ApisixRoute", "ApisixTls"]);
 
     let routes = routes(&client, "default");
     // Undeclared fields are pruned; `default`s fill what is missing (plugins[].enable: true).
