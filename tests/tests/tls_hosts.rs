@@ -28,28 +28,7 @@ fn apisix_tls(name: &str, host: &str, secret: &str) -> String {
 /// curl over HTTPS to `host` (resolved to the gateway), trusting only `ca`: the status code,
 /// or the error when the handshake or verification failed.
 fn curl_https(https: SocketAddr, host: &str, path: &str, ca: &Path) -> Result<u16, String> {
-    let out = std::process::Command::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "10",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-        ])
-        .arg("--resolve")
-        .arg(format!("{host}:{}:127.0.0.1", https.port()))
-        .arg("--cacert")
-        .arg(ca)
-        .arg(format!("https://{host}:{}{path}", https.port()))
-        .output()
-        .expect("curl runs");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0))
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    curl_mtls(https, host, path, ca, None)
 }
 
 struct Pki {
@@ -234,7 +213,9 @@ async fn a_rotated_certificate_serves_new_handshakes_and_open_websockets_stay() 
     }
 }
 
-/// curl with a client certificate (`cert`, `key` files) or none.
+/// curl over HTTPS to `host` (resolved to the gateway), trusting only `ca`, with a client
+/// certificate (`cert`, `key` files) or none: the status code, or the error when the handshake
+/// or verification failed.
 fn curl_mtls(
     https: SocketAddr,
     host: &str,
