@@ -560,6 +560,18 @@ fn an_api_server_restart_across_compaction_loses_and_duplicates_nothing() {
     );
     assert_eq!(gw.key_status(KEY), 101);
     wait_condition(&api, &["ac", "jill"], "Accepted", "True");
+    // joe's status, computed before the watches saw him go, is dropped: never written to
+    // another object, never re-creating him, never refused and retried ahead of jill's.
+    let (found, _, _) = api.kubectl(&["get", "ac", "joe", "-n", "demo"]);
+    assert!(!found, "joe stays deleted");
+    assert!(
+        controller
+            .metrics()
+            .lines()
+            .all(|l| !(l.starts_with("portcullis_status_writes_total{") && l.contains("rejected"))),
+        "no status write was refused: {}",
+        controller.metrics()
+    );
     let errors: f64 = controller
         .metrics()
         .lines()

@@ -32,7 +32,7 @@ pub fn to_write(resource: &Resource, live: &[Condition]) -> Option<Vec<Condition
 /// Annotation the controller keeps on every object whose `Programmed` is `True`: the
 /// [`ProgrammedSeed`] as JSON, so a restarted controller reports the same table generation its
 /// predecessor did. The status of an APISIX object holds only conditions, hence an annotation
-/// (written with the same field manager, server-side apply).
+/// (written with the same field manager, as a merge patch naming the object's uid).
 pub const SEED_ANNOTATION: &str = "portcullis.dev/programmed";
 
 /// The object at `metadata.generation` `observed_generation` is carried by every table from

@@ -168,7 +168,10 @@ async fn the_queue_keeps_the_newest_write_per_object_and_skips_what_was_written(
         write("a", "1/1 dataplanes at generation 1"),
         write("b", "1/1 dataplanes at generation 1"),
     ]);
-    queue.submit([write("a", "1/1 dataplanes at generation 2")]);
+    queue.submit([
+        write("a", "1/1 dataplanes at generation 2"),
+        write("b", "1/1 dataplanes at generation 1"),
+    ]);
     assert_eq!(queue.depth(), 2);
     assert!(has_line(
         &metrics_text(&metrics),
@@ -279,25 +282,33 @@ async fn the_seed_annotation_is_applied_to_the_object_before_the_conditions() {
     queue.submit([with_seed.clone()]);
     let (request, reply) = handle.next_request().await.expect("the seed");
     assert_eq!(request.method(), Method::PATCH);
-    // The object itself (its status holds only conditions), applied by the same manager.
+    // The object itself (its status holds only conditions), by the same manager, as a merge
+    // patch naming the uid: a patch never creates an object deleted meanwhile.
     assert_eq!(
         request.uri().path(),
         "/apis/apisix.apache.org/v2/namespaces/demo/apisixroutes/echo"
     );
     let query = request.uri().query().unwrap_or_default().to_string();
     assert!(
-        query.contains("fieldManager=portcullis-controller") && query.contains("force=true"),
+        query.contains("fieldManager=portcullis-controller") && !query.contains("force"),
         "{query}"
+    );
+    assert_eq!(
+        request.headers()[http::header::CONTENT_TYPE],
+        "application/merge-patch+json"
     );
     let body: Value =
         serde_json::from_slice(&request.into_body().collect_bytes().await.unwrap()).unwrap();
     assert_eq!(
         body,
-        json!({"apiVersion": "apisix.apache.org/v2", "kind": "ApisixRoute",
-               "metadata": {"name": "echo", "namespace": "demo", "annotations": {
+        json!({"metadata": {"uid": "uid-echo", "annotations": {
                    SEED_ANNOTATION: r#"{"observedGeneration":1,"tableGeneration":17}"#}}})
     );
-    ok(reply, &body);
+    ok(
+        reply,
+        &json!({"apiVersion": "apisix.apache.org/v2", "kind": "ApisixRoute",
+                      "metadata": {"name": "echo", "namespace": "demo"}}),
+    );
     let (body, reply) = expect_status_apply(&mut handle, "echo").await;
     assert!(body["metadata"].get("annotations").is_none(), "{body}");
     // The status fails once: only the conditions are sent again.
@@ -326,4 +337,103 @@ async fn the_seed_annotation_is_applied_to_the_object_before_the_conditions() {
     ] {
         assert!(has_line(&text, line), "{line} in\n{text}");
     }
+}
+
+fn api_error(reply: Reply, code: u16, reason: &str, message: &str) {
+    reply.send_response(
+        Response::builder()
+            .status(code)
+            .body(Body::from(
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                       "message": message, "reason": reason, "code": code})
+                .to_string()
+                .into_bytes(),
+            ))
+            .unwrap(),
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_the_api_server_refuses_is_not_retried_and_keeps_no_one_waiting() {
+    let (mut handle, queue, metrics) = start();
+    let refused = write("a", "1/1 dataplanes at generation 1");
+    queue.submit([
+        refused.clone(),
+        write("b", "1/1 dataplanes at generation 1"),
+    ]);
+    let started = Instant::now();
+    let (_, reply) = expect_status_apply(&mut handle, "a").await;
+    api_error(
+        reply,
+        422,
+        "Invalid",
+        "ApisixRoute \"a\" is invalid: spec: Required value",
+    );
+    // The next object at once: no backoff after a refusal.
+    let (body, reply) = expect_status_apply(&mut handle, "b").await;
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    ok(reply, &body);
+    expect_silence(&mut handle).await;
+    // The same write again (the provider hands over the whole set on every change): held back.
+    queue.submit([refused.clone()]);
+    assert_eq!(queue.depth(), 0);
+    expect_silence(&mut handle).await;
+    // A different write for the object is sent; and the same one once the hold is over.
+    queue.submit([write("a", "1/1 dataplanes at generation 2")]);
+    let (body, reply) = expect_status_apply(&mut handle, "a").await;
+    api_error(
+        reply,
+        403,
+        "Forbidden",
+        "apisixroutes.apisix.apache.org \"a\" is forbidden",
+    );
+    assert_eq!(
+        body["status"]["conditions"][1]["message"],
+        "1/1 dataplanes at generation 2"
+    );
+    tokio::time::advance(writer::REJECTED_HOLD).await;
+    queue.submit([refused]);
+    let (body, reply) = expect_status_apply(&mut handle, "a").await;
+    ok(reply, &body);
+    settle().await;
+    let text = metrics_text(&metrics);
+    for line in [
+        r#"portcullis_status_writes_total{kind="ApisixRoute",result="rejected"} 2"#,
+        r#"portcullis_status_writes_total{kind="ApisixRoute",result="ok"} 2"#,
+        "portcullis_status_write_failures_total 0",
+    ] {
+        assert!(has_line(&text, line), "{line} in\n{text}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_write_of_an_object_no_longer_wanted_is_dropped() {
+    let (mut handle, queue, _metrics) = start();
+    queue.submit([
+        write("gone", "1/1 dataplanes at generation 1"),
+        write("kept", "1/1 dataplanes at generation 1"),
+    ]);
+    let (_, reply) = expect_status_apply(&mut handle, "gone").await;
+    // While the API server fails the write, the object is deleted: the next hand-over no
+    // longer has it, so neither the failed write nor anything queued for it is sent.
+    queue.submit([write("kept", "1/1 dataplanes at generation 1")]);
+    api_error(
+        reply,
+        503,
+        "ServiceUnavailable",
+        "the server is shutting down",
+    );
+    let (body, reply) = expect_status_apply(&mut handle, "kept").await;
+    ok(reply, &body);
+    expect_silence(&mut handle).await;
+    // Left out while still queued: dropped as well.
+    queue.submit([
+        write("x", "1/1 dataplanes at generation 2"),
+        write("y", "1/1 dataplanes at generation 2"),
+    ]);
+    queue.submit([write("y", "1/1 dataplanes at generation 2")]);
+    assert_eq!(queue.depth(), 1);
+    let (body, reply) = expect_status_apply(&mut handle, "y").await;
+    ok(reply, &body);
+    expect_silence(&mut handle).await;
 }

@@ -4,11 +4,15 @@
 //! and goes on publishing tables: a slow or failing API server delays status, never a table.
 //!
 //! The queue holds at most one write per object (the newest wins), so it is bounded by the
-//! number of objects whatever the API server does. Each request has a deadline
+//! number of objects whatever the API server does; each submission is the whole set, so an
+//! object deleted or already right meanwhile is dropped from it. Each request has a deadline
 //! (`--status-patch-timeout`); a write that fails or times out is queued again (unless a newer
-//! one arrived meanwhile) and the writer waits, doubling, before its next request.
+//! one arrived meanwhile) and the writer waits, doubling, before its next request — unless the
+//! API server refused that request itself (a 4xx such as 403 or 422): then sending it again
+//! cannot help, so it is dropped, logged and held back for [`REJECTED_HOLD`], and never keeps
+//! the other objects waiting.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -40,6 +44,10 @@ pub const FIELD_MANAGER: &str = "portcullis-controller";
 /// moment later. Past this, a live object that still differs is written again — a write that
 /// timed out may land after a newer one (the API server finishing an abandoned request).
 pub const WRITTEN_HOLD: Duration = Duration::from_secs(10);
+
+/// How long a write the API server refused (a 4xx other than 408 and 429) is not sent again
+/// unchanged: what refused it (RBAC, a webhook, validation) is fixed by a person, not by retrying.
+pub const REJECTED_HOLD: Duration = Duration::from_secs(300);
 
 /// What one object's status should be, as the provider loop hands it over.
 #[derive(Clone, Debug, PartialEq)]
@@ -77,7 +85,7 @@ impl StatusWrite {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WriteLabels {
     pub kind: &'static str,
-    /// ok, error, timeout, gone (the object was deleted meanwhile).
+    /// ok, error, timeout, gone (the object was deleted meanwhile), rejected (a 4xx: not retried).
     pub result: &'static str,
 }
 
@@ -99,12 +107,12 @@ impl StatusMetrics {
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "portcullis_status_writes",
-            "Status writes (conditions, seed annotation), by kind and result (ok, error, timeout, gone)",
+            "Status writes (conditions, seed annotation), by kind and result (ok, error, timeout, gone, rejected)",
             self.writes.clone(),
         );
         registry.register(
             "portcullis_status_write_failures",
-            "Status writes that failed or timed out; each is retried with backoff",
+            "Status writes that failed or timed out; each is retried with backoff (rejected ones are not)",
             self.failures.clone(),
         );
         registry.register(
@@ -127,6 +135,13 @@ struct Written {
     seed: Option<(ProgrammedSeed, Instant)>,
 }
 
+/// A write the API server refused, and when.
+struct Rejected {
+    conditions: Option<Vec<Condition>>,
+    seed: Option<ProgrammedSeed>,
+    at: Instant,
+}
+
 /// Whether `value` was written within [`WRITTEN_HOLD`].
 fn fresh<T: PartialEq>(written: &Option<(T, Instant)>, value: &T) -> bool {
     written
@@ -142,6 +157,10 @@ struct Queue {
     /// What was last written per object and uid, so a write the watch has not shown yet is not
     /// repeated ([`WRITTEN_HOLD`]).
     written: HashMap<(Key, String), Written>,
+    /// The objects of the latest submission: a failed write of any other is not queued again.
+    wanted: HashSet<Key>,
+    /// Writes the API server refused, per object and uid ([`REJECTED_HOLD`]).
+    rejected: HashMap<(Key, String), Rejected>,
 }
 
 impl Queue {
@@ -152,8 +171,16 @@ impl Queue {
         }
     }
 
-    /// Drops the parts of `write` already written; whether anything is left.
+    /// Drops the parts of `write` already written; whether anything is left. A write equal to
+    /// one refused within [`REJECTED_HOLD`] has nothing left.
     fn unwritten(&self, write: &mut StatusWrite) -> bool {
+        if let Some(r) = self.rejected.get(&(write.key(), write.uid.clone()))
+            && r.at.elapsed() < REJECTED_HOLD
+            && r.conditions == write.conditions
+            && r.seed == write.seed
+        {
+            return false;
+        }
         if let Some(w) = self.written.get(&(write.key(), write.uid.clone())) {
             if write
                 .conditions
@@ -204,8 +231,9 @@ impl StatusQueue {
             .set(i64::try_from(queue.pending.len()).unwrap_or(i64::MAX));
     }
 
-    /// Hands over what objects should say; never waits. A write replaces one still queued for
-    /// the same object; what was just written is dropped from it.
+    /// Hands over every write needed now (all of them: a write still queued for an object not
+    /// among them is dropped, as the object is gone or already right); never waits. A write
+    /// replaces one still queued for the same object; what was just written is dropped from it.
     pub fn submit(&self, writes: impl IntoIterator<Item = StatusWrite>) {
         let mut queue = self.lock();
         let young = |at: &Instant| at.elapsed() < WRITTEN_HOLD;
@@ -213,6 +241,13 @@ impl StatusQueue {
             w.conditions.as_ref().is_some_and(|(_, at)| young(at))
                 || w.seed.as_ref().is_some_and(|(_, at)| young(at))
         });
+        queue.rejected.retain(|_, r| r.at.elapsed() < REJECTED_HOLD);
+        let writes: Vec<StatusWrite> = writes.into_iter().collect();
+        queue.wanted = writes.iter().map(StatusWrite::key).collect();
+        let Queue {
+            pending, wanted, ..
+        } = &mut *queue;
+        pending.retain(|key, _| wanted.contains(key));
         let mut any = false;
         for mut write in writes {
             if !queue.unwritten(&mut write) {
@@ -232,10 +267,12 @@ impl StatusQueue {
         }
     }
 
-    /// A new term as leader: what an earlier term wrote may have been changed since, so only
-    /// the live objects count.
+    /// A new term as leader: what an earlier term wrote (or was refused) may have been changed
+    /// since, so only the live objects count.
     pub fn forget_written(&self) {
-        self.lock().written.clear();
+        let mut queue = self.lock();
+        queue.written.clear();
+        queue.rejected.clear();
     }
 
     /// No longer leading: nothing queued may be written.
@@ -243,6 +280,7 @@ impl StatusQueue {
         let mut queue = self.lock();
         queue.pending.clear();
         queue.order.clear();
+        queue.wanted.clear();
         self.set_depth(&queue);
     }
 
@@ -281,13 +319,28 @@ impl StatusQueue {
     }
 
     /// What is left of a write that failed goes back at the end of the queue, unless a newer
-    /// one for the object arrived meanwhile.
+    /// one for the object arrived meanwhile or the object is no longer wanted.
     fn retry(&self, write: StatusWrite) {
         let mut queue = self.lock();
-        if !queue.pending.contains_key(&write.key()) {
+        let key = write.key();
+        if !queue.pending.contains_key(&key) && queue.wanted.contains(&key) {
             queue.push(write);
         }
         self.set_depth(&queue);
+    }
+
+    /// The API server refused what is left of `write`: held back, not queued again.
+    fn rejected(&self, write: StatusWrite) {
+        let mut queue = self.lock();
+        let key = (write.key(), write.uid);
+        queue.rejected.insert(
+            key,
+            Rejected {
+                conditions: write.conditions,
+                seed: write.seed,
+                at: Instant::now(),
+            },
+        );
     }
 }
 
@@ -317,6 +370,8 @@ enum Outcome {
     Ok,
     Gone,
     Error(kube::Error),
+    /// The API server answered that this request is wrong (a 4xx other than 404, 408, 429).
+    Rejected(kube::Error),
     Timeout,
 }
 
@@ -326,6 +381,7 @@ impl Outcome {
             Outcome::Ok => "ok",
             Outcome::Gone => "gone",
             Outcome::Error(_) => "error",
+            Outcome::Rejected(_) => "rejected",
             Outcome::Timeout => "timeout",
         }
     }
@@ -339,6 +395,11 @@ pub async fn run(client: Client, queue: Arc<StatusQueue>, settings: WriterSettin
         let error = match write_parts(&client, &queue, &settings, &mut write).await {
             Outcome::Ok | Outcome::Gone => {
                 retry.succeeded();
+                continue;
+            }
+            Outcome::Rejected(e) => {
+                warn!(kind = %write.kind, namespace = %write.namespace, name = %write.name, error = %e, hold = ?REJECTED_HOLD, "the API server refused this status write; not retrying it unchanged (check RBAC, admission webhooks and the object)");
+                queue.rejected(write);
                 continue;
             }
             Outcome::Error(e) => e.to_string(),
@@ -379,7 +440,7 @@ async fn write_parts(
     if let Some(seed) = write.seed {
         match count(
             write.kind,
-            deadline(settings, apply_seed(client, write, seed)).await,
+            deadline(settings, patch_seed(client, write, seed)).await,
         ) {
             Outcome::Ok => {
                 queue.written_seed(write, seed);
@@ -414,46 +475,47 @@ async fn deadline(
     match tokio::time::timeout(settings.patch_timeout, request).await {
         Ok(Ok(())) => Outcome::Ok,
         Ok(Err(kube::Error::Api(e))) if e.code == 404 => Outcome::Gone,
+        Ok(Err(kube::Error::Api(e)))
+            if (400..500).contains(&e.code) && ![408, 429].contains(&e.code) =>
+        {
+            Outcome::Rejected(kube::Error::Api(e))
+        }
         Ok(Err(error)) => Outcome::Error(error),
         Err(_) => Outcome::Timeout,
     }
 }
 
-/// An apply body for the object: its identity plus `metadata` extras and `status`.
-fn apply_body(
-    write: &StatusWrite,
-    annotations: Option<serde_json::Value>,
-    status: Option<serde_json::Value>,
-) -> Patch<serde_json::Value> {
+/// A server-side apply body of the object's `status`.
+fn status_apply_body(write: &StatusWrite, status: serde_json::Value) -> Patch<serde_json::Value> {
     let api_version = match write.kind {
         Kind::ApisixRoute => ApisixRoute::api_version(&()),
         Kind::ApisixConsumer => ApisixConsumer::api_version(&()),
         Kind::ApisixTls => ApisixTls::api_version(&()),
     };
-    let mut body = json!({
+    Patch::Apply(json!({
         "apiVersion": api_version,
         "kind": write.kind.as_str(),
         "metadata": {"name": write.name, "namespace": write.namespace},
-    });
-    if let Some(annotations) = annotations {
-        body["metadata"]["annotations"] = annotations;
-    }
-    if let Some(status) = status {
-        body["status"] = status;
-    }
-    Patch::Apply(body)
+        "status": status,
+    }))
 }
 
-/// Server-side apply of the seed annotation on the object itself (an APISIX object's status
-/// holds only conditions). Forced, as the conditions: this manager owns only the annotation.
-async fn apply_seed(
+/// The seed annotation on the object itself (an APISIX object's status holds only conditions),
+/// as a merge patch naming the object's uid: unlike an apply, a patch never creates an object
+/// deleted meanwhile (404), and one re-created under the same name refuses the old uid (422).
+async fn patch_seed(
     client: &Client,
     write: &StatusWrite,
     seed: ProgrammedSeed,
 ) -> Result<(), kube::Error> {
-    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
     let value = serde_json::to_string(&seed).unwrap_or_default();
-    let patch = apply_body(write, Some(json!({ SEED_ANNOTATION: value })), None);
+    let patch = Patch::Merge(json!({
+        "metadata": {"uid": write.uid, "annotations": { SEED_ANNOTATION: value }}
+    }));
     match write.kind {
         Kind::ApisixRoute => {
             Api::<ApisixRoute>::namespaced(client.clone(), &write.namespace)
@@ -482,7 +544,7 @@ async fn apply_conditions(
     conditions: &[Condition],
 ) -> Result<(), kube::Error> {
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let patch = apply_body(write, None, Some(json!({ "conditions": conditions })));
+    let patch = status_apply_body(write, json!({ "conditions": conditions }));
     match write.kind {
         Kind::ApisixRoute => {
             Api::<ApisixRoute>::namespaced(client.clone(), &write.namespace)

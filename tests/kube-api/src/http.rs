@@ -432,8 +432,8 @@ async fn objects(
                 ..writer
             };
             let patched = match (store.get(&t, &ns, name), &applied) {
-                // Server-side apply creates what does not exist.
-                (Err(e), Some(applied)) if e.code == 404 => {
+                // Server-side apply creates what does not exist (a subresource: 404).
+                (Err(e), Some(applied)) if e.code == 404 && subresource.is_none() => {
                     store.writer = Some(writer);
                     store.create(&t, &ns, applied.clone()).map(|v| (201, v))
                 }
@@ -450,6 +450,22 @@ async fn objects(
                         }
                         let builtin = super::resources::is_builtin(&t);
                         let patched = super::patch::apply(&current, &body, &content_type, builtin)?;
+                        // A patch that changes the uid (a stale writer's, for an object
+                        // re-created under the same name) is refused; the status strategy
+                        // takes metadata from the stored object instead.
+                        let uid = |o: &serde_json::Value| {
+                            o["metadata"]["uid"].as_str().map(str::to_owned)
+                        };
+                        if subresource.is_none() && uid(&patched) != uid(&current) {
+                            return Err(ApiError::invalid(
+                                &t,
+                                name,
+                                &[format!(
+                                    "metadata.uid: Invalid value: {:?}: field is immutable",
+                                    uid(&patched).unwrap_or_default()
+                                )],
+                            ));
+                        }
                         store.writer = Some(writer);
                         store.update(&t, &ns, name, patched, subresource)
                     })

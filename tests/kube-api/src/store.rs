@@ -548,6 +548,24 @@ impl Store {
                 "the name of the object does not match the name on the URL",
             ));
         }
+        // A uid in the body is a precondition (as the API server takes it on update).
+        if let Some(uid) = meta(&obj, "uid")
+            && !uid.is_empty()
+            && meta(&current, "uid").as_deref() != Some(uid.as_str())
+        {
+            return Err(ApiError {
+                details: json!({"name": name, "group": t.group, "kind": t.plural}),
+                ..ApiError::new(
+                    409,
+                    "Conflict",
+                    format!(
+                        "Operation cannot be fulfilled on {}: Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        t.plural,
+                        meta(&current, "uid").unwrap_or_default()
+                    ),
+                )
+            });
+        }
         if let Some(rv) = meta(&obj, "resourceVersion")
             && !rv.is_empty()
             && Some(rv) != meta(&current, "resourceVersion")

@@ -768,6 +768,77 @@ async fn the_status_subresource_and_generation_and_selectors() {
         &["wait", "--for=condition=Accepted", "ar/r", "--timeout=5s"],
     );
 
+    // Writes that must not land on the wrong object: server-side apply creates an object but
+    // never through a subresource; a uid in a patch or an update is checked against the stored one.
+    let missing = routes
+        .patch_status(
+            "never-created",
+            &PatchParams::apply("status-writer").force(),
+            &Patch::Apply(
+                json!({"apiVersion": "apisix.apache.org/v2", "kind": "ApisixRoute",
+                "metadata": {"name": "never-created"}, "status": {"conditions": [condition]}}),
+            ),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(api_error(missing).0, 404);
+    assert!(routes.get_opt("never-created").await.unwrap().is_none());
+    let merge_missing = routes
+        .patch(
+            "never-created",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"a": "b"}}})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(api_error(merge_missing).0, 404);
+    let stale_uid = routes
+        .patch(
+            "r",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"uid": "uid-of-an-earlier-r", "annotations": {"a": "b"}}}),
+            ),
+        )
+        .await
+        .unwrap_err();
+    let (code, reason, message) = api_error(stale_uid);
+    assert_eq!((code, reason.as_str()), (422, "Invalid"), "{message}");
+    assert!(
+        message.contains("metadata.uid") && message.contains("immutable"),
+        "{message}"
+    );
+    let live = routes.get("r").await.unwrap();
+    assert!(
+        live.metadata
+            .annotations
+            .is_none_or(|a| !a.contains_key("a"))
+    );
+    let same_uid = routes
+        .patch(
+            "r",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"uid": live.metadata.uid, "annotations": {"a": "b"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(same_uid.metadata.annotations.as_ref().unwrap()["a"], "b");
+    let mut replaced = same_uid.clone();
+    replaced.metadata.uid = Some("uid-of-an-earlier-r".into());
+    let (code, _, message) = api_error(
+        routes
+            .replace("r", &PostParams::default(), &replaced)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, 409, "{message}");
+    assert!(
+        message.contains("Precondition failed: UID in precondition"),
+        "{message}"
+    );
+
     // Selectors: set-based labels and metadata fields.
     let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     for (name, labels) in [
