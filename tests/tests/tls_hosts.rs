@@ -75,6 +75,24 @@ fn each_host_gets_its_certificate_and_the_guide_runs_over_wss() {
     });
     assert_eq!(curl_https(https, "ws.example.com", "/raw", &ca), Ok(401));
     assert_eq!(curl_https(https, "other.example.com", "/", &ca), Ok(404));
+    // A client offering h2 and http/1.1 (curl --http2) is given http/1.1: WebSocket upgrades
+    // are HTTP/1.1, and the listener speaks nothing else.
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--http2", "--max-time", "10", "-o", "/dev/null"])
+        .args(["-w", "%{http_version} %{http_code}"])
+        .arg("--resolve")
+        .arg(format!("ws.example.com:{}:127.0.0.1", https.port()))
+        .arg("--cacert")
+        .arg(&ca)
+        .arg(format!("https://ws.example.com:{}/raw", https.port()))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "1.1 401",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A name no ApisixTls serves, and no default certificate: refused in the handshake.
     let refused = curl_https(https, "unknown.example.com", "/", &ca).unwrap_err();
     assert!(
@@ -268,6 +286,7 @@ fn client_certificates_are_checked_per_host() {
         (cert, key)
     };
     let good = write("good", &clients.ca.client("alice").unwrap());
+    let bob = write("bob", &clients.ca.client("bob").unwrap());
     let bad = write("bad", &stranger.ca.client("mallory").unwrap());
     let ca_secret = format!(
         "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: client-ca, namespace: demo}}\nstringData: {{ca.crt: {}}}\n",
@@ -279,6 +298,8 @@ fn client_certificates_are_checked_per_host() {
         ca_secret,
         "---\napiVersion: apisix.apache.org/v2\nkind: ApisixTls\nmetadata: {name: ws, namespace: demo}\nspec: {hosts: [ws.example.com], secret: {name: ws-cert, namespace: demo}, client: {caSecret: {name: client-ca, namespace: demo}, skip_mtls_uri_regex: ['^/public']}}\n".to_string(),
         "---\napiVersion: apisix.apache.org/v2\nkind: ApisixTls\nmetadata: {name: strict, namespace: demo}\nspec: {hosts: [strict.example.com], secret: {name: strict-cert, namespace: demo}, client: {caSecret: {name: client-ca, namespace: demo}}}\n".to_string(),
+        // Only alice's certificate reaches the console (APISIX's `ssl_client_s_dn` variable).
+        "---\napiVersion: apisix.apache.org/v2\nkind: ApisixRoute\nmetadata: {name: console, namespace: demo}\nspec:\n  http:\n  - name: alice\n    match:\n      hosts: [strict.example.com]\n      paths: [/console]\n      exprs: [{subject: {scope: Variable, name: ssl_client_s_dn}, op: Equal, value: CN=alice}]\n    backends: [{serviceName: echo, servicePort: ws}]\n".to_string(),
     ]
     .concat();
     write_atomically(dir.path(), "tls.yaml", &text);
@@ -318,6 +339,17 @@ fn client_certificates_are_checked_per_host() {
         Ok(404)
     );
     assert!(curl_mtls(https, "strict.example.com", "/", &ca, None).is_err());
+    // The verified subject picks the rule: alice's certificate reaches the console, bob's
+    // (same CA) does not.
+    assert_eq!(
+        curl_mtls(https, "strict.example.com", "/console", &ca, good),
+        Ok(200)
+    );
+    let bob = Some((bob.0.as_path(), bob.1.as_path()));
+    assert_eq!(
+        curl_mtls(https, "strict.example.com", "/console", &ca, bob),
+        Ok(404)
+    );
     // Plain HTTP to a mutual-TLS host: 421, except on its skip paths.
     let r = raw_request(
         gw.http,

@@ -234,8 +234,9 @@ fn translate_match(p: &str, rule: &ApisixRouteHttp, route: &mut Route, problems:
             "Query" => ExprScope::Query,
             "Cookie" => ExprScope::Cookie,
             "Path" => ExprScope::Path,
+            "Variable" => ExprScope::Variable,
             other => {
-                problems.leave_out(format!("{ep}.subject.scope: {other:?} is not supported by Portcullis (supported: Header, Query, Cookie, Path)"));
+                problems.leave_out(format!("{ep}.subject.scope: {other:?} is not supported by Portcullis (supported: Header, Query, Cookie, Path, Variable)"));
                 continue;
             }
         };

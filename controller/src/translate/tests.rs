@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::snapshot::{Mode, Snapshot};
+use portcullis_contract::model::ExprScope;
 use portcullis_contract::table::{CompiledTable, Credential, Scheme, key_digest_hex};
 
 /// The seed walk-through (docs/behaviour.md §13 (a)) with a local echo Service.
@@ -176,6 +177,40 @@ fn match_problems_leave_the_rule_out_and_name_the_field() {
     );
     let ids: Vec<&str> = t.table.routes.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(ids, ["demo/echo/ws", "demo/r/ok"]);
+}
+
+#[test]
+fn tls_variables_translate_as_apisix_names_them() {
+    let t = with_route(
+        r#"
+  - name: ops
+    match:
+      paths: [/console]
+      exprs:
+      - {subject: {scope: Variable, name: ssl_client_s_dn}, op: RegexMatch, value: "^CN=ops,"}
+      - {subject: {scope: Variable, name: ssl_client_verify}, op: Equal, value: SUCCESS}
+    backends: [{serviceName: echo, servicePort: 8080}]
+"#,
+    );
+    assert_eq!(problems(&t, "r"), Vec::<String>::new());
+    let route = t
+        .table
+        .routes
+        .iter()
+        .find(|r| r.id == "demo/r/ops")
+        .unwrap();
+    let exprs: Vec<(ExprScope, &str)> = route
+        .exprs
+        .iter()
+        .map(|e| (e.scope, e.name.as_str()))
+        .collect();
+    assert_eq!(
+        exprs,
+        [
+            (ExprScope::Variable, "ssl_client_s_dn"),
+            (ExprScope::Variable, "ssl_client_verify")
+        ]
+    );
 }
 
 #[test]
@@ -571,7 +606,8 @@ fn every_rule_problem_is_named_and_handled_by_its_kind() {
         (format!("match: {{paths: [/a], hosts: [\"a.com:80\"]}}\n    {b}"), vec![".spec.http[0].match.hosts[0]: \"a.com:80\": must be a lower-case DNS name or IP address without port"], Fate::LeftOut),
         (format!("match: {{paths: [/a], hosts: [\"*foo.com\"]}}\n    {b}"), vec![".spec.http[0].match.hosts[0]: \"*foo.com\": \"*\" is only allowed as a leading \"*.\""], Fate::LeftOut),
         (format!("match: {{paths: [/a], remoteAddrs: [10.0.0.0/40]}}\n    {b}"), vec![".spec.http[0].match.remoteAddrs[0]: \"10.0.0.0/40\" is not an IP address or CIDR"], Fate::LeftOut),
-        (format!("match: {{paths: [/a], exprs: [{{subject: {{scope: Variable, name: x}}, op: Equal, value: y}}]}}\n    {b}"), vec![".spec.http[0].match.exprs[0].subject.scope: \"Variable\" is not supported by Portcullis (supported: Header, Query, Cookie, Path)"], Fate::LeftOut),
+        (format!("match: {{paths: [/a], exprs: [{{subject: {{scope: Variable, name: x}}, op: Equal, value: y}}]}}\n    {b}"), vec![".spec.http[0].match.exprs[0].subject.name: variable \"x\" is not supported by Portcullis (supported: ssl_client_s_dn, ssl_client_verify, ssl_server_name)"], Fate::LeftOut),
+        (format!("match: {{paths: [/a], exprs: [{{subject: {{scope: Body, name: x}}, op: Equal, value: y}}]}}\n    {b}"), vec![".spec.http[0].match.exprs[0].subject.scope: \"Body\" is not supported by Portcullis (supported: Header, Query, Cookie, Path, Variable)"], Fate::LeftOut),
         (format!("match: {{paths: [/a], exprs: [{{subject: {{scope: Header, name: x}}, op: Like, value: y}}]}}\n    {b}"), vec![".spec.http[0].match.exprs[0].op: unknown operator"], Fate::LeftOut),
         (format!("match: {{paths: [/a], exprs: [{{subject: {{scope: Query, name: x}}, op: In}}]}}\n    {b}"), vec![".spec.http[0].match.exprs[0].set: empty set value"], Fate::LeftOut),
         (format!("match: {{paths: [/a, /a]}}\n    {b}"), vec![".spec.http[0].match.paths[1]: duplicate path \"/a\""], Fate::LeftOut),

@@ -11,6 +11,7 @@ use http::{HeaderMap, Method, Uri, Version};
 
 use crate::auth::{CompiledConsumer, Rejection, RequestEdits, authenticate};
 use crate::outcome::Outcome;
+pub use crate::request::TlsFacts;
 use crate::request::{BadRequest, RequestView, is_websocket_upgrade};
 use crate::table::{CompiledRoute, CompiledTable};
 
@@ -24,15 +25,6 @@ pub struct Head<'a> {
     pub peer: IpAddr,
     /// What the connection's TLS handshake established; `None` on plain HTTP.
     pub tls: Option<TlsFacts<'a>>,
-}
-
-/// What a connection's TLS handshake established, as the decision needs it.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct TlsFacts<'a> {
-    /// The SNI name the client sent (lower case).
-    pub sni: Option<&'a str>,
-    /// A client certificate was presented and verified against the served host's CA.
-    pub client_verified: bool,
 }
 
 /// Why a request is answered without an upstream.
@@ -142,7 +134,10 @@ pub fn decide<'t>(table: &'t CompiledTable, head: Head<'_>, now: u64) -> Decisio
     }
     let mut view =
         match RequestView::new(head.method, head.version, head.uri, head.headers, head.peer) {
-            Ok(view) => view,
+            Ok(view) => RequestView {
+                tls: head.tls,
+                ..view
+            },
             Err(bad) => return refuse(no_route(), Refusal::BadRequest(bad)),
         };
     if let Some(refusal) = client_certificate_check(table, &head, &view) {
@@ -407,6 +402,14 @@ mod tests {
     /// (client CA, every path) and `open.example.com` (no client CA); no routes, so a request
     /// the TLS rules let through ends as 404.
     fn mtls_table() -> CompiledTable {
+        CompiledTable::compile(RouteTable {
+            tls: mtls_servers(),
+            ..RouteTable::default()
+        })
+        .unwrap()
+    }
+
+    fn mtls_servers() -> Vec<crate::table::TlsServer> {
         use crate::table::{ClientVerification, PrivateKeyPem, TlsServer};
         let ca = portcullis_support::certs::Ca::new("client CA").unwrap();
         let server = |id: &str, host: &str, skip: &[&str], mtls: bool| {
@@ -423,15 +426,11 @@ mod tests {
                 }),
             }
         };
-        CompiledTable::compile(RouteTable {
-            tls: vec![
-                server("demo/mtls", "mtls.example.com", &["^/public"], true),
-                server("demo/open", "open.example.com", &[], false),
-                server("demo/strict", "strict.example.com", &[], true),
-            ],
-            ..RouteTable::default()
-        })
-        .unwrap()
+        vec![
+            server("demo/mtls", "mtls.example.com", &["^/public"], true),
+            server("demo/open", "open.example.com", &[], false),
+            server("demo/strict", "strict.example.com", &[], true),
+        ]
     }
 
     /// The refusal's metric reason, or "" when the TLS rules let the request through (404).
@@ -454,12 +453,80 @@ mod tests {
     }
 
     #[test]
+    fn routes_can_match_the_verified_client_certificates_subject() {
+        use crate::model::{Expr, ExprOp, ExprScope};
+        // A rule for one certificate holder, on a host whose handshake asks for certificates.
+        let table = RouteTable {
+            tls: mtls_servers(),
+            routes: vec![Route {
+                id: "demo/ops/console".into(),
+                hosts: vec!["mtls.example.com".into()],
+                paths: vec!["/private*".into()],
+                exprs: vec![Expr {
+                    scope: ExprScope::Variable,
+                    name: "ssl_client_s_dn".into(),
+                    op: ExprOp::RegexMatch,
+                    value: Some("^CN=ops,".into()),
+                    set: None,
+                }],
+                upstream: crate::table::Upstream {
+                    backends: vec![crate::table::Backend {
+                        name: "console".into(),
+                        weight: 1,
+                        nodes: vec![crate::table::Node {
+                            host: "127.0.0.1".into(),
+                            port: 1,
+                        }],
+                        scheme: crate::table::Scheme::Http,
+                        tls: crate::table::UpstreamTls::default(),
+                    }],
+                    ..crate::table::Upstream::default()
+                },
+                ..Route::default()
+            }],
+            ..RouteTable::default()
+        };
+        let t = CompiledTable::compile(table).unwrap();
+        let over = |subject: &'static str| TlsFacts {
+            sni: Some("mtls.example.com"),
+            client_verified: true,
+            client_subject: Some(subject),
+        };
+        let verdict = |facts: TlsFacts<'static>| {
+            let request = TestRequest::get("/private").header("host", "mtls.example.com");
+            let head = Head {
+                tls: Some(facts),
+                ..request.head()
+            };
+            match decide(&t, head, 0).verdict {
+                Ok(forward) => forward.route.id.to_string(),
+                Err(refusal) => refusal.outcome().as_str().to_string(),
+            }
+        };
+        assert_eq!(verdict(over("CN=ops,O=Acme")), "demo/ops/console");
+        assert_eq!(verdict(over("CN=dev,O=Acme")), "404");
+        // A header claiming a subject is no certificate.
+        let request = TestRequest::get("/private")
+            .header("host", "mtls.example.com")
+            .header("ssl_client_s_dn", "CN=ops,O=Acme");
+        let head = Head {
+            tls: Some(over("CN=dev,O=Acme")),
+            ..request.head()
+        };
+        assert!(matches!(
+            decide(&t, head, 0).verdict,
+            Err(Refusal::NotFound)
+        ));
+    }
+
+    #[test]
     fn mutual_tls_hosts_are_served_only_over_their_own_verified_connections() {
         let t = mtls_table();
         let tls = |sni: &'static str, verified: bool| {
             Some(TlsFacts {
                 sni: Some(sni),
                 client_verified: verified,
+                client_subject: verified.then_some("CN=client"),
             })
         };
         let cases: [(&str, &str, Option<TlsFacts<'_>>, &str); 12] = [

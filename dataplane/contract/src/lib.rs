@@ -8,6 +8,7 @@
 #![deny(rust_2018_idioms)]
 
 pub mod auth;
+pub mod client_cert;
 pub mod decision;
 pub mod duration;
 /// Fixtures for tests, here and in `portcullis-tests` (feature `fixtures`).

@@ -118,7 +118,7 @@ pub struct Route {
 #[serde(deny_unknown_fields)]
 pub struct Expr {
     pub scope: ExprScope,
-    /// Header, query argument or cookie name; ignored for `Path`.
+    /// Header, query argument, cookie or variable name; ignored for `Path`.
     #[serde(default)]
     pub name: String,
     pub op: ExprOp,
@@ -134,6 +134,8 @@ pub enum ExprScope {
     Query,
     Cookie,
     Path,
+    /// One of [`crate::request::Variable`], by its nginx name.
+    Variable,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

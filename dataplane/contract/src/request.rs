@@ -20,6 +20,45 @@ pub struct RequestView<'a> {
     pub query: Option<&'a str>,
     pub headers: &'a HeaderMap,
     pub peer: IpAddr,
+    /// What the connection's TLS handshake established; `None` on plain HTTP.
+    pub tls: Option<TlsFacts<'a>>,
+}
+
+/// What a connection's TLS handshake established, as the decision needs it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TlsFacts<'a> {
+    /// The SNI name the client sent (lower case).
+    pub sni: Option<&'a str>,
+    /// A client certificate was presented and verified against the served host's CA.
+    pub client_verified: bool,
+    /// That certificate's subject as nginx's `$ssl_client_s_dn` writes it
+    /// ([`crate::client_cert::subject_dn`]).
+    pub client_subject: Option<&'a str>,
+}
+
+/// The variables of `match.exprs[]` with `scope: Variable` Portcullis knows (docs/behaviour.md
+/// §3.2), named as APISIX (nginx) names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variable {
+    /// `ssl_client_s_dn`: the verified client certificate's subject.
+    SslClientSDn,
+    /// `ssl_client_verify`: `SUCCESS` with a verified client certificate, `NONE` without one.
+    SslClientVerify,
+    /// `ssl_server_name`: the SNI name the client sent.
+    SslServerName,
+}
+
+impl Variable {
+    pub const NAMES: &'static str = "ssl_client_s_dn, ssl_client_verify, ssl_server_name";
+
+    pub fn parse(name: &str) -> Option<Variable> {
+        match name {
+            "ssl_client_s_dn" => Some(Variable::SslClientSDn),
+            "ssl_client_verify" => Some(Variable::SslClientVerify),
+            "ssl_server_name" => Some(Variable::SslServerName),
+            _ => None,
+        }
+    }
 }
 
 impl<'a> RequestView<'a> {
@@ -41,7 +80,22 @@ impl<'a> RequestView<'a> {
             query: uri.query(),
             headers,
             peer,
+            tls: None,
         })
+    }
+
+    /// The value of a variable; `None` when it has none (all of them on plain HTTP).
+    pub fn variable(&self, variable: Variable) -> Option<&'a [u8]> {
+        let tls = self.tls?;
+        match variable {
+            Variable::SslClientSDn => tls.client_subject.map(str::as_bytes),
+            Variable::SslClientVerify => Some(if tls.client_verified {
+                b"SUCCESS"
+            } else {
+                b"NONE"
+            }),
+            Variable::SslServerName => tls.sni.map(str::as_bytes),
+        }
     }
 
     /// First value of a header (names are case-insensitive).

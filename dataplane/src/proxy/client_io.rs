@@ -37,42 +37,40 @@ impl ClientStream {
         let _ = tcp.set_nodelay(true);
     }
 
-    /// What the TLS handshake established (SNI, a verified client certificate), for the
-    /// request decision; `None` on plain HTTP.
-    pub fn tls_facts(&self) -> Option<crate::decision::TlsFacts<'_>> {
+    /// What the TLS handshake established (SNI, a verified client certificate and its
+    /// subject), for the request decision; `None` on plain HTTP. Once per connection.
+    pub fn conn_tls(&self) -> Option<ConnTls> {
         match self {
             ClientStream::Plain(_) => None,
             ClientStream::Tls(s) => {
                 let connection = s.get_ref().1;
-                Some(crate::decision::TlsFacts {
-                    sni: connection.server_name(),
-                    // The config's verifier checked any certificate presented.
-                    client_verified: connection.peer_certificates().is_some(),
+                // The config's verifier checked any certificate presented.
+                let leaf = connection.peer_certificates().and_then(|c| c.first());
+                Some(ConnTls {
+                    sni: connection.server_name().map(str::to_owned),
+                    client_verified: leaf.is_some(),
+                    client_subject: leaf
+                        .and_then(|der| portcullis_contract::client_cert::subject_dn(der)),
                 })
             }
         }
     }
 }
 
-/// [`crate::decision::TlsFacts`] kept for the requests after the first on a connection.
+/// [`crate::decision::TlsFacts`] kept for the requests of a connection.
 #[derive(Clone, Debug, Default)]
 pub struct ConnTls {
     pub sni: Option<String>,
     pub client_verified: bool,
+    pub client_subject: Option<String>,
 }
 
 impl ConnTls {
-    pub fn of(facts: Option<crate::decision::TlsFacts<'_>>) -> Option<ConnTls> {
-        facts.map(|f| ConnTls {
-            sni: f.sni.map(str::to_owned),
-            client_verified: f.client_verified,
-        })
-    }
-
     pub fn facts(&self) -> crate::decision::TlsFacts<'_> {
         crate::decision::TlsFacts {
             sni: self.sni.as_deref(),
             client_verified: self.client_verified,
+            client_subject: self.client_subject.as_deref(),
         }
     }
 }

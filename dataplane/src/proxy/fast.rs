@@ -193,6 +193,7 @@ impl Dataplane {
         mut stream: ClientStream,
         peer: SocketAddr,
         listener: Listener,
+        tls: Option<&super::client_io::ConnTls>,
     ) -> FirstRequest {
         let handover = |stream, read, answered| FirstRequest::Handover {
             stream,
@@ -244,7 +245,7 @@ impl Dataplane {
             uri: &parts.uri,
             headers: &parts.headers,
             peer: peer.ip(),
-            tls: stream.tls_facts(),
+            tls: tls.map(super::client_io::ConnTls::facts),
         };
         let decision = decide(&table, head, unix_now());
         let client_early = buf.freeze();

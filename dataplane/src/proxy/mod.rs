@@ -213,7 +213,11 @@ impl Dataplane {
         };
         // Decremented on every way out, a panic included.
         let _active = GaugeGuard::new(&self.metrics.connections_active);
-        let (stream, prefix, answered) = match self.first_request(stream, peer, listener).await {
+        let conn_tls = stream.conn_tls().map(Arc::new);
+        let (stream, prefix, answered) = match self
+            .first_request(stream, peer, listener, conn_tls.as_deref())
+            .await
+        {
             fast::FirstRequest::Done => return,
             fast::FirstRequest::Handover {
                 stream,
@@ -222,7 +226,6 @@ impl Dataplane {
             } => (stream, read, answered),
         };
         stream.set_nodelay();
-        let conn_tls = client_io::ConnTls::of(stream.tls_facts()).map(Arc::new);
         let phase = Arc::new(ConnPhase::default());
         let limits = HeadLimits {
             header_timeout: self.settings.header_timeout,

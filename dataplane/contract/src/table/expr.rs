@@ -3,13 +3,22 @@
 use regex::bytes::{Regex, RegexBuilder};
 
 use crate::model::{Expr, ExprOp, ExprScope};
-use crate::request::RequestView;
+use crate::request::{RequestView, Variable};
 
 #[derive(Debug)]
 pub struct CompiledExpr {
-    scope: ExprScope,
-    name: String,
+    subject: Subject,
     test: Test,
+}
+
+/// What an expression tests, resolved at table load.
+#[derive(Debug)]
+enum Subject {
+    Header(String),
+    Query(String),
+    Cookie(String),
+    Path,
+    Variable(Variable),
 }
 
 #[derive(Debug)]
@@ -28,6 +37,19 @@ impl CompiledExpr {
         if expr.scope != ExprScope::Path && expr.name.is_empty() {
             return Err("subject.name: required for this scope".into());
         }
+        let subject = match expr.scope {
+            ExprScope::Header => Subject::Header(expr.name.clone()),
+            ExprScope::Query => Subject::Query(expr.name.clone()),
+            ExprScope::Cookie => Subject::Cookie(expr.name.clone()),
+            ExprScope::Path => Subject::Path,
+            ExprScope::Variable => Subject::Variable(Variable::parse(&expr.name).ok_or_else(|| {
+                format!(
+                    "subject.name: variable {:?} is not supported by Portcullis (supported: {})",
+                    expr.name,
+                    Variable::NAMES
+                )
+            })?),
+        };
         let value = || -> Result<&str, String> {
             if expr.set.is_some() {
                 return Err("set: must be unset for this operator".into());
@@ -71,23 +93,20 @@ impl CompiledExpr {
             ExprOp::RegexNotMatch => Test::NotRegex(regex(false)?),
             ExprOp::RegexNotMatchCaseInsensitive => Test::NotRegex(regex(true)?),
         };
-        Ok(CompiledExpr {
-            scope: expr.scope,
-            name: expr.name.clone(),
-            test,
-        })
+        Ok(CompiledExpr { subject, test })
     }
 
     pub fn holds(&self, req: &RequestView<'_>) -> bool {
         let query_value;
-        let subject: Option<&[u8]> = match self.scope {
-            ExprScope::Header => req.header(&self.name),
-            ExprScope::Cookie => req.cookie(&self.name),
-            ExprScope::Path => Some(&req.path),
-            ExprScope::Query => {
-                query_value = req.query_arg(&self.name).and_then(|q| q.value);
+        let subject: Option<&[u8]> = match &self.subject {
+            Subject::Header(name) => req.header(name),
+            Subject::Cookie(name) => req.cookie(name),
+            Subject::Path => Some(&req.path),
+            Subject::Query(name) => {
+                query_value = req.query_arg(name).and_then(|q| q.value);
                 query_value.as_deref().map(str::as_bytes)
             }
+            Subject::Variable(variable) => req.variable(*variable),
         };
         match (&self.test, subject) {
             (Test::Equal(v), Some(s)) => s == v.as_slice(),
@@ -414,12 +433,130 @@ mod tests {
                 expr(Header, "", Equal, Some("x"), None),
                 "subject.name: required",
             ),
+            (
+                expr(Variable, "remote_addr", Equal, Some("x"), None),
+                "subject.name: variable \"remote_addr\" is not supported by Portcullis (supported: ssl_client_s_dn, ssl_client_verify, ssl_server_name)",
+            ),
+            (
+                expr(Variable, "", Equal, Some("x"), None),
+                "subject.name: required",
+            ),
         ];
         for (e, want) in cases {
             let err = CompiledExpr::compile(&e).unwrap_err();
             assert!(
                 err.starts_with(want),
                 "{e:?}: got {err:?}, want prefix {want:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn tls_variables_read_what_the_handshake_established() {
+        use crate::request::TlsFacts;
+        let dn = "CN=jack,O=Acme\\, Inc.";
+        let verified = TlsFacts {
+            sni: Some("chat.example.com"),
+            client_verified: true,
+            client_subject: Some(dn),
+        };
+        let anonymous = TlsFacts {
+            sni: None,
+            client_verified: false,
+            client_subject: None,
+        };
+        // (expr, connection, expected)
+        let cases: Vec<(Expr, Option<TlsFacts<'_>>, bool)> = vec![
+            (
+                expr(Variable, "ssl_client_s_dn", Equal, Some(dn), None),
+                Some(verified),
+                true,
+            ),
+            (
+                expr(Variable, "ssl_client_s_dn", Equal, Some("CN=jack"), None),
+                Some(verified),
+                false,
+            ),
+            (
+                expr(
+                    Variable,
+                    "ssl_client_s_dn",
+                    RegexMatch,
+                    Some("^CN=jack,"),
+                    None,
+                ),
+                Some(verified),
+                true,
+            ),
+            (
+                expr(Variable, "ssl_client_s_dn", RegexMatch, Some("."), None),
+                Some(anonymous),
+                false,
+            ),
+            (
+                expr(Variable, "ssl_client_s_dn", NotEqual, Some(dn), None),
+                Some(anonymous),
+                true,
+            ),
+            (
+                expr(Variable, "ssl_client_s_dn", RegexMatch, Some("."), None),
+                None,
+                false,
+            ),
+            (
+                expr(Variable, "ssl_client_verify", Equal, Some("SUCCESS"), None),
+                Some(verified),
+                true,
+            ),
+            (
+                expr(Variable, "ssl_client_verify", Equal, Some("SUCCESS"), None),
+                Some(anonymous),
+                false,
+            ),
+            (
+                expr(Variable, "ssl_client_verify", Equal, Some("NONE"), None),
+                Some(anonymous),
+                true,
+            ),
+            // Plain HTTP has no TLS variables at all.
+            (
+                expr(Variable, "ssl_client_verify", Equal, Some("NONE"), None),
+                None,
+                false,
+            ),
+            (
+                expr(
+                    Variable,
+                    "ssl_server_name",
+                    Equal,
+                    Some("chat.example.com"),
+                    None,
+                ),
+                Some(verified),
+                true,
+            ),
+            (
+                expr(
+                    Variable,
+                    "ssl_server_name",
+                    In,
+                    None,
+                    Some(&["chat.example.com"]),
+                ),
+                Some(anonymous),
+                false,
+            ),
+        ];
+        let request = TestRequest::get("/");
+        for (e, tls, want) in cases {
+            let view = RequestView {
+                tls,
+                ..request.view()
+            };
+            assert_eq!(
+                CompiledExpr::compile(&e).unwrap().holds(&view),
+                want,
+                "{e:?} on {tls:?}"
             );
         }
     }
