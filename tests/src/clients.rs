@@ -224,3 +224,41 @@ pub fn curl(args: &[&str]) -> String {
         .expect("curl runs");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// curl over HTTPS to `host` (resolved to `https`, so it is also the SNI name), trusting only
+/// `ca`, with a client certificate (`cert`, `key` files) or none: the status code, or curl's
+/// error when the handshake or verification failed.
+pub fn curl_https(
+    https: SocketAddr,
+    host: &str,
+    path: &str,
+    ca: &std::path::Path,
+    client: Option<(&std::path::Path, &std::path::Path)>,
+) -> Result<u16, String> {
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-sS",
+        "--max-time",
+        "10",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+    ])
+    .arg("--resolve")
+    .arg(format!("{host}:{}:127.0.0.1", https.port()))
+    .arg("--cacert")
+    .arg(ca);
+    if let Some((cert, key)) = client {
+        cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+    }
+    let out = cmd
+        .arg(format!("https://{host}:{}{path}", https.port()))
+        .output()
+        .expect("curl runs");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0))
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}

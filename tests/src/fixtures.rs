@@ -21,6 +21,22 @@ pub fn example_manifests(echo: SocketAddr) -> tempfile::TempDir {
     dir
 }
 
+/// A `kubernetes.io/tls` Secret `demo/name` holding `cert` and `key` (PEM), as a YAML document.
+pub fn tls_secret_yaml(name: &str, cert: &str, key: &str) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: demo}}\ntype: kubernetes.io/tls\nstringData: {{tls.crt: {}, tls.key: {}}}\n",
+        serde_json::to_string(cert).unwrap(),
+        serde_json::to_string(key).unwrap(),
+    )
+}
+
+/// An `ApisixTls` `demo/name` serving `host` with the certificate of Secret `demo/secret`.
+pub fn apisix_tls_yaml(name: &str, host: &str, secret: &str) -> String {
+    format!(
+        "---\napiVersion: apisix.apache.org/v2\nkind: ApisixTls\nmetadata: {{name: {name}, namespace: demo}}\nspec: {{hosts: [{host}], secret: {{name: {secret}, namespace: demo}}}}\n"
+    )
+}
+
 /// jack's Secret with the key rotated to `new-key`.
 pub const ROTATED_SECRET: &str = "apiVersion: v1\nkind: Secret\nmetadata: {name: jack-key, namespace: demo}\nstringData: {key: new-key}\n";
 

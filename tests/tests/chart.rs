@@ -438,6 +438,46 @@ fn the_rendered_chart_runs_the_walkthrough() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // An ApisixTls with its kubernetes.io/tls Secret: ws.example.com (SNI) gets its own
+    // certificate instead of the chart's default, read with the chart's RBAC only.
+    let ca = portcullis_support::certs::Ca::new("tenant CA").unwrap();
+    let issued = ca.server(&["ws.example.com"]).unwrap();
+    let ca_file = dir2.path().join("tenant-ca.pem");
+    std::fs::write(&ca_file, ca.cert_pem()).unwrap();
+    let manifest = dir2.path().join("tls.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "{}{}",
+            tls_secret_yaml("ws-cert", &issued.cert, &issued.key),
+            apisix_tls_yaml("ws", "ws.example.com", "ws-cert")
+                .replace("spec: {", "spec: {ingressClassName: portcullis, ")
+        ),
+    )
+    .unwrap();
+    kubectl_ok(&api, &["apply", "-f", manifest.to_str().unwrap()]);
+    let https = local(dataplane.ports["https"]);
+    wait_for(
+        "ws.example.com's own certificate",
+        Duration::from_secs(20),
+        || curl_https(https, "ws.example.com", "/raw", &ca_file, None).ok(),
+    );
+    assert_eq!(
+        curl_https(https, "ws.example.com", "/raw", &ca_file, None),
+        Ok(401)
+    );
+    kubectl_ok(
+        &api,
+        &[
+            "-n",
+            "demo",
+            "wait",
+            "--for=condition=Programmed",
+            "apisixtls/ws",
+            "--timeout=20s",
+        ],
+    );
     drop(controller_proc);
 }
 

@@ -28,7 +28,7 @@ fn apply(api: &ApiServer, yaml: &str) -> String {
 fn install_crds(api: &ApiServer) {
     let crds = workspace_root().join("crds");
     kubectl_ok(api, &["apply", "-f", crds.to_str().unwrap()]);
-    for crd in ["apisixroutes", "apisixconsumers"] {
+    for crd in ["apisixroutes", "apisixconsumers", "apisixtlses"] {
         kubectl_ok(
             api,
             &[
@@ -587,6 +587,91 @@ fn an_api_server_restart_across_compaction_loses_and_duplicates_nothing() {
     assert!(
         rt.block_on(echoes(&mut ws, "after the restart")),
         "the WebSocket survived"
+    );
+}
+
+/// ApisixTls through the API server: a `kubernetes.io/tls` Secret and an ApisixTls applied with
+/// kubectl serve their host over `wss://` (the controller reads the Secret with only the chart's
+/// RBAC), the object reports `Accepted`/`Programmed`, a Secret update rotates the certificate for
+/// new handshakes, and an ApisixTls naming a missing Secret is `Accepted=False` and serves nothing.
+#[test]
+fn apisix_tls_in_a_cluster() {
+    if !in_private_netns("apisix_tls_in_a_cluster") {
+        return;
+    }
+    let (api, _echo) = cluster_with_walkthrough();
+    let pki = portcullis_support::certs::Ca::new("cluster tls CA").unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let ca = files.path().join("ca.pem");
+    std::fs::write(&ca, pki.cert_pem()).unwrap();
+    let issued = pki.server(&["ws.example.com"]).unwrap();
+    apply(
+        &api,
+        &format!(
+            "{}{}",
+            tls_secret_yaml("ws-cert", &issued.cert, &issued.key),
+            apisix_tls_yaml("ws", "ws.example.com", "ws-cert")
+                .replace("spec: {", "spec: {ingressClassName: portcullis, ")
+        ),
+    );
+    let sync = SyncPki::new();
+    let controller =
+        ClusterController::start(&controller_kubeconfig(&api), &sync, "127.0.0.1:0", &[]);
+    let state = tempfile::tempdir().unwrap();
+    // No --tls-cert: the only certificate comes from the ApisixTls.
+    let gw = Gateway::start_synced(
+        &controller.url(),
+        &sync,
+        state.path(),
+        &["--listen-https", "127.0.0.1:0"],
+    );
+    let https = gw.https.expect("HTTPS listener");
+    gw.wait_key(KEY, 101);
+    wait_for("ws.example.com over HTTPS", Duration::from_secs(10), || {
+        curl_https(https, "ws.example.com", "/raw", &ca, None).ok()
+    });
+    assert_eq!(
+        curl_https(https, "ws.example.com", "/raw", &ca, None),
+        Ok(401)
+    );
+    let r = python_ws_client_with(
+        https,
+        "wss://ws.example.com/raw",
+        &[("apikey", KEY)],
+        &["over wss in a cluster"],
+        &["--cafile", &ca.display().to_string()],
+    );
+    assert_eq!(r["status"], 101, "{r}");
+    assert_eq!(r["echoes"], serde_json::json!(["over wss in a cluster"]));
+    let tls = wait_condition(&api, &["apisixtls", "ws"], "Programmed", "True");
+    assert_eq!(condition(&tls, "Accepted")["status"], "True", "{tls}");
+    let table = kubectl_ok(&api, &["get", "atls", "-n", "demo"]);
+    assert!(table.contains("ws.example.com"), "{table}");
+
+    // Rotation: the Secret gets a certificate from another CA; new handshakes see it.
+    let rotated_ca = portcullis_support::certs::Ca::new("rotated CA").unwrap();
+    let rotated = files.path().join("rotated.pem");
+    std::fs::write(&rotated, rotated_ca.cert_pem()).unwrap();
+    let issued = rotated_ca.server(&["ws.example.com"]).unwrap();
+    apply(&api, &tls_secret_yaml("ws-cert", &issued.cert, &issued.key));
+    wait_for("the rotated certificate", Duration::from_secs(10), || {
+        curl_https(https, "ws.example.com", "/raw", &rotated, None).ok()
+    });
+    assert!(curl_https(https, "ws.example.com", "/raw", &ca, None).is_err());
+
+    // A missing Secret: refused in status, and its host gets no certificate.
+    apply(
+        &api,
+        &apisix_tls_yaml("other", "other.example.com", "no-such-secret")
+            .replace("spec: {", "spec: {ingressClassName: portcullis, "),
+    );
+    let other = wait_condition(&api, &["apisixtls", "other"], "Accepted", "False");
+    let message = condition(&other, "Accepted")["message"].to_string();
+    assert!(message.contains("no-such-secret"), "{message}");
+    let refused = curl_https(https, "other.example.com", "/", &rotated, None).unwrap_err();
+    assert!(
+        refused.to_lowercase().contains("unrecognized name"),
+        "{refused}"
     );
 }
 

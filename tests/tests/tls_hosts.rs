@@ -12,23 +12,16 @@ use portcullis_tests::*;
 use tokio_tungstenite::tungstenite::Message;
 
 fn tls_secret(name: &str, issued: &Issued) -> String {
-    format!(
-        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: demo}}\ntype: kubernetes.io/tls\nstringData: {{tls.crt: {}, tls.key: {}}}\n",
-        serde_json::to_string(&issued.cert).unwrap(),
-        serde_json::to_string(&issued.key).unwrap(),
-    )
+    tls_secret_yaml(name, &issued.cert, &issued.key)
 }
 
 fn apisix_tls(name: &str, host: &str, secret: &str) -> String {
-    format!(
-        "---\napiVersion: apisix.apache.org/v2\nkind: ApisixTls\nmetadata: {{name: {name}, namespace: demo}}\nspec: {{hosts: [{host}], secret: {{name: {secret}, namespace: demo}}}}\n"
-    )
+    apisix_tls_yaml(name, host, secret)
 }
 
-/// curl over HTTPS to `host` (resolved to the gateway), trusting only `ca`: the status code,
-/// or the error when the handshake or verification failed.
-fn curl_https(https: SocketAddr, host: &str, path: &str, ca: &Path) -> Result<u16, String> {
-    curl_mtls(https, host, path, ca, None)
+/// curl over HTTPS without a client certificate.
+fn curl_ca(https: SocketAddr, host: &str, path: &str, ca: &Path) -> Result<u16, String> {
+    curl_https(https, host, path, ca, None)
 }
 
 struct Pki {
@@ -71,10 +64,10 @@ fn each_host_gets_its_certificate_and_the_guide_runs_over_wss() {
 
     // curl verifies each host's certificate against its name: each host is served its own.
     wait_for("the ws certificate", Duration::from_secs(10), || {
-        curl_https(https, "ws.example.com", "/raw", &ca).ok()
+        curl_ca(https, "ws.example.com", "/raw", &ca).ok()
     });
-    assert_eq!(curl_https(https, "ws.example.com", "/raw", &ca), Ok(401));
-    assert_eq!(curl_https(https, "other.example.com", "/", &ca), Ok(404));
+    assert_eq!(curl_ca(https, "ws.example.com", "/raw", &ca), Ok(401));
+    assert_eq!(curl_ca(https, "other.example.com", "/", &ca), Ok(404));
     // A client offering h2 and http/1.1 (curl --http2) is given http/1.1: WebSocket upgrades
     // are HTTP/1.1, and the listener speaks nothing else.
     let out = std::process::Command::new("curl")
@@ -94,7 +87,7 @@ fn each_host_gets_its_certificate_and_the_guide_runs_over_wss() {
         String::from_utf8_lossy(&out.stderr)
     );
     // A name no ApisixTls serves, and no default certificate: refused in the handshake.
-    let refused = curl_https(https, "unknown.example.com", "/", &ca).unwrap_err();
+    let refused = curl_ca(https, "unknown.example.com", "/", &ca).unwrap_err();
     assert!(
         refused.to_lowercase().contains("unrecognized name")
             || refused.to_lowercase().contains("unrecognised name"),
@@ -184,7 +177,7 @@ async fn a_rotated_certificate_serves_new_handshakes_and_open_websockets_stay() 
     let https = gw.https.expect("HTTPS listener");
     gw.wait_key("this_is_the_key", 101);
     wait_for("the old certificate", Duration::from_secs(10), || {
-        curl_https(https, "ws.example.com", "/raw", &old.ca_file()).ok()
+        curl_ca(https, "ws.example.com", "/raw", &old.ca_file()).ok()
     });
 
     // 20 WebSockets over wss:// with the old certificate.
@@ -212,10 +205,10 @@ async fn a_rotated_certificate_serves_new_handshakes_and_open_websockets_stay() 
     // Rotation: the Secret now holds a certificate from another CA.
     write_cert(&new);
     wait_for("the new certificate", Duration::from_secs(10), || {
-        curl_https(https, "ws.example.com", "/raw", &new.ca_file()).ok()
+        curl_ca(https, "ws.example.com", "/raw", &new.ca_file()).ok()
     });
     assert!(
-        curl_https(https, "ws.example.com", "/raw", &old.ca_file()).is_err(),
+        curl_ca(https, "ws.example.com", "/raw", &old.ca_file()).is_err(),
         "new handshakes no longer get the old certificate"
     );
     // Every WebSocket opened before the rotation still echoes.
@@ -228,44 +221,6 @@ async fn a_rotated_certificate_serves_new_handshakes_and_open_websockets_stay() 
             .expect("the socket is open")
             .unwrap();
         assert_eq!(echoed.into_text().unwrap().as_str(), text);
-    }
-}
-
-/// curl over HTTPS to `host` (resolved to the gateway), trusting only `ca`, with a client
-/// certificate (`cert`, `key` files) or none: the status code, or the error when the handshake
-/// or verification failed.
-fn curl_mtls(
-    https: SocketAddr,
-    host: &str,
-    path: &str,
-    ca: &Path,
-    client: Option<(&Path, &Path)>,
-) -> Result<u16, String> {
-    let mut cmd = std::process::Command::new("curl");
-    cmd.args([
-        "-sS",
-        "--max-time",
-        "10",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-    ])
-    .arg("--resolve")
-    .arg(format!("{host}:{}:127.0.0.1", https.port()))
-    .arg("--cacert")
-    .arg(ca);
-    if let Some((cert, key)) = client {
-        cmd.arg("--cert").arg(cert).arg("--key").arg(key);
-    }
-    let out = cmd
-        .arg(format!("https://{host}:{}{path}", https.port()))
-        .output()
-        .expect("curl runs");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0))
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
 }
 
@@ -311,43 +266,43 @@ fn client_certificates_are_checked_per_host() {
     let good = Some((cert, key));
     let bad = Some((bad.0.as_path(), bad.1.as_path()));
     wait_for("the ws certificate", Duration::from_secs(10), || {
-        curl_mtls(https, "ws.example.com", "/raw", &ca, good).ok()
+        curl_https(https, "ws.example.com", "/raw", &ca, good).ok()
     });
 
     // With skip paths: the handshake admits anyone; other paths need the certificate.
     assert_eq!(
-        curl_mtls(https, "ws.example.com", "/raw", &ca, good),
+        curl_https(https, "ws.example.com", "/raw", &ca, good),
         Ok(401),
         "verified: on to key-auth"
     );
     assert_eq!(
-        curl_mtls(https, "ws.example.com", "/raw", &ca, None),
+        curl_https(https, "ws.example.com", "/raw", &ca, None),
         Ok(400)
     );
     assert_eq!(
-        curl_mtls(https, "ws.example.com", "/public", &ca, None),
+        curl_https(https, "ws.example.com", "/public", &ca, None),
         Ok(404),
         "skipped: no certificate needed"
     );
     assert!(
-        curl_mtls(https, "ws.example.com", "/raw", &ca, bad).is_err(),
+        curl_https(https, "ws.example.com", "/raw", &ca, bad).is_err(),
         "another CA's certificate fails the handshake"
     );
     // Without skip paths: no certificate, no handshake.
     assert_eq!(
-        curl_mtls(https, "strict.example.com", "/", &ca, good),
+        curl_https(https, "strict.example.com", "/", &ca, good),
         Ok(404)
     );
-    assert!(curl_mtls(https, "strict.example.com", "/", &ca, None).is_err());
+    assert!(curl_https(https, "strict.example.com", "/", &ca, None).is_err());
     // The verified subject picks the rule: alice's certificate reaches the console, bob's
     // (same CA) does not.
     assert_eq!(
-        curl_mtls(https, "strict.example.com", "/console", &ca, good),
+        curl_https(https, "strict.example.com", "/console", &ca, good),
         Ok(200)
     );
     let bob = Some((bob.0.as_path(), bob.1.as_path()));
     assert_eq!(
-        curl_mtls(https, "strict.example.com", "/console", &ca, bob),
+        curl_https(https, "strict.example.com", "/console", &ca, bob),
         Ok(404)
     );
     // Plain HTTP to a mutual-TLS host: 421, except on its skip paths.
