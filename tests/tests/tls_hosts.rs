@@ -338,3 +338,97 @@ fn client_certificates_are_checked_per_host() {
     );
     assert_eq!(r["status"], 400, "{r}");
 }
+
+/// The conditions of standalone object `kind`/`name` from the gateway's status.
+fn status_of(gw: &Gateway, kind: &str, name: &str) -> Option<serde_json::Value> {
+    gw.status()["resources"]
+        .as_array()?
+        .iter()
+        .find(|o| o["kind"] == kind && o["name"] == name)
+        .cloned()
+}
+
+fn accepted(object: &serde_json::Value) -> (String, String) {
+    let c = object["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Accepted"))
+        .cloned()
+        .unwrap_or_default();
+    (
+        c["status"].as_str().unwrap_or_default().to_string(),
+        c["message"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+#[test]
+fn expired_mismatched_and_uncovered_certificates_are_reported() {
+    let echo = Echo::start(&[]);
+    let dir = example_manifests(echo.addr);
+    let pki = Pki::new("status CA");
+    // A certificate that expired yesterday (self-signed: curl trusts it as its own CA file).
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["old.example.com".to_string()]).unwrap();
+    let day = Duration::from_secs(86_400);
+    let now = std::time::SystemTime::now();
+    params.not_before = (now - 30 * day).into();
+    params.not_after = (now - day).into();
+    let expired = params.self_signed(&key).unwrap();
+    let expired_file = pki.dir.path().join("expired.pem");
+    std::fs::write(&expired_file, expired.pem()).unwrap();
+    // A certificate with another certificate's key.
+    let one = pki.ca.server(&["mixed.example.com"]).unwrap();
+    let two = pki.ca.server(&["mixed.example.com"]).unwrap();
+    let covered = pki.ca.server(&["ws.example.com"]).unwrap();
+    let text = [
+        tls_secret_yaml("old-cert", &expired.pem(), &key.serialize_pem()),
+        apisix_tls("old", "old.example.com", "old-cert"),
+        tls_secret_yaml("mixed-cert", &one.cert, &two.key),
+        apisix_tls("mixed", "mixed.example.com", "mixed-cert"),
+        tls_secret("ws-cert", &covered),
+        apisix_tls("elsewhere", "elsewhere.example.com", "ws-cert"),
+    ]
+    .concat();
+    write_atomically(dir.path(), "tls.yaml", &text);
+    let gw = Gateway::start_standalone(dir.path(), &["--listen-https", "127.0.0.1:0"]);
+    let https = gw.https.expect("HTTPS listener");
+    wait_for(
+        "the three ApisixTls reported",
+        Duration::from_secs(10),
+        || {
+            let all = ["old", "mixed", "elsewhere"].map(|n| status_of(&gw, "ApisixTls", n));
+            all.iter().all(Option::is_some).then_some(())
+        },
+    );
+
+    // Expired: served (the client says so), accepted with a warning.
+    let (status, message) = accepted(&status_of(&gw, "ApisixTls", "old").unwrap());
+    assert_eq!(status, "True", "{message}");
+    assert!(
+        message.contains("warning: .spec.secret: the certificate expired at"),
+        "{message}"
+    );
+    let refused = curl_ca(https, "old.example.com", "/", &expired_file).unwrap_err();
+    assert!(
+        refused.contains("expired"),
+        "served, and expired: {refused}"
+    );
+
+    // A key of another certificate: refused, and the host gets no certificate.
+    let (status, message) = accepted(&status_of(&gw, "ApisixTls", "mixed").unwrap());
+    assert_eq!(status, "False", "{message}");
+    assert!(message.contains(".spec.secret"), "{message}");
+    assert!(message.contains("key"), "{message}");
+    let refused = curl_ca(https, "mixed.example.com", "/", &pki.ca_file()).unwrap_err();
+    assert!(
+        refused.to_lowercase().contains("unrecognized name"),
+        "{refused}"
+    );
+
+    // A host the certificate does not cover: served, with a warning naming the host.
+    let (status, message) = accepted(&status_of(&gw, "ApisixTls", "elsewhere").unwrap());
+    assert_eq!(status, "True", "{message}");
+    assert!(
+        message.contains("warning:") && message.contains("elsewhere.example.com"),
+        "{message}"
+    );
+}
