@@ -78,11 +78,9 @@ pub fn upstream_to(addr: SocketAddr) -> Upstream {
             name: "demo/echo:ws".into(),
             weight: 100,
             scheme: Scheme::Http,
-            nodes: vec![Node {
-                host: addr.ip().to_string(),
-                port: addr.port(),
-            }],
+            nodes: vec![Node::new(addr.ip().to_string(), addr.port())],
             tls: UpstreamTls::default(),
+            policy: Default::default(),
         }],
         timeouts: Timeouts::default(),
     }

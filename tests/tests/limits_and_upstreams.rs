@@ -23,10 +23,7 @@ fn nodes(addrs: &[SocketAddr]) -> Upstream {
     let mut u = upstream_to(addrs[0]);
     u.backends[0].nodes = addrs
         .iter()
-        .map(|a| Node {
-            host: a.ip().to_string(),
-            port: a.port(),
-        })
+        .map(|a| Node::new(a.ip().to_string(), a.port()))
         .collect();
     u
 }

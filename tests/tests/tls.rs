@@ -15,6 +15,7 @@ fn tls_route(
     up.backends[0].tls = UpstreamTls {
         server_name: server_name.map(Into::into),
         verify,
+        client: None,
     };
     Route {
         id: id.into(),

@@ -356,6 +356,7 @@ fn backends(
                 scheme: Scheme::Http,
                 nodes: Vec::new(),
                 tls: UpstreamTls::default(),
+                policy: Default::default(),
             }),
         }
     }
@@ -435,16 +436,13 @@ fn resolve(
         port.name.clone().unwrap_or_else(|| port.port.to_string())
     );
     let mut tls = UpstreamTls {
-        server_name: None,
         verify,
+        ..UpstreamTls::default()
     };
     let nodes = if external {
         let host = spec.external_name.clone().unwrap_or_default();
         tls.server_name = Some(host.clone());
-        vec![Node {
-            host,
-            port: port_number,
-        }]
+        vec![Node::new(host, port_number)]
     } else if by_service {
         match spec.cluster_ip.as_deref() {
             Some("None") | None => {
@@ -454,10 +452,7 @@ fn resolve(
                 ));
                 return None;
             }
-            Some(ip) => vec![Node {
-                host: ip.to_string(),
-                port: port_number,
-            }],
+            Some(ip) => vec![Node::new(ip, port_number)],
         }
     } else {
         endpoints(
@@ -473,6 +468,7 @@ fn resolve(
         scheme,
         nodes,
         tls,
+        policy: Default::default(),
     })
 }
 
@@ -513,7 +509,7 @@ fn endpoints(snapshot: &Snapshot, namespace: &str, service: &str, port_name: &st
     }
     nodes
         .into_iter()
-        .map(|(host, port)| Node { host, port })
+        .map(|(host, port)| Node::new(host, port))
         .collect()
 }
 

@@ -230,12 +230,10 @@ mod tests {
                 backends: vec![crate::table::Backend {
                     name: "b".into(),
                     weight: 1,
-                    nodes: vec![crate::table::Node {
-                        host: "127.0.0.1".into(),
-                        port: 1,
-                    }],
+                    nodes: vec![crate::table::Node::new("127.0.0.1", 1)],
                     scheme: crate::table::Scheme::Http,
                     tls: crate::table::UpstreamTls::default(),
+                    policy: Default::default(),
                 }],
                 ..crate::table::Upstream::default()
             },
@@ -473,12 +471,10 @@ mod tests {
                     backends: vec![crate::table::Backend {
                         name: "console".into(),
                         weight: 1,
-                        nodes: vec![crate::table::Node {
-                            host: "127.0.0.1".into(),
-                            port: 1,
-                        }],
+                        nodes: vec![crate::table::Node::new("127.0.0.1", 1)],
                         scheme: crate::table::Scheme::Http,
                         tls: crate::table::UpstreamTls::default(),
+                        policy: Default::default(),
                     }],
                     ..crate::table::Upstream::default()
                 },

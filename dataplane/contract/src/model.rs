@@ -319,6 +319,10 @@ pub struct Backend {
     pub nodes: Vec<Node>,
     #[serde(default)]
     pub tls: UpstreamTls,
+    /// What the Service's `ApisixUpstream` sets (docs/behaviour.md §15); left out when default,
+    /// so tables without one hash as before.
+    #[serde(default, skip_serializing_if = "UpstreamPolicy::is_default")]
+    pub policy: UpstreamPolicy,
 }
 
 fn default_weight() -> u32 {
@@ -331,6 +335,265 @@ pub struct Node {
     /// IP literal, or a DNS name (ExternalName Services) resolved when connecting.
     pub host: String,
     pub port: u16,
+    /// Relative to the backend's other nodes (`externalNodes[].weight`); 0 takes no traffic.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub weight: u32,
+}
+
+impl Node {
+    /// A node of weight 1.
+    pub fn new(host: impl Into<String>, port: u16) -> Node {
+        Node {
+            host: host.into(),
+            port,
+            weight: 1,
+        }
+    }
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
+/// How a backend's nodes are chosen and watched: an `ApisixUpstream`'s settings, resolved by
+/// translation (port-level settings already applied).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamPolicy {
+    pub balancer: Balancer,
+    /// Other nodes tried after a connect failure; `None`: each other node once (APISIX's
+    /// default, nodes − 1). A WebSocket handshake is retried only before any byte of it went
+    /// to the upstream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// Replaces the rule's timeouts (translation sets it only when the rule has none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<Timeouts>,
+    pub pass_host: PassHost,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+}
+
+impl UpstreamPolicy {
+    pub fn is_default(&self) -> bool {
+        *self == UpstreamPolicy::default()
+    }
+}
+
+/// `loadbalancer`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Balancer {
+    /// Weighted round robin over the nodes.
+    #[default]
+    Roundrobin,
+    /// Consistent hashing of `key` read as `hash_on` says: a key keeps its node while that
+    /// node stays, and removing one node moves only the keys it had.
+    Chash { hash_on: HashOn, key: String },
+    /// The node with the lowest exponentially weighted moving average of connect latency.
+    Ewma,
+    /// The node with the fewest open connections, upgraded WebSockets included; counts survive
+    /// table swaps for nodes that stay.
+    LeastConn,
+}
+
+/// `loadbalancer.hashOn`, and what `key` names for each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HashOn {
+    /// An nginx variable: `remote_addr`, `uri`, `request_uri`, `host`, `server_name`,
+    /// `arg_<name>`, `http_<name>`, `cookie_<name>`.
+    Vars,
+    /// A request header.
+    Header,
+    /// A cookie.
+    Cookie,
+    /// The authenticated consumer's name (`key` unused).
+    Consumer,
+    /// Several variables written `$a$b` (as APISIX's `vars_combinations`).
+    VarsCombinations,
+}
+
+/// `passHost`: the `Host` sent upstream.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PassHost {
+    /// The client's `Host`.
+    #[default]
+    Pass,
+    /// The node's `host:port`.
+    Node,
+    /// `upstreamHost`.
+    Rewrite(String),
+}
+
+/// `healthCheck`: active probes from every dataplane, and passive checks of real traffic.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheck {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active: Option<ActiveCheck>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub passive: Option<PassiveCheck>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeKind {
+    #[default]
+    Http,
+    Https,
+    Tcp,
+}
+
+/// Active probes. Defaults are APISIX's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActiveCheck {
+    #[serde(rename = "type")]
+    pub kind: ProbeKind,
+    /// Per probe.
+    pub timeout_ms: u64,
+    /// Probes in flight at once, per backend.
+    pub concurrency: u32,
+    /// `Host` of HTTP probes; `None`: the node's address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Probe port; `None`: the node's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    pub http_path: String,
+    /// `https` probes verify the node's certificate (`strictTLS`).
+    pub verify_tls: bool,
+    /// Extra header lines of HTTP probes, `Name: value`.
+    pub request_headers: Vec<String>,
+    pub healthy: ActiveHealthy,
+    pub unhealthy: ActiveUnhealthy,
+}
+
+impl Default for ActiveCheck {
+    fn default() -> Self {
+        ActiveCheck {
+            kind: ProbeKind::Http,
+            timeout_ms: 1000,
+            concurrency: 10,
+            host: None,
+            port: None,
+            http_path: "/".into(),
+            verify_tls: true,
+            request_headers: Vec::new(),
+            healthy: ActiveHealthy::default(),
+            unhealthy: ActiveUnhealthy::default(),
+        }
+    }
+}
+
+/// When probes of an unhealthy node bring it back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActiveHealthy {
+    /// Between probes of a healthy node; 0: healthy nodes are not probed.
+    pub interval_ms: u64,
+    pub http_statuses: Vec<u16>,
+    /// Consecutive successes that make a node healthy; 0: never by probes.
+    pub successes: u32,
+}
+
+impl Default for ActiveHealthy {
+    fn default() -> Self {
+        ActiveHealthy {
+            interval_ms: 1000,
+            http_statuses: vec![200, 302],
+            successes: 2,
+        }
+    }
+}
+
+/// When probes take a node out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActiveUnhealthy {
+    /// Between probes of an unhealthy node; 0: unhealthy nodes are not probed.
+    pub interval_ms: u64,
+    pub http_statuses: Vec<u16>,
+    /// Consecutive counts that make a node unhealthy; 0: never by that kind of failure.
+    pub http_failures: u32,
+    pub tcp_failures: u32,
+    pub timeouts: u32,
+}
+
+impl Default for ActiveUnhealthy {
+    fn default() -> Self {
+        ActiveUnhealthy {
+            interval_ms: 1000,
+            http_statuses: vec![429, 404, 500, 501, 502, 503, 504, 505],
+            http_failures: 5,
+            tcp_failures: 2,
+            timeouts: 3,
+        }
+    }
+}
+
+/// Passive checks: what real requests and WebSocket handshakes saw. Defaults are APISIX's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PassiveCheck {
+    #[serde(rename = "type")]
+    pub kind: ProbeKind,
+    pub healthy: PassiveHealthy,
+    pub unhealthy: PassiveUnhealthy,
+}
+
+impl Default for PassiveCheck {
+    fn default() -> Self {
+        PassiveCheck {
+            kind: ProbeKind::Http,
+            healthy: PassiveHealthy::default(),
+            unhealthy: PassiveUnhealthy::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PassiveHealthy {
+    pub http_statuses: Vec<u16>,
+    pub successes: u32,
+}
+
+impl Default for PassiveHealthy {
+    fn default() -> Self {
+        PassiveHealthy {
+            http_statuses: (200..=226)
+                .chain([300, 301, 302, 303, 304, 305, 306, 307, 308])
+                .collect(),
+            successes: 5,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PassiveUnhealthy {
+    pub http_statuses: Vec<u16>,
+    pub http_failures: u32,
+    pub tcp_failures: u32,
+    pub timeouts: u32,
+}
+
+impl Default for PassiveUnhealthy {
+    fn default() -> Self {
+        PassiveUnhealthy {
+            http_statuses: vec![429, 500, 503],
+            http_failures: 5,
+            tcp_failures: 2,
+            timeouts: 7,
+        }
+    }
 }
 
 /// TLS towards `https` backends.
@@ -341,6 +604,9 @@ pub struct UpstreamTls {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_name: Option<String>,
     pub verify: bool,
+    /// A client certificate for mutual TLS to the backend (`tlsSecret`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<ClientCertificate>,
 }
 
 impl Default for UpstreamTls {
@@ -348,8 +614,17 @@ impl Default for UpstreamTls {
         Self {
             server_name: None,
             verify: true,
+            client: None,
         }
     }
+}
+
+/// A certificate chain and its private key (PEM), presented to `https` backends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertificate {
+    pub certificate: String,
+    pub key: PrivateKeyPem,
 }
 
 /// An `ApisixConsumer`, with at most one credential.

@@ -23,14 +23,9 @@ pub(crate) fn backend(name: &str, weight: u32, nodes: &[(&str, u16)]) -> Backend
         name: name.into(),
         weight,
         scheme: Scheme::Http,
-        nodes: nodes
-            .iter()
-            .map(|(h, p)| Node {
-                host: h.to_string(),
-                port: *p,
-            })
-            .collect(),
+        nodes: nodes.iter().map(|(h, p)| Node::new(*h, *p)).collect(),
         tls: UpstreamTls::default(),
+        policy: Default::default(),
     }
 }
 
