@@ -37,6 +37,13 @@ pub struct HostLabels {
     pub host: String,
 }
 
+/// An upstream node: its backend (`namespace/service:port`) and `host:port`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabels {
+    pub upstream: String,
+    pub node: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
@@ -54,6 +61,8 @@ pub struct Metrics {
     pub table_loads: Family<ResultLabels, Counter>,
     /// `notAfter` of each ApisixTls host's certificate, from the table in effect.
     pub tls_certificate_expiry: Family<HostLabels, Gauge>,
+    /// 1 healthy, 0 unhealthy, for the nodes of backends with health checks.
+    pub upstream_node_healthy: Family<NodeLabels, Gauge>,
     pub connections_active: Gauge,
     /// 1 while the sync stream to the controller is up.
     pub sync_connected: Gauge,
@@ -69,6 +78,11 @@ impl Metrics {
             "portcullis_tls_certificate_expiry_timestamp_seconds",
             "notAfter of the certificate each ApisixTls host is served with (Unix seconds)",
             self.tls_certificate_expiry.clone(),
+        );
+        registry.register(
+            "portcullis_upstream_node_healthy",
+            "Health of each upstream node with health checks (1 healthy, 0 unhealthy: no new connections)",
+            self.upstream_node_healthy.clone(),
         );
         registry.register(
             "portcullis_requests",

@@ -99,6 +99,8 @@ pub struct Forward<'t> {
     pub host: Option<String>,
     /// The path that was matched, when it differs from the target's path.
     pub normalised_path: Option<Vec<u8>>,
+    /// The `chash` key of each backend that hashes (empty when none does).
+    pub balance_keys: Vec<Option<u64>>,
 }
 
 impl Forward<'_> {
@@ -153,6 +155,10 @@ pub fn decide<'t>(table: &'t CompiledTable, head: Head<'_>, now: u64) -> Decisio
         Ok(auth) => auth,
         Err(rejection) => return refuse(route.id.clone(), Refusal::Unauthorized(rejection)),
     };
+    let consumer = auth.consumer.map(|c| &table.consumers.list[c]);
+    let balance_keys = route
+        .upstream
+        .balance_keys(&view, consumer.map(|c| c.username.as_str()));
     let normalised_path =
         (view.path != head.uri.path().as_bytes()).then(|| std::mem::take(&mut view.path));
     Decision {
@@ -161,10 +167,11 @@ pub fn decide<'t>(table: &'t CompiledTable, head: Head<'_>, now: u64) -> Decisio
         verdict: Ok(Forward {
             route,
             websocket: upgrade && route.websocket,
-            consumer: auth.consumer.map(|c| &table.consumers.list[c]),
+            consumer,
             edits: auth.edits,
             host: view.host.take(),
             normalised_path,
+            balance_keys,
         }),
     }
 }

@@ -339,8 +339,16 @@ impl Dataplane {
             &forward.edits,
             forward.normalised_path.as_deref(),
         );
-        let exchanged = match self.connect_upstream(route, forward.host.as_deref()).await {
-            Ok(upstream) => self.exchange_upgrade(route, upstream, &parts).await,
+        let connected = self
+            .connect_upstream(route, forward.host.as_deref(), &forward.balance_keys)
+            .await;
+        let mut timeouts = route.upstream.timeouts;
+        let exchanged = match connected {
+            Ok(connected) => {
+                timeouts = connected.timeouts;
+                super::pass_host(&mut parts.headers, &connected);
+                self.exchange_upgrade(route, connected, &parts).await
+            }
             Err(failure) => Err(failure),
         };
         let respond =
@@ -358,8 +366,8 @@ impl Dataplane {
                 early,
             }) => {
                 let limits = Limits {
-                    idle: route.upstream.read_timeout,
-                    upstream_send: route.upstream.send_timeout,
+                    idle: timeouts.read,
+                    upstream_send: timeouts.send,
                     client_send: self.settings.client_send_timeout,
                 };
                 let answer = Answer::Upgrade {

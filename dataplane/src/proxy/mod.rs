@@ -6,6 +6,7 @@ mod client_body;
 pub mod client_io;
 mod failure;
 mod fast;
+mod health;
 pub mod forward;
 pub mod responses;
 pub mod revoke;
@@ -30,7 +31,11 @@ use tracing::{Instrument, debug, info, warn};
 
 use crate::decision::{Forward, Head, Refusal, decide};
 use crate::metrics::{Metrics, Outcome};
-use crate::table::{CompiledRoute, CompiledTable, RouteTable, TableError};
+use crate::table::balance::{self, NodeRegistry};
+use crate::table::{
+    CompiledBackend, CompiledNode, CompiledRoute, CompiledTable, CompiledTimeouts, PassHost,
+    RouteTable, TableError,
+};
 use body::ResponseBody;
 use client_body::{BodyProgress, ClientBody, ReadDeadline};
 use client_io::{ClientStream, ConnPhase, GuardedIo, HeadLimits};
@@ -80,7 +85,10 @@ pub struct Dataplane {
     /// Established WebSockets by consumer, for revocation.
     sessions: Arc<revoke::Sessions>,
     pub metrics: Metrics,
-    upstream_tls: UpstreamTls,
+    upstream_tls: Arc<UpstreamTls>,
+    /// Open connections, latency and health of upstream nodes, kept across tables.
+    nodes: NodeRegistry,
+    health: Arc<health::Health>,
     /// Certificates of the HTTPS listeners, by SNI.
     pub tls: tls_front::TlsFront,
     settings: ProxySettings,
@@ -88,11 +96,14 @@ pub struct Dataplane {
 
 impl Dataplane {
     pub fn new(settings: ProxySettings, upstream_tls: UpstreamTls, metrics: Metrics) -> Arc<Self> {
+        let health = Arc::new(health::Health::new(metrics.upstream_node_healthy.clone()));
         Arc::new(Dataplane {
             table: ArcSwapOption::empty(),
             sessions: Arc::default(),
             metrics,
-            upstream_tls,
+            upstream_tls: Arc::new(upstream_tls),
+            nodes: NodeRegistry::default(),
+            health,
             tls: tls_front::TlsFront::new(tls_front::Resumption::default()),
             settings,
         })
@@ -108,7 +119,7 @@ impl Dataplane {
                 limit: self.settings.max_routes,
             })
         } else {
-            CompiledTable::compile(table)
+            CompiledTable::compile_with(table, &self.nodes)
         };
         let prepared = compiled.map(Arc::new).and_then(|compiled| {
             // Certificate configs are built before the swap: a table whose TLS cannot be
@@ -120,6 +131,7 @@ impl Dataplane {
             Ok((compiled, tls)) => {
                 self.table.store(Some(compiled.clone()));
                 self.tls.install(tls);
+                self.health.sync(&compiled, &self.upstream_tls);
                 self.metrics.tls_certificate_expiry.clear();
                 for server in &compiled.tls.servers {
                     for host in &server.hosts {
@@ -346,30 +358,24 @@ impl Dataplane {
         let (body, progress) = ClientBody::new(body, self.settings.client_body_timeout);
         let upstream_req = Request::from_parts(parts, body);
 
-        match self
-            .exchange(
-                route,
-                forward.host.as_deref(),
-                upstream_req,
-                &progress,
-                forward.websocket,
-            )
-            .await
-        {
+        match self.exchange(route, &forward, upstream_req, &progress).await {
             Err(failure) => failure_response(route, failure),
-            Ok(Exchanged::Upgraded {
-                headers,
-                upstream,
-                early,
-            }) => {
+            Ok((
+                Exchanged::Upgraded {
+                    headers,
+                    upstream,
+                    early,
+                },
+                timeouts,
+            )) => {
                 let Some(client_upgrade) = client_upgrade else {
                     // A 101 we did not ask for: refuse to relay it.
                     return failure_response(route, Failure::UpstreamInvalid("unexpected_101"));
                 };
                 phase.upgraded();
                 let limits = Limits {
-                    idle: route.upstream.read_timeout,
-                    upstream_send: route.upstream.send_timeout,
+                    idle: timeouts.read,
+                    upstream_send: timeouts.send,
                     client_send: self.settings.client_send_timeout,
                 };
                 let metrics = self.metrics.clone();
@@ -384,12 +390,15 @@ impl Dataplane {
                 forward::prepare_response(response.headers_mut(), true);
                 (response, Outcome::Upgraded, "")
             }
-            Ok(Exchanged::Refused {
-                status,
-                headers,
-                body,
-            }) => refusal_response(status, headers, body),
-            Ok(Exchanged::Response(resp)) => {
+            Ok((
+                Exchanged::Refused {
+                    status,
+                    headers,
+                    body,
+                },
+                _,
+            )) => refusal_response(status, headers, body),
+            Ok((Exchanged::Response(resp), _)) => {
                 let status = resp.status();
                 let (mut parts, body) = resp.into_parts();
                 forward::prepare_response(&mut parts.headers, false);
@@ -442,38 +451,65 @@ impl Dataplane {
     }
 
     /// Picks a backend and node and connects, trying the backend's other nodes on connect
-    /// failure. 503 without nodes; after failures, 504 if the last try timed out, else 502.
-    async fn connect_upstream(
+    /// failure (at most its `retries`). 503 without nodes; after failures, 504 if the last try
+    /// timed out, else 502. Each attempt is counted on its node (`least_conn`), timed (`ewma`)
+    /// and, with passive checks, reported to its health.
+    async fn connect_upstream<'t>(
         &self,
-        route: &CompiledRoute,
+        route: &'t CompiledRoute,
         request_host: Option<&str>,
-    ) -> Result<UpstreamStream, Failure> {
+        balance_keys: &[Option<u64>],
+    ) -> Result<Connected<'t>, Failure> {
         let upstream = &route.upstream;
-        let backend = upstream.pick_backend().ok_or(Failure::NoNodes)?;
+        let (index, backend) = upstream.pick_backend().ok_or(Failure::NoNodes)?;
         if backend.nodes.is_empty() {
             return Err(Failure::NoNodes);
         }
+        let timeouts = backend.timeouts(upstream);
+        let key = balance_keys.get(index).copied().flatten();
         let mut last_error = None;
-        for node in backend.node_order() {
+        for node in backend.node_order(key) {
+            let open = node.state.track();
+            let started = std::time::Instant::now();
             match upstream::connect(
                 node,
                 backend,
                 request_host,
                 &self.upstream_tls,
-                upstream.connect_timeout,
+                timeouts.connect,
             )
             .await
             {
-                Ok(s) => return Ok(s),
+                Ok(stream) => {
+                    node.state.record_latency(
+                        u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                    );
+                    return Ok(Connected {
+                        stream: stream.counted(open),
+                        backend,
+                        node,
+                        timeouts,
+                    });
+                }
                 Err(error) => {
                     debug!(route = %route.id, backend = %backend.name, %error, "upstream connect failed");
+                    let outcome = if error.is_timeout() {
+                        balance::Outcome::Timeout
+                    } else {
+                        balance::Outcome::TcpFailure
+                    };
+                    self.health.passive(backend, node, outcome);
                     last_error = Some(error);
                 }
             }
         }
         let timed_out = last_error.as_ref().is_some_and(|e| e.is_timeout());
-        if let Some(error) = last_error {
-            warn!(route = %route.id, backend = %backend.name, %error, "no upstream node reachable");
+        match last_error {
+            Some(error) => {
+                warn!(route = %route.id, backend = %backend.name, %error, "no upstream node reachable")
+            }
+            // Every node has weight 0.
+            None => return Err(Failure::NoNodes),
         }
         Err(if timed_out {
             Failure::ConnectTimeout
@@ -482,21 +518,30 @@ impl Dataplane {
         })
     }
 
-    /// Connects, sends the request and waits for the response head.
+    /// Connects, sends the request and waits for the response head. Also the timeouts in
+    /// force for what follows (the chosen backend's).
     async fn exchange(
         &self,
         route: &CompiledRoute,
-        request_host: Option<&str>,
-        req: Request<ClientBody>,
+        forward: &Forward<'_>,
+        mut req: Request<ClientBody>,
         progress: &BodyProgress,
-        websocket: bool,
-    ) -> Result<Exchanged, Failure> {
-        let upstream = &route.upstream;
-        let stream = self.connect_upstream(route, request_host).await?;
-        if websocket && http_body::Body::is_end_stream(req.body()) {
+    ) -> Result<(Exchanged, CompiledTimeouts), Failure> {
+        let connected = self
+            .connect_upstream(route, forward.host.as_deref(), &forward.balance_keys)
+            .await?;
+        let timeouts = connected.timeouts;
+        pass_host(req.headers_mut(), &connected);
+        if forward.websocket && http_body::Body::is_end_stream(req.body()) {
             let (parts, _empty_body) = req.into_parts();
-            return self.exchange_upgrade(route, stream, &parts).await;
+            return Ok((self.exchange_upgrade(route, connected, &parts).await?, timeouts));
         }
+        let Connected {
+            stream,
+            backend,
+            node,
+            ..
+        } = connected;
         let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
             .handshake::<_, ClientBody>(TokioIo::new(stream))
             .await
@@ -507,9 +552,9 @@ impl Dataplane {
         let mut conn = Box::pin(conn.without_shutdown());
         let send = sender.send_request(req);
         tokio::pin!(send);
-        let deadline = tokio::time::sleep(upstream.read_timeout);
+        let deadline = tokio::time::sleep(timeouts.read);
         tokio::pin!(deadline);
-        let mut read_deadline = ReadDeadline::new(upstream.read_timeout);
+        let mut read_deadline = ReadDeadline::new(timeouts.read);
         let mut finished: Option<
             hyper::Result<hyper::client::conn::http1::Parts<TokioIo<UpstreamStream>>>,
         > = None;
@@ -520,7 +565,10 @@ impl Dataplane {
                 done = &mut conn, if finished.is_none() => finished = Some(done),
                 _ = &mut deadline => match read_deadline.on_fire(progress, tokio::time::Instant::now()) {
                     Some(next) => deadline.as_mut().reset(next),
-                    None => return Err(Failure::UpstreamTimeout),
+                    None => {
+                        self.health.passive(backend, node, balance::Outcome::Timeout);
+                        return Err(Failure::UpstreamTimeout);
+                    }
                 },
             }
         };
@@ -535,8 +583,12 @@ impl Dataplane {
             client_fault().unwrap_or(Failure::UpstreamInvalid("upstream_error"))
         })?;
         if !(100..=599).contains(&response.status().as_u16()) {
+            self.health
+                .passive(backend, node, balance::Outcome::HttpFailure);
             return Err(Failure::UpstreamInvalid("invalid_status"));
         }
+        self.health
+            .passive_status(backend, node, response.status().as_u16());
         // hyper lets Transfer-Encoding override Content-Length; RFC 9112 §6.3 calls the pair
         // a sign of smuggling, and the strict reading refuses it.
         let headers = response.headers();
@@ -551,11 +603,14 @@ impl Dataplane {
                 None => conn.await,
             }
             .map_err(|_| Failure::UpstreamInvalid("upstream_error"))?;
-            return Ok(Exchanged::Upgraded {
-                headers: response.into_parts().0.headers,
-                upstream: parts.io.into_inner(),
-                early: parts.read_buf,
-            });
+            return Ok((
+                Exchanged::Upgraded {
+                    headers: response.into_parts().0.headers,
+                    upstream: parts.io.into_inner(),
+                    early: parts.read_buf,
+                },
+                timeouts,
+            ));
         }
         if finished.is_none() {
             tokio::spawn(async move {
@@ -564,29 +619,44 @@ impl Dataplane {
                 }
             });
         }
-        Ok(Exchanged::Response(response))
+        Ok((Exchanged::Response(response), timeouts))
     }
 
     /// A body-less WebSocket handshake: written and answered without hyper's client.
     async fn exchange_upgrade(
         &self,
         route: &CompiledRoute,
-        mut stream: UpstreamStream,
+        connected: Connected<'_>,
         parts: &http::request::Parts,
     ) -> Result<Exchanged, Failure> {
+        let Connected {
+            mut stream,
+            backend,
+            node,
+            timeouts,
+        } = connected;
         let answer = match tokio::time::timeout(
-            route.upstream.read_timeout,
+            timeouts.read,
             upgrade::handshake(&mut stream, parts),
         )
         .await
         {
-            Err(_) => return Err(Failure::UpstreamTimeout),
+            Err(_) => {
+                self.health.passive(backend, node, balance::Outcome::Timeout);
+                return Err(Failure::UpstreamTimeout);
+            }
             Ok(Err(error)) => {
                 debug!(route = %route.id, %error, "upstream handshake failed");
+                self.health
+                    .passive(backend, node, balance::Outcome::HttpFailure);
                 return Err(Failure::UpstreamInvalid(error.reason()));
             }
             Ok(Ok(answer)) => answer,
         };
+        // A failed upgrade is a status like any other for passive checks (a 101 is a success
+        // when the healthy list has it, as APISIX's default list does not: then it says nothing).
+        self.health
+            .passive_status(backend, node, answer.status.as_u16());
         if answer.status == StatusCode::SWITCHING_PROTOCOLS {
             return Ok(Exchanged::Upgraded {
                 headers: answer.headers,
@@ -599,6 +669,31 @@ impl Dataplane {
             headers: answer.headers,
             body: answer.rest,
         })
+    }
+}
+
+/// A connection to the node chosen for a request, and what it was chosen under.
+pub(super) struct Connected<'t> {
+    pub stream: UpstreamStream,
+    pub backend: &'t CompiledBackend,
+    pub node: &'t CompiledNode,
+    /// The backend's timeouts (or the rule's).
+    pub timeouts: CompiledTimeouts,
+}
+
+/// `passHost`: the `Host` the upstream sees (the client's, the node's, or `upstreamHost`).
+/// `X-Forwarded-Host` keeps the client's.
+fn pass_host(headers: &mut http::HeaderMap, connected: &Connected<'_>) {
+    let value = match &connected.backend.pass_host {
+        PassHost::Pass => return,
+        PassHost::Node => {
+            let node = connected.node;
+            http::HeaderValue::from_str(&format!("{}:{}", node.host, node.port))
+        }
+        PassHost::Rewrite(host) => http::HeaderValue::from_str(host),
+    };
+    if let Ok(value) = value {
+        headers.insert(http::header::HOST, value);
     }
 }
 

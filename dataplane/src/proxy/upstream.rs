@@ -15,6 +15,12 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use std::collections::HashMap;
+use std::sync::Weak;
+
+use rustls::sign::CertifiedKey;
+
+use crate::table::balance::OpenGuard;
 use crate::table::{CompiledBackend, CompiledNode, Scheme};
 
 /// Why a connection attempt failed; decides 502 versus 504.
@@ -48,15 +54,61 @@ impl ConnectError {
     }
 }
 
-pub enum UpstreamStream {
+/// A connection to a node, counted as open on the node (`least_conn`) while it lives.
+pub struct UpstreamStream {
+    io: UpstreamIo,
+    _open: Option<OpenGuard>,
+}
+
+enum UpstreamIo {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-/// The two client TLS configurations, built once at start-up.
+impl UpstreamStream {
+    fn new(io: UpstreamIo) -> UpstreamStream {
+        UpstreamStream { io, _open: None }
+    }
+
+    /// Counts the connection on its node until it is dropped.
+    pub fn counted(mut self, open: OpenGuard) -> UpstreamStream {
+        self._open = Some(open);
+        self
+    }
+}
+
+/// The client TLS configurations: two built at start-up, and one per backend client
+/// certificate (`tlsSecret`) built on its first use and kept while a table has it.
 pub struct UpstreamTls {
     verifying: TlsConnector,
     not_verifying: TlsConnector,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    roots: Arc<rustls::RootCertStore>,
+    /// By the certificate's address; the weak reference tells a live entry from a reused one.
+    with_client: std::sync::Mutex<HashMap<usize, ClientConnectors>>,
+}
+
+struct ClientConnectors {
+    key: Weak<CertifiedKey>,
+    verifying: TlsConnector,
+    not_verifying: TlsConnector,
+}
+
+/// Always presents the backend's certificate.
+#[derive(Debug)]
+struct PresentCertificate(Arc<CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for PresentCertificate {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+    fn has_certs(&self) -> bool {
+        true
+    }
 }
 
 impl UpstreamTls {
@@ -80,25 +132,88 @@ impl UpstreamTls {
                 return Err("CA file holds no PEM certificate".into());
             }
         }
-        let builder = || {
-            ClientConfig::builder_with_provider(provider.clone())
-                .with_safe_default_protocol_versions()
-                .map_err(|e| e.to_string())
-        };
-        let mut verifying = builder()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        verifying.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let mut not_verifying = builder()?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider.clone())))
-            .with_no_client_auth();
-        not_verifying.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let roots = Arc::new(roots);
+        let (verifying, not_verifying) = connectors(&provider, &roots, None)?;
         Ok(UpstreamTls {
-            verifying: TlsConnector::from(Arc::new(verifying)),
-            not_verifying: TlsConnector::from(Arc::new(not_verifying)),
+            verifying,
+            not_verifying,
+            provider,
+            roots,
+            with_client: std::sync::Mutex::default(),
         })
     }
+
+    /// The connector for a backend: verifying or not, with its client certificate if any.
+    fn connector(&self, backend: &CompiledBackend) -> Result<TlsConnector, String> {
+        self.connector_for(backend.verify, backend.client_certificate.as_ref())
+    }
+
+    /// A connector that verifies the server's certificate or not, presenting `client` if given.
+    pub fn connector_for(
+        &self,
+        verify: bool,
+        client: Option<&Arc<CertifiedKey>>,
+    ) -> Result<TlsConnector, String> {
+        let Some(key) = client else {
+            return Ok(if verify {
+                self.verifying.clone()
+            } else {
+                self.not_verifying.clone()
+            });
+        };
+        let mut cache = self.with_client.lock().unwrap_or_else(|e| e.into_inner());
+        let id = Arc::as_ptr(key) as usize;
+        let live = cache
+            .get(&id)
+            .is_some_and(|c| c.key.upgrade().is_some_and(|k| Arc::ptr_eq(&k, key)));
+        if !live {
+            cache.retain(|_, c| c.key.strong_count() > 0);
+            let (verifying, not_verifying) =
+                connectors(&self.provider, &self.roots, Some(key.clone()))?;
+            cache.insert(
+                id,
+                ClientConnectors {
+                    key: Arc::downgrade(key),
+                    verifying,
+                    not_verifying,
+                },
+            );
+        }
+        let entry = &cache[&id];
+        Ok(if verify {
+            entry.verifying.clone()
+        } else {
+            entry.not_verifying.clone()
+        })
+    }
+}
+
+/// A verifying and a non-verifying connector (ALPN http/1.1), presenting `client` if given.
+fn connectors(
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+    roots: &Arc<rustls::RootCertStore>,
+    client: Option<Arc<CertifiedKey>>,
+) -> Result<(TlsConnector, TlsConnector), String> {
+    let builder = || {
+        ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())
+    };
+    let finish = |b: rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>| {
+        let mut config = match &client {
+            Some(key) => b.with_client_cert_resolver(Arc::new(PresentCertificate(key.clone()))),
+            None => b.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        TlsConnector::from(Arc::new(config))
+    };
+    let verifying = finish(builder()?.with_root_certificates(roots.clone()));
+    let not_verifying = finish(
+        builder()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider.clone()))),
+    );
+    Ok((verifying, not_verifying))
 }
 
 /// Connects to one node within `timeout` (TCP and TLS together). `request_host` is the client's
@@ -118,14 +233,13 @@ pub async fn connect(
         };
         let _ = tcp.set_nodelay(true);
         match backend.scheme {
-            Scheme::Http => Ok(UpstreamStream::Plain(tcp)),
+            Scheme::Http => Ok(UpstreamStream::new(UpstreamIo::Plain(tcp))),
             Scheme::Https => {
                 let name = server_name(backend, request_host, node);
-                let connector = if backend.verify {
-                    &tls.verifying
-                } else {
-                    &tls.not_verifying
-                };
+                let connector = tls.connector(backend).map_err(|e| ConnectError::Tls {
+                    addr: label.clone(),
+                    source: io::Error::other(e),
+                })?;
                 let stream =
                     connector
                         .connect(name, tcp)
@@ -134,7 +248,7 @@ pub async fn connect(
                             addr: label.clone(),
                             source,
                         })?;
-                Ok(UpstreamStream::Tls(Box::new(stream)))
+                Ok(UpstreamStream::new(UpstreamIo::Tls(Box::new(stream))))
             }
         }
     };
@@ -179,7 +293,7 @@ async fn connect_by_name(node: &CompiledNode) -> Result<TcpStream, ConnectError>
 }
 
 /// SNI and certificate name: the backend's name, else the request's host, else the node.
-fn server_name(
+pub fn server_name(
     backend: &CompiledBackend,
     request_host: Option<&str>,
     node: &CompiledNode,
@@ -254,9 +368,9 @@ impl AsyncRead for UpstreamStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            UpstreamStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        match &mut self.get_mut().io {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -267,21 +381,21 @@ impl AsyncWrite for UpstreamStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            UpstreamStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        match &mut self.get_mut().io {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            UpstreamStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        match &mut self.get_mut().io {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_flush(cx),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            UpstreamStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        match &mut self.get_mut().io {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

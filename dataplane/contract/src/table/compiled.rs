@@ -9,11 +9,14 @@ use std::time::Duration;
 use ipnet::IpNet;
 use rustls_pki_types::ServerName;
 
+use super::balance::{self, CompiledBalancer, NodeKey, NodeRegistry, NodeState, Thresholds};
 use super::expr::CompiledExpr;
 use super::router::Router;
 use super::tls::CompiledTls;
 use crate::auth::{AuthChain, Consumers};
-use crate::model::{Backend, Route, RouteTable, Scheme};
+use crate::model::{
+    Backend, HealthCheck, PassHost, Route, RouteTable, Scheme, Timeouts,
+};
 use crate::request::RequestView;
 
 /// Why a table was refused as a whole.
@@ -80,9 +83,35 @@ pub struct CompiledUpstream {
     /// Running sums of backend weights, for weighted round robin.
     cumulative: Vec<u64>,
     counter: AtomicU64,
-    pub connect_timeout: Duration,
-    pub send_timeout: Duration,
-    pub read_timeout: Duration,
+    /// The rule's timeouts (a backend's `ApisixUpstream` may replace them).
+    pub timeouts: CompiledTimeouts,
+    /// Some backend hashes requests (`chash`): the decision computes their keys.
+    hashes: bool,
+}
+
+/// Upstream timeouts as durations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CompiledTimeouts {
+    pub connect: Duration,
+    pub send: Duration,
+    pub read: Duration,
+}
+
+impl CompiledTimeouts {
+    fn of(t: Timeouts) -> CompiledTimeouts {
+        let secs = |s: u64| {
+            Duration::from_secs(if s == 0 {
+                crate::model::DEFAULT_TIMEOUT_SECS
+            } else {
+                s
+            })
+        };
+        CompiledTimeouts {
+            connect: secs(t.connect),
+            send: secs(t.send),
+            read: secs(t.read),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -90,10 +119,49 @@ pub struct CompiledBackend {
     pub name: Arc<str>,
     pub scheme: Scheme,
     pub nodes: Vec<CompiledNode>,
+    /// Round robin turns and tie breaks.
     counter: AtomicU64,
+    /// Running sums of node weights, for weighted round robin.
+    cumulative: Vec<u64>,
+    pub balancer: CompiledBalancer,
+    /// Nodes tried per request at most: 1 + `retries`.
+    pub attempts: usize,
+    /// Replaces the rule's timeouts.
+    pub timeouts: Option<CompiledTimeouts>,
+    pub pass_host: PassHost,
+    pub health_check: Option<HealthCheck>,
+    /// Thresholds of passive checks, when the backend has them.
+    pub passive: Option<PassiveHealth>,
     /// SNI / certificate name; `None`: the request's host.
     pub server_name: Option<ServerName<'static>>,
     pub verify: bool,
+    /// A client certificate for mutual TLS to the nodes.
+    pub client_certificate: Option<Arc<rustls::sign::CertifiedKey>>,
+}
+
+/// What passive health checks count, resolved from the table.
+#[derive(Debug, Clone)]
+pub struct PassiveHealth {
+    /// `type: tcp` counts connect failures only, not statuses.
+    pub http: bool,
+    pub healthy_statuses: Vec<u16>,
+    pub unhealthy_statuses: Vec<u16>,
+    pub thresholds: Thresholds,
+}
+
+impl PassiveHealth {
+    /// What an upstream status says of the node: nothing when neither list has it.
+    pub fn classify(&self, status: u16) -> Option<balance::Outcome> {
+        if !self.http {
+            None
+        } else if self.unhealthy_statuses.contains(&status) {
+            Some(balance::Outcome::HttpFailure)
+        } else if self.healthy_statuses.contains(&status) {
+            Some(balance::Outcome::Success)
+        } else {
+            None
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -102,31 +170,68 @@ pub struct CompiledNode {
     pub port: u16,
     /// Pre-parsed when `host` is an IP literal.
     pub addr: Option<SocketAddr>,
+    pub weight: u32,
+    /// Open connections, latency, health: shared with other tables that have this node.
+    pub state: Arc<NodeState>,
+}
+
+impl balance::Weighted for CompiledNode {
+    fn weight(&self) -> u32 {
+        self.weight
+    }
+    fn state(&self) -> &NodeState {
+        &self.state
+    }
+    fn ring_name(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
 }
 
 impl CompiledUpstream {
-    /// Weighted round robin over backends; `None` when every weight is 0 (or no backends).
-    pub fn pick_backend(&self) -> Option<&CompiledBackend> {
+    /// Weighted round robin over backends, with the backend's index; `None` when every weight
+    /// is 0 (or no backends).
+    pub fn pick_backend(&self) -> Option<(usize, &CompiledBackend)> {
         let total = *self.cumulative.last()?;
         if total == 0 {
             return None;
         }
         let n = self.counter.fetch_add(1, Ordering::Relaxed) % total;
         let i = self.cumulative.partition_point(|sum| *sum <= n);
-        self.backends.get(i)
+        self.backends.get(i).map(|b| (i, b))
+    }
+
+    /// The `chash` key of the request for each backend (empty when no backend hashes).
+    pub fn balance_keys(&self, req: &RequestView<'_>, consumer: Option<&str>) -> Vec<Option<u64>> {
+        if !self.hashes {
+            return Vec::new();
+        }
+        self.backends
+            .iter()
+            .map(|b| b.balancer.key(req, consumer))
+            .collect()
     }
 }
 
 impl CompiledBackend {
-    /// The nodes in the order to try them: round robin start, then the others in turn.
-    pub fn node_order(&self) -> impl Iterator<Item = &CompiledNode> {
-        let len = self.nodes.len();
-        let start = if len == 0 {
-            0
-        } else {
-            (self.counter.fetch_add(1, Ordering::Relaxed) % len as u64) as usize
-        };
-        (0..len).map(move |i| &self.nodes[(start + i) % len])
+    /// The nodes to try, in order: the balancer's choice, then other eligible nodes in turn,
+    /// at most [`Self::attempts`]. `key`: the request's `chash` key.
+    pub fn node_order(&self, key: Option<u64>) -> impl Iterator<Item = &CompiledNode> {
+        let turn = self.counter.fetch_add(1, Ordering::Relaxed);
+        balance::order(
+            &self.balancer,
+            &self.nodes,
+            &self.cumulative,
+            turn,
+            key,
+            self.attempts,
+        )
+        .into_iter()
+        .map(|i| &self.nodes[i])
+    }
+
+    /// The rule's timeouts unless this backend's `ApisixUpstream` replaces them.
+    pub fn timeouts(&self, upstream: &CompiledUpstream) -> CompiledTimeouts {
+        self.timeouts.unwrap_or(upstream.timeouts)
     }
 }
 
@@ -145,7 +250,13 @@ pub struct CompiledTable {
 
 impl CompiledTable {
     /// Validates the whole table; any problem rejects it whole with a message naming the part.
-    pub fn compile(mut table: RouteTable) -> Result<Self, TableError> {
+    pub fn compile(table: RouteTable) -> Result<Self, TableError> {
+        Self::compile_with(table, &NodeRegistry::default())
+    }
+
+    /// As [`Self::compile`], with node states from `nodes`: a node the table in use has keeps
+    /// its open connections, latency and health.
+    pub fn compile_with(mut table: RouteTable, nodes: &NodeRegistry) -> Result<Self, TableError> {
         let actual = table.content_hash();
         if table.hash.is_empty() {
             table.hash = actual;
@@ -164,7 +275,7 @@ impl CompiledTable {
                 return Err(TableError::DuplicateRoute(route.id.clone()));
             }
             let compiled =
-                compile_route(route, &consumers).map_err(|problem| TableError::Route {
+                compile_route(route, &consumers, nodes).map_err(|problem| TableError::Route {
                     route: route.id.clone(),
                     problem,
                 })?;
@@ -206,10 +317,14 @@ impl CompiledTable {
 /// can answer a rule the dataplane would refuse with a placeholder (or leave it out) instead of
 /// sending a table that every dataplane refuses whole.
 pub fn check_route(route: &Route, consumers: &Consumers) -> Result<(), String> {
-    compile_route(route, consumers).map(|_| ())
+    compile_route(route, consumers, &NodeRegistry::default()).map(|_| ())
 }
 
-fn compile_route(route: &Route, consumers: &Consumers) -> Result<CompiledRoute, String> {
+fn compile_route(
+    route: &Route,
+    consumers: &Consumers,
+    registry: &NodeRegistry,
+) -> Result<CompiledRoute, String> {
     if route.id.is_empty() {
         return Err("id is empty".into());
     }
@@ -261,14 +376,18 @@ fn compile_route(route: &Route, consumers: &Consumers) -> Result<CompiledRoute, 
         );
     }
     let auth = AuthChain::compile(&route.plugins, consumers)?;
-    let t = route.upstream.timeouts;
     let backends = route
         .upstream
         .backends
         .iter()
         .enumerate()
-        .map(|(i, b)| compile_backend(b).map_err(|e| format!("upstream.backends[{i}]: {e}")))
+        .map(|(i, b)| {
+            compile_backend(b, registry).map_err(|e| format!("upstream.backends[{i}]: {e}"))
+        })
         .collect::<Result<Vec<_>, _>>()?;
+    let hashes = backends
+        .iter()
+        .any(|b| matches!(b.balancer, CompiledBalancer::Chash { .. }));
     let mut sum = 0u64;
     let cumulative = route
         .upstream
@@ -279,13 +398,6 @@ fn compile_route(route: &Route, consumers: &Consumers) -> Result<CompiledRoute, 
             sum
         })
         .collect();
-    let secs = |s: u64| {
-        Duration::from_secs(if s == 0 {
-            crate::model::DEFAULT_TIMEOUT_SECS
-        } else {
-            s
-        })
-    };
     Ok(CompiledRoute {
         id: route.id.as_str().into(),
         methods,
@@ -297,15 +409,15 @@ fn compile_route(route: &Route, consumers: &Consumers) -> Result<CompiledRoute, 
             backends,
             cumulative,
             counter: AtomicU64::new(0),
-            connect_timeout: secs(t.connect),
-            send_timeout: secs(t.send),
-            read_timeout: secs(t.read),
+            timeouts: CompiledTimeouts::of(route.upstream.timeouts),
+            hashes,
         },
         placeholder,
     })
 }
 
-fn compile_backend(b: &Backend) -> Result<CompiledBackend, String> {
+fn compile_backend(b: &Backend, registry: &NodeRegistry) -> Result<CompiledBackend, String> {
+    let backend_name: Arc<str> = b.name.as_str().into();
     let nodes = b
         .nodes
         .iter()
@@ -322,10 +434,18 @@ fn compile_backend(b: &Backend) -> Result<CompiledBackend, String> {
                 .trim_end_matches(']')
                 .parse::<IpAddr>()
                 .ok();
+            let host: Arc<str> = n.host.as_str().into();
+            let state = registry.state(&NodeKey {
+                backend: backend_name.clone(),
+                host: host.clone(),
+                port: n.port,
+            });
             Ok(CompiledNode {
-                host: n.host.as_str().into(),
+                host,
                 port: n.port,
                 addr: ip.map(|ip| SocketAddr::new(ip, n.port)),
+                weight: n.weight,
+                state,
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -336,13 +456,92 @@ fn compile_backend(b: &Backend) -> Result<CompiledBackend, String> {
         ),
         None => None,
     };
+    let policy = &b.policy;
+    let balancer = CompiledBalancer::compile(&policy.balancer, &nodes)?;
+    let mut sum = 0u64;
+    let cumulative = nodes
+        .iter()
+        .map(|n| {
+            sum += u64::from(n.weight);
+            sum
+        })
+        .collect();
+    // APISIX's default: every other node once.
+    let retries = policy
+        .retries
+        .map_or(nodes.len().saturating_sub(1), |r| r as usize);
+    if let PassHost::Rewrite(host) = &policy.pass_host {
+        http::HeaderValue::from_str(host)
+            .ok()
+            .filter(|_| !host.is_empty() && crate::request::valid_authority(host))
+            .ok_or_else(|| format!("policy.pass_host: {host:?} is not a valid host[:port]"))?;
+    }
+    let health_check = policy.health_check.clone();
+    if let Some(active) = health_check.as_ref().and_then(|h| h.active.as_ref()) {
+        if active.timeout_ms == 0 {
+            return Err("policy.health_check.active.timeout_ms: must be positive".into());
+        }
+        if !active.http_path.starts_with('/') {
+            return Err(format!(
+                "policy.health_check.active.http_path: {:?} must start with \"/\"",
+                active.http_path
+            ));
+        }
+        for line in &active.request_headers {
+            let valid = line.split_once(':').is_some_and(|(name, value)| {
+                http::HeaderName::from_bytes(name.trim().as_bytes()).is_ok()
+                    && http::HeaderValue::from_str(value.trim()).is_ok()
+            });
+            if !valid {
+                return Err(format!(
+                    "policy.health_check.active.request_headers: {line:?} is not \"Name: value\""
+                ));
+            }
+        }
+        if let Some(host) = &active.host
+            && !crate::request::valid_authority(host)
+        {
+            return Err(format!(
+                "policy.health_check.active.host: {host:?} is not a valid host[:port]"
+            ));
+        }
+    }
+    let passive = health_check
+        .as_ref()
+        .and_then(|h| h.passive.as_ref())
+        .map(|p| PassiveHealth {
+            http: p.kind != crate::model::ProbeKind::Tcp,
+            healthy_statuses: p.healthy.http_statuses.clone(),
+            unhealthy_statuses: p.unhealthy.http_statuses.clone(),
+            thresholds: Thresholds {
+                successes: p.healthy.successes,
+                http_failures: p.unhealthy.http_failures,
+                tcp_failures: p.unhealthy.tcp_failures,
+                timeouts: p.unhealthy.timeouts,
+            },
+        });
+    let client_certificate = match &b.tls.client {
+        Some(client) => Some(
+            super::tls::client_certified_key(&client.certificate, &client.key.0)
+                .map_err(|e| format!("tls.client: {e}"))?,
+        ),
+        None => None,
+    };
     Ok(CompiledBackend {
-        name: b.name.as_str().into(),
+        name: backend_name,
         scheme: b.scheme,
         nodes,
         counter: AtomicU64::new(0),
+        cumulative,
+        balancer,
+        attempts: retries.saturating_add(1),
+        timeouts: policy.timeouts.map(CompiledTimeouts::of),
+        pass_host: policy.pass_host.clone(),
+        health_check,
+        passive,
         server_name,
         verify: b.tls.verify,
+        client_certificate,
     })
 }
 

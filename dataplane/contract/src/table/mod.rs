@@ -1,5 +1,6 @@
 //! The route table: plain data ([`model`]) and its validated, indexed form ([`CompiledTable`]).
 
+pub mod balance;
 mod compiled;
 pub mod expr;
 mod router;
@@ -7,8 +8,8 @@ pub mod tls;
 
 pub use crate::model::*;
 pub use compiled::{
-    CompiledBackend, CompiledNode, CompiledRoute, CompiledTable, CompiledUpstream, TableError,
-    check_route, scheme_name, validate_host,
+    CompiledBackend, CompiledNode, CompiledRoute, CompiledTable, CompiledTimeouts,
+    CompiledUpstream, PassiveHealth, TableError, check_route, scheme_name, validate_host,
 };
 
 #[cfg(test)]

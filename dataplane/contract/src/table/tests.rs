@@ -405,9 +405,9 @@ fn weighted_round_robin_over_backends_then_nodes() {
     let mut counts = std::collections::HashMap::new();
     let mut nodes = std::collections::HashMap::new();
     for _ in 0..150 {
-        let b = up.pick_backend().unwrap();
+        let (_, b) = up.pick_backend().unwrap();
         *counts.entry(b.name.to_string()).or_insert(0) += 1;
-        let first = b.node_order().next().unwrap().host.to_string();
+        let first = b.node_order(None).next().unwrap().host.to_string();
         *nodes.entry(first).or_insert(0) += 1;
     }
     assert_eq!(counts["ten"], 100);
@@ -417,7 +417,7 @@ fn weighted_round_robin_over_backends_then_nodes() {
     assert_eq!(nodes["10.0.0.2"], 50);
     // Order after the round-robin start visits every node once.
     let b = &up.backends[0];
-    let order: Vec<String> = b.node_order().map(|n| n.host.to_string()).collect();
+    let order: Vec<String> = b.node_order(None).map(|n| n.host.to_string()).collect();
     assert_eq!(order.len(), 2);
     assert_ne!(order[0], order[1]);
 }

@@ -157,6 +157,12 @@ pub fn check_certificate(
     certified_key(chain_pem, key_pem, hosts).map(|(_, facts)| facts)
 }
 
+/// A client certificate for an upstream (`tlsSecret`): the chain and key, checked to belong
+/// together, ready for a TLS client.
+pub fn client_certified_key(chain_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>, String> {
+    certified_key(chain_pem, key_pem, &[]).map(|(key, _)| Arc::new(key))
+}
+
 fn certified_key(
     chain_pem: &str,
     key_pem: &str,
