@@ -92,6 +92,8 @@ fn run() -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on --admin-listen {}", args.admin_listen))?;
         info!(addr = %admin_listener.local_addr()?, "admin listener up");
+        // Active health probes are light I/O: they run beside the admin listener.
+        dataplane.run_health_checks();
         let ready_dp = dataplane.clone();
         tokio::spawn(admin::serve(
             admin_listener,

@@ -319,7 +319,7 @@ pub struct Backend {
     pub nodes: Vec<Node>,
     #[serde(default)]
     pub tls: UpstreamTls,
-    /// What the Service's `ApisixUpstream` sets (docs/behaviour.md §15); left out when default,
+    /// What the Service's `ApisixUpstream` sets (docs/dataplane.md, "Choosing a node"); left out when default,
     /// so tables without one hash as before.
     #[serde(default, skip_serializing_if = "UpstreamPolicy::is_default")]
     pub policy: UpstreamPolicy,

@@ -1,4 +1,4 @@
-//! Upstream node health (docs/behaviour.md §15): passive checks fed by real traffic (connect
+//! Upstream node health (docs/dataplane.md, "Choosing a node"): passive checks fed by real traffic (connect
 //! failures, timeouts, response and handshake statuses) and active probes this dataplane sends
 //! on its own. A node turned unhealthy takes no new connections; connections already open to
 //! it, WebSockets included, are left alone. Every change is logged and exported as
@@ -27,6 +27,8 @@ const PROBE_READ_LIMIT: usize = 8 * 1024;
 pub struct Health {
     gauge: Family<NodeLabels, Gauge>,
     probes: Mutex<HashMap<usize, Probe>>,
+    /// Where probes run when a table is applied outside any runtime (at start-up).
+    runtime: std::sync::OnceLock<tokio::runtime::Handle>,
 }
 
 struct Probe {
@@ -46,6 +48,7 @@ impl Health {
         Health {
             gauge,
             probes: Mutex::default(),
+            runtime: std::sync::OnceLock::new(),
         }
     }
 
@@ -133,14 +136,18 @@ impl Health {
         for (labels, healthy) in &checked {
             set_gauge(&self.gauge, labels, *healthy);
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        let Some(runtime) = tokio::runtime::Handle::try_current()
+            .ok()
+            .or_else(|| self.runtime.get().cloned())
+        else {
+            // Applied before any runtime exists: `run_on` starts the probes.
             return;
         };
         let mut probes = self.probes.lock().unwrap_or_else(|e| e.into_inner());
         probes.retain(|id, probe| {
-            wanted
-                .get(id)
-                .is_some_and(|(labels, config, _)| *config == probe.config && *labels == probe.labels)
+            wanted.get(id).is_some_and(|(labels, config, _)| {
+                *config == probe.config && *labels == probe.labels
+            })
         });
         for (id, (labels, config, target)) in wanted {
             if probes.contains_key(&id) {
@@ -163,6 +170,21 @@ impl Health {
                     task,
                 },
             );
+        }
+    }
+}
+
+impl Health {
+    /// Runs probes on `runtime` from now on, starting those of `table` (the one in effect).
+    pub fn run_on(
+        self: &Arc<Self>,
+        runtime: tokio::runtime::Handle,
+        table: Option<&CompiledTable>,
+        tls: &Arc<UpstreamTls>,
+    ) {
+        let _ = self.runtime.set(runtime);
+        if let Some(table) = table {
+            self.sync(table, tls);
         }
     }
 }

@@ -6,8 +6,8 @@ mod client_body;
 pub mod client_io;
 mod failure;
 mod fast;
-mod health;
 pub mod forward;
+mod health;
 pub mod responses;
 pub mod revoke;
 pub mod splice;
@@ -107,6 +107,16 @@ impl Dataplane {
             tls: tls_front::TlsFront::new(tls_front::Resumption::default()),
             settings,
         })
+    }
+
+    /// Starts active health checks on the current runtime (tables applied before it existed
+    /// included); call once from inside the runtime that is to run them.
+    pub fn run_health_checks(&self) {
+        self.health.run_on(
+            tokio::runtime::Handle::current(),
+            self.current().as_deref(),
+            &self.upstream_tls,
+        );
     }
 
     /// Validates and swaps in a table. Listeners and established connections are untouched;
@@ -358,7 +368,10 @@ impl Dataplane {
         let (body, progress) = ClientBody::new(body, self.settings.client_body_timeout);
         let upstream_req = Request::from_parts(parts, body);
 
-        match self.exchange(route, &forward, upstream_req, &progress).await {
+        match self
+            .exchange(route, &forward, upstream_req, &progress)
+            .await
+        {
             Err(failure) => failure_response(route, failure),
             Ok((
                 Exchanged::Upgraded {
@@ -534,7 +547,10 @@ impl Dataplane {
         pass_host(req.headers_mut(), &connected);
         if forward.websocket && http_body::Body::is_end_stream(req.body()) {
             let (parts, _empty_body) = req.into_parts();
-            return Ok((self.exchange_upgrade(route, connected, &parts).await?, timeouts));
+            return Ok((
+                self.exchange_upgrade(route, connected, &parts).await?,
+                timeouts,
+            ));
         }
         let Connected {
             stream,
@@ -635,24 +651,22 @@ impl Dataplane {
             node,
             timeouts,
         } = connected;
-        let answer = match tokio::time::timeout(
-            timeouts.read,
-            upgrade::handshake(&mut stream, parts),
-        )
-        .await
-        {
-            Err(_) => {
-                self.health.passive(backend, node, balance::Outcome::Timeout);
-                return Err(Failure::UpstreamTimeout);
-            }
-            Ok(Err(error)) => {
-                debug!(route = %route.id, %error, "upstream handshake failed");
-                self.health
-                    .passive(backend, node, balance::Outcome::HttpFailure);
-                return Err(Failure::UpstreamInvalid(error.reason()));
-            }
-            Ok(Ok(answer)) => answer,
-        };
+        let answer =
+            match tokio::time::timeout(timeouts.read, upgrade::handshake(&mut stream, parts)).await
+            {
+                Err(_) => {
+                    self.health
+                        .passive(backend, node, balance::Outcome::Timeout);
+                    return Err(Failure::UpstreamTimeout);
+                }
+                Ok(Err(error)) => {
+                    debug!(route = %route.id, %error, "upstream handshake failed");
+                    self.health
+                        .passive(backend, node, balance::Outcome::HttpFailure);
+                    return Err(Failure::UpstreamInvalid(error.reason()));
+                }
+                Ok(Ok(answer)) => answer,
+            };
         // A failed upgrade is a status like any other for passive checks (a 101 is a success
         // when the healthy list has it, as APISIX's default list does not: then it says nothing).
         self.health

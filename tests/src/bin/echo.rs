@@ -46,6 +46,9 @@ struct Args {
     /// PEM private key for --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Require a client certificate chaining to this CA (PEM): mutual TLS.
+    #[arg(long, requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
     /// Behave like a WebSocket-only server: plain requests get 400.
     #[arg(long)]
     ws_only: bool,
@@ -79,8 +82,9 @@ async fn main() -> Result<()> {
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(c), Some(k)) => Some(portcullis_support::tls::acceptor(c, k)?),
+    let tls = match (&args.tls_cert, &args.tls_key, &args.client_ca) {
+        (Some(c), Some(k), Some(ca)) => Some(portcullis_support::tls::mutual_acceptor(c, k, ca)?),
+        (Some(c), Some(k), None) => Some(portcullis_support::tls::acceptor(c, k)?),
         _ => None,
     };
     println!("listening on {}", listener.local_addr()?);

@@ -1,4 +1,4 @@
-//! Choosing a backend's node (`loadbalancer`, docs/behaviour.md §15), and the per-node state
+//! Choosing a backend's node (`loadbalancer`, docs/dataplane.md, "Choosing a node"), and the per-node state
 //! the choice reads — open connections, connect latency, health — which outlives table swaps:
 //! a node that stays in the next table keeps its [`NodeState`] (the [`NodeRegistry`] hands the
 //! same one to the new table), so `least_conn` still sees the WebSockets opened under the old one.
@@ -240,12 +240,14 @@ impl Var {
         let value: Option<std::borrow::Cow<'_, [u8]>> = match self {
             Var::RemoteAddr => Some(req.peer.to_string().into_bytes().into()),
             Var::Uri => Some(req.path.as_slice().into()),
-            Var::RequestUri => Some(req.path.as_slice().into()).map(|p: std::borrow::Cow<'_, [u8]>| {
-                match req.query {
-                    Some(q) => [&p[..], b"?", q.as_bytes()].concat().into(),
-                    None => p,
-                }
-            }),
+            Var::RequestUri => {
+                Some(req.path.as_slice().into()).map(|p: std::borrow::Cow<'_, [u8]>| {
+                    match req.query {
+                        Some(q) => [&p[..], b"?", q.as_bytes()].concat().into(),
+                        None => p,
+                    }
+                })
+            }
             Var::Host => req.host.as_deref().map(|h| h.as_bytes().into()),
             Var::Arg(name) => req
                 .query_arg(name)
@@ -373,15 +375,13 @@ impl CompiledBalancer {
             Balancer::Ewma => CompiledBalancer::Ewma,
             Balancer::LeastConn => CompiledBalancer::LeastConn,
             Balancer::Chash { hash_on, key } => {
-                let key = KeySource::compile(*hash_on, key)
-                    .map_err(|e| format!("balancer.{e}"))?;
+                let key = KeySource::compile(*hash_on, key).map_err(|e| format!("balancer.{e}"))?;
                 let total: u64 = nodes.iter().map(|n| u64::from(n.weight())).sum();
                 let scale = if total == 0 {
                     0.0
                 } else {
-                    (RING_POINTS_MAX as f64
-                        / (total as f64 * f64::from(RING_POINTS_PER_WEIGHT)))
-                    .min(1.0)
+                    (RING_POINTS_MAX as f64 / (total as f64 * f64::from(RING_POINTS_PER_WEIGHT)))
+                        .min(1.0)
                 };
                 let mut ring = Vec::new();
                 for (i, node) in nodes.iter().enumerate() {
@@ -463,7 +463,8 @@ pub fn order<N: Weighted>(
             .min_by(|&a, &b| {
                 // (open + 1) / weight, compared without division.
                 let score = |i: usize| {
-                    (u64::from(nodes[i].state().open()) + 1) * u64::from(nodes[other(i, a, b)].weight())
+                    (u64::from(nodes[i].state().open()) + 1)
+                        * u64::from(nodes[other(i, a, b)].weight())
                 };
                 score(a).cmp(&score(b))
             }),
@@ -489,11 +490,9 @@ pub fn order<N: Weighted>(
             }
         }
     };
-    let first = first.filter(|&i| ok(i)).or_else(|| {
-        (0..len)
-            .map(|i| (turn as usize + i) % len)
-            .find(|&i| ok(i))
-    });
+    let first = first
+        .filter(|&i| ok(i))
+        .or_else(|| (0..len).map(|i| (turn as usize + i) % len).find(|&i| ok(i)));
     let Some(first) = first else {
         return Vec::new();
     };

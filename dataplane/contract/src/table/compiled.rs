@@ -14,9 +14,7 @@ use super::expr::CompiledExpr;
 use super::router::Router;
 use super::tls::CompiledTls;
 use crate::auth::{AuthChain, Consumers};
-use crate::model::{
-    Backend, HealthCheck, PassHost, Route, RouteTable, Scheme, Timeouts,
-};
+use crate::model::{Backend, HealthCheck, PassHost, Route, RouteTable, Scheme, Timeouts};
 use crate::request::RequestView;
 
 /// Why a table was refused as a whole.

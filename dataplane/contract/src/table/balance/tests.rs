@@ -121,9 +121,15 @@ fn chash_keys_come_from_the_request_as_apisix_reads_them() {
     assert_eq!(hash(HashOn::Vars, "arg_user", None), h("u1"));
     assert_eq!(hash(HashOn::Vars, "http_x_user", None), h("alice"));
     assert_eq!(hash(HashOn::Vars, "uri", None), h("/p/a"));
-    assert_eq!(hash(HashOn::Vars, "request_uri", None), h("/p/a?user=u1&x=2"));
+    assert_eq!(
+        hash(HashOn::Vars, "request_uri", None),
+        h("/p/a?user=u1&x=2")
+    );
     assert_eq!(hash(HashOn::Vars, "host", None), h("ws.example.com"));
-    assert_eq!(hash(HashOn::Consumer, "", Some("demo_jack")), h("demo_jack"));
+    assert_eq!(
+        hash(HashOn::Consumer, "", Some("demo_jack")),
+        h("demo_jack")
+    );
     assert_eq!(
         hash(HashOn::VarsCombinations, "$http_x_user$arg_x", None),
         h("alice2")
@@ -133,7 +139,11 @@ fn chash_keys_come_from_the_request_as_apisix_reads_them() {
     assert_eq!(hash(HashOn::Consumer, "", None), h("10.1.2.3"));
     for (on, key, problem) in [
         (HashOn::Header, "", "key: required"),
-        (HashOn::Vars, "server_port", "variable \"server_port\" is not supported"),
+        (
+            HashOn::Vars,
+            "server_port",
+            "variable \"server_port\" is not supported",
+        ),
         (HashOn::Header, "bad header", "not a valid header name"),
         (HashOn::VarsCombinations, "$$", "names no variable"),
     ] {
