@@ -412,3 +412,22 @@ async fn upstream_mutual_tls_presents_the_backends_client_certificate() {
     );
     assert_eq!(r.status(), 502, "{}", r.raw);
 }
+
+#[test]
+fn domain_nodes_are_resolved_when_connecting() {
+    let up = echoes(1);
+    let mut t = table(1, &[(up[0].addr, 1)], UpstreamPolicy::default());
+    // `externalNodes` of type Domain: a DNS name, resolved by the system resolver per connect.
+    t.routes[0].upstream.backends[0].nodes = vec![Node::new("localhost", up[0].addr.port())];
+    let gw = Gateway::start(&t, &[]);
+    assert_eq!(served_by(&gw, "/", &[]).0, "a");
+    // A name that does not resolve is a bad gateway, not a hang or a crash.
+    t.routes[0].upstream.backends[0].nodes = vec![Node::new("no-such-host.invalid", 80)];
+    t.generation = 2;
+    gw.reload(&t);
+    let r = raw_request(
+        gw.http,
+        "GET / HTTP/1.1\r\nHost: ws.example.com\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status(), 502, "{}", r.raw);
+}
