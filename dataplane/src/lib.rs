@@ -3,7 +3,7 @@
 #![deny(rust_2018_idioms)]
 
 // The contract, re-exported under the paths the dataplane has always used.
-pub use portcullis_contract::{auth, decision, duration, model, request, table};
+pub use portcullis_contract::{auth, decision, duration, model, plugins, request, table};
 
 pub mod config;
 pub mod metrics;

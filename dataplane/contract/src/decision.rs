@@ -11,6 +11,7 @@ use http::{HeaderMap, Method, Uri, Version};
 
 use crate::auth::{CompiledConsumer, Rejection, RequestEdits, authenticate};
 use crate::outcome::Outcome;
+use crate::plugins::{ConnSlot, PluginRefusal, Quota};
 pub use crate::request::TlsFacts;
 use crate::request::{BadRequest, RequestView, is_websocket_upgrade};
 use crate::table::{CompiledRoute, CompiledTable};
@@ -46,6 +47,8 @@ pub enum Refusal {
     /// The host asks for client certificates and the request did not come over a connection
     /// made for it (TLS with its SNI name): 421, RFC 9110 section 15.5.20.
     Misdirected,
+    /// A traffic plugin refused it (restriction or limit): its status, body and headers.
+    Plugin(PluginRefusal),
 }
 
 impl Refusal {
@@ -58,6 +61,8 @@ impl Refusal {
             Refusal::Unauthorized(_) => Outcome::Unauthorized,
             Refusal::ClientCertificateRequired => Outcome::BadRequest,
             Refusal::Misdirected => Outcome::Misdirected,
+            Refusal::Plugin(p) if p.reason.starts_with("limit") => Outcome::Limited,
+            Refusal::Plugin(_) => Outcome::Restricted,
         }
     }
 
@@ -71,6 +76,7 @@ impl Refusal {
             Refusal::Unauthorized(rejection) => rejection.reason.label(),
             Refusal::ClientCertificateRequired => "client_certificate_required",
             Refusal::Misdirected => "misdirected_mtls_host",
+            Refusal::Plugin(p) => p.reason,
         }
     }
 
@@ -101,6 +107,19 @@ pub struct Forward<'t> {
     pub normalised_path: Option<Vec<u8>>,
     /// The `chash` key of each backend that hashes (empty when none does).
     pub balance_keys: Vec<Option<u64>>,
+    /// What the route's limits granted.
+    pub admission: Admission,
+}
+
+/// What the limits of a route granted a request.
+#[derive(Debug, Default)]
+pub struct Admission {
+    /// `limit-conn`'s slot: held while the request (or its WebSocket) lives.
+    pub slot: Option<ConnSlot>,
+    /// Wait this long before going upstream (`limit-conn` burst).
+    pub delay: Option<std::time::Duration>,
+    /// `limit-count`'s quota, for the `X-RateLimit-*` response headers.
+    pub quota: Option<Quota>,
 }
 
 impl Forward<'_> {
@@ -156,6 +175,14 @@ pub fn decide<'t>(table: &'t CompiledTable, head: Head<'_>, now: u64) -> Decisio
         Err(rejection) => return refuse(route.id.clone(), Refusal::Unauthorized(rejection)),
     };
     let consumer = auth.consumer.map(|c| &table.consumers.list[c]);
+    let consumer_name = consumer.map(|c| c.username.as_str());
+    if let Some(refusal) = route.traffic.restrict(&view, consumer_name, &route.id) {
+        return refuse(route.id.clone(), Refusal::Plugin(refusal));
+    }
+    let admission = match admit(route, &view, consumer_name, now) {
+        Ok(admission) => admission,
+        Err(refusal) => return refuse(route.id.clone(), Refusal::Plugin(refusal)),
+    };
     let balance_keys = route
         .upstream
         .balance_keys(&view, consumer.map(|c| c.username.as_str()));
@@ -172,8 +199,32 @@ pub fn decide<'t>(table: &'t CompiledTable, head: Head<'_>, now: u64) -> Decisio
             host: view.host.take(),
             normalised_path,
             balance_keys,
+            admission,
         }),
     }
+}
+
+/// The route's limits, in APISIX's order (`limit-conn`, then `limit-count`). They count: a
+/// request refused by `limit-count` gives its `limit-conn` slot back at once.
+fn admit(
+    route: &CompiledRoute,
+    view: &RequestView<'_>,
+    consumer: Option<&str>,
+    now: u64,
+) -> Result<Admission, PluginRefusal> {
+    let mut admission = Admission::default();
+    if !route.traffic.has_limits() {
+        return Ok(admission);
+    }
+    if let Some(limit) = &route.traffic.limit_conn {
+        let (slot, delay) = limit.admit(view, consumer, &route.id)?;
+        admission.slot = Some(slot);
+        admission.delay = delay;
+    }
+    if let Some(limit) = &route.traffic.limit_count {
+        admission.quota = limit.admit(view, consumer, &route.id, now)?;
+    }
+    Ok(admission)
 }
 
 /// Mutual TLS, before routing (as APISIX checks it): a host whose `ApisixTls` has a client CA

@@ -16,6 +16,7 @@ pub mod duration;
 pub mod fixtures;
 pub mod model;
 pub mod outcome;
+pub mod plugins;
 pub mod protocol;
 pub mod request;
 pub mod table;

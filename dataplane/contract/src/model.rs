@@ -183,6 +183,140 @@ pub struct Plugins {
     pub basic_auth: Option<BasicAuthConfig>,
     #[serde(default, rename = "jwt-auth", skip_serializing_if = "Option::is_none")]
     pub jwt_auth: Option<JwtAuthConfig>,
+    #[serde(
+        default,
+        rename = "ip-restriction",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ip_restriction: Option<IpRestrictionConfig>,
+    #[serde(
+        default,
+        rename = "consumer-restriction",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub consumer_restriction: Option<ConsumerRestrictionConfig>,
+    #[serde(
+        default,
+        rename = "limit-conn",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub limit_conn: Option<LimitConnConfig>,
+    #[serde(
+        default,
+        rename = "limit-count",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub limit_count: Option<LimitCountConfig>,
+}
+
+/// `ip-restriction`: the client address against CIDR lists (exactly one of them).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IpRestrictionConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub whitelist: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blacklist: Option<Vec<String>>,
+    /// Body message of the refusal (APISIX: "Your IP address is not allowed").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Refusal status (APISIX: 403).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_code: Option<u16>,
+}
+
+/// `consumer-restriction`: the authenticated consumer (or the route) against lists.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsumerRestrictionConfig {
+    /// `consumer_name` (default) or `route_id`.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub whitelist: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blacklist: Option<Vec<String>>,
+    /// Per consumer, the methods it may use (`[{user, methods}]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_by_methods: Vec<AllowedMethods>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejected_code: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejected_msg: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowedMethods {
+    pub user: String,
+    pub methods: Vec<String>,
+}
+
+/// `limit-conn`: requests in flight **and open WebSockets** per key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitConnConfig {
+    pub conn: u32,
+    #[serde(default)]
+    pub burst: u32,
+    /// Seconds a connection within the burst waits before it goes on.
+    pub default_conn_delay: f64,
+    #[serde(default)]
+    pub only_use_default_delay: bool,
+    #[serde(default)]
+    pub key_type: LimitKeyType,
+    pub key: String,
+    #[serde(default = "default_rejected_code")]
+    pub rejected_code: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected_msg: Option<String>,
+    #[serde(default)]
+    pub allow_degradation: bool,
+}
+
+impl Eq for LimitConnConfig {}
+
+/// `limit-count`: requests and handshakes per fixed window per key (policy `local`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitCountConfig {
+    pub count: u64,
+    /// Seconds.
+    pub time_window: u64,
+    #[serde(default)]
+    pub key_type: LimitKeyType,
+    #[serde(default = "default_limit_key")]
+    pub key: String,
+    #[serde(default = "default_rejected_code")]
+    pub rejected_code: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected_msg: Option<String>,
+    #[serde(default = "yes")]
+    pub show_limit_quota_header: bool,
+    #[serde(default)]
+    pub allow_degradation: bool,
+}
+
+fn default_rejected_code() -> u16 {
+    503
+}
+
+fn default_limit_key() -> String {
+    "remote_addr".into()
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// How a limit's `key` is read: one variable, variables in a template, or the text itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitKeyType {
+    #[default]
+    Var,
+    VarCombination,
+    Constant,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -23,6 +23,10 @@ pub enum Outcome {
     BadGateway,
     Unavailable,
     GatewayTimeout,
+    /// Refused by `ip-restriction` or `consumer-restriction`.
+    Restricted,
+    /// Refused by `limit-conn` or `limit-count`.
+    Limited,
 }
 
 impl Outcome {
@@ -43,6 +47,8 @@ impl Outcome {
             Outcome::BadGateway => "502",
             Outcome::Unavailable => "503",
             Outcome::GatewayTimeout => "504",
+            Outcome::Restricted => "restricted",
+            Outcome::Limited => "limited",
         }
     }
 

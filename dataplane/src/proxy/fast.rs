@@ -339,8 +339,18 @@ impl Dataplane {
             &forward.edits,
             forward.normalised_path.as_deref(),
         );
+        let mut forward = forward;
+        if let Some(delay) = forward.admission.delay {
+            tokio::time::sleep(delay).await;
+        }
+        let quota = forward.admission.quota;
         let connected = self
-            .connect_upstream(route, forward.host.as_deref(), &forward.balance_keys)
+            .connect_upstream(
+                route,
+                forward.host.as_deref(),
+                &forward.balance_keys,
+                forward.admission.slot.take(),
+            )
             .await;
         let mut timeouts = route.upstream.timeouts;
         let exchanged = match connected {
@@ -352,7 +362,8 @@ impl Dataplane {
             Err(failure) => Err(failure),
         };
         let respond =
-            |(response, outcome, reason): (Response<ResponseBody>, Outcome, &'static str)| {
+            |(mut response, outcome, reason): (Response<ResponseBody>, Outcome, &'static str)| {
+                super::add_quota(response.headers_mut(), quota);
                 let answer = Answer::Respond {
                     response,
                     close: false,
@@ -361,10 +372,11 @@ impl Dataplane {
             };
         match exchanged {
             Ok(Exchanged::Upgraded {
-                headers,
+                mut headers,
                 upstream,
                 early,
             }) => {
+                super::add_quota(&mut headers, quota);
                 let limits = Limits {
                     idle: timeouts.read,
                     upstream_send: timeouts.send,

@@ -31,10 +31,11 @@ use tracing::{Instrument, debug, info, warn};
 
 use crate::decision::{Forward, Head, Refusal, decide};
 use crate::metrics::{Metrics, Outcome};
-use crate::table::balance::{self, NodeRegistry};
+use crate::plugins::{ConnSlot, Quota};
+use crate::table::balance;
 use crate::table::{
     CompiledBackend, CompiledNode, CompiledRoute, CompiledTable, CompiledTimeouts, PassHost,
-    RouteTable, TableError,
+    Registries, RouteTable, TableError,
 };
 use body::ResponseBody;
 use client_body::{BodyProgress, ClientBody, ReadDeadline};
@@ -86,8 +87,9 @@ pub struct Dataplane {
     sessions: Arc<revoke::Sessions>,
     pub metrics: Metrics,
     upstream_tls: Arc<UpstreamTls>,
-    /// Open connections, latency and health of upstream nodes, kept across tables.
-    nodes: NodeRegistry,
+    /// Open connections, latency and health of upstream nodes, and limit counters: kept
+    /// across tables.
+    state: Registries,
     health: Arc<health::Health>,
     /// Certificates of the HTTPS listeners, by SNI.
     pub tls: tls_front::TlsFront,
@@ -102,7 +104,7 @@ impl Dataplane {
             sessions: Arc::default(),
             metrics,
             upstream_tls: Arc::new(upstream_tls),
-            nodes: NodeRegistry::default(),
+            state: Registries::default(),
             health,
             tls: tls_front::TlsFront::new(tls_front::Resumption::default()),
             settings,
@@ -129,7 +131,7 @@ impl Dataplane {
                 limit: self.settings.max_routes,
             })
         } else {
-            CompiledTable::compile_with(table, &self.nodes)
+            CompiledTable::compile_with(table, &self.state)
         };
         let prepared = compiled.map(Arc::new).and_then(|compiled| {
             // Certificate configs are built before the swap: a table whose TLS cannot be
@@ -344,7 +346,7 @@ impl Dataplane {
     async fn forward(
         &self,
         req: Request<Incoming>,
-        forward: Forward<'_>,
+        mut forward: Forward<'_>,
         peer: SocketAddr,
         listener: Listener,
         phase: &Arc<ConnPhase>,
@@ -368,8 +370,9 @@ impl Dataplane {
         let (body, progress) = ClientBody::new(body, self.settings.client_body_timeout);
         let upstream_req = Request::from_parts(parts, body);
 
-        match self
-            .exchange(route, &forward, upstream_req, &progress)
+        let quota = forward.admission.quota;
+        let (mut response, outcome, reason) = match self
+            .exchange(route, &mut forward, upstream_req, &progress)
             .await
         {
             Err(failure) => failure_response(route, failure),
@@ -427,7 +430,9 @@ impl Dataplane {
                     "",
                 )
             }
-        }
+        };
+        add_quota(response.headers_mut(), quota);
+        (response, outcome, reason)
     }
 
     /// Starts a WebSocket's splice on its own task and, when it authenticated as a consumer
@@ -472,6 +477,7 @@ impl Dataplane {
         route: &'t CompiledRoute,
         request_host: Option<&str>,
         balance_keys: &[Option<u64>],
+        mut slot: Option<ConnSlot>,
     ) -> Result<Connected<'t>, Failure> {
         let upstream = &route.upstream;
         let (index, backend) = upstream.pick_backend().ok_or(Failure::NoNodes)?;
@@ -498,7 +504,7 @@ impl Dataplane {
                         u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
                     );
                     return Ok(Connected {
-                        stream: stream.counted(open),
+                        stream: stream.counted(open, slot.take()),
                         backend,
                         node,
                         timeouts,
@@ -536,12 +542,20 @@ impl Dataplane {
     async fn exchange(
         &self,
         route: &CompiledRoute,
-        forward: &Forward<'_>,
+        forward: &mut Forward<'_>,
         mut req: Request<ClientBody>,
         progress: &BodyProgress,
     ) -> Result<(Exchanged, CompiledTimeouts), Failure> {
+        if let Some(delay) = forward.admission.delay {
+            tokio::time::sleep(delay).await;
+        }
         let connected = self
-            .connect_upstream(route, forward.host.as_deref(), &forward.balance_keys)
+            .connect_upstream(
+                route,
+                forward.host.as_deref(),
+                &forward.balance_keys,
+                forward.admission.slot.take(),
+            )
             .await?;
         let timeouts = connected.timeouts;
         pass_host(req.headers_mut(), &connected);
@@ -693,6 +707,15 @@ pub(super) struct Connected<'t> {
     pub node: &'t CompiledNode,
     /// The backend's timeouts (or the rule's).
     pub timeouts: CompiledTimeouts,
+}
+
+/// `limit-count`'s `X-RateLimit-*` headers on an answer that went upstream.
+fn add_quota(headers: &mut http::HeaderMap, quota: Option<Quota>) {
+    if let Some(quota) = quota {
+        for (name, value) in quota.headers() {
+            headers.insert(name, value);
+        }
+    }
 }
 
 /// `passHost`: the `Host` the upstream sees (the client's, the node's, or `upstreamHost`).

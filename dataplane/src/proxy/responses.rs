@@ -87,7 +87,27 @@ pub fn refusal(refusal: &Refusal) -> Response<ResponseBody> {
         Refusal::Unauthorized(rejection) => unauthorized(rejection),
         Refusal::ClientCertificateRequired => client_error(StatusCode::BAD_REQUEST),
         Refusal::Misdirected => client_error(StatusCode::MISDIRECTED_REQUEST),
+        Refusal::Plugin(p) => plugin_refusal(p),
     }
+}
+
+/// A traffic plugin's answer: its status, its JSON body (or the status page when it has
+/// none, as APISIX sends nginx's), its headers.
+fn plugin_refusal(p: &crate::plugins::PluginRefusal) -> Response<ResponseBody> {
+    let status = StatusCode::from_u16(p.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    let mut resp = if p.body.is_empty() {
+        with_body(status, TEXT_HTML, html_error_page(status))
+    } else {
+        with_body(
+            status,
+            HeaderValue::from_static("application/json"),
+            p.body.clone(),
+        )
+    };
+    for (name, value) in &p.headers {
+        resp.headers_mut().insert(name.clone(), value.clone());
+    }
+    resp
 }
 
 /// The client's fault (400, 408): an HTML page, and the connection is closed after it, since

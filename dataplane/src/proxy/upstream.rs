@@ -20,6 +20,7 @@ use std::sync::Weak;
 
 use rustls::sign::CertifiedKey;
 
+use crate::plugins::ConnSlot;
 use crate::table::balance::OpenGuard;
 use crate::table::{CompiledBackend, CompiledNode, Scheme};
 
@@ -58,6 +59,9 @@ impl ConnectError {
 pub struct UpstreamStream {
     io: UpstreamIo,
     _open: Option<OpenGuard>,
+    /// The request's `limit-conn` slot: given back when this connection ends (a plain
+    /// response's body relayed, a WebSocket closed).
+    _slot: Option<ConnSlot>,
 }
 
 enum UpstreamIo {
@@ -67,12 +71,17 @@ enum UpstreamIo {
 
 impl UpstreamStream {
     fn new(io: UpstreamIo) -> UpstreamStream {
-        UpstreamStream { io, _open: None }
+        UpstreamStream {
+            io,
+            _open: None,
+            _slot: None,
+        }
     }
 
     /// Counts the connection on its node until it is dropped.
-    pub fn counted(mut self, open: OpenGuard) -> UpstreamStream {
+    pub fn counted(mut self, open: OpenGuard, slot: Option<ConnSlot>) -> UpstreamStream {
         self._open = Some(open);
+        self._slot = slot;
         self
     }
 }

@@ -55,6 +55,8 @@ pub struct CompiledRoute {
     exprs: Vec<CompiledExpr>,
     pub websocket: bool,
     pub auth: AuthChain,
+    /// ip/consumer restrictions and limits, after auth.
+    pub traffic: crate::plugins::TrafficPlugins,
     pub upstream: CompiledUpstream,
     /// Answers 503 without auth or upstream contact.
     pub placeholder: bool,
@@ -249,12 +251,13 @@ pub struct CompiledTable {
 impl CompiledTable {
     /// Validates the whole table; any problem rejects it whole with a message naming the part.
     pub fn compile(table: RouteTable) -> Result<Self, TableError> {
-        Self::compile_with(table, &NodeRegistry::default())
+        Self::compile_with(table, &Registries::default())
     }
 
-    /// As [`Self::compile`], with node states from `nodes`: a node the table in use has keeps
-    /// its open connections, latency and health.
-    pub fn compile_with(mut table: RouteTable, nodes: &NodeRegistry) -> Result<Self, TableError> {
+    /// As [`Self::compile`], with the run-time state of the tables in use: a node the table in
+    /// use has keeps its open connections, latency and health; a route whose limit plugin is
+    /// unchanged keeps its counts.
+    pub fn compile_with(mut table: RouteTable, state: &Registries) -> Result<Self, TableError> {
         let actual = table.content_hash();
         if table.hash.is_empty() {
             table.hash = actual;
@@ -273,7 +276,7 @@ impl CompiledTable {
                 return Err(TableError::DuplicateRoute(route.id.clone()));
             }
             let compiled =
-                compile_route(route, &consumers, nodes).map_err(|problem| TableError::Route {
+                compile_route(route, &consumers, state).map_err(|problem| TableError::Route {
                     route: route.id.clone(),
                     problem,
                 })?;
@@ -315,13 +318,20 @@ impl CompiledTable {
 /// can answer a rule the dataplane would refuse with a placeholder (or leave it out) instead of
 /// sending a table that every dataplane refuses whole.
 pub fn check_route(route: &Route, consumers: &Consumers) -> Result<(), String> {
-    compile_route(route, consumers, &NodeRegistry::default()).map(|_| ())
+    compile_route(route, consumers, &Registries::default()).map(|_| ())
+}
+
+/// The run-time state tables share: node states and limit counters.
+#[derive(Debug, Default)]
+pub struct Registries {
+    pub nodes: NodeRegistry,
+    pub limits: crate::plugins::LimitRegistry,
 }
 
 fn compile_route(
     route: &Route,
     consumers: &Consumers,
-    registry: &NodeRegistry,
+    state: &Registries,
 ) -> Result<CompiledRoute, String> {
     if route.id.is_empty() {
         return Err("id is empty".into());
@@ -374,13 +384,15 @@ fn compile_route(
         );
     }
     let auth = AuthChain::compile(&route.plugins, consumers)?;
+    let traffic =
+        crate::plugins::TrafficPlugins::compile(&route.id, &route.plugins, &state.limits)?;
     let backends = route
         .upstream
         .backends
         .iter()
         .enumerate()
         .map(|(i, b)| {
-            compile_backend(b, registry).map_err(|e| format!("upstream.backends[{i}]: {e}"))
+            compile_backend(b, &state.nodes).map_err(|e| format!("upstream.backends[{i}]: {e}"))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let hashes = backends
@@ -403,6 +415,7 @@ fn compile_route(
         exprs,
         websocket: route.websocket,
         auth,
+        traffic,
         upstream: CompiledUpstream {
             backends,
             cumulative,

@@ -9,7 +9,8 @@ pub mod tls;
 pub use crate::model::*;
 pub use compiled::{
     CompiledBackend, CompiledNode, CompiledRoute, CompiledTable, CompiledTimeouts,
-    CompiledUpstream, PassiveHealth, TableError, check_route, scheme_name, validate_host,
+    CompiledUpstream, PassiveHealth, Registries, TableError, check_route, scheme_name,
+    validate_host,
 };
 
 #[cfg(test)]

@@ -1,0 +1,662 @@
+//! Traffic plugins of a route, after authentication (APISIX's access phase, in its priority
+//! order): `ip-restriction` (3000), `consumer-restriction` (2400), `limit-conn` (1003),
+//! `limit-count` (1002). The restrictions are pure checks of the decision; the limits count,
+//! in state that outlives table swaps: a table that keeps the route and the plugin's
+//! configuration keeps its counts ([`LimitRegistry`]).
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method};
+use ipnet::IpNet;
+
+use crate::model::{
+    ConsumerRestrictionConfig, IpRestrictionConfig, LimitConnConfig, LimitCountConfig,
+    LimitKeyType, Plugins,
+};
+use crate::request::RequestView;
+
+/// A plugin's refusal: status, JSON body, extra headers, and the metric reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PluginRefusal {
+    pub status: u16,
+    /// The whole body (JSON with a newline), or empty for none.
+    pub body: String,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// `ip_restriction`, `consumer_restriction`, `limit_conn`, `limit_count`.
+    pub reason: &'static str,
+}
+
+fn json_body(field: &str, message: &str) -> String {
+    let mut body = serde_json::json!({ field: message }).to_string();
+    body.push('\n');
+    body
+}
+
+fn status(code: u16, field: &str) -> Result<u16, String> {
+    if (200..=599).contains(&code) {
+        Ok(code)
+    } else {
+        Err(format!("{field}: {code} is not an HTTP status (200-599)"))
+    }
+}
+
+/// The compiled traffic plugins of one route.
+#[derive(Debug, Default)]
+pub struct TrafficPlugins {
+    ip: Option<IpRestriction>,
+    consumer: Option<ConsumerRestriction>,
+    pub limit_conn: Option<LimitConn>,
+    pub limit_count: Option<LimitCount>,
+}
+
+impl TrafficPlugins {
+    pub fn compile(
+        route_id: &str,
+        plugins: &Plugins,
+        limits: &LimitRegistry,
+    ) -> Result<TrafficPlugins, String> {
+        Ok(TrafficPlugins {
+            ip: plugins
+                .ip_restriction
+                .as_ref()
+                .map(IpRestriction::compile)
+                .transpose()
+                .map_err(|e| format!("ip-restriction: {e}"))?,
+            consumer: plugins
+                .consumer_restriction
+                .as_ref()
+                .map(ConsumerRestriction::compile)
+                .transpose()
+                .map_err(|e| format!("consumer-restriction: {e}"))?,
+            limit_conn: plugins
+                .limit_conn
+                .as_ref()
+                .map(|c| LimitConn::compile(route_id, c, limits))
+                .transpose()
+                .map_err(|e| format!("limit-conn: {e}"))?,
+            limit_count: plugins
+                .limit_count
+                .as_ref()
+                .map(|c| LimitCount::compile(route_id, c, limits))
+                .transpose()
+                .map_err(|e| format!("limit-count: {e}"))?,
+        })
+    }
+
+    /// The restrictions (pure): `None` lets the request on.
+    pub fn restrict(
+        &self,
+        req: &RequestView<'_>,
+        consumer: Option<&str>,
+        route_id: &str,
+    ) -> Option<PluginRefusal> {
+        if let Some(ip) = &self.ip
+            && let Some(refusal) = ip.check(req.peer)
+        {
+            return Some(refusal);
+        }
+        self.consumer
+            .as_ref()
+            .and_then(|c| c.check(consumer, route_id, req.method))
+    }
+
+    pub fn has_limits(&self) -> bool {
+        self.limit_conn.is_some() || self.limit_count.is_some()
+    }
+}
+
+#[derive(Debug)]
+struct IpRestriction {
+    allow: bool,
+    nets: Vec<IpNet>,
+    refusal: PluginRefusal,
+}
+
+impl IpRestriction {
+    fn compile(c: &IpRestrictionConfig) -> Result<IpRestriction, String> {
+        let (allow, list, field) = match (&c.whitelist, &c.blacklist) {
+            (Some(w), None) => (true, w, "whitelist"),
+            (None, Some(b)) => (false, b, "blacklist"),
+            _ => return Err("set exactly one of whitelist and blacklist".into()),
+        };
+        if list.is_empty() {
+            return Err(format!("{field}: at least one address or CIDR"));
+        }
+        let nets = list
+            .iter()
+            .map(|a| {
+                a.parse::<IpNet>()
+                    .ok()
+                    .or_else(|| a.parse::<IpAddr>().ok().map(IpNet::from))
+                    .ok_or_else(|| format!("{field}: {a:?} is not an IP address or CIDR"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let message = c
+            .message
+            .clone()
+            .unwrap_or_else(|| "Your IP address is not allowed".into());
+        if message.is_empty() || message.len() > 1024 {
+            return Err("message: 1 to 1024 characters".into());
+        }
+        Ok(IpRestriction {
+            allow,
+            nets,
+            refusal: PluginRefusal {
+                status: status(c.response_code.unwrap_or(403), "response_code")?,
+                body: json_body("message", &message),
+                headers: Vec::new(),
+                reason: "ip_restriction",
+            },
+        })
+    }
+
+    fn check(&self, peer: IpAddr) -> Option<PluginRefusal> {
+        // An IPv4 client on a dual-stack socket is matched as IPv4.
+        let peer = match peer {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
+            v4 => v4,
+        };
+        let listed = self.nets.iter().any(|n| n.contains(&peer));
+        (listed != self.allow).then(|| self.refusal.clone())
+    }
+}
+
+#[derive(Debug)]
+struct ConsumerRestriction {
+    by_route: bool,
+    allow: Option<bool>,
+    names: Vec<String>,
+    methods: HashMap<String, Vec<Method>>,
+    refusal: PluginRefusal,
+}
+
+impl ConsumerRestriction {
+    fn compile(c: &ConsumerRestrictionConfig) -> Result<ConsumerRestriction, String> {
+        let by_route = match c.kind.as_deref().unwrap_or("consumer_name") {
+            "consumer_name" => false,
+            "route_id" => true,
+            other => {
+                return Err(format!(
+                    "type: {other:?} is not supported (supported: consumer_name, route_id)"
+                ));
+            }
+        };
+        let (allow, names) = match (&c.whitelist, &c.blacklist) {
+            (Some(w), None) => (Some(true), w.clone()),
+            (None, Some(b)) => (Some(false), b.clone()),
+            (None, None) if !c.allowed_by_methods.is_empty() => (None, Vec::new()),
+            (Some(_), Some(_)) => return Err("set whitelist or blacklist, not both".into()),
+            (None, None) => {
+                return Err("set one of whitelist, blacklist and allowed_by_methods".into());
+            }
+        };
+        let mut methods = HashMap::new();
+        for (i, a) in c.allowed_by_methods.iter().enumerate() {
+            let parsed = a
+                .methods
+                .iter()
+                .map(|m| {
+                    Method::from_bytes(m.as_bytes())
+                        .map_err(|_| format!("allowed_by_methods[{i}].methods: {m:?}"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            methods.insert(a.user.clone(), parsed);
+        }
+        let message = c.rejected_msg.clone().unwrap_or_else(|| {
+            format!(
+                "The {} is forbidden.",
+                if by_route {
+                    "route_id"
+                } else {
+                    "consumer_name"
+                }
+            )
+        });
+        Ok(ConsumerRestriction {
+            by_route,
+            allow,
+            names,
+            methods,
+            refusal: PluginRefusal {
+                status: status(c.rejected_code.unwrap_or(403), "rejected_code")?,
+                body: json_body("message", &message),
+                headers: Vec::new(),
+                reason: "consumer_restriction",
+            },
+        })
+    }
+
+    fn check(
+        &self,
+        consumer: Option<&str>,
+        route_id: &str,
+        method: &Method,
+    ) -> Option<PluginRefusal> {
+        let subject = if self.by_route {
+            Some(route_id)
+        } else {
+            consumer
+        };
+        let Some(subject) = subject else {
+            // As APISIX: without a consumer there is nothing to check against.
+            return Some(PluginRefusal {
+                status: 401,
+                body: json_body(
+                    "message",
+                    "Missing authentication or identity verification.",
+                ),
+                headers: Vec::new(),
+                reason: "consumer_restriction",
+            });
+        };
+        if let Some(allow) = self.allow
+            && self.names.iter().any(|n| n == subject) != allow
+        {
+            return Some(self.refusal.clone());
+        }
+        if !self.by_route
+            && let Some(allowed) = self.methods.get(subject)
+            && !allowed.contains(method)
+        {
+            return Some(self.refusal.clone());
+        }
+        None
+    }
+}
+
+/// What a limit counts by, read from the request.
+#[derive(Debug, Clone)]
+enum LimitKey {
+    Constant(String),
+    /// The text with `$var` parts replaced (`var_combination`), or one variable (`var`).
+    Template(Vec<KeyPart>),
+}
+
+#[derive(Debug, Clone)]
+enum KeyPart {
+    Text(String),
+    RemoteAddr,
+    ConsumerName,
+    RouteId,
+    Host,
+    Uri,
+    Header(HeaderName),
+    Arg(String),
+    Cookie(String),
+}
+
+impl LimitKey {
+    fn compile(kind: LimitKeyType, key: &str) -> Result<LimitKey, String> {
+        if key.is_empty() {
+            return Err("key: required".into());
+        }
+        match kind {
+            LimitKeyType::Constant => Ok(LimitKey::Constant(key.to_string())),
+            LimitKeyType::Var => Ok(LimitKey::Template(vec![KeyPart::var(
+                key.strip_prefix('$').unwrap_or(key),
+            )?])),
+            LimitKeyType::VarCombination => {
+                let mut parts = Vec::new();
+                let mut rest = key;
+                while let Some(at) = rest.find('$') {
+                    if at > 0 {
+                        parts.push(KeyPart::Text(rest[..at].to_string()));
+                    }
+                    let after = &rest[at + 1..];
+                    let end = after
+                        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                        .unwrap_or(after.len());
+                    parts.push(KeyPart::var(&after[..end])?);
+                    rest = &after[end..];
+                }
+                if !rest.is_empty() {
+                    parts.push(KeyPart::Text(rest.to_string()));
+                }
+                if !parts.iter().any(|p| !matches!(p, KeyPart::Text(_))) {
+                    return Err(format!("key: {key:?} names no variable ($remote_addr …)"));
+                }
+                Ok(LimitKey::Template(parts))
+            }
+        }
+    }
+
+    /// The key's bytes for a request; a single variable the request lacks falls back to the
+    /// client address (as APISIX does).
+    fn read(&self, req: &RequestView<'_>, consumer: Option<&str>, route_id: &str) -> Vec<u8> {
+        let parts = match self {
+            LimitKey::Constant(text) => return text.as_bytes().to_vec(),
+            LimitKey::Template(parts) => parts,
+        };
+        let mut out = Vec::with_capacity(48);
+        let mut missing = false;
+        for part in parts {
+            let value: Option<Vec<u8>> = match part {
+                KeyPart::Text(t) => Some(t.as_bytes().to_vec()),
+                KeyPart::RemoteAddr => Some(req.peer.to_string().into_bytes()),
+                KeyPart::ConsumerName => consumer.map(|c| c.as_bytes().to_vec()),
+                KeyPart::RouteId => Some(route_id.as_bytes().to_vec()),
+                KeyPart::Host => req.host.as_ref().map(|h| h.as_bytes().to_vec()),
+                KeyPart::Uri => Some(req.path.clone()),
+                KeyPart::Header(h) => req.headers.get(h).map(|v| v.as_bytes().to_vec()),
+                KeyPart::Arg(a) => req
+                    .query_arg(a)
+                    .and_then(|q| q.value)
+                    .map(|v| v.as_bytes().to_vec()),
+                KeyPart::Cookie(c) => req.cookie(c).map(<[u8]>::to_vec),
+            };
+            match value {
+                Some(v) => out.extend_from_slice(&v),
+                None => missing = true,
+            }
+        }
+        if missing && parts.len() == 1 {
+            return req.peer.to_string().into_bytes();
+        }
+        out
+    }
+}
+
+impl KeyPart {
+    fn var(name: &str) -> Result<KeyPart, String> {
+        Ok(match name {
+            "remote_addr" | "binary_remote_addr" => KeyPart::RemoteAddr,
+            "consumer_name" => KeyPart::ConsumerName,
+            "route_id" => KeyPart::RouteId,
+            "host" | "server_name" => KeyPart::Host,
+            "uri" => KeyPart::Uri,
+            _ => {
+                if let Some(h) = name.strip_prefix("http_").filter(|h| !h.is_empty()) {
+                    KeyPart::Header(
+                        HeaderName::from_bytes(h.replace('_', "-").as_bytes())
+                            .map_err(|_| format!("key: {name:?} is not a valid header variable"))?,
+                    )
+                } else if let Some(a) = name.strip_prefix("arg_").filter(|a| !a.is_empty()) {
+                    KeyPart::Arg(a.to_string())
+                } else if let Some(c) = name.strip_prefix("cookie_").filter(|c| !c.is_empty()) {
+                    KeyPart::Cookie(c.to_string())
+                } else {
+                    return Err(format!(
+                        "key: variable {name:?} is not supported (supported: remote_addr, consumer_name, route_id, host, server_name, uri, http_<name>, arg_<name>, cookie_<name>)"
+                    ));
+                }
+            }
+        })
+    }
+}
+
+/// Counters of the limits in use, by route, plugin and configuration: a table that keeps all
+/// three keeps the counts.
+#[derive(Debug, Default)]
+pub struct LimitRegistry {
+    conn: Mutex<HashMap<(String, u64), Weak<ConnCounts>>>,
+    count: Mutex<HashMap<(String, u64), Weak<WindowCounts>>>,
+}
+
+fn fingerprint(value: &impl serde::Serialize) -> u64 {
+    let text = serde_json::to_string(value).unwrap_or_default();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
+fn shared<T: Default>(map: &Mutex<HashMap<(String, u64), Weak<T>>>, key: (String, u64)) -> Arc<T> {
+    let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(live) = map.get(&key).and_then(Weak::upgrade) {
+        return live;
+    }
+    map.retain(|_, w| w.strong_count() > 0);
+    let fresh = Arc::new(T::default());
+    map.insert(key, Arc::downgrade(&fresh));
+    fresh
+}
+
+/// Keys per shard before idle entries are swept.
+const SWEEP_AT: usize = 4096;
+const SHARDS: usize = 16;
+
+fn shard_of(key: &[u8]) -> usize {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() as usize) % SHARDS
+}
+
+/// Open connections per key.
+#[derive(Debug, Default)]
+pub struct ConnCounts {
+    shards: [Mutex<HashMap<Vec<u8>, u32>>; SHARDS],
+}
+
+#[derive(Debug)]
+pub struct LimitConn {
+    key: LimitKey,
+    conn: u32,
+    burst: u32,
+    delay: Duration,
+    refusal: PluginRefusal,
+    counts: Arc<ConnCounts>,
+}
+
+/// A slot of `limit-conn`, held while the request or WebSocket lives.
+#[derive(Debug)]
+pub struct ConnSlot {
+    counts: Arc<ConnCounts>,
+    key: Vec<u8>,
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        let mut shard = self.counts.shards[shard_of(&self.key)]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = shard.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                shard.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl LimitConn {
+    fn compile(
+        route_id: &str,
+        c: &LimitConnConfig,
+        limits: &LimitRegistry,
+    ) -> Result<LimitConn, String> {
+        if c.conn == 0 {
+            return Err("conn: must be at least 1".into());
+        }
+        if !(c.default_conn_delay.is_finite() && c.default_conn_delay > 0.0) {
+            return Err("default_conn_delay: must be a positive number of seconds".into());
+        }
+        Ok(LimitConn {
+            key: LimitKey::compile(c.key_type, &c.key)?,
+            conn: c.conn,
+            burst: c.burst,
+            delay: Duration::from_secs_f64(c.default_conn_delay.min(3600.0)),
+            refusal: PluginRefusal {
+                status: status(c.rejected_code, "rejected_code")?,
+                body: c
+                    .rejected_msg
+                    .as_deref()
+                    .map(|m| json_body("error_msg", m))
+                    .unwrap_or_default(),
+                headers: Vec::new(),
+                reason: "limit_conn",
+            },
+            counts: shared(&limits.conn, (route_id.to_string(), fingerprint(c))),
+        })
+    }
+
+    /// Takes a slot for the request: refused past `conn + burst`; past `conn`, admitted after
+    /// `default_conn_delay` (as APISIX delays the excess).
+    pub fn admit(
+        &self,
+        req: &RequestView<'_>,
+        consumer: Option<&str>,
+        route_id: &str,
+    ) -> Result<(ConnSlot, Option<Duration>), PluginRefusal> {
+        let key = self.key.read(req, consumer, route_id);
+        let mut shard = self.counts.shards[shard_of(&key)]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let open = shard.get(&key).copied().unwrap_or(0);
+        if open >= self.conn.saturating_add(self.burst) {
+            return Err(self.refusal.clone());
+        }
+        if shard.len() >= SWEEP_AT {
+            shard.retain(|_, n| *n > 0);
+        }
+        *shard.entry(key.clone()).or_insert(0) += 1;
+        drop(shard);
+        let delay = (open >= self.conn).then_some(self.delay);
+        Ok((
+            ConnSlot {
+                counts: self.counts.clone(),
+                key,
+            },
+            delay,
+        ))
+    }
+
+    /// Open connections counted for `key` now.
+    pub fn open(&self, key: &[u8]) -> u32 {
+        self.counts.shards[shard_of(key)]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// One key's window: (start, Unix seconds; requests counted in it).
+type Window = (u64, u64);
+
+/// Fixed windows per key.
+#[derive(Debug, Default)]
+pub struct WindowCounts {
+    shards: [Mutex<HashMap<Vec<u8>, Window>>; SHARDS],
+}
+
+#[derive(Debug)]
+pub struct LimitCount {
+    key: LimitKey,
+    count: u64,
+    window: u64,
+    show_headers: bool,
+    refusal: PluginRefusal,
+    counts: Arc<WindowCounts>,
+}
+
+/// What is left of a window, for the `X-RateLimit-*` headers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quota {
+    pub limit: u64,
+    pub remaining: u64,
+    /// Seconds until the window starts again.
+    pub reset: u64,
+}
+
+impl Quota {
+    pub fn headers(&self) -> [(HeaderName, HeaderValue); 3] {
+        [
+            (
+                HeaderName::from_static("x-ratelimit-limit"),
+                HeaderValue::from(self.limit),
+            ),
+            (
+                HeaderName::from_static("x-ratelimit-remaining"),
+                HeaderValue::from(self.remaining),
+            ),
+            (
+                HeaderName::from_static("x-ratelimit-reset"),
+                HeaderValue::from(self.reset),
+            ),
+        ]
+    }
+}
+
+impl LimitCount {
+    fn compile(
+        route_id: &str,
+        c: &LimitCountConfig,
+        limits: &LimitRegistry,
+    ) -> Result<LimitCount, String> {
+        if c.count == 0 {
+            return Err("count: must be at least 1".into());
+        }
+        if c.time_window == 0 {
+            return Err("time_window: must be at least 1 second".into());
+        }
+        Ok(LimitCount {
+            key: LimitKey::compile(c.key_type, &c.key)?,
+            count: c.count,
+            window: c.time_window,
+            show_headers: c.show_limit_quota_header,
+            refusal: PluginRefusal {
+                status: status(c.rejected_code, "rejected_code")?,
+                body: c
+                    .rejected_msg
+                    .as_deref()
+                    .map(|m| json_body("error_msg", m))
+                    .unwrap_or_default(),
+                headers: Vec::new(),
+                reason: "limit_count",
+            },
+            counts: shared(&limits.count, (route_id.to_string(), fingerprint(c))),
+        })
+    }
+
+    /// Counts the request in its key's window (`now`: Unix seconds). The quota to show, when
+    /// `show_limit_quota_header` is on; a refusal past `count`.
+    pub fn admit(
+        &self,
+        req: &RequestView<'_>,
+        consumer: Option<&str>,
+        route_id: &str,
+        now: u64,
+    ) -> Result<Option<Quota>, PluginRefusal> {
+        let key = self.key.read(req, consumer, route_id);
+        let mut shard = self.counts.shards[shard_of(&key)]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if shard.len() >= SWEEP_AT {
+            let window = self.window;
+            shard.retain(|_, (start, _)| now < start.saturating_add(window));
+        }
+        let entry = shard.entry(key).or_insert((now, 0));
+        if now >= entry.0.saturating_add(self.window) || now < entry.0 {
+            *entry = (now, 0);
+        }
+        let reset = entry.0.saturating_add(self.window).saturating_sub(now);
+        if entry.1 >= self.count {
+            let mut refusal = self.refusal.clone();
+            if self.show_headers {
+                refusal.headers.extend(
+                    Quota {
+                        limit: self.count,
+                        remaining: 0,
+                        reset,
+                    }
+                    .headers(),
+                );
+            }
+            return Err(refusal);
+        }
+        entry.1 += 1;
+        let quota = Quota {
+            limit: self.count,
+            remaining: self.count - entry.1,
+            reset,
+        };
+        Ok(self.show_headers.then_some(quota))
+    }
+}
+
+#[cfg(test)]
+mod tests;

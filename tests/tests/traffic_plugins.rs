@@ -1,0 +1,156 @@
+//! Traffic plugins on the seed's WebSocket route (key-auth first), end to end with a table
+//! file: `limit-conn` counting open WebSockets, `limit-count` with its headers, `ip-restriction`
+//! and `consumer-restriction` on handshakes, and counts that survive an unrelated table push.
+
+use std::time::Duration;
+
+use portcullis_tests::*;
+
+const KEY: &str = "this_is_the_key";
+
+fn with_plugins(echo: &Echo, generation: u64, edit: impl Fn(&mut Plugins)) -> RouteTable {
+    let mut table = seed_table(echo.addr);
+    table.generation = generation;
+    edit(&mut table.routes[0].plugins);
+    table
+}
+
+fn conn_limit(conn: u32) -> LimitConnConfig {
+    LimitConnConfig {
+        conn,
+        burst: 0,
+        default_conn_delay: 0.1,
+        only_use_default_delay: false,
+        key_type: LimitKeyType::Var,
+        key: "consumer_name".into(),
+        rejected_code: 429,
+        rejected_msg: Some("too many WebSockets".into()),
+        allow_degradation: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_conn_counts_open_websockets_per_consumer() {
+    let echo = Echo::start(&[]);
+    let gw = Gateway::start(
+        &with_plugins(&echo, 1, |p| p.limit_conn = Some(conn_limit(2))),
+        &[],
+    );
+    let mut first = open_ws(&gw, KEY).await;
+    let _second = open_ws(&gw, KEY).await;
+    // The third handshake while two are open: refused with the configured code and message.
+    let r = raw_request(
+        gw.http,
+        &handshake("ws.example.com", "/raw", &[("apikey", KEY)]),
+    );
+    assert_eq!(r.status(), 429, "{}", r.raw);
+    assert_eq!(r.body(), "{\"error_msg\":\"too many WebSockets\"}\n");
+    // The upstream never saw it.
+    assert_eq!(echo.handshakes().len(), 2);
+    // One closes: its slot is free at once.
+    assert!(echoes(&mut first, "bye").await);
+    drop(first);
+    wait_for("a free slot", Duration::from_secs(5), || {
+        (gw.key_status(KEY) == 101).then_some(())
+    });
+    // The metric says why.
+    let metrics = gw.metrics();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("portcullis_requests_total{")
+                && l.contains("outcome=\"limited\"")),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn limit_count_counts_handshakes_per_consumer_with_headers_and_survives_a_push() {
+    let echo = Echo::start(&[]);
+    let limit = LimitCountConfig {
+        count: 3,
+        time_window: 60,
+        key_type: LimitKeyType::Var,
+        key: "consumer_name".into(),
+        rejected_code: 429,
+        rejected_msg: None,
+        show_limit_quota_header: true,
+        allow_degradation: false,
+    };
+    let table =
+        |generation| with_plugins(&echo, generation, |p| p.limit_count = Some(limit.clone()));
+    let gw = Gateway::start(&table(1), &[]);
+    let shake = || {
+        raw_request(
+            gw.http,
+            &handshake("ws.example.com", "/raw", &[("apikey", KEY)]),
+        )
+    };
+    let r = shake();
+    assert_eq!(r.status(), 101, "{}", r.raw);
+    assert_eq!(r.header("x-ratelimit-limit"), Some("3"));
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("2"));
+    assert!(r.header("x-ratelimit-reset").is_some(), "{}", r.raw);
+    assert_eq!(shake().status(), 101);
+    // An unrelated push (a second route): the route and its limit are unchanged, so the
+    // count goes on.
+    let mut pushed = table(2);
+    let mut other = pushed.routes[0].clone();
+    other.id = "demo/other/0".into();
+    other.paths = vec!["/other".into()];
+    other.plugins = Plugins::default();
+    pushed.routes.push(other);
+    gw.reload(&pushed);
+    assert_eq!(shake().status(), 101);
+    let r = shake();
+    assert_eq!(r.status(), 429, "{}", r.raw);
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
+    // Unauthenticated handshakes are refused by key-auth first and count nothing.
+    assert_eq!(gw.key_status("wrong"), 401);
+    assert_eq!(echo.handshakes().len(), 3);
+}
+
+#[test]
+fn restrictions_refuse_handshakes_before_the_upstream() {
+    let echo = Echo::start(&[]);
+    let gw = Gateway::start(
+        &with_plugins(&echo, 1, |p| {
+            p.ip_restriction = Some(IpRestrictionConfig {
+                blacklist: Some(vec!["127.0.0.0/8".into()]),
+                ..IpRestrictionConfig::default()
+            })
+        }),
+        &[],
+    );
+    let r = raw_request(
+        gw.http,
+        &handshake("ws.example.com", "/raw", &[("apikey", KEY)]),
+    );
+    assert_eq!(r.status(), 403, "{}", r.raw);
+    assert_eq!(
+        r.body(),
+        "{\"message\":\"Your IP address is not allowed\"}\n"
+    );
+    // A bad key is still a 401: authentication comes first, as in APISIX.
+    assert_eq!(gw.key_status("wrong"), 401);
+
+    let gw = Gateway::start(
+        &with_plugins(&echo, 1, |p| {
+            p.consumer_restriction = Some(ConsumerRestrictionConfig {
+                whitelist: Some(vec!["demo_jill".into()]),
+                ..ConsumerRestrictionConfig::default()
+            })
+        }),
+        &[],
+    );
+    let r = raw_request(
+        gw.http,
+        &handshake("ws.example.com", "/raw", &[("apikey", KEY)]),
+    );
+    assert_eq!(r.status(), 403, "{}", r.raw);
+    assert_eq!(
+        r.body(),
+        "{\"message\":\"The consumer_name is forbidden.\"}\n"
+    );
+    assert!(echo.handshakes().is_empty(), "{:?}", echo.handshakes());
+}
