@@ -468,7 +468,9 @@ only that CA and verifies the certificate on every full handshake. Negotiated wi
   upstream, and the session tickets the server issues after the handshake.
 - *resumed*: the same, with one client session store shared by all tasks, so a handshake presents
   a ticket from an earlier one (TLS 1.3 PSK with (EC)DHE; no certificate, no signature). The load
-  generator refuses the phase if fewer than half resumed; resumed share in this run:
+  generator's store keeps up to 1,024 tickets (rustls' default keeps 8 per server, too few for 50
+  concurrent handshakes: about half found none) and it refuses the phase if fewer than half of the
+  handshakes resumed; resumed share in this run:
   Portcullis {share(p['tls_resumed'])}, nginx {share(n['tls_resumed'])}.
 - *wss echo*: 64-byte binary messages ping-ponged on 50 `wss://` WebSockets (TLS between client and
   proxy, plain WebSocket from the proxy to the upstream).
@@ -481,7 +483,8 @@ offers 1.3), ALPN `http/1.1`, its built-in resumption (a 16,384-entry session ca
 tickets with a rotating key; rustls sends 2 tickets per handshake). nginx: `listen … ssl` with
 `ssl_certificate`/`ssl_certificate_key` of the same files, `ssl_protocols TLSv1.3`,
 `ssl_session_tickets on`, `ssl_session_cache shared:SSL:10m`, `ssl_session_timeout 1h`, otherwise
-defaults (OpenSSL's ciphersuites and groups; OpenSSL sends 2 tickets after a full handshake). Both
+defaults (OpenSSL's ciphersuites and groups; OpenSSL sends 2 tickets after a full handshake and 1
+after a resumption). Both
 configurations are the same in the full and the resumed phase: only the client changes. "direct"
 is the echo upstream serving TLS itself (`portcullis-echo --tls-cert`, rustls defaults: stateful
 session cache of 256, no ticket key): the load generator's own limit, not a proxy.
