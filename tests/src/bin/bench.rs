@@ -705,7 +705,7 @@ mod tests {
     }
 
     async fn handshakes(addr: SocketAddr, ca: &Path, resume: bool) -> HandshakeReport {
-        handshakes_from(addr, ca, resume, 4).await
+        handshakes_from(addr, ca, resume, 4, 0.5).await
     }
 
     async fn handshakes_from(
@@ -713,10 +713,11 @@ mod tests {
         ca: &Path,
         resume: bool,
         concurrency: usize,
+        seconds: f64,
     ) -> HandshakeReport {
         let connector = Connector::new(addr, "ws.example.com", &tls_args(ca), resume).unwrap();
         let request = handshake_bytes("ws.example.com", "/raw", None);
-        run_handshakes(connector, request, concurrency, 0.3)
+        run_handshakes(connector, request, concurrency, seconds)
             .await
             .unwrap()
     }
@@ -743,9 +744,10 @@ mod tests {
         full.check_resumption(false).unwrap();
         let json = full.json();
         assert_eq!(json["tls_resumed"], 0);
-        assert_eq!(
-            json["tls"],
-            "TLSv1_3 TLS13_AES_256_GCM_SHA384 kx=X25519 alpn=http/1.1"
+        let negotiated = json["tls"].as_str().unwrap();
+        assert!(
+            negotiated.starts_with("TLSv1_3 ") && negotiated.ends_with(" alpn=http/1.1"),
+            "{negotiated}"
         );
     }
 
@@ -755,7 +757,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn at_50_concurrent_only_each_tasks_first_handshake_is_full() {
         let (addr, ca) = wss_echo(true).await;
-        let report = handshakes_from(addr, ca.path(), true, 50).await;
+        // Long enough for every task to get past its first handshake, even in a debug build.
+        let report = handshakes_from(addr, ca.path(), true, 50, 2.0).await;
         assert_eq!(report.counts[ERRORS], 0, "{:?}", report.first_error);
         assert!(report.counts[TLS_RESUMED] > 0, "{}", report.json());
         assert!(
