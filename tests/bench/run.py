@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Side-by-side benchmark on 127.0.0.1, in one run: direct to the echo upstream (the physical
 limit), Portcullis, and nginx (Debian package; WebSocket proxy with an `apikey` check through
-`map`). Reports ratios against nginx, and writes docs/benchmarks.md.
+`map`), over plain TCP and over TLS 1.3 (one ECDSA P-256 certificate for all three, made with the
+`openssl` CLI). Reports ratios against nginx, and writes docs/benchmarks.md.
 
     python3 tests/bench/run.py            # full run (builds release binaries first)
     python3 tests/bench/run.py --quick    # shorter phases, fewer idle connections
@@ -74,8 +75,8 @@ def rss_kib(pids):
 
 
 class Target:
-    def __init__(self, name, port, procs=()):
-        self.name, self.port, self.procs = name, port, list(procs)
+    def __init__(self, name, port, procs=(), tls_port=None):
+        self.name, self.port, self.procs, self.tls_port = name, port, list(procs), tls_port
 
     def pids(self):
         pids = []
@@ -94,16 +95,47 @@ class Target:
                 p.kill()
 
 
-def start_echo(work):
-    port = free_port()
-    p = subprocess.Popen([os.path.join(BIN, "portcullis-echo"), "--listen", f"127.0.0.1:{port}"],
+def make_certs(work):
+    """A CA and a server certificate for ws.example.com, both ECDSA P-256, with the openssl CLI.
+    Every TLS server of the run (echo, Portcullis, nginx) serves this one certificate and key."""
+    d = os.path.join(work, "certs")
+    os.makedirs(d, exist_ok=True)
+    f = {n: os.path.join(d, n) for n in ["ca.pem", "ca-key.pem", "server.pem", "server-key.pem", "server.csr", "ext.cnf"]}
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+
+    def openssl(*args):
+        out = subprocess.run(["openssl", *args], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"openssl {' '.join(args)} failed: {out.stderr.strip()}")
+
+    openssl("req", "-x509", *ec, "-keyout", f["ca-key.pem"], "-out", f["ca.pem"], "-days", "2",
+            "-subj", "/CN=portcullis bench CA", "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    openssl("req", "-new", *ec, "-keyout", f["server-key.pem"], "-out", f["server.csr"], "-subj", "/CN=ws.example.com")
+    with open(f["ext.cnf"], "w") as ext:
+        ext.write("subjectAltName=DNS:ws.example.com\nbasicConstraints=critical,CA:FALSE\n"
+                  "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n")
+    openssl("x509", "-req", "-in", f["server.csr"], "-CA", f["ca.pem"], "-CAkey", f["ca-key.pem"],
+            "-set_serial", str(int.from_bytes(os.urandom(8), "big")), "-days", "2", "-sha256",
+            "-extfile", f["ext.cnf"], "-out", f["server.pem"])
+    return {"ca": f["ca.pem"], "cert": f["server.pem"], "key": f["server-key.pem"]}
+
+
+def start_echo(work, certs):
+    """The echo upstream, plus a second one serving TLS: the "direct" reference for wss phases."""
+    port, tls_port = free_port(), free_port()
+    exe = os.path.join(BIN, "portcullis-echo")
+    p = subprocess.Popen([exe, "--listen", f"127.0.0.1:{port}"],
                          stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "echo.log"), "w"))
+    q = subprocess.Popen([exe, "--listen", f"127.0.0.1:{tls_port}", "--tls-cert", certs["cert"], "--tls-key", certs["key"]],
+                         stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "echo-tls.log"), "w"))
     wait_port(port)
-    return Target("direct", port, [p]), p
+    wait_port(tls_port)
+    return Target("direct", port, [p, q], tls_port=tls_port)
 
 
-def start_portcullis(work, echo_port):
-    port, admin = free_port(), free_port()
+def start_portcullis(work, echo_port, certs):
+    port, tls_port, admin = free_port(), free_port(), free_port()
     table = os.path.join(work, "table.yaml")
     digest = hashlib.sha256(KEY.encode()).hexdigest()
     with open(table, "w") as f:
@@ -122,19 +154,35 @@ consumers:
     credential: {{type: key-auth, key_sha256: {digest}}}
 """)
     env = dict(os.environ, PORTCULLIS_LOG="warn")
+    # HTTPS with the default certificate (no ApisixTls in the table) and the dataplane's built-in
+    # resumption: a 16,384-entry session cache and stateless tickets (rustls, 2 per handshake).
     p = subprocess.Popen([os.path.join(BIN, "portcullis-dataplane"), "--listen-http", f"127.0.0.1:{port}",
+                          "--listen-https", f"127.0.0.1:{tls_port}", "--tls-cert", certs["cert"], "--tls-key", certs["key"],
                           "--admin-listen", f"127.0.0.1:{admin}", "--table", table],
-                         env=env, stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "portcullis.log"), "w"))
+                         env=env, stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "portcullis.log"), "a"))
     wait_port(port)
-    return Target("portcullis", port, [p])
+    wait_port(tls_port)
+    return Target("portcullis", port, [p], tls_port=tls_port)
 
 
-def start_nginx(work, echo_port, workers):
-    port = free_port()
+def start_nginx(work, echo_port, workers, certs):
+    port, tls_port = free_port(), free_port()
     prefix = os.path.join(work, "nginx")
     os.makedirs(os.path.join(prefix, "logs"), exist_ok=True)
     user = "user root;" if os.geteuid() == 0 else ""
     conf = os.path.join(prefix, "nginx.conf")
+    cert, key = certs["cert"], certs["key"]
+    location = f"""    location /raw {{
+      if ($http_apikey = "") {{ return 401 '{{"message":"Missing API key in request"}}\\n'; }}
+      if ($apikey_ok = 0) {{ return 401 '{{"message":"Invalid API key in request"}}\\n'; }}
+      proxy_pass http://echo;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection $connection_upgrade;
+      proxy_set_header X-Consumer-Username demo_jack;
+      proxy_read_timeout 3600s;
+      proxy_send_timeout 3600s;
+    }}"""
     with open(conf, "w") as f:
         f.write(f"""{user}
 worker_processes {workers};
@@ -152,24 +200,28 @@ http {{
   server {{
     listen 127.0.0.1:{port} reuseport;
     server_name ws.example.com;
-    location /raw {{
-      if ($http_apikey = "") {{ return 401 '{{"message":"Missing API key in request"}}\\n'; }}
-      if ($apikey_ok = 0) {{ return 401 '{{"message":"Invalid API key in request"}}\\n'; }}
-      proxy_pass http://echo;
-      proxy_http_version 1.1;
-      proxy_set_header Upgrade $http_upgrade;
-      proxy_set_header Connection $connection_upgrade;
-      proxy_set_header X-Consumer-Username demo_jack;
-      proxy_read_timeout 3600s;
-      proxy_send_timeout 3600s;
-    }}
+{location}
+  }}
+  # The same proxy over TLS 1.3 with the same certificate and key as Portcullis, and resumption
+  # on as Portcullis has it: stateless tickets and a session cache shared by the workers.
+  server {{
+    listen 127.0.0.1:{tls_port} ssl reuseport;
+    server_name ws.example.com;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_protocols TLSv1.3;
+    ssl_session_tickets on;
+    ssl_session_cache shared:SSL:10m;
+    ssl_session_timeout 1h;
+{location}
   }}
 }}
 """)
     p = subprocess.Popen(["nginx", "-p", prefix, "-c", conf, "-g", "daemon off;"],
-                         stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "nginx.log"), "w"))
+                         stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "nginx.log"), "a"))
     wait_port(port)
-    return Target("nginx", port, [p])
+    wait_port(tls_port)
+    return Target("nginx", port, [p], tls_port=tls_port)
 
 
 def bench(args):
@@ -201,18 +253,28 @@ def summarise(rs):
         out["cpu_ms_per_1000"] = statistics.median(r["cpu_s"] * 1e6 / max(o, 1) for r, o in zip(rs, ops))
     bad = sum(r.get("errors", 0) + r.get("other", 0) + r.get("s5xx", 0) for r in rs)
     out["failed"] = bad
+    for key in ["tls_full", "tls_resumed", "tls_hello_retry"]:
+        if key in rs[0]:
+            out[key] = sum(r[key] for r in rs)
+    if "tls" in rs[0]:
+        out["tls"] = rs[0]["tls"]
     out["runs"] = rs
     return out
 
 
-def idle_rss(target, conns):
+def idle_rss(target, conns, tls=None):
+    """RSS per WebSocket held open through `target`; over wss when `tls` holds the certificates."""
     pids = target.pids()
     base = rss_kib(pids)
-    p = subprocess.Popen([os.path.join(BIN, "portcullis-bench"), "idle", "--target", f"127.0.0.1:{target.port}",
-                          "--key", KEY, "--conns", str(conns)],
+    where = ["--target", f"127.0.0.1:{target.port}"] if tls is None else \
+        ["--target", f"127.0.0.1:{target.tls_port}", "--tls", "--ca", tls["ca"]]
+    p = subprocess.Popen([os.path.join(BIN, "portcullis-bench"), "idle"] + where + ["--key", KEY, "--conns", str(conns)],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     line = p.stdout.readline()
-    opened = json.loads(line)["open"] if line else 0
+    if not line:
+        p.wait(timeout=120)
+        raise RuntimeError(f"portcullis-bench idle against {target.name} ended without opening its connections (exit {p.returncode})")
+    opened = json.loads(line)["open"]
     time.sleep(2)
     loaded = rss_kib(target.pids())
     p.stdin.write("done\n")
@@ -220,6 +282,10 @@ def idle_rss(target, conns):
     p.wait(timeout=120)
     return {"open": opened, "base_kib": base, "loaded_kib": loaded,
             "per_conn_bytes": (loaded - base) * 1024 / max(opened, 1)}
+
+
+# Plain phases first, as before the TLS ones existed; all alternate between targets each round.
+PHASES = ["handshakes", "rejections", "echo1", "echo50", "tls_handshakes", "tls_resumed", "wss_echo50"]
 
 
 def fmt(v, digits=0):
@@ -247,38 +313,49 @@ def main():
         subprocess.run(["cargo", "build", "--release", "--locked", "--bins", "-q"], cwd=ROOT, check=True)
 
     work = tempfile.mkdtemp(prefix="portcullis-bench-")
-    echo, echo_proc = start_echo(work)
+    certs = make_certs(work)
+    echo = start_echo(work, certs)
     results = {}
     proxies = []
+
+    def fresh_proxies():
+        return [start_portcullis(work, echo.port, certs), start_nginx(work, echo.port, a.nginx_workers, certs)]
+
     try:
-        proxies = [start_portcullis(work, echo.port), start_nginx(work, echo.port, a.nginx_workers)]
+        proxies = fresh_proxies()
         # Phases alternate between targets, round after round, and each figure is the median
         # over rounds: this machine's noise (a shared VM) moves single runs by several percent.
         runs = {}
         for rnd in range(a.rounds):
-            for phase in ["handshakes", "rejections", "echo1", "echo50"]:
+            for phase in PHASES:
                 for t in [echo] + proxies:
                     if phase == "rejections" and t.name == "direct":
                         continue
-                    common = ["--target", f"127.0.0.1:{t.port}"]
+                    plain = ["--target", f"127.0.0.1:{t.port}"]
+                    tls = ["--target", f"127.0.0.1:{t.tls_port}", "--tls", "--ca", certs["ca"]]
                     args = {
-                        "handshakes": ["handshakes"] + common + ["--key", KEY, "--concurrency", "50"],
-                        "rejections": ["handshakes"] + common + ["--key", "wrong", "--concurrency", "50"],
-                        "echo1": ["echo"] + common + ["--key", KEY, "--conns", "1"],
-                        "echo50": ["echo"] + common + ["--key", KEY, "--conns", "50"],
+                        "handshakes": ["handshakes"] + plain + ["--key", KEY, "--concurrency", "50"],
+                        "rejections": ["handshakes"] + plain + ["--key", "wrong", "--concurrency", "50"],
+                        "echo1": ["echo"] + plain + ["--key", KEY, "--conns", "1"],
+                        "echo50": ["echo"] + plain + ["--key", KEY, "--conns", "50"],
+                        "tls_handshakes": ["handshakes"] + tls + ["--key", KEY, "--concurrency", "50"],
+                        "tls_resumed": ["handshakes"] + tls + ["--key", KEY, "--concurrency", "50", "--resume"],
+                        "wss_echo50": ["echo"] + tls + ["--key", KEY, "--conns", "50"],
                     }[phase] + ["--seconds", str(secs)]
                     r = measured(t, args)
                     runs.setdefault(t.name, {}).setdefault(phase, []).append(r)
                     print(f"round {rnd + 1} {phase} {t.name} {json.dumps(r)}", flush=True)
         for name, phases in runs.items():
             results[name] = {phase: summarise(rs) for phase, rs in phases.items()}
-        # Idle memory on fresh proxy processes, so earlier phases' allocations do not blur it.
-        for t in proxies:
-            t.stop()
-        proxies = [start_portcullis(work, echo.port), start_nginx(work, echo.port, a.nginx_workers)]
-        for t in proxies:
-            results[t.name]["idle"] = idle_rss(t, idle_conns)
-            print(t.name, "idle", json.dumps(results[t.name]["idle"]), flush=True)
+        # Idle memory on fresh proxy processes, so earlier phases' allocations do not blur it;
+        # fresh again for wss, so memory freed by the plain connections is not reused.
+        for kind, tls in [("idle", None), ("idle_wss", certs)]:
+            for t in proxies:
+                t.stop()
+            proxies = fresh_proxies()
+            for t in proxies:
+                results[t.name][kind] = idle_rss(t, idle_conns, tls)
+                print(t.name, kind, json.dumps(results[t.name][kind]), flush=True)
     finally:
         for t in proxies:
             t.stop()
@@ -305,6 +382,33 @@ def write_report(a, results, secs, idle_conns):
         row(f"echo RTT p99 µs, {label}", p[key]["p99_us"], n[key]["p99_us"], d[key]["p99_us"], "lower")
         row(f"proxy CPU ms per 1000 messages, {label}", p[key]["cpu_ms_per_1000"], n[key]["cpu_ms_per_1000"], None, "lower", 1)
     row(f"RSS bytes per idle WebSocket ({p['idle']['open']} / {n['idle']['open']} open)", p["idle"]["per_conn_bytes"], n["idle"]["per_conn_bytes"], None, "lower")
+    tls_rows = len(rows)
+    for label, key in [("full handshake", "tls_handshakes"), ("resumed", "tls_resumed")]:
+        row(f"TLS 1.3 handshakes + WebSocket upgrades/s, {label} (50 concurrent)", p[key]["per_sec"], n[key]["per_sec"], d[key]["per_sec"])
+        row(f"proxy CPU ms per 1000 TLS handshakes + upgrades, {label}", p[key]["cpu_ms_per_1000"], n[key]["cpu_ms_per_1000"], None, "lower", 1)
+    row("wss echo messages/s, 50 connections", p["wss_echo50"]["per_sec"], n["wss_echo50"]["per_sec"], d["wss_echo50"]["per_sec"])
+    row("wss echo RTT p50 µs, 50 connections", p["wss_echo50"]["p50_us"], n["wss_echo50"]["p50_us"], d["wss_echo50"]["p50_us"], "lower")
+    row("wss echo RTT p99 µs, 50 connections", p["wss_echo50"]["p99_us"], n["wss_echo50"]["p99_us"], d["wss_echo50"]["p99_us"], "lower")
+    row("proxy CPU ms per 1000 wss messages, 50 connections", p["wss_echo50"]["cpu_ms_per_1000"], n["wss_echo50"]["cpu_ms_per_1000"], None, "lower", 1)
+    row(f"RSS bytes per idle wss WebSocket ({p['idle_wss']['open']} / {n['idle_wss']['open']} open)", p["idle_wss"]["per_conn_bytes"], n["idle_wss"]["per_conn_bytes"], None, "lower")
+    plain_rows, tls_rows = rows[:tls_rows], rows[tls_rows:]
+
+    def share(r):
+        done = r.get("tls_full", 0) + r.get("tls_resumed", 0) + r.get("tls_hello_retry", 0)
+        return f"{100 * r.get('tls_resumed', 0) / max(done, 1):.1f} %"
+
+    # Issue 14's targets, judged from this run's figures.
+    cpu_p, cpu_n = p["tls_handshakes"]["cpu_ms_per_1000"], n["tls_handshakes"]["cpu_ms_per_1000"]
+    idle_p = p["idle_wss"]["per_conn_bytes"]
+    targets = [
+        f"- CPU per full TLS handshake ≤ nginx's: {'**met**' if cpu_p <= cpu_n else '**missed**'} "
+        f"({fmt(cpu_p, 1)} vs {fmt(cpu_n, 1)} ms per 1000, ratio {cpu_p / cpu_n if cpu_n else float('nan'):.2f}).",
+        f"- CPU per resumed TLS handshake ≤ nginx's: "
+        f"{'**met**' if p['tls_resumed']['cpu_ms_per_1000'] <= n['tls_resumed']['cpu_ms_per_1000'] else '**missed**'} "
+        f"({fmt(p['tls_resumed']['cpu_ms_per_1000'], 1)} vs {fmt(n['tls_resumed']['cpu_ms_per_1000'], 1)} ms per 1000).",
+        f"- Idle `wss://` WebSocket ≤ 4 KiB (4,096 bytes): {'**met**' if idle_p <= 4096 else '**missed**'} "
+        f"({fmt(idle_p)} bytes; nginx {fmt(n['idle_wss']['per_conn_bytes'])}).",
+    ]
 
     bad = [f"{t} {phase}: {r['failed']} failed" for t, phases in results.items() for phase, r in phases.items()
            if isinstance(r, dict) and r.get("failed")]
@@ -339,9 +443,51 @@ is counted in 10 ms ticks over phases of several seconds.
 
 | Measure | direct | Portcullis | nginx | Portcullis ÷ nginx |
 |---|---|---|---|---|
-{chr(10).join(rows)}
+{chr(10).join(plain_rows)}
 
 {('Failures during the run: ' + '; '.join(bad)) if bad else 'Every handshake in every phase got the expected status (101, or 401 for the wrong key).'}
+
+## Over TLS 1.3 (issue 14)
+
+| Measure | direct | Portcullis | nginx | Portcullis ÷ nginx |
+|---|---|---|---|---|
+{chr(10).join(tls_rows)}
+
+{chr(10).join(targets)}
+
+What the TLS phases measure. All three servers hold one ECDSA P-256 certificate and key (a CA and a
+certificate for `ws.example.com` made with the `openssl` CLI for the run); the load generator is a
+rustls client that speaks TLS 1.3 only, offers ALPN `http/1.1`, sends SNI `ws.example.com`, trusts
+only that CA and verifies the certificate on every full handshake. Negotiated with Portcullis:
+`{p['tls_handshakes'].get('tls', '?')}`; with nginx: `{n['tls_handshakes'].get('tls', '?')}`.
+
+- *handshakes + upgrades, full*: each of 50 tasks loops over a fresh TCP connection, a full TLS
+  handshake (the client keeps no sessions, so nothing resumes), the WebSocket upgrade with the valid
+  key (`101` through to the echo upstream), then closes. The CPU figure is the proxy's user+system
+  time per 1000 of these: ECDHE (X25519) and an ECDSA signature, the proxy's own connection to the
+  upstream, and the session tickets the server issues after the handshake.
+- *resumed*: the same, with one client session store shared by all tasks, so a handshake presents
+  a ticket from an earlier one (TLS 1.3 PSK with (EC)DHE; no certificate, no signature). The load
+  generator's store keeps up to 1,024 tickets (rustls' default keeps 8 per server, too few for 50
+  concurrent handshakes: about half found none) and it refuses the phase if fewer than half of the
+  handshakes resumed; resumed share in this run:
+  Portcullis {share(p['tls_resumed'])}, nginx {share(n['tls_resumed'])}.
+- *wss echo*: 64-byte binary messages ping-ponged on 50 `wss://` WebSockets (TLS between client and
+  proxy, plain WebSocket from the proxy to the upstream).
+- *idle wss*: {idle_conns} `wss://` WebSockets opened (full handshakes) and held through freshly
+  started proxies; RSS after opening minus before, per connection, as for the plain row.
+
+How each side serves TLS. Portcullis: `--listen-https` with `--tls-cert`/`--tls-key` (the default
+certificate; the table has no `ApisixTls`), rustls with TLS 1.3 and 1.2 enabled (the client only
+offers 1.3), ALPN `http/1.1`, its built-in resumption (a 16,384-entry session cache and stateless
+tickets with a rotating key; rustls sends 2 tickets per handshake). nginx: `listen … ssl` with
+`ssl_certificate`/`ssl_certificate_key` of the same files, `ssl_protocols TLSv1.3`,
+`ssl_session_tickets on`, `ssl_session_cache shared:SSL:10m`, `ssl_session_timeout 1h`, otherwise
+defaults (OpenSSL's ciphersuites and groups; OpenSSL sends 2 tickets after a full handshake and 1
+after a resumption). Both
+configurations are the same in the full and the resumed phase: only the client changes. "direct"
+is the echo upstream serving TLS itself (`portcullis-echo --tls-cert`, rustls defaults: stateful
+session cache of 256, no ticket key): the load generator's own limit, not a proxy.
 
 Raw results:
 
@@ -349,10 +495,14 @@ Raw results:
 {json.dumps(results, indent=1)}
 ```
 """
-    # The propagation section belongs to tests/bench/propagation.py: keep it.
+    # The hand-written analysis and the propagation section (tests/bench/propagation.py's) are
+    # not this script's: keep them.
     try:
         with open(a.out) as f:
             old = f.read()
+        if NOTES_MARK in old:
+            end = old.index(PROPAGATION_MARK) if PROPAGATION_MARK in old else len(old)
+            text += "\n" + old[old.index(NOTES_MARK):end].rstrip("\n") + "\n"
         if PROPAGATION_MARK in old:
             text += "\n" + old[old.index(PROPAGATION_MARK):]
     except FileNotFoundError:
@@ -361,6 +511,7 @@ Raw results:
         f.write(text)
 
 
+NOTES_MARK = "<!-- notes: written by hand, kept by tests/bench/run.py -->"
 PROPAGATION_MARK = "<!-- propagation: written by tests/bench/propagation.py -->"
 
 
