@@ -365,22 +365,19 @@ fn expired_mismatched_and_uncovered_certificates_are_reported() {
     let echo = Echo::start(&[]);
     let dir = example_manifests(echo.addr);
     let pki = Pki::new("status CA");
-    // A certificate that expired yesterday (self-signed: curl trusts it as its own CA file).
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(vec!["old.example.com".to_string()]).unwrap();
+    // A certificate that expired yesterday.
     let day = Duration::from_secs(86_400);
     let now = std::time::SystemTime::now();
-    params.not_before = (now - 30 * day).into();
-    params.not_after = (now - day).into();
-    let expired = params.self_signed(&key).unwrap();
-    let expired_file = pki.dir.path().join("expired.pem");
-    std::fs::write(&expired_file, expired.pem()).unwrap();
+    let expired = pki
+        .ca
+        .server_valid_between(&["old.example.com"], now - 30 * day, now - day)
+        .unwrap();
     // A certificate with another certificate's key.
     let one = pki.ca.server(&["mixed.example.com"]).unwrap();
     let two = pki.ca.server(&["mixed.example.com"]).unwrap();
     let covered = pki.ca.server(&["ws.example.com"]).unwrap();
     let text = [
-        tls_secret_yaml("old-cert", &expired.pem(), &key.serialize_pem()),
+        tls_secret("old-cert", &expired),
         apisix_tls("old", "old.example.com", "old-cert"),
         tls_secret_yaml("mixed-cert", &one.cert, &two.key),
         apisix_tls("mixed", "mixed.example.com", "mixed-cert"),
@@ -407,7 +404,7 @@ fn expired_mismatched_and_uncovered_certificates_are_reported() {
         message.contains("warning: .spec.secret: the certificate expired at"),
         "{message}"
     );
-    let refused = curl_ca(https, "old.example.com", "/", &expired_file).unwrap_err();
+    let refused = curl_ca(https, "old.example.com", "/", &pki.ca_file()).unwrap_err();
     assert!(
         refused.contains("expired"),
         "served, and expired: {refused}"

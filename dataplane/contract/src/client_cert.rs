@@ -173,18 +173,17 @@ fn hex_der_into(out: &mut String, value: &Any<'_>) {
 mod tests {
     use super::*;
 
-    /// A self-signed certificate with `subject` as its distinguished name (rcgen).
-    fn cert_with(subject: rcgen::DistinguishedName) -> Vec<u8> {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name = subject;
-        params.self_signed(&key).unwrap().der().to_vec()
+    use portcullis_support::certs::{
+        DistinguishedName, SubjectAttribute as DnType, SubjectValue as DnValue,
+    };
+
+    fn cert_with(subject: DistinguishedName) -> Vec<u8> {
+        portcullis_support::certs::self_signed_der(subject).unwrap()
     }
 
     #[test]
     fn the_subject_reads_as_nginx_ssl_client_s_dn() {
-        use rcgen::{DnType, DnValue};
-        let mut dn = rcgen::DistinguishedName::new();
+        let mut dn = DistinguishedName::new();
         dn.push(DnType::CountryName, "DE");
         dn.push(DnType::OrganizationName, "Acme, Inc.");
         dn.push(DnType::OrganizationalUnitName, "chat+ops");
@@ -195,15 +194,15 @@ mod tests {
             r"CN=jack,OU=chat\+ops,O=Acme\, Inc.,C=DE"
         );
 
-        let mut dn = rcgen::DistinguishedName::new();
+        let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, DnValue::Utf8String("#Zoë ".into()));
         // `#` and space first, space last, and the UTF-8 bytes of `ë` as `\XX`.
         assert_eq!(subject_dn(&cert_with(dn)).unwrap(), r"CN=\#Zo\C3\AB\ ");
 
-        let mut dn = rcgen::DistinguishedName::new();
+        let mut dn = DistinguishedName::new();
         dn.push(
             DnType::CommonName,
-            DnValue::BmpString(rcgen::string::BmpString::try_from("a;").unwrap()),
+            DnValue::BmpString("a;".try_into().unwrap()),
         );
         dn.push(DnType::CustomDnType(vec![1, 3, 6, 1, 4, 1, 99999, 1]), "x");
         dn.push(
@@ -214,12 +213,12 @@ mod tests {
         let text = subject_dn(&cert_with(dn)).unwrap();
         assert_eq!(text, r#"O=a\<b\>\"c,1.3.6.1.4.1.99999.1=#0C0178,CN=a\;"#);
         // Control characters never reach the text unescaped.
-        let mut dn = rcgen::DistinguishedName::new();
+        let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, "a\nb\u{7f}");
         assert_eq!(subject_dn(&cert_with(dn)).unwrap(), r"CN=a\0Ab\7F");
         // An empty subject is an empty text; garbage is no subject.
         assert_eq!(
-            subject_dn(&cert_with(rcgen::DistinguishedName::new())).unwrap(),
+            subject_dn(&cert_with(DistinguishedName::new())).unwrap(),
             ""
         );
         assert_eq!(subject_dn(b"\x30\x03\x02\x01"), None);

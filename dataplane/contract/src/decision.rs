@@ -61,8 +61,7 @@ impl Refusal {
             Refusal::Unauthorized(_) => Outcome::Unauthorized,
             Refusal::ClientCertificateRequired => Outcome::BadRequest,
             Refusal::Misdirected => Outcome::Misdirected,
-            Refusal::Plugin(p) if p.reason.starts_with("limit") => Outcome::Limited,
-            Refusal::Plugin(_) => Outcome::Restricted,
+            Refusal::Plugin(p) => p.outcome,
         }
     }
 

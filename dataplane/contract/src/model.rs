@@ -207,6 +207,121 @@ pub struct Plugins {
         skip_serializing_if = "Option::is_none"
     )]
     pub limit_count: Option<LimitCountConfig>,
+    #[serde(default, rename = "limit-req", skip_serializing_if = "Option::is_none")]
+    pub limit_req: Option<LimitReqConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<CorsConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<RedirectConfig>,
+    #[serde(
+        default,
+        rename = "proxy-rewrite",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub proxy_rewrite: Option<ProxyRewriteConfig>,
+}
+
+/// `limit-req`: a leaky bucket of `rate` requests a second per key, `burst` more queued.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitReqConfig {
+    pub rate: f64,
+    pub burst: f64,
+    #[serde(default)]
+    pub key_type: LimitKeyType,
+    pub key: String,
+    #[serde(default = "default_rejected_code")]
+    pub rejected_code: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected_msg: Option<String>,
+    /// Excess requests within the burst go on at once instead of waiting their turn.
+    #[serde(default)]
+    pub nodelay: bool,
+    #[serde(default)]
+    pub allow_degradation: bool,
+}
+
+impl Eq for LimitReqConfig {}
+
+/// `cors`, with APISIX's defaults.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    /// Comma-separated origins; `*` any (not with credentials), `**` any even with them.
+    pub allow_origins: String,
+    pub allow_methods: String,
+    pub allow_headers: String,
+    pub expose_headers: String,
+    /// Seconds; -1 sends none.
+    pub max_age: i64,
+    pub allow_credential: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow_origins_by_regex: Vec<String>,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        CorsConfig {
+            allow_origins: "*".into(),
+            allow_methods: "*".into(),
+            allow_headers: "*".into(),
+            expose_headers: String::new(),
+            max_age: 5,
+            allow_credential: false,
+            allow_origins_by_regex: Vec::new(),
+        }
+    }
+}
+
+/// `redirect`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedirectConfig {
+    pub http_to_https: bool,
+    /// The new target; `$uri`, `$request_uri`, `$host`, `$args`, `$arg_<name>` are replaced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// `[regex, replacement]` on the path (`$1` … for groups).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub regex_uri: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ret_code: Option<u16>,
+    pub append_query_string: bool,
+}
+
+/// `proxy-rewrite`: what the upstream sees instead of the client's request.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyRewriteConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub regex_uri: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(skip_serializing_if = "HeaderRewrites::is_empty")]
+    pub headers: HeaderRewrites,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeaderRewrites {
+    /// Appended (a second value when the header is there).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<(String, String)>,
+    /// Replaced.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub set: Vec<(String, String)>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+impl HeaderRewrites {
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.set.is_empty() && self.remove.is_empty()
+    }
 }
 
 /// `ip-restriction`: the client address against CIDR lists (exactly one of them).

@@ -25,8 +25,12 @@ pub enum Outcome {
     GatewayTimeout,
     /// Refused by `ip-restriction` or `consumer-restriction`.
     Restricted,
-    /// Refused by `limit-conn` or `limit-count`.
+    /// Refused by `limit-conn`, `limit-count` or `limit-req`.
     Limited,
+    /// A CORS preflight answered by the gateway.
+    Preflight,
+    /// Answered with a redirect by `redirect`.
+    Redirected,
 }
 
 impl Outcome {
@@ -49,6 +53,8 @@ impl Outcome {
             Outcome::GatewayTimeout => "504",
             Outcome::Restricted => "restricted",
             Outcome::Limited => "limited",
+            Outcome::Preflight => "preflight",
+            Outcome::Redirected => "redirect",
         }
     }
 

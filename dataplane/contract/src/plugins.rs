@@ -15,8 +15,9 @@ use ipnet::IpNet;
 
 use crate::model::{
     ConsumerRestrictionConfig, IpRestrictionConfig, LimitConnConfig, LimitCountConfig,
-    LimitKeyType, Plugins,
+    LimitKeyType, LimitReqConfig, Plugins,
 };
+use crate::outcome::Outcome;
 use crate::request::RequestView;
 
 /// A plugin's refusal: status, JSON body, extra headers, and the metric reason.
@@ -26,8 +27,10 @@ pub struct PluginRefusal {
     /// The whole body (JSON with a newline), or empty for none.
     pub body: String,
     pub headers: Vec<(HeaderName, HeaderValue)>,
-    /// `ip_restriction`, `consumer_restriction`, `limit_conn`, `limit_count`.
+    /// `ip_restriction`, `consumer_restriction`, `limit_conn`, `limit_count`, …
     pub reason: &'static str,
+    /// The metric outcome it is counted under.
+    pub outcome: Outcome,
 }
 
 fn json_body(field: &str, message: &str) -> String {
@@ -44,13 +47,20 @@ fn status(code: u16, field: &str) -> Result<u16, String> {
     }
 }
 
+mod edge;
+pub use edge::{Cors, ProxyRewrite, Redirect, Rewrite};
+
 /// The compiled traffic plugins of one route.
 #[derive(Debug, Default)]
 pub struct TrafficPlugins {
+    pub cors: Option<Cors>,
     ip: Option<IpRestriction>,
     consumer: Option<ConsumerRestriction>,
     pub limit_conn: Option<LimitConn>,
     pub limit_count: Option<LimitCount>,
+    pub limit_req: Option<LimitReq>,
+    pub redirect: Option<Redirect>,
+    pub proxy_rewrite: Option<ProxyRewrite>,
 }
 
 impl TrafficPlugins {
@@ -60,6 +70,30 @@ impl TrafficPlugins {
         limits: &LimitRegistry,
     ) -> Result<TrafficPlugins, String> {
         Ok(TrafficPlugins {
+            cors: plugins
+                .cors
+                .as_ref()
+                .map(Cors::compile)
+                .transpose()
+                .map_err(|e| format!("cors: {e}"))?,
+            limit_req: plugins
+                .limit_req
+                .as_ref()
+                .map(|c| LimitReq::compile(route_id, c, limits))
+                .transpose()
+                .map_err(|e| format!("limit-req: {e}"))?,
+            redirect: plugins
+                .redirect
+                .as_ref()
+                .map(Redirect::compile)
+                .transpose()
+                .map_err(|e| format!("redirect: {e}"))?,
+            proxy_rewrite: plugins
+                .proxy_rewrite
+                .as_ref()
+                .map(ProxyRewrite::compile)
+                .transpose()
+                .map_err(|e| format!("proxy-rewrite: {e}"))?,
             ip: plugins
                 .ip_restriction
                 .as_ref()
@@ -105,7 +139,7 @@ impl TrafficPlugins {
     }
 
     pub fn has_limits(&self) -> bool {
-        self.limit_conn.is_some() || self.limit_count.is_some()
+        self.limit_conn.is_some() || self.limit_count.is_some() || self.limit_req.is_some()
     }
 }
 
@@ -150,6 +184,7 @@ impl IpRestriction {
                 body: json_body("message", &message),
                 headers: Vec::new(),
                 reason: "ip_restriction",
+                outcome: Outcome::Restricted,
             },
         })
     }
@@ -226,6 +261,7 @@ impl ConsumerRestriction {
                 body: json_body("message", &message),
                 headers: Vec::new(),
                 reason: "consumer_restriction",
+                outcome: Outcome::Restricted,
             },
         })
     }
@@ -251,6 +287,7 @@ impl ConsumerRestriction {
                 ),
                 headers: Vec::new(),
                 reason: "consumer_restriction",
+                outcome: Outcome::Restricted,
             });
         };
         if let Some(allow) = self.allow
@@ -394,6 +431,7 @@ impl KeyPart {
 pub struct LimitRegistry {
     conn: Mutex<HashMap<(String, u64), Weak<ConnCounts>>>,
     count: Mutex<HashMap<(String, u64), Weak<WindowCounts>>>,
+    req: Mutex<HashMap<(String, u64), Weak<Buckets>>>,
 }
 
 fn fingerprint(value: &impl serde::Serialize) -> u64 {
@@ -487,6 +525,7 @@ impl LimitConn {
                     .unwrap_or_default(),
                 headers: Vec::new(),
                 reason: "limit_conn",
+                outcome: Outcome::Limited,
             },
             counts: shared(&limits.conn, (route_id.to_string(), fingerprint(c))),
         })
@@ -607,6 +646,7 @@ impl LimitCount {
                     .unwrap_or_default(),
                 headers: Vec::new(),
                 reason: "limit_count",
+                outcome: Outcome::Limited,
             },
             counts: shared(&limits.count, (route_id.to_string(), fingerprint(c))),
         })
@@ -655,6 +695,97 @@ impl LimitCount {
             reset,
         };
         Ok(self.show_headers.then_some(quota))
+    }
+}
+
+/// One key's bucket: (excess in thousandths of a request, last update in milliseconds).
+type Bucket = (u64, u64);
+
+/// Leaky buckets per key.
+#[derive(Debug, Default)]
+pub struct Buckets {
+    shards: [Mutex<HashMap<Vec<u8>, Bucket>>; SHARDS],
+}
+
+#[derive(Debug)]
+pub struct LimitReq {
+    key: LimitKey,
+    /// Requests per second, in thousandths.
+    rate_milli: u64,
+    burst_milli: u64,
+    nodelay: bool,
+    refusal: PluginRefusal,
+    buckets: Arc<Buckets>,
+}
+
+impl LimitReq {
+    fn compile(
+        route_id: &str,
+        c: &LimitReqConfig,
+        limits: &LimitRegistry,
+    ) -> Result<LimitReq, String> {
+        if !(c.rate.is_finite() && c.rate > 0.0 && c.rate <= 1e9) {
+            return Err("rate: must be a positive number of requests a second".into());
+        }
+        if !(c.burst.is_finite() && c.burst >= 0.0 && c.burst <= 1e9) {
+            return Err("burst: must be zero or more".into());
+        }
+        Ok(LimitReq {
+            key: LimitKey::compile(c.key_type, &c.key)?,
+            rate_milli: ((c.rate * 1000.0).round() as u64).max(1),
+            burst_milli: (c.burst * 1000.0).round() as u64,
+            nodelay: c.nodelay,
+            refusal: PluginRefusal {
+                status: status(c.rejected_code, "rejected_code")?,
+                body: c
+                    .rejected_msg
+                    .as_deref()
+                    .map(|m| json_body("error_msg", m))
+                    .unwrap_or_default(),
+                headers: Vec::new(),
+                reason: "limit_req",
+                outcome: Outcome::Limited,
+            },
+            buckets: shared(&limits.req, (route_id.to_string(), fingerprint(c))),
+        })
+    }
+
+    /// As nginx's `limit_req` (resty.limit.req): the bucket drains at `rate`; a request past
+    /// `burst` of excess is refused, one within it waits its turn (unless `nodelay`).
+    /// `now_ms`: a monotonic clock in milliseconds.
+    pub fn admit(
+        &self,
+        req: &RequestView<'_>,
+        consumer: Option<&str>,
+        route_id: &str,
+        now_ms: u64,
+    ) -> Result<Option<Duration>, PluginRefusal> {
+        let key = self.key.read(req, consumer, route_id);
+        let mut shard = self.buckets.shards[shard_of(&key)]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if shard.len() >= SWEEP_AT {
+            let rate = self.rate_milli;
+            shard.retain(|_, (excess, at)| {
+                excess.saturating_sub(now_ms.saturating_sub(*at).saturating_mul(rate) / 1000) > 0
+            });
+        }
+        let (excess, at) = shard.get(&key).copied().unwrap_or((0, now_ms));
+        let drained = now_ms.saturating_sub(at).saturating_mul(self.rate_milli) / 1000;
+        let excess = excess.saturating_sub(drained);
+        // The first request of an empty bucket is never excess.
+        let next = if shard.contains_key(&key) {
+            excess.saturating_add(1000)
+        } else {
+            0
+        };
+        if next > self.burst_milli {
+            return Err(self.refusal.clone());
+        }
+        shard.insert(key, (next, now_ms));
+        let wait = (!self.nodelay && next > 0)
+            .then(|| Duration::from_millis(next.saturating_mul(1000) / self.rate_milli / 1000));
+        Ok(wait.filter(|w| !w.is_zero()))
     }
 }
 

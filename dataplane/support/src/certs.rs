@@ -22,6 +22,18 @@ pub enum CertsError {
     },
 }
 
+/// Subjects as data, for [`self_signed_der`].
+pub use rcgen::{DistinguishedName, DnType as SubjectAttribute, DnValue as SubjectValue};
+
+/// A self-signed certificate with `subject` as its name, in DER (tests of how a certificate's
+/// subject is read).
+pub fn self_signed_der(subject: DistinguishedName) -> Result<Vec<u8>, CertsError> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name = subject;
+    Ok(params.self_signed(&key)?.der().to_vec())
+}
+
 /// The files written, in order.
 pub const FILES: [&str; 6] = [
     "ca.pem",
@@ -84,6 +96,27 @@ impl Ca {
     /// A client certificate whose common name (and DNS name) is `name`.
     pub fn client(&self, name: &str) -> Result<Issued, CertsError> {
         self.issue(&[name], ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
+    /// A server certificate for `names` valid only between `not_before` and `not_after`
+    /// (an expired one, for tests of how expiry is reported).
+    pub fn server_valid_between(
+        &self,
+        names: &[&str],
+        not_before: std::time::SystemTime,
+        not_after: std::time::SystemTime,
+    ) -> Result<Issued, CertsError> {
+        let key = KeyPair::generate()?;
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
+        params.not_before = not_before.into();
+        params.not_after = not_after.into();
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Issued {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        })
     }
 
     fn issue(&self, names: &[&str], usage: ExtendedKeyUsagePurpose) -> Result<Issued, CertsError> {
