@@ -1758,3 +1758,64 @@ fn apisix_upstreams_of_other_classes_are_not_ours() {
             .is_default()
     );
 }
+
+/// AIC 2.2.0's e2e case: ApisixUpstreams with only `portLevelSettings` change only the backends
+/// on those ports; one rule mixes two Services, each with its own settings.
+#[test]
+fn port_level_settings_apply_only_to_their_port_as_in_aics_e2e_test() {
+    let extra = [
+        "---\napiVersion: v1\nkind: Service\nmetadata: {name: nginx2, namespace: demo}\nspec: {clusterIP: 10.96.0.20, ports: [{name: http, port: 80}, {name: https, port: 443}]}\n".to_string(),
+        apisix_upstream(
+            "echo",
+            "  portLevelSettings:\n  - {port: 8080, passHost: rewrite, upstreamHost: upstream.nginx.com}",
+        ),
+        apisix_upstream(
+            "nginx2",
+            "  portLevelSettings:\n  - {port: 443, scheme: https}\n  - {port: 80, passHost: rewrite, upstreamHost: upstream.nginx.com}",
+        ),
+    ]
+    .concat();
+    let t = upstream_translation(
+        &extra,
+        r#"  - name: http-and-https
+    match: {paths: [/http-and-https]}
+    backends:
+    - {serviceName: echo, servicePort: 8080, weight: 50}
+    - {serviceName: nginx2, servicePort: 443, weight: 50, resolveGranularity: service}
+  - name: http
+    match: {paths: [/http]}
+    backends:
+    - {serviceName: echo, servicePort: admin, weight: 50}
+    - {serviceName: nginx2, servicePort: 80, weight: 50, resolveGranularity: service}
+"#,
+    );
+    assert!(t.statuses.iter().all(|s| s.accepted()), "{:?}", t.statuses);
+    let summary = |id: &str| -> Vec<(String, Scheme, PassHost)> {
+        route(&t, id)
+            .upstream
+            .backends
+            .iter()
+            .map(|b| (b.name.clone(), b.scheme, b.policy.pass_host.clone()))
+            .collect()
+    };
+    let rewrite = PassHost::Rewrite("upstream.nginx.com".into());
+    assert_eq!(
+        summary("demo/r/http-and-https"),
+        [
+            ("demo/echo:ws".to_string(), Scheme::Http, rewrite.clone()),
+            (
+                "demo/nginx2:https".to_string(),
+                Scheme::Https,
+                PassHost::Pass
+            ),
+        ]
+    );
+    assert_eq!(
+        summary("demo/r/http"),
+        [
+            // Port 9090 has no entry: the top level, which sets nothing.
+            ("demo/echo:admin".to_string(), Scheme::Http, PassHost::Pass),
+            ("demo/nginx2:http".to_string(), Scheme::Http, rewrite),
+        ]
+    );
+}
