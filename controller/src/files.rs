@@ -108,6 +108,7 @@ impl FileProvider {
             all.routes.extend(s.routes.iter().cloned());
             all.consumers.extend(s.consumers.iter().cloned());
             all.tls.extend(s.tls.iter().cloned());
+            all.upstreams.extend(s.upstreams.iter().cloned());
             all.secrets.extend(s.secrets.iter().cloned());
             all.services.extend(s.services.iter().cloned());
             all.endpoint_slices
@@ -140,6 +141,16 @@ impl FileProvider {
             let spec = serde_json::to_string(&t.spec).unwrap_or_default();
             let key = ("ApisixTls", t.namespace().unwrap_or_default(), t.name_any());
             t.metadata.generation = Some(self.generation(key.clone(), spec));
+            seen.insert(key);
+        }
+        for u in &mut all.upstreams {
+            let spec = serde_json::to_string(&u.spec).unwrap_or_default();
+            let key = (
+                "ApisixUpstream",
+                u.namespace().unwrap_or_default(),
+                u.name_any(),
+            );
+            u.metadata.generation = Some(self.generation(key.clone(), spec));
             seen.insert(key);
         }
         all.now = k8s_openapi::jiff::Timestamp::now().as_second();
@@ -185,6 +196,9 @@ fn read_file(path: &Path, state: &mut FileState) {
     }
     for t in &mut fresh.tls {
         t.metadata.namespace.get_or_insert_with(|| "default".into());
+    }
+    for u in &mut fresh.upstreams {
+        u.metadata.namespace.get_or_insert_with(|| "default".into());
     }
     for s in &mut fresh.secrets {
         s.metadata.namespace.get_or_insert_with(|| "default".into());

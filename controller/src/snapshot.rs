@@ -4,7 +4,7 @@
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::IngressClass;
-use portcullis_crds::{ApisixConsumer, ApisixRoute, ApisixTls};
+use portcullis_crds::{ApisixConsumer, ApisixRoute, ApisixTls, ApisixUpstream};
 
 /// The controller name an IngressClass must carry to be ours (docs/behaviour.md §2).
 pub const CONTROLLER_NAME: &str = "portcullis.dev/ingress-controller";
@@ -30,6 +30,7 @@ pub struct Snapshot {
     pub routes: Vec<ApisixRoute>,
     pub consumers: Vec<ApisixConsumer>,
     pub tls: Vec<ApisixTls>,
+    pub upstreams: Vec<ApisixUpstream>,
     pub secrets: Vec<Secret>,
     pub services: Vec<Service>,
     pub endpoint_slices: Vec<EndpointSlice>,
@@ -200,6 +201,11 @@ impl Snapshot {
                 self.tls.push(parse(value, &context)?);
                 warnings.extend(found);
             }
+            ("apisix.apache.org/v2", "ApisixUpstream") => {
+                let found = checked(portcullis_crds::apisix_upstream_schema(), true)?;
+                self.upstreams.push(parse(value, &context)?);
+                warnings.extend(found);
+            }
             ("v1", "Secret") => {
                 let found = checked(&BUILTIN.secret, false)?;
                 self.secrets.push(parse(value, &context)?);
@@ -232,7 +238,7 @@ impl Snapshot {
                     ));
                 }
                 return Err(format!(
-                    "{api_version}/{kind}: not a kind Portcullis reads (ApisixRoute, ApisixConsumer, ApisixTls, Secret, Service, EndpointSlice, IngressClass, List)"
+                    "{api_version}/{kind}: not a kind Portcullis reads (ApisixRoute, ApisixConsumer, ApisixTls, ApisixUpstream, Secret, Service, EndpointSlice, IngressClass, List)"
                 ));
             }
         }
@@ -282,7 +288,9 @@ static BUILTIN: std::sync::LazyLock<Builtin> = std::sync::LazyLock::new(|| {
 /// The one `apiVersion` in which Portcullis reads `kind`, if it reads the kind at all.
 fn served_version(kind: &str) -> Option<&'static str> {
     match kind {
-        "ApisixRoute" | "ApisixConsumer" | "ApisixTls" => Some("apisix.apache.org/v2"),
+        "ApisixRoute" | "ApisixConsumer" | "ApisixTls" | "ApisixUpstream" => {
+            Some("apisix.apache.org/v2")
+        }
         "Secret" | "Service" => Some("v1"),
         "EndpointSlice" => Some("discovery.k8s.io/v1"),
         "IngressClass" => Some("networking.k8s.io/v1"),
@@ -410,7 +418,7 @@ mod tests {
             [
                 "ApisixRoute echo: apiVersion \"apisix.apache.org/v2beta3\" is not served: Portcullis reads ApisixRoute only as apiVersion apisix.apache.org/v2; set `apiVersion: apisix.apache.org/v2`",
                 "Secret s: apiVersion is missing: Portcullis reads Secret only as apiVersion v1; set `apiVersion: v1`",
-                "apisix.apache.org/v2/ApisixGlobalRule: not a kind Portcullis reads (ApisixRoute, ApisixConsumer, ApisixTls, Secret, Service, EndpointSlice, IngressClass, List)",
+                "apisix.apache.org/v2/ApisixGlobalRule: not a kind Portcullis reads (ApisixRoute, ApisixConsumer, ApisixTls, ApisixUpstream, Secret, Service, EndpointSlice, IngressClass, List)",
             ]
         );
     }

@@ -1,4 +1,4 @@
-//! Rust types of `ApisixRoute`, `ApisixConsumer` and `ApisixTls` (`apisix.apache.org/v2`), as APISIX Ingress
+//! Rust types of `ApisixRoute`, `ApisixConsumer`, `ApisixTls` and `ApisixUpstream` (`apisix.apache.org/v2`), as APISIX Ingress
 //! Controller 2.2 defines them.
 //!
 //! The schema admits every field the 2.2 CRDs admit — including the ones Portcullis does not
@@ -79,7 +79,7 @@ pub struct ApisixRouteHttp {
     /// Backend Services.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backends: Option<Vec<ApisixRouteHttpBackend>>,
-    /// ApisixUpstream references. Not supported by Portcullis.
+    /// ApisixUpstream references (ApisixUpstreams with `externalNodes`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstreams: Option<Vec<ApisixRouteUpstreamReference>>,
     /// Proxy WebSocket upgrades on this rule.
@@ -212,7 +212,7 @@ pub struct ApisixRouteHttpBackend {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "plain_integer")]
     pub weight: Option<i64>,
-    /// ApisixUpstream subset. Not supported by Portcullis.
+    /// ApisixUpstream subset. Not supported by Portcullis (subsets are refused).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subset: Option<String>,
 }
@@ -530,6 +530,292 @@ pub struct ApisixMutualTlsClientConfig {
     pub skip_mtls_uri_regex: Option<Vec<String>>,
 }
 
+// ------------------------------------------------------------- ApisixUpstream
+
+/// ApisixUpstream: how the backends of one Service (same name, same namespace) are balanced,
+/// checked and reached, or (with `externalNodes`) an upstream of its own that rules name in
+/// `upstreams[]`.
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "apisix.apache.org",
+    version = "v2",
+    kind = "ApisixUpstream",
+    namespaced,
+    status = "ApisixStatus",
+    shortname = "au",
+    printcolumn = r#"{"name":"Balancer","type":"string","jsonPath":".spec.loadbalancer.type","description":"Load balancer type"}"#,
+    printcolumn = r#"{"name":"Scheme","type":"string","jsonPath":".spec.scheme","description":"Protocol to the upstream","priority":1}"#,
+    printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status","description":"Translated as written"}"#,
+    printcolumn = r#"{"name":"Programmed","type":"string","jsonPath":".status.conditions[?(@.type==\"Programmed\")].status","description":"In effect on every connected dataplane"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp","description":"Creation time"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ApisixUpstreamSpec {
+    /// Name of the IngressClass this object belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_class_name: Option<String>,
+    /// Nodes outside the cluster (`Domain`) or ExternalName Services (`Service`); such an
+    /// ApisixUpstream is named by rules' `upstreams[]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub external_nodes: Option<Vec<ApisixUpstreamExternalNode>>,
+    /// Settings for one Service port, over the ones below.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_level_settings: Option<Vec<ApisixUpstreamPortLevelSettings>>,
+    #[serde(flatten)]
+    pub config: ApisixUpstreamConfig,
+}
+
+/// One `externalNodes[]` entry.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ApisixUpstreamExternalNode {
+    /// Host name (`Domain`) or Service name (`Service`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `Domain` or `Service`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "plain_integer")]
+    pub weight: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "plain_port")]
+    pub port: Option<i64>,
+}
+
+/// `portLevelSettings[]`: the settings for one Service port.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ApisixUpstreamPortLevelSettings {
+    /// A Service port number.
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    #[serde(flatten)]
+    pub config: ApisixUpstreamConfig,
+}
+
+/// The settings an ApisixUpstream (and each of its port-level settings) can carry.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApisixUpstreamConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loadbalancer: Option<ApisixUpstreamLoadBalancer>,
+    /// `http`, `https` (and, unsupported, `grpc`, `grpcs`, `tcp`, `tls`, `udp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["http", "https", "grpc", "grpcs", "tcp", "tls", "udp"]))]
+    pub scheme: Option<String>,
+    /// Other nodes tried after a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<i64>,
+    /// Upstream timeouts (Go durations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<UpstreamTimeout>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<ApisixUpstreamHealthCheck>,
+    /// A client certificate for mutual TLS to the upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_secret: Option<ApisixSecret>,
+    /// Endpoint subsets by Pod labels. Not supported by Portcullis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subsets: Option<Vec<ApisixUpstreamSubset>>,
+    /// `pass`, `node` or `rewrite`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["pass", "node", "rewrite"]))]
+    pub pass_host: Option<String>,
+    /// The `Host` sent upstream with `passHost: rewrite`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_host: Option<String>,
+    /// Service discovery. Not supported by Portcullis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<ApisixUpstreamDiscovery>,
+}
+
+/// `loadbalancer`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApisixUpstreamLoadBalancer {
+    /// `roundrobin`, `chash`, `ewma` or `least_conn`.
+    #[serde(rename = "type")]
+    #[schemars(extend("enum" = ["roundrobin", "chash", "ewma", "least_conn"], "default" = "roundrobin"))]
+    pub kind: String,
+    /// `vars`, `header`, `cookie`, `consumer` or `vars_combinations` (for `chash`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["vars", "header", "cookie", "consumer", "vars_combinations"], "default" = "vars"))]
+    pub hash_on: Option<String>,
+    /// What `hashOn` reads: a variable, header or cookie name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// `healthCheck`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ApisixUpstreamHealthCheck {
+    pub active: ApisixUpstreamActiveHealthCheck,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passive: Option<ApisixUpstreamPassiveHealthCheck>,
+}
+
+/// `healthCheck.active`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApisixUpstreamActiveHealthCheck {
+    /// `http`, `https` or `tcp`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["http", "https", "tcp"], "default" = "http"))]
+    pub kind: Option<String>,
+    /// Per probe, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "non_negative_integer")]
+    pub concurrency: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<i32>,
+    #[serde(default, rename = "httpPath", skip_serializing_if = "Option::is_none")]
+    pub http_path: Option<String>,
+    #[serde(default, rename = "strictTLS", skip_serializing_if = "Option::is_none")]
+    pub strict_tls: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_headers: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<ApisixUpstreamActiveHealthy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy: Option<ApisixUpstreamActiveUnhealthy>,
+}
+
+/// `healthCheck.passive`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ApisixUpstreamPassiveHealthCheck {
+    /// `http`, `https` or `tcp`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["http", "https", "tcp"], "default" = "http"))]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<ApisixUpstreamPassiveHealthy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy: Option<ApisixUpstreamPassiveUnhealthy>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApisixUpstreamActiveHealthy {
+    /// Go duration between probes of a healthy node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    #[serde(default, rename = "httpCodes", skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "status_codes")]
+    pub http_codes: Option<Vec<i64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "count_from_0")]
+    pub successes: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApisixUpstreamActiveUnhealthy {
+    /// Go duration between probes of an unhealthy node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    #[serde(default, rename = "httpCodes", skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "status_codes")]
+    pub http_codes: Option<Vec<i64>>,
+    #[serde(
+        default,
+        rename = "httpFailures",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(schema_with = "count_from_0")]
+    pub http_failures: Option<i64>,
+    #[serde(
+        default,
+        rename = "tcpFailures",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(schema_with = "count_from_0")]
+    pub tcp_failures: Option<i64>,
+    /// Consecutive timeouts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "count_from_1")]
+    pub timeout: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ApisixUpstreamPassiveHealthy {
+    #[serde(default, rename = "httpCodes", skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "status_codes")]
+    pub http_codes: Option<Vec<i64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "count_from_0")]
+    pub successes: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ApisixUpstreamPassiveUnhealthy {
+    #[serde(default, rename = "httpCodes", skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "status_codes")]
+    pub http_codes: Option<Vec<i64>>,
+    #[serde(
+        default,
+        rename = "httpFailures",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(schema_with = "count_from_0")]
+    pub http_failures: Option<i64>,
+    #[serde(
+        default,
+        rename = "tcpFailures",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(schema_with = "count_from_0")]
+    pub tcp_failures: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "count_from_1")]
+    pub timeout: Option<i64>,
+}
+
+/// A subset of a Service's endpoints by Pod labels. Not supported by Portcullis.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ApisixUpstreamSubset {
+    pub name: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// Service discovery. Not supported by Portcullis; kept so it is not pruned.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApisixUpstreamDiscovery {
+    pub service_name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// `httpCodes`: at least one, Go `int`s (no `format`).
+fn status_codes(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "array", "items": {"type": "integer"}, "minItems": 1})
+}
+
+/// A port number as Go's `int` fields declare it (no `format`).
+fn plain_port(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "integer", "minimum": 1, "maximum": 65535})
+}
+
+fn non_negative_integer(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "integer", "minimum": 0})
+}
+
+/// Consecutive counts of health checks: APISIX's 0–254.
+fn count_from_0(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "integer", "minimum": 0, "maximum": 254})
+}
+
+fn count_from_1(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "integer", "minimum": 1, "maximum": 254})
+}
+
 type Crd =
     k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
@@ -601,6 +887,18 @@ pub fn apisix_tls_schema() -> &'static serde_json::Value {
     &SCHEMA
 }
 
+/// The ApisixUpstream CRD as installed (see [`apisix_route_crd`]).
+pub fn apisix_upstream_crd() -> Crd {
+    as_installed(<ApisixUpstream as kube::CustomResourceExt>::crd())
+}
+
+/// The installed ApisixUpstream schema.
+pub fn apisix_upstream_schema() -> &'static serde_json::Value {
+    static SCHEMA: std::sync::LazyLock<serde_json::Value> =
+        std::sync::LazyLock::new(|| openapi_schema(apisix_upstream_crd()));
+    &SCHEMA
+}
+
 /// The CRD manifests as `crdgen` writes them: (file name, YAML).
 pub fn crd_yaml() -> Vec<(&'static str, String)> {
     let render = |crd: Crd| {
@@ -613,6 +911,7 @@ pub fn crd_yaml() -> Vec<(&'static str, String)> {
         ("apisixroutes.yaml", render(apisix_route_crd())),
         ("apisixconsumers.yaml", render(apisix_consumer_crd())),
         ("apisixtlses.yaml", render(apisix_tls_crd())),
+        ("apisixupstreams.yaml", render(apisix_upstream_crd())),
     ]
 }
 

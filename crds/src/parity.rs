@@ -223,6 +223,11 @@ fn spec_schemas_equal_aic_2_2_0() {
             apisix_tls_crd(),
             "apisix.apache.org_apisixtlses.yaml",
         ),
+        (
+            "apisixupstreams",
+            apisix_upstream_crd(),
+            "apisix.apache.org_apisixupstreams.yaml",
+        ),
     ];
     let mut unexplained = Vec::new();
     let mut used = vec![false; DELIBERATE.len()];

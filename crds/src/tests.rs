@@ -415,3 +415,96 @@ fn validation_runs_the_cel_rules_of_2_2_0() {
         assert_eq!(jwt(fine.clone()), Vec::<String>::new(), "{fine}");
     }
 }
+
+const UPSTREAM_EVERYTHING: &str = r#"
+apiVersion: apisix.apache.org/v2
+kind: ApisixUpstream
+metadata: {name: echo, namespace: demo}
+spec:
+  ingressClassName: portcullis
+  externalNodes:
+  - {name: api.example.com, type: Domain, weight: 10, port: 8443}
+  - {name: partner, type: Service}
+  loadbalancer: {type: chash, hashOn: header, key: X-User}
+  scheme: https
+  retries: 2
+  timeout: {connect: 1s, send: 2s, read: 1m}
+  passHost: rewrite
+  upstreamHost: api.internal
+  tlsSecret: {name: client, namespace: demo}
+  subsets: [{name: v1, labels: {version: v1}}]
+  discovery: {serviceName: svc, type: dns, args: {a: b}}
+  healthCheck:
+    active:
+      type: https
+      timeout: 3
+      concurrency: 2
+      host: h
+      port: 8081
+      httpPath: /healthz
+      strictTLS: false
+      requestHeaders: ["X-A: 1"]
+      healthy: {interval: 2s, httpCodes: [200], successes: 3}
+      unhealthy: {interval: 1s, httpCodes: [500], httpFailures: 4, tcpFailures: 1, timeout: 2}
+    passive:
+      type: tcp
+      healthy: {httpCodes: [200], successes: 5}
+      unhealthy: {httpCodes: [502], httpFailures: 3, tcpFailures: 2, timeout: 7}
+  portLevelSettings:
+  - port: 9090
+    scheme: http
+    loadbalancer: {type: least_conn}
+    retries: 0
+"#;
+
+#[test]
+fn upstream_samples_parse_round_trip_and_validate() {
+    let all: ApisixUpstream = round_trip(UPSTREAM_EVERYTHING);
+    let spec = &all.spec;
+    assert_eq!(spec.external_nodes.as_ref().unwrap()[0].port, Some(8443));
+    assert_eq!(spec.config.retries, Some(2));
+    let levels = spec.port_level_settings.as_ref().unwrap();
+    assert_eq!(
+        (levels[0].port, levels[0].config.retries),
+        (9090, Some(0)),
+        "port-level settings carry the same fields, flattened"
+    );
+    assert_eq!(
+        spec.config.health_check.as_ref().unwrap().active.strict_tls,
+        Some(false)
+    );
+    let object: serde_json::Value = serde_yaml::from_str(UPSTREAM_EVERYTHING).unwrap();
+    let findings = validate::check(apisix_upstream_schema(), &object);
+    assert!(
+        findings.invalid.is_empty() && findings.unknown_field_warnings().is_empty(),
+        "{findings:?}"
+    );
+    // What the schema refuses, as the API server says it.
+    let refused = |spec: serde_json::Value| {
+        let object = serde_json::json!({
+            "apiVersion": "apisix.apache.org/v2", "kind": "ApisixUpstream",
+            "metadata": {"name": "u"}, "spec": spec,
+        });
+        validate::check(apisix_upstream_schema(), &object).invalid
+    };
+    assert_eq!(
+        refused(serde_json::json!({"loadbalancer": {"type": "random"}})),
+        [
+            "spec.loadbalancer.type: Unsupported value: \"random\": supported values: \"roundrobin\", \"chash\", \"ewma\", \"least_conn\""
+        ]
+    );
+    assert_eq!(
+        refused(serde_json::json!({"portLevelSettings": [{"scheme": "http"}]})),
+        ["spec.portLevelSettings[0].port: Required value"]
+    );
+    assert_eq!(
+        refused(serde_json::json!({"healthCheck": {"passive": {}}})),
+        ["spec.healthCheck.active: Required value"]
+    );
+    assert_eq!(
+        refused(serde_json::json!({"externalNodes": []})),
+        [
+            "spec.externalNodes: Invalid value: 0: spec.externalNodes in body should have at least 1 items"
+        ]
+    );
+}

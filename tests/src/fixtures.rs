@@ -95,3 +95,10 @@ pub fn key_consumer(username: &str, key: &str) -> Consumer {
         }),
     }
 }
+
+/// An `ApisixUpstream` `demo/name` with `spec` (YAML flow text), as a YAML document.
+pub fn apisix_upstream_yaml(name: &str, spec: &str) -> String {
+    format!(
+        "---\napiVersion: apisix.apache.org/v2\nkind: ApisixUpstream\nmetadata: {{name: {name}, namespace: demo}}\nspec: {spec}\n"
+    )
+}

@@ -28,7 +28,12 @@ fn apply(api: &ApiServer, yaml: &str) -> String {
 fn install_crds(api: &ApiServer) {
     let crds = workspace_root().join("crds");
     kubectl_ok(api, &["apply", "-f", crds.to_str().unwrap()]);
-    for crd in ["apisixroutes", "apisixconsumers", "apisixtlses"] {
+    for crd in [
+        "apisixroutes",
+        "apisixconsumers",
+        "apisixtlses",
+        "apisixupstreams",
+    ] {
         kubectl_ok(
             api,
             &[
@@ -672,6 +677,58 @@ fn apisix_tls_in_a_cluster() {
     assert!(
         refused.to_lowercase().contains("unrecognized name"),
         "{refused}"
+    );
+}
+
+/// ApisixUpstream under the chart's RBAC: one for the walk-through's Service is watched,
+/// applied and `Accepted`/`Programmed` (printer columns included) while traffic flows; a broken
+/// one gets `Accepted=False` naming the field, and the route using it says so in its status.
+#[test]
+fn apisix_upstream_in_a_cluster() {
+    if !in_private_netns("apisix_upstream_in_a_cluster") {
+        return;
+    }
+    let (api, _echo) = cluster_with_walkthrough();
+    apply(
+        &api,
+        &apisix_upstream_yaml(
+            "echo",
+            "{ingressClassName: portcullis, loadbalancer: {type: chash, hashOn: header, key: X-User}, retries: 1}",
+        ),
+    );
+    let sync = SyncPki::new();
+    let controller =
+        ClusterController::start(&controller_kubeconfig(&api), &sync, "127.0.0.1:0", &[]);
+    let state = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_synced(&controller.url(), &sync, state.path(), &[]);
+    gw.wait_key(KEY, 101);
+    let au = wait_condition(&api, &["apisixupstream", "echo"], "Programmed", "True");
+    assert_eq!(condition(&au, "Accepted")["status"], "True", "{au}");
+    let table = kubectl_ok(&api, &["get", "au", "-n", "demo"]);
+    assert!(table.contains("chash") && table.contains("True"), "{table}");
+
+    // Broken: refused naming the field; the walk-through's backend fails closed, visibly.
+    apply(
+        &api,
+        &apisix_upstream_yaml(
+            "echo",
+            "{ingressClassName: portcullis, loadbalancer: {type: chash, hashOn: header}}",
+        ),
+    );
+    let au = wait_condition(&api, &["apisixupstream", "echo"], "Accepted", "False");
+    assert_eq!(
+        condition(&au, "Accepted")["message"],
+        ".spec.loadbalancer.key: required for hashOn header"
+    );
+    let route = wait_condition(&api, &["ar", "echo"], "Accepted", "False");
+    assert_eq!(
+        condition(&route, "Accepted")["message"],
+        ".spec.http[0].backends[0]: ApisixUpstream demo/echo is not accepted (see its status); this backend takes no traffic"
+    );
+    wait_for(
+        "the backend to fail closed",
+        Duration::from_secs(10),
+        || (gw.key_status(KEY) == 503).then_some(()),
     );
 }
 

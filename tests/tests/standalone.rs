@@ -298,3 +298,95 @@ async fn manifests_are_checked_against_the_crd_schemas() {
         "{echo_route}"
     );
 }
+
+/// ApisixUpstream from the manifest directory (docs/behaviour.md §15): one for the example's
+/// Service is Accepted and Programmed and the route keeps serving through it; a broken one
+/// (`scheme: grpc`) is refused naming the field, and the route naming it in `upstreams[]` says
+/// that share takes no traffic while its backend keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apisix_upstreams_load_from_the_manifest_directory_with_status() {
+    let echo = Echo::start(&[]);
+    let dir = manifests(echo.addr);
+    write(
+        dir.path(),
+        "upstream.yaml",
+        &[
+            apisix_upstream_yaml(
+                "echo",
+                "{loadbalancer: {type: least_conn}, retries: 1, timeout: {connect: 2s}, healthCheck: {active: {type: tcp}, passive: {unhealthy: {tcpFailures: 3}}}}",
+            ),
+            apisix_upstream_yaml(
+                "grpc-only",
+                "{scheme: grpc, externalNodes: [{type: Domain, name: grpc.example.com}]}",
+            ),
+        ]
+        .concat(),
+    );
+    let route = std::fs::read_to_string(dir.path().join("route.yaml")).unwrap();
+    let with_upstreams = route.replace(
+        "      servicePort: ws\n",
+        "      servicePort: ws\n    upstreams: [{name: grpc-only, weight: 10}]\n",
+    );
+    assert_ne!(
+        with_upstreams, route,
+        "the example route has the echo backend"
+    );
+    write(dir.path(), "route.yaml", &with_upstreams);
+    let gw = Gateway::start_standalone(dir.path(), &[]);
+    let gw_ref = &gw;
+    tokio::task::block_in_place(|| wait_key(gw_ref, "this_is_the_key", 101));
+    let (mut session, _) =
+        tokio_tungstenite::connect_async(gw.ws_request("/raw", Some("this_is_the_key")))
+            .await
+            .unwrap();
+    session.send(Message::text("via au")).await.unwrap();
+    assert_eq!(
+        session.next().await.unwrap().unwrap(),
+        Message::text("via au")
+    );
+
+    let resource = |kind: &str, name: &str| {
+        let status = gw_ref.status();
+        status["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["kind"] == kind && r["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {kind} {name} in {status}"))
+    };
+    let good = tokio::task::block_in_place(|| {
+        wait_for(
+            "the ApisixUpstream programmed",
+            Duration::from_secs(5),
+            || {
+                let r = resource("ApisixUpstream", "echo");
+                (r["conditions"][1]["status"] == "True").then_some(r)
+            },
+        )
+    });
+    assert_eq!(good["namespace"], "demo", "{good}");
+    assert_eq!(good["conditions"][0]["type"], "Accepted", "{good}");
+    assert_eq!(good["conditions"][0]["status"], "True", "{good}");
+    assert_eq!(good["conditions"][1]["type"], "Programmed", "{good}");
+
+    let broken = resource("ApisixUpstream", "grpc-only");
+    assert_eq!(broken["conditions"][0]["status"], "False", "{broken}");
+    assert_eq!(
+        broken["conditions"][0]["message"],
+        ".spec.scheme: \"grpc\" is not supported by Portcullis (supported: http, https)"
+    );
+    let echo_route = resource("ApisixRoute", "echo");
+    assert_eq!(
+        echo_route["conditions"][0]["status"], "False",
+        "{echo_route}"
+    );
+    assert_eq!(
+        echo_route["conditions"][0]["message"],
+        ".spec.http[0].upstreams[0]: ApisixUpstream demo/grpc-only is not accepted (see its status); this share takes no traffic"
+    );
+    // Fail closed for that share only: every new session still reaches the echo backend.
+    for _ in 0..5 {
+        assert_eq!(gw.key_status("this_is_the_key"), 101);
+    }
+}

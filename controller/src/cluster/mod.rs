@@ -85,6 +85,7 @@ pub async fn run(
     seed(&mut board, Kind::ApisixRoute, &watched.routes);
     seed(&mut board, Kind::ApisixConsumer, &watched.consumers);
     seed(&mut board, Kind::ApisixTls, &watched.tls);
+    seed(&mut board, Kind::ApisixUpstream, &watched.upstreams);
     let queue = StatusQueue::new(metrics.status.clone());
     let writer = AbortOnDrop(tokio::spawn(writer::run(
         client.clone(),

@@ -15,7 +15,7 @@ use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
-use portcullis_crds::{ApisixConsumer, ApisixRoute, ApisixTls};
+use portcullis_crds::{ApisixConsumer, ApisixRoute, ApisixTls, ApisixUpstream};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 use tracing::warn;
@@ -32,6 +32,7 @@ pub(super) struct Watched {
     pub(super) routes: Store<ApisixRoute>,
     pub(super) consumers: Store<ApisixConsumer>,
     pub(super) tls: Store<ApisixTls>,
+    pub(super) upstreams: Store<ApisixUpstream>,
     services: Store<Service>,
     slices: Store<EndpointSlice>,
     classes: Store<IngressClass>,
@@ -139,6 +140,7 @@ impl Watched {
             routes: reflect(api(client, ns), "ApisixRoute", c(), m()),
             consumers: reflect(api(client, ns), "ApisixConsumer", c(), m()),
             tls: reflect(api(client, ns), "ApisixTls", c(), m()),
+            upstreams: reflect(api(client, ns), "ApisixUpstream", c(), m()),
             services: reflect(api(client, ns), "Service", c(), m()),
             slices: reflect(api(client, ns), "EndpointSlice", c(), m()),
             classes: reflect(Api::all(client.clone()), "IngressClass", c(), m()),
@@ -153,6 +155,7 @@ impl Watched {
             let stores = self.routes.wait_until_ready().await.is_ok()
                 && self.consumers.wait_until_ready().await.is_ok()
                 && self.tls.wait_until_ready().await.is_ok()
+                && self.upstreams.wait_until_ready().await.is_ok()
                 && self.services.wait_until_ready().await.is_ok()
                 && self.slices.wait_until_ready().await.is_ok()
                 && self.classes.wait_until_ready().await.is_ok();
@@ -182,6 +185,7 @@ impl Watched {
             routes: owned(&self.routes),
             consumers: owned(&self.consumers),
             tls: owned(&self.tls),
+            upstreams: owned(&self.upstreams),
             secrets: self.secrets().kept(),
             services: owned(&self.services),
             endpoint_slices: owned(&self.slices),
@@ -208,6 +212,7 @@ impl Watched {
             Kind::ApisixRoute => of(&self.routes, namespace, name),
             Kind::ApisixConsumer => of(&self.consumers, namespace, name),
             Kind::ApisixTls => of(&self.tls, namespace, name),
+            Kind::ApisixUpstream => of(&self.upstreams, namespace, name),
         }
     }
 }
@@ -226,6 +231,15 @@ impl HasConditions for ApisixRoute {
 }
 
 impl HasConditions for ApisixTls {
+    fn conditions(&self) -> Vec<Condition> {
+        self.status
+            .as_ref()
+            .and_then(|s| s.conditions.clone())
+            .unwrap_or_default()
+    }
+}
+
+impl HasConditions for ApisixUpstream {
     fn conditions(&self) -> Vec<Condition> {
         self.status
             .as_ref()

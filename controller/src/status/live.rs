@@ -72,6 +72,8 @@ pub fn warning_event(resource: &Resource, live: &[Condition]) -> Option<(&'stati
         ("False", _) => "InvalidSpec",
         // An accepted ApisixTls warns about its certificate (expired, expiring, names).
         (_, false) if resource.kind == crate::translate::Kind::ApisixTls => "CertificateWarning",
+        // An accepted ApisixUpstream warns about a field it ignores (`upstreamHost`).
+        (_, false) if resource.kind == crate::translate::Kind::ApisixUpstream => "IgnoredField",
         (_, false) => "Shadowed",
         (_, true) => return None,
     };
@@ -175,6 +177,18 @@ mod tests {
         assert_eq!(
             warning_event(&tls, &[]).map(|(reason, _)| reason),
             Some("CertificateWarning")
+        );
+        let mut upstream = resource(
+            (
+                "True",
+                "warning: .spec.upstreamHost: ignored unless passHost is rewrite",
+            ),
+            ("True", "1/1 dataplanes at generation 2"),
+        );
+        upstream.kind = Kind::ApisixUpstream;
+        assert_eq!(
+            warning_event(&upstream, &[]).map(|(reason, _)| reason),
+            Some("IgnoredField")
         );
     }
 

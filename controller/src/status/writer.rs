@@ -20,7 +20,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, Resource as _};
-use portcullis_crds::{ApisixConsumer, ApisixRoute, ApisixTls};
+use portcullis_crds::{ApisixConsumer, ApisixRoute, ApisixTls, ApisixUpstream};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -491,6 +491,7 @@ fn status_apply_body(write: &StatusWrite, status: serde_json::Value) -> Patch<se
         Kind::ApisixRoute => ApisixRoute::api_version(&()),
         Kind::ApisixConsumer => ApisixConsumer::api_version(&()),
         Kind::ApisixTls => ApisixTls::api_version(&()),
+        Kind::ApisixUpstream => ApisixUpstream::api_version(&()),
     };
     Patch::Apply(json!({
         "apiVersion": api_version,
@@ -532,6 +533,11 @@ async fn patch_seed(
                 .patch(&write.name, &params, &patch)
                 .await?;
         }
+        Kind::ApisixUpstream => {
+            Api::<ApisixUpstream>::namespaced(client.clone(), &write.namespace)
+                .patch(&write.name, &params, &patch)
+                .await?;
+        }
     }
     Ok(())
 }
@@ -558,6 +564,11 @@ async fn apply_conditions(
         }
         Kind::ApisixTls => {
             Api::<ApisixTls>::namespaced(client.clone(), &write.namespace)
+                .patch_status(&write.name, &params, &patch)
+                .await?;
+        }
+        Kind::ApisixUpstream => {
+            Api::<ApisixUpstream>::namespaced(client.clone(), &write.namespace)
                 .patch_status(&write.name, &params, &patch)
                 .await?;
         }

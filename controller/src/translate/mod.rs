@@ -11,6 +11,7 @@ mod consumer;
 mod route;
 mod shadow;
 mod tls;
+mod upstream;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,6 +28,7 @@ pub enum Kind {
     ApisixRoute,
     ApisixConsumer,
     ApisixTls,
+    ApisixUpstream,
 }
 
 impl Kind {
@@ -36,6 +38,7 @@ impl Kind {
             Kind::ApisixRoute => "ApisixRoute",
             Kind::ApisixConsumer => "ApisixConsumer",
             Kind::ApisixTls => "ApisixTls",
+            Kind::ApisixUpstream => "ApisixUpstream",
         }
     }
 }
@@ -129,6 +132,8 @@ pub fn translate(snapshot: &Snapshot, generation: u64) -> Translation {
     }
     consumers.sort_by(|a, b| a.username.cmp(&b.username));
 
+    let upstreams = translate_upstreams(snapshot, &classes, &secrets, &mut statuses);
+
     let mut route_objects: Vec<_> = snapshot
         .routes
         .iter()
@@ -145,8 +150,14 @@ pub fn translate(snapshot: &Snapshot, generation: u64) -> Translation {
     // The status (index in `statuses`) of each route's object.
     let mut owner: Vec<usize> = Vec::new();
     for object in route_objects {
-        let (rules, problems) =
-            route::translate(object, snapshot, &secrets, &known, &compiled_consumers);
+        let (rules, problems) = route::translate(
+            object,
+            snapshot,
+            &secrets,
+            &upstreams,
+            &known,
+            &compiled_consumers,
+        );
         let content = fingerprint(&rules, &problems);
         owner.extend(std::iter::repeat_n(statuses.len(), rules.len()));
         routes.extend(rules);
@@ -191,6 +202,41 @@ pub fn translate(snapshot: &Snapshot, generation: u64) -> Translation {
         statuses,
         secrets_read: secrets.read.into_inner(),
     }
+}
+
+/// ApisixUpstreams of our classes by namespace and name, each with its status. Translated
+/// before routes, which apply them (a broken one applies to nothing: its backends fail closed).
+fn translate_upstreams(
+    snapshot: &Snapshot,
+    classes: &Classes,
+    secrets: &Secrets<'_>,
+    statuses: &mut Vec<StatusUpdate>,
+) -> upstream::Index {
+    let mut index = upstream::Index::new();
+    for object in snapshot
+        .upstreams
+        .iter()
+        .filter(|u| classes.is_ours(u.spec.ingress_class_name.as_deref()))
+    {
+        let translated = upstream::translate(object, &snapshot.services, secrets);
+        let content = fingerprint(
+            &(&translated.base, &translated.ports, &translated.nodes),
+            &translated.problems,
+        );
+        let mut update = status(
+            Kind::ApisixUpstream,
+            object,
+            translated.problems.clone(),
+            content,
+        );
+        update.warnings = translated.warnings.clone();
+        statuses.push(update);
+        index.insert(
+            (object.namespace().unwrap_or_default(), object.name_any()),
+            translated,
+        );
+    }
+    index
 }
 
 /// ApisixTls objects, oldest first (the older keeps a host two of them claim); the table's

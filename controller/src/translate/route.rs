@@ -15,6 +15,7 @@ use portcullis_contract::table::{
 use portcullis_crds::{ApisixRoute, ApisixRouteHttp, ApisixRouteHttpBackend, ApisixRoutePlugin};
 
 use super::Secrets;
+use super::upstream::{self, DEFAULT_WEIGHT};
 use crate::snapshot::Snapshot;
 
 pub const TLS_VERIFY_ANNOTATION: &str = "portcullis.dev/upstream-tls-verify";
@@ -54,6 +55,7 @@ pub(super) fn translate(
     object: &ApisixRoute,
     snapshot: &Snapshot,
     secrets: &Secrets<'_>,
+    upstreams: &upstream::Index,
     consumers: &HashSet<&str>,
     compiled_consumers: &Consumers,
 ) -> (Vec<Route>, Vec<String>) {
@@ -91,6 +93,7 @@ pub(super) fn translate(
             verify,
             snapshot,
             secrets,
+            upstreams,
             consumers,
             &mut problems,
         );
@@ -138,6 +141,7 @@ fn translate_rule(
     verify: bool,
     snapshot: &Snapshot,
     secrets: &Secrets<'_>,
+    upstreams: &upstream::Index,
     consumers: &HashSet<&str>,
     problems: &mut Problems,
 ) -> Route {
@@ -149,9 +153,6 @@ fn translate_rule(
     };
     translate_match(&p, rule, &mut route, problems);
     route.upstream.timeouts = timeouts(&p, rule, problems);
-    if rule.upstreams.is_some() {
-        problems.placeholder(format!("{p}.upstreams: not supported by Portcullis"));
-    }
     if rule.plugin_config_name.is_some() {
         problems.placeholder(format!(
             "{p}.plugin_config_name: not supported by Portcullis"
@@ -169,6 +170,7 @@ fn translate_rule(
         namespace,
         verify,
         snapshot,
+        upstreams,
         &mut ws_app_protocol,
         problems,
     );
@@ -289,19 +291,34 @@ fn timeouts(p: &str, rule: &ApisixRouteHttp, problems: &mut Problems) -> Timeout
     t
 }
 
+#[allow(clippy::too_many_arguments)]
 fn backends(
     p: &str,
     rule: &ApisixRouteHttp,
     namespace: &str,
     verify: bool,
     snapshot: &Snapshot,
+    upstreams: &upstream::Index,
     ws_app_protocol: &mut bool,
     problems: &mut Problems,
 ) -> Vec<Backend> {
     let list = rule.backends.as_deref().unwrap_or_default();
-    if list.is_empty() {
-        problems.placeholder(format!("{p}.backends: at least one backend is required"));
+    let refs = rule.upstreams.as_deref().unwrap_or_default();
+    if list.is_empty() && refs.is_empty() {
+        problems.placeholder(format!(
+            "{p}.backends: at least one backend (or one of upstreams) is required"
+        ));
     }
+    // An ApisixUpstream's timeouts apply only where the rule has none (APISIX: the route's win).
+    let rule_has_timeout = rule.timeout.is_some();
+    let unresolved = |name: String| Backend {
+        name: format!("{name} (unresolved)"),
+        weight: 0,
+        scheme: Scheme::Http,
+        nodes: Vec::new(),
+        tls: UpstreamTls::default(),
+        policy: Default::default(),
+    };
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for (j, b) in list.iter().enumerate() {
@@ -315,7 +332,7 @@ fn backends(
         }
         if b.subset.is_some() {
             problems.placeholder(format!(
-                "{bp}.subset: not supported by Portcullis (it needs ApisixUpstream)"
+                "{bp}.subset: not supported by Portcullis (ApisixUpstream subsets are refused; use one Service per subset)"
             ));
         }
         let by_service = match b.resolve_granularity.as_deref() {
@@ -336,7 +353,7 @@ fn backends(
                 continue;
             }
         };
-        match resolve(
+        let resolved = resolve(
             &bp,
             b,
             namespace,
@@ -346,18 +363,95 @@ fn backends(
             snapshot,
             ws_app_protocol,
             problems,
-        ) {
-            Some(backend) => out.push(backend),
+        );
+        let name = format!("{namespace}/{}", b.service_name);
+        match resolved {
+            // The Service's own ApisixUpstream (same name), for this port.
+            Some((mut backend, port)) => {
+                match upstreams.get(&(namespace.to_string(), b.service_name.clone())) {
+                    None => out.push(backend),
+                    Some(au) if !au.accepted() => {
+                        problems.unresolved(format!(
+                        "{bp}: ApisixUpstream {name} is not accepted (see its status); this backend takes no traffic"
+                    ));
+                        out.push(unresolved(name));
+                    }
+                    Some(au) => {
+                        let settings = au.for_port(port);
+                        if let Some(scheme) = settings.scheme {
+                            backend.scheme = scheme;
+                        }
+                        backend.policy = settings.policy.clone();
+                        if rule_has_timeout {
+                            backend.policy.timeouts = None;
+                        }
+                        backend.tls.client = settings.client.clone();
+                        out.push(backend);
+                    }
+                }
+            }
             // Unresolved (C): kept with no share and no nodes, so the table says why it is not
             // served and a rule whose backends are all missing answers 503.
-            None => out.push(Backend {
-                name: format!("{namespace}/{} (unresolved)", b.service_name),
-                weight: 0,
-                scheme: Scheme::Http,
-                nodes: Vec::new(),
-                tls: UpstreamTls::default(),
-                policy: Default::default(),
-            }),
+            None => out.push(unresolved(name)),
+        }
+    }
+    for (k, r) in refs.iter().enumerate() {
+        let up = format!("{p}.upstreams[{k}]");
+        let Some(name) = r.name.as_deref().filter(|n| !n.is_empty()) else {
+            problems.placeholder(format!(
+                "{up}.name: required (the name of an ApisixUpstream with externalNodes)"
+            ));
+            continue;
+        };
+        let weight = match r.weight {
+            None => DEFAULT_WEIGHT,
+            Some(w) if (0..=i64::from(u32::MAX)).contains(&w) => w as u32,
+            Some(w) => {
+                problems.placeholder(format!("{up}.weight: {w} must be 0 or more"));
+                continue;
+            }
+        };
+        let id = format!("{namespace}/{name}");
+        let why = match upstreams.get(&(namespace.to_string(), name.to_string())) {
+            None => Err(format!("ApisixUpstream {id} not found")),
+            Some(au) if !au.accepted() => Err(format!(
+                "ApisixUpstream {id} is not accepted (see its status)"
+            )),
+            Some(au) if au.nodes.is_empty() => {
+                Err(format!("ApisixUpstream {id} has no externalNodes"))
+            }
+            Some(au) => Ok(au),
+        };
+        match why {
+            Err(why) => {
+                problems.unresolved(format!("{up}: {why}; this share takes no traffic"));
+                out.push(unresolved(format!("{id} (ApisixUpstream)")));
+            }
+            Ok(au) => {
+                let mut policy = au.base.policy.clone();
+                if rule_has_timeout {
+                    policy.timeouts = None;
+                }
+                // One DNS name for every node: it is the name TLS checks (as for ExternalName).
+                let mut hosts: Vec<&str> = au.nodes.iter().map(|n| n.host.as_str()).collect();
+                hosts.dedup();
+                let server_name = match hosts.as_slice() {
+                    [one] if one.parse::<std::net::IpAddr>().is_err() => Some(one.to_string()),
+                    _ => None,
+                };
+                out.push(Backend {
+                    name: format!("{id} (ApisixUpstream)"),
+                    weight,
+                    scheme: au.base.scheme.unwrap_or_default(),
+                    nodes: au.nodes.clone(),
+                    tls: UpstreamTls {
+                        server_name,
+                        verify,
+                        client: au.base.client.clone(),
+                    },
+                    policy,
+                });
+            }
         }
     }
     out
@@ -374,7 +468,7 @@ fn resolve(
     snapshot: &Snapshot,
     ws_app_protocol: &mut bool,
     problems: &mut Problems,
-) -> Option<Backend> {
+) -> Option<(Backend, i32)> {
     let Some(service) = snapshot
         .services
         .iter()
@@ -462,14 +556,17 @@ fn resolve(
             port.name.as_deref().unwrap_or(""),
         )
     };
-    Some(Backend {
-        name,
-        weight,
-        scheme,
-        nodes,
-        tls,
-        policy: Default::default(),
-    })
+    Some((
+        Backend {
+            name,
+            weight,
+            scheme,
+            nodes,
+            tls,
+            policy: Default::default(),
+        },
+        port.port,
+    ))
 }
 
 /// Ready addresses of the Service's EndpointSlices, for the slice port named like the Service

@@ -240,8 +240,7 @@ fn other_rule_problems_make_a_503_placeholder() {
             ".spec.http[0].plugins[0]: plugin \"limit-count\" is not supported by Portcullis (supported: key-auth, basic-auth, jwt-auth)",
             ".spec.http[1].authentication.type: \"hmacAuth\" is not supported by Portcullis (supported: keyAuth, basicAuth, jwtAuth)",
             ".spec.http[2].authentication.type: \"\" is not supported by Portcullis (supported: keyAuth, basicAuth, jwtAuth)",
-            ".spec.http[3].upstreams: not supported by Portcullis",
-            ".spec.http[3].backends: at least one backend is required",
+            ".spec.http[3].upstreams[0]: ApisixUpstream demo/u not found; this share takes no traffic",
         ]
     );
     let placeholders: Vec<&str> = t
@@ -253,12 +252,7 @@ fn other_rule_problems_make_a_503_placeholder() {
         .collect();
     assert_eq!(
         placeholders,
-        [
-            "demo/r/limit",
-            "demo/r/hmac",
-            "demo/r/empty-type",
-            "demo/r/upstreams"
-        ]
+        ["demo/r/limit", "demo/r/hmac", "demo/r/empty-type",]
     );
     let limit = t
         .table
@@ -616,7 +610,7 @@ fn every_rule_problem_is_named_and_handled_by_its_kind() {
         (format!("match: {{paths: [/a]}}\n    timeout: {{read: -1s}}\n    {b}"), vec![".spec.http[0].timeout.read: \"-1s\": negative durations are not allowed"], Fate::Placeholder),
         ("match: {paths: [/a]}\n    backends: [{serviceName: echo, servicePort: ws, resolveGranularity: pod}]".into(), vec![".spec.http[0].backends[0].resolveGranularity: \"pod\" is not endpoint or service"], Fate::Placeholder),
         ("match: {paths: [/a]}\n    backends: [{serviceName: echo, servicePort: ws, weight: -1}]".into(), vec![".spec.http[0].backends[0].weight: -1 must be 0 or more"], Fate::Placeholder),
-        ("match: {paths: [/a]}\n    backends: [{serviceName: echo, servicePort: ws, subset: v1}]".into(), vec![".spec.http[0].backends[0].subset: not supported by Portcullis (it needs ApisixUpstream)"], Fate::Placeholder),
+        ("match: {paths: [/a]}\n    backends: [{serviceName: echo, servicePort: ws, subset: v1}]".into(), vec![".spec.http[0].backends[0].subset: not supported by Portcullis (ApisixUpstream subsets are refused; use one Service per subset)"], Fate::Placeholder),
         ("match: {paths: [/a]}\n    backends: [{serviceName: echo, servicePort: ws}, {serviceName: echo, servicePort: 8080}]".into(), vec![".spec.http[0].backends: duplicate backend service: demo/echo"], Fate::Placeholder),
         ("match: {paths: [/a]}\n    backends: [{serviceName: hl, servicePort: ws, resolveGranularity: service}]".into(), vec![".spec.http[0].backends[0].resolveGranularity: Service demo/hl is headless; use endpoint"], Fate::Served),
         ("match: {paths: [/a]}\n    backends: [{serviceName: ext, servicePort: other}]".into(), vec![".spec.http[0].backends[0].servicePort: port \"other\" not found on Service demo/ext"], Fate::Served),
@@ -1224,4 +1218,604 @@ fn mutual_tls_reads_the_ca_and_defaults_depth_to_one() {
     assert_eq!(client.depth, 1);
     assert_eq!(client.skip_mtls_uri_regex, ["^/public"]);
     CompiledTable::compile(t.table.clone()).expect("the dataplane loads it");
+}
+
+// ------------------------------------------------------------- ApisixUpstream
+
+use portcullis_contract::table::{
+    ActiveCheck, ActiveHealthy, ActiveUnhealthy, Backend, Balancer, HashOn, HealthCheck, Node,
+    PassHost, PassiveCheck, PassiveHealthy, PassiveUnhealthy, ProbeKind, Timeouts, UpstreamPolicy,
+};
+
+/// A Service with two ports (`ws` 8080 with endpoints, `admin` 9090) and an ExternalName one.
+const UPSTREAM_SERVICES: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: echo, namespace: demo}
+spec: {selector: {app: echo}, clusterIP: 10.96.0.10, ports: [{name: ws, port: 8080}, {name: admin, port: 9090}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: echo-abc, namespace: demo, labels: {kubernetes.io/service-name: echo}}
+addressType: IPv4
+ports: [{name: ws, port: 8080}, {name: admin, port: 9090}]
+endpoints: [{addresses: [10.1.0.5]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: partner, namespace: demo}
+spec: {type: ExternalName, externalName: backend.example.net}
+"#;
+
+fn apisix_upstream(name: &str, spec: &str) -> String {
+    format!(
+        "---\napiVersion: apisix.apache.org/v2\nkind: ApisixUpstream\nmetadata: {{name: {name}, namespace: demo, generation: 4}}\nspec:\n{spec}\n"
+    )
+}
+
+/// Services, the given extra documents, and route `r` with these rules.
+fn upstream_translation(extra: &str, rules: &str) -> Translation {
+    let mut s = snapshot(
+        Mode::Standalone,
+        &format!(
+            "{UPSTREAM_SERVICES}{extra}\n---\napiVersion: apisix.apache.org/v2\nkind: ApisixRoute\nmetadata: {{name: r, namespace: demo}}\nspec:\n  http:\n{rules}"
+        ),
+    );
+    s.now = 1_800_000_000;
+    translate(&s, 1)
+}
+
+fn route<'a>(t: &'a Translation, id: &str) -> &'a Route {
+    t.table
+        .routes
+        .iter()
+        .find(|r| r.id == id)
+        .unwrap_or_else(|| panic!("no route {id}: {:?}", t.table.routes))
+}
+
+fn status_of<'a>(t: &'a Translation, kind: Kind, name: &str) -> &'a StatusUpdate {
+    t.statuses
+        .iter()
+        .find(|s| s.kind == kind && s.name == name)
+        .unwrap_or_else(|| panic!("no status for {kind} {name}: {:?}", t.statuses))
+}
+
+#[test]
+fn apisix_upstream_applies_to_every_backend_of_its_service_with_port_level_settings() {
+    let au = apisix_upstream(
+        "echo",
+        r#"  loadbalancer: {type: chash, hashOn: header, key: X-User}
+  retries: 2
+  timeout: {connect: 3s, read: 1m30s}
+  passHost: node
+  healthCheck:
+    active:
+      type: http
+      timeout: 3
+      concurrency: 4
+      host: health.local
+      port: 8081
+      httpPath: /healthz
+      strictTLS: false
+      requestHeaders: ["X-Probe: 1"]
+      healthy: {interval: 2s, httpCodes: [200, 204], successes: 3}
+      unhealthy: {interval: 1500ms, httpCodes: [500], httpFailures: 4, tcpFailures: 1, timeout: 2}
+    passive:
+      type: tcp
+      healthy: {httpCodes: [200], successes: 7}
+      unhealthy: {httpCodes: [502], httpFailures: 6, tcpFailures: 3, timeout: 9}
+  portLevelSettings:
+  - port: 9090
+    loadbalancer: {type: least_conn}
+    scheme: https
+    passHost: rewrite
+    upstreamHost: admin.internal"#,
+    );
+    let t = upstream_translation(
+        &au,
+        r#"  - name: ws
+    match: {paths: [/ws]}
+    backends: [{serviceName: echo, servicePort: ws}]
+  - name: admin
+    match: {paths: [/admin]}
+    backends: [{serviceName: echo, servicePort: 9090}]
+  - name: own-timeout
+    match: {paths: [/t]}
+    timeout: {connect: 7s}
+    backends: [{serviceName: echo, servicePort: ws}]
+"#,
+    );
+    let status = status_of(&t, Kind::ApisixUpstream, "echo");
+    assert_eq!(
+        (status.reason(), status.message(), status.generation),
+        ("Accepted", String::new(), 4)
+    );
+    assert!(status_of(&t, Kind::ApisixRoute, "r").accepted());
+    let health = HealthCheck {
+        active: Some(ActiveCheck {
+            kind: ProbeKind::Http,
+            timeout_ms: 3000,
+            concurrency: 4,
+            host: Some("health.local".into()),
+            port: Some(8081),
+            http_path: "/healthz".into(),
+            verify_tls: false,
+            request_headers: vec!["X-Probe: 1".into()],
+            healthy: ActiveHealthy {
+                interval_ms: 2000,
+                http_statuses: vec![200, 204],
+                successes: 3,
+            },
+            unhealthy: ActiveUnhealthy {
+                interval_ms: 1500,
+                http_statuses: vec![500],
+                http_failures: 4,
+                tcp_failures: 1,
+                timeouts: 2,
+            },
+        }),
+        passive: Some(PassiveCheck {
+            kind: ProbeKind::Tcp,
+            healthy: PassiveHealthy {
+                http_statuses: vec![200],
+                successes: 7,
+            },
+            unhealthy: PassiveUnhealthy {
+                http_statuses: vec![502],
+                http_failures: 6,
+                tcp_failures: 3,
+                timeouts: 9,
+            },
+        }),
+    };
+    let ws = &route(&t, "demo/r/ws").upstream.backends[0];
+    assert_eq!(
+        ws.policy,
+        UpstreamPolicy {
+            balancer: Balancer::Chash {
+                hash_on: HashOn::Header,
+                key: "X-User".into()
+            },
+            retries: Some(2),
+            // Unset send: the 60 s default, as the rule's own timeout.
+            timeouts: Some(Timeouts {
+                connect: 3,
+                send: 60,
+                read: 90
+            }),
+            pass_host: PassHost::Node,
+            health_check: Some(health.clone()),
+        }
+    );
+    assert_eq!(ws.scheme, Scheme::Http);
+    assert_eq!(ws.nodes, [Node::new("10.1.0.5", 8080)]);
+    // Port 9090: its own balancer, scheme and host; the rest inherited.
+    let admin = &route(&t, "demo/r/admin").upstream.backends[0];
+    assert_eq!(admin.scheme, Scheme::Https);
+    assert_eq!(admin.policy.balancer, Balancer::LeastConn);
+    assert_eq!(
+        admin.policy.pass_host,
+        PassHost::Rewrite("admin.internal".into())
+    );
+    assert_eq!(admin.policy.retries, Some(2));
+    assert_eq!(admin.policy.health_check, Some(health));
+    // The rule's own timeout wins (APISIX: a route's timeout over its upstream's).
+    let own = &route(&t, "demo/r/own-timeout").upstream;
+    assert_eq!(own.backends[0].policy.timeouts, None);
+    assert_eq!(own.timeouts.connect, 7);
+    CompiledTable::compile(t.table.clone()).expect("the dataplane loads it");
+}
+
+#[test]
+fn apisix_upstream_defaults_are_apisixs_and_unset_fields_change_nothing() {
+    let t = upstream_translation(
+        &apisix_upstream(
+            "echo",
+            "  loadbalancer: {type: chash, hashOn: consumer}\n  healthCheck: {active: {}}",
+        ),
+        "  - name: ws\n    match: {paths: [/ws]}\n    backends: [{serviceName: echo, servicePort: ws}]\n",
+    );
+    assert!(status_of(&t, Kind::ApisixUpstream, "echo").accepted());
+    let b = &route(&t, "demo/r/ws").upstream.backends[0];
+    assert_eq!(
+        b.policy,
+        UpstreamPolicy {
+            balancer: Balancer::Chash {
+                hash_on: HashOn::Consumer,
+                key: String::new()
+            },
+            health_check: Some(HealthCheck {
+                active: Some(ActiveCheck::default()),
+                passive: None
+            }),
+            ..UpstreamPolicy::default()
+        }
+    );
+    assert!(
+        b.tls.verify,
+        "upstream certificate verification stays on by default"
+    );
+    // Without an ApisixUpstream of its name, a backend has the default policy.
+    let plain = upstream_translation(
+        &apisix_upstream("other", "  retries: 1"),
+        "  - name: ws\n    match: {paths: [/ws]}\n    backends: [{serviceName: echo, servicePort: ws}]\n",
+    );
+    assert!(
+        route(&plain, "demo/r/ws").upstream.backends[0]
+            .policy
+            .is_default()
+    );
+    // Every balancer type and hashOn.
+    for (lb, want) in [
+        ("{type: roundrobin}", Balancer::Roundrobin),
+        ("{type: ewma}", Balancer::Ewma),
+        ("{type: least_conn}", Balancer::LeastConn),
+        (
+            "{type: chash, key: remote_addr}",
+            Balancer::Chash {
+                hash_on: HashOn::Vars,
+                key: "remote_addr".into(),
+            },
+        ),
+        (
+            "{type: chash, hashOn: vars, key: arg_user}",
+            Balancer::Chash {
+                hash_on: HashOn::Vars,
+                key: "arg_user".into(),
+            },
+        ),
+        (
+            "{type: chash, hashOn: cookie, key: sid}",
+            Balancer::Chash {
+                hash_on: HashOn::Cookie,
+                key: "sid".into(),
+            },
+        ),
+        (
+            "{type: chash, hashOn: vars_combinations, key: \"$remote_addr:$http_x_user\"}",
+            Balancer::Chash {
+                hash_on: HashOn::VarsCombinations,
+                key: "$remote_addr:$http_x_user".into(),
+            },
+        ),
+    ] {
+        let t = upstream_translation(
+            &apisix_upstream("echo", &format!("  loadbalancer: {lb}")),
+            "  - name: ws\n    match: {paths: [/ws]}\n    backends: [{serviceName: echo, servicePort: ws}]\n",
+        );
+        assert!(
+            status_of(&t, Kind::ApisixUpstream, "echo").accepted(),
+            "{lb}"
+        );
+        assert_eq!(
+            route(&t, "demo/r/ws").upstream.backends[0].policy.balancer,
+            want,
+            "{lb}"
+        );
+    }
+}
+
+#[test]
+fn apisix_upstream_problems_name_the_field_and_its_backends_fail_closed() {
+    let bad_duration = portcullis_contract::duration::parse_go_duration("soon").unwrap_err();
+    let cases: Vec<(&str, String)> = vec![
+        ("  scheme: grpc", ".spec.scheme: \"grpc\" is not supported by Portcullis (supported: http, https)".into()),
+        ("  loadbalancer: {type: chash, hashOn: header}", ".spec.loadbalancer.key: required for hashOn header".into()),
+        ("  loadbalancer: {type: chash}", ".spec.loadbalancer.key: required for hashOn vars".into()),
+        ("  loadbalancer: {type: chash, key: request_body}", ".spec.loadbalancer.key: \"request_body\" is not a variable Portcullis hashes on (remote_addr, uri, request_uri, host, server_name, arg_<name>, http_<name>, cookie_<name>)".into()),
+        ("  loadbalancer: {type: chash, hashOn: vars_combinations, key: plain}", ".spec.loadbalancer.key: \"plain\" names no variable (write them as $name, e.g. $remote_addr$uri)".into()),
+        ("  loadbalancer: {type: chash, hashOn: header, key: \"a b\"}", ".spec.loadbalancer.key: \"a b\" is not a header or cookie name".into()),
+        ("  retries: -1", ".spec.retries: -1 must be 0 or more".into()),
+        ("  timeout: {connect: soon}", format!(".spec.timeout.connect: {bad_duration}")),
+        ("  passHost: rewrite", ".spec.upstreamHost: required with passHost rewrite".into()),
+        ("  passHost: rewrite\n  upstreamHost: \"a b\"", ".spec.upstreamHost: \"a b\" is not a host name (spaces or control characters)".into()),
+        ("  healthCheck: {active: {healthy: {httpCodes: [99]}}}", ".spec.healthCheck.active.healthy.httpCodes[0]: 99 is not an HTTP status (100-599)".into()),
+        ("  healthCheck: {active: {unhealthy: {httpCodes: [600]}}}", ".spec.healthCheck.active.unhealthy.httpCodes[0]: 600 is not an HTTP status (100-599)".into()),
+        ("  healthCheck: {active: {}, passive: {healthy: {httpCodes: [1000]}}}", ".spec.healthCheck.passive.healthy.httpCodes[0]: 1000 is not an HTTP status (100-599)".into()),
+        ("  healthCheck: {active: {healthy: {interval: 500ms}}}", ".spec.healthCheck.active.healthy.interval: \"500ms\" is shorter than 1s (APISIX's shortest interval)".into()),
+        ("  healthCheck: {active: {unhealthy: {interval: soon}}}", format!(".spec.healthCheck.active.unhealthy.interval: {bad_duration}")),
+        ("  healthCheck: {active: {httpPath: healthz}}", ".spec.healthCheck.active.httpPath: \"healthz\" must start with \"/\" and have no spaces or control characters".into()),
+        ("  healthCheck: {active: {requestHeaders: [novalue]}}", ".spec.healthCheck.active.requestHeaders[0]: \"novalue\" is not a \"Name: value\" header line".into()),
+        ("  healthCheck: {active: {timeout: -2}}", ".spec.healthCheck.active.timeout: -2 is not a number of seconds (1 or more)".into()),
+        ("  subsets: [{name: v1, labels: {version: v1}}]", ".spec.subsets: not supported by Portcullis (selecting endpoints by Pod labels needs a watch of every Pod; use one Service per version and weighted backends instead)".into()),
+        ("  discovery: {serviceName: x, type: dns}", ".spec.discovery: not supported by Portcullis".into()),
+        ("  tlsSecret: {name: nope, namespace: demo}", ".spec.tlsSecret: secret demo/nope not found".into()),
+        ("  portLevelSettings: [{port: 8080, scheme: grpcs}]", ".spec.portLevelSettings[0].scheme: \"grpcs\" is not supported by Portcullis (supported: http, https)".into()),
+        ("  portLevelSettings: [{port: 8080}, {port: 8080}]", ".spec.portLevelSettings[1].port: port 8080 is set twice".into()),
+        ("  externalNodes: [{type: Domain, name: Bad_Name}]", ".spec.externalNodes[0].name: \"Bad_Name\" is not a lower-case RFC 1123 subdomain (lower-case letters, digits, '-' and '.', starting and ending with a letter or digit)".into()),
+        ("  externalNodes: [{type: Domain}]", ".spec.externalNodes[0].name: required".into()),
+        ("  externalNodes: [{type: Domain, name: a.example.com, weight: -1}]", ".spec.externalNodes[0].weight: -1 must be 0 or more".into()),
+        ("  externalNodes: [{type: Service, name: echo}]", ".spec.externalNodes[0]: Service demo/echo is not of type ExternalName (externalNodes of type Service must name one)".into()),
+        ("  externalNodes: [{name: gone}]", ".spec.externalNodes[0]: Service demo/gone not found".into()),
+    ];
+    for (spec, want) in cases {
+        let t = upstream_translation(
+            &apisix_upstream("echo", spec),
+            "  - name: ws\n    match: {paths: [/ws]}\n    backends: [{serviceName: echo, servicePort: ws}]\n",
+        );
+        let status = status_of(&t, Kind::ApisixUpstream, "echo");
+        assert_eq!(status.problems, [want], "{spec}");
+        assert_eq!(status.reason(), "InvalidSpec");
+        // Fail closed: the backend takes no traffic, and the route's status says why.
+        let r = route(&t, "demo/r/ws");
+        assert_eq!(r.placeholder, None, "{spec}");
+        let b = &r.upstream.backends[0];
+        assert_eq!((b.weight, b.nodes.len()), (0, 0), "{spec}");
+        assert!(b.policy.is_default(), "{spec}");
+        assert_eq!(
+            problems(&t, "r"),
+            [
+                ".spec.http[0].backends[0]: ApisixUpstream demo/echo is not accepted (see its status); this backend takes no traffic"
+            ],
+            "{spec}"
+        );
+        CompiledTable::compile(t.table.clone()).expect("the dataplane loads it");
+    }
+}
+
+#[test]
+fn upstream_host_without_rewrite_is_a_warning() {
+    let t = upstream_translation(
+        &apisix_upstream("echo", "  upstreamHost: other.local"),
+        "  - name: ws\n    match: {paths: [/ws]}\n    backends: [{serviceName: echo, servicePort: ws}]\n",
+    );
+    let status = status_of(&t, Kind::ApisixUpstream, "echo");
+    assert!(status.accepted());
+    assert_eq!(
+        status.warnings,
+        [".spec.upstreamHost: ignored unless passHost is rewrite"]
+    );
+    assert_eq!(
+        route(&t, "demo/r/ws").upstream.backends[0].policy.pass_host,
+        PassHost::Pass
+    );
+}
+
+#[test]
+fn route_upstreams_reach_external_nodes_with_weights_beside_backends() {
+    let extra = [
+        apisix_upstream(
+            "ext",
+            r#"  scheme: https
+  retries: 1
+  externalNodes:
+  - {type: Domain, name: api.example.com, weight: 10, port: 8443}
+  - {type: Service, name: partner}"#,
+        ),
+        apisix_upstream(
+            "one",
+            "  externalNodes: [{type: Domain, name: one.example.com}]",
+        ),
+        apisix_upstream("nodeless", "  retries: 1"),
+        apisix_upstream(
+            "broken",
+            "  scheme: udp\n  externalNodes: [{type: Domain, name: b.example.com}]",
+        ),
+    ]
+    .concat();
+    let t = upstream_translation(
+        &extra,
+        r#"  - name: mixed
+    match: {paths: [/mixed]}
+    backends: [{serviceName: echo, servicePort: ws, weight: 50}]
+    upstreams: [{name: ext, weight: 25}, {name: one}]
+  - name: failing
+    match: {paths: [/failing]}
+    upstreams: [{name: missing}, {name: nodeless}, {name: broken, weight: 5}]
+"#,
+    );
+    let mixed = &route(&t, "demo/r/mixed").upstream.backends;
+    let summary: Vec<(&str, u32, Scheme)> = mixed
+        .iter()
+        .map(|b| (b.name.as_str(), b.weight, b.scheme))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("demo/echo:ws", 50, Scheme::Http),
+            ("demo/ext (ApisixUpstream)", 25, Scheme::Https),
+            // No weight: AIC's 100.
+            ("demo/one (ApisixUpstream)", 100, Scheme::Http),
+        ]
+    );
+    assert_eq!(
+        mixed[1].nodes,
+        [
+            Node {
+                host: "api.example.com".into(),
+                port: 8443,
+                weight: 10
+            },
+            // The ExternalName Service's name; no port: the scheme's (443 for https).
+            Node {
+                host: "backend.example.net".into(),
+                port: 443,
+                weight: 100
+            },
+        ]
+    );
+    assert_eq!(mixed[1].policy.retries, Some(1));
+    assert_eq!(mixed[1].tls.server_name, None, "two names: each node's own");
+    assert_eq!(
+        mixed[2].nodes,
+        [Node {
+            host: "one.example.com".into(),
+            port: 80,
+            weight: 100
+        }]
+    );
+    assert_eq!(mixed[2].tls.server_name.as_deref(), Some("one.example.com"));
+    // Missing, node-less and broken references take no share; the route says why.
+    let failing = &route(&t, "demo/r/failing");
+    assert_eq!(failing.placeholder, None);
+    assert!(
+        failing
+            .upstream
+            .backends
+            .iter()
+            .all(|b| b.weight == 0 && b.nodes.is_empty())
+    );
+    assert_eq!(
+        problems(&t, "r"),
+        [
+            ".spec.http[1].upstreams[0]: ApisixUpstream demo/missing not found; this share takes no traffic",
+            ".spec.http[1].upstreams[1]: ApisixUpstream demo/nodeless has no externalNodes; this share takes no traffic",
+            ".spec.http[1].upstreams[2]: ApisixUpstream demo/broken is not accepted (see its status); this share takes no traffic",
+        ]
+    );
+    assert_eq!(
+        problems(&t, "broken"),
+        [".spec.scheme: \"udp\" is not supported by Portcullis (supported: http, https)"]
+    );
+    CompiledTable::compile(t.table.clone()).expect("the dataplane loads it");
+}
+
+#[test]
+fn route_upstream_reference_problems() {
+    let t = upstream_translation(
+        "",
+        "  - name: a\n    match: {paths: [/a]}\n    upstreams: [{weight: 3}]\n  - name: b\n    match: {paths: [/b]}\n    upstreams: [{name: x, weight: -3}]\n",
+    );
+    assert_eq!(
+        problems(&t, "r"),
+        [
+            ".spec.http[0].upstreams[0].name: required (the name of an ApisixUpstream with externalNodes)",
+            ".spec.http[1].upstreams[0].weight: -3 must be 0 or more",
+        ]
+    );
+    assert!(route(&t, "demo/r/a").placeholder.is_some());
+    assert!(route(&t, "demo/r/b").placeholder.is_some());
+}
+
+#[test]
+fn tls_secret_is_the_client_certificate_to_the_upstream_in_either_layout() {
+    let ca = portcullis_support::certs::Ca::new("test CA").unwrap();
+    let client = ca.client("gateway").unwrap();
+    let other = ca.client("other").unwrap();
+    for keys in [("tls.crt", "tls.key"), ("cert", "key")] {
+        let extra = [
+            tls_secret("client", keys, &client),
+            apisix_upstream(
+                "echo",
+                "  scheme: https\n  tlsSecret: {name: client, namespace: demo}",
+            ),
+        ]
+        .concat();
+        let t = upstream_translation(
+            &extra,
+            "  - name: ws\n    match: {paths: [/ws]}\n    backends: [{serviceName: echo, servicePort: ws}]\n",
+        );
+        assert!(status_of(&t, Kind::ApisixUpstream, "echo").accepted());
+        let b: &Backend = &route(&t, "demo/r/ws").upstream.backends[0];
+        assert_eq!(b.scheme, Scheme::Https);
+        let c = b.tls.client.as_ref().expect("a client certificate");
+        assert_eq!((&c.certificate, &c.key.0), (&client.cert, &client.key));
+        assert!(b.tls.verify, "verification of the upstream stays on");
+        assert!(
+            t.secrets_read
+                .contains(&("demo".to_string(), "client".to_string())),
+            "the referenced Secret is kept by providers"
+        );
+    }
+    // A key of another certificate is refused.
+    let mismatched = portcullis_support::certs::Issued {
+        cert: client.cert.clone(),
+        key: other.key.clone(),
+    };
+    let extra = [
+        tls_secret("client", ("tls.crt", "tls.key"), &mismatched),
+        apisix_upstream("echo", "  tlsSecret: {name: client, namespace: demo}"),
+    ]
+    .concat();
+    let t = upstream_translation(
+        &extra,
+        "  - name: ws\n    match: {paths: [/ws]}\n    backends: [{serviceName: echo, servicePort: ws}]\n",
+    );
+    let p = problems(&t, "echo");
+    assert_eq!(p.len(), 1);
+    assert!(
+        p[0].starts_with(".spec.tlsSecret: secret demo/client: "),
+        "{p:?}"
+    );
+    assert!(
+        route(&t, "demo/r/ws").upstream.backends[0]
+            .tls
+            .client
+            .is_none()
+    );
+}
+
+#[test]
+fn apisix_upstreams_of_other_classes_are_not_ours() {
+    let t = upstream_translation(
+        &apisix_upstream("echo", "  ingressClassName: other\n  retries: 5"),
+        "  - name: ws\n    match: {paths: [/ws]}\n    backends: [{serviceName: echo, servicePort: ws}]\n",
+    );
+    assert!(t.statuses.iter().all(|s| s.kind != Kind::ApisixUpstream));
+    assert!(
+        route(&t, "demo/r/ws").upstream.backends[0]
+            .policy
+            .is_default()
+    );
+}
+
+/// AIC 2.2.0's e2e case: ApisixUpstreams with only `portLevelSettings` change only the backends
+/// on those ports; one rule mixes two Services, each with its own settings.
+#[test]
+fn port_level_settings_apply_only_to_their_port_as_in_aics_e2e_test() {
+    let extra = [
+        "---\napiVersion: v1\nkind: Service\nmetadata: {name: nginx2, namespace: demo}\nspec: {clusterIP: 10.96.0.20, ports: [{name: http, port: 80}, {name: https, port: 443}]}\n".to_string(),
+        apisix_upstream(
+            "echo",
+            "  portLevelSettings:\n  - {port: 8080, passHost: rewrite, upstreamHost: upstream.nginx.com}",
+        ),
+        apisix_upstream(
+            "nginx2",
+            "  portLevelSettings:\n  - {port: 443, scheme: https}\n  - {port: 80, passHost: rewrite, upstreamHost: upstream.nginx.com}",
+        ),
+    ]
+    .concat();
+    let t = upstream_translation(
+        &extra,
+        r#"  - name: http-and-https
+    match: {paths: [/http-and-https]}
+    backends:
+    - {serviceName: echo, servicePort: 8080, weight: 50}
+    - {serviceName: nginx2, servicePort: 443, weight: 50, resolveGranularity: service}
+  - name: http
+    match: {paths: [/http]}
+    backends:
+    - {serviceName: echo, servicePort: admin, weight: 50}
+    - {serviceName: nginx2, servicePort: 80, weight: 50, resolveGranularity: service}
+"#,
+    );
+    assert!(t.statuses.iter().all(|s| s.accepted()), "{:?}", t.statuses);
+    let summary = |id: &str| -> Vec<(String, Scheme, PassHost)> {
+        route(&t, id)
+            .upstream
+            .backends
+            .iter()
+            .map(|b| (b.name.clone(), b.scheme, b.policy.pass_host.clone()))
+            .collect()
+    };
+    let rewrite = PassHost::Rewrite("upstream.nginx.com".into());
+    assert_eq!(
+        summary("demo/r/http-and-https"),
+        [
+            ("demo/echo:ws".to_string(), Scheme::Http, rewrite.clone()),
+            (
+                "demo/nginx2:https".to_string(),
+                Scheme::Https,
+                PassHost::Pass
+            ),
+        ]
+    );
+    assert_eq!(
+        summary("demo/r/http"),
+        [
+            // Port 9090 has no entry: the top level, which sets nothing.
+            ("demo/echo:admin".to_string(), Scheme::Http, PassHost::Pass),
+            ("demo/nginx2:http".to_string(), Scheme::Http, rewrite),
+        ]
+    );
 }

@@ -107,7 +107,15 @@ async fn crds_register_kinds_whose_objects_are_pruned_defaulted_and_validated() 
         .into_iter()
         .map(|(r, _)| r.kind)
         .collect();
-    assert_eq!(kinds, ["ApisixConsumer", "ApisixRoute", "ApisixTls"]);
+    assert_eq!(
+        kinds,
+        [
+            "ApisixConsumer",
+            "ApisixRoute",
+            "ApisixTls",
+            "ApisixUpstream"
+        ]
+    );
 
     let routes = routes(&client, "default");
     // Undeclared fields are pruned; `default`s fill what is missing (plugins[].enable: true).
