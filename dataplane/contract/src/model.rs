@@ -663,7 +663,7 @@ pub enum HashOn {
     Cookie,
     /// The authenticated consumer's name (`key` unused).
     Consumer,
-    /// Several variables written `$a$b` (as APISIX's `vars_combinations`).
+    /// A template of variables and text, `$remote_addr:$http_x_user` (APISIX's `vars_combinations`).
     VarsCombinations,
 }
 

@@ -195,9 +195,16 @@ impl NodeRegistry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeySource {
     Var(Var),
-    /// `vars_combinations`: the variables' values one after the other.
-    Vars(Vec<Var>),
+    /// `vars_combinations`: a template, `$remote_addr:$http_x_user`: text kept, variables
+    /// replaced by their values.
+    Vars(Vec<TemplatePart>),
     Consumer,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplatePart {
+    Text(String),
+    Var(Var),
 }
 
 /// The nginx variables `hashOn: vars` may name.
@@ -287,16 +294,29 @@ impl KeySource {
             HashOn::Cookie => KeySource::Var(Var::Cookie(need_key()?.to_string())),
             HashOn::Consumer => KeySource::Consumer,
             HashOn::VarsCombinations => {
-                let vars = need_key()?
-                    .split('$')
-                    .map(str::trim)
-                    .filter(|v| !v.is_empty())
-                    .map(Var::parse)
-                    .collect::<Result<Vec<_>, _>>()?;
-                if vars.is_empty() {
+                let mut parts = Vec::new();
+                let mut rest = need_key()?;
+                while let Some(at) = rest.find('$') {
+                    if at > 0 {
+                        parts.push(TemplatePart::Text(rest[..at].to_string()));
+                    }
+                    let after = &rest[at + 1..];
+                    let end = after
+                        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                        .unwrap_or(after.len());
+                    if end == 0 {
+                        return Err(format!("key: {key:?} has a \"$\" without a variable name"));
+                    }
+                    parts.push(TemplatePart::Var(Var::parse(&after[..end])?));
+                    rest = &after[end..];
+                }
+                if !rest.is_empty() {
+                    parts.push(TemplatePart::Text(rest.to_string()));
+                }
+                if !parts.iter().any(|p| matches!(p, TemplatePart::Var(_))) {
                     return Err("key: names no variable ($a$b)".into());
                 }
-                KeySource::Vars(vars)
+                KeySource::Vars(parts)
             }
         })
     }
@@ -306,9 +326,13 @@ impl KeySource {
         let mut bytes = Vec::with_capacity(64);
         let found = match self {
             KeySource::Var(var) => var.write(req, &mut bytes),
-            KeySource::Vars(vars) => vars
-                .iter()
-                .fold(false, |any, var| var.write(req, &mut bytes) | any),
+            KeySource::Vars(parts) => parts.iter().fold(false, |any, part| match part {
+                TemplatePart::Text(text) => {
+                    bytes.extend_from_slice(text.as_bytes());
+                    any
+                }
+                TemplatePart::Var(var) => var.write(req, &mut bytes) | any,
+            }),
             KeySource::Consumer => match consumer {
                 Some(name) => {
                     bytes.extend_from_slice(name.as_bytes());

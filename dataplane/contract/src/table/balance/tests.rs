@@ -134,6 +134,10 @@ fn chash_keys_come_from_the_request_as_apisix_reads_them() {
         hash(HashOn::VarsCombinations, "$http_x_user$arg_x", None),
         h("alice2")
     );
+    assert_eq!(
+        hash(HashOn::VarsCombinations, "$remote_addr:$http_x_user", None),
+        h("10.1.2.3:alice")
+    );
     // Absent key: the client's address, as APISIX falls back.
     assert_eq!(hash(HashOn::Header, "x-missing", None), h("10.1.2.3"));
     assert_eq!(hash(HashOn::Consumer, "", None), h("10.1.2.3"));
@@ -145,7 +149,8 @@ fn chash_keys_come_from_the_request_as_apisix_reads_them() {
             "variable \"server_port\" is not supported",
         ),
         (HashOn::Header, "bad header", "not a valid header name"),
-        (HashOn::VarsCombinations, "$$", "names no variable"),
+        (HashOn::VarsCombinations, "plain", "names no variable"),
+        (HashOn::VarsCombinations, "$$", "without a variable name"),
     ] {
         let e = KeySource::compile(on, key).unwrap_err();
         assert!(e.contains(problem), "{on:?} {key:?}: {e}");
