@@ -154,3 +154,111 @@ fn restrictions_refuse_handshakes_before_the_upstream() {
     );
     assert!(echo.handshakes().is_empty(), "{:?}", echo.handshakes());
 }
+
+#[test]
+fn cors_answers_preflights_before_auth_and_refuses_foreign_origins_on_handshakes() {
+    let echo = Echo::start(&[]);
+    let gw = Gateway::start(
+        &with_plugins(&echo, 1, |p| {
+            p.cors = Some(CorsConfig {
+                allow_origins: "https://chat.example.com".into(),
+                ..CorsConfig::default()
+            })
+        }),
+        &[],
+    );
+    // The browser's preflight carries no credential: answered here, before key-auth.
+    let r = raw_request(
+        gw.http,
+        "OPTIONS /raw HTTP/1.1\r\nHost: ws.example.com\r\nOrigin: https://chat.example.com\r\nAccess-Control-Request-Method: GET\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status(), 200, "{}", r.raw);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://chat.example.com")
+    );
+    // A handshake from another origin never reaches key-auth or the upstream.
+    let r = raw_request(
+        gw.http,
+        &handshake(
+            "ws.example.com",
+            "/raw",
+            &[("apikey", KEY), ("origin", "https://evil.example")],
+        ),
+    );
+    assert_eq!(r.status(), 403, "{}", r.raw);
+    assert_eq!(r.body(), "{\"message\":\"Origin is not allowed\"}\n");
+    // From the page's origin, with the key: upgraded, with the CORS headers.
+    let r = raw_request(
+        gw.http,
+        &handshake(
+            "ws.example.com",
+            "/raw",
+            &[("apikey", KEY), ("origin", "https://chat.example.com")],
+        ),
+    );
+    assert_eq!(r.status(), 101, "{}", r.raw);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://chat.example.com")
+    );
+    assert_eq!(echo.handshakes().len(), 1);
+}
+
+#[test]
+fn proxy_rewrite_changes_what_the_upstream_sees_of_a_handshake() {
+    let echo = Echo::start(&[]);
+    let gw = Gateway::start(
+        &with_plugins(&echo, 1, |p| {
+            p.proxy_rewrite = Some(ProxyRewriteConfig {
+                regex_uri: Some(vec!["^/raw(.*)".into(), "/socket$1".into()]),
+                headers: HeaderRewrites {
+                    set: vec![("x-tenant".into(), "acme".into())],
+                    remove: vec!["x-debug".into()],
+                    ..HeaderRewrites::default()
+                },
+                ..ProxyRewriteConfig::default()
+            })
+        }),
+        &[],
+    );
+    let r = raw_request(
+        gw.http,
+        &handshake(
+            "ws.example.com",
+            "/raw/room?x=1",
+            &[("apikey", KEY), ("x-debug", "1"), ("x-tenant", "spoofed")],
+        ),
+    );
+    assert_eq!(r.status(), 101, "{}", r.raw);
+    let seen = &echo.handshakes()[0];
+    assert_eq!(seen["target"], "/socket/room?x=1", "{seen}");
+    assert_eq!(seen_header(seen, "x-tenant").as_deref(), Some("acme"));
+    assert_eq!(seen_header(seen, "x-debug"), None);
+}
+
+#[test]
+fn redirect_sends_plain_http_to_https_after_auth() {
+    let echo = Echo::start(&[]);
+    let gw = Gateway::start(
+        &with_plugins(&echo, 1, |p| {
+            p.redirect = Some(RedirectConfig {
+                http_to_https: true,
+                ..RedirectConfig::default()
+            })
+        }),
+        &[],
+    );
+    let r = raw_request(
+        gw.http,
+        "GET /raw?room=1 HTTP/1.1\r\nHost: ws.example.com\r\napikey: this_is_the_key\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status(), 301, "{}", r.raw);
+    assert_eq!(
+        r.header("location"),
+        Some("https://ws.example.com/raw?room=1")
+    );
+    // Authentication still comes first (APISIX: redirect's priority is below key-auth's).
+    assert_eq!(gw.key_status("wrong"), 401);
+    assert!(echo.seen().is_empty());
+}

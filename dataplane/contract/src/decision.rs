@@ -11,7 +11,7 @@ use http::{HeaderMap, Method, Uri, Version};
 
 use crate::auth::{CompiledConsumer, Rejection, RequestEdits, authenticate};
 use crate::outcome::Outcome;
-use crate::plugins::{ConnSlot, PluginRefusal, Quota};
+use crate::plugins::{ConnSlot, PluginRefusal, Quota, Rewrite};
 pub use crate::request::TlsFacts;
 use crate::request::{BadRequest, RequestView, is_websocket_upgrade};
 use crate::table::{CompiledRoute, CompiledTable};
@@ -108,6 +108,10 @@ pub struct Forward<'t> {
     pub balance_keys: Vec<Option<u64>>,
     /// What the route's limits granted.
     pub admission: Admission,
+    /// `proxy-rewrite`: what the upstream sees instead.
+    pub rewrite: Option<Rewrite>,
+    /// Headers added to the answer (`cors`).
+    pub response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 /// What the limits of a route granted a request.
@@ -169,6 +173,12 @@ pub fn decide<'t>(table: &'t CompiledTable, head: Head<'_>, now: u64) -> Decisio
     if route.placeholder {
         return refuse(route.id.clone(), Refusal::Placeholder);
     }
+    // `cors` (priority 4000) answers preflights and checks handshakes' `Origin` before auth.
+    if let Some(cors) = &route.traffic.cors
+        && let Some(answer) = cors.answer(&view, upgrade && route.websocket)
+    {
+        return refuse(route.id.clone(), Refusal::Plugin(answer));
+    }
     let auth = match authenticate(&route.auth, &table.consumers, &view, now) {
         Ok(auth) => auth,
         Err(rejection) => return refuse(route.id.clone(), Refusal::Unauthorized(rejection)),
@@ -182,6 +192,22 @@ pub fn decide<'t>(table: &'t CompiledTable, head: Head<'_>, now: u64) -> Decisio
         Ok(admission) => admission,
         Err(refusal) => return refuse(route.id.clone(), Refusal::Plugin(refusal)),
     };
+    if let Some(redirect) = &route.traffic.redirect
+        && let Some(answer) = redirect.answer(&view, head.tls.is_some())
+    {
+        return refuse(route.id.clone(), Refusal::Plugin(answer));
+    }
+    let rewrite = route
+        .traffic
+        .proxy_rewrite
+        .as_ref()
+        .map(|p| p.rewrite(&view));
+    let response_headers = route
+        .traffic
+        .cors
+        .as_ref()
+        .map(|c| c.headers(&view))
+        .unwrap_or_default();
     let balance_keys = route
         .upstream
         .balance_keys(&view, consumer.map(|c| c.username.as_str()));
@@ -199,6 +225,8 @@ pub fn decide<'t>(table: &'t CompiledTable, head: Head<'_>, now: u64) -> Decisio
             normalised_path,
             balance_keys,
             admission,
+            rewrite,
+            response_headers,
         }),
     }
 }
@@ -222,6 +250,11 @@ fn admit(
     }
     if let Some(limit) = &route.traffic.limit_count {
         admission.quota = limit.admit(view, consumer, &route.id, now)?;
+    }
+    if let Some(limit) = &route.traffic.limit_req
+        && let Some(wait) = limit.admit(view, consumer, &route.id)?
+    {
+        admission.delay = Some(admission.delay.map_or(wait, |d| d.max(wait)));
     }
     Ok(admission)
 }

@@ -701,10 +701,20 @@ impl LimitCount {
 /// One key's bucket: (excess in thousandths of a request, last update in milliseconds).
 type Bucket = (u64, u64);
 
-/// Leaky buckets per key.
-#[derive(Debug, Default)]
+/// Leaky buckets per key, on a monotonic clock of their own.
+#[derive(Debug)]
 pub struct Buckets {
     shards: [Mutex<HashMap<Vec<u8>, Bucket>>; SHARDS],
+    epoch: std::time::Instant,
+}
+
+impl Default for Buckets {
+    fn default() -> Self {
+        Buckets {
+            shards: Default::default(),
+            epoch: std::time::Instant::now(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -752,8 +762,18 @@ impl LimitReq {
 
     /// As nginx's `limit_req` (resty.limit.req): the bucket drains at `rate`; a request past
     /// `burst` of excess is refused, one within it waits its turn (unless `nodelay`).
-    /// `now_ms`: a monotonic clock in milliseconds.
     pub fn admit(
+        &self,
+        req: &RequestView<'_>,
+        consumer: Option<&str>,
+        route_id: &str,
+    ) -> Result<Option<Duration>, PluginRefusal> {
+        let now_ms = u64::try_from(self.buckets.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.admit_at(req, consumer, route_id, now_ms)
+    }
+
+    /// [`Self::admit`] at `now_ms` of the buckets' own monotonic clock.
+    fn admit_at(
         &self,
         req: &RequestView<'_>,
         consumer: Option<&str>,
@@ -784,7 +804,7 @@ impl LimitReq {
         }
         shard.insert(key, (next, now_ms));
         let wait = (!self.nodelay && next > 0)
-            .then(|| Duration::from_millis(next.saturating_mul(1000) / self.rate_milli / 1000));
+            .then(|| Duration::from_millis(next.saturating_mul(1000) / self.rate_milli));
         Ok(wait.filter(|w| !w.is_zero()))
     }
 }

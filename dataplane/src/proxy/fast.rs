@@ -335,15 +335,14 @@ impl Dataplane {
             peer.ip(),
             listener,
             true,
-            forward.consumer,
-            &forward.edits,
-            forward.normalised_path.as_deref(),
+            forward::Changes::of(&forward),
         );
         let mut forward = forward;
         if let Some(delay) = forward.admission.delay {
             tokio::time::sleep(delay).await;
         }
         let quota = forward.admission.quota;
+        let extra = std::mem::take(&mut forward.response_headers);
         let connected = self
             .connect_upstream(
                 route,
@@ -356,14 +355,14 @@ impl Dataplane {
         let exchanged = match connected {
             Ok(connected) => {
                 timeouts = connected.timeouts;
-                super::pass_host(&mut parts.headers, &connected);
+                super::pass_host(&mut parts.headers, &connected, &forward);
                 self.exchange_upgrade(route, connected, &parts).await
             }
             Err(failure) => Err(failure),
         };
         let respond =
             |(mut response, outcome, reason): (Response<ResponseBody>, Outcome, &'static str)| {
-                super::add_quota(response.headers_mut(), quota);
+                super::add_plugin_headers(response.headers_mut(), quota, &extra);
                 let answer = Answer::Respond {
                     response,
                     close: false,
@@ -376,7 +375,7 @@ impl Dataplane {
                 upstream,
                 early,
             }) => {
-                super::add_quota(&mut headers, quota);
+                super::add_plugin_headers(&mut headers, quota, &extra);
                 let limits = Limits {
                     idle: timeouts.read,
                     upstream_send: timeouts.send,

@@ -7,6 +7,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Uri, Version};
 
 use crate::auth::{CompiledConsumer, RequestEdits};
+use crate::plugins::Rewrite;
 use crate::request::{remove_cookie, remove_query_arg};
 
 pub const X_CONSUMER_USERNAME: HeaderName = HeaderName::from_static("x-consumer-username");
@@ -110,17 +111,61 @@ fn remove_underscore_spoofs(headers: &mut HeaderMap) {
     }
 }
 
+/// What the decision changes in a request before it goes upstream.
+#[derive(Clone, Copy)]
+pub struct Changes<'a> {
+    /// The consumer's identity headers.
+    pub consumer: Option<&'a CompiledConsumer>,
+    /// What the auth plugins remove.
+    pub edits: &'a RequestEdits,
+    /// The path that was matched, when it differs from the target's.
+    pub normalised_path: Option<&'a [u8]>,
+    /// `proxy-rewrite`.
+    pub rewrite: Option<&'a Rewrite>,
+}
+
+impl<'a> Changes<'a> {
+    pub fn of(forward: &'a crate::decision::Forward<'_>) -> Changes<'a> {
+        Changes {
+            consumer: forward.consumer,
+            edits: &forward.edits,
+            normalised_path: forward.normalised_path.as_deref(),
+            rewrite: forward.rewrite.as_ref(),
+        }
+    }
+}
+
+static NO_EDITS: RequestEdits = RequestEdits {
+    remove_headers: Vec::new(),
+    remove_query_args: Vec::new(),
+    remove_cookies: Vec::new(),
+};
+
+impl Default for Changes<'_> {
+    fn default() -> Self {
+        Changes {
+            consumer: None,
+            edits: &NO_EDITS,
+            normalised_path: None,
+            rewrite: None,
+        }
+    }
+}
+
 /// Rewrites a request's head for the upstream. `websocket`: forward the upgrade.
-/// `normalised_path`: the path that was matched, when it differs from the target's.
 pub fn prepare_request(
     parts: &mut http::request::Parts,
     peer: IpAddr,
     listener: Listener,
     websocket: bool,
-    consumer: Option<&CompiledConsumer>,
-    edits: &RequestEdits,
-    normalised_path: Option<&[u8]>,
+    changes: Changes<'_>,
 ) {
+    let Changes {
+        consumer,
+        edits,
+        normalised_path,
+        rewrite,
+    } = changes;
     let headers = &mut parts.headers;
     let client_upgrade = headers.get(header::UPGRADE).cloned();
     remove_hop_by_hop(headers);
@@ -208,6 +253,39 @@ pub fn prepare_request(
         parts.uri = origin_form(&parts.uri, normalised_path, &edits.remove_query_args);
     }
     parts.version = Version::HTTP_11;
+    if let Some(rewrite) = rewrite {
+        apply_rewrite(parts, rewrite, websocket);
+    }
+}
+
+/// `proxy-rewrite`, last: what the upstream sees. A WebSocket handshake keeps its method (an
+/// upgrade is a `GET`); `X-Forwarded-Host` keeps the client's host.
+fn apply_rewrite(parts: &mut http::request::Parts, rewrite: &Rewrite, websocket: bool) {
+    let headers = &mut parts.headers;
+    for name in &rewrite.remove {
+        headers.remove(name);
+    }
+    for (name, value) in &rewrite.set {
+        headers.insert(name.clone(), value.clone());
+    }
+    for (name, value) in &rewrite.add {
+        headers.append(name.clone(), value.clone());
+    }
+    if let Some(host) = &rewrite.host {
+        headers.insert(header::HOST, host.clone());
+    }
+    if let Some(method) = &rewrite.method
+        && !websocket
+    {
+        parts.method = method.clone();
+    }
+    if let Some(target) = rewrite
+        .target
+        .as_deref()
+        .and_then(|t| t.parse::<Uri>().ok())
+    {
+        parts.uri = target;
+    }
 }
 
 /// Bytes re-encoded when a decoded path goes upstream: what a path segment cannot hold as is.
@@ -318,9 +396,12 @@ mod tests {
             "127.0.0.2".parse().unwrap(),
             LISTENER,
             false,
-            None,
-            &RequestEdits::default(),
-            None,
+            Changes {
+                consumer: None,
+                edits: &RequestEdits::default(),
+                normalised_path: None,
+                rewrite: None,
+            },
         );
         let h = &p.headers;
         for gone in [
@@ -366,9 +447,12 @@ mod tests {
             "::1".parse().unwrap(),
             LISTENER,
             true,
-            Some(&consumer),
-            &RequestEdits::default(),
-            None,
+            Changes {
+                consumer: Some(&consumer),
+                edits: &RequestEdits::default(),
+                normalised_path: None,
+                rewrite: None,
+            },
         );
         assert_eq!(p.headers["connection"], "Upgrade");
         assert_eq!(p.headers["upgrade"], "websocket");
@@ -399,9 +483,12 @@ mod tests {
             "127.0.0.1".parse().unwrap(),
             LISTENER,
             false,
-            None,
-            &edits,
-            None,
+            Changes {
+                consumer: None,
+                edits: &edits,
+                normalised_path: None,
+                rewrite: None,
+            },
         );
         assert!(!p.headers.contains_key("apikey"));
         assert_eq!(p.uri, "/raw?a=%20x&b=2");
@@ -432,9 +519,12 @@ mod tests {
             "127.0.0.2".parse().unwrap(),
             LISTENER,
             false,
-            None,
-            &RequestEdits::default(),
-            None,
+            Changes {
+                consumer: None,
+                edits: &RequestEdits::default(),
+                normalised_path: None,
+                rewrite: None,
+            },
         );
         let h = &p.headers;
         assert_eq!(
@@ -468,9 +558,12 @@ mod tests {
             "127.0.0.1".parse().unwrap(),
             LISTENER,
             false,
-            None,
-            &edits,
-            Some(b"/public x/?"),
+            Changes {
+                consumer: None,
+                edits: &edits,
+                normalised_path: Some(b"/public x/?"),
+                rewrite: None,
+            },
         );
         assert_eq!(p.uri, "/public%20x/%3F?a=1");
     }

@@ -363,9 +363,7 @@ impl Dataplane {
             peer.ip(),
             listener,
             forward.websocket,
-            forward.consumer,
-            &forward.edits,
-            forward.normalised_path.as_deref(),
+            forward::Changes::of(&forward),
         );
         let (body, progress) = ClientBody::new(body, self.settings.client_body_timeout);
         let upstream_req = Request::from_parts(parts, body);
@@ -431,7 +429,7 @@ impl Dataplane {
                 )
             }
         };
-        add_quota(response.headers_mut(), quota);
+        add_plugin_headers(response.headers_mut(), quota, &forward.response_headers);
         (response, outcome, reason)
     }
 
@@ -558,7 +556,7 @@ impl Dataplane {
             )
             .await?;
         let timeouts = connected.timeouts;
-        pass_host(req.headers_mut(), &connected);
+        pass_host(req.headers_mut(), &connected, forward);
         if forward.websocket && http_body::Body::is_end_stream(req.body()) {
             let (parts, _empty_body) = req.into_parts();
             return Ok((
@@ -709,18 +707,30 @@ pub(super) struct Connected<'t> {
     pub timeouts: CompiledTimeouts,
 }
 
-/// `limit-count`'s `X-RateLimit-*` headers on an answer that went upstream.
-fn add_quota(headers: &mut http::HeaderMap, quota: Option<Quota>) {
+/// What the route's plugins add to an answer that went upstream: `limit-count`'s
+/// `X-RateLimit-*`, `cors`'s headers.
+fn add_plugin_headers(
+    headers: &mut http::HeaderMap,
+    quota: Option<Quota>,
+    extra: &[(http::HeaderName, http::HeaderValue)],
+) {
     if let Some(quota) = quota {
         for (name, value) in quota.headers() {
             headers.insert(name, value);
         }
     }
+    for (name, value) in extra {
+        headers.insert(name.clone(), value.clone());
+    }
 }
 
 /// `passHost`: the `Host` the upstream sees (the client's, the node's, or `upstreamHost`).
 /// `X-Forwarded-Host` keeps the client's.
-fn pass_host(headers: &mut http::HeaderMap, connected: &Connected<'_>) {
+fn pass_host(headers: &mut http::HeaderMap, connected: &Connected<'_>, forward: &Forward<'_>) {
+    // `proxy-rewrite`'s host wins, as in APISIX.
+    if forward.rewrite.as_ref().is_some_and(|r| r.host.is_some()) {
+        return;
+    }
     let value = match &connected.backend.pass_host {
         PassHost::Pass => return,
         PassHost::Node => {

@@ -95,7 +95,12 @@ pub fn refusal(refusal: &Refusal) -> Response<ResponseBody> {
 /// none, as APISIX sends nginx's), its headers.
 fn plugin_refusal(p: &crate::plugins::PluginRefusal) -> Response<ResponseBody> {
     let status = StatusCode::from_u16(p.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-    let mut resp = if p.body.is_empty() {
+    let mut resp = if p.body.is_empty() && status.is_success() {
+        // A CORS preflight's answer: headers only.
+        let mut resp = Response::new(ResponseBody::empty());
+        *resp.status_mut() = status;
+        resp
+    } else if p.body.is_empty() {
         with_body(status, TEXT_HTML, html_error_page(status))
     } else {
         with_body(

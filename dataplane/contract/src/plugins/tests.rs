@@ -354,3 +354,243 @@ fn limit_keys_read_variables_and_fall_back_to_the_client_address() {
     assert!(LimitKey::compile(LimitKeyType::VarCombination, "no vars").is_err());
     assert!(LimitKey::compile(LimitKeyType::Var, "").is_err());
 }
+
+fn view_of<'a>(request: &'a TestRequest) -> RequestView<'a> {
+    request.view()
+}
+
+#[test]
+fn cors_answers_preflights_sets_headers_and_checks_websocket_origins() {
+    use crate::model::CorsConfig;
+    let listed = Cors::compile(&CorsConfig {
+        allow_origins: "https://chat.example.com,https://admin.example.com".into(),
+        allow_methods: "GET,POST".into(),
+        allow_headers: "*".into(),
+        expose_headers: "x-trace".into(),
+        max_age: 600,
+        allow_credential: true,
+        allow_origins_by_regex: vec![r"^https://[a-z]+\.preview\.example\.com$".into()],
+    })
+    .err();
+    // With credentials, "*" for headers is refused (APISIX's schema says the same).
+    assert_eq!(
+        listed.as_deref(),
+        Some("allow_credential: true cannot go with \"*\" (use \"**\" or list the values)")
+    );
+    let cors = Cors::compile(&CorsConfig {
+        allow_origins: "https://chat.example.com".into(),
+        allow_methods: "GET,POST".into(),
+        allow_headers: "x-token".into(),
+        expose_headers: "x-trace".into(),
+        max_age: 600,
+        allow_credential: true,
+        allow_origins_by_regex: vec![r"^https://[a-z]+\.preview\.example\.com$".into()],
+    })
+    .unwrap();
+    let preflight = TestRequest::get("/raw")
+        .method("OPTIONS")
+        .header("origin", "https://chat.example.com")
+        .header("access-control-request-method", "GET");
+    let answer = cors.answer(&view_of(&preflight), false).unwrap();
+    assert_eq!((answer.status, answer.body.as_str()), (200, ""));
+    let headers: Vec<(String, String)> = answer
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("access-control-allow-origin", "https://chat.example.com"),
+        ("vary", "Origin"),
+        ("access-control-allow-methods", "GET,POST"),
+        ("access-control-allow-headers", "x-token"),
+        ("access-control-expose-headers", "x-trace"),
+        ("access-control-max-age", "600"),
+        ("access-control-allow-credentials", "true"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(headers, want);
+    // A WebSocket handshake from an origin on the list (or matching a regex) goes on; from
+    // another origin it is refused; without Origin (not a browser) it goes on.
+    let ws = |origin: Option<&str>| {
+        let mut r = TestRequest::get("/raw");
+        if let Some(o) = origin {
+            r = r.header("origin", o);
+        }
+        cors.answer(&view_of(&r), true).map(|a| (a.status, a.body))
+    };
+    assert_eq!(ws(Some("https://chat.example.com")), None);
+    assert_eq!(ws(Some("https://pr.preview.example.com")), None);
+    assert_eq!(
+        ws(Some("https://evil.example")),
+        Some((403, "{\"message\":\"Origin is not allowed\"}\n".into()))
+    );
+    assert_eq!(ws(None), None);
+    // An origin not allowed gets no CORS headers on a plain answer.
+    let other = TestRequest::get("/").header("origin", "https://evil.example");
+    assert!(cors.headers(&view_of(&other)).is_empty());
+    // "*" without credentials: any origin, the header says "*".
+    let any = Cors::compile(&CorsConfig::default()).unwrap();
+    let h = any.headers(&view_of(&other));
+    assert_eq!(h[0].1, "*");
+    assert_eq!(any.answer(&view_of(&other), true), None);
+}
+
+#[test]
+fn redirect_sends_the_location_apisix_would() {
+    use crate::model::RedirectConfig;
+    let https = Redirect::compile(&RedirectConfig {
+        http_to_https: true,
+        ..RedirectConfig::default()
+    })
+    .unwrap();
+    let request = TestRequest::get("/raw?x=1")
+        .version(http::Version::HTTP_11)
+        .header("host", "ws.example.com:8080");
+    let answer = https.answer(&view_of(&request), false).unwrap();
+    assert_eq!(answer.status, 301);
+    assert_eq!(answer.headers[0].1, "https://ws.example.com/raw?x=1");
+    // Already over TLS: nothing to do.
+    assert_eq!(https.answer(&view_of(&request), true), None);
+    let regex = Redirect::compile(&RedirectConfig {
+        regex_uri: Some(vec!["^/old/(.*)$".into(), "/new/$1".into()]),
+        ret_code: Some(308),
+        append_query_string: true,
+        ..RedirectConfig::default()
+    })
+    .unwrap();
+    let request = TestRequest::get("/old/a/b?q=2");
+    let answer = regex.answer(&view_of(&request), false).unwrap();
+    assert_eq!(
+        (answer.status, answer.headers[0].1.to_str().unwrap()),
+        (308, "/new/a/b?q=2")
+    );
+    assert_eq!(
+        regex.answer(&view_of(&TestRequest::get("/other")), false),
+        None
+    );
+    for (config, problem) in [
+        (RedirectConfig::default(), "set exactly one of"),
+        (
+            RedirectConfig {
+                uri: Some("/x".into()),
+                ret_code: Some(200),
+                ..RedirectConfig::default()
+            },
+            "ret_code: 200 is not a redirect",
+        ),
+    ] {
+        assert!(Redirect::compile(&config).unwrap_err().contains(problem));
+    }
+}
+
+#[test]
+fn proxy_rewrite_reshapes_the_upstream_request() {
+    use crate::model::{HeaderRewrites, ProxyRewriteConfig};
+    let p = ProxyRewrite::compile(&ProxyRewriteConfig {
+        regex_uri: Some(vec!["^/chat/(.*)".into(), "/ws/$1".into()]),
+        host: Some("chat.internal".into()),
+        headers: HeaderRewrites {
+            add: vec![("x-via".into(), "portcullis".into())],
+            set: vec![("x-tenant".into(), "t1".into())],
+            remove: vec!["x-debug".into()],
+        },
+        ..ProxyRewriteConfig::default()
+    })
+    .unwrap();
+    let request = TestRequest::get("/chat/room1?since=5");
+    let r = p.rewrite(&view_of(&request));
+    assert_eq!(r.target.as_deref(), Some("/ws/room1?since=5"));
+    assert_eq!(r.host.as_ref().unwrap(), "chat.internal");
+    assert_eq!(r.set[0].0, "x-tenant");
+    assert_eq!(r.remove[0], "x-debug");
+    // A path the regex does not match keeps its target.
+    assert_eq!(
+        p.rewrite(&view_of(&TestRequest::get("/other"))).target,
+        None
+    );
+    for (config, problem) in [
+        (
+            ProxyRewriteConfig {
+                headers: HeaderRewrites {
+                    set: vec![("Content-Length".into(), "0".into())],
+                    ..HeaderRewrites::default()
+                },
+                ..ProxyRewriteConfig::default()
+            },
+            "headers.set: \"Content-Length\" is set by the gateway",
+        ),
+        (
+            ProxyRewriteConfig {
+                uri: Some("relative".into()),
+                ..ProxyRewriteConfig::default()
+            },
+            "uri: \"relative\" must start with \"/\"",
+        ),
+        (
+            ProxyRewriteConfig {
+                method: Some("CONNECT".into()),
+                ..ProxyRewriteConfig::default()
+            },
+            "method: \"CONNECT\" is not a method to send upstream",
+        ),
+    ] {
+        let e = ProxyRewrite::compile(&config).unwrap_err();
+        assert!(e.contains(problem), "{e}");
+    }
+}
+
+#[test]
+fn limit_req_is_a_leaky_bucket() {
+    use crate::model::LimitReqConfig;
+    let limits = LimitRegistry::default();
+    let config = LimitReqConfig {
+        rate: 2.0,
+        burst: 1.0,
+        key_type: LimitKeyType::Var,
+        key: "remote_addr".into(),
+        rejected_code: 429,
+        rejected_msg: None,
+        nodelay: false,
+        allow_degradation: false,
+    };
+    let t = TrafficPlugins::compile(
+        "r",
+        &Plugins {
+            limit_req: Some(config.clone()),
+            ..Plugins::default()
+        },
+        &limits,
+    )
+    .unwrap();
+    let lr = t.limit_req.as_ref().unwrap();
+    let request = TestRequest::get("/");
+    let view = request.view();
+    // 2 a second with a burst of 1: the first goes at once, the second waits its turn
+    // (half a second), the third is refused; half a second later there is room again.
+    assert_eq!(lr.admit_at(&view, None, "r", 0), Ok(None));
+    assert_eq!(
+        lr.admit_at(&view, None, "r", 0),
+        Ok(Some(Duration::from_millis(500)))
+    );
+    assert_eq!(lr.admit_at(&view, None, "r", 0).unwrap_err().status, 429);
+    assert!(lr.admit_at(&view, None, "r", 500).is_ok());
+    // nodelay: no waiting within the burst.
+    let nodelay = TrafficPlugins::compile(
+        "other",
+        &Plugins {
+            limit_req: Some(LimitReqConfig {
+                nodelay: true,
+                ..config
+            }),
+            ..Plugins::default()
+        },
+        &limits,
+    )
+    .unwrap();
+    let lr = nodelay.limit_req.as_ref().unwrap();
+    assert_eq!(lr.admit_at(&view, None, "r", 0), Ok(None));
+    assert_eq!(lr.admit_at(&view, None, "r", 0), Ok(None));
+    assert!(lr.admit_at(&view, None, "r", 0).is_err());
+}
