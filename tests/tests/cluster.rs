@@ -221,7 +221,7 @@ spec:
   - name: ws
     match: {hosts: [limited.example.com], paths: [/raw]}
     backends: [{serviceName: echo, servicePort: ws}]
-    plugins: [{name: limit-count, enable: true}]
+    plugins: [{name: fault-injection, enable: true}]
 "#,
     );
     let limited = wait_condition(&api, &["ar", "limited"], "Accepted", "False");
@@ -229,7 +229,7 @@ spec:
     assert_eq!(accepted["reason"], "InvalidSpec");
     assert_eq!(
         accepted["message"],
-        ".spec.http[0].plugins[0]: plugin \"limit-count\" is not supported by Portcullis (supported: key-auth, basic-auth, jwt-auth)"
+        ".spec.http[0].plugins[0]: plugin \"fault-injection\" is not supported by Portcullis (supported: key-auth, basic-auth, jwt-auth, cors, ip-restriction, consumer-restriction, limit-conn, limit-count, limit-req, redirect, proxy-rewrite)"
     );
     let yaml = kubectl_ok(&api, &["get", "ar", "limited", "-n", "demo", "-o", "yaml"]);
     assert!(yaml.contains("is not supported by Portcullis"), "{yaml}");
@@ -1146,7 +1146,7 @@ fn events_fit_long_names_and_skip_terminating_namespaces() {
         format!(
             "apiVersion: apisix.apache.org/v2\nkind: ApisixRoute\nmetadata: {{name: {name}, namespace: {namespace}}}\n\
              spec:\n  ingressClassName: portcullis\n  http:\n  - name: ws\n    match: {{hosts: [limited.example.com], paths: [/raw]}}\n\
-             \x20   backends: [{{serviceName: echo, servicePort: ws}}]\n    plugins: [{{name: limit-count, enable: true}}]\n"
+             \x20   backends: [{{serviceName: echo, servicePort: ws}}]\n    plugins: [{{name: fault-injection, enable: true}}]\n"
         )
     };
     apply(&api, &rejected("demo", &long_name));

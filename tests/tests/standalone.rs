@@ -89,7 +89,7 @@ async fn the_examples_serve_the_guide_and_follow_edits() {
     write(
         dir.path(),
         "bad.yaml",
-        "apiVersion: apisix.apache.org/v2\nkind: ApisixRoute\nmetadata: {name: bad, namespace: demo}\nspec:\n  http:\n  - name: r\n    match: {paths: [/bad]}\n    backends: [{serviceName: chat, servicePort: ws}]\n    plugins: [{name: limit-count, enable: true}]\n",
+        "apiVersion: apisix.apache.org/v2\nkind: ApisixRoute\nmetadata: {name: bad, namespace: demo}\nspec:\n  http:\n  - name: r\n    match: {paths: [/bad]}\n    backends: [{serviceName: chat, servicePort: ws}]\n    plugins: [{name: fault-injection, enable: true}]\n",
     );
     tokio::task::block_in_place(|| {
         // Programmed: the table holding its placeholder is live.
@@ -118,7 +118,7 @@ async fn the_examples_serve_the_guide_and_follow_edits() {
     assert_eq!(bad["conditions"][0]["reason"], "InvalidSpec");
     assert_eq!(
         bad["conditions"][0]["message"],
-        ".spec.http[0].backends[0]: Service demo/chat not found; .spec.http[0].plugins[0]: plugin \"limit-count\" is not supported by Portcullis (supported: key-auth, basic-auth, jwt-auth)"
+        ".spec.http[0].backends[0]: Service demo/chat not found; .spec.http[0].plugins[0]: plugin \"fault-injection\" is not supported by Portcullis (supported: key-auth, basic-auth, jwt-auth, cors, ip-restriction, consumer-restriction, limit-conn, limit-count, limit-req, redirect, proxy-rewrite)"
     );
     let r = raw_request(
         gw.http,

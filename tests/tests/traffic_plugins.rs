@@ -262,3 +262,37 @@ fn redirect_sends_plain_http_to_https_after_auth() {
     assert_eq!(gw.key_status("wrong"), 401);
     assert!(echo.seen().is_empty());
 }
+
+/// From the manifests a user applies: the guide's route with `limit-conn` and `limit-count`
+/// in `plugins[]`, served by standalone mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_from_an_apisix_route_manifest_limit_the_guides_websockets() {
+    let echo = Echo::start(&[]);
+    let dir = example_manifests(echo.addr);
+    let route = std::fs::read_to_string(dir.path().join("route.yaml")).unwrap();
+    let route = format!(
+        "{route}    plugins:\n    - name: limit-conn\n      enable: true\n      config: {{conn: 1, burst: 0, default_conn_delay: 0.1, key: consumer_name, rejected_code: 429}}\n    - name: limit-count\n      enable: true\n      config: {{count: 100, time_window: 60, key: consumer_name, policy: local}}\n"
+    );
+    write_atomically(dir.path(), "route.yaml", &route);
+    let gw = Gateway::start_standalone(dir.path(), &[]);
+    gw.wait_key(KEY, 101);
+    let _held = open_ws(&gw, KEY).await;
+    let r = raw_request(
+        gw.http,
+        &handshake("ws.example.com", "/raw", &[("apikey", KEY)]),
+    );
+    assert_eq!(r.status(), 429, "{}", r.raw);
+    assert_eq!(
+        r.header("x-ratelimit-limit"),
+        None,
+        "refused before limit-count counted"
+    );
+    drop(_held);
+    wait_for("the slot back", Duration::from_secs(5), || {
+        let r = raw_request(
+            gw.http,
+            &handshake("ws.example.com", "/raw", &[("apikey", KEY)]),
+        );
+        (r.status() == 101).then_some(r)
+    });
+}

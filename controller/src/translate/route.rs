@@ -22,7 +22,19 @@ pub const TLS_VERIFY_ANNOTATION: &str = "portcullis.dev/upstream-tls-verify";
 const METHODS: [&str; 10] = [
     "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE", "PURGE",
 ];
-const SUPPORTED_PLUGINS: &str = "(supported: key-auth, basic-auth, jwt-auth)";
+const SUPPORTED_PLUGINS: &str = "(supported: key-auth, basic-auth, jwt-auth, cors, ip-restriction, consumer-restriction, limit-conn, limit-count, limit-req, redirect, proxy-rewrite)";
+
+/// The plugins after authentication that Portcullis runs (docs/dataplane.md, "Traffic plugins").
+const TRAFFIC_PLUGINS: [&str; 8] = [
+    "cors",
+    "ip-restriction",
+    "consumer-restriction",
+    "limit-conn",
+    "limit-count",
+    "limit-req",
+    "redirect",
+    "proxy-rewrite",
+];
 
 /// The problems of one rule and what they mean for serving it.
 #[derive(Default)]
@@ -679,7 +691,9 @@ fn plugins(
         }
         let pp = format!("{p}.plugins[{j}]");
         let name = plugin.name.as_str();
-        if !matches!(name, "key-auth" | "basic-auth" | "jwt-auth") {
+        if !matches!(name, "key-auth" | "basic-auth" | "jwt-auth")
+            && !TRAFFIC_PLUGINS.contains(&name)
+        {
             problems.placeholder(format!(
                 "{pp}: plugin \"{name}\" is not supported by Portcullis {SUPPORTED_PLUGINS}"
             ));
@@ -701,10 +715,78 @@ fn plugins(
         match name {
             "key-auth" => out.key_auth = parse_config(&pp, config, consumers, problems),
             "basic-auth" => out.basic_auth = parse_config(&pp, config, consumers, problems),
-            _ => out.jwt_auth = parse_config(&pp, config, consumers, problems),
+            "jwt-auth" => out.jwt_auth = parse_config(&pp, config, consumers, problems),
+            "cors" => out.cors = traffic_config(&pp, config, problems),
+            "ip-restriction" => out.ip_restriction = traffic_config(&pp, config, problems),
+            "consumer-restriction" => {
+                out.consumer_restriction = traffic_config(&pp, config, problems)
+            }
+            "limit-conn" => out.limit_conn = traffic_config(&pp, config, problems),
+            "limit-count" => out.limit_count = traffic_config(&pp, config, problems),
+            "limit-req" => out.limit_req = traffic_config(&pp, config, problems),
+            "redirect" => out.redirect = traffic_config(&pp, config, problems),
+            _ => out.proxy_rewrite = traffic_config(&pp, config, problems),
         }
     }
+    // The dataplane's own check of the plugin settings (regexes, statuses, CIDRs, keys), so a
+    // bad value is named here instead of refusing the whole table there.
+    let limits = portcullis_contract::plugins::LimitRegistry::default();
+    if let Err(problem) = portcullis_contract::plugins::TrafficPlugins::compile("", &out, &limits) {
+        problems.placeholder(format!("{p}.plugins: {problem}"));
+    }
     out
+}
+
+/// A traffic plugin's `config` as the table carries it. APISIX spellings the model reads
+/// differently are rewritten first: `policy: local` (the only store there is; `redis` and
+/// `redis-cluster` are refused by name), and `proxy-rewrite`'s `headers` maps.
+fn traffic_config<T: serde::de::DeserializeOwned>(
+    pp: &str,
+    mut config: serde_json::Map<String, serde_json::Value>,
+    problems: &mut Problems,
+) -> Option<T> {
+    match config.remove("policy") {
+        None => {}
+        Some(serde_json::Value::String(p)) if p == "local" => {}
+        Some(other) => {
+            problems.placeholder(format!(
+                "{pp}.config.policy: {other} is not supported by Portcullis (only \"local\": counts are per dataplane)"
+            ));
+            return None;
+        }
+    }
+    if let Some(serde_json::Value::Object(headers)) = config.get_mut("headers") {
+        let pairs = |v: Option<serde_json::Value>| match v {
+            Some(serde_json::Value::Object(map)) => serde_json::Value::Array(
+                map.into_iter()
+                    .map(|(k, v)| serde_json::json!([k, v]))
+                    .collect(),
+            ),
+            Some(other) => other,
+            None => serde_json::json!([]),
+        };
+        let structured = ["add", "set", "remove"]
+            .iter()
+            .any(|k| headers.contains_key(*k));
+        let rewritten = if structured {
+            serde_json::json!({
+                "add": pairs(headers.remove("add")),
+                "set": pairs(headers.remove("set")),
+                "remove": headers.remove("remove").unwrap_or(serde_json::json!([])),
+            })
+        } else {
+            // The older form: a map of headers to set.
+            serde_json::json!({"set": pairs(Some(serde_json::Value::Object(std::mem::take(headers))))})
+        };
+        config.insert("headers".into(), rewritten);
+    }
+    match serde_json::from_value(serde_json::Value::Object(config)) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            problems.placeholder(format!("{pp}.config: {e}"));
+            None
+        }
+    }
 }
 
 /// `config` with the Secret's keys written in as strings (dotted keys are paths).

@@ -220,7 +220,7 @@ fn other_rule_problems_make_a_503_placeholder() {
   - name: limit
     match: {paths: [/limit]}
     backends: [{serviceName: echo, servicePort: ws}]
-    plugins: [{name: limit-count, enable: true, config: {count: 1}}, {name: cors, enable: false}]
+    plugins: [{name: fault-injection, enable: true, config: {abort: {http_status: 500}}}, {name: cors, enable: false}]
   - name: hmac
     match: {paths: [/hmac]}
     backends: [{serviceName: echo, servicePort: ws}]
@@ -237,7 +237,7 @@ fn other_rule_problems_make_a_503_placeholder() {
     assert_eq!(
         problems(&t, "r"),
         [
-            ".spec.http[0].plugins[0]: plugin \"limit-count\" is not supported by Portcullis (supported: key-auth, basic-auth, jwt-auth)",
+            ".spec.http[0].plugins[0]: plugin \"fault-injection\" is not supported by Portcullis (supported: key-auth, basic-auth, jwt-auth, cors, ip-restriction, consumer-restriction, limit-conn, limit-count, limit-req, redirect, proxy-rewrite)",
             ".spec.http[1].authentication.type: \"hmacAuth\" is not supported by Portcullis (supported: keyAuth, basicAuth, jwtAuth)",
             ".spec.http[2].authentication.type: \"\" is not supported by Portcullis (supported: keyAuth, basicAuth, jwtAuth)",
             ".spec.http[3].upstreams[0]: ApisixUpstream demo/u not found; this share takes no traffic",
@@ -1818,4 +1818,116 @@ fn port_level_settings_apply_only_to_their_port_as_in_aics_e2e_test() {
             ("demo/nginx2:http".to_string(), Scheme::Http, rewrite),
         ]
     );
+}
+
+#[test]
+fn traffic_plugins_translate_with_apisix_spellings() {
+    let t = with_route(
+        r#"
+  - name: chat
+    match: {paths: [/chat]}
+    backends: [{serviceName: echo, servicePort: ws}]
+    plugins:
+    - {name: limit-count, enable: true, config: {count: 10, time_window: 60, key: consumer_name, policy: local, rejected_code: 429}}
+    - {name: limit-conn, enable: true, config: {conn: 2, burst: 0, default_conn_delay: 0.1, key: remote_addr}}
+    - {name: cors, enable: true, config: {allow_origins: "https://chat.example.com"}}
+    - {name: proxy-rewrite, enable: true, config: {regex_uri: ["^/chat(.*)", "/ws$1"], headers: {set: {x-tenant: acme}, remove: [x-debug]}}}
+    - {name: ip-restriction, enable: true, config: {whitelist: [10.0.0.0/8]}}
+  - name: legacy-headers
+    match: {paths: [/legacy]}
+    backends: [{serviceName: echo, servicePort: ws}]
+    plugins:
+    - {name: proxy-rewrite, enable: true, config: {headers: {x-a: "1"}}}
+"#,
+    );
+    assert_eq!(problems(&t, "r"), Vec::<String>::new());
+    let chat = t
+        .table
+        .routes
+        .iter()
+        .find(|r| r.id == "demo/r/chat")
+        .unwrap();
+    let p = &chat.plugins;
+    assert_eq!(p.limit_count.as_ref().unwrap().count, 10);
+    assert_eq!(p.limit_count.as_ref().unwrap().rejected_code, 429);
+    assert_eq!(p.limit_conn.as_ref().unwrap().conn, 2);
+    assert_eq!(
+        p.cors.as_ref().unwrap().allow_origins,
+        "https://chat.example.com"
+    );
+    let rewrite = p.proxy_rewrite.as_ref().unwrap();
+    assert_eq!(
+        rewrite.headers.set,
+        [("x-tenant".to_string(), "acme".to_string())]
+    );
+    assert_eq!(rewrite.headers.remove, ["x-debug"]);
+    assert_eq!(
+        p.ip_restriction.as_ref().unwrap().whitelist.as_deref(),
+        Some(&["10.0.0.0/8".to_string()][..])
+    );
+    // The older `headers` form (a map) means "set".
+    let legacy = t
+        .table
+        .routes
+        .iter()
+        .find(|r| r.id == "demo/r/legacy-headers")
+        .unwrap();
+    assert_eq!(
+        legacy.plugins.proxy_rewrite.as_ref().unwrap().headers.set,
+        [("x-a".to_string(), "1".to_string())]
+    );
+    CompiledTable::compile(t.table.clone()).expect("the dataplane loads it");
+}
+
+#[test]
+fn traffic_plugin_problems_name_the_plugin_and_field() {
+    let t = with_route(
+        r#"
+  - name: redis
+    match: {paths: [/a]}
+    backends: [{serviceName: echo, servicePort: ws}]
+    plugins: [{name: limit-count, enable: true, config: {count: 1, time_window: 1, policy: redis}}]
+  - name: missing
+    match: {paths: [/b]}
+    backends: [{serviceName: echo, servicePort: ws}]
+    plugins: [{name: limit-conn, enable: true, config: {conn: 1}}]
+  - name: bad-key
+    match: {paths: [/c]}
+    backends: [{serviceName: echo, servicePort: ws}]
+    plugins: [{name: limit-conn, enable: true, config: {conn: 1, burst: 0, default_conn_delay: 1, key: server_port}}]
+  - name: bad-cidr
+    match: {paths: [/d]}
+    backends: [{serviceName: echo, servicePort: ws}]
+    plugins: [{name: ip-restriction, enable: true, config: {blacklist: [300.0.0.1]}}]
+"#,
+    );
+    let p = problems(&t, "r");
+    assert_eq!(
+        p[0],
+        ".spec.http[0].plugins[0].config.policy: \"redis\" is not supported by Portcullis (only \"local\": counts are per dataplane)"
+    );
+    assert!(
+        p[1].starts_with(".spec.http[1].plugins[0].config: missing field `default_conn_delay`"),
+        "{p:?}"
+    );
+    assert!(
+        p[2].starts_with(
+            ".spec.http[2].plugins: limit-conn: key: variable \"server_port\" is not supported"
+        ),
+        "{p:?}"
+    );
+    assert_eq!(
+        p[3],
+        ".spec.http[3].plugins: ip-restriction: blacklist: \"300.0.0.1\" is not an IP address or CIDR"
+    );
+    // Each is a 503 placeholder: a plugin that cannot be set up never leaves the rule open.
+    for id in [
+        "demo/r/redis",
+        "demo/r/missing",
+        "demo/r/bad-key",
+        "demo/r/bad-cidr",
+    ] {
+        let route = t.table.routes.iter().find(|r| r.id == id).unwrap();
+        assert!(route.placeholder.is_some(), "{id}");
+    }
 }
