@@ -283,20 +283,32 @@ fn parse_op(op: &str) -> Option<ExprOp> {
 
 /// Whole seconds; 0 or unset → 60 s (the dataplane's default).
 fn timeouts(p: &str, rule: &ApisixRouteHttp, problems: &mut Problems) -> Timeouts {
-    let mut t = Timeouts::default();
     let Some(timeout) = &rule.timeout else {
-        return t;
+        return Timeouts::default();
     };
+    whole_seconds(
+        [&timeout.connect, &timeout.send, &timeout.read],
+        |problem| problems.placeholder(format!("{p}{problem}")),
+    )
+}
+
+/// `timeout.connect/send/read` durations as whole seconds; unset or under a second: 60 s
+/// (docs/behaviour.md §3.1). Each unreadable one is reported as `.timeout.<name>: …`.
+pub(super) fn whole_seconds(
+    [connect, send, read]: [&Option<String>; 3],
+    mut report: impl FnMut(String),
+) -> Timeouts {
+    let mut t = Timeouts::default();
     for (name, text, slot) in [
-        ("connect", &timeout.connect, &mut t.connect),
-        ("send", &timeout.send, &mut t.send),
-        ("read", &timeout.read, &mut t.read),
+        ("connect", connect, &mut t.connect),
+        ("send", send, &mut t.send),
+        ("read", read, &mut t.read),
     ] {
         if let Some(text) = text {
             match parse_go_duration(text) {
                 Ok(d) if d.as_secs() > 0 => *slot = d.as_secs(),
                 Ok(_) => {}
-                Err(e) => problems.placeholder(format!("{p}.timeout.{name}: {e}")),
+                Err(e) => report(format!(".timeout.{name}: {e}")),
             }
         }
     }

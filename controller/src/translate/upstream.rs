@@ -16,7 +16,7 @@ use portcullis_contract::table::tls::check_certificate;
 use portcullis_contract::table::{
     ActiveCheck, ActiveHealthy, ActiveUnhealthy, Balancer, ClientCertificate, HashOn, HealthCheck,
     Node, PassHost, PassiveCheck, PassiveHealthy, PassiveUnhealthy, PrivateKeyPem, ProbeKind,
-    Scheme, Timeouts, UpstreamPolicy,
+    Scheme, UpstreamPolicy,
 };
 use portcullis_crds::{
     ApisixSecret, ApisixUpstream, ApisixUpstreamActiveHealthCheck, ApisixUpstreamConfig,
@@ -172,22 +172,10 @@ fn settings(
         }
     }
     if let Some(timeout) = &config.timeout {
-        let mut t = Timeouts::default();
-        for (name, text, slot) in [
-            ("connect", &timeout.connect, &mut t.connect),
-            ("send", &timeout.send, &mut t.send),
-            ("read", &timeout.read, &mut t.read),
-        ] {
-            // Whole seconds; unset or under a second: 60 s (as the rule's `timeout`, §3.1).
-            if let Some(text) = text {
-                match parse_go_duration(text) {
-                    Ok(d) if d.as_secs() > 0 => *slot = d.as_secs(),
-                    Ok(_) => {}
-                    Err(e) => problems.push(format!(".timeout.{name}: {e}")),
-                }
-            }
-        }
-        out.policy.timeouts = Some(t);
+        out.policy.timeouts = Some(super::route::whole_seconds(
+            [&timeout.connect, &timeout.send, &timeout.read],
+            |problem| problems.push(problem),
+        ));
     }
     match (config.pass_host.as_deref(), &config.upstream_host) {
         (None | Some("pass"), host) => {

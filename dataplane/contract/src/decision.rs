@@ -306,6 +306,21 @@ mod tests {
         Consumer, Credential, KeyAuthConfig, Plugins, Route, RouteTable, key_digest_hex,
     };
 
+    /// An upstream of one backend with one node.
+    fn one_node(backend: &str) -> crate::table::Upstream {
+        crate::table::Upstream {
+            backends: vec![crate::table::Backend {
+                name: backend.into(),
+                weight: 1,
+                nodes: vec![crate::table::Node::new("127.0.0.1", 1)],
+                scheme: crate::table::Scheme::Http,
+                tls: crate::table::UpstreamTls::default(),
+                policy: Default::default(),
+            }],
+            ..crate::table::Upstream::default()
+        }
+    }
+
     fn table() -> CompiledTable {
         let rule = |id: &str, path: &str, websocket: bool, key_auth: bool| Route {
             id: id.into(),
@@ -316,17 +331,7 @@ mod tests {
                 key_auth: key_auth.then(KeyAuthConfig::default),
                 ..Plugins::default()
             },
-            upstream: crate::table::Upstream {
-                backends: vec![crate::table::Backend {
-                    name: "b".into(),
-                    weight: 1,
-                    nodes: vec![crate::table::Node::new("127.0.0.1", 1)],
-                    scheme: crate::table::Scheme::Http,
-                    tls: crate::table::UpstreamTls::default(),
-                    policy: Default::default(),
-                }],
-                ..crate::table::Upstream::default()
-            },
+            upstream: one_node("b"),
             ..Route::default()
         };
         CompiledTable::compile(RouteTable {
@@ -557,17 +562,7 @@ mod tests {
                     value: Some("^CN=ops,".into()),
                     set: None,
                 }],
-                upstream: crate::table::Upstream {
-                    backends: vec![crate::table::Backend {
-                        name: "console".into(),
-                        weight: 1,
-                        nodes: vec![crate::table::Node::new("127.0.0.1", 1)],
-                        scheme: crate::table::Scheme::Http,
-                        tls: crate::table::UpstreamTls::default(),
-                        policy: Default::default(),
-                    }],
-                    ..crate::table::Upstream::default()
-                },
+                upstream: one_node("console"),
                 ..Route::default()
             }],
             ..RouteTable::default()

@@ -69,55 +69,44 @@ impl TrafficPlugins {
         plugins: &Plugins,
         limits: &LimitRegistry,
     ) -> Result<TrafficPlugins, String> {
+        /// A plugin's configuration compiled, its problem prefixed with its name.
+        fn each<C, T>(
+            name: &str,
+            config: Option<&C>,
+            compile: impl FnOnce(&C) -> Result<T, String>,
+        ) -> Result<Option<T>, String> {
+            config
+                .map(compile)
+                .transpose()
+                .map_err(|e| format!("{name}: {e}"))
+        }
         Ok(TrafficPlugins {
-            cors: plugins
-                .cors
-                .as_ref()
-                .map(Cors::compile)
-                .transpose()
-                .map_err(|e| format!("cors: {e}"))?,
-            limit_req: plugins
-                .limit_req
-                .as_ref()
-                .map(|c| LimitReq::compile(route_id, c, limits))
-                .transpose()
-                .map_err(|e| format!("limit-req: {e}"))?,
-            redirect: plugins
-                .redirect
-                .as_ref()
-                .map(Redirect::compile)
-                .transpose()
-                .map_err(|e| format!("redirect: {e}"))?,
-            proxy_rewrite: plugins
-                .proxy_rewrite
-                .as_ref()
-                .map(ProxyRewrite::compile)
-                .transpose()
-                .map_err(|e| format!("proxy-rewrite: {e}"))?,
-            ip: plugins
-                .ip_restriction
-                .as_ref()
-                .map(IpRestriction::compile)
-                .transpose()
-                .map_err(|e| format!("ip-restriction: {e}"))?,
-            consumer: plugins
-                .consumer_restriction
-                .as_ref()
-                .map(ConsumerRestriction::compile)
-                .transpose()
-                .map_err(|e| format!("consumer-restriction: {e}"))?,
-            limit_conn: plugins
-                .limit_conn
-                .as_ref()
-                .map(|c| LimitConn::compile(route_id, c, limits))
-                .transpose()
-                .map_err(|e| format!("limit-conn: {e}"))?,
-            limit_count: plugins
-                .limit_count
-                .as_ref()
-                .map(|c| LimitCount::compile(route_id, c, limits))
-                .transpose()
-                .map_err(|e| format!("limit-count: {e}"))?,
+            cors: each("cors", plugins.cors.as_ref(), Cors::compile)?,
+            ip: each(
+                "ip-restriction",
+                plugins.ip_restriction.as_ref(),
+                IpRestriction::compile,
+            )?,
+            consumer: each(
+                "consumer-restriction",
+                plugins.consumer_restriction.as_ref(),
+                ConsumerRestriction::compile,
+            )?,
+            limit_conn: each("limit-conn", plugins.limit_conn.as_ref(), |c| {
+                LimitConn::compile(route_id, c, limits)
+            })?,
+            limit_count: each("limit-count", plugins.limit_count.as_ref(), |c| {
+                LimitCount::compile(route_id, c, limits)
+            })?,
+            limit_req: each("limit-req", plugins.limit_req.as_ref(), |c| {
+                LimitReq::compile(route_id, c, limits)
+            })?,
+            redirect: each("redirect", plugins.redirect.as_ref(), Redirect::compile)?,
+            proxy_rewrite: each(
+                "proxy-rewrite",
+                plugins.proxy_rewrite.as_ref(),
+                ProxyRewrite::compile,
+            )?,
         })
     }
 

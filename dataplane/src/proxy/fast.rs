@@ -338,19 +338,9 @@ impl Dataplane {
             forward::Changes::of(&forward),
         );
         let mut forward = forward;
-        if let Some(delay) = forward.admission.delay {
-            tokio::time::sleep(delay).await;
-        }
         let quota = forward.admission.quota;
         let extra = std::mem::take(&mut forward.response_headers);
-        let connected = self
-            .connect_upstream(
-                route,
-                forward.host.as_deref(),
-                &forward.balance_keys,
-                forward.admission.slot.take(),
-            )
-            .await;
+        let connected = self.connect_for(route, &mut forward).await;
         let mut timeouts = route.upstream.timeouts;
         let exchanged = match connected {
             Ok(connected) => {

@@ -466,6 +466,25 @@ impl Dataplane {
         }
     }
 
+    /// Connects a decided request (both transports): after the wait its limits asked for, to
+    /// the node its balancer picks, its `limit-conn` slot riding on the connection.
+    async fn connect_for<'t>(
+        &self,
+        route: &'t CompiledRoute,
+        forward: &mut Forward<'_>,
+    ) -> Result<Connected<'t>, Failure> {
+        if let Some(delay) = forward.admission.delay {
+            tokio::time::sleep(delay).await;
+        }
+        self.connect_upstream(
+            route,
+            forward.host.as_deref(),
+            &forward.balance_keys,
+            forward.admission.slot.take(),
+        )
+        .await
+    }
+
     /// Picks a backend and node and connects, trying the backend's other nodes on connect
     /// failure (at most its `retries`). 503 without nodes; after failures, 504 if the last try
     /// timed out, else 502. Each attempt is counted on its node (`least_conn`), timed (`ewma`)
@@ -544,17 +563,7 @@ impl Dataplane {
         mut req: Request<ClientBody>,
         progress: &BodyProgress,
     ) -> Result<(Exchanged, CompiledTimeouts), Failure> {
-        if let Some(delay) = forward.admission.delay {
-            tokio::time::sleep(delay).await;
-        }
-        let connected = self
-            .connect_upstream(
-                route,
-                forward.host.as_deref(),
-                &forward.balance_keys,
-                forward.admission.slot.take(),
-            )
-            .await?;
+        let connected = self.connect_for(route, forward).await?;
         let timeouts = connected.timeouts;
         pass_host(req.headers_mut(), &connected, forward);
         if forward.websocket && http_body::Body::is_end_stream(req.body()) {
