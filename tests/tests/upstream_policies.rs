@@ -431,3 +431,27 @@ fn domain_nodes_are_resolved_when_connecting() {
     );
     assert_eq!(r.status(), 502, "{}", r.raw);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_move_a_websocket_handshake_to_a_live_node() {
+    let up = echoes(1);
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    // Round robin puts every other handshake on the refused node first; the retry (nothing of
+    // the handshake was sent yet) takes it to the live one.
+    let gw = Gateway::start(
+        &table(
+            1,
+            &[(closed, 1), (up[0].addr, 1)],
+            UpstreamPolicy::default(),
+        ),
+        &[],
+    );
+    for _ in 0..6 {
+        let (_ws, name) = ws_to(&gw, &[]).await;
+        assert_eq!(name, "a");
+    }
+    assert_eq!(up[0].handshakes().len(), 6);
+}
