@@ -157,7 +157,30 @@ impl Cors {
     }
 }
 
+/// What a value taken from the decoded path is escaped of before it goes into a target: a
+/// client's `%3F` or `%23` must not become the upstream's query or fragment, nor `%25` a new
+/// escape (stricter than APISIX's `uri_safe_encode`, which keeps `?` and `#`).
+const PATH_PART: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
+fn escaped(part: &str) -> String {
+    percent_encoding::utf8_percent_encode(part, PATH_PART).to_string()
+}
+
 /// A target template: `$uri`, `$request_uri`, `$host`, `$args`, `$arg_<name>`, regex groups.
+/// Values from the decoded path are escaped again; the query is kept as the client sent it.
 fn expand(template: &str, req: &RequestView<'_>, groups: Option<&regex::Captures<'_>>) -> String {
     let mut out = String::with_capacity(template.len() + 32);
     let mut rest = template;
@@ -168,7 +191,7 @@ fn expand(template: &str, req: &RequestView<'_>, groups: Option<&regex::Captures
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
             .unwrap_or(after.len());
         let name = &after[..end];
-        let path = || String::from_utf8_lossy(&req.path).into_owned();
+        let path = || escaped(&String::from_utf8_lossy(&req.path));
         let value = match name {
             "uri" => path(),
             "request_uri" => match req.query {
@@ -179,13 +202,13 @@ fn expand(template: &str, req: &RequestView<'_>, groups: Option<&regex::Captures
             "args" => req.query.unwrap_or_default().to_string(),
             n if n.chars().all(|c| c.is_ascii_digit()) && !n.is_empty() => groups
                 .and_then(|g| g.get(n.parse().unwrap_or(usize::MAX)))
-                .map(|m| m.as_str().to_string())
+                .map(|m| escaped(m.as_str()))
                 .unwrap_or_default(),
             n => match n.strip_prefix("arg_") {
                 Some(arg) => req
                     .query_arg(arg)
                     .and_then(|q| q.value)
-                    .map(|v| v.into_owned())
+                    .map(|v| escaped(&v))
                     .unwrap_or_default(),
                 None => format!("${n}"),
             },
@@ -257,9 +280,10 @@ impl Redirect {
                 return None;
             }
             let host = req.host.as_deref()?;
+            let path = escaped(&String::from_utf8_lossy(&req.path));
             let target = match req.query {
-                Some(q) => format!("{}?{q}", String::from_utf8_lossy(&req.path)),
-                None => String::from_utf8_lossy(&req.path).into_owned(),
+                Some(q) => format!("{path}?{q}"),
+                None => path,
             };
             format!("https://{host}{target}")
         } else if let Some(uri) = &self.uri {

@@ -510,6 +510,13 @@ fn proxy_rewrite_reshapes_the_upstream_request() {
         p.rewrite(&view_of(&TestRequest::get("/other"))).target,
         None
     );
+    // What the client escaped stays escaped: `%3F` does not become the upstream's query,
+    // nor `%23` a fragment, nor `%2525` an escape of its own.
+    let sneaky = TestRequest::get("/chat/a%3Fadmin=1%23x%2525");
+    assert_eq!(
+        p.rewrite(&view_of(&sneaky)).target.as_deref(),
+        Some("/ws/a%3Fadmin=1%23x%2525")
+    );
     for (config, problem) in [
         (
             ProxyRewriteConfig {
