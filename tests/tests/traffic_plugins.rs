@@ -276,7 +276,20 @@ async fn plugins_from_an_apisix_route_manifest_limit_the_guides_websockets() {
     write_atomically(dir.path(), "route.yaml", &route);
     let gw = Gateway::start_standalone(dir.path(), &[]);
     gw.wait_key(KEY, 101);
-    let _held = open_ws(&gw, KEY).await;
+    // That probe's slot is given back once the gateway sees it closed: until then, 429.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let _held = loop {
+        match tokio_tungstenite::connect_async(gw.ws_request("/raw", Some(KEY))).await {
+            Ok((ws, _)) => break ws,
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no slot within 5 s: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
     let r = raw_request(
         gw.http,
         &handshake("ws.example.com", "/raw", &[("apikey", KEY)]),
