@@ -42,6 +42,8 @@ pub struct FileProvider {
     files: BTreeMap<PathBuf, FileState>,
     /// (kind, namespace, name) → (generation, spec as JSON).
     generations: HashMap<(&'static str, String, String), (i64, String)>,
+    /// `--ingress-class`: serve only these classes (see [`Snapshot::only_classes`]).
+    only_classes: Vec<String>,
 }
 
 impl FileProvider {
@@ -50,7 +52,14 @@ impl FileProvider {
             dir: dir.into(),
             files: BTreeMap::new(),
             generations: HashMap::new(),
+            only_classes: Vec::new(),
         }
+    }
+
+    /// Serves only the IngressClasses of these names (empty: every class that is ours).
+    pub fn with_classes(mut self, only: Vec<String>) -> Self {
+        self.only_classes = only;
+        self
     }
 
     /// Re-reads files that appeared, changed or went away. Returns whether anything changed.
@@ -101,6 +110,7 @@ impl FileProvider {
     pub fn snapshot(&mut self) -> Snapshot {
         let mut all = Snapshot {
             mode: Mode::Standalone,
+            only_classes: self.only_classes.clone(),
             ..Snapshot::default()
         };
         for state in self.files.values() {
@@ -109,6 +119,8 @@ impl FileProvider {
             all.consumers.extend(s.consumers.iter().cloned());
             all.tls.extend(s.tls.iter().cloned());
             all.upstreams.extend(s.upstreams.iter().cloned());
+            all.plugin_configs.extend(s.plugin_configs.iter().cloned());
+            all.global_rules.extend(s.global_rules.iter().cloned());
             all.secrets.extend(s.secrets.iter().cloned());
             all.services.extend(s.services.iter().cloned());
             all.endpoint_slices
@@ -117,46 +129,38 @@ impl FileProvider {
                 .extend(s.ingress_classes.iter().cloned());
         }
         let mut seen = std::collections::HashSet::new();
-        for r in &mut all.routes {
-            let spec = serde_json::to_string(&r.spec).unwrap_or_default();
-            let key = (
-                "ApisixRoute",
-                r.namespace().unwrap_or_default(),
-                r.name_any(),
-            );
-            r.metadata.generation = Some(self.generation(key.clone(), spec));
-            seen.insert(key);
-        }
-        for c in &mut all.consumers {
-            let spec = serde_json::to_string(&c.spec).unwrap_or_default();
-            let key = (
-                "ApisixConsumer",
-                c.namespace().unwrap_or_default(),
-                c.name_any(),
-            );
-            c.metadata.generation = Some(self.generation(key.clone(), spec));
-            seen.insert(key);
-        }
-        for t in &mut all.tls {
-            let spec = serde_json::to_string(&t.spec).unwrap_or_default();
-            let key = ("ApisixTls", t.namespace().unwrap_or_default(), t.name_any());
-            t.metadata.generation = Some(self.generation(key.clone(), spec));
-            seen.insert(key);
-        }
-        for u in &mut all.upstreams {
-            let spec = serde_json::to_string(&u.spec).unwrap_or_default();
-            let key = (
-                "ApisixUpstream",
-                u.namespace().unwrap_or_default(),
-                u.name_any(),
-            );
-            u.metadata.generation = Some(self.generation(key.clone(), spec));
-            seen.insert(key);
-        }
+        self.number("ApisixRoute", &mut all.routes, &mut seen);
+        self.number("ApisixConsumer", &mut all.consumers, &mut seen);
+        self.number("ApisixTls", &mut all.tls, &mut seen);
+        self.number("ApisixUpstream", &mut all.upstreams, &mut seen);
+        self.number("ApisixPluginConfig", &mut all.plugin_configs, &mut seen);
+        self.number("ApisixGlobalRule", &mut all.global_rules, &mut seen);
         all.now = k8s_openapi::jiff::Timestamp::now().as_second();
         // An object that goes away and comes back starts again at 1, as in a cluster.
         self.generations.retain(|k, _| seen.contains(k));
         all
+    }
+
+    /// Gives each object the `metadata.generation` its spec has reached, as the API server does.
+    fn number<K>(
+        &mut self,
+        kind: &'static str,
+        objects: &mut [K],
+        seen: &mut std::collections::HashSet<(&'static str, String, String)>,
+    ) where
+        K: kube::Resource + kube::core::object::HasSpec,
+        K::Spec: serde::Serialize,
+    {
+        for object in objects {
+            let spec = serde_json::to_string(object.spec()).unwrap_or_default();
+            let key = (
+                kind,
+                object.namespace().unwrap_or_default(),
+                object.name_any(),
+            );
+            object.meta_mut().generation = Some(self.generation(key.clone(), spec));
+            seen.insert(key);
+        }
     }
 
     fn generation(&mut self, key: (&'static str, String, String), spec: String) -> i64 {
@@ -188,27 +192,23 @@ fn read_file(path: &Path, state: &mut FileState) {
     let loaded = fresh.add_yaml(&text);
     state.warnings = loaded.warnings.iter().map(|w| w.to_string()).collect();
     // Objects without a namespace are in `default`, as kubectl would put them.
-    for r in &mut fresh.routes {
-        r.metadata.namespace.get_or_insert_with(|| "default".into());
+    fn default_namespace<K: kube::Resource>(objects: &mut [K]) {
+        for object in objects {
+            object
+                .meta_mut()
+                .namespace
+                .get_or_insert_with(|| "default".into());
+        }
     }
-    for c in &mut fresh.consumers {
-        c.metadata.namespace.get_or_insert_with(|| "default".into());
-    }
-    for t in &mut fresh.tls {
-        t.metadata.namespace.get_or_insert_with(|| "default".into());
-    }
-    for u in &mut fresh.upstreams {
-        u.metadata.namespace.get_or_insert_with(|| "default".into());
-    }
-    for s in &mut fresh.secrets {
-        s.metadata.namespace.get_or_insert_with(|| "default".into());
-    }
-    for s in &mut fresh.services {
-        s.metadata.namespace.get_or_insert_with(|| "default".into());
-    }
-    for s in &mut fresh.endpoint_slices {
-        s.metadata.namespace.get_or_insert_with(|| "default".into());
-    }
+    default_namespace(&mut fresh.routes);
+    default_namespace(&mut fresh.consumers);
+    default_namespace(&mut fresh.tls);
+    default_namespace(&mut fresh.upstreams);
+    default_namespace(&mut fresh.plugin_configs);
+    default_namespace(&mut fresh.global_rules);
+    default_namespace(&mut fresh.secrets);
+    default_namespace(&mut fresh.services);
+    default_namespace(&mut fresh.endpoint_slices);
     if loaded.errors.is_empty() {
         state.good = fresh;
         state.loaded = true;

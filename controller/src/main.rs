@@ -447,6 +447,15 @@ struct StandaloneArgs {
     /// How often the directory is checked for changes.
     #[arg(long, env = "PORTCULLIS_POLL_INTERVAL", default_value = "250ms", value_parser = duration)]
     poll_interval: Duration,
+    /// Serve only these IngressClasses (comma-separated or repeated): `portcullis` (also the
+    /// class of objects without one), or IngressClasses in the manifests that name controller
+    /// `portcullis.dev/ingress-controller`. Default: all of them.
+    #[arg(
+        long = "ingress-class",
+        env = "PORTCULLIS_INGRESS_CLASS",
+        value_delimiter = ','
+    )]
+    ingress_classes: Vec<String>,
     /// Traffic settings, as `portcullis-dataplane` takes them.
     #[command(flatten)]
     proxy: ProxyArgs,
@@ -544,7 +553,8 @@ fn standalone_main(args: StandaloneArgs) -> Result<()> {
             ));
         }
         info!(dir = %args.manifests.display(), "watching manifests");
-        let provider = FileProvider::new(&args.manifests);
+        let provider =
+            FileProvider::new(&args.manifests).with_classes(args.ingress_classes.clone());
         tokio::select! {
             _ = standalone::run(provider, hub, shared, args.poll_interval) => {}
             _ = tokio::signal::ctrl_c() => info!("shutting down"),

@@ -4,7 +4,9 @@
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::IngressClass;
-use portcullis_crds::{ApisixConsumer, ApisixRoute, ApisixTls, ApisixUpstream};
+use portcullis_crds::{
+    ApisixConsumer, ApisixGlobalRule, ApisixPluginConfig, ApisixRoute, ApisixTls, ApisixUpstream,
+};
 
 /// The controller name an IngressClass must carry to be ours (docs/behaviour.md §2).
 pub const CONTROLLER_NAME: &str = "portcullis.dev/ingress-controller";
@@ -31,6 +33,8 @@ pub struct Snapshot {
     pub consumers: Vec<ApisixConsumer>,
     pub tls: Vec<ApisixTls>,
     pub upstreams: Vec<ApisixUpstream>,
+    pub plugin_configs: Vec<ApisixPluginConfig>,
+    pub global_rules: Vec<ApisixGlobalRule>,
     pub secrets: Vec<Secret>,
     pub services: Vec<Service>,
     pub endpoint_slices: Vec<EndpointSlice>,
@@ -206,6 +210,16 @@ impl Snapshot {
                 self.upstreams.push(parse(value, &context)?);
                 warnings.extend(found);
             }
+            ("apisix.apache.org/v2", "ApisixPluginConfig") => {
+                let found = checked(portcullis_crds::apisix_plugin_config_schema(), true)?;
+                self.plugin_configs.push(parse(value, &context)?);
+                warnings.extend(found);
+            }
+            ("apisix.apache.org/v2", "ApisixGlobalRule") => {
+                let found = checked(portcullis_crds::apisix_global_rule_schema(), true)?;
+                self.global_rules.push(parse(value, &context)?);
+                warnings.extend(found);
+            }
             ("v1", "Secret") => {
                 let found = checked(&BUILTIN.secret, false)?;
                 self.secrets.push(parse(value, &context)?);
@@ -238,7 +252,7 @@ impl Snapshot {
                     ));
                 }
                 return Err(format!(
-                    "{api_version}/{kind}: not a kind Portcullis reads (ApisixRoute, ApisixConsumer, ApisixTls, ApisixUpstream, Secret, Service, EndpointSlice, IngressClass, List)"
+                    "{api_version}/{kind}: not a kind Portcullis reads (ApisixRoute, ApisixConsumer, ApisixTls, ApisixUpstream, ApisixPluginConfig, ApisixGlobalRule, Secret, Service, EndpointSlice, IngressClass, List)"
                 ));
             }
         }
@@ -288,9 +302,8 @@ static BUILTIN: std::sync::LazyLock<Builtin> = std::sync::LazyLock::new(|| {
 /// The one `apiVersion` in which Portcullis reads `kind`, if it reads the kind at all.
 fn served_version(kind: &str) -> Option<&'static str> {
     match kind {
-        "ApisixRoute" | "ApisixConsumer" | "ApisixTls" | "ApisixUpstream" => {
-            Some("apisix.apache.org/v2")
-        }
+        "ApisixRoute" | "ApisixConsumer" | "ApisixTls" | "ApisixUpstream"
+        | "ApisixPluginConfig" | "ApisixGlobalRule" => Some("apisix.apache.org/v2"),
         "Secret" | "Service" => Some("v1"),
         "EndpointSlice" => Some("discovery.k8s.io/v1"),
         "IngressClass" => Some("networking.k8s.io/v1"),
@@ -406,7 +419,7 @@ mod tests {
     fn a_wrong_api_version_is_named_as_the_problem() {
         let mut s = Snapshot::default();
         let yaml = ROUTE.replace("apisix.apache.org/v2", "apisix.apache.org/v2beta3")
-            + "---\nkind: Secret\nmetadata: {name: s}\n---\napiVersion: apisix.apache.org/v2\nkind: ApisixGlobalRule\nmetadata: {name: t}\n";
+            + "---\nkind: Secret\nmetadata: {name: s}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: t}\n";
         let errors: Vec<String> = s
             .add_yaml(&yaml)
             .errors
@@ -418,7 +431,7 @@ mod tests {
             [
                 "ApisixRoute echo: apiVersion \"apisix.apache.org/v2beta3\" is not served: Portcullis reads ApisixRoute only as apiVersion apisix.apache.org/v2; set `apiVersion: apisix.apache.org/v2`",
                 "Secret s: apiVersion is missing: Portcullis reads Secret only as apiVersion v1; set `apiVersion: v1`",
-                "apisix.apache.org/v2/ApisixGlobalRule: not a kind Portcullis reads (ApisixRoute, ApisixConsumer, ApisixTls, ApisixUpstream, Secret, Service, EndpointSlice, IngressClass, List)",
+                "gateway.networking.k8s.io/v1/Gateway: not a kind Portcullis reads (ApisixRoute, ApisixConsumer, ApisixTls, ApisixUpstream, ApisixPluginConfig, ApisixGlobalRule, Secret, Service, EndpointSlice, IngressClass, List)",
             ]
         );
     }

@@ -1,4 +1,5 @@
-//! Rust types of `ApisixRoute`, `ApisixConsumer`, `ApisixTls` and `ApisixUpstream` (`apisix.apache.org/v2`), as APISIX Ingress
+//! Rust types of `ApisixRoute`, `ApisixConsumer`, `ApisixTls`, `ApisixUpstream`,
+//! `ApisixPluginConfig` and `ApisixGlobalRule` (`apisix.apache.org/v2`), as APISIX Ingress
 //! Controller 2.2 defines them.
 //!
 //! The schema admits every field the 2.2 CRDs admit — including the ones Portcullis does not
@@ -793,6 +794,56 @@ pub struct ApisixUpstreamDiscovery {
     pub args: Option<std::collections::BTreeMap<String, String>>,
 }
 
+// ------------------------------------------------------- ApisixPluginConfig
+
+/// ApisixPluginConfig is a set of plugins that rules of ApisixRoutes share by name
+/// (`plugin_config_name`); a rule's own plugin of the same name takes precedence.
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "apisix.apache.org",
+    version = "v2",
+    kind = "ApisixPluginConfig",
+    namespaced,
+    status = "ApisixStatus",
+    shortname = "apc",
+    printcolumn = r#"{"name":"Plugins","type":"string","jsonPath":".spec.plugins[*].name","description":"Plugin names"}"#,
+    printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status","description":"Translated as written"}"#,
+    printcolumn = r#"{"name":"Programmed","type":"string","jsonPath":".status.conditions[?(@.type==\"Programmed\")].status","description":"In effect on every connected dataplane"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp","description":"Creation time"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ApisixPluginConfigSpec {
+    /// Name of the IngressClass this object belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_class_name: Option<String>,
+    pub plugins: Vec<ApisixRoutePlugin>,
+}
+
+// --------------------------------------------------------- ApisixGlobalRule
+
+/// ApisixGlobalRule holds plugins that run on every request of its IngressClass, before the
+/// plugins of the matched rule.
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "apisix.apache.org",
+    version = "v2",
+    kind = "ApisixGlobalRule",
+    namespaced,
+    status = "ApisixStatus",
+    shortname = "agr",
+    printcolumn = r#"{"name":"Plugins","type":"string","jsonPath":".spec.plugins[*].name","description":"Plugin names"}"#,
+    printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status","description":"Translated as written"}"#,
+    printcolumn = r#"{"name":"Programmed","type":"string","jsonPath":".status.conditions[?(@.type==\"Programmed\")].status","description":"In effect on every connected dataplane"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp","description":"Creation time"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ApisixGlobalRuleSpec {
+    /// Name of the IngressClass this object belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_class_name: Option<String>,
+    pub plugins: Vec<ApisixRoutePlugin>,
+}
+
 /// `httpCodes`: at least one, Go `int`s (no `format`).
 fn status_codes(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({"type": "array", "items": {"type": "integer"}, "minItems": 1})
@@ -899,6 +950,30 @@ pub fn apisix_upstream_schema() -> &'static serde_json::Value {
     &SCHEMA
 }
 
+/// The ApisixPluginConfig CRD as installed (see [`apisix_route_crd`]).
+pub fn apisix_plugin_config_crd() -> Crd {
+    as_installed(<ApisixPluginConfig as kube::CustomResourceExt>::crd())
+}
+
+/// The installed ApisixPluginConfig schema.
+pub fn apisix_plugin_config_schema() -> &'static serde_json::Value {
+    static SCHEMA: std::sync::LazyLock<serde_json::Value> =
+        std::sync::LazyLock::new(|| openapi_schema(apisix_plugin_config_crd()));
+    &SCHEMA
+}
+
+/// The ApisixGlobalRule CRD as installed (see [`apisix_route_crd`]).
+pub fn apisix_global_rule_crd() -> Crd {
+    as_installed(<ApisixGlobalRule as kube::CustomResourceExt>::crd())
+}
+
+/// The installed ApisixGlobalRule schema.
+pub fn apisix_global_rule_schema() -> &'static serde_json::Value {
+    static SCHEMA: std::sync::LazyLock<serde_json::Value> =
+        std::sync::LazyLock::new(|| openapi_schema(apisix_global_rule_crd()));
+    &SCHEMA
+}
+
 /// The CRD manifests as `crdgen` writes them: (file name, YAML).
 pub fn crd_yaml() -> Vec<(&'static str, String)> {
     let render = |crd: Crd| {
@@ -912,6 +987,11 @@ pub fn crd_yaml() -> Vec<(&'static str, String)> {
         ("apisixconsumers.yaml", render(apisix_consumer_crd())),
         ("apisixtlses.yaml", render(apisix_tls_crd())),
         ("apisixupstreams.yaml", render(apisix_upstream_crd())),
+        (
+            "apisixpluginconfigs.yaml",
+            render(apisix_plugin_config_crd()),
+        ),
+        ("apisixglobalrules.yaml", render(apisix_global_rule_crd())),
     ]
 }
 

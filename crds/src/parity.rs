@@ -228,6 +228,16 @@ fn spec_schemas_equal_aic_2_2_0() {
             apisix_upstream_crd(),
             "apisix.apache.org_apisixupstreams.yaml",
         ),
+        (
+            "apisixpluginconfigs",
+            apisix_plugin_config_crd(),
+            "apisix.apache.org_apisixpluginconfigs.yaml",
+        ),
+        (
+            "apisixglobalrules",
+            apisix_global_rule_crd(),
+            "apisix.apache.org_apisixglobalrules.yaml",
+        ),
     ];
     let mut unexplained = Vec::new();
     let mut used = vec![false; DELIBERATE.len()];

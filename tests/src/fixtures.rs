@@ -53,6 +53,7 @@ pub fn write_atomically(dir: &Path, file: &str, text: &str) {
 /// websocket, key-auth) to `upstream`, and consumer `demo_jack` with key `this_is_the_key`.
 pub fn seed_table(upstream: SocketAddr) -> RouteTable {
     RouteTable {
+        global: Default::default(),
         generation: 1,
         hash: String::new(),
         routes: vec![Route {
@@ -88,6 +89,7 @@ pub fn upstream_to(addr: SocketAddr) -> Upstream {
 
 pub fn key_consumer(username: &str, key: &str) -> Consumer {
     Consumer {
+        plugins: Default::default(),
         username: username.into(),
         custom_id: None,
         credential: Some(Credential::KeyAuth {

@@ -19,6 +19,7 @@ fn route(id: &str, path: &str, plugins: Plugins, upstream: std::net::SocketAddr)
 
 fn table(echo: std::net::SocketAddr) -> RouteTable {
     RouteTable {
+        global: Default::default(),
         generation: 1,
         hash: String::new(),
         routes: vec![

@@ -28,6 +28,7 @@ fn rule(id: &str, host: &str, path: &str, upstream: Upstream, key_auth: bool) ->
 /// `ws.example.com/raw*` needs jack's key; `open.example.com/open*` and `/public*` do not.
 fn two_tenants(echo: SocketAddr) -> RouteTable {
     RouteTable {
+        global: Default::default(),
         generation: 1,
         hash: String::new(),
         routes: vec![
@@ -274,6 +275,7 @@ fn hostile_upstream_framing_is_502_and_leaks_nothing() {
     ];
     let upstreams: Vec<Canned> = replies.iter().map(|r| Canned::start(r)).collect();
     let table = RouteTable {
+        global: Default::default(),
         generation: 1,
         hash: String::new(),
         routes: upstreams

@@ -214,6 +214,7 @@ fn session(addr: SocketAddr) -> Vec<u8> {
 fn what_the_client_receives_through_the_proxy_equals_what_it_receives_directly() {
     let echo = Echo::start(&[]);
     let table = RouteTable {
+        global: Default::default(),
         generation: 1,
         hash: String::new(),
         routes: vec![Route {

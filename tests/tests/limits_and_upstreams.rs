@@ -53,6 +53,7 @@ fn upstream_failures_map_to_502_503_504_with_apisix_pages() {
     let mut zero = upstream_to(echo.addr);
     zero.backends[0].weight = 0;
     let table = RouteTable {
+        global: Default::default(),
         generation: 1,
         hash: String::new(),
         routes: vec![
@@ -208,6 +209,7 @@ fn slow_request_head_gets_408_and_idle_connections_are_closed() {
 fn keep_alive_serves_several_requests_on_one_connection() {
     let echo = Echo::start(&[]);
     let table = RouteTable {
+        global: Default::default(),
         generation: 1,
         hash: String::new(),
         routes: vec![open_route("t/ok/0", "/ok", nodes(&[echo.addr]))],
@@ -235,6 +237,7 @@ fn upgrade_on_a_rule_without_websocket_goes_out_as_plain_http() {
     let mut plain_ws_only = open_route("t/wsonly/0", "/wsonly", nodes(&[ws_only.addr]));
     plain_ws_only.websocket = false;
     let table = RouteTable {
+        global: Default::default(),
         generation: 1,
         hash: String::new(),
         routes: vec![plain, plain_ws_only],
@@ -262,6 +265,7 @@ async fn idle_websockets_are_closed_after_the_read_timeout() {
     let mut up = nodes(&[echo.addr]);
     up.timeouts.read = 1;
     let table = RouteTable {
+        global: Default::default(),
         generation: 1,
         hash: String::new(),
         routes: vec![open_route("t/idle/0", "/idle", up)],
@@ -332,6 +336,7 @@ fn connect_timeout_gives_504_and_the_last_try_decides() {
     let mut mixed = nodes(&[closed_port(), hole]);
     mixed.timeouts.connect = 1;
     let table = RouteTable {
+        global: Default::default(),
         generation: 1,
         hash: String::new(),
         routes: vec![

@@ -28,6 +28,7 @@ fn tls_route(
 
 fn table(upstream: std::net::SocketAddr) -> RouteTable {
     RouteTable {
+        global: Default::default(),
         generation: 1,
         hash: String::new(),
         routes: vec![

@@ -86,6 +86,12 @@ pub async fn run(
     seed(&mut board, Kind::ApisixConsumer, &watched.consumers);
     seed(&mut board, Kind::ApisixTls, &watched.tls);
     seed(&mut board, Kind::ApisixUpstream, &watched.upstreams);
+    seed(
+        &mut board,
+        Kind::ApisixPluginConfig,
+        &watched.plugin_configs,
+    );
+    seed(&mut board, Kind::ApisixGlobalRule, &watched.global_rules);
     let queue = StatusQueue::new(metrics.status.clone());
     let writer = AbortOnDrop(tokio::spawn(writer::run(
         client.clone(),

@@ -41,6 +41,8 @@ fn fixture(path: &str) -> Option<Value> {
         "/apis/apisix.apache.org/v2/apisixconsumers" => list("ApisixConsumer", v2, vec![]),
         "/apis/apisix.apache.org/v2/apisixtlses" => list("ApisixTls", v2, vec![]),
         "/apis/apisix.apache.org/v2/apisixupstreams" => list("ApisixUpstream", v2, vec![]),
+        "/apis/apisix.apache.org/v2/apisixpluginconfigs" => list("ApisixPluginConfig", v2, vec![]),
+        "/apis/apisix.apache.org/v2/apisixglobalrules" => list("ApisixGlobalRule", v2, vec![]),
         "/api/v1/services" => list("Service", "v1", vec![]),
         "/api/v1/secrets" => list("Secret", "v1", vec![]),
         "/apis/discovery.k8s.io/v1/endpointslices" => {

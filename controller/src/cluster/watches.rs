@@ -15,7 +15,9 @@ use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
-use portcullis_crds::{ApisixConsumer, ApisixRoute, ApisixTls, ApisixUpstream};
+use portcullis_crds::{
+    ApisixConsumer, ApisixGlobalRule, ApisixPluginConfig, ApisixRoute, ApisixTls, ApisixUpstream,
+};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 use tracing::warn;
@@ -33,6 +35,8 @@ pub(super) struct Watched {
     pub(super) consumers: Store<ApisixConsumer>,
     pub(super) tls: Store<ApisixTls>,
     pub(super) upstreams: Store<ApisixUpstream>,
+    pub(super) plugin_configs: Store<ApisixPluginConfig>,
+    pub(super) global_rules: Store<ApisixGlobalRule>,
     services: Store<Service>,
     slices: Store<EndpointSlice>,
     classes: Store<IngressClass>,
@@ -141,6 +145,8 @@ impl Watched {
             consumers: reflect(api(client, ns), "ApisixConsumer", c(), m()),
             tls: reflect(api(client, ns), "ApisixTls", c(), m()),
             upstreams: reflect(api(client, ns), "ApisixUpstream", c(), m()),
+            plugin_configs: reflect(api(client, ns), "ApisixPluginConfig", c(), m()),
+            global_rules: reflect(api(client, ns), "ApisixGlobalRule", c(), m()),
             services: reflect(api(client, ns), "Service", c(), m()),
             slices: reflect(api(client, ns), "EndpointSlice", c(), m()),
             classes: reflect(Api::all(client.clone()), "IngressClass", c(), m()),
@@ -156,6 +162,8 @@ impl Watched {
                 && self.consumers.wait_until_ready().await.is_ok()
                 && self.tls.wait_until_ready().await.is_ok()
                 && self.upstreams.wait_until_ready().await.is_ok()
+                && self.plugin_configs.wait_until_ready().await.is_ok()
+                && self.global_rules.wait_until_ready().await.is_ok()
                 && self.services.wait_until_ready().await.is_ok()
                 && self.slices.wait_until_ready().await.is_ok()
                 && self.classes.wait_until_ready().await.is_ok();
@@ -186,6 +194,8 @@ impl Watched {
             consumers: owned(&self.consumers),
             tls: owned(&self.tls),
             upstreams: owned(&self.upstreams),
+            plugin_configs: owned(&self.plugin_configs),
+            global_rules: owned(&self.global_rules),
             secrets: self.secrets().kept(),
             services: owned(&self.services),
             endpoint_slices: owned(&self.slices),
@@ -213,6 +223,8 @@ impl Watched {
             Kind::ApisixConsumer => of(&self.consumers, namespace, name),
             Kind::ApisixTls => of(&self.tls, namespace, name),
             Kind::ApisixUpstream => of(&self.upstreams, namespace, name),
+            Kind::ApisixPluginConfig => of(&self.plugin_configs, namespace, name),
+            Kind::ApisixGlobalRule => of(&self.global_rules, namespace, name),
         }
     }
 }
@@ -221,41 +233,26 @@ pub(super) trait HasConditions {
     fn conditions(&self) -> Vec<Condition>;
 }
 
-impl HasConditions for ApisixRoute {
-    fn conditions(&self) -> Vec<Condition> {
-        self.status
-            .as_ref()
-            .and_then(|s| s.conditions.clone())
-            .unwrap_or_default()
-    }
+macro_rules! has_conditions {
+    ($($k:ty),*) => {$(
+        impl HasConditions for $k {
+            fn conditions(&self) -> Vec<Condition> {
+                self.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.clone())
+                    .unwrap_or_default()
+            }
+        }
+    )*};
 }
-
-impl HasConditions for ApisixTls {
-    fn conditions(&self) -> Vec<Condition> {
-        self.status
-            .as_ref()
-            .and_then(|s| s.conditions.clone())
-            .unwrap_or_default()
-    }
-}
-
-impl HasConditions for ApisixUpstream {
-    fn conditions(&self) -> Vec<Condition> {
-        self.status
-            .as_ref()
-            .and_then(|s| s.conditions.clone())
-            .unwrap_or_default()
-    }
-}
-
-impl HasConditions for ApisixConsumer {
-    fn conditions(&self) -> Vec<Condition> {
-        self.status
-            .as_ref()
-            .and_then(|s| s.conditions.clone())
-            .unwrap_or_default()
-    }
-}
+has_conditions!(
+    ApisixRoute,
+    ApisixConsumer,
+    ApisixTls,
+    ApisixUpstream,
+    ApisixPluginConfig,
+    ApisixGlobalRule
+);
 
 pub(super) struct LiveObject {
     pub(super) uid: String,

@@ -20,7 +20,41 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, Resource as _};
-use portcullis_crds::{ApisixConsumer, ApisixRoute, ApisixTls, ApisixUpstream};
+use portcullis_crds::{
+    ApisixConsumer, ApisixGlobalRule, ApisixPluginConfig, ApisixRoute, ApisixTls, ApisixUpstream,
+};
+
+/// `$body` with `$k` naming the Rust type of the object kind `$kind`.
+macro_rules! with_kind {
+    ($kind:expr, $k:ident => $body:expr) => {
+        match $kind {
+            Kind::ApisixRoute => {
+                type $k = ApisixRoute;
+                $body
+            }
+            Kind::ApisixConsumer => {
+                type $k = ApisixConsumer;
+                $body
+            }
+            Kind::ApisixTls => {
+                type $k = ApisixTls;
+                $body
+            }
+            Kind::ApisixUpstream => {
+                type $k = ApisixUpstream;
+                $body
+            }
+            Kind::ApisixPluginConfig => {
+                type $k = ApisixPluginConfig;
+                $body
+            }
+            Kind::ApisixGlobalRule => {
+                type $k = ApisixGlobalRule;
+                $body
+            }
+        }
+    };
+}
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -487,12 +521,7 @@ async fn deadline(
 
 /// A server-side apply body of the object's `status`.
 fn status_apply_body(write: &StatusWrite, status: serde_json::Value) -> Patch<serde_json::Value> {
-    let api_version = match write.kind {
-        Kind::ApisixRoute => ApisixRoute::api_version(&()),
-        Kind::ApisixConsumer => ApisixConsumer::api_version(&()),
-        Kind::ApisixTls => ApisixTls::api_version(&()),
-        Kind::ApisixUpstream => ApisixUpstream::api_version(&()),
-    };
+    let api_version = with_kind!(write.kind, K => K::api_version(&()));
     Patch::Apply(json!({
         "apiVersion": api_version,
         "kind": write.kind.as_str(),
@@ -517,28 +546,11 @@ async fn patch_seed(
     let patch = Patch::Merge(json!({
         "metadata": {"uid": write.uid, "annotations": { SEED_ANNOTATION: value }}
     }));
-    match write.kind {
-        Kind::ApisixRoute => {
-            Api::<ApisixRoute>::namespaced(client.clone(), &write.namespace)
-                .patch(&write.name, &params, &patch)
-                .await?;
-        }
-        Kind::ApisixConsumer => {
-            Api::<ApisixConsumer>::namespaced(client.clone(), &write.namespace)
-                .patch(&write.name, &params, &patch)
-                .await?;
-        }
-        Kind::ApisixTls => {
-            Api::<ApisixTls>::namespaced(client.clone(), &write.namespace)
-                .patch(&write.name, &params, &patch)
-                .await?;
-        }
-        Kind::ApisixUpstream => {
-            Api::<ApisixUpstream>::namespaced(client.clone(), &write.namespace)
-                .patch(&write.name, &params, &patch)
-                .await?;
-        }
-    }
+    with_kind!(write.kind, K => {
+        Api::<K>::namespaced(client.clone(), &write.namespace)
+            .patch(&write.name, &params, &patch)
+            .await?;
+    });
     Ok(())
 }
 
@@ -551,27 +563,10 @@ async fn apply_conditions(
 ) -> Result<(), kube::Error> {
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let patch = status_apply_body(write, json!({ "conditions": conditions }));
-    match write.kind {
-        Kind::ApisixRoute => {
-            Api::<ApisixRoute>::namespaced(client.clone(), &write.namespace)
-                .patch_status(&write.name, &params, &patch)
-                .await?;
-        }
-        Kind::ApisixConsumer => {
-            Api::<ApisixConsumer>::namespaced(client.clone(), &write.namespace)
-                .patch_status(&write.name, &params, &patch)
-                .await?;
-        }
-        Kind::ApisixTls => {
-            Api::<ApisixTls>::namespaced(client.clone(), &write.namespace)
-                .patch_status(&write.name, &params, &patch)
-                .await?;
-        }
-        Kind::ApisixUpstream => {
-            Api::<ApisixUpstream>::namespaced(client.clone(), &write.namespace)
-                .patch_status(&write.name, &params, &patch)
-                .await?;
-        }
-    }
+    with_kind!(write.kind, K => {
+        Api::<K>::namespaced(client.clone(), &write.namespace)
+            .patch_status(&write.name, &params, &patch)
+            .await?;
+    });
     Ok(())
 }

@@ -10,7 +10,7 @@ use portcullis_crds::{
     ApisixConsumer, ApisixConsumerAuthParameter, ApisixRoutePlugin, Credential as CrdCredential,
 };
 
-use super::Secrets;
+use super::{Secrets, route};
 
 /// Credentials already taken by older consumers, per plugin: value → username.
 #[derive(Default)]
@@ -119,8 +119,31 @@ pub(super) fn translate(
         Some((kind, credential)) => claim(kind, credential, &username, claims, &mut problems),
         None => None,
     };
+    let (plugins, plugin_problems) = route::plugin_set(
+        &route::PluginList {
+            prefix: ".spec",
+            plugins: object.spec.plugins.as_deref().unwrap_or_default(),
+            holder: route::Holder::Consumer,
+            namespace: &namespace,
+        },
+        secrets,
+        &Default::default(),
+    );
+    // A consumer whose own limits or restrictions cannot apply does not authenticate at all
+    // (fail closed), rather than pass without them.
+    let (credential, plugins) = if plugin_problems.is_empty() {
+        (credential, plugins)
+    } else {
+        problems.extend(plugin_problems);
+        problems.push(
+            ".spec.plugins: the consumer's credential is withdrawn until its plugins are fixed"
+                .into(),
+        );
+        (None, Default::default())
+    };
     (
         Consumer {
+            plugins,
             username,
             custom_id,
             credential,
@@ -173,7 +196,7 @@ fn credential(
             unsupported = Some(name);
         }
     }
-    for (i, plugin) in object.spec.plugins.iter().flatten().enumerate() {
+    for plugin in object.spec.plugins.iter().flatten() {
         if !plugin.enable {
             continue;
         }
@@ -181,12 +204,7 @@ fn credential(
             "key-auth" => AuthKind::Key,
             "basic-auth" => AuthKind::Basic,
             "jwt-auth" => AuthKind::Jwt,
-            other => {
-                problems.push(format!(
-                    ".spec.plugins[{i}]: plugin \"{other}\" is not supported by Portcullis (supported: key-auth, basic-auth, jwt-auth)"
-                ));
-                continue;
-            }
+            _ => continue, // the consumer's traffic plugins (`translate`)
         };
         found.push(kind.field());
         source = Some((kind, from_plugin(kind, plugin, namespace, secrets)));

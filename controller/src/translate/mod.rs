@@ -29,6 +29,8 @@ pub enum Kind {
     ApisixConsumer,
     ApisixTls,
     ApisixUpstream,
+    ApisixPluginConfig,
+    ApisixGlobalRule,
 }
 
 impl Kind {
@@ -39,6 +41,8 @@ impl Kind {
             Kind::ApisixConsumer => "ApisixConsumer",
             Kind::ApisixTls => "ApisixTls",
             Kind::ApisixUpstream => "ApisixUpstream",
+            Kind::ApisixPluginConfig => "ApisixPluginConfig",
+            Kind::ApisixGlobalRule => "ApisixGlobalRule",
         }
     }
 }
@@ -133,6 +137,11 @@ pub fn translate(snapshot: &Snapshot, generation: u64) -> Translation {
     consumers.sort_by(|a, b| a.username.cmp(&b.username));
 
     let upstreams = translate_upstreams(snapshot, &classes, &secrets, &mut statuses);
+    let known: std::collections::HashSet<&str> =
+        consumers.iter().map(|c| c.username.as_str()).collect();
+    let plugin_configs =
+        translate_plugin_configs(snapshot, &classes, &secrets, &known, &mut statuses);
+    let global = translate_global_rules(snapshot, &classes, &secrets, &mut statuses);
 
     let mut route_objects: Vec<_> = snapshot
         .routes
@@ -140,8 +149,6 @@ pub fn translate(snapshot: &Snapshot, generation: u64) -> Translation {
         .filter(|r| classes.is_ours(r.spec.ingress_class_name.as_deref()))
         .collect();
     route_objects.sort_by_key(|r| (r.namespace().unwrap_or_default(), r.name_any()));
-    let known: std::collections::HashSet<&str> =
-        consumers.iter().map(|c| c.username.as_str()).collect();
     // Consumer translation already applies the dataplane's consumer rules, so this compiles;
     // routes are checked against it as a dataplane will.
     let compiled_consumers =
@@ -157,6 +164,7 @@ pub fn translate(snapshot: &Snapshot, generation: u64) -> Translation {
             &upstreams,
             &known,
             &compiled_consumers,
+            &plugin_configs,
         );
         let content = fingerprint(&rules, &problems);
         owner.extend(std::iter::repeat_n(statuses.len(), rules.len()));
@@ -190,6 +198,7 @@ pub fn translate(snapshot: &Snapshot, generation: u64) -> Translation {
     statuses.sort_by(|a, b| (a.kind, &a.namespace, &a.name).cmp(&(b.kind, &b.namespace, &b.name)));
 
     let table = RouteTable {
+        global,
         generation,
         hash: String::new(),
         routes,
@@ -237,6 +246,111 @@ fn translate_upstreams(
         );
     }
     index
+}
+
+/// ApisixPluginConfigs of our classes, each with its status; rules name them.
+fn translate_plugin_configs(
+    snapshot: &Snapshot,
+    classes: &Classes,
+    secrets: &Secrets<'_>,
+    consumers: &std::collections::HashSet<&str>,
+    statuses: &mut Vec<StatusUpdate>,
+) -> route::PluginConfigs {
+    let mut index = route::PluginConfigs::new();
+    for object in snapshot
+        .plugin_configs
+        .iter()
+        .filter(|c| classes.is_ours(c.spec.ingress_class_name.as_deref()))
+    {
+        let namespace = object.namespace().unwrap_or_default();
+        let (plugins, problems) = route::plugin_set(
+            &route::PluginList {
+                prefix: ".spec",
+                plugins: &object.spec.plugins,
+                holder: route::Holder::PluginConfig,
+                namespace: &namespace,
+            },
+            secrets,
+            consumers,
+        );
+        let content = fingerprint(&plugins, &problems);
+        let accepted = problems.is_empty();
+        statuses.push(status(Kind::ApisixPluginConfig, object, problems, content));
+        index.insert((namespace, object.name_any()), accepted.then_some(plugins));
+    }
+    index
+}
+
+/// ApisixGlobalRules of our classes, oldest first, merged into one set of plugins: a plugin
+/// two of them name is the older one's (AIC 2.2.0 merges them in no defined order). One that
+/// cannot be translated refuses every rule (503) until it is fixed.
+fn translate_global_rules(
+    snapshot: &Snapshot,
+    classes: &Classes,
+    secrets: &Secrets<'_>,
+    statuses: &mut Vec<StatusUpdate>,
+) -> portcullis_contract::table::GlobalRules {
+    let mut objects: Vec<_> = snapshot
+        .global_rules
+        .iter()
+        .filter(|g| classes.is_ours(g.spec.ingress_class_name.as_deref()))
+        .collect();
+    objects.sort_by(|a, b| {
+        let created = |o: &&portcullis_crds::ApisixGlobalRule| o.creation_timestamp().map(|t| t.0);
+        created(a)
+            .cmp(&created(b))
+            .then_with(|| (a.namespace(), a.name_any()).cmp(&(b.namespace(), b.name_any())))
+    });
+    let mut merged = serde_json::Map::new();
+    let mut owners: BTreeMap<String, String> = BTreeMap::new();
+    let mut refused = Vec::new();
+    for object in objects {
+        let namespace = object.namespace().unwrap_or_default();
+        let own = format!("{namespace}/{}", object.name_any());
+        let (plugins, mut problems) = route::plugin_set(
+            &route::PluginList {
+                prefix: ".spec",
+                plugins: &object.spec.plugins,
+                holder: route::Holder::GlobalRule,
+                namespace: &namespace,
+            },
+            secrets,
+            &Default::default(),
+        );
+        if problems.is_empty() {
+            // Plain data: merging by plugin name is merging the fields of its JSON form.
+            let serde_json::Value::Object(fields) =
+                serde_json::to_value(&plugins).unwrap_or_default()
+            else {
+                continue;
+            };
+            for (name, config) in fields {
+                match owners.get(&name) {
+                    Some(older) => problems.push(format!(
+                        ".spec.plugins: plugin \"{name}\" is also set by the older ApisixGlobalRule {older}, whose setting applies; remove it from one of them"
+                    )),
+                    None => {
+                        owners.insert(name.clone(), own.clone());
+                        merged.insert(name, config);
+                    }
+                }
+            }
+        } else {
+            refused.push(own);
+        }
+        let content = fingerprint(&plugins, &problems);
+        statuses.push(status(Kind::ApisixGlobalRule, object, problems, content));
+    }
+    portcullis_contract::table::GlobalRules {
+        // Each part was checked on its own; the merged set is made of them.
+        plugins: serde_json::from_value(serde_json::Value::Object(merged)).unwrap_or_default(),
+        refused: (!refused.is_empty()).then(|| {
+            format!(
+                "ApisixGlobalRule {} not accepted: every rule answers 503 until it is fixed or deleted",
+                refused.join(", ")
+            )
+        }),
+    }
 }
 
 /// ApisixTls objects, oldest first (the older keeps a host two of them claim); the table's
@@ -344,11 +458,9 @@ impl Classes {
 
     fn is_ours(&self, class: Option<&str>) -> bool {
         match (self.mode, class.unwrap_or("")) {
-            (Mode::Standalone, "") => true,
-            (Mode::Standalone, STANDALONE_CLASS)
-                if self.only.is_empty() || self.only.iter().any(|c| c == STANDALONE_CLASS) =>
-            {
-                true
+            // No class is the `portcullis` class in standalone mode.
+            (Mode::Standalone, "" | STANDALONE_CLASS) => {
+                self.only.is_empty() || self.only.iter().any(|c| c == STANDALONE_CLASS)
             }
             (Mode::Cluster, "") => self.ours.values().any(|default| *default),
             (_, name) => self.ours.contains_key(name),

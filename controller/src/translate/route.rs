@@ -36,10 +36,13 @@ const TRAFFIC_PLUGINS: [&str; 8] = [
     "proxy-rewrite",
 ];
 
+/// Accepted plugin configs by (namespace, name): `None` for one that is not accepted.
+pub(super) type PluginConfigs = std::collections::BTreeMap<(String, String), Option<Plugins>>;
+
 /// The problems of one rule and what they mean for serving it.
 #[derive(Default)]
-struct Problems {
-    list: Vec<String>,
+pub(super) struct Problems {
+    pub(super) list: Vec<String>,
     /// (A) a match problem: the rule is left out.
     left_out: bool,
     /// (B) any other rule problem: the rule is a 503 placeholder.
@@ -70,6 +73,7 @@ pub(super) fn translate(
     upstreams: &upstream::Index,
     consumers: &HashSet<&str>,
     compiled_consumers: &Consumers,
+    plugin_configs: &PluginConfigs,
 ) -> (Vec<Route>, Vec<String>) {
     let namespace = object.namespace().unwrap_or_default();
     let mut all_problems = Vec::new();
@@ -107,6 +111,7 @@ pub(super) fn translate(
             secrets,
             upstreams,
             consumers,
+            plugin_configs,
             &mut problems,
         );
         // What the dataplane would refuse must not reach it: one such rule would make every
@@ -155,6 +160,7 @@ fn translate_rule(
     secrets: &Secrets<'_>,
     upstreams: &upstream::Index,
     consumers: &HashSet<&str>,
+    plugin_configs: &PluginConfigs,
     problems: &mut Problems,
 ) -> Route {
     let p = format!(".spec.http[{i}]");
@@ -165,16 +171,6 @@ fn translate_rule(
     };
     translate_match(&p, rule, &mut route, problems);
     route.upstream.timeouts = timeouts(&p, rule, problems);
-    if rule.plugin_config_name.is_some() {
-        problems.placeholder(format!(
-            "{p}.plugin_config_name: not supported by Portcullis"
-        ));
-    }
-    if rule.plugin_config_namespace.is_some() {
-        problems.placeholder(format!(
-            "{p}.plugin_config_namespace: not supported by Portcullis"
-        ));
-    }
     let mut ws_app_protocol = false;
     route.upstream.backends = backends(
         &p,
@@ -188,7 +184,15 @@ fn translate_rule(
     );
     // `false` wins over appProtocol; unset follows the Services' appProtocol (§2.4.6).
     route.websocket = rule.websocket.unwrap_or(ws_app_protocol);
-    route.plugins = plugins(&p, rule, namespace, secrets, consumers, problems);
+    route.plugins = plugins(
+        &p,
+        rule,
+        namespace,
+        secrets,
+        consumers,
+        plugin_configs,
+        problems,
+    );
     route
 }
 
@@ -634,15 +638,37 @@ fn endpoints(snapshot: &Snapshot, namespace: &str, service: &str, port_name: &st
         .collect()
 }
 
+/// A rule's plugins: its plugin config's, then its own `plugins[]` in their place, then its
+/// `authentication` (as AIC 2.2.0 layers them).
+#[allow(clippy::too_many_arguments)]
 fn plugins(
     p: &str,
     rule: &ApisixRouteHttp,
     namespace: &str,
     secrets: &Secrets<'_>,
     consumers: &HashSet<&str>,
+    plugin_configs: &PluginConfigs,
     problems: &mut Problems,
 ) -> Plugins {
     let mut out = Plugins::default();
+    if let Some(name) = &rule.plugin_config_name {
+        let config_namespace = rule
+            .plugin_config_namespace
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .unwrap_or(namespace);
+        // AIC 2.2.0 serves the rule without the config's plugins when it is missing; a config
+        // may hold an authentication or a restriction, so the rule fails closed instead.
+        match plugin_configs.get(&(config_namespace.to_string(), name.clone())) {
+            None => problems.placeholder(format!(
+                "{p}.plugin_config_name: ApisixPluginConfig {config_namespace}/{name} not found (of this IngressClass); the rule answers 503 until it exists"
+            )),
+            Some(None) => problems.placeholder(format!(
+                "{p}.plugin_config_name: ApisixPluginConfig {config_namespace}/{name} is not accepted (see its status); the rule answers 503 until it is"
+            )),
+            Some(Some(plugins)) => out = plugins.clone(),
+        }
+    }
     let mut by_authentication: Option<&'static str> = None;
     if let Some(auth) = &rule.authentication {
         let ap = format!("{p}.authentication");
@@ -696,18 +722,107 @@ fn plugins(
             }
         }
     }
+    let list = PluginList {
+        prefix: p,
+        plugins: rule.plugins.as_deref().unwrap_or_default(),
+        holder: Holder::Rule,
+        namespace,
+    };
+    plugin_list(
+        &list,
+        by_authentication,
+        secrets,
+        consumers,
+        &mut out,
+        problems,
+    );
+    // The dataplane's own check of the plugin settings (regexes, statuses, CIDRs, keys), so a
+    // bad value is named here instead of refusing the whole table there.
+    check_traffic(&format!("{p}.plugins"), &out, problems);
+    out
+}
+
+/// Who holds a `plugins[]` list: it decides which plugins the list may have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Holder {
+    Rule,
+    PluginConfig,
+    /// Traffic plugins only: they run before any rule's authentication.
+    GlobalRule,
+    /// Traffic plugins after authentication only (the credential is read by consumer.rs).
+    Consumer,
+}
+
+/// One `plugins[]` list, where it is (`prefix` for status messages) and whose it is.
+pub(super) struct PluginList<'a> {
+    pub(super) prefix: &'a str,
+    pub(super) plugins: &'a [ApisixRoutePlugin],
+    pub(super) holder: Holder,
+    /// The namespace its `secretRef`s are read from.
+    pub(super) namespace: &'a str,
+}
+
+/// A `plugins[]` list (of a plugin config, global rule or consumer) on its own: the plugins,
+/// or the problems that refuse it.
+pub(super) fn plugin_set(
+    list: &PluginList<'_>,
+    secrets: &Secrets<'_>,
+    consumers: &HashSet<&str>,
+) -> (Plugins, Vec<String>) {
+    let mut out = Plugins::default();
+    let mut problems = Problems::default();
+    plugin_list(list, None, secrets, consumers, &mut out, &mut problems);
+    check_traffic(&format!("{}.plugins", list.prefix), &out, &mut problems);
+    (out, problems.list)
+}
+
+/// What the dataplane would refuse in the traffic plugins, as the table load checks them.
+fn check_traffic(at: &str, plugins: &Plugins, problems: &mut Problems) {
+    let limits = portcullis_contract::plugins::LimitRegistry::default();
+    if let Err(problem) =
+        portcullis_contract::plugins::TrafficPlugins::compile("", plugins, &limits)
+    {
+        problems.placeholder(format!("{at}: {problem}"));
+    }
+}
+
+/// Parses a `plugins[]` list into `out`, each enabled plugin in place of one of the same name
+/// already there (a plugin config's).
+fn plugin_list(
+    list: &PluginList<'_>,
+    by_authentication: Option<&'static str>,
+    secrets: &Secrets<'_>,
+    consumers: &HashSet<&str>,
+    out: &mut Plugins,
+    problems: &mut Problems,
+) {
+    let (p, namespace) = (list.prefix, list.namespace);
     let mut seen = HashSet::new();
-    for (j, plugin) in rule.plugins.iter().flatten().enumerate() {
+    for (j, plugin) in list.plugins.iter().enumerate() {
         if !plugin.enable {
             continue;
         }
         let pp = format!("{p}.plugins[{j}]");
         let name = plugin.name.as_str();
-        if !matches!(name, "key-auth" | "basic-auth" | "jwt-auth")
-            && !TRAFFIC_PLUGINS.contains(&name)
-        {
+        let auth = matches!(name, "key-auth" | "basic-auth" | "jwt-auth");
+        if !auth && !TRAFFIC_PLUGINS.contains(&name) {
             problems.placeholder(format!(
                 "{pp}: plugin \"{name}\" is not supported by Portcullis {SUPPORTED_PLUGINS}"
+            ));
+            continue;
+        }
+        if auth && list.holder == Holder::Consumer {
+            continue; // the consumer's credential: consumer.rs reads it
+        }
+        if auth && list.holder == Holder::GlobalRule {
+            problems.placeholder(format!(
+                "{pp}: plugin \"{name}\" is not supported in a global rule by Portcullis (put it on the rules, or in an ApisixPluginConfig they name)"
+            ));
+            continue;
+        }
+        if name == "cors" && list.holder == Holder::Consumer {
+            problems.placeholder(format!(
+                "{pp}: plugin \"cors\" runs before authentication, so it cannot be a consumer's; put it on the rules"
             ));
             continue;
         }
@@ -740,13 +855,6 @@ fn plugins(
             _ => out.proxy_rewrite = traffic_config(&pp, config, problems),
         }
     }
-    // The dataplane's own check of the plugin settings (regexes, statuses, CIDRs, keys), so a
-    // bad value is named here instead of refusing the whole table there.
-    let limits = portcullis_contract::plugins::LimitRegistry::default();
-    if let Err(problem) = portcullis_contract::plugins::TrafficPlugins::compile("", &out, &limits) {
-        problems.placeholder(format!("{p}.plugins: {problem}"));
-    }
-    out
 }
 
 /// A traffic plugin's `config` as the table carries it. APISIX spellings the model reads

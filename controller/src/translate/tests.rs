@@ -1931,3 +1931,236 @@ fn traffic_plugin_problems_name_the_plugin_and_field() {
         assert!(route.placeholder.is_some(), "{id}");
     }
 }
+
+fn plugin_object(kind: &str, name: &str, namespace: &str, created: &str, spec: &str) -> String {
+    format!(
+        "---\napiVersion: apisix.apache.org/v2\nkind: {kind}\nmetadata: {{name: {name}, namespace: {namespace}, creationTimestamp: \"{created}\"}}\nspec:\n{spec}\n"
+    )
+}
+
+#[test]
+fn plugin_configs_are_shared_by_name_and_a_rules_own_plugin_takes_their_place() {
+    let b = "backends: [{serviceName: echo, servicePort: ws}]";
+    let pc = plugin_object(
+        "ApisixPluginConfig",
+        "limits",
+        "demo",
+        "2026-01-01T00:00:00Z",
+        "  plugins:\n  - {name: limit-count, enable: true, config: {count: 5, time_window: 60, key: remote_addr}}\n  - {name: ip-restriction, enable: true, config: {blacklist: [10.9.0.0/16]}}\n  - {name: cors, enable: false}",
+    );
+    let broken = plugin_object(
+        "ApisixPluginConfig",
+        "broken",
+        "demo",
+        "2026-01-01T00:00:00Z",
+        "  plugins:\n  - {name: ip-restriction, enable: true, config: {whitelist: [10.0.0.0/40]}}",
+    );
+    let other_class = plugin_object(
+        "ApisixPluginConfig",
+        "theirs",
+        "demo",
+        "2026-01-01T00:00:00Z",
+        "  ingressClassName: other\n  plugins:\n  - {name: limit-req, enable: true, config: {rate: 1, burst: 0, key: remote_addr}}",
+    );
+    let rules = format!(
+        "  - name: shared\n    match: {{paths: [/a]}}\n    {b}\n    plugin_config_name: limits\n    authentication: {{enable: true, type: keyAuth}}\n\
+         \x20 - name: own\n    match: {{paths: [/b]}}\n    {b}\n    plugin_config_name: limits\n    plugins: [{{name: limit-count, enable: true, config: {{count: 9, time_window: 60, key: remote_addr}}}}]\n\
+         \x20 - name: missing\n    match: {{paths: [/c]}}\n    {b}\n    plugin_config_name: nope\n\
+         \x20 - name: refused\n    match: {{paths: [/d]}}\n    {b}\n    plugin_config_name: broken\n\
+         \x20 - name: class\n    match: {{paths: [/e]}}\n    {b}\n    plugin_config_name: theirs\n"
+    );
+    let elsewhere = "---\napiVersion: apisix.apache.org/v2\nkind: ApisixRoute\nmetadata: {name: x, namespace: other}\nspec:\n  http:\n  - name: across\n    match: {paths: [/f]}\n    backends: [{serviceName: echo, servicePort: ws}]\n    plugin_config_name: limits\n    plugin_config_namespace: demo\n";
+    let t = standalone(&format!(
+        "{SEED}{pc}{broken}{other_class}{elsewhere}\n---\napiVersion: apisix.apache.org/v2\nkind: ApisixRoute\nmetadata: {{name: r, namespace: demo}}\nspec:\n  http:\n{rules}"
+    ));
+    let shared = route(&t, "demo/r/shared");
+    assert_eq!(shared.plugins.limit_count.as_ref().unwrap().count, 5);
+    assert!(shared.plugins.ip_restriction.is_some());
+    assert!(
+        shared.plugins.key_auth.is_some(),
+        "and its own authentication"
+    );
+    assert!(shared.plugins.cors.is_none(), "enable: false in the config");
+    let own = route(&t, "demo/r/own");
+    assert_eq!(own.plugins.limit_count.as_ref().unwrap().count, 9);
+    assert!(own.plugins.ip_restriction.is_some());
+    // Across namespaces, as AIC 2.2.0 allows.
+    assert_eq!(
+        route(&t, "other/x/across").plugins,
+        shared.plugins.clone().tap_key_auth(None)
+    );
+    for id in ["demo/r/missing", "demo/r/refused", "demo/r/class"] {
+        assert!(route(&t, id).placeholder.is_some(), "{id} fails closed");
+    }
+    assert_eq!(
+        problems(&t, "r"),
+        [
+            ".spec.http[2].plugin_config_name: ApisixPluginConfig demo/nope not found (of this IngressClass); the rule answers 503 until it exists",
+            ".spec.http[3].plugin_config_name: ApisixPluginConfig demo/broken is not accepted (see its status); the rule answers 503 until it is",
+            ".spec.http[4].plugin_config_name: ApisixPluginConfig demo/theirs not found (of this IngressClass); the rule answers 503 until it exists",
+        ]
+    );
+    assert!(status_of(&t, Kind::ApisixPluginConfig, "limits").accepted());
+    assert_eq!(
+        status_of(&t, Kind::ApisixPluginConfig, "broken").problems,
+        [".spec.plugins: ip-restriction: whitelist: \"10.0.0.0/40\" is not an IP address or CIDR"]
+    );
+    assert!(
+        !t.statuses.iter().any(|s| s.name == "theirs"),
+        "another class's object gets no status from us"
+    );
+    CompiledTable::compile(t.table.clone()).unwrap();
+}
+
+trait TapKeyAuth {
+    fn tap_key_auth(self, key_auth: Option<portcullis_contract::table::KeyAuthConfig>) -> Self;
+}
+
+impl TapKeyAuth for portcullis_contract::table::Plugins {
+    fn tap_key_auth(mut self, key_auth: Option<portcullis_contract::table::KeyAuthConfig>) -> Self {
+        self.key_auth = key_auth;
+        self
+    }
+}
+
+#[test]
+fn global_rules_merge_oldest_first_and_a_broken_one_refuses_every_rule() {
+    let older = plugin_object(
+        "ApisixGlobalRule",
+        "first",
+        "demo",
+        "2026-01-01T00:00:00Z",
+        "  plugins:\n  - {name: limit-count, enable: true, config: {count: 100, time_window: 60, key: remote_addr}}",
+    );
+    let newer = plugin_object(
+        "ApisixGlobalRule",
+        "second",
+        "ops",
+        "2026-02-01T00:00:00Z",
+        "  plugins:\n  - {name: limit-count, enable: true, config: {count: 1, time_window: 60, key: remote_addr}}\n  - {name: ip-restriction, enable: true, config: {blacklist: [10.9.0.0/16]}}",
+    );
+    let theirs = plugin_object(
+        "ApisixGlobalRule",
+        "theirs",
+        "demo",
+        "2025-01-01T00:00:00Z",
+        "  ingressClassName: other\n  plugins:\n  - {name: limit-req, enable: true, config: {rate: 1, burst: 0, key: remote_addr}}",
+    );
+    let t = standalone(&format!("{SEED}{older}{newer}{theirs}"));
+    let global = &t.table.global;
+    assert_eq!(global.refused, None);
+    assert_eq!(global.plugins.limit_count.as_ref().unwrap().count, 100);
+    assert!(global.plugins.ip_restriction.is_some());
+    assert!(global.plugins.limit_req.is_none(), "another class's rule");
+    assert!(status_of(&t, Kind::ApisixGlobalRule, "first").accepted());
+    assert_eq!(
+        status_of(&t, Kind::ApisixGlobalRule, "second").problems,
+        [
+            ".spec.plugins: plugin \"limit-count\" is also set by the older ApisixGlobalRule demo/first, whose setting applies; remove it from one of them"
+        ]
+    );
+    // The dataplane loads it and runs it before the rule (see decision.rs for the order).
+    let compiled = CompiledTable::compile(t.table.clone()).unwrap();
+    assert!(compiled.global.limit_count.is_some() && !compiled.global_refused);
+
+    // An authentication plugin, or a bad setting, refuses every rule until it is fixed.
+    for (spec, problem) in [
+        (
+            "  plugins:\n  - {name: key-auth, enable: true}",
+            ".spec.plugins[0]: plugin \"key-auth\" is not supported in a global rule by Portcullis (put it on the rules, or in an ApisixPluginConfig they name)",
+        ),
+        (
+            "  plugins:\n  - {name: limit-conn, enable: true, config: {conn: 0, burst: 0, default_conn_delay: 0.1, key: remote_addr}}",
+            ".spec.plugins: limit-conn: conn: must be at least 1",
+        ),
+        (
+            "  plugins:\n  - {name: ip-restriction, enable: true, config: {blacklist: [10.0.0.0/8], whitelist: [10.0.0.0/8]}}",
+            ".spec.plugins: ip-restriction: set exactly one of whitelist and blacklist",
+        ),
+    ] {
+        let bad = plugin_object(
+            "ApisixGlobalRule",
+            "bad",
+            "demo",
+            "2026-03-01T00:00:00Z",
+            spec,
+        );
+        let t = standalone(&format!("{SEED}{older}{bad}"));
+        let got = status_of(&t, Kind::ApisixGlobalRule, "bad")
+            .problems
+            .clone();
+        assert!(
+            got.len() == 1 && got[0].starts_with(problem),
+            "{spec}: {got:?}"
+        );
+        assert_eq!(
+            t.table.global.refused.as_deref(),
+            Some(
+                "ApisixGlobalRule demo/bad not accepted: every rule answers 503 until it is fixed or deleted"
+            )
+        );
+        let compiled = CompiledTable::compile(t.table.clone()).unwrap();
+        assert!(compiled.global_refused);
+    }
+}
+
+#[test]
+fn a_consumers_traffic_plugins_travel_with_it_and_a_broken_one_withdraws_its_credential() {
+    let consumer = |name: &str, plugins: &str| {
+        format!(
+            "---\napiVersion: apisix.apache.org/v2\nkind: ApisixConsumer\nmetadata: {{name: {name}, namespace: demo}}\nspec:\n  authParameter: {{keyAuth: {{value: {{key: {name}-key}}}}}}\n  plugins:\n{plugins}\n"
+        )
+    };
+    let t = standalone(&format!(
+        "{SEED}{}{}{}{}",
+        consumer(
+            "limited",
+            "  - {name: limit-count, enable: true, config: {count: 3, time_window: 60, key: consumer_name}}"
+        ),
+        consumer(
+            "broken",
+            "  - {name: limit-count, enable: true, config: {count: 3, time_window: 60, key: consumer_name, policy: redis}}"
+        ),
+        consumer("browser", "  - {name: cors, enable: true}"),
+        consumer("odd", "  - {name: fault-injection, enable: true}"),
+    ));
+    let find = |name: &str| {
+        t.table
+            .consumers
+            .iter()
+            .find(|c| c.username == format!("demo_{name}"))
+            .unwrap()
+    };
+    assert_eq!(
+        find("limited").plugins.limit_count.as_ref().unwrap().count,
+        3
+    );
+    assert!(find("limited").credential.is_some());
+    assert!(status_of(&t, Kind::ApisixConsumer, "limited").accepted());
+    for (name, problem) in [
+        (
+            "broken",
+            ".spec.plugins[0].config.policy: \"redis\" is not supported by Portcullis (only \"local\": counts are per dataplane)",
+        ),
+        (
+            "browser",
+            ".spec.plugins[0]: plugin \"cors\" runs before authentication, so it cannot be a consumer's; put it on the rules",
+        ),
+        (
+            "odd",
+            ".spec.plugins[0]: plugin \"fault-injection\" is not supported by Portcullis",
+        ),
+    ] {
+        let c = find(name);
+        assert!(c.credential.is_none() && c.plugins.is_empty(), "{name}");
+        let got = &status_of(&t, Kind::ApisixConsumer, name).problems;
+        assert!(got[0].starts_with(problem), "{name}: {got:?}");
+        assert_eq!(
+            got.last().unwrap(),
+            ".spec.plugins: the consumer's credential is withdrawn until its plugins are fixed"
+        );
+    }
+    let compiled = CompiledTable::compile(t.table.clone()).unwrap();
+    let id = compiled.consumers.id_of("demo_limited").unwrap();
+    assert!(compiled.consumer_traffic[id].is_some());
+}

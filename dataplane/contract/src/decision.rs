@@ -11,7 +11,7 @@ use http::{HeaderMap, Method, Uri, Version};
 
 use crate::auth::{CompiledConsumer, Rejection, RequestEdits, authenticate};
 use crate::outcome::Outcome;
-use crate::plugins::{ConnSlot, PluginRefusal, Quota, Rewrite};
+use crate::plugins::{ConnSlot, Effective, PluginRefusal, Quota, Rewrite};
 pub use crate::request::TlsFacts;
 use crate::request::{BadRequest, RequestView, is_websocket_upgrade};
 use crate::table::{CompiledRoute, CompiledTable};
@@ -125,6 +125,24 @@ pub struct Admission {
     pub quota: Option<Quota>,
 }
 
+impl Admission {
+    /// This admission with the global rules' beside it: both slots held, the longer wait, the
+    /// rule's quota before the global one's.
+    fn with(self, global: Admission) -> Admission {
+        Admission {
+            slot: match self.slot {
+                Some(slot) => Some(slot.with(global.slot)),
+                None => global.slot,
+            },
+            delay: match (self.delay, global.delay) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            },
+            quota: self.quota.or(global.quota),
+        }
+    }
+}
+
 impl Forward<'_> {
     /// Who the request authenticated as, for revocation of its WebSocket.
     pub fn revocation_key(&self) -> Option<u64> {
@@ -170,12 +188,25 @@ pub fn decide<'t>(table: &'t CompiledTable, head: Head<'_>, now: u64) -> Decisio
     let Some(route) = table.find(&view) else {
         return refuse(no_route(), Refusal::NotFound);
     };
-    if route.placeholder {
+    if route.placeholder || table.global_refused {
         return refuse(route.id.clone(), Refusal::Placeholder);
     }
+    let websocket = upgrade && route.websocket;
+    // The global rules run first, before the rule's own plugins and its authentication (as
+    // APISIX runs them): no consumer is known to them yet.
+    let global = Effective::of(&table.global);
+    if let Some(cors) = &table.global.cors
+        && let Some(answer) = cors.answer(&view, websocket)
+    {
+        return refuse(route.id.clone(), Refusal::Plugin(answer));
+    }
+    let global_admission = match run_plugins(global, &view, None, &route.id, head, now) {
+        Ok(admission) => admission,
+        Err(refusal) => return refuse(route.id.clone(), Refusal::Plugin(refusal)),
+    };
     // `cors` (priority 4000) answers preflights and checks handshakes' `Origin` before auth.
     if let Some(cors) = &route.traffic.cors
-        && let Some(answer) = cors.answer(&view, upgrade && route.websocket)
+        && let Some(answer) = cors.answer(&view, websocket)
     {
         return refuse(route.id.clone(), Refusal::Plugin(answer));
     }
@@ -185,27 +216,26 @@ pub fn decide<'t>(table: &'t CompiledTable, head: Head<'_>, now: u64) -> Decisio
     };
     let consumer = auth.consumer.map(|c| &table.consumers.list[c]);
     let consumer_name = consumer.map(|c| c.username.as_str());
-    if let Some(refusal) = route.traffic.restrict(&view, consumer_name, &route.id) {
-        return refuse(route.id.clone(), Refusal::Plugin(refusal));
-    }
-    let admission = match admit(route, &view, consumer_name, now) {
-        Ok(admission) => admission,
+    let plugins = Effective {
+        consumer: auth
+            .consumer
+            .and_then(|c| table.consumer_traffic.get(c))
+            .and_then(|t| t.as_deref()),
+        route: &route.traffic,
+    };
+    let admission = match run_plugins(plugins, &view, consumer_name, &route.id, head, now) {
+        Ok(admission) => admission.with(global_admission),
         Err(refusal) => return refuse(route.id.clone(), Refusal::Plugin(refusal)),
     };
-    if let Some(redirect) = &route.traffic.redirect
-        && let Some(answer) = redirect.answer(&view, head.tls.is_some())
-    {
-        return refuse(route.id.clone(), Refusal::Plugin(answer));
-    }
-    let rewrite = route
-        .traffic
-        .proxy_rewrite
-        .as_ref()
+    let rewrite = plugins
+        .proxy_rewrite()
+        .or_else(|| global.proxy_rewrite())
         .map(|p| p.rewrite(&view));
     let response_headers = route
         .traffic
         .cors
         .as_ref()
+        .or(table.global.cors.as_ref())
         .map(|c| c.headers(&view))
         .unwrap_or_default();
     let balance_keys = route
@@ -218,7 +248,7 @@ pub fn decide<'t>(table: &'t CompiledTable, head: Head<'_>, now: u64) -> Decisio
         route_id: route.id.clone(),
         verdict: Ok(Forward {
             route,
-            websocket: upgrade && route.websocket,
+            websocket,
             consumer,
             edits: auth.edits,
             host: view.host.take(),
@@ -231,28 +261,51 @@ pub fn decide<'t>(table: &'t CompiledTable, head: Head<'_>, now: u64) -> Decisio
     }
 }
 
-/// The route's limits, in APISIX's order (`limit-conn`, then `limit-count`). They count: a
-/// request refused by `limit-count` gives its `limit-conn` slot back at once.
-fn admit(
-    route: &CompiledRoute,
+/// One layer's access phase after authentication, in APISIX's priority order: the
+/// restrictions, the limits, then `redirect`.
+fn run_plugins(
+    plugins: Effective<'_>,
     view: &RequestView<'_>,
     consumer: Option<&str>,
+    route_id: &str,
+    head: Head<'_>,
+    now: u64,
+) -> Result<Admission, PluginRefusal> {
+    if let Some(refusal) = plugins.restrict(view, consumer, route_id) {
+        return Err(refusal);
+    }
+    let admission = admit(plugins, view, consumer, route_id, now)?;
+    if let Some(redirect) = plugins.redirect()
+        && let Some(answer) = redirect.answer(view, head.tls.is_some())
+    {
+        return Err(answer);
+    }
+    Ok(admission)
+}
+
+/// The limits, in APISIX's order (`limit-conn`, then `limit-count`). They count: a request
+/// refused by `limit-count` gives its `limit-conn` slot back at once.
+fn admit(
+    plugins: Effective<'_>,
+    view: &RequestView<'_>,
+    consumer: Option<&str>,
+    route_id: &str,
     now: u64,
 ) -> Result<Admission, PluginRefusal> {
     let mut admission = Admission::default();
-    if !route.traffic.has_limits() {
+    if !plugins.has_limits() {
         return Ok(admission);
     }
-    if let Some(limit) = &route.traffic.limit_conn {
-        let (slot, delay) = limit.admit(view, consumer, &route.id)?;
+    if let Some(limit) = plugins.limit_conn() {
+        let (slot, delay) = limit.admit(view, consumer, route_id)?;
         admission.slot = Some(slot);
         admission.delay = delay;
     }
-    if let Some(limit) = &route.traffic.limit_count {
-        admission.quota = limit.admit(view, consumer, &route.id, now)?;
+    if let Some(limit) = plugins.limit_count() {
+        admission.quota = limit.admit(view, consumer, route_id, now)?;
     }
-    if let Some(limit) = &route.traffic.limit_req
-        && let Some(wait) = limit.admit(view, consumer, &route.id)?
+    if let Some(limit) = plugins.limit_req()
+        && let Some(wait) = limit.admit(view, consumer, route_id)?
     {
         admission.delay = Some(admission.delay.map_or(wait, |d| d.max(wait)));
     }
@@ -335,6 +388,7 @@ mod tests {
             ..Route::default()
         };
         CompiledTable::compile(RouteTable {
+            global: Default::default(),
             generation: 1,
             hash: String::new(),
             routes: vec![
@@ -347,6 +401,7 @@ mod tests {
                 },
             ],
             consumers: vec![Consumer {
+                plugins: Default::default(),
                 username: "demo_jack".into(),
                 custom_id: None,
                 credential: Some(Credential::KeyAuth {
@@ -692,5 +747,182 @@ mod tests {
             ),
             ""
         );
+    }
+
+    #[test]
+    fn global_rules_run_first_and_a_consumers_plugins_replace_the_rules() {
+        use crate::model::{GlobalRules, IpRestrictionConfig, LimitCountConfig, LimitKeyType};
+        let count = |count: u64, key: &str| LimitCountConfig {
+            count,
+            time_window: 60,
+            key_type: LimitKeyType::Var,
+            key: key.into(),
+            rejected_code: 429,
+            rejected_msg: None,
+            show_limit_quota_header: true,
+            allow_degradation: false,
+        };
+        let rule = |id: &str, path: &str, limit: Option<LimitCountConfig>| Route {
+            id: id.into(),
+            hosts: vec!["ws.example.com".into()],
+            paths: vec![path.into()],
+            plugins: Plugins {
+                key_auth: Some(KeyAuthConfig::default()),
+                limit_count: limit,
+                ..Plugins::default()
+            },
+            upstream: one_node("b"),
+            ..Route::default()
+        };
+        let consumer = |name: &str, key: &[u8], plugins: Plugins| Consumer {
+            username: name.into(),
+            custom_id: None,
+            credential: Some(Credential::KeyAuth {
+                key_sha256: key_digest_hex(key),
+            }),
+            plugins,
+        };
+        let source = RouteTable {
+            generation: 1,
+            hash: String::new(),
+            routes: vec![
+                rule("demo/r/a", "/a", Some(count(3, "consumer_name"))),
+                rule("demo/r/b", "/b", None),
+            ],
+            consumers: vec![
+                consumer(
+                    "demo_jack",
+                    b"jack-key",
+                    Plugins {
+                        limit_count: Some(count(1, "consumer_name")),
+                        ..Plugins::default()
+                    },
+                ),
+                consumer("demo_jill", b"jill-key", Plugins::default()),
+            ],
+            tls: Vec::new(),
+            global: GlobalRules {
+                plugins: Plugins {
+                    ip_restriction: Some(IpRestrictionConfig {
+                        blacklist: Some(vec!["10.9.9.9".into()]),
+                        ..IpRestrictionConfig::default()
+                    }),
+                    limit_count: Some(count(7, "remote_addr")),
+                    ..Plugins::default()
+                },
+                refused: None,
+            },
+        };
+        let t = CompiledTable::compile(source.clone()).unwrap();
+        let ask = |path: &str, key: Option<&str>, peer: &str| {
+            let mut request = TestRequest::get(path)
+                .header("Host", "ws.example.com")
+                .peer(peer);
+            if let Some(key) = key {
+                request = request.header("apikey", key);
+            }
+            match decide(&t, request.head(), 0).verdict {
+                Ok(f) => (200, f.admission.quota.map(|q| q.remaining)),
+                Err(Refusal::Plugin(p)) => (p.status, None),
+                Err(r) => (r.outcome().as_str().parse().unwrap(), None),
+            }
+        };
+        // The global ip-restriction runs before authentication: 403, not 401.
+        assert_eq!(ask("/a", None, "10.9.9.9").0, 403);
+        assert_eq!(ask("/a", Some("jill-key"), "10.9.9.9").0, 403);
+        // jill has no plugins of her own: the rule's limit (3) counts her.
+        assert_eq!(ask("/a", Some("jill-key"), "10.0.0.1"), (200, Some(2)));
+        assert_eq!(ask("/a", Some("jill-key"), "10.0.0.1"), (200, Some(1)));
+        // jack's limit-count (1) takes the place of the rule's, and counts per rule.
+        assert_eq!(ask("/a", Some("jack-key"), "10.0.0.1"), (200, Some(0)));
+        assert_eq!(ask("/a", Some("jack-key"), "10.0.0.1").0, 429);
+        assert_eq!(ask("/b", Some("jack-key"), "10.0.0.1"), (200, Some(0)));
+        // The global limit (7 per address) counted all of the above from 10.0.0.1, on both
+        // rules, refused ones included (a global rule counts before the rule's plugins run).
+        assert_eq!(ask("/b", Some("jill-key"), "10.0.0.1"), (200, Some(1)));
+        assert_eq!(ask("/b", Some("jill-key"), "10.0.0.1"), (200, Some(0)));
+        assert_eq!(ask("/b", Some("jill-key"), "10.0.0.1").0, 429);
+        assert_eq!(ask("/b", Some("jill-key"), "10.0.0.2"), (200, Some(6)));
+        // A global rule that could not be translated makes every rule a 503.
+        let refused = CompiledTable::compile(RouteTable {
+            global: GlobalRules {
+                refused: Some("x".into()),
+                ..GlobalRules::default()
+            },
+            ..source
+        })
+        .unwrap();
+        let request = TestRequest::get("/a")
+            .header("Host", "ws.example.com")
+            .header("apikey", "jill-key");
+        assert!(matches!(
+            decide(&refused, request.head(), 0).verdict,
+            Err(Refusal::Placeholder)
+        ));
+    }
+
+    #[test]
+    fn the_global_and_the_rules_limit_conn_slots_are_held_and_freed_together() {
+        use crate::model::{GlobalRules, LimitConnConfig, LimitKeyType};
+        let conn = |conn: u32| LimitConnConfig {
+            conn,
+            burst: 0,
+            default_conn_delay: 0.1,
+            key_type: LimitKeyType::Var,
+            key: "remote_addr".into(),
+            rejected_code: 503,
+            rejected_msg: None,
+            allow_degradation: false,
+            only_use_default_delay: false,
+        };
+        let t = CompiledTable::compile(RouteTable {
+            generation: 1,
+            hash: String::new(),
+            routes: vec![Route {
+                id: "demo/r/a".into(),
+                paths: vec!["/a".into()],
+                plugins: Plugins {
+                    limit_conn: Some(conn(5)),
+                    ..Plugins::default()
+                },
+                upstream: one_node("b"),
+                ..Route::default()
+            }],
+            consumers: Vec::new(),
+            tls: Vec::new(),
+            global: GlobalRules {
+                plugins: Plugins {
+                    limit_conn: Some(conn(2)),
+                    ..Plugins::default()
+                },
+                refused: None,
+            },
+        })
+        .unwrap();
+        let request = TestRequest::get("/a").header("Host", "x").peer("10.0.0.1");
+        let first = decide(&t, request.head(), 0).verdict.unwrap();
+        let second = decide(&t, request.head(), 0).verdict.unwrap();
+        let open = |t: &CompiledTable| {
+            (
+                t.global.limit_conn.as_ref().unwrap().open(b"10.0.0.1"),
+                t.routes[0]
+                    .traffic
+                    .limit_conn
+                    .as_ref()
+                    .unwrap()
+                    .open(b"10.0.0.1"),
+            )
+        };
+        assert_eq!(open(&t), (2, 2));
+        // The global limit (2) refuses the third; the rule's slot is not taken.
+        assert!(matches!(
+            decide(&t, request.head(), 0).verdict,
+            Err(Refusal::Plugin(_))
+        ));
+        assert_eq!(open(&t), (2, 2));
+        drop(first);
+        assert_eq!(open(&t), (1, 1));
+        drop(second);
+        assert_eq!(open(&t), (0, 0));
     }
 }

@@ -38,6 +38,7 @@ pub fn pem(name: &str) -> &'static str {
 /// - `demo_anon`: no credential (for `anonymous_consumer`).
 pub fn consumers() -> Vec<Consumer> {
     let jwt = |username: &str, key: &str, algorithm: &str, public_key: &str| Consumer {
+        plugins: Default::default(),
         username: username.into(),
         custom_id: None,
         credential: Some(Credential::JwtAuth(JwtCredential {
@@ -51,6 +52,7 @@ pub fn consumers() -> Vec<Consumer> {
     };
     vec![
         Consumer {
+            plugins: Default::default(),
             username: "demo_jack".into(),
             custom_id: Some("cust-42".into()),
             credential: Some(Credential::KeyAuth {
@@ -58,6 +60,7 @@ pub fn consumers() -> Vec<Consumer> {
             }),
         },
         Consumer {
+            plugins: Default::default(),
             username: "demo_carol".into(),
             custom_id: Some("carol-7".into()),
             credential: Some(Credential::BasicAuth {
@@ -66,6 +69,7 @@ pub fn consumers() -> Vec<Consumer> {
             }),
         },
         Consumer {
+            plugins: Default::default(),
             username: "demo_dave".into(),
             custom_id: None,
             credential: Some(Credential::JwtAuth(JwtCredential {
@@ -81,6 +85,7 @@ pub fn consumers() -> Vec<Consumer> {
         jwt("demo_fay", "fay-key", "ES256", "ec256_public.pem"),
         jwt("demo_gus", "gus-key", "EdDSA", "ed25519_public.pem"),
         Consumer {
+            plugins: Default::default(),
             username: "demo_anon".into(),
             custom_id: None,
             credential: None,

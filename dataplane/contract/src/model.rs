@@ -28,6 +28,29 @@ pub struct RouteTable {
     /// Certificates by SNI host name (`ApisixTls`), in namespace/name order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tls: Vec<TlsServer>,
+    /// `ApisixGlobalRule` plugins of the class: they run on every matched rule, before its own.
+    #[serde(default, skip_serializing_if = "GlobalRules::is_empty")]
+    pub global: GlobalRules,
+}
+
+/// The global rules of the class, merged (a plugin named by two rules is the older rule's).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlobalRules {
+    /// Traffic plugins only: authentication stays a rule's (or a plugin config's) choice.
+    #[serde(default)]
+    pub plugins: Plugins,
+    /// Set when a global rule could not be translated: every rule then answers 503 with this
+    /// reason, because serving without a plugin meant for every request could let through
+    /// what it was there to stop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+}
+
+impl GlobalRules {
+    pub fn is_empty(&self) -> bool {
+        *self == GlobalRules::default()
+    }
 }
 
 impl RouteTable {
@@ -41,6 +64,8 @@ impl RouteTable {
             // Absent when empty, so tables without certificates hash as before.
             #[serde(skip_serializing_if = "<[TlsServer]>::is_empty")]
             tls: &'a [TlsServer],
+            #[serde(skip_serializing_if = "GlobalRules::is_empty")]
+            global: &'a GlobalRules,
         }
         /// Feeds the serialisation straight into the digest: no multi-megabyte buffer.
         struct Digest(Sha256);
@@ -61,6 +86,7 @@ impl RouteTable {
                 routes: &self.routes,
                 consumers: &self.consumers,
                 tls: &self.tls,
+                global: &self.global,
             },
         )
         .expect("route table serialises to JSON"); // plain data, infallible writer
@@ -219,6 +245,12 @@ pub struct Plugins {
         skip_serializing_if = "Option::is_none"
     )]
     pub proxy_rewrite: Option<ProxyRewriteConfig>,
+}
+
+impl Plugins {
+    pub fn is_empty(&self) -> bool {
+        *self == Plugins::default()
+    }
 }
 
 /// `limit-req`: a leaky bucket of `rate` requests a second per key, `burst` more queued.
@@ -886,6 +918,10 @@ pub struct Consumer {
     pub custom_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<Credential>,
+    /// `ApisixConsumer` `plugins[]` other than the credential's: traffic plugins that take the
+    /// place of the matched rule's plugin of the same name for this consumer's requests.
+    #[serde(default, skip_serializing_if = "Plugins::is_empty")]
+    pub plugins: Plugins,
 }
 
 /// A consumer's credential in the form the dataplane checks it.

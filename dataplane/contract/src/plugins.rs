@@ -63,9 +63,42 @@ pub struct TrafficPlugins {
     pub proxy_rewrite: Option<ProxyRewrite>,
 }
 
+/// Whose plugins these are; it decides which counters a limit shares.
+#[derive(Clone, Copy, Debug)]
+pub enum Scope<'a> {
+    /// A rule's own plugins (with its plugin config's): counted per rule.
+    Route(&'a str),
+    /// The class's global rules: counted across every rule, as APISIX counts a global rule.
+    Global,
+    /// A consumer's plugins: counted per consumer and rule, as APISIX merges a consumer's
+    /// plugins into the rule it matched.
+    Consumer(&'a str),
+}
+
+impl Scope<'_> {
+    /// The registry's name for the counters (with the configuration's fingerprint beside it).
+    fn registry_key(&self) -> String {
+        match self {
+            Scope::Route(id) => format!("route\0{id}"),
+            Scope::Global => "global".into(),
+            Scope::Consumer(name) => format!("consumer\0{name}"),
+        }
+    }
+}
+
 impl TrafficPlugins {
+    /// A rule's traffic plugins.
     pub fn compile(
         route_id: &str,
+        plugins: &Plugins,
+        limits: &LimitRegistry,
+    ) -> Result<TrafficPlugins, String> {
+        Self::compile_scoped(Scope::Route(route_id), plugins, limits)
+    }
+
+    /// The traffic plugins of a rule, the global rules or a consumer.
+    pub fn compile_scoped(
+        scope: Scope<'_>,
         plugins: &Plugins,
         limits: &LimitRegistry,
     ) -> Result<TrafficPlugins, String> {
@@ -93,13 +126,13 @@ impl TrafficPlugins {
                 ConsumerRestriction::compile,
             )?,
             limit_conn: each("limit-conn", plugins.limit_conn.as_ref(), |c| {
-                LimitConn::compile(route_id, c, limits)
+                LimitConn::compile(scope, c, limits)
             })?,
             limit_count: each("limit-count", plugins.limit_count.as_ref(), |c| {
-                LimitCount::compile(route_id, c, limits)
+                LimitCount::compile(scope, c, limits)
             })?,
             limit_req: each("limit-req", plugins.limit_req.as_ref(), |c| {
-                LimitReq::compile(route_id, c, limits)
+                LimitReq::compile(scope, c, limits)
             })?,
             redirect: each("redirect", plugins.redirect.as_ref(), Redirect::compile)?,
             proxy_rewrite: each(
@@ -129,6 +162,63 @@ impl TrafficPlugins {
 
     pub fn has_limits(&self) -> bool {
         self.limit_conn.is_some() || self.limit_count.is_some() || self.limit_req.is_some()
+    }
+}
+
+/// A rule's plugins as one request sees them: its consumer's plugin of a name takes the place
+/// of the rule's (APISIX merges a consumer's plugins into the matched route).
+#[derive(Clone, Copy, Debug)]
+pub struct Effective<'a> {
+    pub consumer: Option<&'a TrafficPlugins>,
+    pub route: &'a TrafficPlugins,
+}
+
+impl<'a> Effective<'a> {
+    /// Plugins of their own only (the global rules).
+    pub fn of(plugins: &'a TrafficPlugins) -> Effective<'a> {
+        Effective {
+            consumer: None,
+            route: plugins,
+        }
+    }
+
+    fn pick<T>(&self, field: impl Fn(&'a TrafficPlugins) -> Option<&'a T>) -> Option<&'a T> {
+        self.consumer.and_then(&field).or_else(|| field(self.route))
+    }
+
+    /// The restrictions (pure): `None` lets the request on.
+    pub fn restrict(
+        &self,
+        req: &RequestView<'_>,
+        consumer: Option<&str>,
+        route_id: &str,
+    ) -> Option<PluginRefusal> {
+        if let Some(ip) = self.pick(|t| t.ip.as_ref())
+            && let Some(refusal) = ip.check(req.peer)
+        {
+            return Some(refusal);
+        }
+        self.pick(|t| t.consumer.as_ref())
+            .and_then(|c| c.check(consumer, route_id, req.method))
+    }
+
+    pub fn has_limits(&self) -> bool {
+        self.route.has_limits() || self.consumer.is_some_and(TrafficPlugins::has_limits)
+    }
+    pub fn limit_conn(&self) -> Option<&'a LimitConn> {
+        self.pick(|t| t.limit_conn.as_ref())
+    }
+    pub fn limit_count(&self) -> Option<&'a LimitCount> {
+        self.pick(|t| t.limit_count.as_ref())
+    }
+    pub fn limit_req(&self) -> Option<&'a LimitReq> {
+        self.pick(|t| t.limit_req.as_ref())
+    }
+    pub fn redirect(&self) -> Option<&'a Redirect> {
+        self.pick(|t| t.redirect.as_ref())
+    }
+    pub fn proxy_rewrite(&self) -> Option<&'a ProxyRewrite> {
+        self.pick(|t| t.proxy_rewrite.as_ref())
     }
 }
 
@@ -291,6 +381,51 @@ impl ConsumerRestriction {
             return Some(self.refusal.clone());
         }
         None
+    }
+}
+
+/// The refusal of a limit plugin: `rejected_code`, and `rejected_msg` as `{"error_msg": …}`.
+fn limit_refusal(
+    code: u16,
+    message: Option<&str>,
+    reason: &'static str,
+) -> Result<PluginRefusal, String> {
+    Ok(PluginRefusal {
+        status: status(code, "rejected_code")?,
+        body: message
+            .map(|m| json_body("error_msg", m))
+            .unwrap_or_default(),
+        headers: Vec::new(),
+        reason,
+        outcome: Outcome::Limited,
+    })
+}
+
+/// A limit's key with its scope: a consumer's limit counts per rule as well.
+#[derive(Debug, Clone)]
+struct ScopedKey {
+    key: LimitKey,
+    per_route: bool,
+}
+
+impl ScopedKey {
+    fn compile(scope: Scope<'_>, kind: LimitKeyType, key: &str) -> Result<ScopedKey, String> {
+        Ok(ScopedKey {
+            key: LimitKey::compile(kind, key)?,
+            per_route: matches!(scope, Scope::Consumer(_)),
+        })
+    }
+
+    fn read(&self, req: &RequestView<'_>, consumer: Option<&str>, route_id: &str) -> Vec<u8> {
+        let key = self.key.read(req, consumer, route_id);
+        if !self.per_route {
+            return key;
+        }
+        let mut scoped = Vec::with_capacity(route_id.len() + 1 + key.len());
+        scoped.extend_from_slice(route_id.as_bytes());
+        scoped.push(0);
+        scoped.extend_from_slice(&key);
+        scoped
     }
 }
 
@@ -459,7 +594,7 @@ pub struct ConnCounts {
 
 #[derive(Debug)]
 pub struct LimitConn {
-    key: LimitKey,
+    key: ScopedKey,
     conn: u32,
     burst: u32,
     delay: Duration,
@@ -472,6 +607,21 @@ pub struct LimitConn {
 pub struct ConnSlot {
     counts: Arc<ConnCounts>,
     key: Vec<u8>,
+    /// Another `limit-conn`'s slot held as long (the global rules' beside the rule's).
+    also: Option<Box<ConnSlot>>,
+}
+
+impl ConnSlot {
+    /// Both slots, held and given back together.
+    pub fn with(mut self, other: Option<ConnSlot>) -> ConnSlot {
+        if let Some(other) = other {
+            self.also = Some(Box::new(match self.also.take() {
+                Some(held) => other.with(Some(*held)),
+                None => other,
+            }));
+        }
+        self
+    }
 }
 
 impl Drop for ConnSlot {
@@ -490,7 +640,7 @@ impl Drop for ConnSlot {
 
 impl LimitConn {
     fn compile(
-        route_id: &str,
+        scope: Scope<'_>,
         c: &LimitConnConfig,
         limits: &LimitRegistry,
     ) -> Result<LimitConn, String> {
@@ -501,22 +651,12 @@ impl LimitConn {
             return Err("default_conn_delay: must be a positive number of seconds".into());
         }
         Ok(LimitConn {
-            key: LimitKey::compile(c.key_type, &c.key)?,
+            key: ScopedKey::compile(scope, c.key_type, &c.key)?,
             conn: c.conn,
             burst: c.burst,
             delay: Duration::from_secs_f64(c.default_conn_delay.min(3600.0)),
-            refusal: PluginRefusal {
-                status: status(c.rejected_code, "rejected_code")?,
-                body: c
-                    .rejected_msg
-                    .as_deref()
-                    .map(|m| json_body("error_msg", m))
-                    .unwrap_or_default(),
-                headers: Vec::new(),
-                reason: "limit_conn",
-                outcome: Outcome::Limited,
-            },
-            counts: shared(&limits.conn, (route_id.to_string(), fingerprint(c))),
+            refusal: limit_refusal(c.rejected_code, c.rejected_msg.as_deref(), "limit_conn")?,
+            counts: shared(&limits.conn, (scope.registry_key(), fingerprint(c))),
         })
     }
 
@@ -546,6 +686,7 @@ impl LimitConn {
             ConnSlot {
                 counts: self.counts.clone(),
                 key,
+                also: None,
             },
             delay,
         ))
@@ -573,7 +714,7 @@ pub struct WindowCounts {
 
 #[derive(Debug)]
 pub struct LimitCount {
-    key: LimitKey,
+    key: ScopedKey,
     count: u64,
     window: u64,
     show_headers: bool,
@@ -611,7 +752,7 @@ impl Quota {
 
 impl LimitCount {
     fn compile(
-        route_id: &str,
+        scope: Scope<'_>,
         c: &LimitCountConfig,
         limits: &LimitRegistry,
     ) -> Result<LimitCount, String> {
@@ -622,22 +763,12 @@ impl LimitCount {
             return Err("time_window: must be at least 1 second".into());
         }
         Ok(LimitCount {
-            key: LimitKey::compile(c.key_type, &c.key)?,
+            key: ScopedKey::compile(scope, c.key_type, &c.key)?,
             count: c.count,
             window: c.time_window,
             show_headers: c.show_limit_quota_header,
-            refusal: PluginRefusal {
-                status: status(c.rejected_code, "rejected_code")?,
-                body: c
-                    .rejected_msg
-                    .as_deref()
-                    .map(|m| json_body("error_msg", m))
-                    .unwrap_or_default(),
-                headers: Vec::new(),
-                reason: "limit_count",
-                outcome: Outcome::Limited,
-            },
-            counts: shared(&limits.count, (route_id.to_string(), fingerprint(c))),
+            refusal: limit_refusal(c.rejected_code, c.rejected_msg.as_deref(), "limit_count")?,
+            counts: shared(&limits.count, (scope.registry_key(), fingerprint(c))),
         })
     }
 
@@ -708,7 +839,7 @@ impl Default for Buckets {
 
 #[derive(Debug)]
 pub struct LimitReq {
-    key: LimitKey,
+    key: ScopedKey,
     /// Requests per second, in thousandths.
     rate_milli: u64,
     burst_milli: u64,
@@ -719,7 +850,7 @@ pub struct LimitReq {
 
 impl LimitReq {
     fn compile(
-        route_id: &str,
+        scope: Scope<'_>,
         c: &LimitReqConfig,
         limits: &LimitRegistry,
     ) -> Result<LimitReq, String> {
@@ -730,22 +861,12 @@ impl LimitReq {
             return Err("burst: must be zero or more".into());
         }
         Ok(LimitReq {
-            key: LimitKey::compile(c.key_type, &c.key)?,
+            key: ScopedKey::compile(scope, c.key_type, &c.key)?,
             rate_milli: ((c.rate * 1000.0).round() as u64).max(1),
             burst_milli: (c.burst * 1000.0).round() as u64,
             nodelay: c.nodelay,
-            refusal: PluginRefusal {
-                status: status(c.rejected_code, "rejected_code")?,
-                body: c
-                    .rejected_msg
-                    .as_deref()
-                    .map(|m| json_body("error_msg", m))
-                    .unwrap_or_default(),
-                headers: Vec::new(),
-                reason: "limit_req",
-                outcome: Outcome::Limited,
-            },
-            buckets: shared(&limits.req, (route_id.to_string(), fingerprint(c))),
+            refusal: limit_refusal(c.rejected_code, c.rejected_msg.as_deref(), "limit_req")?,
+            buckets: shared(&limits.req, (scope.registry_key(), fingerprint(c))),
         })
     }
 

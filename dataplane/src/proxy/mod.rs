@@ -979,12 +979,14 @@ mod tests {
 
     fn table(generation: u64, consumers: &[(&str, &[u8])]) -> RouteTable {
         RouteTable {
+            global: Default::default(),
             generation,
             hash: String::new(),
             routes: vec![],
             consumers: consumers
                 .iter()
                 .map(|(name, key)| Consumer {
+                    plugins: Default::default(),
                     username: name.to_string(),
                     custom_id: None,
                     credential: Some(Credential::KeyAuth {

@@ -111,6 +111,8 @@ async fn crds_register_kinds_whose_objects_are_pruned_defaulted_and_validated() 
         kinds,
         [
             "ApisixConsumer",
+            "ApisixGlobalRule",
+            "ApisixPluginConfig",
             "ApisixRoute",
             "ApisixTls",
             "ApisixUpstream"

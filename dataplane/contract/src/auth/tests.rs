@@ -14,6 +14,7 @@ fn compiled(plugins: Plugins) -> CompiledTable {
     let mut route = crate::table::tests::route("demo/r/0").0;
     route.plugins = plugins;
     CompiledTable::compile(RouteTable {
+        global: Default::default(),
         generation: 1,
         hash: String::new(),
         routes: vec![route],
@@ -215,6 +216,7 @@ fn unknown_anonymous_consumer_rejects_the_table() {
         ..Plugins::default()
     };
     let err = CompiledTable::compile(RouteTable {
+        global: Default::default(),
         generation: 1,
         hash: String::new(),
         routes: vec![route],
@@ -575,6 +577,7 @@ fn several_plugins_all_must_pass_in_priority_order_last_consumer_wins() {
 fn consumer_table_errors() {
     let dup_key = vec![
         Consumer {
+            plugins: Default::default(),
             username: "a".into(),
             custom_id: None,
             credential: Some(Credential::KeyAuth {
@@ -582,6 +585,7 @@ fn consumer_table_errors() {
             }),
         },
         Consumer {
+            plugins: Default::default(),
             username: "b".into(),
             custom_id: None,
             credential: Some(Credential::KeyAuth {
@@ -591,6 +595,7 @@ fn consumer_table_errors() {
     ];
     let jwt = |alg: &str, secret: Option<&str>, b64: bool, pk: Option<&str>| {
         vec![Consumer {
+            plugins: Default::default(),
             username: "j".into(),
             custom_id: None,
             credential: Some(Credential::JwtAuth(JwtCredential {
@@ -607,6 +612,7 @@ fn consumer_table_errors() {
         (dup_key, "duplicate key-auth key (also consumer \"a\")"),
         (
             vec![Consumer {
+                plugins: Default::default(),
                 username: "a".into(),
                 custom_id: None,
                 credential: Some(Credential::KeyAuth {
@@ -634,6 +640,7 @@ fn consumer_table_errors() {
         ),
         (
             vec![Consumer {
+                plugins: Default::default(),
                 username: "c".into(),
                 custom_id: None,
                 credential: Some(Credential::BasicAuth {

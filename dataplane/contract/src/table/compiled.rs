@@ -15,6 +15,7 @@ use super::router::Router;
 use super::tls::CompiledTls;
 use crate::auth::{AuthChain, Consumers};
 use crate::model::{Backend, HealthCheck, PassHost, Route, RouteTable, Scheme, Timeouts};
+use crate::plugins::{Scope, TrafficPlugins};
 use crate::request::RequestView;
 
 /// Why a table was refused as a whole.
@@ -28,6 +29,8 @@ pub enum TableError {
     Consumer(String),
     #[error("{0}")]
     Tls(String),
+    #[error("global rules: {0}")]
+    Global(String),
     #[error("hash mismatch: the table says {claimed} but its content hashes to {actual}")]
     HashMismatch { claimed: String, actual: String },
     #[error(
@@ -244,6 +247,11 @@ pub struct CompiledTable {
     pub consumers: Consumers,
     /// Certificates by SNI host name.
     pub tls: CompiledTls,
+    /// The global rules' traffic plugins; `global_refused` makes every rule a 503.
+    pub global: TrafficPlugins,
+    pub global_refused: bool,
+    /// Each consumer's own traffic plugins, by [`crate::auth::ConsumerId`]; `None` for most.
+    pub consumer_traffic: Vec<Option<Box<TrafficPlugins>>>,
     router: Router,
     source: RouteTable,
 }
@@ -269,6 +277,27 @@ impl CompiledTable {
         }
         let consumers = Consumers::compile(&table.consumers).map_err(TableError::Consumer)?;
         let tls = CompiledTls::compile(&table.tls).map_err(TableError::Tls)?;
+        let global =
+            TrafficPlugins::compile_scoped(Scope::Global, &table.global.plugins, &state.limits)
+                .map_err(TableError::Global)?;
+        let consumer_traffic = table
+            .consumers
+            .iter()
+            .map(|c| {
+                if c.plugins.is_empty() {
+                    return Ok(None);
+                }
+                TrafficPlugins::compile_scoped(
+                    Scope::Consumer(&c.username),
+                    &c.plugins,
+                    &state.limits,
+                )
+                .map(|t| Some(Box::new(t)))
+                .map_err(|p| {
+                    TableError::Consumer(format!("consumer {:?}: plugins: {p}", c.username))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mut ids = std::collections::HashSet::new();
         let mut routes = Vec::with_capacity(table.routes.len());
         for route in &table.routes {
@@ -295,6 +324,9 @@ impl CompiledTable {
             routes,
             consumers,
             tls,
+            global_refused: table.global.refused.is_some(),
+            global,
+            consumer_traffic,
             router,
             source: table,
         })
@@ -384,8 +416,7 @@ fn compile_route(
         );
     }
     let auth = AuthChain::compile(&route.plugins, consumers)?;
-    let traffic =
-        crate::plugins::TrafficPlugins::compile(&route.id, &route.plugins, &state.limits)?;
+    let traffic = TrafficPlugins::compile(&route.id, &route.plugins, &state.limits)?;
     let backends = route
         .upstream
         .backends

@@ -67,6 +67,7 @@ impl R {
 
 pub(crate) fn table(routes: Vec<R>) -> CompiledTable {
     CompiledTable::compile(RouteTable {
+        global: Default::default(),
         generation: 1,
         hash: String::new(),
         routes: routes.into_iter().map(|r| r.0).collect(),
@@ -295,6 +296,7 @@ fn matching_is_indexed_not_linear() {
 
 fn compile_err(routes: Vec<R>) -> TableError {
     CompiledTable::compile(RouteTable {
+        global: Default::default(),
         generation: 1,
         hash: String::new(),
         routes: routes.into_iter().map(|r| r.0).collect(),
@@ -372,6 +374,7 @@ fn placeholder_routes_need_no_backends_and_match() {
 #[test]
 fn hash_is_deterministic_and_checked() {
     let make = || RouteTable {
+        global: Default::default(),
         generation: 7,
         hash: String::new(),
         routes: vec![route("a").0, route("b").0],
