@@ -149,6 +149,20 @@ routes:
     upstream:
       timeouts: {{connect: 60, send: 60, read: 3600}}
       backends: [{{name: echo, nodes: [{{host: 127.0.0.1, port: {echo_port}}}]}}]
+  # The same with the limits a real deployment adds (issue 16's plugin benchmark): every
+  # handshake takes a limit-conn slot (held until the WebSocket closes) and counts in limit-count,
+  # both keyed by consumer, so all 50 concurrent handshakes contend for one key.
+  - id: demo/echo/limited
+    hosts: [ws.example.com]
+    paths: [/limited]
+    websocket: true
+    plugins:
+      key-auth: {{}}
+      limit-conn: {{conn: 100000, burst: 0, default_conn_delay: 0.1, key: consumer_name, rejected_code: 503}}
+      limit-count: {{count: 1000000000, time_window: 60, key: consumer_name, rejected_code: 503}}
+    upstream:
+      timeouts: {{connect: 60, send: 60, read: 3600}}
+      backends: [{{name: echo, nodes: [{{host: 127.0.0.1, port: {echo_port}}}]}}]
 consumers:
   - username: demo_jack
     credential: {{type: key-auth, key_sha256: {digest}}}
@@ -285,7 +299,7 @@ def idle_rss(target, conns, tls=None):
 
 
 # Plain phases first, as before the TLS ones existed; all alternate between targets each round.
-PHASES = ["handshakes", "rejections", "echo1", "echo50", "tls_handshakes", "tls_resumed", "wss_echo50"]
+PHASES = ["handshakes", "plugin_handshakes", "rejections", "echo1", "echo50", "tls_handshakes", "tls_resumed", "wss_echo50"]
 
 
 def fmt(v, digits=0):
@@ -331,10 +345,14 @@ def main():
                 for t in [echo] + proxies:
                     if phase == "rejections" and t.name == "direct":
                         continue
+                    # Portcullis against itself: the same handshakes on a route with limits.
+                    if phase == "plugin_handshakes" and t.name != "portcullis":
+                        continue
                     plain = ["--target", f"127.0.0.1:{t.port}"]
                     tls = ["--target", f"127.0.0.1:{t.tls_port}", "--tls", "--ca", certs["ca"]]
                     args = {
                         "handshakes": ["handshakes"] + plain + ["--key", KEY, "--concurrency", "50"],
+                        "plugin_handshakes": ["handshakes"] + plain + ["--key", KEY, "--concurrency", "50", "--path", "/limited"],
                         "rejections": ["handshakes"] + plain + ["--key", "wrong", "--concurrency", "50"],
                         "echo1": ["echo"] + plain + ["--key", KEY, "--conns", "1"],
                         "echo50": ["echo"] + plain + ["--key", KEY, "--conns", "50"],
@@ -410,6 +428,18 @@ def write_report(a, results, secs, idle_conns):
         f"({fmt(idle_p)} bytes; nginx {fmt(n['idle_wss']['per_conn_bytes'])}).",
     ]
 
+    # Issue 16's target: limits on the route cost at most 10 % more proxy CPU per handshake.
+    alone, limited = p["handshakes"]["cpu_ms_per_1000"], p["plugin_handshakes"]["cpu_ms_per_1000"]
+    plugin_ratio = limited / alone if alone else float("nan")
+    plugins_text = (
+        f"| Measure | key-auth alone | key-auth + limit-conn + limit-count | ratio |\n|---|---|---|---|\n"
+        f"| WebSocket handshakes/s (50 concurrent) | {fmt(p['handshakes']['per_sec'])} | {fmt(p['plugin_handshakes']['per_sec'])} | "
+        f"{p['plugin_handshakes']['per_sec'] / p['handshakes']['per_sec'] if p['handshakes']['per_sec'] else float('nan'):.2f} (higher is better) |\n"
+        f"| proxy CPU ms per 1000 handshakes | {fmt(alone, 1)} | {fmt(limited, 1)} | {plugin_ratio:.2f} (lower is better) |\n\n"
+        f"- Proxy CPU per handshake with the limits within 10 % of key-auth alone: "
+        f"{'**met**' if plugin_ratio <= 1.10 else '**missed**'} (ratio {plugin_ratio:.2f})."
+    )
+
     bad = [f"{t} {phase}: {r['failed']} failed" for t, phases in results.items() for phase, r in phases.items()
            if isinstance(r, dict) and r.get("failed")]
     cpu = "unknown"
@@ -446,6 +476,16 @@ is counted in 10 ms ticks over phases of several seconds.
 {chr(10).join(plain_rows)}
 
 {('Failures during the run: ' + '; '.join(bad)) if bad else 'Every handshake in every phase got the expected status (101, or 401 for the wrong key).'}
+
+## Limits on the route (issue 16)
+
+The handshake phase again, on Portcullis only, on a second route of the same table whose
+plugins are `key-auth`, `limit-conn` (`conn: 100000`, keyed by consumer: each handshake holds a
+slot until its WebSocket closes) and `limit-count` (`count: 1000000000` a minute, keyed by
+consumer, with the `X-RateLimit-*` headers), so nothing is refused and every handshake of the 50
+concurrent ones counts under the same key. Its rounds alternate with the plain handshake phase.
+
+{plugins_text}
 
 ## Over TLS 1.3 (issue 14)
 

@@ -576,9 +576,28 @@ fn shared<T: Default>(map: &Mutex<HashMap<(String, u64), Weak<T>>>, key: (String
     fresh
 }
 
-/// Keys per shard before idle entries are swept.
-const SWEEP_AT: usize = 4096;
+/// Keys per shard before expired entries are swept (16 shards: 262,144 keys a limit).
+const SWEEP_AT: usize = 16_384;
 const SHARDS: usize = 16;
+
+/// Keeps a shard of a counting limit bounded whatever keys clients send: at `SWEEP_AT` keys the
+/// expired ones go, and if most are still live (more distinct keys in one window than the
+/// limit keeps), arbitrary ones go too, down to three quarters — those keys start counting
+/// afresh, as in APISIX's fixed-size shared dictionaries. A sweep is at least `SWEEP_AT / 4`
+/// insertions away from the next, so its cost stays a few entries per request.
+fn bound<V>(shard: &mut HashMap<Vec<u8>, V>, expired: impl Fn(&V) -> bool) {
+    if shard.len() < SWEEP_AT {
+        return;
+    }
+    shard.retain(|_, v| !expired(v));
+    let keep = SWEEP_AT / 4 * 3;
+    if shard.len() > keep {
+        let evicted: Vec<Vec<u8>> = shard.keys().take(shard.len() - keep).cloned().collect();
+        for key in evicted {
+            shard.remove(&key);
+        }
+    }
+}
 
 fn shard_of(key: &[u8]) -> usize {
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -675,9 +694,6 @@ impl LimitConn {
         let open = shard.get(&key).copied().unwrap_or(0);
         if open >= self.conn.saturating_add(self.burst) {
             return Err(self.refusal.clone());
-        }
-        if shard.len() >= SWEEP_AT {
-            shard.retain(|_, n| *n > 0);
         }
         *shard.entry(key.clone()).or_insert(0) += 1;
         drop(shard);
@@ -785,10 +801,8 @@ impl LimitCount {
         let mut shard = self.counts.shards[shard_of(&key)]
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if shard.len() >= SWEEP_AT {
-            let window = self.window;
-            shard.retain(|_, (start, _)| now < start.saturating_add(window));
-        }
+        let window = self.window;
+        bound(&mut shard, |(start, _)| now >= start.saturating_add(window));
         let entry = shard.entry(key).or_insert((now, 0));
         if now >= entry.0.saturating_add(self.window) || now < entry.0 {
             *entry = (now, 0);
@@ -894,12 +908,10 @@ impl LimitReq {
         let mut shard = self.buckets.shards[shard_of(&key)]
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if shard.len() >= SWEEP_AT {
-            let rate = self.rate_milli;
-            shard.retain(|_, (excess, at)| {
-                excess.saturating_sub(now_ms.saturating_sub(*at).saturating_mul(rate) / 1000) > 0
-            });
-        }
+        let rate = self.rate_milli;
+        bound(&mut shard, |(excess, at)| {
+            excess.saturating_sub(now_ms.saturating_sub(*at).saturating_mul(rate) / 1000) == 0
+        });
         let (excess, at) = shard.get(&key).copied().unwrap_or((0, now_ms));
         let drained = now_ms.saturating_sub(at).saturating_mul(self.rate_milli) / 1000;
         let excess = excess.saturating_sub(drained);

@@ -601,3 +601,47 @@ fn limit_req_is_a_leaky_bucket() {
     assert_eq!(lr.admit_at(&view, None, "r", 0), Ok(None));
     assert!(lr.admit_at(&view, None, "r", 0).is_err());
 }
+
+#[test]
+fn counting_limits_stay_bounded_whatever_keys_clients_send() {
+    let limits = LimitRegistry::default();
+    let p = Plugins {
+        limit_count: Some(LimitCountConfig {
+            key: "http_x_user".into(),
+            ..count_config(5, 60)
+        }),
+        ..Plugins::default()
+    };
+    let t = TrafficPlugins::compile("r", &p, &limits).unwrap();
+    let lc = t.limit_count.as_ref().unwrap();
+    let keys = |lc: &LimitCount| -> usize {
+        lc.counts
+            .shards
+            .iter()
+            .map(|s| s.lock().unwrap().len())
+            .sum()
+    };
+    // Every request a new key, all within one window: the map never passes SWEEP_AT a shard.
+    let distinct = SWEEP_AT * SHARDS * 2;
+    for i in 0..distinct {
+        let request = TestRequest::get("/").header("x-user", &format!("u{i}"));
+        assert!(lc.admit(&request.view(), None, "r", 1000).is_ok());
+    }
+    let held = keys(lc);
+    assert!(
+        held <= SWEEP_AT * SHARDS && held >= SWEEP_AT * SHARDS / 2,
+        "{held} keys held after {distinct} distinct ones"
+    );
+    // A key still counts as long as it is held: one client's repeated requests are refused.
+    let request = TestRequest::get("/").header("x-user", "steady");
+    for _ in 0..5 {
+        assert!(lc.admit(&request.view(), None, "r", 1000).is_ok());
+    }
+    assert!(lc.admit(&request.view(), None, "r", 1000).is_err());
+    // Expired windows go first: a later window sweeps them instead of evicting live keys.
+    for i in 0..SWEEP_AT * SHARDS {
+        let request = TestRequest::get("/").header("x-user", &format!("later{i}"));
+        assert!(lc.admit(&request.view(), None, "r", 2000).is_ok());
+    }
+    assert!(keys(lc) <= SWEEP_AT * SHARDS);
+}
