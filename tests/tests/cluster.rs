@@ -33,6 +33,8 @@ fn install_crds(api: &ApiServer) {
         "apisixconsumers",
         "apisixtlses",
         "apisixupstreams",
+        "apisixpluginconfigs",
+        "apisixglobalrules",
     ] {
         kubectl_ok(
             api,
@@ -733,6 +735,93 @@ fn apisix_upstream_in_a_cluster() {
         "the backend to fail closed",
         Duration::from_secs(10),
         || (gw.key_status(KEY) == 503).then_some(()),
+    );
+}
+
+/// ApisixPluginConfig and ApisixGlobalRule under the chart's RBAC: a rule naming the config gets
+/// its plugins, a global rule of the class applies to every rule and goes with its deletion, both
+/// are `Accepted`/`Programmed` with printer columns, and a broken config is refused naming the
+/// field while the rule naming it fails closed.
+#[test]
+fn plugin_config_and_global_rule_in_a_cluster() {
+    if !in_private_netns("plugin_config_and_global_rule_in_a_cluster") {
+        return;
+    }
+    let (api, _echo) = cluster_with_walkthrough();
+    let config = |count: &str| {
+        format!(
+            "apiVersion: apisix.apache.org/v2\nkind: ApisixPluginConfig\nmetadata: {{name: limits, namespace: demo}}\nspec:\n  ingressClassName: portcullis\n  plugins:\n  - {{name: limit-count, enable: true, config: {{count: {count}, time_window: 60, key: consumer_name, rejected_code: 429}}}}\n"
+        )
+    };
+    let global = |blacklist: &str| {
+        format!(
+            "apiVersion: apisix.apache.org/v2\nkind: ApisixGlobalRule\nmetadata: {{name: deny, namespace: demo}}\nspec:\n  ingressClassName: portcullis\n  plugins:\n  - {{name: ip-restriction, enable: true, config: {{blacklist: [{blacklist}]}}}}\n"
+        )
+    };
+    apply(&api, &config("100"));
+    apply(&api, &global("192.0.2.0/24"));
+    apply(
+        &api,
+        "apiVersion: apisix.apache.org/v2\nkind: ApisixRoute\nmetadata: {name: limited, namespace: demo}\nspec:\n  ingressClassName: portcullis\n  http:\n  - name: ws\n    match: {hosts: [ws.example.com], paths: [/limited]}\n    websocket: true\n    backends: [{serviceName: echo, servicePort: ws}]\n    authentication: {enable: true, type: keyAuth}\n    plugin_config_name: limits\n",
+    );
+    let sync = SyncPki::new();
+    let controller =
+        ClusterController::start(&controller_kubeconfig(&api), &sync, "127.0.0.1:0", &[]);
+    let state = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_synced(&controller.url(), &sync, state.path(), &[]);
+    gw.wait_key(KEY, 101);
+    let limited = || {
+        raw_request(
+            gw.http,
+            &handshake("ws.example.com", "/limited", &[("apikey", KEY)]),
+        )
+    };
+    let r = limited();
+    assert_eq!(r.status(), 101, "{}", r.raw);
+    assert_eq!(r.header("x-ratelimit-limit"), Some("100"));
+    for what in [
+        ["apisixpluginconfig", "limits"],
+        ["apisixglobalrule", "deny"],
+    ] {
+        let object = wait_condition(&api, &what, "Programmed", "True");
+        assert_eq!(condition(&object, "Accepted")["status"], "True", "{object}");
+    }
+    let table = kubectl_ok(&api, &["get", "apc,agr", "-n", "demo"]);
+    assert!(
+        table.contains("limit-count") && table.contains("ip-restriction") && table.contains("True"),
+        "{table}"
+    );
+
+    // The global rule now refuses this client, on every rule; deleted, it is gone.
+    apply(&api, &global("127.0.0.0/8"));
+    wait_for("the global rule to apply", Duration::from_secs(10), || {
+        (gw.key_status(KEY) == 403).then_some(())
+    });
+    assert_eq!(limited().status(), 403);
+    kubectl_ok(&api, &["delete", "agr", "deny", "-n", "demo"]);
+    wait_for("the global rule to go", Duration::from_secs(10), || {
+        (gw.key_status(KEY) == 101).then_some(())
+    });
+
+    // A broken config: refused naming the field; the rule naming it fails closed.
+    apply(&api, &config("0"));
+    let object = wait_condition(&api, &["apisixpluginconfig", "limits"], "Accepted", "False");
+    assert_eq!(
+        condition(&object, "Accepted")["message"],
+        ".spec.plugins: limit-count: count: must be at least 1"
+    );
+    let route = wait_condition(&api, &["ar", "limited"], "Accepted", "False");
+    assert_eq!(
+        condition(&route, "Accepted")["message"],
+        ".spec.http[0].plugin_config_name: ApisixPluginConfig demo/limits is not accepted (see its status); the rule answers 503 until it is"
+    );
+    wait_for("the rule to fail closed", Duration::from_secs(10), || {
+        (limited().status() == 503).then_some(())
+    });
+    assert_eq!(
+        gw.key_status(KEY),
+        101,
+        "the walk-through's rule is not affected"
     );
 }
 
