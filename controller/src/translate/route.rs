@@ -184,6 +184,11 @@ fn translate_rule(
     );
     // `false` wins over appProtocol; unset follows the Services' appProtocol (§2.4.6).
     route.websocket = rule.websocket.unwrap_or(ws_app_protocol);
+    // ... and the global rules' (for this rule only).
+    route.disabled_global_plugins = disabled_plugins(rule)
+        .into_iter()
+        .filter(|name| TRAFFIC_PLUGINS.contains(&name.as_str()))
+        .collect();
     route.plugins = plugins(
         &p,
         rule,
@@ -669,6 +674,8 @@ fn plugins(
             Some(Some(plugins)) => out = plugins.clone(),
         }
     }
+    // `enable: false` on the rule turns off the config's plugin of that name too.
+    out = out.without(&disabled_plugins(rule));
     let mut by_authentication: Option<&'static str> = None;
     if let Some(auth) = &rule.authentication {
         let ap = format!("{p}.authentication");
@@ -740,6 +747,18 @@ fn plugins(
     // bad value is named here instead of refusing the whole table there.
     check_traffic(&format!("{p}.plugins"), &out, problems);
     out
+}
+
+/// The names a rule's `plugins[]` turns off (`enable: false`), sorted.
+fn disabled_plugins(rule: &ApisixRouteHttp) -> Vec<String> {
+    let names: BTreeSet<String> = rule
+        .plugins
+        .iter()
+        .flatten()
+        .filter(|p| !p.enable)
+        .map(|p| p.name.clone())
+        .collect();
+    names.into_iter().collect()
 }
 
 /// Who holds a `plugins[]` list: it decides which plugins the list may have.

@@ -1967,6 +1967,7 @@ fn plugin_configs_are_shared_by_name_and_a_rules_own_plugin_takes_their_place() 
          \x20 - name: own\n    match: {{paths: [/b]}}\n    {b}\n    plugin_config_name: limits\n    plugins: [{{name: limit-count, enable: true, config: {{count: 9, time_window: 60, key: remote_addr}}}}]\n\
          \x20 - name: missing\n    match: {{paths: [/c]}}\n    {b}\n    plugin_config_name: nope\n\
          \x20 - name: refused\n    match: {{paths: [/d]}}\n    {b}\n    plugin_config_name: broken\n\
+         \x20 - name: off\n    match: {{paths: [/g]}}\n    {b}\n    plugin_config_name: limits\n    plugins: [{{name: limit-count, enable: false}}, {{name: key-auth, enable: false}}]\n\
          \x20 - name: class\n    match: {{paths: [/e]}}\n    {b}\n    plugin_config_name: theirs\n"
     );
     let elsewhere = "---\napiVersion: apisix.apache.org/v2\nkind: ApisixRoute\nmetadata: {name: x, namespace: other}\nspec:\n  http:\n  - name: across\n    match: {paths: [/f]}\n    backends: [{serviceName: echo, servicePort: ws}]\n    plugin_config_name: limits\n    plugin_config_namespace: demo\n";
@@ -1981,6 +1982,11 @@ fn plugin_configs_are_shared_by_name_and_a_rules_own_plugin_takes_their_place() 
         "and its own authentication"
     );
     assert!(shared.plugins.cors.is_none(), "enable: false in the config");
+    // `enable: false` on the rule turns off the config's plugin, and the global rules' one.
+    let off = route(&t, "demo/r/off");
+    assert!(off.plugins.limit_count.is_none() && off.plugins.ip_restriction.is_some());
+    assert_eq!(off.disabled_global_plugins, ["limit-count"]);
+    assert!(shared.disabled_global_plugins.is_empty());
     let own = route(&t, "demo/r/own");
     assert_eq!(own.plugins.limit_count.as_ref().unwrap().count, 9);
     assert!(own.plugins.ip_restriction.is_some());
@@ -1997,7 +2003,7 @@ fn plugin_configs_are_shared_by_name_and_a_rules_own_plugin_takes_their_place() 
         [
             ".spec.http[2].plugin_config_name: ApisixPluginConfig demo/nope not found (of this IngressClass); the rule answers 503 until it exists",
             ".spec.http[3].plugin_config_name: ApisixPluginConfig demo/broken is not accepted (see its status); the rule answers 503 until it is",
-            ".spec.http[4].plugin_config_name: ApisixPluginConfig demo/theirs not found (of this IngressClass); the rule answers 503 until it exists",
+            ".spec.http[5].plugin_config_name: ApisixPluginConfig demo/theirs not found (of this IngressClass); the rule answers 503 until it exists",
         ]
     );
     assert!(status_of(&t, Kind::ApisixPluginConfig, "limits").accepted());

@@ -194,8 +194,9 @@ pub fn decide<'t>(table: &'t CompiledTable, head: Head<'_>, now: u64) -> Decisio
     let websocket = upgrade && route.websocket;
     // The global rules run first, before the rule's own plugins and its authentication (as
     // APISIX runs them): no consumer is known to them yet.
-    let global = Effective::of(&table.global);
-    if let Some(cors) = &table.global.cors
+    let global_plugins = route.global.as_deref().unwrap_or(&table.global);
+    let global = Effective::of(global_plugins);
+    if let Some(cors) = &global_plugins.cors
         && let Some(answer) = cors.answer(&view, websocket)
     {
         return refuse(route.id.clone(), Refusal::Plugin(answer));
@@ -235,7 +236,7 @@ pub fn decide<'t>(table: &'t CompiledTable, head: Head<'_>, now: u64) -> Decisio
         .traffic
         .cors
         .as_ref()
-        .or(table.global.cors.as_ref())
+        .or(global_plugins.cors.as_ref())
         .map(|c| c.headers(&view))
         .unwrap_or_default();
     let balance_keys = route
@@ -924,5 +925,67 @@ mod tests {
         assert_eq!(open(&t), (1, 1));
         drop(second);
         assert_eq!(open(&t), (0, 0));
+    }
+
+    #[test]
+    fn a_rule_turns_off_a_global_plugin_for_itself_and_shares_the_others_counters() {
+        use crate::model::{GlobalRules, IpRestrictionConfig, LimitCountConfig, LimitKeyType};
+        let rule = |id: &str, path: &str, off: &[&str]| Route {
+            id: id.into(),
+            paths: vec![path.into()],
+            disabled_global_plugins: off.iter().map(|s| s.to_string()).collect(),
+            upstream: one_node("b"),
+            ..Route::default()
+        };
+        let t = CompiledTable::compile(RouteTable {
+            generation: 1,
+            hash: String::new(),
+            routes: vec![
+                rule("demo/r/open", "/open", &["ip-restriction"]),
+                rule("demo/r/closed", "/closed", &[]),
+            ],
+            consumers: Vec::new(),
+            tls: Vec::new(),
+            global: GlobalRules {
+                plugins: Plugins {
+                    ip_restriction: Some(IpRestrictionConfig {
+                        blacklist: Some(vec!["10.9.9.9".into()]),
+                        ..IpRestrictionConfig::default()
+                    }),
+                    limit_count: Some(LimitCountConfig {
+                        count: 3,
+                        time_window: 60,
+                        key_type: LimitKeyType::Var,
+                        key: "remote_addr".into(),
+                        rejected_code: 429,
+                        rejected_msg: None,
+                        show_limit_quota_header: true,
+                        allow_degradation: false,
+                    }),
+                    ..Plugins::default()
+                },
+                refused: None,
+            },
+        })
+        .unwrap();
+        let ask = |path: &str| {
+            let request = TestRequest::get(path).header("Host", "x").peer("10.9.9.9");
+            match decide(&t, request.head(), 0).verdict {
+                Ok(f) => (200, f.admission.quota.map(|q| q.remaining)),
+                Err(Refusal::Plugin(p)) => (p.status, None),
+                Err(r) => (0, Some(r.outcome() as u64)),
+            }
+        };
+        assert_eq!(ask("/closed"), (403, None));
+        // The restriction is off on /open; the global limit still counts there, with the same
+        // counter as every other rule.
+        assert_eq!(ask("/open"), (200, Some(2)));
+        assert_eq!(ask("/open"), (200, Some(1)));
+        assert_eq!(ask("/open"), (200, Some(0)));
+        assert_eq!(ask("/open"), (429, None));
+        let other = TestRequest::get("/closed")
+            .header("Host", "x")
+            .peer("10.0.0.1");
+        assert!(decide(&t, other.head(), 0).verdict.is_ok());
     }
 }

@@ -131,6 +131,9 @@ pub struct Route {
     pub websocket: bool,
     #[serde(default)]
     pub plugins: Plugins,
+    /// Global rules' plugins this rule turns off (`enable: false` on the rule), by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disabled_global_plugins: Vec<String>,
     #[serde(default)]
     pub upstream: Upstream,
     /// Set when the rule could not be translated: it matches as written and answers 503 without
@@ -250,6 +253,17 @@ pub struct Plugins {
 impl Plugins {
     pub fn is_empty(&self) -> bool {
         *self == Plugins::default()
+    }
+
+    /// These plugins without the ones named (APISIX names; unknown names are no plugin here).
+    pub fn without(&self, names: &[String]) -> Plugins {
+        let Ok(serde_json::Value::Object(mut fields)) = serde_json::to_value(self) else {
+            return self.clone();
+        };
+        for name in names {
+            fields.remove(name);
+        }
+        serde_json::from_value(serde_json::Value::Object(fields)).unwrap_or_else(|_| self.clone())
     }
 }
 

@@ -14,7 +14,7 @@ use super::expr::CompiledExpr;
 use super::router::Router;
 use super::tls::CompiledTls;
 use crate::auth::{AuthChain, Consumers};
-use crate::model::{Backend, HealthCheck, PassHost, Route, RouteTable, Scheme, Timeouts};
+use crate::model::{Backend, HealthCheck, PassHost, Plugins, Route, RouteTable, Scheme, Timeouts};
 use crate::plugins::{Scope, TrafficPlugins};
 use crate::request::RequestView;
 
@@ -60,6 +60,8 @@ pub struct CompiledRoute {
     pub auth: AuthChain,
     /// ip/consumer restrictions and limits, after auth.
     pub traffic: crate::plugins::TrafficPlugins,
+    /// The global rules' plugins without those this rule turns off; `None`: all of them.
+    pub global: Option<Box<TrafficPlugins>>,
     pub upstream: CompiledUpstream,
     /// Answers 503 without auth or upstream contact.
     pub placeholder: bool,
@@ -304,11 +306,12 @@ impl CompiledTable {
             if !ids.insert(route.id.as_str()) {
                 return Err(TableError::DuplicateRoute(route.id.clone()));
             }
-            let compiled =
-                compile_route(route, &consumers, state).map_err(|problem| TableError::Route {
+            let compiled = compile_route(route, &consumers, state, &table.global.plugins).map_err(
+                |problem| TableError::Route {
                     route: route.id.clone(),
                     problem,
-                })?;
+                },
+            )?;
             routes.push(compiled);
         }
         let router = Router::build(
@@ -350,7 +353,13 @@ impl CompiledTable {
 /// can answer a rule the dataplane would refuse with a placeholder (or leave it out) instead of
 /// sending a table that every dataplane refuses whole.
 pub fn check_route(route: &Route, consumers: &Consumers) -> Result<(), String> {
-    compile_route(route, consumers, &Registries::default()).map(|_| ())
+    compile_route(
+        route,
+        consumers,
+        &Registries::default(),
+        &Plugins::default(),
+    )
+    .map(|_| ())
 }
 
 /// The run-time state tables share: node states and limit counters.
@@ -364,6 +373,7 @@ fn compile_route(
     route: &Route,
     consumers: &Consumers,
     state: &Registries,
+    global: &Plugins,
 ) -> Result<CompiledRoute, String> {
     if route.id.is_empty() {
         return Err("id is empty".into());
@@ -417,6 +427,16 @@ fn compile_route(
     }
     let auth = AuthChain::compile(&route.plugins, consumers)?;
     let traffic = TrafficPlugins::compile(&route.id, &route.plugins, &state.limits)?;
+    // The same global counters (one scope, same configurations), fewer plugins.
+    let global = if route.disabled_global_plugins.is_empty() {
+        None
+    } else {
+        let plugins = global.without(&route.disabled_global_plugins);
+        Some(Box::new(
+            TrafficPlugins::compile_scoped(Scope::Global, &plugins, &state.limits)
+                .map_err(|e| format!("global rules: {e}"))?,
+        ))
+    };
     let backends = route
         .upstream
         .backends
@@ -447,6 +467,7 @@ fn compile_route(
         websocket: route.websocket,
         auth,
         traffic,
+        global,
         upstream: CompiledUpstream {
             backends,
             cumulative,
