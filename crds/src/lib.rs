@@ -877,11 +877,6 @@ pub fn apisix_route_crd() -> Crd {
     as_installed(<ApisixRoute as kube::CustomResourceExt>::crd())
 }
 
-/// The ApisixConsumer CRD as installed (see [`apisix_route_crd`]).
-pub fn apisix_consumer_crd() -> Crd {
-    as_installed(<ApisixConsumer as kube::CustomResourceExt>::crd())
-}
-
 fn as_installed(crd: Crd) -> Crd {
     fn fix(v: &mut serde_json::Value) {
         match v {
@@ -912,65 +907,36 @@ fn openapi_schema(crd: Crd) -> serde_json::Value {
     crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
 }
 
-/// The installed ApisixRoute schema (what [`validate::check`] checks manifests against).
+/// Each kind's CRD as installed (see [`apisix_route_crd`]) and its installed schema (what
+/// [`validate::check`] checks manifests against), built once.
+macro_rules! installed {
+    ($($kind:ty => $crd:ident, $schema:ident;)*) => {$(
+        #[doc = concat!("The ", stringify!($kind), " CRD as installed.")]
+        pub fn $crd() -> Crd {
+            as_installed(<$kind as kube::CustomResourceExt>::crd())
+        }
+
+        #[doc = concat!("The installed ", stringify!($kind), " schema.")]
+        pub fn $schema() -> &'static serde_json::Value {
+            static SCHEMA: std::sync::LazyLock<serde_json::Value> =
+                std::sync::LazyLock::new(|| openapi_schema($crd()));
+            &SCHEMA
+        }
+    )*};
+}
+
+installed! {
+    ApisixConsumer => apisix_consumer_crd, apisix_consumer_schema;
+    ApisixTls => apisix_tls_crd, apisix_tls_schema;
+    ApisixUpstream => apisix_upstream_crd, apisix_upstream_schema;
+    ApisixPluginConfig => apisix_plugin_config_crd, apisix_plugin_config_schema;
+    ApisixGlobalRule => apisix_global_rule_crd, apisix_global_rule_schema;
+}
+
+/// The installed ApisixRoute schema.
 pub fn apisix_route_schema() -> &'static serde_json::Value {
     static SCHEMA: std::sync::LazyLock<serde_json::Value> =
         std::sync::LazyLock::new(|| openapi_schema(apisix_route_crd()));
-    &SCHEMA
-}
-
-/// The installed ApisixConsumer schema.
-pub fn apisix_consumer_schema() -> &'static serde_json::Value {
-    static SCHEMA: std::sync::LazyLock<serde_json::Value> =
-        std::sync::LazyLock::new(|| openapi_schema(apisix_consumer_crd()));
-    &SCHEMA
-}
-
-/// The ApisixTls CRD as installed (see [`apisix_route_crd`]).
-pub fn apisix_tls_crd() -> Crd {
-    as_installed(<ApisixTls as kube::CustomResourceExt>::crd())
-}
-
-/// The installed ApisixTls schema.
-pub fn apisix_tls_schema() -> &'static serde_json::Value {
-    static SCHEMA: std::sync::LazyLock<serde_json::Value> =
-        std::sync::LazyLock::new(|| openapi_schema(apisix_tls_crd()));
-    &SCHEMA
-}
-
-/// The ApisixUpstream CRD as installed (see [`apisix_route_crd`]).
-pub fn apisix_upstream_crd() -> Crd {
-    as_installed(<ApisixUpstream as kube::CustomResourceExt>::crd())
-}
-
-/// The installed ApisixUpstream schema.
-pub fn apisix_upstream_schema() -> &'static serde_json::Value {
-    static SCHEMA: std::sync::LazyLock<serde_json::Value> =
-        std::sync::LazyLock::new(|| openapi_schema(apisix_upstream_crd()));
-    &SCHEMA
-}
-
-/// The ApisixPluginConfig CRD as installed (see [`apisix_route_crd`]).
-pub fn apisix_plugin_config_crd() -> Crd {
-    as_installed(<ApisixPluginConfig as kube::CustomResourceExt>::crd())
-}
-
-/// The installed ApisixPluginConfig schema.
-pub fn apisix_plugin_config_schema() -> &'static serde_json::Value {
-    static SCHEMA: std::sync::LazyLock<serde_json::Value> =
-        std::sync::LazyLock::new(|| openapi_schema(apisix_plugin_config_crd()));
-    &SCHEMA
-}
-
-/// The ApisixGlobalRule CRD as installed (see [`apisix_route_crd`]).
-pub fn apisix_global_rule_crd() -> Crd {
-    as_installed(<ApisixGlobalRule as kube::CustomResourceExt>::crd())
-}
-
-/// The installed ApisixGlobalRule schema.
-pub fn apisix_global_rule_schema() -> &'static serde_json::Value {
-    static SCHEMA: std::sync::LazyLock<serde_json::Value> =
-        std::sync::LazyLock::new(|| openapi_schema(apisix_global_rule_crd()));
     &SCHEMA
 }
 

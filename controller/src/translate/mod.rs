@@ -119,12 +119,7 @@ pub fn translate(snapshot: &Snapshot, generation: u64) -> Translation {
         .filter(|c| classes.is_ours(c.spec.ingress_class_name.as_deref()))
         .collect();
     // Older objects keep duplicate credentials (docs/behaviour.md §4.4).
-    consumer_objects.sort_by(|a, b| {
-        let created = |o: &&portcullis_crds::ApisixConsumer| o.creation_timestamp().map(|t| t.0);
-        created(a)
-            .cmp(&created(b))
-            .then_with(|| (a.namespace(), a.name_any()).cmp(&(b.namespace(), b.name_any())))
-    });
+    oldest_first(&mut consumer_objects);
     let mut statuses = Vec::new();
     let mut consumers: Vec<Consumer> = Vec::new();
     let mut claimed = consumer::Claims::default();
@@ -295,12 +290,7 @@ fn translate_global_rules(
         .iter()
         .filter(|g| classes.is_ours(g.spec.ingress_class_name.as_deref()))
         .collect();
-    objects.sort_by(|a, b| {
-        let created = |o: &&portcullis_crds::ApisixGlobalRule| o.creation_timestamp().map(|t| t.0);
-        created(a)
-            .cmp(&created(b))
-            .then_with(|| (a.namespace(), a.name_any()).cmp(&(b.namespace(), b.name_any())))
-    });
+    oldest_first(&mut objects);
     let mut merged = serde_json::Map::new();
     let mut owners: BTreeMap<String, String> = BTreeMap::new();
     let mut refused = Vec::new();
@@ -366,12 +356,7 @@ fn translate_tls(
         .iter()
         .filter(|t| classes.is_ours(t.spec.ingress_class_name.as_deref()))
         .collect();
-    objects.sort_by(|a, b| {
-        let created = |o: &&portcullis_crds::ApisixTls| o.creation_timestamp().map(|t| t.0);
-        created(a)
-            .cmp(&created(b))
-            .then_with(|| (a.namespace(), a.name_any()).cmp(&(b.namespace(), b.name_any())))
-    });
+    oldest_first(&mut objects);
     let mut claims = tls::HostClaims::default();
     let mut servers = Vec::new();
     for object in objects {
@@ -384,6 +369,17 @@ fn translate_tls(
     }
     servers.sort_by(|a, b| a.id.cmp(&b.id));
     servers
+}
+
+/// Oldest first (creation time, then namespace and name): the older object keeps what two of
+/// them claim.
+fn oldest_first<K: ResourceExt>(objects: &mut [&K]) {
+    objects.sort_by(|a, b| {
+        let created = |o: &K| o.creation_timestamp().map(|t| t.0);
+        created(a)
+            .cmp(&created(b))
+            .then_with(|| (a.namespace(), a.name_any()).cmp(&(b.namespace(), b.name_any())))
+    });
 }
 
 fn status<K: ResourceExt>(

@@ -150,14 +150,7 @@ impl TrafficPlugins {
         consumer: Option<&str>,
         route_id: &str,
     ) -> Option<PluginRefusal> {
-        if let Some(ip) = &self.ip
-            && let Some(refusal) = ip.check(req.peer)
-        {
-            return Some(refusal);
-        }
-        self.consumer
-            .as_ref()
-            .and_then(|c| c.check(consumer, route_id, req.method))
+        Effective::of(self).restrict(req, consumer, route_id)
     }
 
     pub fn has_limits(&self) -> bool {
