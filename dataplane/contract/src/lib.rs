@@ -14,6 +14,7 @@ pub mod duration;
 /// Fixtures for tests, here and in `portcullis-tests` (feature `fixtures`).
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
+pub mod frames;
 pub mod model;
 pub mod outcome;
 pub mod plugins;
