@@ -11,7 +11,7 @@ use http::{HeaderMap, Method, Uri, Version};
 
 use crate::auth::{CompiledConsumer, Rejection, RequestEdits, authenticate};
 use crate::outcome::Outcome;
-use crate::plugins::{ConnSlot, PluginRefusal, Quota, Rewrite};
+use crate::plugins::{ConnSlot, PluginRefusal, Quota, RequestIdHeader, Rewrite};
 pub use crate::request::TlsFacts;
 use crate::request::{BadRequest, RequestView, is_websocket_upgrade};
 use crate::table::{CompiledRoute, CompiledTable};
@@ -112,6 +112,8 @@ pub struct Forward<'t> {
     pub rewrite: Option<Rewrite>,
     /// Headers added to the answer (`cors`).
     pub response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// `real-ip`: the client's address, when it is not the peer's.
+    pub real_ip: Option<IpAddr>,
 }
 
 /// What the limits of a route granted a request.
@@ -140,6 +142,8 @@ pub struct Decision<'t> {
     /// The matched rule's id, empty when none matched.
     pub route_id: Arc<str>,
     pub verdict: Result<Forward<'t>, Refusal>,
+    /// `request-id`: the id sent upstream and put on the answer, forwarded or refused.
+    pub request_id: Option<RequestIdHeader>,
 }
 
 /// Decides what happens to a request. Pure: the same table, head and time give the same
@@ -151,6 +155,7 @@ pub fn decide<'t>(table: &'t CompiledTable, head: Head<'_>, now: u64) -> Decisio
         kind,
         route_id,
         verdict: Err(refusal),
+        request_id: None,
     };
     let no_route = || Arc::from("");
     if head.method == Method::CONNECT {
@@ -173,6 +178,26 @@ pub fn decide<'t>(table: &'t CompiledTable, head: Head<'_>, now: u64) -> Decisio
     if route.placeholder {
         return refuse(route.id.clone(), Refusal::Placeholder);
     }
+    // `real-ip` (priority 23000) first: every plugin after it, the balancer and the
+    // forwarding headers see the client it names.
+    let real_ip = route
+        .traffic
+        .real_ip
+        .as_ref()
+        .and_then(|r| r.address(&view));
+    if let Some(ip) = real_ip {
+        view.peer = ip;
+    }
+    // `request-id` (12015): every answer from here on carries the id.
+    let request_id = route
+        .traffic
+        .request_id
+        .as_ref()
+        .map(|r| r.id_for(head.headers));
+    let refuse = |route_id, refusal| Decision {
+        request_id: request_id.clone(),
+        ..refuse(route_id, refusal)
+    };
     // `cors` (priority 4000) answers preflights and checks handshakes' `Origin` before auth.
     if let Some(cors) = &route.traffic.cors
         && let Some(answer) = cors.answer(&view, upgrade && route.websocket)
@@ -227,7 +252,9 @@ pub fn decide<'t>(table: &'t CompiledTable, head: Head<'_>, now: u64) -> Decisio
             admission,
             rewrite,
             response_headers,
+            real_ip: real_ip.filter(|ip| *ip != head.peer),
         }),
+        request_id,
     }
 }
 

@@ -31,7 +31,7 @@ use tracing::{Instrument, debug, info, warn};
 
 use crate::decision::{Forward, Head, Refusal, decide};
 use crate::metrics::{Metrics, Outcome};
-use crate::plugins::{ConnSlot, Quota};
+use crate::plugins::{ConnSlot, Quota, RequestIdHeader, ResponseRewrite};
 use crate::table::balance;
 use crate::table::{
     CompiledBackend, CompiledNode, CompiledRoute, CompiledTable, CompiledTimeouts, PassHost,
@@ -333,10 +333,17 @@ impl Dataplane {
             tls: tls.map(client_io::ConnTls::facts),
         };
         let decision = decide(&table, head, unix_now());
-        let (response, outcome, reason) = match decision.verdict {
+        let request_id = decision.request_id;
+        let (mut response, outcome, reason) = match decision.verdict {
             Err(refusal) => refused(&decision.route_id, &refusal),
-            Ok(forward) => self.forward(req, forward, peer, listener, phase).await,
+            Ok(forward) => {
+                self.forward(req, forward, peer, listener, phase, request_id.as_ref())
+                    .await
+            }
         };
+        if let Some(id) = &request_id {
+            id.add_to_response(response.headers_mut());
+        }
         self.metrics
             .request(decision.kind, &decision.route_id, outcome, reason);
         response
@@ -350,6 +357,7 @@ impl Dataplane {
         peer: SocketAddr,
         listener: Listener,
         phase: &Arc<ConnPhase>,
+        request_id: Option<&RequestIdHeader>,
     ) -> Answered {
         let route = forward.route;
         let (mut parts, body) = req.into_parts();
@@ -363,7 +371,10 @@ impl Dataplane {
             peer.ip(),
             listener,
             forward.websocket,
-            forward::Changes::of(&forward),
+            forward::Changes {
+                request_id,
+                ..forward::Changes::of(&forward)
+            },
         );
         let (body, progress) = ClientBody::new(body, self.settings.client_body_timeout);
         let upstream_req = Request::from_parts(parts, body);
@@ -411,7 +422,12 @@ impl Dataplane {
                     body,
                 },
                 _,
-            )) => refusal_response(status, headers, body),
+            )) => refusal_response(
+                status,
+                headers,
+                body,
+                route.traffic.response_rewrite.as_ref(),
+            ),
             Ok((Exchanged::Response(resp), _)) => {
                 let status = resp.status();
                 let (mut parts, body) = resp.into_parts();
@@ -422,8 +438,19 @@ impl Dataplane {
                         http::HeaderValue::from(status.as_u16()),
                     );
                 }
+                // `response-rewrite`: a replaced body ends the upstream's (its connection
+                // closes with it) and is framed by hyper from its length.
+                let body = match route
+                    .traffic
+                    .response_rewrite
+                    .as_ref()
+                    .and_then(|r| r.apply(&mut parts.status, &mut parts.headers))
+                {
+                    Some(new) => ResponseBody::full(bytes::Bytes::from_owner(new)),
+                    None => ResponseBody::upstream(body),
+                };
                 (
-                    Response::from_parts(parts, ResponseBody::upstream(body)),
+                    Response::from_parts(parts, body),
                     Outcome::from_upstream_status(status.as_u16()),
                     "",
                 )
@@ -777,11 +804,13 @@ fn failure_response(route: &CompiledRoute, failure: Failure) -> Answered {
     (response, failure.outcome(), failure.reason())
 }
 
-/// An upstream's non-101 answer to a handshake, read whole, relayed as a normal response.
+/// An upstream's non-101 answer to a handshake, read whole, relayed as a normal response
+/// (after the route's `response-rewrite`).
 fn refusal_response(
     status: StatusCode,
     mut headers: http::HeaderMap,
     body: bytes::Bytes,
+    rewrite: Option<&ResponseRewrite>,
 ) -> Answered {
     forward::prepare_response(&mut headers, false);
     // Re-framed by us: the length is what was read.
@@ -792,8 +821,13 @@ fn refusal_response(
             http::HeaderValue::from(status.as_u16()),
         );
     }
+    let mut sent = status;
+    let body = match rewrite.and_then(|r| r.apply(&mut sent, &mut headers)) {
+        Some(new) => bytes::Bytes::from_owner(new),
+        None => body,
+    };
     let mut response = Response::new(ResponseBody::full(body));
-    *response.status_mut() = status;
+    *response.status_mut() = sent;
     *response.headers_mut() = headers;
     (response, Outcome::from_upstream_status(status.as_u16()), "")
 }
