@@ -820,3 +820,6 @@ impl LimitReq {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod answer_tests;

@@ -605,4 +605,45 @@ mod tests {
         prepare_response(&mut plain, false);
         assert!(!plain.contains_key("upgrade") && !plain.contains_key("connection"));
     }
+
+    #[test]
+    fn the_real_ip_is_forwarded_and_a_generated_request_id_goes_up_before_proxy_rewrite() {
+        use crate::model::RequestIdConfig;
+        use crate::plugins::RequestId;
+        let ids = RequestId::compile(&RequestIdConfig::default()).unwrap();
+        let id = ids.id_for(&HeaderMap::new());
+        let rewrite = Rewrite {
+            set: vec![(
+                HeaderName::from_static("x-request-id"),
+                HeaderValue::from_static("by-rewrite"),
+            )],
+            ..Rewrite::default()
+        };
+        let send = |rewrite: Option<&Rewrite>| {
+            let mut p = parts(
+                "/x",
+                &[("host", "ws.example.com"), ("x-forwarded-for", "203.0.113.9")],
+            );
+            prepare_request(
+                &mut p,
+                "127.0.0.1".parse().unwrap(),
+                LISTENER,
+                false,
+                Changes {
+                    rewrite,
+                    real_ip: Some("203.0.113.9".parse().unwrap()),
+                    request_id: Some(&id),
+                    ..Changes::default()
+                },
+            );
+            p.headers
+        };
+        let h = send(None);
+        // As nginx with the real address: the client's list, then the address it named.
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 203.0.113.9");
+        assert_eq!(h["x-real-ip"], "203.0.113.9");
+        assert_eq!(h["x-request-id"], id.value);
+        // proxy-rewrite (priority 1008) runs after request-id (12015): its value wins.
+        assert_eq!(send(Some(&rewrite))["x-request-id"], "by-rewrite");
+    }
 }
