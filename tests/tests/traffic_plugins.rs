@@ -352,7 +352,11 @@ fn request_id_is_made_sent_upstream_and_answered_and_a_clients_is_kept() {
     let id = curl_header(&out, "x-request-id").expect("the answer carries the id");
     assert!(is_uuid_v4(&id), "{id:?}");
     let seen = &echo.seen()[0];
-    assert_eq!(seen_header(seen, "x-request-id"), Some(id.clone()), "{seen}");
+    assert_eq!(
+        seen_header(seen, "x-request-id"),
+        Some(id.clone()),
+        "{seen}"
+    );
 
     // A client's id is kept: on the handshake upstream and on the 101.
     let r = raw_request(
@@ -366,7 +370,10 @@ fn request_id_is_made_sent_upstream_and_answered_and_a_clients_is_kept() {
     assert_eq!(r.status(), 101, "{}", r.raw);
     assert_eq!(r.header("x-request-id"), Some("client-42"));
     let seen = &echo.handshakes()[0];
-    assert_eq!(seen_header(seen, "x-request-id").as_deref(), Some("client-42"));
+    assert_eq!(
+        seen_header(seen, "x-request-id").as_deref(),
+        Some("client-42")
+    );
 
     // key-auth's refusal comes after request-id's phase: it carries a fresh id too.
     let r = raw_request(
@@ -425,13 +432,22 @@ fn response_rewrite_rewrites_plain_answers_and_keep_alive_still_works() {
         assert!(answer.starts_with("203"), "{out}");
         let (head, body) = answer.split_once("\r\n\r\n").unwrap();
         assert!(head.contains("x-added: one"), "{out}");
-        assert!(head.contains("content-type: application/vnd.rewritten"), "{out}");
+        assert!(
+            head.contains("content-type: application/vnd.rewritten"),
+            "{out}"
+        );
         assert!(head.contains("content-length: 19"), "{out}");
-        assert!(body.starts_with("{\"rewritten\":true}\n[connects="), "{out}");
+        assert!(
+            body.starts_with("{\"rewritten\":true}\n[connects="),
+            "{out}"
+        );
     }
     // A 404 does not match vars: the upstream's own answer, untouched.
     assert!(answers[1].starts_with("404"), "{out}");
-    assert!(answers[1].contains("\"target\":\"/raw/b?status=404\""), "{out}");
+    assert!(
+        answers[1].contains("\"target\":\"/raw/b?status=404\""),
+        "{out}"
+    );
     assert!(!answers[1].contains("x-added"), "{out}");
     // One connection for all three: a rewritten body left nothing behind to desync it.
     let connects: Vec<&str> = out
@@ -518,7 +534,11 @@ fn real_ip_from_a_trusted_peer_decides_ip_restriction_and_an_untrusted_one_is_ig
     // The trusted proxy (127.0.0.1) names an allowed client: through, and the upstream sees it.
     assert_eq!(from("127.0.0.1", "203.0.113.9"), "200");
     let seen = &echo.seen()[0];
-    assert_eq!(seen_header(seen, "x-real-ip").as_deref(), Some("203.0.113.9"), "{seen}");
+    assert_eq!(
+        seen_header(seen, "x-real-ip").as_deref(),
+        Some("203.0.113.9"),
+        "{seen}"
+    );
     assert_eq!(
         seen_header(seen, "x-forwarded-for").as_deref(),
         Some("203.0.113.9, 203.0.113.9"),

@@ -622,7 +622,10 @@ mod tests {
         let send = |rewrite: Option<&Rewrite>| {
             let mut p = parts(
                 "/x",
-                &[("host", "ws.example.com"), ("x-forwarded-for", "203.0.113.9")],
+                &[
+                    ("host", "ws.example.com"),
+                    ("x-forwarded-for", "203.0.113.9"),
+                ],
             );
             prepare_request(
                 &mut p,

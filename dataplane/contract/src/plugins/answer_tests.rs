@@ -7,10 +7,13 @@ use super::*;
 use crate::decision::{Refusal, decide};
 use crate::fixtures::TestRequest;
 use crate::model::{
-    Balancer, HashOn, HeaderRewrites, KeyAuthConfig, RangeIdConfig, RealIpConfig,
-    RequestIdConfig, ResponseRewriteConfig,
+    Balancer, HashOn, HeaderRewrites, KeyAuthConfig, RangeIdConfig, RealIpConfig, RequestIdConfig,
+    ResponseRewriteConfig,
 };
 use crate::table::{Backend, CompiledTable, Node, Route, RouteTable, Scheme, Upstream};
+
+/// Header lines of a test request or answer.
+type Lines<'a> = &'a [(&'a str, &'a str)];
 
 fn compile(p: Plugins) -> Result<TrafficPlugins, String> {
     TrafficPlugins::compile("demo/r/0", &p, &LimitRegistry::default())
@@ -175,10 +178,9 @@ fn request_id(c: RequestIdConfig) -> RequestId {
 
 #[test]
 fn request_ids_are_generated_in_apisix_formats_and_a_clients_is_kept() {
-    let uuid = regex::Regex::new(
-        "^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$",
-    )
-    .unwrap();
+    let uuid =
+        regex::Regex::new("^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+            .unwrap();
     let nanoid = regex::Regex::new("^[A-Za-z0-9_-]{21}$").unwrap();
     let range = regex::Regex::new("^[xyz123]{40}$").unwrap();
     let algorithms = [
@@ -221,7 +223,10 @@ fn request_ids_are_generated_in_apisix_formats_and_a_clients_is_kept() {
     let mut sent = HeaderMap::new();
     sent.insert("x-trace", "abc-123".parse().unwrap());
     let kept = plugin.id_for(&sent);
-    assert_eq!((kept.value.to_str().unwrap(), kept.generated), ("abc-123", false));
+    assert_eq!(
+        (kept.value.to_str().unwrap(), kept.generated),
+        ("abc-123", false)
+    );
     sent.insert("x-trace", "".parse().unwrap());
     let fresh = plugin.id_for(&sent);
     assert!(fresh.generated && uuid.is_match(fresh.value.to_str().unwrap()));
@@ -239,7 +244,10 @@ fn a_request_id_goes_upstream_when_made_and_on_answers_that_have_none() {
     let kept = plugin.id_for(&sent);
     let mut upstream = HeaderMap::new();
     kept.set_upstream(&mut upstream);
-    assert!(upstream.is_empty(), "the client's header goes up as it came");
+    assert!(
+        upstream.is_empty(),
+        "the client's header goes up as it came"
+    );
 
     let mut answer = HeaderMap::new();
     made.add_to_response(&mut answer);
@@ -270,7 +278,10 @@ fn rewritten(
     let mut status = StatusCode::from_u16(status).unwrap();
     let mut map = HeaderMap::new();
     for (k, v) in headers {
-        map.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        map.append(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
     }
     let body = r.apply(&mut status, &mut map);
     let mut lines: Vec<String> = map
@@ -358,7 +369,7 @@ fn response_rewrite_vars_decide_which_answers_are_rewritten() {
         })
     };
     let json_ct = ("content-type", "application/json; charset=utf-8");
-    let cases: [(&str, u16, &[(&str, &str)], bool); 16] = [
+    let cases: [(&str, u16, Lines<'_>, bool); 16] = [
         (r#"[["status", "==", 200]]"#, 200, &[], true),
         (r#"[["status", "==", 200]]"#, 404, &[], false),
         (r#"[["status", "==", "200"]]"#, 200, &[], true),
@@ -367,16 +378,56 @@ fn response_rewrite_vars_decide_which_answers_are_rewritten() {
         (r#"[["status", "<", 300]]"#, 301, &[], false),
         (r#"[["status", "in", [401, 403]]]"#, 403, &[], true),
         (r#"[["status", "!", "in", [401, 403]]]"#, 403, &[], false),
-        (r#"["OR", ["status", "==", 401], ["status", "==", 403]]"#, 401, &[], true),
-        (r#"["OR", ["status", "==", 401], ["status", "==", 403]]"#, 200, &[], false),
-        (r#"["!OR", ["status", "==", 401], ["status", "==", 403]]"#, 200, &[], true),
+        (
+            r#"["OR", ["status", "==", 401], ["status", "==", 403]]"#,
+            401,
+            &[],
+            true,
+        ),
+        (
+            r#"["OR", ["status", "==", 401], ["status", "==", 403]]"#,
+            200,
+            &[],
+            false,
+        ),
+        (
+            r#"["!OR", ["status", "==", 401], ["status", "==", 403]]"#,
+            200,
+            &[],
+            true,
+        ),
         // All of a list hold (AND), nested lists included.
-        (r#"[["status", "==", 200], ["upstream_http_content_type", "~~", "^application/json"]]"#, 200, &[json_ct], true),
-        (r#"[["status", "==", 200], ["upstream_http_content_type", "~~", "^application/json"]]"#, 200, &[("content-type", "text/html")], false),
-        (r#"[["sent_http_content_type", "~*", "APPLICATION/JSON"]]"#, 200, &[json_ct], true),
+        (
+            r#"[["status", "==", 200], ["upstream_http_content_type", "~~", "^application/json"]]"#,
+            200,
+            &[json_ct],
+            true,
+        ),
+        (
+            r#"[["status", "==", 200], ["upstream_http_content_type", "~~", "^application/json"]]"#,
+            200,
+            &[("content-type", "text/html")],
+            false,
+        ),
+        (
+            r#"[["sent_http_content_type", "~*", "APPLICATION/JSON"]]"#,
+            200,
+            &[json_ct],
+            true,
+        ),
         // A missing header holds only for ~=.
-        (r#"[["upstream_http_x_cache", "==", "HIT"]]"#, 200, &[], false),
-        (r#"[["upstream_http_x_cache", "~=", "HIT"]]"#, 200, &[], true),
+        (
+            r#"[["upstream_http_x_cache", "==", "HIT"]]"#,
+            200,
+            &[],
+            false,
+        ),
+        (
+            r#"[["upstream_http_x_cache", "~=", "HIT"]]"#,
+            200,
+            &[],
+            true,
+        ),
     ];
     for (vars, status, headers, applies) in cases {
         let (got, _, _) = rewritten(&when(vars), status, headers);
@@ -396,32 +447,123 @@ fn real_ip(source: &str, trusted: &[&str], recursive: bool) -> RealIp {
 
 #[test]
 fn real_ip_believes_trusted_peers_only() {
-    let xff = real_ip("http_x_forwarded_for", &["127.0.0.0/8", "10.0.0.0/8"], false);
+    let xff = real_ip(
+        "http_x_forwarded_for",
+        &["127.0.0.0/8", "10.0.0.0/8"],
+        false,
+    );
     let recursive = real_ip("http_x_forwarded_for", &["127.0.0.0/8", "10.0.0.0/8"], true);
     let open = real_ip("http_x_real_client", &[], false);
     let arg = real_ip("arg_client", &["127.0.0.1"], false);
-    let cases: [(&RealIp, &str, &str, &[(&str, &str)], Option<&str>); 16] = [
+    let cases: [(&RealIp, &str, &str, Lines<'_>, Option<&str>); 16] = [
         // The last address of X-Forwarded-For, from a trusted peer.
-        (&xff, "127.0.0.1", "/", &[("x-forwarded-for", "203.0.113.9")], Some("203.0.113.9")),
-        (&xff, "127.0.0.1", "/", &[("x-forwarded-for", "1.1.1.1, 10.0.0.5")], Some("10.0.0.5")),
-        (&xff, "::ffff:10.1.1.1", "/", &[("x-forwarded-for", "1.1.1.1,2.2.2.2")], Some("2.2.2.2")),
-        (&xff, "127.0.0.1", "/", &[("x-forwarded-for", "1.1.1.1"), ("x-forwarded-for", "2.2.2.2")], Some("2.2.2.2")),
+        (
+            &xff,
+            "127.0.0.1",
+            "/",
+            &[("x-forwarded-for", "203.0.113.9")],
+            Some("203.0.113.9"),
+        ),
+        (
+            &xff,
+            "127.0.0.1",
+            "/",
+            &[("x-forwarded-for", "1.1.1.1, 10.0.0.5")],
+            Some("10.0.0.5"),
+        ),
+        (
+            &xff,
+            "::ffff:10.1.1.1",
+            "/",
+            &[("x-forwarded-for", "1.1.1.1,2.2.2.2")],
+            Some("2.2.2.2"),
+        ),
+        (
+            &xff,
+            "127.0.0.1",
+            "/",
+            &[
+                ("x-forwarded-for", "1.1.1.1"),
+                ("x-forwarded-for", "2.2.2.2"),
+            ],
+            Some("2.2.2.2"),
+        ),
         // An untrusted peer's header is ignored.
-        (&xff, "192.0.2.1", "/", &[("x-forwarded-for", "203.0.113.9")], None),
+        (
+            &xff,
+            "192.0.2.1",
+            "/",
+            &[("x-forwarded-for", "203.0.113.9")],
+            None,
+        ),
         // Missing or malformed: the peer stays.
         (&xff, "127.0.0.1", "/", &[], None),
-        (&xff, "127.0.0.1", "/", &[("x-forwarded-for", "1.1.1.1, nonsense")], None),
-        (&xff, "127.0.0.1", "/", &[("x-forwarded-for", "1.2.3.4:0")], None),
+        (
+            &xff,
+            "127.0.0.1",
+            "/",
+            &[("x-forwarded-for", "1.1.1.1, nonsense")],
+            None,
+        ),
+        (
+            &xff,
+            "127.0.0.1",
+            "/",
+            &[("x-forwarded-for", "1.2.3.4:0")],
+            None,
+        ),
         // Ports and brackets are taken off.
-        (&xff, "127.0.0.1", "/", &[("x-forwarded-for", "[2001:db8::1]:443")], Some("2001:db8::1")),
-        (&xff, "127.0.0.1", "/", &[("x-forwarded-for", "198.51.100.7:8080")], Some("198.51.100.7")),
+        (
+            &xff,
+            "127.0.0.1",
+            "/",
+            &[("x-forwarded-for", "[2001:db8::1]:443")],
+            Some("2001:db8::1"),
+        ),
+        (
+            &xff,
+            "127.0.0.1",
+            "/",
+            &[("x-forwarded-for", "198.51.100.7:8080")],
+            Some("198.51.100.7"),
+        ),
         // recursive: right to left past the trusted proxies; all trusted, the leftmost.
-        (&recursive, "127.0.0.1", "/", &[("x-forwarded-for", "203.0.113.9, 198.51.100.1, 10.0.0.5")], Some("198.51.100.1")),
-        (&recursive, "127.0.0.1", "/", &[("x-forwarded-for", "10.9.9.9, 10.0.0.5")], Some("10.9.9.9")),
+        (
+            &recursive,
+            "127.0.0.1",
+            "/",
+            &[("x-forwarded-for", "203.0.113.9, 198.51.100.1, 10.0.0.5")],
+            Some("198.51.100.1"),
+        ),
+        (
+            &recursive,
+            "127.0.0.1",
+            "/",
+            &[("x-forwarded-for", "10.9.9.9, 10.0.0.5")],
+            Some("10.9.9.9"),
+        ),
         // Without trusted_addresses every peer may set it.
-        (&open, "192.0.2.1", "/", &[("x-real-client", "2001:db8::7")], Some("2001:db8::7")),
-        (&open, "192.0.2.1", "/", &[("x-real-client", "1.1.1.1, 2.2.2.2")], None),
-        (&arg, "127.0.0.1", "/?client=203.0.113.4", &[], Some("203.0.113.4")),
+        (
+            &open,
+            "192.0.2.1",
+            "/",
+            &[("x-real-client", "2001:db8::7")],
+            Some("2001:db8::7"),
+        ),
+        (
+            &open,
+            "192.0.2.1",
+            "/",
+            &[("x-real-client", "1.1.1.1, 2.2.2.2")],
+            None,
+        ),
+        (
+            &arg,
+            "127.0.0.1",
+            "/?client=203.0.113.4",
+            &[],
+            Some("203.0.113.4"),
+        ),
         (&arg, "127.0.0.2", "/?client=203.0.113.4", &[], None),
     ];
     for (plugin, peer, target, headers, want) in cases {
