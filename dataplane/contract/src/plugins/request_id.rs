@@ -115,22 +115,25 @@ impl RequestId {
     }
 
     fn generate(&self) -> HeaderValue {
-        let bytes = match &self.algorithm {
-            Algorithm::Uuid => uuid_v4().to_vec(),
-            Algorithm::Nanoid => nanoid().to_vec(),
-            Algorithm::Range { length, chars } => (0..*length)
-                .map(|_| chars[below(chars.len())])
-                .collect::<Vec<u8>>(),
+        // Every generator writes printable ASCII only; the fixed ones from the stack.
+        let value = match &self.algorithm {
+            Algorithm::Uuid => HeaderValue::from_bytes(&uuid_v4()),
+            Algorithm::Nanoid => HeaderValue::from_bytes(&nanoid()),
+            Algorithm::Range { length, chars } => HeaderValue::from_bytes(
+                &(0..*length)
+                    .map(|_| chars[below(chars.len())])
+                    .collect::<Vec<u8>>(),
+            ),
         };
-        // Every generator writes printable ASCII only.
-        HeaderValue::from_bytes(&bytes).unwrap_or(HeaderValue::from_static("-"))
+        value.unwrap_or(HeaderValue::from_static("-"))
     }
 }
 
 impl RequestIdHeader {
-    /// What the upstream gets: a generated id is set (a client's is already there).
+    /// What the upstream gets: a generated id is set; a client's goes as it came, or is set
+    /// again if the client's `Connection` header had it removed as hop-by-hop.
     pub fn set_upstream(&self, headers: &mut HeaderMap) {
-        if self.generated {
+        if self.generated || !headers.contains_key(&self.name) {
             headers.insert(self.name.clone(), self.value.clone());
         }
     }
