@@ -551,3 +551,58 @@ fn real_ip_from_a_trusted_peer_decides_ip_restriction_and_an_untrusted_one_is_ig
     assert_eq!(from("127.0.0.2", "203.0.113.9"), "403");
     assert_eq!(echo.seen().len(), 1);
 }
+
+#[test]
+fn proxy_protocol_names_the_client_for_ip_restriction_and_forwarding() {
+    let echo = Echo::start(&[]);
+    let gw = Gateway::start(
+        &with_plugins(&echo, 1, |p| {
+            p.ip_restriction = Some(IpRestrictionConfig {
+                whitelist: Some(vec!["203.0.113.0/24".into()]),
+                ..IpRestrictionConfig::default()
+            })
+        }),
+        &["--proxy-protocol", "true"],
+    );
+    let get = format!(
+        "GET /raw/pp HTTP/1.1\r\nHost: ws.example.com\r\napikey: {KEY}\r\nConnection: close\r\n\r\n"
+    );
+    let r = raw_request(
+        gw.http,
+        &format!("PROXY TCP4 203.0.113.9 127.0.0.1 5555 80\r\n{get}"),
+    );
+    assert_eq!(r.status(), 200, "{}", r.raw);
+    let seen = &echo.seen()[0];
+    assert_eq!(
+        seen_header(seen, "x-real-ip").as_deref(),
+        Some("203.0.113.9"),
+        "{seen}"
+    );
+    // A WebSocket handshake (the fast path) behind the same kind of header.
+    let r = raw_request(
+        gw.http,
+        &format!(
+            "PROXY TCP4 203.0.113.10 127.0.0.1 5556 80\r\n{}",
+            handshake("ws.example.com", "/raw", &[("apikey", KEY)])
+        ),
+    );
+    assert_eq!(r.status(), 101, "{}", r.raw);
+    // A client outside the list, and a connection without the header (closed unanswered).
+    let r = raw_request(
+        gw.http,
+        &format!("PROXY TCP4 198.51.100.1 127.0.0.1 5555 80\r\n{get}"),
+    );
+    assert_eq!(r.status(), 403, "{}", r.raw);
+    let r = raw_request(gw.http, &get);
+    assert_eq!(r.raw, "", "no PROXY header: closed");
+    wait_for("the rejection counted", Duration::from_secs(5), || {
+        gw.metrics()
+            .lines()
+            .any(|l| {
+                l.starts_with("portcullis_connections_rejected_total{")
+                    && l.contains("reason=\"proxy_protocol\"")
+            })
+            .then_some(())
+    });
+    assert_eq!(echo.seen().len(), 2);
+}

@@ -8,6 +8,7 @@ mod failure;
 mod fast;
 pub mod forward;
 mod health;
+pub mod proxy_protocol;
 pub mod responses;
 pub mod revoke;
 pub mod splice;
@@ -63,6 +64,8 @@ pub struct ProxySettings {
     pub close_revoked_websockets: bool,
     /// Tables with more routes are refused (bounds the memory one table may take).
     pub max_routes: usize,
+    /// Every client connection starts with a PROXY protocol header naming the client.
+    pub proxy_protocol: bool,
 }
 
 impl Default for ProxySettings {
@@ -76,6 +79,7 @@ impl Default for ProxySettings {
             client_send_timeout: Duration::from_secs(10),
             close_revoked_websockets: true,
             max_routes: 100_000,
+            proxy_protocol: false,
         }
     }
 }
@@ -218,11 +222,30 @@ impl Dataplane {
 
     async fn serve_connection(
         self: Arc<Self>,
-        tcp: tokio::net::TcpStream,
-        peer: SocketAddr,
+        mut tcp: tokio::net::TcpStream,
+        mut peer: SocketAddr,
         listener: Listener,
         tls: bool,
     ) {
+        if self.settings.proxy_protocol {
+            let header = tokio::time::timeout(
+                self.settings.header_timeout,
+                proxy_protocol::read_header(&mut tcp),
+            )
+            .await;
+            match header {
+                Ok(Ok(client)) => peer = client.unwrap_or(peer),
+                Ok(Err(error)) => {
+                    debug!(%error, "PROXY protocol header refused");
+                    self.metrics.rejected_connection("proxy_protocol");
+                    return;
+                }
+                Err(_) => {
+                    self.metrics.rejected_connection("proxy_protocol_timeout");
+                    return;
+                }
+            }
+        }
         let stream = if tls {
             match self.tls.accept(tcp, self.settings.header_timeout).await {
                 Ok(s) => ClientStream::Tls(Box::new(s)),
