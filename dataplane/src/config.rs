@@ -49,6 +49,11 @@ pub struct ProxyArgs {
     /// Route tables with more routes than this are refused (the previous table stays).
     #[arg(long, env = "PORTCULLIS_MAX_ROUTES", default_value_t = 100_000)]
     pub max_routes: usize,
+    /// Every client connection starts with a PROXY protocol header (v1 or v2, as a load
+    /// balancer in front sends it); its source address is the client's. Connections without
+    /// one are closed.
+    #[arg(long, env = "PORTCULLIS_PROXY_PROTOCOL", default_value_t = false, action = clap::ArgAction::Set)]
+    pub proxy_protocol: bool,
     /// Worker threads, each with its own listener socket (SO_REUSEPORT). Default: one per CPU.
     #[arg(long, env = "PORTCULLIS_WORKERS")]
     pub workers: Option<usize>,
@@ -91,6 +96,7 @@ impl ProxyArgs {
             client_send_timeout: self.client_send_timeout,
             close_revoked_websockets: self.close_revoked_websockets,
             max_routes: self.max_routes,
+            proxy_protocol: self.proxy_protocol,
         })
     }
 

@@ -231,7 +231,7 @@ spec:
     assert_eq!(accepted["reason"], "InvalidSpec");
     assert_eq!(
         accepted["message"],
-        ".spec.http[0].plugins[0]: plugin \"fault-injection\" is not supported by Portcullis (supported: key-auth, basic-auth, jwt-auth, cors, ip-restriction, consumer-restriction, limit-conn, limit-count, limit-req, redirect, proxy-rewrite)"
+        ".spec.http[0].plugins[0]: plugin \"fault-injection\" is not supported by Portcullis (supported: key-auth, basic-auth, jwt-auth, cors, ip-restriction, consumer-restriction, limit-conn, limit-count, limit-req, redirect, proxy-rewrite, request-id, response-rewrite, real-ip)"
     );
     let yaml = kubectl_ok(&api, &["get", "ar", "limited", "-n", "demo", "-o", "yaml"]);
     // (kubectl may fold the long message across lines: look for its parts.)

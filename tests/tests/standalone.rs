@@ -118,7 +118,7 @@ async fn the_examples_serve_the_guide_and_follow_edits() {
     assert_eq!(bad["conditions"][0]["reason"], "InvalidSpec");
     assert_eq!(
         bad["conditions"][0]["message"],
-        ".spec.http[0].backends[0]: Service demo/chat not found; .spec.http[0].plugins[0]: plugin \"fault-injection\" is not supported by Portcullis (supported: key-auth, basic-auth, jwt-auth, cors, ip-restriction, consumer-restriction, limit-conn, limit-count, limit-req, redirect, proxy-rewrite)"
+        ".spec.http[0].backends[0]: Service demo/chat not found; .spec.http[0].plugins[0]: plugin \"fault-injection\" is not supported by Portcullis (supported: key-auth, basic-auth, jwt-auth, cors, ip-restriction, consumer-restriction, limit-conn, limit-count, limit-req, redirect, proxy-rewrite, request-id, response-rewrite, real-ip)"
     );
     let r = raw_request(
         gw.http,

@@ -22,10 +22,10 @@ pub const TLS_VERIFY_ANNOTATION: &str = "portcullis.dev/upstream-tls-verify";
 const METHODS: [&str; 10] = [
     "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE", "PURGE",
 ];
-const SUPPORTED_PLUGINS: &str = "(supported: key-auth, basic-auth, jwt-auth, cors, ip-restriction, consumer-restriction, limit-conn, limit-count, limit-req, redirect, proxy-rewrite)";
+const SUPPORTED_PLUGINS: &str = "(supported: key-auth, basic-auth, jwt-auth, cors, ip-restriction, consumer-restriction, limit-conn, limit-count, limit-req, redirect, proxy-rewrite, request-id, response-rewrite, real-ip)";
 
 /// The plugins after authentication that Portcullis runs (docs/dataplane.md, "Traffic plugins").
-const TRAFFIC_PLUGINS: [&str; 8] = [
+const TRAFFIC_PLUGINS: [&str; 11] = [
     "cors",
     "ip-restriction",
     "consumer-restriction",
@@ -34,6 +34,9 @@ const TRAFFIC_PLUGINS: [&str; 8] = [
     "limit-req",
     "redirect",
     "proxy-rewrite",
+    "request-id",
+    "response-rewrite",
+    "real-ip",
 ];
 
 /// Accepted plugin configs by (namespace, name): `None` for one that is not accepted.
@@ -839,9 +842,18 @@ fn plugin_list(
             ));
             continue;
         }
-        if name == "cors" && list.holder == Holder::Consumer {
+        if matches!(name, "cors" | "real-ip" | "request-id") && list.holder == Holder::Consumer {
             problems.placeholder(format!(
-                "{pp}: plugin \"cors\" runs before authentication, so it cannot be a consumer's; put it on the rules"
+                "{pp}: plugin \"{name}\" runs before authentication, so it cannot be a consumer's; put it on the rules"
+            ));
+            continue;
+        }
+        if name == "response-rewrite"
+            && matches!(list.holder, Holder::Consumer | Holder::GlobalRule)
+        {
+            problems.placeholder(format!(
+                "{pp}: plugin \"response-rewrite\" is not supported in {} by Portcullis; put it on the rules",
+                if list.holder == Holder::GlobalRule { "a global rule" } else { "a consumer's plugins" }
             ));
             continue;
         }
@@ -871,9 +883,53 @@ fn plugin_list(
             "limit-count" => out.limit_count = traffic_config(&pp, config, problems),
             "limit-req" => out.limit_req = traffic_config(&pp, config, problems),
             "redirect" => out.redirect = traffic_config(&pp, config, problems),
+            "request-id" => out.request_id = traffic_config(&pp, config, problems),
+            "response-rewrite" => {
+                out.response_rewrite =
+                    traffic_config(&pp, response_rewrite_headers(config), problems)
+            }
+            "real-ip" => out.real_ip = traffic_config(&pp, config, problems),
             _ => out.proxy_rewrite = traffic_config(&pp, config, problems),
         }
     }
+}
+
+/// `response-rewrite`'s header values as the model reads them: `add`'s `"Name: value"` lines
+/// split into pairs (a line without `:` is left for the model to refuse), numbers as text.
+fn response_rewrite_headers(
+    mut config: serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Map<String, serde_json::Value> {
+    use serde_json::Value;
+    let Some(Value::Object(headers)) = config.get_mut("headers") else {
+        return config;
+    };
+    let text = |v: &mut Value| {
+        if let Value::Number(n) = v {
+            *v = Value::String(n.to_string());
+        }
+    };
+    if let Some(Value::Array(lines)) = headers.get_mut("add") {
+        for line in lines.iter_mut() {
+            if let Value::String(l) = line
+                && let Some((name, value)) = l.split_once(':')
+            {
+                *line = serde_json::json!([name.trim(), value.trim()]);
+            }
+        }
+    }
+    let structured = ["add", "set", "remove"]
+        .iter()
+        .any(|k| headers.contains_key(*k));
+    let map = if structured {
+        match headers.get_mut("set") {
+            Some(Value::Object(set)) => Some(set),
+            _ => None,
+        }
+    } else {
+        Some(headers)
+    };
+    map.into_iter().flat_map(|m| m.values_mut()).for_each(text);
+    config
 }
 
 /// A traffic plugin's `config` as the table carries it. APISIX spellings the model reads

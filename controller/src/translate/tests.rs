@@ -237,7 +237,7 @@ fn other_rule_problems_make_a_503_placeholder() {
     assert_eq!(
         problems(&t, "r"),
         [
-            ".spec.http[0].plugins[0]: plugin \"fault-injection\" is not supported by Portcullis (supported: key-auth, basic-auth, jwt-auth, cors, ip-restriction, consumer-restriction, limit-conn, limit-count, limit-req, redirect, proxy-rewrite)",
+            ".spec.http[0].plugins[0]: plugin \"fault-injection\" is not supported by Portcullis (supported: key-auth, basic-auth, jwt-auth, cors, ip-restriction, consumer-restriction, limit-conn, limit-count, limit-req, redirect, proxy-rewrite, request-id, response-rewrite, real-ip)",
             ".spec.http[1].authentication.type: \"hmacAuth\" is not supported by Portcullis (supported: keyAuth, basicAuth, jwtAuth)",
             ".spec.http[2].authentication.type: \"\" is not supported by Portcullis (supported: keyAuth, basicAuth, jwtAuth)",
             ".spec.http[3].upstreams[0]: ApisixUpstream demo/u not found; this share takes no traffic",
@@ -2083,6 +2083,10 @@ fn global_rules_merge_oldest_first_and_a_broken_one_refuses_every_rule() {
             "  plugins:\n  - {name: ip-restriction, enable: true, config: {blacklist: [10.0.0.0/8], whitelist: [10.0.0.0/8]}}",
             ".spec.plugins: ip-restriction: set exactly one of whitelist and blacklist",
         ),
+        (
+            "  plugins:\n  - {name: response-rewrite, enable: true, config: {status_code: 200}}",
+            ".spec.plugins[0]: plugin \"response-rewrite\" is not supported in a global rule by Portcullis; put it on the rules",
+        ),
     ] {
         let bad = plugin_object(
             "ApisixGlobalRule",
@@ -2117,19 +2121,21 @@ fn a_consumers_traffic_plugins_travel_with_it_and_a_broken_one_withdraws_its_cre
             "---\napiVersion: apisix.apache.org/v2\nkind: ApisixConsumer\nmetadata: {{name: {name}, namespace: demo}}\nspec:\n  authParameter: {{keyAuth: {{value: {{key: {name}-key}}}}}}\n  plugins:\n{plugins}\n"
         )
     };
-    let t = standalone(&format!(
-        "{SEED}{}{}{}{}",
-        consumer(
-            "limited",
-            "  - {name: limit-count, enable: true, config: {count: 3, time_window: 60, key: consumer_name}}"
-        ),
-        consumer(
-            "broken",
-            "  - {name: limit-count, enable: true, config: {count: 3, time_window: 60, key: consumer_name, policy: redis}}"
-        ),
-        consumer("browser", "  - {name: cors, enable: true}"),
-        consumer("odd", "  - {name: fault-injection, enable: true}"),
-    ));
+    let t = standalone(
+        &(format!(
+            "{SEED}{}{}{}{}",
+            consumer(
+                "limited",
+                "  - {name: limit-count, enable: true, config: {count: 3, time_window: 60, key: consumer_name}}"
+            ),
+            consumer(
+                "broken",
+                "  - {name: limit-count, enable: true, config: {count: 3, time_window: 60, key: consumer_name, policy: redis}}"
+            ),
+            consumer("browser", "  - {name: cors, enable: true}"),
+            consumer("odd", "  - {name: fault-injection, enable: true}"),
+        ) + &consumer("traced", "  - {name: request-id, enable: true}")),
+    );
     let find = |name: &str| {
         t.table
             .consumers
@@ -2156,6 +2162,10 @@ fn a_consumers_traffic_plugins_travel_with_it_and_a_broken_one_withdraws_its_cre
             "odd",
             ".spec.plugins[0]: plugin \"fault-injection\" is not supported by Portcullis",
         ),
+        (
+            "traced",
+            ".spec.plugins[0]: plugin \"request-id\" runs before authentication, so it cannot be a consumer's; put it on the rules",
+        ),
     ] {
         let c = find(name);
         assert!(c.credential.is_none() && c.plugins.is_empty(), "{name}");
@@ -2169,4 +2179,77 @@ fn a_consumers_traffic_plugins_travel_with_it_and_a_broken_one_withdraws_its_cre
     let compiled = CompiledTable::compile(t.table.clone()).unwrap();
     let id = compiled.consumers.id_of("demo_limited").unwrap();
     assert!(compiled.consumer_traffic[id].is_some());
+}
+
+#[test]
+fn request_id_response_rewrite_and_real_ip_translate_and_their_problems_name_the_field() {
+    let t = with_route(
+        r#"
+  - name: answers
+    match: {paths: [/a]}
+    backends: [{serviceName: echo, servicePort: ws}]
+    plugins:
+    - {name: request-id, enable: true, config: {header_name: X-Trace-Id, algorithm: nanoid}}
+    - {name: response-rewrite, enable: true, config: {status_code: 203, body: "ok\n", vars: [["status", "==", 200]], headers: {add: ["X-Added: one"], set: {X-Version: 2}, remove: [Server]}}}
+    - {name: real-ip, enable: true, config: {source: http_x_forwarded_for, trusted_addresses: [10.0.0.0/8], recursive: true}}
+  - name: legacy
+    match: {paths: [/b]}
+    backends: [{serviceName: echo, servicePort: ws}]
+    plugins: [{name: response-rewrite, enable: true, config: {headers: {X-A: 1, X-B: b}}}]
+  - name: ksuid
+    match: {paths: [/c]}
+    backends: [{serviceName: echo, servicePort: ws}]
+    plugins: [{name: request-id, enable: true, config: {algorithm: ksuid}}]
+  - name: filters
+    match: {paths: [/d]}
+    backends: [{serviceName: echo, servicePort: ws}]
+    plugins: [{name: response-rewrite, enable: true, config: {filters: [{regex: a, replace: b}]}}]
+  - name: bad-source
+    match: {paths: [/e]}
+    backends: [{serviceName: echo, servicePort: ws}]
+    plugins: [{name: real-ip, enable: true, config: {source: remote_port}}]
+"#,
+    );
+    let route = |id: &str| t.table.routes.iter().find(|r| r.id == id).unwrap();
+    let p = &route("demo/r/answers").plugins;
+    let id = p.request_id.as_ref().unwrap();
+    assert_eq!(
+        (id.header_name.as_str(), id.algorithm.as_str()),
+        ("X-Trace-Id", "nanoid")
+    );
+    assert!(id.include_in_response, "APISIX's default");
+    let rr = p.response_rewrite.as_ref().unwrap();
+    assert_eq!(rr.status_code, Some(203));
+    assert_eq!(rr.headers.add, [("X-Added".to_string(), "one".to_string())]);
+    assert_eq!(rr.headers.set, [("X-Version".to_string(), "2".to_string())]);
+    assert_eq!(rr.headers.remove, ["Server"]);
+    let ip = p.real_ip.as_ref().unwrap();
+    assert!(
+        ip.recursive && ip.trusted_addresses.as_deref() == Some(&["10.0.0.0/8".to_string()][..])
+    );
+    // The older header map means "set", numbers as text.
+    let legacy = route("demo/r/legacy")
+        .plugins
+        .response_rewrite
+        .clone()
+        .unwrap();
+    assert_eq!(
+        legacy.headers.set,
+        [
+            ("X-A".to_string(), "1".to_string()),
+            ("X-B".to_string(), "b".to_string())
+        ]
+    );
+    assert_eq!(
+        problems(&t, "r"),
+        [
+            ".spec.http[2].plugins: request-id: algorithm: \"ksuid\" is not supported by Portcullis (supported: uuid, nanoid, range_id)",
+            ".spec.http[3].plugins: response-rewrite: filters: not supported by Portcullis (use body to replace the whole body)",
+            ".spec.http[4].plugins: real-ip: source: \"remote_port\" is not supported (supported: http_x_forwarded_for, http_<name>, arg_<name>)",
+        ]
+    );
+    for id in ["demo/r/ksuid", "demo/r/filters", "demo/r/bad-source"] {
+        assert!(route(id).placeholder.is_some(), "{id}");
+    }
+    CompiledTable::compile(t.table.clone()).expect("the dataplane loads it");
 }

@@ -11,7 +11,7 @@ use http::{HeaderMap, Method, Uri, Version};
 
 use crate::auth::{CompiledConsumer, Rejection, RequestEdits, authenticate};
 use crate::outcome::Outcome;
-use crate::plugins::{ConnSlot, Effective, PluginRefusal, Quota, Rewrite};
+use crate::plugins::{ConnSlot, Effective, PluginRefusal, Quota, RequestIdHeader, Rewrite};
 pub use crate::request::TlsFacts;
 use crate::request::{BadRequest, RequestView, is_websocket_upgrade};
 use crate::table::{CompiledRoute, CompiledTable};
@@ -112,6 +112,8 @@ pub struct Forward<'t> {
     pub rewrite: Option<Rewrite>,
     /// Headers added to the answer (`cors`).
     pub response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// `real-ip`: the client's address, when it is not the peer's.
+    pub real_ip: Option<IpAddr>,
 }
 
 /// What the limits of a route granted a request.
@@ -158,6 +160,8 @@ pub struct Decision<'t> {
     /// The matched rule's id, empty when none matched.
     pub route_id: Arc<str>,
     pub verdict: Result<Forward<'t>, Refusal>,
+    /// `request-id`: the id sent upstream and put on the answer, forwarded or refused.
+    pub request_id: Option<RequestIdHeader>,
 }
 
 /// Decides what happens to a request. Pure: the same table, head and time give the same
@@ -169,6 +173,7 @@ pub fn decide<'t>(table: &'t CompiledTable, head: Head<'_>, now: u64) -> Decisio
         kind,
         route_id,
         verdict: Err(refusal),
+        request_id: None,
     };
     let no_route = || Arc::from("");
     if head.method == Method::CONNECT {
@@ -192,9 +197,28 @@ pub fn decide<'t>(table: &'t CompiledTable, head: Head<'_>, now: u64) -> Decisio
         return refuse(route.id.clone(), Refusal::Placeholder);
     }
     let websocket = upgrade && route.websocket;
+    let global_plugins = route.global.as_deref().unwrap_or(&table.global);
+    // `real-ip` (priority 23000) first, the global rules' then the rule's: every plugin after
+    // it, the balancer and the forwarding headers see the client it names.
+    for plugins in [global_plugins, &route.traffic] {
+        if let Some(ip) = plugins.real_ip.as_ref().and_then(|r| r.address(&view)) {
+            view.peer = ip;
+        }
+    }
+    let real_ip = (view.peer != head.peer).then_some(view.peer);
+    // `request-id` (12015): every answer from here on carries the id.
+    let request_id = route
+        .traffic
+        .request_id
+        .as_ref()
+        .or(global_plugins.request_id.as_ref())
+        .map(|r| r.id_for(head.headers));
+    let refuse = |route_id, refusal| Decision {
+        request_id: request_id.clone(),
+        ..refuse(route_id, refusal)
+    };
     // The global rules run first, before the rule's own plugins and its authentication (as
     // APISIX runs them): no consumer is known to them yet.
-    let global_plugins = route.global.as_deref().unwrap_or(&table.global);
     let global = Effective::of(global_plugins);
     if let Some(cors) = &global_plugins.cors
         && let Some(answer) = cors.answer(&view, websocket)
@@ -258,7 +282,9 @@ pub fn decide<'t>(table: &'t CompiledTable, head: Head<'_>, now: u64) -> Decisio
             admission,
             rewrite,
             response_headers,
+            real_ip,
         }),
+        request_id,
     }
 }
 
@@ -987,5 +1013,70 @@ mod tests {
             .header("Host", "x")
             .peer("10.0.0.1");
         assert!(decide(&t, other.head(), 0).verdict.is_ok());
+    }
+
+    #[test]
+    fn a_global_real_ip_and_request_id_apply_before_the_rules_plugins() {
+        use crate::model::{GlobalRules, IpRestrictionConfig, RealIpConfig, RequestIdConfig};
+        let t = CompiledTable::compile(RouteTable {
+            generation: 1,
+            hash: String::new(),
+            routes: vec![Route {
+                id: "demo/r/a".into(),
+                paths: vec!["/a".into()],
+                plugins: Plugins {
+                    key_auth: Some(KeyAuthConfig::default()),
+                    ip_restriction: Some(IpRestrictionConfig {
+                        blacklist: Some(vec!["203.0.113.9".into()]),
+                        ..IpRestrictionConfig::default()
+                    }),
+                    ..Plugins::default()
+                },
+                upstream: one_node("b"),
+                ..Route::default()
+            }],
+            consumers: vec![Consumer {
+                username: "demo_jack".into(),
+                custom_id: None,
+                credential: Some(Credential::KeyAuth {
+                    key_sha256: key_digest_hex(b"k"),
+                }),
+                plugins: Plugins::default(),
+            }],
+            tls: Vec::new(),
+            global: GlobalRules {
+                plugins: Plugins {
+                    real_ip: Some(RealIpConfig {
+                        source: "http_x_forwarded_for".into(),
+                        trusted_addresses: Some(vec!["127.0.0.1".into()]),
+                        recursive: false,
+                    }),
+                    request_id: Some(RequestIdConfig::default()),
+                    ..Plugins::default()
+                },
+                refused: None,
+            },
+        })
+        .unwrap();
+        let ask = |forwarded: &str, key: &str| {
+            let request = TestRequest::get("/a")
+                .header("Host", "x")
+                .header("apikey", key)
+                .header("x-forwarded-for", forwarded)
+                .peer("127.0.0.1");
+            let d = decide(&t, request.head(), 0);
+            let status = match &d.verdict {
+                Ok(_) => 200,
+                Err(Refusal::Plugin(p)) => p.status,
+                Err(Refusal::Unauthorized(_)) => 401,
+                Err(_) => 0,
+            };
+            (status, d.request_id.is_some())
+        };
+        // The rule's ip-restriction sees the address the global real-ip named.
+        assert_eq!(ask("203.0.113.9", "k"), (403, true));
+        assert_eq!(ask("198.51.100.1", "k"), (200, true));
+        // The global request-id is on the rule's own refusals too.
+        assert_eq!(ask("198.51.100.1", "wrong"), (401, true));
     }
 }

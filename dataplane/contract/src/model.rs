@@ -248,6 +248,92 @@ pub struct Plugins {
         skip_serializing_if = "Option::is_none"
     )]
     pub proxy_rewrite: Option<ProxyRewriteConfig>,
+    #[serde(
+        default,
+        rename = "request-id",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub request_id: Option<RequestIdConfig>,
+    #[serde(
+        default,
+        rename = "response-rewrite",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub response_rewrite: Option<ResponseRewriteConfig>,
+    #[serde(default, rename = "real-ip", skip_serializing_if = "Option::is_none")]
+    pub real_ip: Option<RealIpConfig>,
+}
+
+/// `request-id`, with APISIX's defaults.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RequestIdConfig {
+    pub header_name: String,
+    pub include_in_response: bool,
+    /// `uuid`, `nanoid`, `range_id` (`ksuid` is refused when compiled).
+    pub algorithm: String,
+    pub range_id: RangeIdConfig,
+}
+
+impl Default for RequestIdConfig {
+    fn default() -> Self {
+        RequestIdConfig {
+            header_name: "X-Request-Id".into(),
+            include_in_response: true,
+            algorithm: "uuid".into(),
+            range_id: RangeIdConfig::default(),
+        }
+    }
+}
+
+/// `request-id`'s `range_id`: `length` characters drawn from `char_set`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RangeIdConfig {
+    pub length: u32,
+    pub char_set: String,
+}
+
+impl Default for RangeIdConfig {
+    fn default() -> Self {
+        RangeIdConfig {
+            length: 16,
+            char_set: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789".into(),
+        }
+    }
+}
+
+/// `response-rewrite`: what the client sees instead of the upstream's answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResponseRewriteConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    pub body_base64: bool,
+    /// `add` as `[name, value]` pairs (the translation splits APISIX's `"Name: value"`).
+    #[serde(skip_serializing_if = "HeaderRewrites::is_empty")]
+    pub headers: HeaderRewrites,
+    /// lua-resty-expr conditions on the response (`[["status", "==", 200]]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vars: Option<serde_json::Value>,
+    /// Kept to be refused by name when compiled (not built).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filters: Option<serde_json::Value>,
+}
+
+/// `real-ip`: the client address from a header or argument, believed from trusted peers only.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RealIpConfig {
+    /// `http_x_forwarded_for`, `http_<name>`, `arg_<name>`.
+    pub source: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trusted_addresses: Option<Vec<String>>,
+    /// `X-Forwarded-For` read right to left, past trusted addresses (nginx's
+    /// `real_ip_recursive`).
+    pub recursive: bool,
 }
 
 impl Plugins {

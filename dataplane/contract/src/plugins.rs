@@ -48,7 +48,13 @@ fn status(code: u16, field: &str) -> Result<u16, String> {
 }
 
 mod edge;
+mod real_ip;
+mod request_id;
+mod response_rewrite;
 pub use edge::{Cors, ProxyRewrite, Redirect, Rewrite};
+pub use real_ip::RealIp;
+pub use request_id::{RequestId, RequestIdHeader};
+pub use response_rewrite::ResponseRewrite;
 
 /// The compiled traffic plugins of one route.
 #[derive(Debug, Default)]
@@ -61,6 +67,9 @@ pub struct TrafficPlugins {
     pub limit_req: Option<LimitReq>,
     pub redirect: Option<Redirect>,
     pub proxy_rewrite: Option<ProxyRewrite>,
+    pub request_id: Option<RequestId>,
+    pub response_rewrite: Option<ResponseRewrite>,
+    pub real_ip: Option<RealIp>,
 }
 
 /// Whose plugins these are; it decides which counters a limit shares.
@@ -140,6 +149,17 @@ impl TrafficPlugins {
                 plugins.proxy_rewrite.as_ref(),
                 ProxyRewrite::compile,
             )?,
+            request_id: each(
+                "request-id",
+                plugins.request_id.as_ref(),
+                RequestId::compile,
+            )?,
+            response_rewrite: each(
+                "response-rewrite",
+                plugins.response_rewrite.as_ref(),
+                ResponseRewrite::compile,
+            )?,
+            real_ip: each("real-ip", plugins.real_ip.as_ref(), RealIp::compile)?,
         })
     }
 
@@ -926,3 +946,6 @@ impl LimitReq {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod answer_tests;

@@ -248,15 +248,16 @@ impl Dataplane {
             tls: tls.map(super::client_io::ConnTls::facts),
         };
         let decision = decide(&table, head, unix_now());
+        let request_id = decision.request_id;
         let client_early = buf.freeze();
-        let (answer, outcome, reason) = match decision.verdict {
+        let (mut answer, outcome, reason) = match decision.verdict {
             // A handshake on a plain-HTTP rule is forwarded as HTTP: hyper's job.
             Ok(forward) if !forward.websocket => {
                 let read = rejoin(&parts, BytesMut::from(&client_early[..]));
                 return handover(stream, read, false);
             }
             Ok(forward) => {
-                self.exchange_handshake(parts, forward, peer, listener)
+                self.exchange_handshake(parts, forward, peer, listener, request_id.as_ref())
                     .await
             }
             Err(refusal) => {
@@ -270,6 +271,12 @@ impl Dataplane {
         };
         self.metrics
             .request(decision.kind, &decision.route_id, outcome, reason);
+        if let Some(id) = &request_id {
+            match &mut answer {
+                Answer::Respond { response, .. } => id.add_to_response(response.headers_mut()),
+                Answer::Upgrade { headers, .. } => id.add_to_response(headers),
+            }
+        }
         match answer {
             Answer::Respond {
                 response,
@@ -328,6 +335,7 @@ impl Dataplane {
         forward: Forward<'_>,
         peer: SocketAddr,
         listener: Listener,
+        request_id: Option<&crate::plugins::RequestIdHeader>,
     ) -> (Answer, Outcome, &'static str) {
         let route = forward.route;
         forward::prepare_request(
@@ -335,7 +343,10 @@ impl Dataplane {
             peer.ip(),
             listener,
             true,
-            forward::Changes::of(&forward),
+            forward::Changes {
+                request_id,
+                ..forward::Changes::of(&forward)
+            },
         );
         let mut forward = forward;
         let quota = forward.admission.quota;
@@ -383,7 +394,12 @@ impl Dataplane {
                 status,
                 headers,
                 body,
-            }) => respond(refusal_response(status, headers, body)),
+            }) => respond(refusal_response(
+                status,
+                headers,
+                body,
+                route.traffic.response_rewrite.as_ref(),
+            )),
             // exchange_upgrade answers Upgraded or Refused; treat anything else as a bad gateway.
             Ok(Exchanged::Response(_)) => {
                 debug_assert!(false, "exchange_upgrade answered a streamed response");

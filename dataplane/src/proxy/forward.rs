@@ -7,7 +7,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Uri, Version};
 
 use crate::auth::{CompiledConsumer, RequestEdits};
-use crate::plugins::Rewrite;
+use crate::plugins::{RequestIdHeader, Rewrite};
 use crate::request::{remove_cookie, remove_query_arg};
 
 pub const X_CONSUMER_USERNAME: HeaderName = HeaderName::from_static("x-consumer-username");
@@ -122,6 +122,10 @@ pub struct Changes<'a> {
     pub normalised_path: Option<&'a [u8]>,
     /// `proxy-rewrite`.
     pub rewrite: Option<&'a Rewrite>,
+    /// `real-ip`: the client's address for `X-Forwarded-For`/`X-Real-IP`, when not the peer's.
+    pub real_ip: Option<IpAddr>,
+    /// `request-id`: set upstream when generated (before `proxy-rewrite`, as APISIX's order).
+    pub request_id: Option<&'a RequestIdHeader>,
 }
 
 impl<'a> Changes<'a> {
@@ -131,6 +135,8 @@ impl<'a> Changes<'a> {
             edits: &forward.edits,
             normalised_path: forward.normalised_path.as_deref(),
             rewrite: forward.rewrite.as_ref(),
+            real_ip: forward.real_ip,
+            request_id: None,
         }
     }
 }
@@ -148,6 +154,8 @@ impl Default for Changes<'_> {
             edits: &NO_EDITS,
             normalised_path: None,
             rewrite: None,
+            real_ip: None,
+            request_id: None,
         }
     }
 }
@@ -165,6 +173,8 @@ pub fn prepare_request(
         edits,
         normalised_path,
         rewrite,
+        real_ip,
+        request_id,
     } = changes;
     let headers = &mut parts.headers;
     let client_upgrade = headers.get(header::UPGRADE).cloned();
@@ -206,7 +216,7 @@ pub fn prepare_request(
     }
     let host = headers.get(header::HOST).cloned();
 
-    let peer_text = peer.to_string();
+    let peer_text = real_ip.unwrap_or(peer).to_string();
     let xff = match headers
         .get_all(X_FORWARDED_FOR)
         .iter()
@@ -253,6 +263,9 @@ pub fn prepare_request(
         parts.uri = origin_form(&parts.uri, normalised_path, &edits.remove_query_args);
     }
     parts.version = Version::HTTP_11;
+    if let Some(id) = request_id {
+        id.set_upstream(&mut parts.headers);
+    }
     if let Some(rewrite) = rewrite {
         apply_rewrite(parts, rewrite, websocket);
     }
@@ -401,6 +414,8 @@ mod tests {
                 edits: &RequestEdits::default(),
                 normalised_path: None,
                 rewrite: None,
+                real_ip: None,
+                request_id: None,
             },
         );
         let h = &p.headers;
@@ -452,6 +467,8 @@ mod tests {
                 edits: &RequestEdits::default(),
                 normalised_path: None,
                 rewrite: None,
+                real_ip: None,
+                request_id: None,
             },
         );
         assert_eq!(p.headers["connection"], "Upgrade");
@@ -488,6 +505,8 @@ mod tests {
                 edits: &edits,
                 normalised_path: None,
                 rewrite: None,
+                real_ip: None,
+                request_id: None,
             },
         );
         assert!(!p.headers.contains_key("apikey"));
@@ -524,6 +543,8 @@ mod tests {
                 edits: &RequestEdits::default(),
                 normalised_path: None,
                 rewrite: None,
+                real_ip: None,
+                request_id: None,
             },
         );
         let h = &p.headers;
@@ -563,6 +584,8 @@ mod tests {
                 edits: &edits,
                 normalised_path: Some(b"/public x/?"),
                 rewrite: None,
+                real_ip: None,
+                request_id: None,
             },
         );
         assert_eq!(p.uri, "/public%20x/%3F?a=1");
@@ -581,5 +604,49 @@ mod tests {
         assert_eq!(h["sec-websocket-accept"], "x");
         prepare_response(&mut plain, false);
         assert!(!plain.contains_key("upgrade") && !plain.contains_key("connection"));
+    }
+
+    #[test]
+    fn the_real_ip_is_forwarded_and_a_generated_request_id_goes_up_before_proxy_rewrite() {
+        use crate::model::RequestIdConfig;
+        use crate::plugins::RequestId;
+        let ids = RequestId::compile(&RequestIdConfig::default()).unwrap();
+        let id = ids.id_for(&HeaderMap::new());
+        let rewrite = Rewrite {
+            set: vec![(
+                HeaderName::from_static("x-request-id"),
+                HeaderValue::from_static("by-rewrite"),
+            )],
+            ..Rewrite::default()
+        };
+        let send = |rewrite: Option<&Rewrite>| {
+            let mut p = parts(
+                "/x",
+                &[
+                    ("host", "ws.example.com"),
+                    ("x-forwarded-for", "203.0.113.9"),
+                ],
+            );
+            prepare_request(
+                &mut p,
+                "127.0.0.1".parse().unwrap(),
+                LISTENER,
+                false,
+                Changes {
+                    rewrite,
+                    real_ip: Some("203.0.113.9".parse().unwrap()),
+                    request_id: Some(&id),
+                    ..Changes::default()
+                },
+            );
+            p.headers
+        };
+        let h = send(None);
+        // As nginx with the real address: the client's list, then the address it named.
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 203.0.113.9");
+        assert_eq!(h["x-real-ip"], "203.0.113.9");
+        assert_eq!(h["x-request-id"], id.value);
+        // proxy-rewrite (priority 1008) runs after request-id (12015): its value wins.
+        assert_eq!(send(Some(&rewrite))["x-request-id"], "by-rewrite");
     }
 }

@@ -8,6 +8,7 @@ mod failure;
 mod fast;
 pub mod forward;
 mod health;
+pub mod proxy_protocol;
 pub mod responses;
 pub mod revoke;
 pub mod splice;
@@ -31,7 +32,7 @@ use tracing::{Instrument, debug, info, warn};
 
 use crate::decision::{Forward, Head, Refusal, decide};
 use crate::metrics::{Metrics, Outcome};
-use crate::plugins::{ConnSlot, Quota};
+use crate::plugins::{ConnSlot, Quota, RequestIdHeader, ResponseRewrite};
 use crate::table::balance;
 use crate::table::{
     CompiledBackend, CompiledNode, CompiledRoute, CompiledTable, CompiledTimeouts, PassHost,
@@ -63,6 +64,8 @@ pub struct ProxySettings {
     pub close_revoked_websockets: bool,
     /// Tables with more routes are refused (bounds the memory one table may take).
     pub max_routes: usize,
+    /// Every client connection starts with a PROXY protocol header naming the client.
+    pub proxy_protocol: bool,
 }
 
 impl Default for ProxySettings {
@@ -76,6 +79,7 @@ impl Default for ProxySettings {
             client_send_timeout: Duration::from_secs(10),
             close_revoked_websockets: true,
             max_routes: 100_000,
+            proxy_protocol: false,
         }
     }
 }
@@ -218,11 +222,30 @@ impl Dataplane {
 
     async fn serve_connection(
         self: Arc<Self>,
-        tcp: tokio::net::TcpStream,
-        peer: SocketAddr,
+        mut tcp: tokio::net::TcpStream,
+        mut peer: SocketAddr,
         listener: Listener,
         tls: bool,
     ) {
+        if self.settings.proxy_protocol {
+            let header = tokio::time::timeout(
+                self.settings.header_timeout,
+                proxy_protocol::read_header(&mut tcp),
+            )
+            .await;
+            match header {
+                Ok(Ok(client)) => peer = client.unwrap_or(peer),
+                Ok(Err(error)) => {
+                    debug!(%error, "PROXY protocol header refused");
+                    self.metrics.rejected_connection("proxy_protocol");
+                    return;
+                }
+                Err(_) => {
+                    self.metrics.rejected_connection("proxy_protocol_timeout");
+                    return;
+                }
+            }
+        }
         let stream = if tls {
             match self.tls.accept(tcp, self.settings.header_timeout).await {
                 Ok(s) => ClientStream::Tls(Box::new(s)),
@@ -333,10 +356,17 @@ impl Dataplane {
             tls: tls.map(client_io::ConnTls::facts),
         };
         let decision = decide(&table, head, unix_now());
-        let (response, outcome, reason) = match decision.verdict {
+        let request_id = decision.request_id;
+        let (mut response, outcome, reason) = match decision.verdict {
             Err(refusal) => refused(&decision.route_id, &refusal),
-            Ok(forward) => self.forward(req, forward, peer, listener, phase).await,
+            Ok(forward) => {
+                self.forward(req, forward, peer, listener, phase, request_id.as_ref())
+                    .await
+            }
         };
+        if let Some(id) = &request_id {
+            id.add_to_response(response.headers_mut());
+        }
         self.metrics
             .request(decision.kind, &decision.route_id, outcome, reason);
         response
@@ -350,6 +380,7 @@ impl Dataplane {
         peer: SocketAddr,
         listener: Listener,
         phase: &Arc<ConnPhase>,
+        request_id: Option<&RequestIdHeader>,
     ) -> Answered {
         let route = forward.route;
         let (mut parts, body) = req.into_parts();
@@ -363,7 +394,10 @@ impl Dataplane {
             peer.ip(),
             listener,
             forward.websocket,
-            forward::Changes::of(&forward),
+            forward::Changes {
+                request_id,
+                ..forward::Changes::of(&forward)
+            },
         );
         let (body, progress) = ClientBody::new(body, self.settings.client_body_timeout);
         let upstream_req = Request::from_parts(parts, body);
@@ -411,7 +445,12 @@ impl Dataplane {
                     body,
                 },
                 _,
-            )) => refusal_response(status, headers, body),
+            )) => refusal_response(
+                status,
+                headers,
+                body,
+                route.traffic.response_rewrite.as_ref(),
+            ),
             Ok((Exchanged::Response(resp), _)) => {
                 let status = resp.status();
                 let (mut parts, body) = resp.into_parts();
@@ -422,8 +461,19 @@ impl Dataplane {
                         http::HeaderValue::from(status.as_u16()),
                     );
                 }
+                // `response-rewrite`: a replaced body ends the upstream's (its connection
+                // closes with it) and is framed by hyper from its length.
+                let body = match route
+                    .traffic
+                    .response_rewrite
+                    .as_ref()
+                    .and_then(|r| r.apply(&mut parts.status, &mut parts.headers))
+                {
+                    Some(new) => ResponseBody::full(bytes::Bytes::from_owner(new)),
+                    None => ResponseBody::upstream(body),
+                };
                 (
-                    Response::from_parts(parts, ResponseBody::upstream(body)),
+                    Response::from_parts(parts, body),
                     Outcome::from_upstream_status(status.as_u16()),
                     "",
                 )
@@ -777,11 +827,13 @@ fn failure_response(route: &CompiledRoute, failure: Failure) -> Answered {
     (response, failure.outcome(), failure.reason())
 }
 
-/// An upstream's non-101 answer to a handshake, read whole, relayed as a normal response.
+/// An upstream's non-101 answer to a handshake, read whole, relayed as a normal response
+/// (after the route's `response-rewrite`).
 fn refusal_response(
     status: StatusCode,
     mut headers: http::HeaderMap,
     body: bytes::Bytes,
+    rewrite: Option<&ResponseRewrite>,
 ) -> Answered {
     forward::prepare_response(&mut headers, false);
     // Re-framed by us: the length is what was read.
@@ -792,8 +844,13 @@ fn refusal_response(
             http::HeaderValue::from(status.as_u16()),
         );
     }
+    let mut sent = status;
+    let body = match rewrite.and_then(|r| r.apply(&mut sent, &mut headers)) {
+        Some(new) => bytes::Bytes::from_owner(new),
+        None => body,
+    };
     let mut response = Response::new(ResponseBody::full(body));
-    *response.status_mut() = status;
+    *response.status_mut() = sent;
     *response.headers_mut() = headers;
     (response, Outcome::from_upstream_status(status.as_u16()), "")
 }
