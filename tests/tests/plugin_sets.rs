@@ -132,7 +132,7 @@ fn a_global_rule_applies_to_the_rules_of_its_class_and_not_another() {
 }
 
 #[test]
-fn a_consumers_own_limit_count_takes_the_place_of_the_rules() {
+fn a_consumers_own_limit_count_applies_beside_the_rules() {
     let echo = Echo::start(&[]);
     let route = std::fs::read_to_string(example_manifests(echo.addr).path().join("route.yaml"))
         .unwrap()
@@ -145,7 +145,7 @@ fn a_consumers_own_limit_count_takes_the_place_of_the_rules() {
     assert_eq!(over.status(), 429, "{}", over.raw);
     assert_eq!(over.body(), "{\"error_msg\":\"jill is over her quota\"}\n");
     assert_eq!(over.header("x-ratelimit-limit"), Some("1"));
-    // jack has no plugins of his own: the rule's limit counts him.
+    // jack has no plugins of his own: the rule's limit alone counts him.
     let jack = handshake_with(&gw, "/raw", KEY);
     assert_eq!(jack.status(), 101, "{}", jack.raw);
     assert_eq!(jack.header("x-ratelimit-limit"), Some("5"));

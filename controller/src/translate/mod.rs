@@ -271,7 +271,18 @@ fn translate_plugin_configs(
         let content = fingerprint(&plugins, &problems);
         let accepted = problems.is_empty();
         statuses.push(status(Kind::ApisixPluginConfig, object, problems, content));
-        index.insert((namespace, object.name_any()), accepted.then_some(plugins));
+        let reads_secrets = object
+            .spec
+            .plugins
+            .iter()
+            .any(|p| p.enable && p.secret_ref.is_some());
+        index.insert(
+            (namespace, object.name_any()),
+            accepted.then_some(route::PluginConfig {
+                plugins,
+                reads_secrets,
+            }),
+        );
     }
     index
 }
@@ -307,13 +318,12 @@ fn translate_global_rules(
             secrets,
             &Default::default(),
         );
-        if problems.is_empty() {
-            // Plain data: merging by plugin name is merging the fields of its JSON form.
-            let serde_json::Value::Object(fields) =
-                serde_json::to_value(&plugins).unwrap_or_default()
-            else {
-                continue;
-            };
+        // Plain data: merging by plugin name is merging the fields of its JSON form.
+        let fields = match serde_json::to_value(&plugins) {
+            Ok(serde_json::Value::Object(fields)) => Some(fields),
+            _ => None,
+        };
+        if let (true, Some(fields)) = (problems.is_empty(), fields) {
             for (name, config) in fields {
                 match owners.get(&name) {
                     Some(older) => problems.push(format!(
@@ -326,14 +336,26 @@ fn translate_global_rules(
                 }
             }
         } else {
+            if problems.is_empty() {
+                problems
+                    .push(".spec.plugins: could not be merged with the other global rules".into());
+            }
             refused.push(own);
         }
         let content = fingerprint(&plugins, &problems);
         statuses.push(status(Kind::ApisixGlobalRule, object, problems, content));
     }
+    // Each part was checked on its own and the merged set is made of them; should it still not
+    // read back, every rule fails closed rather than run without the global rules.
+    let plugins = match serde_json::from_value(serde_json::Value::Object(merged)) {
+        Ok(plugins) => plugins,
+        Err(_) => {
+            refused.push("(merged)".into());
+            Default::default()
+        }
+    };
     portcullis_contract::table::GlobalRules {
-        // Each part was checked on its own; the merged set is made of them.
-        plugins: serde_json::from_value(serde_json::Value::Object(merged)).unwrap_or_default(),
+        plugins,
         refused: (!refused.is_empty()).then(|| {
             format!(
                 "ApisixGlobalRule {} not accepted: every rule answers 503 until it is fixed or deleted",

@@ -39,8 +39,19 @@ const TRAFFIC_PLUGINS: [&str; 11] = [
     "real-ip",
 ];
 
-/// Accepted plugin configs by (namespace, name): `None` for one that is not accepted.
-pub(super) type PluginConfigs = std::collections::BTreeMap<(String, String), Option<Plugins>>;
+/// The global rules' plugins a rule's `enable: false` turns off for it. Not the restrictions,
+/// limits or `real-ip`: a global rule is the cluster operator's, a rule may be a tenant's.
+const GLOBAL_PLUGINS_A_RULE_MAY_TURN_OFF: [&str; 4] =
+    ["cors", "request-id", "proxy-rewrite", "redirect"];
+
+/// An accepted plugin config: its plugins, and whether it reads Secrets (`secretRef`).
+pub(super) struct PluginConfig {
+    pub(super) plugins: Plugins,
+    pub(super) reads_secrets: bool,
+}
+
+/// Plugin configs by (namespace, name): `None` for one that is not accepted.
+pub(super) type PluginConfigs = std::collections::BTreeMap<(String, String), Option<PluginConfig>>;
 
 /// The problems of one rule and what they mean for serving it.
 #[derive(Default)]
@@ -190,7 +201,7 @@ fn translate_rule(
     // ... and the global rules' (for this rule only).
     route.disabled_global_plugins = disabled_plugins(rule)
         .into_iter()
-        .filter(|name| TRAFFIC_PLUGINS.contains(&name.as_str()))
+        .filter(|name| GLOBAL_PLUGINS_A_RULE_MAY_TURN_OFF.contains(&name.as_str()))
         .collect();
     route.plugins = plugins(
         &p,
@@ -674,7 +685,13 @@ fn plugins(
             Some(None) => problems.placeholder(format!(
                 "{p}.plugin_config_name: ApisixPluginConfig {config_namespace}/{name} is not accepted (see its status); the rule answers 503 until it is"
             )),
-            Some(Some(plugins)) => out = plugins.clone(),
+            // Its Secrets' values must not travel to another namespace's upstreams.
+            Some(Some(config)) if config.reads_secrets && config_namespace != namespace => {
+                problems.placeholder(format!(
+                    "{p}.plugin_config_name: ApisixPluginConfig {config_namespace}/{name} reads Secrets (secretRef), so only rules in namespace {config_namespace} may name it"
+                ))
+            }
+            Some(Some(config)) => out = config.plugins.clone(),
         }
     }
     // `enable: false` on the rule turns off the config's plugin of that name too.
@@ -848,12 +865,19 @@ fn plugin_list(
             ));
             continue;
         }
-        if name == "response-rewrite"
-            && matches!(list.holder, Holder::Consumer | Holder::GlobalRule)
+        if name == "response-rewrite" && list.holder == Holder::GlobalRule {
+            problems.placeholder(format!(
+                "{pp}: plugin \"response-rewrite\" is not supported in a global rule by Portcullis; put it on the rules"
+            ));
+            continue;
+        }
+        // A consumer's plugins may add restrictions and limits to any rule it authenticates
+        // on, never reshape what another tenant's rule sends or answers.
+        if matches!(name, "proxy-rewrite" | "redirect" | "response-rewrite")
+            && list.holder == Holder::Consumer
         {
             problems.placeholder(format!(
-                "{pp}: plugin \"response-rewrite\" is not supported in {} by Portcullis; put it on the rules",
-                if list.holder == Holder::GlobalRule { "a global rule" } else { "a consumer's plugins" }
+                "{pp}: plugin \"{name}\" is not supported in a consumer's plugins by Portcullis (a consumer may add restrictions and limits, not change a rule's requests or answers); put it on the rules"
             ));
             continue;
         }

@@ -1967,10 +1967,19 @@ fn plugin_configs_are_shared_by_name_and_a_rules_own_plugin_takes_their_place() 
          \x20 - name: own\n    match: {{paths: [/b]}}\n    {b}\n    plugin_config_name: limits\n    plugins: [{{name: limit-count, enable: true, config: {{count: 9, time_window: 60, key: remote_addr}}}}]\n\
          \x20 - name: missing\n    match: {{paths: [/c]}}\n    {b}\n    plugin_config_name: nope\n\
          \x20 - name: refused\n    match: {{paths: [/d]}}\n    {b}\n    plugin_config_name: broken\n\
-         \x20 - name: off\n    match: {{paths: [/g]}}\n    {b}\n    plugin_config_name: limits\n    plugins: [{{name: limit-count, enable: false}}, {{name: key-auth, enable: false}}]\n\
+         \x20 - name: off\n    match: {{paths: [/g]}}\n    {b}\n    plugin_config_name: limits\n    plugins: [{{name: limit-count, enable: false}}, {{name: key-auth, enable: false}}, {{name: cors, enable: false}}]\n\
          \x20 - name: class\n    match: {{paths: [/e]}}\n    {b}\n    plugin_config_name: theirs\n"
     );
-    let elsewhere = "---\napiVersion: apisix.apache.org/v2\nkind: ApisixRoute\nmetadata: {name: x, namespace: other}\nspec:\n  http:\n  - name: across\n    match: {paths: [/f]}\n    backends: [{serviceName: echo, servicePort: ws}]\n    plugin_config_name: limits\n    plugin_config_namespace: demo\n";
+    let with_secret = plugin_object(
+        "ApisixPluginConfig",
+        "with-secret",
+        "demo",
+        "2026-01-01T00:00:00Z",
+        "  plugins:\n  - {name: limit-count, enable: true, secretRef: jack-key, config: {count: 5, time_window: 60, key_type: constant}}",
+    );
+    let elsewhere = format!(
+        "{with_secret}---\napiVersion: apisix.apache.org/v2\nkind: ApisixRoute\nmetadata: {{name: x, namespace: other}}\nspec:\n  http:\n  - name: across\n    match: {{paths: [/f]}}\n    backends: [{{serviceName: echo, servicePort: ws}}]\n    plugin_config_name: limits\n    plugin_config_namespace: demo\n  - name: secret\n    match: {{paths: [/h]}}\n    backends: [{{serviceName: echo, servicePort: ws}}]\n    plugin_config_name: with-secret\n    plugin_config_namespace: demo\n"
+    );
     let t = standalone(&format!(
         "{SEED}{pc}{broken}{other_class}{elsewhere}\n---\napiVersion: apisix.apache.org/v2\nkind: ApisixRoute\nmetadata: {{name: r, namespace: demo}}\nspec:\n  http:\n{rules}"
     ));
@@ -1985,7 +1994,8 @@ fn plugin_configs_are_shared_by_name_and_a_rules_own_plugin_takes_their_place() 
     // `enable: false` on the rule turns off the config's plugin, and the global rules' one.
     let off = route(&t, "demo/r/off");
     assert!(off.plugins.limit_count.is_none() && off.plugins.ip_restriction.is_some());
-    assert_eq!(off.disabled_global_plugins, ["limit-count"]);
+    // Not a global rule's limit or restriction, though: those are the operator's.
+    assert_eq!(off.disabled_global_plugins, ["cors"]);
     assert!(shared.disabled_global_plugins.is_empty());
     let own = route(&t, "demo/r/own");
     assert_eq!(own.plugins.limit_count.as_ref().unwrap().count, 9);
@@ -2005,6 +2015,13 @@ fn plugin_configs_are_shared_by_name_and_a_rules_own_plugin_takes_their_place() 
             ".spec.http[3].plugin_config_name: ApisixPluginConfig demo/broken is not accepted (see its status); the rule answers 503 until it is",
             ".spec.http[5].plugin_config_name: ApisixPluginConfig demo/theirs not found (of this IngressClass); the rule answers 503 until it exists",
         ]
+    );
+    // A config that reads Secrets serves its own namespace's rules only.
+    assert!(status_of(&t, Kind::ApisixPluginConfig, "with-secret").accepted());
+    assert!(route(&t, "other/x/secret").placeholder.is_some());
+    assert_eq!(
+        problems(&t, "x").last().unwrap(),
+        ".spec.http[1].plugin_config_name: ApisixPluginConfig demo/with-secret reads Secrets (secretRef), so only rules in namespace demo may name it"
     );
     assert!(status_of(&t, Kind::ApisixPluginConfig, "limits").accepted());
     assert_eq!(
@@ -2134,7 +2151,11 @@ fn a_consumers_traffic_plugins_travel_with_it_and_a_broken_one_withdraws_its_cre
             ),
             consumer("browser", "  - {name: cors, enable: true}"),
             consumer("odd", "  - {name: fault-injection, enable: true}"),
-        ) + &consumer("traced", "  - {name: request-id, enable: true}")),
+        ) + &consumer("traced", "  - {name: request-id, enable: true}")
+            + &consumer(
+                "rewriter",
+                "  - {name: proxy-rewrite, enable: true, config: {uri: /admin}}",
+            )),
     );
     let find = |name: &str| {
         t.table
@@ -2161,6 +2182,10 @@ fn a_consumers_traffic_plugins_travel_with_it_and_a_broken_one_withdraws_its_cre
         (
             "odd",
             ".spec.plugins[0]: plugin \"fault-injection\" is not supported by Portcullis",
+        ),
+        (
+            "rewriter",
+            ".spec.plugins[0]: plugin \"proxy-rewrite\" is not supported in a consumer's plugins by Portcullis (a consumer may add restrictions and limits, not change a rule's requests or answers); put it on the rules",
         ),
         (
             "traced",

@@ -11,7 +11,7 @@ use http::{HeaderMap, Method, Uri, Version};
 
 use crate::auth::{CompiledConsumer, Rejection, RequestEdits, authenticate};
 use crate::outcome::Outcome;
-use crate::plugins::{ConnSlot, Effective, PluginRefusal, Quota, RequestIdHeader, Rewrite};
+use crate::plugins::{ConnSlot, PluginRefusal, Quota, RequestIdHeader, Rewrite, TrafficPlugins};
 pub use crate::request::TlsFacts;
 use crate::request::{BadRequest, RequestView, is_websocket_upgrade};
 use crate::table::{CompiledRoute, CompiledTable};
@@ -128,8 +128,8 @@ pub struct Admission {
 }
 
 impl Admission {
-    /// This admission with the global rules' beside it: both slots held, the longer wait, the
-    /// rule's quota before the global one's.
+    /// This admission with another layer's beside it: both slots held, the longer wait, this
+    /// layer's quota before the other's (the most specific layer's is shown).
     fn with(self, global: Admission) -> Admission {
         Admission {
             slot: match self.slot {
@@ -167,6 +167,26 @@ pub struct Decision<'t> {
 /// Decides what happens to a request. Pure: the same table, head and time give the same
 /// decision.
 pub fn decide<'t>(table: &'t CompiledTable, head: Head<'_>, now: u64) -> Decision<'t> {
+    decide_inner(table, head, now, false).expect("decides every request when asked to")
+}
+
+/// [`decide`] for a transport that proxies WebSocket handshakes only: `None` when the matched
+/// rule would forward this request as plain HTTP, found before any plugin ran or counted, so
+/// the transport that forwards it decides it once.
+pub fn decide_handshake<'t>(
+    table: &'t CompiledTable,
+    head: Head<'_>,
+    now: u64,
+) -> Option<Decision<'t>> {
+    decide_inner(table, head, now, true)
+}
+
+fn decide_inner<'t>(
+    table: &'t CompiledTable,
+    head: Head<'_>,
+    now: u64,
+    handshakes_only: bool,
+) -> Option<Decision<'t>> {
     let upgrade = is_websocket_upgrade(head.method, head.version, head.headers);
     let kind = if upgrade { "websocket" } else { "http" };
     let refuse = |route_id: Arc<str>, refusal| Decision {
@@ -177,7 +197,7 @@ pub fn decide<'t>(table: &'t CompiledTable, head: Head<'_>, now: u64) -> Decisio
     };
     let no_route = || Arc::from("");
     if head.method == Method::CONNECT {
-        return refuse(no_route(), Refusal::Connect);
+        return Some(refuse(no_route(), Refusal::Connect));
     }
     let mut view =
         match RequestView::new(head.method, head.version, head.uri, head.headers, head.peer) {
@@ -185,19 +205,22 @@ pub fn decide<'t>(table: &'t CompiledTable, head: Head<'_>, now: u64) -> Decisio
                 tls: head.tls,
                 ..view
             },
-            Err(bad) => return refuse(no_route(), Refusal::BadRequest(bad)),
+            Err(bad) => return Some(refuse(no_route(), Refusal::BadRequest(bad))),
         };
     if let Some(refusal) = client_certificate_check(table, &head, &view) {
-        return refuse(no_route(), refusal);
+        return Some(refuse(no_route(), refusal));
     }
     let Some(route) = table.find(&view) else {
-        return refuse(no_route(), Refusal::NotFound);
+        return Some(refuse(no_route(), Refusal::NotFound));
     };
     if route.placeholder || table.global_refused {
-        return refuse(route.id.clone(), Refusal::Placeholder);
+        return Some(refuse(route.id.clone(), Refusal::Placeholder));
+    }
+    if handshakes_only && !(upgrade && route.websocket) {
+        return None;
     }
     let websocket = upgrade && route.websocket;
-    let global_plugins = route.global.as_deref().unwrap_or(&table.global);
+    let global_plugins: &TrafficPlugins = route.global.as_deref().unwrap_or(&table.global);
     // `real-ip` (priority 23000) first, the global rules' then the rule's: every plugin after
     // it, the balancer and the forwarding headers see the client it names.
     for plugins in [global_plugins, &route.traffic] {
@@ -218,43 +241,53 @@ pub fn decide<'t>(table: &'t CompiledTable, head: Head<'_>, now: u64) -> Decisio
         ..refuse(route_id, refusal)
     };
     // The global rules run first, before the rule's own plugins and its authentication (as
-    // APISIX runs them): no consumer is known to them yet.
-    let global = Effective::of(global_plugins);
-    if let Some(cors) = &global_plugins.cors
+    // APISIX runs them): no consumer is known to them yet. A rule with a `cors` of its own
+    // answers its preflights itself.
+    if route.traffic.cors.is_none()
+        && let Some(cors) = &global_plugins.cors
         && let Some(answer) = cors.answer(&view, websocket)
     {
-        return refuse(route.id.clone(), Refusal::Plugin(answer));
+        return Some(refuse(route.id.clone(), Refusal::Plugin(answer)));
     }
-    let global_admission = match run_plugins(global, &view, None, &route.id, head, now) {
+    let global_admission = match run_plugins(global_plugins, &view, None, &route.id, head, now) {
         Ok(admission) => admission,
-        Err(refusal) => return refuse(route.id.clone(), Refusal::Plugin(refusal)),
+        Err(refusal) => return Some(refuse(route.id.clone(), Refusal::Plugin(refusal))),
     };
     // `cors` (priority 4000) answers preflights and checks handshakes' `Origin` before auth.
     if let Some(cors) = &route.traffic.cors
         && let Some(answer) = cors.answer(&view, websocket)
     {
-        return refuse(route.id.clone(), Refusal::Plugin(answer));
+        return Some(refuse(route.id.clone(), Refusal::Plugin(answer)));
     }
     let auth = match authenticate(&route.auth, &table.consumers, &view, now) {
         Ok(auth) => auth,
-        Err(rejection) => return refuse(route.id.clone(), Refusal::Unauthorized(rejection)),
+        Err(rejection) => return Some(refuse(route.id.clone(), Refusal::Unauthorized(rejection))),
     };
     let consumer = auth.consumer.map(|c| &table.consumers.list[c]);
     let consumer_name = consumer.map(|c| c.username.as_str());
-    let plugins = Effective {
-        consumer: auth
-            .consumer
-            .and_then(|c| table.consumer_traffic.get(c))
-            .and_then(|t| t.as_deref()),
-        route: &route.traffic,
-    };
-    let admission = match run_plugins(plugins, &view, consumer_name, &route.id, head, now) {
+    let admission = match run_plugins(&route.traffic, &view, consumer_name, &route.id, head, now) {
         Ok(admission) => admission.with(global_admission),
-        Err(refusal) => return refuse(route.id.clone(), Refusal::Plugin(refusal)),
+        Err(refusal) => return Some(refuse(route.id.clone(), Refusal::Plugin(refusal))),
     };
-    let rewrite = plugins
-        .proxy_rewrite()
-        .or_else(|| global.proxy_rewrite())
+    // A consumer's own plugins apply beside the rule's, never instead of them: the consumer's
+    // owner and the rule's may be different tenants, so both restrictions must pass and both
+    // limits count (stricter than APISIX, whose consumer plugin replaces the route's).
+    let own = auth
+        .consumer
+        .and_then(|c| table.consumer_traffic.get(c))
+        .and_then(|t| t.as_deref());
+    let admission = match own {
+        None => admission,
+        Some(own) => match run_plugins(own, &view, consumer_name, &route.id, head, now) {
+            Ok(own) => own.with(admission),
+            Err(refusal) => return Some(refuse(route.id.clone(), Refusal::Plugin(refusal))),
+        },
+    };
+    let rewrite = route
+        .traffic
+        .proxy_rewrite
+        .as_ref()
+        .or(global_plugins.proxy_rewrite.as_ref())
         .map(|p| p.rewrite(&view));
     let response_headers = route
         .traffic
@@ -268,7 +301,7 @@ pub fn decide<'t>(table: &'t CompiledTable, head: Head<'_>, now: u64) -> Decisio
         .balance_keys(&view, consumer.map(|c| c.username.as_str()));
     let normalised_path =
         (view.path != head.uri.path().as_bytes()).then(|| std::mem::take(&mut view.path));
-    Decision {
+    Some(Decision {
         kind,
         route_id: route.id.clone(),
         verdict: Ok(Forward {
@@ -285,13 +318,13 @@ pub fn decide<'t>(table: &'t CompiledTable, head: Head<'_>, now: u64) -> Decisio
             real_ip,
         }),
         request_id,
-    }
+    })
 }
 
-/// One layer's access phase after authentication, in APISIX's priority order: the
-/// restrictions, the limits, then `redirect`.
+/// One layer's access phase (the global rules', the rule's or the consumer's), in APISIX's
+/// priority order: the restrictions, the limits, then `redirect`.
 fn run_plugins(
-    plugins: Effective<'_>,
+    plugins: &TrafficPlugins,
     view: &RequestView<'_>,
     consumer: Option<&str>,
     route_id: &str,
@@ -302,7 +335,7 @@ fn run_plugins(
         return Err(refusal);
     }
     let admission = admit(plugins, view, consumer, route_id, now)?;
-    if let Some(redirect) = plugins.redirect()
+    if let Some(redirect) = &plugins.redirect
         && let Some(answer) = redirect.answer(view, head.tls.is_some())
     {
         return Err(answer);
@@ -313,7 +346,7 @@ fn run_plugins(
 /// The limits, in APISIX's order (`limit-conn`, then `limit-count`). They count: a request
 /// refused by `limit-count` gives its `limit-conn` slot back at once.
 fn admit(
-    plugins: Effective<'_>,
+    plugins: &TrafficPlugins,
     view: &RequestView<'_>,
     consumer: Option<&str>,
     route_id: &str,
@@ -323,15 +356,15 @@ fn admit(
     if !plugins.has_limits() {
         return Ok(admission);
     }
-    if let Some(limit) = plugins.limit_conn() {
+    if let Some(limit) = &plugins.limit_conn {
         let (slot, delay) = limit.admit(view, consumer, route_id)?;
         admission.slot = Some(slot);
         admission.delay = delay;
     }
-    if let Some(limit) = plugins.limit_count() {
+    if let Some(limit) = &plugins.limit_count {
         admission.quota = limit.admit(view, consumer, route_id, now)?;
     }
-    if let Some(limit) = plugins.limit_req()
+    if let Some(limit) = &plugins.limit_req
         && let Some(wait) = limit.admit(view, consumer, route_id)?
     {
         admission.delay = Some(admission.delay.map_or(wait, |d| d.max(wait)));
@@ -777,7 +810,7 @@ mod tests {
     }
 
     #[test]
-    fn global_rules_run_first_and_a_consumers_plugins_replace_the_rules() {
+    fn global_rules_run_first_and_a_consumers_plugins_apply_beside_the_rules() {
         use crate::model::{GlobalRules, IpRestrictionConfig, LimitCountConfig, LimitKeyType};
         let count = |count: u64, key: &str| LimitCountConfig {
             count,
@@ -860,7 +893,8 @@ mod tests {
         // jill has no plugins of her own: the rule's limit (3) counts her.
         assert_eq!(ask("/a", Some("jill-key"), "10.0.0.1"), (200, Some(2)));
         assert_eq!(ask("/a", Some("jill-key"), "10.0.0.1"), (200, Some(1)));
-        // jack's limit-count (1) takes the place of the rule's, and counts per rule.
+        // jack's own limit-count (1) applies beside the rule's (3), counted per rule; the
+        // quota shown is the most specific one, his.
         assert_eq!(ask("/a", Some("jack-key"), "10.0.0.1"), (200, Some(0)));
         assert_eq!(ask("/a", Some("jack-key"), "10.0.0.1").0, 429);
         assert_eq!(ask("/b", Some("jack-key"), "10.0.0.1"), (200, Some(0)));
@@ -1078,5 +1112,114 @@ mod tests {
         assert_eq!(ask("198.51.100.1", "k"), (200, true));
         // The global request-id is on the rule's own refusals too.
         assert_eq!(ask("198.51.100.1", "wrong"), (401, true));
+    }
+
+    #[test]
+    fn a_handshake_for_a_plain_rule_is_left_to_http_before_any_limit_counts() {
+        use crate::model::{LimitCountConfig, LimitKeyType};
+        let rule = |id: &str, path: &str, websocket: bool| Route {
+            id: id.into(),
+            paths: vec![path.into()],
+            websocket,
+            plugins: Plugins {
+                limit_count: Some(LimitCountConfig {
+                    count: 10,
+                    time_window: 60,
+                    key_type: LimitKeyType::Constant,
+                    key: "all".into(),
+                    rejected_code: 429,
+                    rejected_msg: None,
+                    show_limit_quota_header: true,
+                    allow_degradation: false,
+                }),
+                ..Plugins::default()
+            },
+            upstream: one_node("b"),
+            ..Route::default()
+        };
+        let t = CompiledTable::compile(RouteTable {
+            generation: 1,
+            hash: String::new(),
+            routes: vec![
+                rule("demo/r/plain", "/plain", false),
+                rule("demo/r/ws", "/ws", true),
+            ],
+            consumers: Vec::new(),
+            tls: Vec::new(),
+            global: Default::default(),
+        })
+        .unwrap();
+        let handshake = |path: &str| {
+            TestRequest::get(path)
+                .version(Version::HTTP_11)
+                .header("Host", "x")
+                .header("Connection", "Upgrade")
+                .header("Upgrade", "websocket")
+        };
+        let remaining = |d: Decision<'_>| d.verdict.unwrap().admission.quota.unwrap().remaining;
+        assert!(decide_handshake(&t, handshake("/plain").head(), 0).is_none());
+        // The one decision the HTTP transport then makes is the first to count.
+        assert_eq!(remaining(decide(&t, handshake("/plain").head(), 0)), 9);
+        let ws = decide_handshake(&t, handshake("/ws").head(), 0).unwrap();
+        assert!(ws.verdict.as_ref().unwrap().websocket);
+        assert_eq!(remaining(ws), 9);
+    }
+
+    #[test]
+    fn a_rules_own_cors_answers_its_preflights_before_a_global_one() {
+        use crate::model::{CorsConfig, GlobalRules};
+        let rule = |id: &str, path: &str, cors: Option<CorsConfig>| Route {
+            id: id.into(),
+            paths: vec![path.into()],
+            plugins: Plugins {
+                cors,
+                ..Plugins::default()
+            },
+            upstream: one_node("b"),
+            ..Route::default()
+        };
+        let t = CompiledTable::compile(RouteTable {
+            generation: 1,
+            hash: String::new(),
+            routes: vec![
+                rule(
+                    "demo/r/strict",
+                    "/strict",
+                    Some(CorsConfig {
+                        allow_origins: "https://app.example".into(),
+                        ..CorsConfig::default()
+                    }),
+                ),
+                rule("demo/r/open", "/open", None),
+            ],
+            consumers: Vec::new(),
+            tls: Vec::new(),
+            global: GlobalRules {
+                plugins: Plugins {
+                    cors: Some(CorsConfig::default()),
+                    ..Plugins::default()
+                },
+                refused: None,
+            },
+        })
+        .unwrap();
+        let preflight = |path: &str| {
+            let request = TestRequest::get(path)
+                .method("OPTIONS")
+                .header("Host", "x")
+                .header("Origin", "https://evil.example")
+                .header("Access-Control-Request-Method", "DELETE");
+            match decide(&t, request.head(), 0).verdict {
+                Err(Refusal::Plugin(p)) => p
+                    .headers
+                    .iter()
+                    .find(|(k, _)| k == "access-control-allow-origin")
+                    .map(|(_, v)| v.to_str().unwrap().to_string()),
+                other => panic!("a preflight is answered by cors: {other:?}"),
+            }
+        };
+        // The global rule's permissive cors answers rules without one of their own only.
+        assert_eq!(preflight("/open").as_deref(), Some("*"));
+        assert_eq!(preflight("/strict"), None);
     }
 }

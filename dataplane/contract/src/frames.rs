@@ -189,11 +189,17 @@ impl FrameTracker {
     /// Counts a data frame into its message; the message's size when it passes the limit.
     fn account(&mut self, head: &FrameHead) -> Result<(), u64> {
         if head.is_control() {
+            // A control frame holds at most 125 bytes (RFC 6455 section 5.5); with a limit on,
+            // a longer one (or a reserved control opcode announcing gigabytes) is refused.
+            if self.max_message > 0 && head.len > 125 {
+                return Err(head.len);
+            }
             return Ok(());
         }
-        // A continuation adds to the message in progress; a new data frame starts one (a
-        // stray continuation, or a new message inside one, is tracked as if well-formed).
-        let size = if head.opcode == 0 && self.fragmented {
+        // Any data frame while a message is in progress adds to it: a continuation as RFC 6455
+        // says, and a new message started inside one (a violation) counts with it, so a run of
+        // frames without FIN cannot restart the count.
+        let size = if self.fragmented {
             self.message.saturating_add(head.len)
         } else {
             head.len

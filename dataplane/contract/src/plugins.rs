@@ -170,68 +170,18 @@ impl TrafficPlugins {
         consumer: Option<&str>,
         route_id: &str,
     ) -> Option<PluginRefusal> {
-        Effective::of(self).restrict(req, consumer, route_id)
-    }
-
-    pub fn has_limits(&self) -> bool {
-        self.limit_conn.is_some() || self.limit_count.is_some() || self.limit_req.is_some()
-    }
-}
-
-/// A rule's plugins as one request sees them: its consumer's plugin of a name takes the place
-/// of the rule's (APISIX merges a consumer's plugins into the matched route).
-#[derive(Clone, Copy, Debug)]
-pub struct Effective<'a> {
-    pub consumer: Option<&'a TrafficPlugins>,
-    pub route: &'a TrafficPlugins,
-}
-
-impl<'a> Effective<'a> {
-    /// Plugins of their own only (the global rules).
-    pub fn of(plugins: &'a TrafficPlugins) -> Effective<'a> {
-        Effective {
-            consumer: None,
-            route: plugins,
-        }
-    }
-
-    fn pick<T>(&self, field: impl Fn(&'a TrafficPlugins) -> Option<&'a T>) -> Option<&'a T> {
-        self.consumer.and_then(&field).or_else(|| field(self.route))
-    }
-
-    /// The restrictions (pure): `None` lets the request on.
-    pub fn restrict(
-        &self,
-        req: &RequestView<'_>,
-        consumer: Option<&str>,
-        route_id: &str,
-    ) -> Option<PluginRefusal> {
-        if let Some(ip) = self.pick(|t| t.ip.as_ref())
+        if let Some(ip) = &self.ip
             && let Some(refusal) = ip.check(req.peer)
         {
             return Some(refusal);
         }
-        self.pick(|t| t.consumer.as_ref())
+        self.consumer
+            .as_ref()
             .and_then(|c| c.check(consumer, route_id, req.method))
     }
 
     pub fn has_limits(&self) -> bool {
-        self.route.has_limits() || self.consumer.is_some_and(TrafficPlugins::has_limits)
-    }
-    pub fn limit_conn(&self) -> Option<&'a LimitConn> {
-        self.pick(|t| t.limit_conn.as_ref())
-    }
-    pub fn limit_count(&self) -> Option<&'a LimitCount> {
-        self.pick(|t| t.limit_count.as_ref())
-    }
-    pub fn limit_req(&self) -> Option<&'a LimitReq> {
-        self.pick(|t| t.limit_req.as_ref())
-    }
-    pub fn redirect(&self) -> Option<&'a Redirect> {
-        self.pick(|t| t.redirect.as_ref())
-    }
-    pub fn proxy_rewrite(&self) -> Option<&'a ProxyRewrite> {
-        self.pick(|t| t.proxy_rewrite.as_ref())
+        self.limit_conn.is_some() || self.limit_count.is_some() || self.limit_req.is_some()
     }
 }
 

@@ -30,7 +30,7 @@ use super::{
     Dataplane, Exchanged, Failure, failure_response, refusal_response, refused, splice_websocket,
     unix_now,
 };
-use crate::decision::{Forward, Head, decide};
+use crate::decision::{Forward, Head, decide_handshake};
 use crate::metrics::Outcome;
 
 /// Header slots on the stack; a higher `--max-headers` falls back to hyper.
@@ -154,7 +154,8 @@ fn parse_head(buf: &mut BytesMut, max_headers: usize) -> ParsedHead {
     ParsedHead::Complete(parts)
 }
 
-/// `HTTP/1.1 <status>`, our headers, `content-length` (except for 101), the body.
+/// `HTTP/1.1 <status>`, our headers, `content-length` and the body (neither for a status that
+/// has no body).
 fn encode_response(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Vec<u8> {
     let reason = status.canonical_reason().unwrap_or("");
     let mut out = Vec::with_capacity(128 + body.len() + headers.len() * 48);
@@ -164,18 +165,29 @@ fn encode_response(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Vec<
     out.extend_from_slice(reason.as_bytes());
     out.extend_from_slice(b"\r\n");
     for (name, value) in headers {
+        // The framing is ours alone, whatever the headers brought.
+        if name == http::header::CONTENT_LENGTH || name == http::header::TRANSFER_ENCODING {
+            continue;
+        }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    if status != StatusCode::SWITCHING_PROTOCOLS {
+    // 1xx, 204 and 304 end at their head (RFC 9112 section 6.3): a body written after one
+    // would be read by the client as the start of the next response.
+    let bodiless = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    if !bodiless {
         out.extend_from_slice(b"content-length: ");
         out.extend_from_slice(body.len().to_string().as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body);
+    if !bodiless {
+        out.extend_from_slice(body);
+    }
     out
 }
 
@@ -247,15 +259,14 @@ impl Dataplane {
             peer: peer.ip(),
             tls: tls.map(super::client_io::ConnTls::facts),
         };
-        let decision = decide(&table, head, unix_now());
+        // A handshake on a plain-HTTP rule is forwarded as HTTP: hyper's job, and hyper decides
+        // it (found before any plugin counted it, so its limits count it once).
+        let Some(decision) = decide_handshake(&table, head, unix_now()) else {
+            return handover(stream, rejoin(&parts, buf), false);
+        };
         let request_id = decision.request_id;
         let client_early = buf.freeze();
         let (mut answer, outcome, reason) = match decision.verdict {
-            // A handshake on a plain-HTTP rule is forwarded as HTTP: hyper's job.
-            Ok(forward) if !forward.websocket => {
-                let read = rejoin(&parts, BytesMut::from(&client_early[..]));
-                return handover(stream, read, false);
-            }
             Ok(forward) => {
                 self.exchange_handshake(parts, forward, peer, listener, request_id.as_ref())
                     .await
@@ -479,6 +490,31 @@ impl Dataplane {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_without_a_body_carry_no_body_and_framing_is_ours_alone() {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-length", "99".parse().unwrap());
+        headers.insert("transfer-encoding", "chunked".parse().unwrap());
+        headers.insert("x-kept", "1".parse().unwrap());
+        for status in [
+            StatusCode::NO_CONTENT,
+            StatusCode::NOT_MODIFIED,
+            StatusCode::CONTINUE,
+        ] {
+            let out = encode_response(status, &headers, b"forbidden");
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.ends_with("x-kept: 1\r\n\r\n"), "{text:?}");
+            assert!(!text.contains("content-length") && !text.contains("chunked"));
+        }
+        let text =
+            String::from_utf8(encode_response(StatusCode::FORBIDDEN, &headers, b"no")).unwrap();
+        assert!(
+            text.ends_with("x-kept: 1\r\ncontent-length: 2\r\n\r\nno"),
+            "{text:?}"
+        );
+        assert_eq!(text.matches("content-length").count(), 1);
+    }
 
     #[test]
     fn heads_parse_into_parts_or_say_why_not() {

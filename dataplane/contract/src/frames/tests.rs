@@ -138,6 +138,28 @@ fn a_message_past_the_limit_is_refused_at_its_header_counting_fragments() {
             size: 1 << 20
         })
     );
+    // With a limit, a control frame over 125 bytes (or a reserved control opcode announcing a
+    // terabyte) is refused, and data frames without FIN cannot restart the count.
+    // The header alone: 0xB (reserved control), 127, then 2^40 as 8 bytes.
+    let mut huge_control = vec![0x8B, 127];
+    huge_control.extend_from_slice(&(1u64 << 40).to_be_bytes());
+    assert_eq!(
+        FrameTracker::new(1000)
+            .feed(&huge_control[..10])
+            .map(|_| ()),
+        Err(TooBig {
+            boundary: Some(0),
+            size: 1 << 40
+        })
+    );
+    let mut restarts = Vec::new();
+    for _ in 0..3 {
+        encode(false, 1, None, 60, &mut restarts);
+    }
+    let refused = FrameTracker::new(100).feed(&restarts).unwrap_err();
+    assert_eq!(refused.size, 120);
+    // Without a limit nothing is refused: the proxy is not the WebSocket server.
+    assert!(FrameTracker::new(0).feed(&huge_control[..10]).is_ok());
     // An announced length of 2^64 - 1 is tracked without overflow.
     let mut tracker = FrameTracker::new(0);
     let huge = [
