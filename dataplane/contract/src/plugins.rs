@@ -33,6 +33,17 @@ pub struct PluginRefusal {
     pub outcome: Outcome,
 }
 
+/// Headers that frame the message or the connection: a plugin setting them would desync it.
+const FRAMING: [&str; 7] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "keep-alive",
+    "te",
+    "trailer",
+];
+
 fn json_body(field: &str, message: &str) -> String {
     let mut body = serde_json::json!({ field: message }).to_string();
     body.push('\n');

@@ -34,16 +34,9 @@ pub struct RequestIdHeader {
     pub in_response: bool,
 }
 
-/// Headers an id may not be written into: framing, hop-by-hop, and what the gateway sets.
-const NOT_AN_ID: [&str; 14] = [
+/// Headers an id may not be written into besides the framing ones: what the gateway sets.
+const GATEWAY_SET: [&str; 7] = [
     "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "upgrade",
-    "keep-alive",
-    "te",
-    "trailer",
     "x-forwarded-for",
     "x-real-ip",
     "x-consumer-username",
@@ -59,7 +52,7 @@ impl RequestId {
     pub fn compile(c: &RequestIdConfig) -> Result<RequestId, String> {
         let name = HeaderName::from_bytes(c.header_name.as_bytes())
             .map_err(|_| format!("header_name: {:?} is not a header name", c.header_name))?;
-        if NOT_AN_ID.contains(&name.as_str()) {
+        if super::FRAMING.contains(&name.as_str()) || GATEWAY_SET.contains(&name.as_str()) {
             return Err(format!(
                 "header_name: {:?} is a header the gateway manages; choose another (default X-Request-Id)",
                 c.header_name

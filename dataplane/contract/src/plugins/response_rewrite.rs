@@ -22,17 +22,6 @@ pub struct ResponseRewrite {
     vars: Option<Cond>,
 }
 
-/// Headers that frame the message or the connection: rewriting them would desync it.
-const FRAMING: [&str; 7] = [
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "upgrade",
-    "keep-alive",
-    "te",
-    "trailer",
-];
-
 impl ResponseRewrite {
     pub fn compile(c: &ResponseRewriteConfig) -> Result<ResponseRewrite, String> {
         if c.filters.is_some() {
@@ -65,7 +54,7 @@ impl ResponseRewrite {
         let name = |field: &str, name: &str| {
             let n = HeaderName::from_bytes(name.trim().as_bytes())
                 .map_err(|_| format!("headers.{field}: {name:?} is not a header name"))?;
-            if FRAMING.contains(&n.as_str()) {
+            if super::FRAMING.contains(&n.as_str()) {
                 return Err(format!(
                     "headers.{field}: {name:?} frames the connection; the gateway sets it"
                 ));
