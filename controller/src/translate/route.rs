@@ -10,7 +10,7 @@ use portcullis_contract::duration::parse_go_duration;
 use portcullis_contract::table::expr::CompiledExpr;
 use portcullis_contract::table::{
     Backend, BasicAuthConfig, Expr, ExprOp, ExprScope, JwtAuthConfig, KeyAuthConfig, Node, Plugins,
-    Route, Scheme, Timeouts, Upstream, UpstreamTls, check_route, validate_host,
+    Route, Scheme, Timeouts, Upstream, UpstreamTls, WebSocketPolicy, check_route, validate_host,
 };
 use portcullis_crds::{ApisixRoute, ApisixRouteHttp, ApisixRouteHttpBackend, ApisixRoutePlugin};
 
@@ -19,6 +19,11 @@ use super::upstream::{self, DEFAULT_WEIGHT};
 use crate::snapshot::Snapshot;
 
 pub const TLS_VERIFY_ANNOTATION: &str = "portcullis.dev/upstream-tls-verify";
+/// The per-route WebSocket session annotations (docs/websocket-sessions.md).
+pub const MAX_MESSAGE_ANNOTATION: &str = "portcullis.dev/websocket-max-message-bytes";
+pub const MAX_LIFETIME_ANNOTATION: &str = "portcullis.dev/websocket-max-lifetime";
+pub const CREDENTIAL_SUBPROTOCOL_ANNOTATION: &str =
+    "portcullis.dev/websocket-credential-subprotocol";
 const METHODS: [&str; 10] = [
     "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE", "PURGE",
 ];
@@ -105,6 +110,7 @@ pub(super) fn translate(
             true
         }
     };
+    let (websocket_policy, policy_problems) = websocket_policy(object.annotations());
     for (i, stream) in object.spec.stream.iter().flatten().enumerate() {
         all_problems.push(format!(
             ".spec.stream[{i}] ({}): not supported by Portcullis",
@@ -115,7 +121,7 @@ pub(super) fn translate(
     for (i, rule) in object.spec.http.iter().flatten().enumerate() {
         let mut problems = Problems::default();
         let id = format!("{namespace}/{}/{}", object.name_any(), rule.name);
-        let route = translate_rule(
+        let mut route = translate_rule(
             i,
             rule,
             &id,
@@ -128,6 +134,10 @@ pub(super) fn translate(
             plugin_configs,
             &mut problems,
         );
+        route.websocket_policy = websocket_policy.clone();
+        for problem in &policy_problems {
+            problems.placeholder(format!("{problem}; the rule answers 503 until it is fixed"));
+        }
         // What the dataplane would refuse must not reach it: one such rule would make every
         // dataplane refuse the whole table. The same check the table load runs, per rule.
         if !problems.left_out
@@ -161,6 +171,47 @@ pub(super) fn translate(
         }
     }
     (routes, all_problems)
+}
+
+/// The `portcullis.dev/websocket-*` annotations, and what is wrong with them. A limit that
+/// cannot be read is not silently dropped: the caller turns the rules into placeholders.
+fn websocket_policy(
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> (WebSocketPolicy, Vec<String>) {
+    let mut policy = WebSocketPolicy::default();
+    let mut problems = Vec::new();
+    let at = |name: &str| format!(".metadata.annotations[\"{name}\"]");
+    if let Some(v) = annotations.get(MAX_MESSAGE_ANNOTATION) {
+        match v.trim().parse::<u64>() {
+            Ok(n) if n > 0 => policy.max_message_bytes = n,
+            _ => problems.push(format!(
+                "{}: {v:?} is not a whole number of bytes above 0 (e.g. \"1048576\")",
+                at(MAX_MESSAGE_ANNOTATION)
+            )),
+        }
+    }
+    if let Some(v) = annotations.get(MAX_LIFETIME_ANNOTATION) {
+        match parse_go_duration(v.trim()) {
+            Ok(d) if d.as_millis() > 0 => {
+                policy.max_lifetime_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+            }
+            Ok(_) => problems.push(format!(
+                "{}: {v:?} must be a duration above 0 (e.g. \"1h\")",
+                at(MAX_LIFETIME_ANNOTATION)
+            )),
+            Err(e) => problems.push(format!(
+                "{}: {e}; write a duration such as \"1h\" or \"90m\"",
+                at(MAX_LIFETIME_ANNOTATION)
+            )),
+        }
+    }
+    if let Some(v) = annotations.get(CREDENTIAL_SUBPROTOCOL_ANNOTATION) {
+        match WebSocketPolicy::check_subprotocol_prefix(v) {
+            Ok(()) => policy.credential_subprotocol = Some(v.clone()),
+            Err(why) => problems.push(format!("{}: {why}", at(CREDENTIAL_SUBPROTOCOL_ANNOTATION))),
+        }
+    }
+    (policy, problems)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -3,7 +3,9 @@
 use super::*;
 use crate::snapshot::{Mode, Snapshot};
 use portcullis_contract::model::ExprScope;
-use portcullis_contract::table::{CompiledTable, Credential, Scheme, key_digest_hex};
+use portcullis_contract::table::{
+    CompiledTable, Credential, Scheme, WebSocketPolicy, key_digest_hex,
+};
 
 /// The seed walk-through (docs/behaviour.md §13 (a)) with a local echo Service.
 const SEED: &str = r#"
@@ -2277,4 +2279,70 @@ fn request_id_response_rewrite_and_real_ip_translate_and_their_problems_name_the
         assert!(route(id).placeholder.is_some(), "{id}");
     }
     CompiledTable::compile(t.table.clone()).expect("the dataplane loads it");
+}
+
+#[test]
+fn websocket_session_annotations_reach_every_rule_or_make_it_a_placeholder() {
+    let route = |annotations: &str| {
+        standalone(&format!(
+            r#"
+apiVersion: v1
+kind: Service
+metadata: {{name: s, namespace: demo}}
+spec: {{clusterIP: 10.0.0.1, ports: [{{name: http, port: 80}}]}}
+---
+apiVersion: apisix.apache.org/v2
+kind: ApisixRoute
+metadata: {{name: r, namespace: demo, annotations: {{{annotations}}}}}
+spec:
+  http:
+  - {{name: a, match: {{paths: [/a]}}, websocket: true, backends: [{{serviceName: s, servicePort: 80, resolveGranularity: service}}]}}
+  - {{name: b, match: {{paths: [/b]}}, websocket: true, backends: [{{serviceName: s, servicePort: 80, resolveGranularity: service}}]}}
+"#
+        ))
+    };
+    let t = route(
+        r#"portcullis.dev/websocket-max-message-bytes: "65536", portcullis.dev/websocket-max-lifetime: "1h30m", portcullis.dev/websocket-credential-subprotocol: "bearer.""#,
+    );
+    assert_eq!(problems(&t, "r"), Vec::<String>::new());
+    for r in &t.table.routes {
+        assert_eq!(
+            r.websocket_policy,
+            WebSocketPolicy {
+                max_message_bytes: 65536,
+                max_lifetime_ms: 90 * 60 * 1000,
+                credential_subprotocol: Some("bearer.".into()),
+            },
+            "{}",
+            r.id
+        );
+        assert!(r.placeholder.is_none());
+    }
+    let plain = route("");
+    assert!(
+        plain
+            .table
+            .routes
+            .iter()
+            .all(|r| r.websocket_policy.is_default())
+    );
+
+    let bad = route(
+        r#"portcullis.dev/websocket-max-message-bytes: "64k", portcullis.dev/websocket-max-lifetime: "0s", portcullis.dev/websocket-credential-subprotocol: "bearer token""#,
+    );
+    let found = problems(&bad, "r");
+    for needle in [
+        "websocket-max-message-bytes\"]: \"64k\" is not a whole number",
+        "websocket-max-lifetime\"]: \"0s\" must be a duration above 0",
+        "websocket-credential-subprotocol\"]: \"bearer token\" is not a subprotocol name prefix",
+    ] {
+        assert!(
+            found.iter().filter(|p| p.contains(needle)).count() == 2,
+            "{needle} once per rule in {found:#?}"
+        );
+    }
+    assert!(
+        bad.table.routes.iter().all(|r| r.placeholder.is_some()),
+        "an unreadable limit is never dropped silently"
+    );
 }

@@ -129,6 +129,9 @@ pub struct Route {
     /// Whether WebSocket upgrades are proxied on this rule.
     #[serde(default)]
     pub websocket: bool,
+    /// What the rule's `portcullis.dev/websocket-*` annotations ask of its WebSockets.
+    #[serde(default, skip_serializing_if = "WebSocketPolicy::is_default")]
+    pub websocket_policy: WebSocketPolicy,
     #[serde(default)]
     pub plugins: Plugins,
     /// Global rules' plugins this rule turns off (`enable: false` on the rule), by name.
@@ -140,6 +143,54 @@ pub struct Route {
     /// authentication or upstream contact. The text says why (for logs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placeholder: Option<String>,
+}
+
+/// Per-route WebSocket session settings (docs/websocket-sessions.md).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSocketPolicy {
+    /// The largest data message, in payload bytes over its fragments; a frame announcing more
+    /// ends the session with 1009. 0: no limit.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_message_bytes: u64,
+    /// Sessions end with 1001 after this long (less up to a tenth, so that sessions opened
+    /// together do not all reconnect together), in milliseconds. 0: no limit.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_lifetime_ms: u64,
+    /// A `Sec-WebSocket-Protocol` entry starting with this prefix carries the credential for
+    /// the route's auth plugin (browsers cannot set headers on a WebSocket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_subprotocol: Option<String>,
+}
+
+impl WebSocketPolicy {
+    pub fn is_default(&self) -> bool {
+        *self == WebSocketPolicy::default()
+    }
+
+    /// A credential prefix is a non-empty start of an RFC 6455 subprotocol name (an RFC 7230
+    /// token), so that it can be told apart from the application's own subprotocols.
+    pub fn check_subprotocol_prefix(prefix: &str) -> Result<(), String> {
+        let tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+        if prefix.is_empty() || prefix.len() > 64 || !prefix.chars().all(tchar) {
+            return Err(format!(
+                "{prefix:?} is not a subprotocol name prefix: 1 to 64 letters, digits or !#$%&'*+-.^_`|~ (e.g. \"bearer.\")"
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn check(&self) -> Result<(), String> {
+        match &self.credential_subprotocol {
+            Some(prefix) => Self::check_subprotocol_prefix(prefix)
+                .map_err(|e| format!("websocket_policy.credential_subprotocol: {e}")),
+            None => Ok(()),
+        }
+    }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One `match.exprs[]` condition.

@@ -57,6 +57,8 @@ pub struct CompiledRoute {
     remote_addrs: Vec<IpNet>,
     exprs: Vec<CompiledExpr>,
     pub websocket: bool,
+    /// Session settings for its WebSockets (limits, credential subprotocol).
+    pub websocket_policy: crate::model::WebSocketPolicy,
     pub auth: AuthChain,
     /// ip/consumer restrictions and limits, after auth.
     pub traffic: crate::plugins::TrafficPlugins,
@@ -381,6 +383,7 @@ fn compile_route(
     if route.paths.is_empty() {
         return Err("paths: at least one path is required".into());
     }
+    route.websocket_policy.check()?;
     let mut seen = std::collections::HashSet::new();
     for p in &route.paths {
         let valid = p == "*" || (p.starts_with('/') && !p[..p.len() - 1].contains('*'));
@@ -465,6 +468,7 @@ fn compile_route(
         remote_addrs,
         exprs,
         websocket: route.websocket,
+        websocket_policy: route.websocket_policy.clone(),
         auth,
         traffic,
         global,
