@@ -545,6 +545,7 @@ fn standalone_main(args: StandaloneArgs) -> Result<()> {
                 sync_settings,
             ));
         }
+        let drain = embedded.as_ref().map(|a| a.dataplane().clone());
         if let Some(applier) = embedded {
             tokio::spawn(standalone::embedded_dataplane(
                 hub.clone(),
@@ -557,7 +558,10 @@ fn standalone_main(args: StandaloneArgs) -> Result<()> {
             FileProvider::new(&args.manifests).with_classes(args.ingress_classes.clone());
         tokio::select! {
             _ = standalone::run(provider, hub, shared, args.poll_interval) => {}
-            _ = tokio::signal::ctrl_c() => info!("shutting down"),
+            _ = portcullis_dataplane::runtime::shutdown_signal() => info!("shutting down"),
+        }
+        if let Some(dataplane) = drain {
+            dataplane.drain().await;
         }
         Ok(())
     })

@@ -46,6 +46,23 @@ pub struct ProxyArgs {
     /// credential (`false`: they run on until closed or idle, as in APISIX).
     #[arg(long, env = "PORTCULLIS_CLOSE_REVOKED_WEBSOCKETS", default_value_t = true, action = clap::ArgAction::Set)]
     pub close_revoked_websockets: bool,
+    /// Close a WebSocket admitted by jwt-auth when its token's `exp` (plus the consumer's
+    /// `lifetime_grace_period`) passes, with 1008 "token expired" (`false`: it runs on, as in
+    /// APISIX).
+    #[arg(long, env = "PORTCULLIS_ENFORCE_TOKEN_EXPIRY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub enforce_token_expiry: bool,
+    /// On SIGTERM, how long to spread the 1001 "going away" Close frames to open WebSockets
+    /// over (not all at once, so that clients do not reconnect in one burst) before exiting.
+    #[arg(long, env = "PORTCULLIS_DRAIN_PERIOD", default_value = "30s", value_parser = duration)]
+    pub drain_period: Duration,
+    /// Label WebSocket session metrics with the consumer's name too (at most 1000 distinct
+    /// names; later ones count as `other`).
+    #[arg(long, env = "PORTCULLIS_METRICS_CONSUMER_LABEL", default_value_t = false, action = clap::ArgAction::Set)]
+    pub metrics_consumer_label: bool,
+    /// One JSON line per WebSocket handshake and per closed session on standard output
+    /// (docs/logging.md).
+    #[arg(long, env = "PORTCULLIS_ACCESS_LOG", default_value_t = true, action = clap::ArgAction::Set)]
+    pub access_log: bool,
     /// Route tables with more routes than this are refused (the previous table stays).
     #[arg(long, env = "PORTCULLIS_MAX_ROUTES", default_value_t = 100_000)]
     pub max_routes: usize,
@@ -95,6 +112,10 @@ impl ProxyArgs {
             max_headers: self.max_headers,
             client_send_timeout: self.client_send_timeout,
             close_revoked_websockets: self.close_revoked_websockets,
+            enforce_token_expiry: self.enforce_token_expiry,
+            drain_period: self.drain_period,
+            metrics_consumer_label: self.metrics_consumer_label,
+            access_log: self.access_log,
             max_routes: self.max_routes,
             proxy_protocol: self.proxy_protocol,
         })

@@ -107,8 +107,9 @@ fn run() -> Result<()> {
         if let Some(path) = args.table.clone() {
             spawn_reload_on_sighup(dataplane.clone(), path)?;
         }
-        shutdown_signal().await;
+        portcullis_dataplane::runtime::shutdown_signal().await;
         info!("shutting down");
+        dataplane.drain().await;
         Ok(())
     })
 }
@@ -128,19 +129,4 @@ fn spawn_reload_on_sighup(dataplane: Arc<Dataplane>, path: PathBuf) -> Result<()
         }
     });
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async {
-            match term.as_mut() {
-                Some(t) => {
-                    t.recv().await;
-                }
-                None => std::future::pending().await,
-            }
-        } => {}
-    }
 }

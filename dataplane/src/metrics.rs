@@ -7,6 +7,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 pub use portcullis_contract::outcome::Outcome;
@@ -22,10 +23,33 @@ pub struct RequestLabels {
     pub reason: &'static str,
 }
 
+/// A WebSocket session's route and consumer (the consumer only with
+/// `--metrics-consumer-label`, and only the first [`MAX_CONSUMER_LABELS`] names; then `other`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DirectionLabels {
+pub struct SessionLabels {
+    pub route: Arc<str>,
+    pub consumer: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SessionDirectionLabels {
+    pub route: Arc<str>,
+    pub consumer: Arc<str>,
     pub direction: &'static str,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SessionCloseLabels {
+    pub route: Arc<str>,
+    pub consumer: Arc<str>,
+    /// Why it ended (`closed`, `io_error`, `write_stalled`, or the proxy's close cause).
+    pub reason: &'static str,
+    /// The Close code the proxy sent; empty when it sent none.
+    pub code: &'static str,
+}
+
+/// Distinct consumer label values at most; later consumers are counted as `other`.
+pub const MAX_CONSUMER_LABELS: usize = 1000;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
@@ -49,13 +73,24 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
+fn session_duration_histogram() -> Histogram {
+    // 1 s to about 9 hours.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        1.0, 3.0, 10,
+    ))
+}
+
 /// Handles to every metric; cheap to clone (each metric is an `Arc` inside).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
-    pub websockets_active: Gauge,
-    pub websocket_bytes: Family<DirectionLabels, Counter>,
-    pub websockets_closed: Family<ReasonLabels, Counter>,
+    pub websockets_active: Family<SessionLabels, Gauge>,
+    pub websocket_bytes: Family<SessionDirectionLabels, Counter>,
+    pub websocket_messages: Family<SessionDirectionLabels, Counter>,
+    pub websockets_closed: Family<SessionCloseLabels, Counter>,
+    pub websocket_duration: Family<SessionLabels, Histogram, fn() -> Histogram>,
+    /// Consumer label values given out so far (bounded by [`MAX_CONSUMER_LABELS`]).
+    consumer_labels: Arc<std::sync::Mutex<std::collections::HashSet<Arc<str>>>>,
     pub connections_rejected: Family<ReasonLabels, Counter>,
     pub table_generation: Gauge,
     pub table_loads: Family<ResultLabels, Counter>,
@@ -70,6 +105,31 @@ pub struct Metrics {
     pub sync_tables_received: Counter,
     pub sync_replies: Family<ResultLabels, Counter>,
     pub state_writes: Family<ResultLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: Family::default(),
+            websockets_active: Family::default(),
+            websocket_bytes: Family::default(),
+            websocket_messages: Family::default(),
+            websockets_closed: Family::default(),
+            websocket_duration: Family::new_with_constructor(session_duration_histogram),
+            consumer_labels: Arc::default(),
+            connections_rejected: Family::default(),
+            table_generation: Gauge::default(),
+            table_loads: Family::default(),
+            tls_certificate_expiry: Family::default(),
+            upstream_node_healthy: Family::default(),
+            connections_active: Gauge::default(),
+            sync_connected: Gauge::default(),
+            sync_connection_attempts: Family::default(),
+            sync_tables_received: Counter::default(),
+            sync_replies: Family::default(),
+            state_writes: Family::default(),
+        }
+    }
 }
 
 impl Metrics {
@@ -91,18 +151,33 @@ impl Metrics {
         );
         registry.register(
             "portcullis_websockets_active",
-            "Established WebSocket connections being proxied",
+            "Established WebSocket connections being proxied, by route (and consumer)",
             self.websockets_active.clone(),
         );
         registry.register(
             "portcullis_websocket_bytes",
-            "Bytes copied on established WebSockets, by direction",
+            "Bytes copied on established WebSockets, by route (and consumer) and direction",
             self.websocket_bytes.clone(),
         );
         registry.register(
+            "portcullis_websocket_messages",
+            "Whole WebSocket data messages passed, by route (and consumer) and direction",
+            self.websocket_messages.clone(),
+        );
+        registry.register(
             "portcullis_websockets_closed",
-            "WebSocket connections ended, by reason",
+            "WebSocket connections ended, by route (and consumer), reason and the Close code the proxy sent",
             self.websockets_closed.clone(),
+        );
+        registry.register(
+            "portcullis_websocket_session_duration_seconds",
+            "How long WebSocket sessions lasted, by route (and consumer)",
+            self.websocket_duration.clone(),
+        );
+        registry.register(
+            "portcullis_access_log_dropped",
+            "Access-log lines dropped because standard output could not keep up",
+            crate::proxy::access_log::dropped(),
         );
         registry.register(
             "portcullis_connections_rejected",
@@ -168,10 +243,42 @@ impl Metrics {
             .inc();
     }
 
-    pub fn bytes(&self, direction: &'static str) -> Counter {
-        self.websocket_bytes
-            .get_or_create(&DirectionLabels { direction })
-            .clone()
+    /// The consumer label of a session: empty unless `enabled`; a name only while fewer than
+    /// [`MAX_CONSUMER_LABELS`] distinct ones were given out, then `other`.
+    pub fn consumer_label(&self, enabled: bool, consumer: Option<&str>) -> Arc<str> {
+        let Some(name) = consumer.filter(|_| enabled) else {
+            return Arc::from("");
+        };
+        let mut seen = self
+            .consumer_labels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(known) = seen.get(name) {
+            return known.clone();
+        }
+        if seen.len() >= MAX_CONSUMER_LABELS {
+            return Arc::from("other");
+        }
+        let label: Arc<str> = Arc::from(name);
+        seen.insert(label.clone());
+        label
+    }
+
+    /// A session's per-direction counters.
+    pub fn session_direction(
+        &self,
+        labels: &SessionLabels,
+        direction: &'static str,
+    ) -> crate::proxy::splice::DirectionCounters {
+        let l = SessionDirectionLabels {
+            route: labels.route.clone(),
+            consumer: labels.consumer.clone(),
+            direction,
+        };
+        crate::proxy::splice::DirectionCounters {
+            bytes: self.websocket_bytes.get_or_create(&l).clone(),
+            messages: self.websocket_messages.get_or_create(&l).clone(),
+        }
     }
 
     pub fn rejected_connection(&self, reason: &'static str) {

@@ -29,6 +29,33 @@ pub fn metric_value(text: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// The sum of a metric's series that carry every one of `labels` (`None` when none does).
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let (set, value) = match rest.strip_prefix('{') {
+            Some(r) => match r.split_once("} ") {
+                Some((set, value)) => (set, value),
+                None => continue,
+            },
+            None => match rest.strip_prefix(' ') {
+                Some(value) => ("", value),
+                None => continue,
+            },
+        };
+        let has = |(k, v): &(&str, &str)| set.split(',').any(|pair| pair == format!("{k}=\"{v}\""));
+        if labels.iter().all(has)
+            && let Ok(v) = value.trim().parse::<f64>()
+        {
+            found = Some(found.unwrap_or(0.0) + v);
+        }
+    }
+    found
+}
+
 pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 

@@ -111,7 +111,11 @@ async fn table_swaps_keep_50_websockets_open_and_new_handshakes_see_the_new_tabl
         );
     }
     let m = gw.metrics();
-    assert!(m.contains("portcullis_websockets_active 51"), "{m}");
+    assert_eq!(
+        metric_sum(&m, "portcullis_websockets_active", &[]),
+        Some(51.0),
+        "{m}"
+    );
 }
 
 // ---------- byte transparency ----------

@@ -297,9 +297,12 @@ async fn idle_websockets_are_closed_after_the_read_timeout() {
         "the idle close to be counted",
         Duration::from_secs(5),
         || {
-            gw.metrics()
-                .contains("portcullis_websockets_closed_total{reason=\"idle_timeout\"} 1")
-                .then_some(())
+            (metric_sum(
+                &gw.metrics(),
+                "portcullis_websockets_closed_total",
+                &[("reason", "idle_timeout"), ("code", "1001")],
+            ) == Some(1.0))
+            .then_some(())
         },
     );
 }

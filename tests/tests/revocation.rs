@@ -45,8 +45,9 @@ async fn rotated_or_deleted_credentials_close_their_websockets_only() {
             Duration::from_secs(5),
             || {
                 let m = gw_ref.metrics();
-                (m.contains("portcullis_websockets_closed_total{reason=\"revoked\"} 1")
-                    && m.contains("portcullis_websockets_active 1"))
+                let revoked = [("reason", "revoked"), ("code", "1008")];
+                (metric_sum(&m, "portcullis_websockets_closed_total", &revoked) == Some(1.0)
+                    && metric_sum(&m, "portcullis_websockets_active", &[]) == Some(1.0))
                 .then_some(())
             },
         )

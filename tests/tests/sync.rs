@@ -440,7 +440,7 @@ async fn two_hundred_websockets_survive_five_hundred_pushed_updates() {
     };
     updater.await.unwrap();
     assert_eq!(
-        dp.metric("portcullis_websockets_active"),
+        metric_sum(&dp.metrics(), "portcullis_websockets_active", &[]),
         Some(CONNECTIONS as f64),
         "every WebSocket is still proxied"
     );

@@ -114,6 +114,8 @@ pub struct Forward<'t> {
     pub response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// `real-ip`: the client's address, when it is not the peer's.
     pub real_ip: Option<IpAddr>,
+    /// When the credential ends (Unix seconds), for the WebSocket it admits.
+    pub credential_expires: Option<u64>,
 }
 
 /// What the limits of a route granted a request.
@@ -309,6 +311,7 @@ fn decide_inner<'t>(
             websocket,
             consumer,
             edits: auth.edits,
+            credential_expires: auth.credential_expires,
             host: view.host.take(),
             normalised_path,
             balance_keys,

@@ -24,7 +24,6 @@ use super::body::ResponseBody;
 use super::client_io::ClientStream;
 use super::forward::{self, Listener};
 use super::responses;
-use super::splice::Limits;
 use super::upstream::UpstreamStream;
 use super::{
     Dataplane, Exchanged, Failure, failure_response, refusal_response, refused, splice_websocket,
@@ -59,8 +58,8 @@ enum Answer {
         headers: HeaderMap,
         upstream: UpstreamStream,
         early: Bytes,
-        /// The splice's limits and the revocation key of the session.
-        session: (Limits, Option<u64>),
+        /// What its session needs (limits, revocation, labels, log context).
+        session: super::SessionPlan,
     },
 }
 
@@ -261,13 +260,19 @@ impl Dataplane {
         };
         // A handshake on a plain-HTTP rule is forwarded as HTTP: hyper's job, and hyper decides
         // it (found before any plugin counted it, so its limits count it once).
+        let started = std::time::Instant::now();
         let Some(decision) = decide_handshake(&table, head, unix_now()) else {
             return handover(stream, rejoin(&parts, buf), false);
         };
         let request_id = decision.request_id;
+        let log = self.logs_handshake(decision.kind).then(|| {
+            super::access_log::PendingHandshake::start(started, peer, &parts.uri, &parts.headers)
+        });
         let client_early = buf.freeze();
+        let mut consumer = None;
         let (mut answer, outcome, reason) = match decision.verdict {
             Ok(forward) => {
+                consumer = forward.consumer.map(|c| c.username.as_str());
                 self.exchange_handshake(parts, forward, peer, listener, request_id.as_ref())
                     .await
             }
@@ -287,6 +292,13 @@ impl Dataplane {
                 Answer::Respond { response, .. } => id.add_to_response(response.headers_mut()),
                 Answer::Upgrade { headers, .. } => id.add_to_response(headers),
             }
+        }
+        if let Some(log) = log {
+            let (status, node) = match &answer {
+                Answer::Respond { response, .. } => (response.status().as_u16(), None),
+                Answer::Upgrade { session, .. } => (101, session.node()),
+            };
+            log.finish(&decision.route_id, consumer, status, reason, node);
         }
         match answer {
             Answer::Respond {
@@ -322,14 +334,13 @@ impl Dataplane {
                 // A task of its own: its future is small, so an idle WebSocket holds only that and
                 // the two sockets, not this connection's whole state machine.
                 let metrics = self.metrics.clone();
-                let (limits, revocation_key) = session;
-                self.spawn_session(revocation_key, move |ticket| {
+                self.spawn_session(session.revocation_key, move |ticket| {
                     splice_websocket(
                         stream,
                         client_early,
                         upstream,
                         early,
-                        limits,
+                        session,
                         metrics,
                         ticket,
                     )
@@ -386,18 +397,14 @@ impl Dataplane {
                 mut headers,
                 upstream,
                 early,
+                node,
             }) => {
                 super::add_plugin_headers(&mut headers, quota, &extra);
-                let limits = Limits {
-                    idle: timeouts.read,
-                    upstream_send: timeouts.send,
-                    client_send: self.settings.client_send_timeout,
-                };
                 let answer = Answer::Upgrade {
                     headers,
                     upstream,
                     early,
-                    session: (limits, forward.revocation_key()),
+                    session: self.session_plan(&forward, timeouts, peer, &node),
                 };
                 (answer, Outcome::Upgraded, "")
             }

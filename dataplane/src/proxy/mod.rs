@@ -1,6 +1,7 @@
 //! Listeners and the request path: accept → (TLS) → HTTP/1.1 with limits → route → auth →
 //! upstream → response, or upgrade and splice.
 
+pub mod access_log;
 pub mod body;
 mod client_body;
 pub mod client_io;
@@ -10,7 +11,7 @@ pub mod forward;
 mod health;
 pub mod proxy_protocol;
 pub mod responses;
-pub mod revoke;
+pub mod sessions;
 pub mod splice;
 pub mod tls_front;
 pub mod upgrade;
@@ -26,7 +27,6 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tracing::{Instrument, debug, info, warn};
 
@@ -62,6 +62,14 @@ pub struct ProxySettings {
     /// Close established WebSockets when a new table deletes or changes their consumer's
     /// credential (docs/behaviour.md §11).
     pub close_revoked_websockets: bool,
+    /// Close jwt-admitted WebSockets when the token's `exp` (plus grace) passes.
+    pub enforce_token_expiry: bool,
+    /// How long a drain spreads its Close frames over.
+    pub drain_period: Duration,
+    /// Label session metrics with the consumer (bounded).
+    pub metrics_consumer_label: bool,
+    /// JSON access-log lines for handshakes and closed sessions.
+    pub access_log: bool,
     /// Tables with more routes are refused (bounds the memory one table may take).
     pub max_routes: usize,
     /// Every client connection starts with a PROXY protocol header naming the client.
@@ -78,6 +86,10 @@ impl Default for ProxySettings {
             max_headers: 100,
             client_send_timeout: Duration::from_secs(10),
             close_revoked_websockets: true,
+            enforce_token_expiry: true,
+            drain_period: Duration::from_secs(30),
+            metrics_consumer_label: false,
+            access_log: false,
             max_routes: 100_000,
             proxy_protocol: false,
         }
@@ -88,7 +100,7 @@ impl Default for ProxySettings {
 pub struct Dataplane {
     table: ArcSwapOption<CompiledTable>,
     /// Established WebSockets by consumer, for revocation.
-    sessions: Arc<revoke::Sessions>,
+    sessions: Arc<sessions::Sessions>,
     pub metrics: Metrics,
     upstream_tls: Arc<UpstreamTls>,
     /// Open connections, latency and health of upstream nodes, and limit counters: kept
@@ -98,6 +110,8 @@ pub struct Dataplane {
     /// Certificates of the HTTPS listeners, by SNI.
     pub tls: tls_front::TlsFront,
     settings: ProxySettings,
+    /// Set once a drain begins: listeners close, `/readyz` answers 503.
+    draining: tokio::sync::watch::Sender<bool>,
 }
 
 impl Dataplane {
@@ -112,7 +126,29 @@ impl Dataplane {
             health,
             tls: tls_front::TlsFront::new(tls_front::Resumption::default()),
             settings,
+            draining: tokio::sync::watch::Sender::new(false),
         })
+    }
+
+    /// Shuts down gracefully (docs/websocket-sessions.md, "Drain"): stops accepting, turns
+    /// `/readyz` to 503, asks every open WebSocket to close with 1001 spread over
+    /// `--drain-period`, and returns once they are gone (or a little after the period).
+    pub async fn drain(&self) {
+        self.draining.send_replace(true);
+        let period = self.settings.drain_period;
+        info!(
+            websockets = self.sessions.len(),
+            period = ?period,
+            "draining: no new connections, closing WebSockets over the drain period"
+        );
+        self.sessions.drain(period).await;
+        // The last ones asked get the Close grace to answer.
+        let deadline =
+            tokio::time::Instant::now() + splice::CLOSE_GRACE + Duration::from_millis(500);
+        while !self.sessions.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        info!(left = self.sessions.len(), "drained");
     }
 
     /// Starts active health checks on the current runtime (tables applied before it existed
@@ -192,18 +228,25 @@ impl Dataplane {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.table.load().is_some()
+        self.table.load().is_some() && !*self.draining.borrow()
     }
 
-    /// Accepts connections until the task is dropped.
+    /// Accepts connections until a drain begins, then closes the listening socket (the task
+    /// stays, as the connections it started run on this worker's runtime).
     pub async fn serve(self: Arc<Self>, listener: TcpListener, tls: bool) {
         let local = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         let info = Listener {
             scheme: if tls { "https" } else { "http" },
             port: local,
         };
+        let mut draining = self.draining.subscribe();
         loop {
-            let (tcp, peer) = match listener.accept().await {
+            let accepted = tokio::select! {
+                biased;
+                _ = draining.wait_for(|d| *d) => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (tcp, peer) = match accepted {
                 Ok(pair) => pair,
                 Err(error) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -218,6 +261,8 @@ impl Dataplane {
                     .instrument(tracing::debug_span!("conn", %peer)),
             );
         }
+        drop(listener);
+        std::future::pending::<()>().await
     }
 
     async fn serve_connection(
@@ -355,11 +400,17 @@ impl Dataplane {
             peer: peer.ip(),
             tls: tls.map(client_io::ConnTls::facts),
         };
+        let started = std::time::Instant::now();
         let decision = decide(&table, head, unix_now());
         let request_id = decision.request_id;
+        let log = self
+            .logs_handshake(decision.kind)
+            .then(|| access_log::PendingHandshake::start(started, peer, req.uri(), req.headers()));
+        let mut consumer = None;
         let (mut response, outcome, reason) = match decision.verdict {
             Err(refusal) => refused(&decision.route_id, &refusal),
             Ok(forward) => {
+                consumer = forward.consumer.map(|c| c.username.as_str());
                 self.forward(req, forward, peer, listener, phase, request_id.as_ref())
                     .await
             }
@@ -369,6 +420,15 @@ impl Dataplane {
         }
         self.metrics
             .request(decision.kind, &decision.route_id, outcome, reason);
+        if let Some(log) = log {
+            log.finish(
+                &decision.route_id,
+                consumer,
+                response.status().as_u16(),
+                reason,
+                response.extensions().get::<access_log::NodeName>(),
+            );
+        }
         response
     }
 
@@ -413,6 +473,7 @@ impl Dataplane {
                     headers,
                     upstream,
                     early,
+                    node,
                 },
                 timeouts,
             )) => {
@@ -421,19 +482,17 @@ impl Dataplane {
                     return failure_response(route, Failure::UpstreamInvalid("unexpected_101"));
                 };
                 phase.upgraded();
-                let limits = Limits {
-                    idle: timeouts.read,
-                    upstream_send: timeouts.send,
-                    client_send: self.settings.client_send_timeout,
-                };
+                let plan = self.session_plan(&forward, timeouts, peer, &node);
                 let metrics = self.metrics.clone();
                 let route_id = route.id.clone();
-                self.spawn_session(forward.revocation_key(), move |ticket| {
-                    run_websocket(client_upgrade, upstream, early, limits, metrics, ticket)
+                self.spawn_session(plan.revocation_key, move |ticket| {
+                    run_websocket(client_upgrade, upstream, early, plan, metrics, ticket)
                         .instrument(tracing::debug_span!("websocket", route = %route_id))
                 });
                 let mut response = Response::new(ResponseBody::empty());
                 *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                // For the handshake's access-log line.
+                response.extensions_mut().insert(node);
                 *response.headers_mut() = headers;
                 forward::prepare_response(response.headers_mut(), true);
                 (response, Outcome::Upgraded, "")
@@ -483,36 +542,88 @@ impl Dataplane {
         (response, outcome, reason)
     }
 
-    /// Starts a WebSocket's splice on its own task and, when it authenticated as a consumer
-    /// (and revocation is on), registers it for revocation. `session` gets the id to pass to
-    /// its [`Live`] guard, which forgets the registration when the session ends.
+    /// Starts a WebSocket's splice on its own task, registered so that the proxy can close it
+    /// (revocation when it authenticated as a consumer and revocation is on; drain always).
+    /// `session` gets the registration, which ends with it.
     fn spawn_session<F>(
         &self,
         revocation_key: Option<u64>,
-        session: impl FnOnce(Option<SessionTicket>) -> F,
+        session: impl FnOnce(sessions::SessionTicket) -> F,
     ) where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
         let key = revocation_key.filter(|_| self.settings.close_revoked_websockets);
-        let ticket = key.map(|_| SessionTicket {
-            sessions: self.sessions.clone(),
-            id: self.sessions.next_id(),
-        });
-        let id = ticket.as_ref().map(|t| t.id);
+        let ticket = self.sessions.register(key);
+        let control = ticket.control.clone();
         // Spawned as is (not wrapped in another async block, which would store the future twice).
-        let handle = tokio::spawn(session(ticket));
-        if let (Some(key), Some(id)) = (key, id) {
-            self.sessions.register(id, key, handle.abort_handle());
-            // The handshake was authenticated against an older table; a table that revoked the
-            // credential since then has already swept the sessions without this one. Checked
-            // after registering: a table applied from now on sweeps it (the swap precedes the
-            // sweep, and the sweep takes the same lock as the registration).
-            if let Some(table) = self.current()
-                && !table.consumers.has_revocation_key(key)
-            {
-                self.sessions.abort(id);
-                info!("closed a WebSocket whose credential was revoked during its handshake");
-            }
+        tokio::spawn(session(ticket));
+        // The handshake was authenticated against an older table; a table that revoked the
+        // credential since then has already swept the sessions without this one. Checked after
+        // registering: a table applied from now on sweeps it (the swap precedes the sweep).
+        if let Some(key) = key
+            && let Some(table) = self.current()
+            && !table.consumers.has_revocation_key(key)
+            && control.close(sessions::CloseCause::Revoked)
+        {
+            info!("closing a WebSocket whose credential was revoked during its handshake");
+        }
+    }
+
+    /// Whether a request of this kind gets an access-log line (handshakes, with the flag).
+    fn logs_handshake(&self, kind: &str) -> bool {
+        self.settings.access_log && kind == "websocket"
+    }
+
+    /// What a WebSocket admitted by `forward` needs for its session: limits from the route's
+    /// timeouts and policy, when it must end, its metric labels and its access-log context.
+    fn session_plan(
+        &self,
+        forward: &Forward<'_>,
+        timeouts: CompiledTimeouts,
+        client: SocketAddr,
+        node: &access_log::NodeName,
+    ) -> SessionPlan {
+        let route = forward.route;
+        let policy = &route.websocket_policy;
+        let now = tokio::time::Instant::now();
+        let mut end_at = None;
+        if policy.max_lifetime_ms > 0 {
+            // Less up to a tenth, at random: sessions opened together end apart.
+            let lifetime = Duration::from_millis(policy.max_lifetime_ms);
+            let jitter = lifetime.mul_f64(fastrand::f64() / 10.0);
+            end_at = Some((now + (lifetime - jitter), sessions::CloseCause::MaxLifetime));
+        }
+        if self.settings.enforce_token_expiry
+            && let Some(expires) = forward.credential_expires
+        {
+            let left = Duration::from_secs(expires.saturating_sub(unix_now()));
+            let at = (now + left, sessions::CloseCause::TokenExpired);
+            end_at = Some(end_at.map_or(at, |e: (tokio::time::Instant, _)| e.min(at)));
+        }
+        let consumer = forward.consumer.map(|c| c.username.as_str());
+        SessionPlan {
+            limits: Limits {
+                idle: timeouts.read,
+                upstream_send: timeouts.send,
+                client_send: self.settings.client_send_timeout,
+                max_message: policy.max_message_bytes,
+                end_at,
+            },
+            revocation_key: forward.revocation_key(),
+            labels: crate::metrics::SessionLabels {
+                route: route.id.clone(),
+                consumer: self
+                    .metrics
+                    .consumer_label(self.settings.metrics_consumer_label, consumer),
+            },
+            log: self.settings.access_log.then(|| {
+                Box::new(access_log::SessionContext {
+                    client,
+                    route: route.id.clone(),
+                    consumer: consumer.map(Arc::from),
+                    node: node.clone(),
+                })
+            }),
         }
     }
 
@@ -695,6 +806,7 @@ impl Dataplane {
                     headers: response.into_parts().0.headers,
                     upstream: parts.io.into_inner(),
                     early: parts.read_buf,
+                    node: access_log::NodeName::of(node),
                 },
                 timeouts,
             ));
@@ -747,6 +859,7 @@ impl Dataplane {
                 headers: answer.headers,
                 upstream: stream,
                 early: answer.rest,
+                node: access_log::NodeName::of(node),
             });
         }
         Ok(Exchanged::Refused {
@@ -864,6 +977,8 @@ enum Exchanged {
         headers: http::HeaderMap,
         upstream: UpstreamStream,
         early: bytes::Bytes,
+        /// The node it was proxied to.
+        node: access_log::NodeName,
     },
     /// A handshake the upstream answered with anything but 101, read whole.
     Refused {
@@ -920,14 +1035,30 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// What a WebSocket session takes from its handshake (see [`Dataplane::session_plan`]).
+pub(super) struct SessionPlan {
+    limits: Limits,
+    revocation_key: Option<u64>,
+    labels: crate::metrics::SessionLabels,
+    /// For the access-log line when the session ends; `None` without `--access-log`.
+    log: Option<Box<access_log::SessionContext>>,
+}
+
+impl SessionPlan {
+    /// The node it goes to, when the access log wants it.
+    fn node(&self) -> Option<&access_log::NodeName> {
+        self.log.as_ref().map(|l| &l.node)
+    }
+}
+
 /// Waits for the client's upgrade, then copies bytes until the connection ends.
 async fn run_websocket(
     client: hyper::upgrade::OnUpgrade,
     upstream: UpstreamStream,
     upstream_early: bytes::Bytes,
-    limits: Limits,
+    plan: SessionPlan,
     metrics: Metrics,
-    ticket: Option<SessionTicket>,
+    ticket: sessions::SessionTicket,
 ) {
     let Ok(client) = client.await else {
         debug!("client upgrade did not complete");
@@ -946,7 +1077,7 @@ async fn run_websocket(
         client_early,
         upstream,
         upstream_early,
-        limits,
+        plan,
         metrics,
         ticket,
     )
@@ -960,72 +1091,66 @@ async fn splice_websocket(
     client_early: bytes::Bytes,
     mut upstream: UpstreamStream,
     upstream_early: bytes::Bytes,
-    limits: Limits,
+    plan: SessionPlan,
     metrics: Metrics,
-    ticket: Option<SessionTicket>,
+    ticket: sessions::SessionTicket,
 ) {
-    if !client_early.is_empty() && upstream.write_all(&client_early).await.is_err() {
-        return;
-    }
-    if !upstream_early.is_empty() && client.write_all(&upstream_early).await.is_err() {
-        return;
-    }
-    drop((client_early, upstream_early));
-    let mut live = Live::new(metrics.clone(), ticket);
-    let splice = Splice::new(
-        client,
-        upstream,
+    let SessionPlan {
         limits,
-        metrics.bytes("client_to_upstream"),
-        metrics.bytes("upstream_to_client"),
-    );
-    let reason = match splice.await {
-        Ok(SpliceEnd::Closed) => "closed",
-        Ok(SpliceEnd::Idle) => "idle_timeout",
-        Ok(SpliceEnd::WriteStalled) => "write_stalled",
-        Err(_) => "io_error",
+        labels,
+        log,
+        ..
+    } = plan;
+    let started = std::time::Instant::now();
+    let active = metrics.websockets_active.get_or_create(&labels).clone();
+    active.inc();
+    let _active = GaugeDec(active);
+    let to_upstream = metrics.session_direction(&labels, "client_to_upstream");
+    let to_client = metrics.session_direction(&labels, "upstream_to_client");
+    let mut splice = Splice::new(limits, ticket.control.clone(), to_upstream, to_client);
+    let end = async {
+        // What each side sent right behind its handshake starts its stream of frames.
+        splice
+            .early(&mut client, &client_early, &mut upstream, &upstream_early)
+            .await?;
+        drop((client_early, upstream_early));
+        splice.run(&mut client, &mut upstream).await
+    }
+    .await;
+    drop(ticket);
+    let report = splice.finish();
+    let (reason, code) = match end {
+        Ok(SpliceEnd::Closed) => ("closed", ""),
+        Ok(SpliceEnd::Proxy(cause)) => (cause.label(), cause.code_str()),
+        Ok(SpliceEnd::WriteStalled) => ("write_stalled", ""),
+        Err(_) => ("io_error", ""),
     };
-    live.reason = reason;
+    let duration = started.elapsed();
+    metrics
+        .websockets_closed
+        .get_or_create(&crate::metrics::SessionCloseLabels {
+            route: labels.route.clone(),
+            consumer: labels.consumer.clone(),
+            reason,
+            code,
+        })
+        .inc();
+    metrics
+        .websocket_duration
+        .get_or_create(&labels)
+        .observe(duration.as_secs_f64());
+    if let Some(context) = log {
+        access_log::session_closed(&context, duration, &report, reason, code);
+    }
     debug!(reason, "websocket ended");
 }
 
-/// Counts a WebSocket as active while it lives; when it ends, or is dropped because its
-/// credential was revoked, counts why it closed.
-struct Live {
-    metrics: Metrics,
-    reason: &'static str,
-    ticket: Option<SessionTicket>,
-}
+/// Decrements a gauge it owns when dropped.
+struct GaugeDec(prometheus_client::metrics::gauge::Gauge);
 
-/// A session's registration for revocation, forgotten when the session ends.
-pub(crate) struct SessionTicket {
-    sessions: Arc<revoke::Sessions>,
-    id: u64,
-}
-
-impl Live {
-    fn new(metrics: Metrics, ticket: Option<SessionTicket>) -> Self {
-        metrics.websockets_active.inc();
-        Live {
-            metrics,
-            reason: "revoked",
-            ticket,
-        }
-    }
-}
-
-impl Drop for Live {
+impl Drop for GaugeDec {
     fn drop(&mut self) {
-        if let Some(t) = &self.ticket {
-            t.sessions.remove(t.id);
-        }
-        self.metrics.websockets_active.dec();
-        self.metrics
-            .websockets_closed
-            .get_or_create(&crate::metrics::ReasonLabels {
-                reason: self.reason,
-            })
-            .inc();
+        self.0.dec();
     }
 }
 
@@ -1055,14 +1180,20 @@ mod tests {
         }
     }
 
-    /// Starts a session that runs until aborted; the receiver errs once it is gone.
-    fn start(dp: &Dataplane, key: u64) -> tokio::sync::oneshot::Receiver<()> {
-        let (alive, gone) = tokio::sync::oneshot::channel::<()>();
-        dp.spawn_session(Some(key), move |_ticket| async move {
-            let _alive = alive;
-            std::future::pending::<()>().await
+    /// Starts a session that runs until asked to close; the receiver gets the cause.
+    fn start(dp: &Dataplane, key: u64) -> tokio::sync::oneshot::Receiver<sessions::CloseCause> {
+        let (tell, told) = tokio::sync::oneshot::channel();
+        dp.spawn_session(Some(key), move |ticket| async move {
+            let cause =
+                std::future::poll_fn(|cx| match ticket.control.poll_requested(cx.waker()) {
+                    Some(cause) => std::task::Poll::Ready(cause),
+                    None => std::task::Poll::Pending,
+                })
+                .await;
+            drop(ticket);
+            let _ = tell.send(cause);
         });
-        gone
+        told
     }
 
     #[tokio::test]
@@ -1079,12 +1210,14 @@ mod tests {
         dp.apply(table(2, &[("jack", b"new")])).unwrap();
         let late = start(&dp, key);
         let within = Duration::from_secs(5);
-        assert!(
-            tokio::time::timeout(within, late).await.is_ok(),
+        assert_eq!(
+            tokio::time::timeout(within, late).await.unwrap().ok(),
+            Some(sessions::CloseCause::Revoked),
             "the late session must be closed"
         );
-        assert!(
-            tokio::time::timeout(within, kept).await.is_ok(),
+        assert_eq!(
+            tokio::time::timeout(within, kept).await.unwrap().ok(),
+            Some(sessions::CloseCause::Revoked),
             "the sweep closes the registered one"
         );
         let valid_key = dp.current().unwrap().consumers.list[0].revocation_key;

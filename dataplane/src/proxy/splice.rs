@@ -1,32 +1,45 @@
-//! Copies bytes both ways between an upgraded client and its upstream.
+//! Copies bytes both ways between an upgraded client and its upstream, following the WebSocket
+//! frame headers so that the proxy can end a session with a Close frame of its own.
 //!
 //! An idle WebSocket must cost a few hundred bytes, so nothing is buffered while no data is in
 //! flight: each read lands in a stack buffer that lives only during one `poll`, and is written
 //! straight on. Only bytes the other side cannot take yet are moved to the heap, and that
-//! buffer is freed as soon as they are written.
+//! buffer is freed as soon as they are written. Frames are followed from their headers alone
+//! (`FrameTracker`: no unmasking, no copy, at most a partial header kept).
+//!
+//! Ending a session (docs/websocket-sessions.md): each direction keeps forwarding up to its next
+//! frame boundary, then sends the Close frame (unmasked to the client, masked to the upstream)
+//! and forwards nothing more; the session ends once both ends answered or closed, or after
+//! [`CLOSE_GRACE`].
 
 use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use portcullis_contract::frames::{FrameTracker, TooBig, close_frame};
 use prometheus_client::metrics::counter::Counter;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
+
+use super::sessions::{CloseCause, SessionControl};
 
 /// Read chunk size; the buffer is on the stack of `poll`, never kept.
 const CHUNK: usize = 16 * 1024;
 /// Reads per direction per poll before yielding, so one busy socket cannot starve a worker.
 const READS_PER_POLL: usize = 16;
+/// How long a session the proxy closes may take to reach frame boundaries and answer the Close.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SpliceEnd {
     /// Both sides closed (or one closed and the other finished).
     Closed,
-    /// No byte either way for the idle timeout.
-    Idle,
+    /// The proxy closed the session, for this cause.
+    Proxy(CloseCause),
     /// A write made no progress for its timeout.
     WriteStalled,
 }
@@ -37,16 +50,40 @@ pub struct Limits {
     pub upstream_send: Duration,
     /// How long a write towards the client may stall.
     pub client_send: Duration,
+    /// The largest data message either way, in payload bytes; 0: no limit.
+    pub max_message: u64,
+    /// When the session must end and why (lifetime, token expiry), if ever.
+    pub end_at: Option<(Instant, CloseCause)>,
+}
+
+/// Counters one direction adds to when the session ends (or every `FLUSH_BYTES`).
+pub struct DirectionCounters {
+    pub bytes: Counter,
+    pub messages: Counter,
 }
 
 struct Direction {
     /// Bytes read but not yet written; `None` when nothing is in flight.
     pending: Option<Box<Pending>>,
     read_closed: bool,
-    bytes: Counter,
+    frames: FrameTracker,
+    /// The proxy's Close went (or is going) this way: nothing more is forwarded.
+    close_sent: bool,
+    /// A frame was cut short this way: no Close can follow, the connection just ends.
+    cut: bool,
+    /// After `close_sent`, the source sent a Close of its own (its answer) or closed.
+    answered: bool,
+    /// A frame header this way announced a message over the limit.
+    too_big: bool,
+    counters: DirectionCounters,
     /// Bytes not yet added to `bytes`: the shared counter is touched at most once per
     /// `FLUSH_BYTES` or when the connection ends, not on every read (it is contended).
     unflushed: u64,
+    /// Whole messages already added to `messages` (of the current tracker).
+    messages_counted: u64,
+    /// This session's totals so far, for its access-log line.
+    total_bytes: u64,
+    total_messages: u64,
 }
 
 const FLUSH_BYTES: u64 = 64 * 1024;
@@ -58,19 +95,35 @@ struct Pending {
 }
 
 impl Direction {
-    fn new(bytes: Counter) -> Self {
+    fn new(counters: DirectionCounters, max_message: u64) -> Self {
         Direction {
             pending: None,
             read_closed: false,
-            bytes,
+            frames: FrameTracker::new(max_message),
+            close_sent: false,
+            cut: false,
+            answered: false,
+            too_big: false,
+            counters,
             unflushed: 0,
+            messages_counted: 0,
+            total_bytes: 0,
+            total_messages: 0,
         }
     }
 
     fn flush_count(&mut self) {
         if self.unflushed > 0 {
-            self.bytes.inc_by(self.unflushed);
+            self.counters.bytes.inc_by(self.unflushed);
+            self.total_bytes += self.unflushed;
             self.unflushed = 0;
+        }
+        let messages = self.frames.messages();
+        if messages > self.messages_counted {
+            let new = messages - self.messages_counted;
+            self.counters.messages.inc_by(new);
+            self.total_messages += new;
+            self.messages_counted = messages;
         }
     }
 
@@ -78,12 +131,22 @@ impl Direction {
         self.read_closed && self.pending.is_none()
     }
 
+    /// Closing: this way has sent its Close (or cannot) and its source answered or closed.
+    fn settled(&self) -> bool {
+        let sent = (self.close_sent && self.pending.is_none()) || self.cut;
+        sent && (self.answered || self.read_closed)
+    }
+
     /// Moves bytes from `src` to `dst` until one would block. Returns whether anything moved.
+    /// With `close`, forwards up to the next frame boundary, then sends that Close frame
+    /// (masked when `mask`) instead of anything more.
     fn poll_copy<R, W>(
         &mut self,
         cx: &mut Context<'_>,
         src: &mut R,
         dst: &mut W,
+        close: Option<CloseCause>,
+        mask: bool,
     ) -> Poll<io::Result<bool>>
     where
         R: AsyncRead + Unpin,
@@ -113,6 +176,20 @@ impl Direction {
                 }
                 self.pending = None;
             }
+            if let Some(cause) = close
+                && !self.close_sent
+                && !self.cut
+                && self.frames.at_boundary()
+            {
+                let key = mask.then(|| fastrand::u32(..).to_ne_bytes());
+                self.pending = Some(Box::new(Pending {
+                    data: close_frame(cause.code(), cause.reason(), key),
+                    written: 0,
+                    since: Instant::now(),
+                }));
+                self.close_sent = true;
+                continue;
+            }
             if self.read_closed {
                 // No half-close: the connection ends once the other side's bytes are out, and
                 // closing the sockets sends the FINs (a shutdown first would be one more syscall).
@@ -139,20 +216,29 @@ impl Direction {
                 continue;
             }
             progressed = true;
-            self.unflushed += n as u64;
+            if self.close_sent || self.cut {
+                // Only the source's answer is awaited now; nothing more goes on.
+                self.watch_for_close(filled);
+                continue;
+            }
+            let end = match close {
+                Some(_) => self.cut_at_boundary(filled),
+                None => self.follow(filled),
+            };
+            self.unflushed += end as u64;
             if self.unflushed >= FLUSH_BYTES {
                 self.flush_count();
             }
             let mut off = 0;
-            while off < n {
-                match Pin::new(&mut *dst).poll_write(cx, &filled[off..n]) {
+            while off < end {
+                match Pin::new(&mut *dst).poll_write(cx, &filled[off..end]) {
                     Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                     Poll::Ready(Ok(w)) => off += w,
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Pending => {
                         // The peer is slow: keep only the unwritten rest, on the heap.
                         self.pending = Some(Box::new(Pending {
-                            data: filled[off..n].to_vec(),
+                            data: filled[off..end].to_vec(),
                             written: 0,
                             since: Instant::now(),
                         }));
@@ -160,62 +246,333 @@ impl Direction {
                     }
                 }
             }
+            if self.too_big {
+                // The session must close: the splice comes back with the cause.
+                return Poll::Ready(Ok(true));
+            }
         }
         // Budget used up: come back after others had their turn.
         cx.waker().wake_by_ref();
         Poll::Ready(Ok(progressed))
     }
+
+    /// Forwards what the source sent right behind its handshake (already read).
+    async fn forward_early<W: AsyncWrite + Unpin>(
+        &mut self,
+        bytes: &[u8],
+        dst: &mut W,
+    ) -> io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let end = self.follow(bytes);
+        self.unflushed += end as u64;
+        dst.write_all(&bytes[..end]).await
+    }
+
+    /// Follows the frames of bytes about to be forwarded; how many of them may go.
+    fn follow(&mut self, bytes: &[u8]) -> usize {
+        match self.frames.feed(bytes) {
+            Ok(_) => bytes.len(),
+            Err(TooBig { boundary, .. }) => {
+                self.too_big = true;
+                match boundary {
+                    // What came before the refused frame's header goes; the Close follows it.
+                    Some(at) => {
+                        self.restart_frames();
+                        at
+                    }
+                    // Part of its header already went: no Close can be put after it.
+                    None => {
+                        self.cut = true;
+                        0
+                    }
+                }
+            }
+        }
+    }
+
+    /// Closing and inside a frame: how many of `bytes` finish it (all of them if it goes on);
+    /// the rest is dropped, and the tracker stands at the boundary for the Close.
+    fn cut_at_boundary(&mut self, bytes: &[u8]) -> usize {
+        let mut first = None;
+        // A limit error can only come after the first boundary: that frame is not sent.
+        let _ = self.frames.feed_with(bytes, |at, _| {
+            first.get_or_insert(at);
+        });
+        match first {
+            Some(at) => {
+                self.restart_frames();
+                at
+            }
+            None => bytes.len(),
+        }
+    }
+
+    /// The stream is at a boundary the tracker has passed (its bytes after it are dropped).
+    fn restart_frames(&mut self) {
+        self.flush_count();
+        self.frames = FrameTracker::new(0);
+        self.messages_counted = 0;
+    }
+
+    /// After the proxy's Close: notes the source's own Close frame, its answer.
+    fn watch_for_close(&mut self, bytes: &[u8]) {
+        let mut answered = false;
+        let _ = self.frames.feed_with(bytes, |_, head| {
+            answered |= head.is_some_and(|h| h.opcode == 0x8);
+        });
+        self.answered |= answered;
+    }
 }
 
-/// The copy future. Resolves when the connection ends, with why.
-pub struct Splice<C, U> {
-    client: C,
-    upstream: U,
+/// One session's copy state; [`Splice::run`] copies until the connection ends.
+pub struct Splice {
     to_upstream: Direction,
     to_client: Direction,
     limits: Limits,
+    control: Arc<SessionControl>,
+    /// The proxy is closing the session: why, and when it ends without waiting more.
+    closing: Option<(CloseCause, Instant)>,
     last_activity: Instant,
     timer: Pin<Box<Sleep>>,
 }
 
-impl<C, U> Splice<C, U>
-where
-    C: AsyncRead + AsyncWrite + Unpin,
-    U: AsyncRead + AsyncWrite + Unpin,
-{
+/// What passed in a session, each way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpliceReport {
+    pub client_to_upstream_bytes: u64,
+    pub upstream_to_client_bytes: u64,
+    pub client_to_upstream_messages: u64,
+    pub upstream_to_client_messages: u64,
+}
+
+/// What the timer stands for when it fires.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Due {
+    /// Start closing for this cause.
+    Close(CloseCause),
+    /// End now.
+    End(SpliceEnd),
+}
+
+impl Splice {
     pub fn new(
-        client: C,
-        upstream: U,
         limits: Limits,
-        to_upstream_bytes: Counter,
-        to_client_bytes: Counter,
+        control: Arc<SessionControl>,
+        to_upstream: DirectionCounters,
+        to_client: DirectionCounters,
     ) -> Self {
         let now = Instant::now();
         Splice {
-            client,
-            upstream,
-            to_upstream: Direction::new(to_upstream_bytes),
-            to_client: Direction::new(to_client_bytes),
+            to_upstream: Direction::new(to_upstream, limits.max_message),
+            to_client: Direction::new(to_client, limits.max_message),
             timer: Box::pin(tokio::time::sleep_until(now + limits.idle)),
             limits,
+            control,
+            closing: None,
             last_activity: now,
         }
     }
 
-    /// The earliest moment something must have happened: idle end, or a stalled write's end.
-    fn next_deadline(&self) -> (Instant, SpliceEnd) {
-        let mut deadline = (self.last_activity + self.limits.idle, SpliceEnd::Idle);
+    /// Passes on what each side sent right behind the handshake, before [`Splice::run`].
+    pub async fn early<C, U>(
+        &mut self,
+        client: &mut C,
+        from_client: &[u8],
+        upstream: &mut U,
+        from_upstream: &[u8],
+    ) -> io::Result<()>
+    where
+        C: AsyncWrite + Unpin,
+        U: AsyncWrite + Unpin,
+    {
+        self.to_upstream
+            .forward_early(from_client, upstream)
+            .await?;
+        self.to_client.forward_early(from_upstream, client).await
+    }
+
+    /// Copies until the connection ends; resolves with why.
+    pub fn run<'a, C, U>(&'a mut self, client: &'a mut C, upstream: &'a mut U) -> Run<'a, C, U>
+    where
+        C: AsyncRead + AsyncWrite + Unpin,
+        U: AsyncRead + AsyncWrite + Unpin,
+    {
+        Run {
+            splice: self,
+            client,
+            upstream,
+        }
+    }
+
+    /// Adds what is left to the shared counters; the session's totals.
+    pub fn finish(&mut self) -> SpliceReport {
+        self.to_upstream.flush_count();
+        self.to_client.flush_count();
+        SpliceReport {
+            client_to_upstream_bytes: self.to_upstream.total_bytes,
+            upstream_to_client_bytes: self.to_client.total_bytes,
+            client_to_upstream_messages: self.to_upstream.total_messages,
+            upstream_to_client_messages: self.to_client.total_messages,
+        }
+    }
+
+    /// The earliest moment something must happen, and what.
+    fn next_deadline(&self) -> (Instant, Due) {
+        if let Some((cause, until)) = self.closing {
+            return (until, Due::End(SpliceEnd::Proxy(cause)));
+        }
+        let mut deadline = (
+            self.last_activity + self.limits.idle,
+            Due::Close(CloseCause::Idle),
+        );
+        if let Some((at, cause)) = self.limits.end_at {
+            deadline = deadline.min((at, Due::Close(cause)));
+        }
         if let Some(p) = &self.to_upstream.pending {
-            deadline = deadline.min((p.since + self.limits.upstream_send, SpliceEnd::WriteStalled));
+            deadline = deadline.min((
+                p.since + self.limits.upstream_send,
+                Due::End(SpliceEnd::WriteStalled),
+            ));
         }
         if let Some(p) = &self.to_client.pending {
-            deadline = deadline.min((p.since + self.limits.client_send, SpliceEnd::WriteStalled));
+            deadline = deadline.min((
+                p.since + self.limits.client_send,
+                Due::End(SpliceEnd::WriteStalled),
+            ));
         }
         deadline
     }
+
+    fn start_closing(&mut self, cause: CloseCause) {
+        if self.closing.is_none() {
+            // Also marks the shared control, so that a later request changes nothing.
+            self.control.close(cause);
+            let until = Instant::now() + CLOSE_GRACE;
+            self.closing = Some((cause, until));
+            self.timer.as_mut().reset(until);
+        }
+    }
+
+    /// Copies both ways once; `Some` when the connection ended.
+    fn poll_directions<C, U>(
+        &mut self,
+        cx: &mut Context<'_>,
+        client: &mut C,
+        upstream: &mut U,
+    ) -> Option<io::Result<SpliceEnd>>
+    where
+        C: AsyncRead + AsyncWrite + Unpin,
+        U: AsyncRead + AsyncWrite + Unpin,
+    {
+        let cause = self.closing.map(|(c, _)| c);
+        let up = self
+            .to_upstream
+            .poll_copy(cx, &mut *client, &mut *upstream, cause, true);
+        let down = self
+            .to_client
+            .poll_copy(cx, &mut *upstream, &mut *client, cause, false);
+        let mut active = false;
+        for side in [up, down] {
+            match side {
+                Poll::Ready(Err(e)) => {
+                    return Some(match self.closing {
+                        // The proxy was closing anyway: that is why it ended.
+                        Some((cause, _)) => Ok(SpliceEnd::Proxy(cause)),
+                        None => Err(e),
+                    });
+                }
+                Poll::Ready(Ok(true)) => active = true,
+                _ => {}
+            }
+        }
+        if active {
+            // Timestamp only on progress; the timer is re-armed lazily when it fires.
+            self.last_activity = Instant::now();
+        }
+        if let Some((cause, _)) = self.closing
+            && self.to_upstream.settled()
+            && self.to_client.settled()
+        {
+            return Some(Ok(SpliceEnd::Proxy(cause)));
+        }
+        // One side closed and the other has nothing in flight: WebSockets do not half-close,
+        // so end both (docs/behaviour.md §9: closing one closes both).
+        if (self.to_upstream.done() && self.to_client.pending.is_none())
+            || (self.to_client.done() && self.to_upstream.pending.is_none())
+        {
+            return Some(Ok(match self.closing {
+                Some((cause, _)) => SpliceEnd::Proxy(cause),
+                None => SpliceEnd::Closed,
+            }));
+        }
+        None
+    }
+
+    fn poll_run<C, U>(
+        &mut self,
+        cx: &mut Context<'_>,
+        client: &mut C,
+        upstream: &mut U,
+    ) -> Poll<io::Result<SpliceEnd>>
+    where
+        C: AsyncRead + AsyncWrite + Unpin,
+        U: AsyncRead + AsyncWrite + Unpin,
+    {
+        if self.closing.is_none()
+            && let Some(cause) = self.control.poll_requested(cx.waker())
+        {
+            self.start_closing(cause);
+        }
+        // A few rounds at most: a message too big or a timer starts the close, which takes one
+        // more pass over both directions to send the Close frames.
+        for _ in 0..4 {
+            if let Some(end) = self.poll_directions(cx, client, upstream) {
+                return Poll::Ready(end);
+            }
+            if self.closing.is_none() && (self.to_upstream.too_big || self.to_client.too_big) {
+                self.start_closing(CloseCause::MessageTooBig);
+                continue;
+            }
+            if self.to_upstream.pending.is_some() || self.to_client.pending.is_some() {
+                // A stalled write may end the connection before the idle deadline.
+                let (deadline, _) = self.next_deadline();
+                if deadline < self.timer.deadline() {
+                    self.timer.as_mut().reset(deadline);
+                }
+            }
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let (deadline, due) = self.next_deadline();
+            if deadline > Instant::now() {
+                // Fired early for a deadline that moved (activity since): wait for the new one.
+                self.timer.as_mut().reset(deadline);
+                if self.timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                continue;
+            }
+            match due {
+                Due::End(end) => return Poll::Ready(Ok(end)),
+                Due::Close(cause) => self.start_closing(cause),
+            }
+        }
+        // Still turning after the rounds: come back at once rather than sleep without a waker.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
 }
 
-impl<C, U> Future for Splice<C, U>
+/// The future of [`Splice::run`].
+pub struct Run<'a, C, U> {
+    splice: &'a mut Splice,
+    client: &'a mut C,
+    upstream: &'a mut U,
+}
+
+impl<C, U> Future for Run<'_, C, U>
 where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
@@ -224,54 +581,16 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let mut active = false;
-        let up = this
-            .to_upstream
-            .poll_copy(cx, &mut this.client, &mut this.upstream);
-        let down = this
-            .to_client
-            .poll_copy(cx, &mut this.upstream, &mut this.client);
-        for side in [up, down] {
-            match side {
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Ready(Ok(true)) => active = true,
-                _ => {}
-            }
-        }
-        // One side closed and the other has nothing in flight: WebSockets do not half-close,
-        // so end both (docs/behaviour.md §9: closing one closes both).
-        if (this.to_upstream.done() && this.to_client.pending.is_none())
-            || (this.to_client.done() && this.to_upstream.pending.is_none())
-        {
-            return Poll::Ready(Ok(SpliceEnd::Closed));
-        }
-        if active {
-            // Timestamp only on progress; the timer is re-armed lazily when it fires.
-            this.last_activity = Instant::now();
-        }
-        if this.to_upstream.pending.is_some() || this.to_client.pending.is_some() {
-            // A stalled write may end the connection before the idle deadline.
-            let (deadline, _) = this.next_deadline();
-            if deadline < this.timer.deadline() {
-                this.timer.as_mut().reset(deadline);
-            }
-        }
-        loop {
-            if this.timer.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            let (deadline, why) = this.next_deadline();
-            if deadline <= Instant::now() {
-                return Poll::Ready(Ok(why));
-            }
-            this.timer.as_mut().reset(deadline);
-        }
+        this.splice.poll_run(cx, this.client, this.upstream)
     }
 }
 
-impl<C, U> Drop for Splice<C, U> {
+impl Drop for Splice {
     fn drop(&mut self) {
         self.to_upstream.flush_count();
         self.to_client.flush_count();
     }
 }
+
+#[cfg(test)]
+mod tests;

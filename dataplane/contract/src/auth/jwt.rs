@@ -59,6 +59,8 @@ pub(super) fn jwt_auth(
     Ok(Pass {
         consumer: entry.consumer,
         source,
+        expires: verified_exp(&payload, &p.claims_to_verify)
+            .map(|exp| exp.saturating_add(entry.grace)),
     })
 }
 
@@ -95,6 +97,17 @@ fn decode_json_object(part: &str) -> Option<Map<String, Value>> {
         Value::Object(map) => Some(map),
         _ => None,
     }
+}
+
+/// The token's `exp` in whole seconds (rounded up), when the handshake checked it: a listed
+/// claim, or present with none listed.
+fn verified_exp(payload: &Map<String, Value>, listed: &[JwtClaim]) -> Option<u64> {
+    if !listed.is_empty() && !listed.contains(&JwtClaim::Exp) {
+        return None;
+    }
+    let exp = payload.get("exp")?.as_f64()?;
+    // A time past u64 seconds saturates; a negative one never passed the check.
+    (exp.is_finite() && exp >= 0.0).then(|| exp.ceil().min(u64::MAX as f64) as u64)
 }
 
 /// `exp` passes iff a number `> now − grace`; `nbf` iff a number `< now + grace`. Listed claims

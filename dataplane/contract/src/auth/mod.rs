@@ -89,6 +89,9 @@ pub struct Authenticated {
     /// The consumer the last plugin attached (`None` on routes without auth).
     pub consumer: Option<ConsumerId>,
     pub edits: RequestEdits,
+    /// When the credential presented stops being valid (Unix seconds): a jwt's verified `exp`
+    /// plus the consumer's grace. A WebSocket it admitted is closed then (issue 17).
+    pub credential_expires: Option<u64>,
 }
 
 /// The auth plugins of a route, in APISIX priority order: basic-auth, jwt-auth, key-auth.
@@ -266,8 +269,17 @@ pub fn authenticate(
             ),
         };
         match result {
-            Ok(Pass { consumer, source }) => {
+            Ok(Pass {
+                consumer,
+                source,
+                expires,
+            }) => {
                 outcome.consumer = Some(consumer);
+                // Several credentials: the session lasts as long as the first to end.
+                outcome.credential_expires = match (outcome.credential_expires, expires) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
                 if hide {
                     source.apply(&mut outcome.edits);
                 }
@@ -317,6 +329,8 @@ impl Source {
 struct Pass {
     consumer: ConsumerId,
     source: Source,
+    /// See [`Authenticated::credential_expires`].
+    expires: Option<u64>,
 }
 
 struct Fail {
@@ -364,7 +378,11 @@ fn key_auth(p: &KeyPlugin, consumers: &Consumers, req: &RequestView<'_>) -> Resu
         return Err(Fail::new(Reason::InvalidApiKey, both()));
     }
     match consumers.by_key_digest.get(&SecretDigest::of(&presented)) {
-        Some(&consumer) => Ok(Pass { consumer, source }),
+        Some(&consumer) => Ok(Pass {
+            consumer,
+            source,
+            expires: None,
+        }),
         None => Err(Fail::new(Reason::InvalidApiKey, both())),
     }
 }
@@ -382,6 +400,7 @@ fn basic_auth(consumers: &Consumers, req: &RequestView<'_>) -> Result<Pass, Fail
         Some(entry) if bool::from(entry.password_digest.0.ct_eq(&presented.0)) => Ok(Pass {
             consumer: entry.consumer,
             source: Source::Header(header::AUTHORIZATION),
+            expires: None,
         }),
         Some(_) => Err(Fail::new(Reason::InvalidUser, source())),
         None => {

@@ -656,3 +656,54 @@ fn consumer_table_errors() {
         assert!(err.contains(want), "got {err:?}, want {want:?}");
     }
 }
+
+#[test]
+fn a_verified_jwt_exp_plus_grace_is_when_the_credential_ends() {
+    let expires = |config: JwtAuthConfig, claims: serde_json::Value| {
+        let t = compiled(jwt_plugins(config));
+        let request = TestRequest::get("/").headers(&[("authorization", &hs_token(claims))]);
+        let view = request.view();
+        authenticate(&t.routes[0].auth, &t.consumers, &view, NOW)
+            .map(|a| a.credential_expires)
+            .map_err(|r| r.reason)
+    };
+    // dave has a 5 s grace period.
+    let all = JwtAuthConfig::default;
+    assert_eq!(
+        expires(
+            all(),
+            serde_json::json!({"key": "dave-key", "exp": NOW + 2})
+        ),
+        Ok(Some(NOW + 7))
+    );
+    assert_eq!(
+        expires(
+            all(),
+            serde_json::json!({"key": "dave-key", "exp": NOW as f64 + 1.5})
+        ),
+        Ok(Some(NOW + 7)),
+        "a fractional exp rounds up"
+    );
+    assert_eq!(
+        expires(all(), serde_json::json!({"key": "dave-key"})),
+        Ok(None),
+        "no exp: nothing to enforce"
+    );
+    let nbf_only = JwtAuthConfig {
+        claims_to_verify: vec![JwtClaim::Nbf],
+        ..JwtAuthConfig::default()
+    };
+    assert_eq!(
+        expires(
+            nbf_only,
+            serde_json::json!({"key": "dave-key", "nbf": NOW, "exp": NOW - 100})
+        ),
+        Ok(None),
+        "an exp the handshake did not check is not enforced later either"
+    );
+    let keyed = compiled(key_auth());
+    let request = TestRequest::get("/").headers(&[("apikey", "this_is_the_key")]);
+    let view = request.view();
+    let a = authenticate(&keyed.routes[0].auth, &keyed.consumers, &view, NOW).unwrap();
+    assert_eq!(a.credential_expires, None, "a key does not expire");
+}
