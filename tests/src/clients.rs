@@ -242,6 +242,75 @@ pub fn python_ws_client_with(
     serde_json::from_slice(&out.stdout).expect("ws_client.py prints JSON")
 }
 
+/// `tests/clients/ws_session.py` holding WebSockets open through a gateway (Python
+/// `websockets`); see that script for its flags and report.
+pub struct PySessions {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl PySessions {
+    /// Opens the WebSockets; returns once they are all open, or the script's report when a
+    /// handshake was refused.
+    pub fn open(
+        gateway: SocketAddr,
+        url: &str,
+        args: &[&str],
+    ) -> Result<PySessions, serde_json::Value> {
+        let script = workspace_root().join("tests/clients/ws_session.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg(url)
+            .arg("--connect")
+            .arg(gateway.to_string())
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs (installed by .ci/run)");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        let mut sessions = PySessions { child, lines };
+        let first = sessions.next_json(Duration::from_secs(30));
+        if first.get("ready").is_some() {
+            Ok(sessions)
+        } else {
+            Err(first)
+        }
+    }
+
+    fn next_json(&mut self, within: Duration) -> serde_json::Value {
+        let line = self
+            .lines
+            .recv_timeout(within)
+            .unwrap_or_else(|_| panic!("ws_session.py said nothing within {within:?}"));
+        serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("ws_session.py printed {line:?}: {e}"))
+    }
+
+    /// Waits (at most `within`) for the report on how each WebSocket was closed.
+    pub fn report(mut self, within: Duration) -> serde_json::Value {
+        let report = self.next_json(within);
+        let _ = self.child.wait();
+        report
+    }
+}
+
+impl Drop for PySessions {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Runs `curl` with `args`; returns its stdout (with `-i`, the status line and headers too).
 pub fn curl(args: &[&str]) -> String {
     let out = Command::new("curl")

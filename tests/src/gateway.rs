@@ -155,6 +155,26 @@ impl Echo {
             .unwrap_or_else(|e| panic!("echo log is not JSON ({e}): {body:?}"))
     }
 
+    /// The Close frames the echo's WebSockets received: (code, reason), in order.
+    pub fn closes(&self) -> Vec<(u16, String)> {
+        let body = raw_request(
+            self.addr,
+            "GET /_echo/closes HTTP/1.1\r\nHost: echo\r\nConnection: close\r\n\r\n",
+        )
+        .body()
+        .to_string();
+        let list: Vec<serde_json::Value> = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("echo closes are not JSON ({e}): {body:?}"));
+        list.iter()
+            .map(|c| {
+                (
+                    c["code"].as_u64().unwrap_or(0) as u16,
+                    c["reason"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    }
+
     pub fn handshakes(&self) -> Vec<serde_json::Value> {
         self.seen()
             .into_iter()

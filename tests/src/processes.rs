@@ -51,9 +51,36 @@ pub fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T
 pub struct Proc {
     child: Child,
     pub log: Arc<Mutex<Vec<String>>>,
+    /// Standard output's lines (the access log), for the processes started to listen.
+    pub out: Arc<Mutex<Vec<String>>>,
 }
 
 impl Proc {
+    /// Keeps reading `stdout` into [`Proc::out`] (so the process never writes into a closed pipe).
+    fn collect_stdout(&self, stdout: std::process::ChildStdout) {
+        let out = self.out.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                out.lock().unwrap().push(line);
+            }
+        });
+    }
+
+    /// Standard output's lines so far that parse as JSON objects.
+    pub fn json_out(&self) -> Vec<serde_json::Value> {
+        self.out
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Whether the process has exited (without waiting).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -84,7 +111,8 @@ pub fn spawn_until_listening(
     args: &[String],
     wanted: &[&str],
 ) -> (Proc, std::collections::HashMap<String, SocketAddr>) {
-    let (proc, rx, _stdout) = spawn(program, args);
+    let (proc, rx, stdout) = spawn(program, args);
+    proc.collect_stdout(stdout);
     wait_for_listeners(program, proc, rx, wanted)
 }
 
@@ -143,7 +171,8 @@ pub fn spawn_container(
     for (k, v) in env {
         command.env(k, v);
     }
-    let (proc, rx, _stdout) = spawn_command(program, args, command);
+    let (proc, rx, stdout) = spawn_command(program, args, command);
+    proc.collect_stdout(stdout);
     wait_for_listeners(program, proc, rx, wanted)
 }
 
@@ -170,5 +199,6 @@ fn spawn_command(
             let _ = tx.send(line);
         }
     });
-    (Proc { child, log }, rx, stdout)
+    let out = Arc::default();
+    (Proc { child, log, out }, rx, stdout)
 }

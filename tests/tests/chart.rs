@@ -35,6 +35,40 @@ fn helm() -> PathBuf {
     helm
 }
 
+/// `helm template` with `extra` arguments: its output, or its error text.
+fn template(extra: &[&str]) -> Result<Vec<u8>, String> {
+    let out = Command::new(helm())
+        .args(["template", "portcullis"])
+        .arg(workspace_root().join("charts/portcullis"))
+        .args(["--namespace", NAMESPACE, "--include-crds"])
+        .args(extra)
+        .output()
+        .expect("helm runs");
+    if out.status.success() {
+        Ok(out.stdout)
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[test]
+fn the_dataplane_drains_within_its_termination_grace_period() {
+    let rendered = String::from_utf8(template(&[]).unwrap()).unwrap();
+    assert!(rendered.contains("- --drain-period=30s"), "{rendered}");
+    assert!(
+        rendered.contains("sleep: {seconds: 5}"),
+        "a preStop sleep by default"
+    );
+    let none = String::from_utf8(template(&["--set", "dataplane.preStopSleepSeconds=0"]).unwrap())
+        .unwrap();
+    assert!(!none.contains("preStop"), "0 turns the preStop sleep off");
+    let error = template(&["--set", "dataplane.drainPeriodSeconds=60"]).unwrap_err();
+    assert!(
+        error.contains("dataplane.terminationGracePeriodSeconds (60) must cover preStopSleepSeconds + drainPeriodSeconds + 5 = 70"),
+        "{error}"
+    );
+}
+
 fn render(dir: &Path) -> (PathBuf, Vec<Value>) {
     let out = Command::new(helm())
         .args(["template", "portcullis"])

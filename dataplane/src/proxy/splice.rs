@@ -75,6 +75,9 @@ struct Direction {
     answered: bool,
     /// A frame header this way announced a message over the limit.
     too_big: bool,
+    /// What was forwarded ends at a frame boundary, though more was read (and dropped): the
+    /// Close may follow at once, while `frames` goes on following the source.
+    stopped_at_boundary: bool,
     counters: DirectionCounters,
     /// Bytes not yet added to `bytes`: the shared counter is touched at most once per
     /// `FLUSH_BYTES` or when the connection ends, not on every read (it is contended).
@@ -104,6 +107,7 @@ impl Direction {
             cut: false,
             answered: false,
             too_big: false,
+            stopped_at_boundary: false,
             counters,
             unflushed: 0,
             messages_counted: 0,
@@ -179,7 +183,7 @@ impl Direction {
             if let Some(cause) = close
                 && !self.close_sent
                 && !self.cut
-                && self.frames.at_boundary()
+                && (self.frames.at_boundary() || self.stopped_at_boundary)
             {
                 let key = mask.then(|| fastrand::u32(..).to_ne_bytes());
                 self.pending = Some(Box::new(Pending {
@@ -279,7 +283,7 @@ impl Direction {
                 match boundary {
                     // What came before the refused frame's header goes; the Close follows it.
                     Some(at) => {
-                        self.restart_frames();
+                        self.stop_at(bytes, at);
                         at
                     }
                     // Part of its header already went: no Close can be put after it.
@@ -302,18 +306,24 @@ impl Direction {
         });
         match first {
             Some(at) => {
-                self.restart_frames();
+                self.stop_at(bytes, at);
                 at
             }
             None => bytes.len(),
         }
     }
 
-    /// The stream is at a boundary the tracker has passed (its bytes after it are dropped).
-    fn restart_frames(&mut self) {
+    /// Forwarding stops at the boundary `at` of `bytes` (the tracker had followed them all,
+    /// or failed at a header there): it follows the source again from that boundary, without
+    /// a limit, to see the source's answer to the Close.
+    fn stop_at(&mut self, bytes: &[u8], at: usize) {
         self.flush_count();
         self.frames = FrameTracker::new(0);
         self.messages_counted = 0;
+        self.watch_for_close(&bytes[at..]);
+        // What was read past the boundary is not forwarded: its messages do not count.
+        self.messages_counted = self.frames.messages();
+        self.stopped_at_boundary = true;
     }
 
     /// After the proxy's Close: notes the source's own Close frame, its answer.
@@ -364,7 +374,7 @@ impl Splice {
         to_client: DirectionCounters,
     ) -> Self {
         let now = Instant::now();
-        Splice {
+        let mut splice = Splice {
             to_upstream: Direction::new(to_upstream, limits.max_message),
             to_client: Direction::new(to_client, limits.max_message),
             timer: Box::pin(tokio::time::sleep_until(now + limits.idle)),
@@ -372,7 +382,11 @@ impl Splice {
             control,
             closing: None,
             last_activity: now,
-        }
+        };
+        // The earliest deadline: the idle one, or the session's end when that comes first.
+        let (first, _) = splice.next_deadline();
+        splice.timer.as_mut().reset(first);
+        splice
     }
 
     /// Passes on what each side sent right behind the handshake, before [`Splice::run`].

@@ -6,6 +6,7 @@
 //! - A handshake with `?refuse=N` is answered N with a short body instead of 101.
 //! - `GET /_echo/requests`: every request and handshake received so far, as JSON, so tests can
 //!   prove what reached the upstream (and what did not).
+//! - `GET /_echo/closes`: the Close frames its WebSockets received (`code`, `reason`), in order.
 //!
 //! Prints `listening on <addr>` on stdout once bound (`--listen 127.0.0.1:0` picks a port).
 
@@ -69,8 +70,15 @@ struct Seen {
     headers: Vec<(String, String)>,
 }
 
+#[derive(Serialize, Clone)]
+struct CloseSeen {
+    code: u16,
+    reason: String,
+}
+
 struct State {
     seen: Mutex<Vec<Seen>>,
+    closes: Mutex<Vec<CloseSeen>>,
     ws_only: bool,
     name: String,
     greeting: Option<String>,
@@ -90,6 +98,7 @@ async fn main() -> Result<()> {
     println!("listening on {}", listener.local_addr()?);
     let state = Arc::new(State {
         seen: Mutex::new(Vec::new()),
+        closes: Mutex::new(Vec::new()),
         ws_only: args.ws_only,
         name: args.name,
         greeting: args.greeting,
@@ -158,6 +167,10 @@ async fn handle(
         let seen = state.seen.lock().unwrap().clone();
         return Ok(json(StatusCode::OK, &seen));
     }
+    if req.uri().path() == "/_echo/closes" {
+        let closes = state.closes.lock().unwrap().clone();
+        return Ok(json(StatusCode::OK, &closes));
+    }
     let websocket = has_token(&req, header::CONNECTION, "upgrade")
         && has_token(&req, header::UPGRADE, "websocket");
     state.seen.lock().unwrap().push(Seen {
@@ -192,6 +205,7 @@ async fn handle(
             .map(|p| p.trim().to_string());
         let on_upgrade = hyper::upgrade::on(&mut req);
         let greeting = state.greeting.clone();
+        let state = state.clone();
         tokio::spawn(async move {
             if let Ok(upgraded) = on_upgrade.await {
                 let mut config = WebSocketConfig::default();
@@ -203,7 +217,7 @@ async fn handle(
                     Some(config),
                 )
                 .await;
-                echo_websocket(ws, greeting).await;
+                echo_websocket(ws, greeting, &state).await;
             }
         });
         let mut resp = Response::new(Full::new(Bytes::new()));
@@ -264,7 +278,7 @@ async fn handle(
     ))
 }
 
-async fn echo_websocket<S>(mut ws: WebSocketStream<S>, greeting: Option<String>)
+async fn echo_websocket<S>(mut ws: WebSocketStream<S>, greeting: Option<String>, state: &State)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -278,7 +292,18 @@ where
             Message::Text(_) | Message::Binary(_) => msg,
             // tungstenite answers pings itself and echoes the close frame on the next read,
             // which then ends the stream.
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) | Message::Close(_) => continue,
+            Message::Close(frame) => {
+                let (code, reason) = frame.map_or((1005, String::new()), |f| {
+                    (u16::from(f.code), f.reason.to_string())
+                });
+                state
+                    .closes
+                    .lock()
+                    .unwrap()
+                    .push(CloseSeen { code, reason });
+                continue;
+            }
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
         };
         if ws.send(reply).await.is_err() {
             break;

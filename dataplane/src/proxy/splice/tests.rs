@@ -294,6 +294,43 @@ async fn the_end_deadline_closes_with_its_cause_even_while_busy() {
         read_close(&mut p.client).await,
         (1008, "token expired".into(), false)
     );
-    assert!(started.elapsed() >= Duration::from_secs(3));
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(4),
+        "at its deadline, not at the idle one: {took:?}"
+    );
     assert!(!p.control.close(CloseCause::Revoked), "the cause is taken");
+}
+
+#[tokio::test]
+async fn after_a_refused_header_the_rest_of_its_frame_is_skipped_and_the_answer_seen() {
+    let mut p = spliced(limits(Duration::from_secs(60), 10, None), Vec::new());
+    let big = frame(true, 0x2, &[0x88; 5000], Some(KEY));
+    for part in big.chunks(1000) {
+        p.client.write_all(part).await.unwrap();
+    }
+    assert_eq!(read_close(&mut p.client).await.0, 1009);
+    assert_eq!(read_close(&mut p.upstream).await.0, 1009);
+    p.upstream
+        .write_all(&frame(true, 0x8, &1009u16.to_be_bytes(), None))
+        .await
+        .unwrap();
+    // The payload (bytes that look like Close headers) is not taken for the client's answer...
+    assert!(
+        tokio::time::timeout(CLOSE_GRACE / 4, &mut p.done)
+            .await
+            .is_err(),
+        "still waiting for the client's Close"
+    );
+    // ... its real Close after it is.
+    p.client
+        .write_all(&frame(true, 0x8, &1009u16.to_be_bytes(), Some(KEY)))
+        .await
+        .unwrap();
+    let (end, report) = tokio::time::timeout(CLOSE_GRACE / 2, p.done)
+        .await
+        .expect("ends once both answered")
+        .unwrap();
+    assert_eq!(end.unwrap(), SpliceEnd::Proxy(CloseCause::MessageTooBig));
+    assert_eq!(report.client_to_upstream_bytes, 0, "nothing of it went on");
 }
