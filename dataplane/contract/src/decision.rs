@@ -272,6 +272,18 @@ fn decide_inner<'t>(
                 return Some(refuse(route.id.clone(), Refusal::Unauthorized(rejection)));
             }
         },
+        // Outside a handshake the header means nothing (RFC 6455 defines it for handshakes),
+        // so on these routes it never goes upstream: no credential offered there leaks either.
+        Some(_)
+            if head
+                .headers
+                .contains_key(http::header::SEC_WEBSOCKET_PROTOCOL) =>
+        {
+            Offer {
+                credential: None,
+                upstream: UpstreamProtocols::Remove,
+            }
+        }
         _ => Offer {
             credential: None,
             upstream: UpstreamProtocols::Unchanged,
@@ -1337,6 +1349,22 @@ mod tests {
             ask("/browser", false, &["bearer.this_is_the_key"]),
             Err("missing_api_key")
         );
+        // A plain request with the header on such a route: authenticated as usual, and the
+        // header, meaningless there, does not go upstream.
+        let plain = TestRequest::get("/browser")
+            .version(Version::HTTP_11)
+            .header("Host", "x")
+            .header("apikey", "this_is_the_key")
+            .header("Sec-WebSocket-Protocol", "app.v1, bearer.this_is_the_key");
+        let forward = decide(&t, plain.head(), 0).verdict.unwrap();
+        assert_eq!(forward.subprotocols, UpstreamProtocols::Remove);
+        let plain = TestRequest::get("/plain")
+            .version(Version::HTTP_11)
+            .header("Host", "x")
+            .header("apikey", "this_is_the_key")
+            .header("Sec-WebSocket-Protocol", "app.v1");
+        let forward = decide(&t, plain.head(), 0).verdict.unwrap();
+        assert_eq!(forward.subprotocols, UpstreamProtocols::Unchanged);
         // The fast path's entry point decides the same.
         let request = TestRequest::get("/browser")
             .version(Version::HTTP_11)
