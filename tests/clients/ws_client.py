@@ -2,7 +2,7 @@
 """A real third-party WebSocket client for the end-to-end tests: Python `websockets`.
 
 Connects to URL with the given headers, sends each --send message and waits for its echo,
-then prints one JSON object: {"status": 101, "echoes": [...]} or, when the handshake is
+then prints one JSON object: {"status": 101, "echoes": [...], "subprotocol": <selected or null>} or, when the handshake is
 refused, {"status": <code>, "body": "...", "headers": {...}}.
 """
 import argparse
@@ -20,6 +20,7 @@ def main() -> int:
     parser.add_argument("url")
     parser.add_argument("--header", action="append", default=[], help="'Name: value'")
     parser.add_argument("--send", action="append", default=[])
+    parser.add_argument("--subprotocol", action="append", default=None, help="offer this subprotocol (repeatable, in order)")
     parser.add_argument("--cafile", help="PEM CA bundle to verify a wss:// gateway")
     parser.add_argument("--certfile", help="PEM client certificate for mutual TLS")
     parser.add_argument("--keyfile", help="PEM private key of --certfile")
@@ -39,12 +40,12 @@ def main() -> int:
         if args.certfile:
             ssl_context.load_cert_chain(args.certfile, args.keyfile)
     try:
-        with connect(args.url, sock=sock, ssl=ssl_context, additional_headers=headers, open_timeout=10, close_timeout=5) as ws:
+        with connect(args.url, sock=sock, ssl=ssl_context, additional_headers=headers, subprotocols=args.subprotocol, open_timeout=10, close_timeout=5) as ws:
             echoes = []
             for message in args.send:
                 ws.send(message)
                 echoes.append(ws.recv(timeout=10))
-            print(json.dumps({"status": 101, "echoes": echoes}))
+            print(json.dumps({"status": 101, "echoes": echoes, "subprotocol": ws.subprotocol}))
     except InvalidStatus as e:
         r = e.response
         print(json.dumps({

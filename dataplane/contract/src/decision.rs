@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Method, Uri, Version};
 
-use crate::auth::{CompiledConsumer, Rejection, RequestEdits, authenticate};
+use crate::auth::subprotocol::{Offer, UpstreamProtocols, read_offer};
+use crate::auth::{CompiledConsumer, Rejection, RequestEdits, authenticate_with};
 use crate::outcome::Outcome;
 use crate::plugins::{ConnSlot, PluginRefusal, Quota, RequestIdHeader, Rewrite, TrafficPlugins};
 pub use crate::request::TlsFacts;
@@ -100,6 +101,8 @@ pub struct Forward<'t> {
     pub consumer: Option<&'t CompiledConsumer>,
     /// What the auth plugins remove before the request goes upstream.
     pub edits: RequestEdits,
+    /// The `Sec-WebSocket-Protocol` offer upstream, without a credential entry.
+    pub subprotocols: UpstreamProtocols,
     /// Lower-cased host without port, as routed (for upstream TLS names).
     pub host: Option<String>,
     /// The path that was matched, when it differs from the target's path.
@@ -261,7 +264,35 @@ fn decide_inner<'t>(
     {
         return Some(refuse(route.id.clone(), Refusal::Plugin(answer)));
     }
-    let auth = match authenticate(&route.auth, &table.consumers, &view, now) {
+    // A credential in `Sec-WebSocket-Protocol` (the route's prefix, handshakes only): read
+    // before auth, refused as a whole when malformed, never forwarded.
+    let offer = match &route.websocket_policy.credential_subprotocol {
+        Some(prefix) if websocket => match read_offer(head.headers, prefix) {
+            Ok(offer) => offer,
+            Err(_) => {
+                let rejection = route.auth.refuse_subprotocol();
+                return Some(refuse(route.id.clone(), Refusal::Unauthorized(rejection)));
+            }
+        },
+        // Outside a handshake the header means nothing (RFC 6455 defines it for handshakes),
+        // so on these routes it never goes upstream: no credential offered there leaks either.
+        Some(_)
+            if head
+                .headers
+                .contains_key(http::header::SEC_WEBSOCKET_PROTOCOL) =>
+        {
+            Offer {
+                credential: None,
+                upstream: UpstreamProtocols::Remove,
+            }
+        }
+        _ => Offer {
+            credential: None,
+            upstream: UpstreamProtocols::Unchanged,
+        },
+    };
+    let offered = offer.credential.as_ref();
+    let auth = match authenticate_with(&route.auth, &table.consumers, &view, now, offered) {
         Ok(auth) => auth,
         Err(rejection) => return Some(refuse(route.id.clone(), Refusal::Unauthorized(rejection))),
     };
@@ -312,6 +343,7 @@ fn decide_inner<'t>(
             consumer,
             edits: auth.edits,
             credential_expires: auth.credential_expires,
+            subprotocols: offer.upstream,
             host: view.host.take(),
             normalised_path,
             balance_keys,
@@ -1224,5 +1256,126 @@ mod tests {
         // The global rule's permissive cors answers rules without one of their own only.
         assert_eq!(preflight("/open").as_deref(), Some("*"));
         assert_eq!(preflight("/strict"), None);
+    }
+
+    #[test]
+    fn a_subprotocol_credential_authenticates_handshakes_on_its_routes_only() {
+        use crate::model::WebSocketPolicy;
+        let rule = |id: &str, path: &str, prefix: Option<&str>| Route {
+            id: id.into(),
+            paths: vec![path.into()],
+            websocket: true,
+            websocket_policy: WebSocketPolicy {
+                credential_subprotocol: prefix.map(str::to_string),
+                ..WebSocketPolicy::default()
+            },
+            plugins: Plugins {
+                key_auth: Some(KeyAuthConfig::default()),
+                ..Plugins::default()
+            },
+            upstream: one_node("b"),
+            ..Route::default()
+        };
+        let t = CompiledTable::compile(RouteTable {
+            global: Default::default(),
+            generation: 1,
+            hash: String::new(),
+            routes: vec![
+                rule("demo/r/browser", "/browser", Some("bearer.")),
+                rule("demo/r/plain", "/plain", None),
+            ],
+            consumers: vec![Consumer {
+                plugins: Default::default(),
+                username: "demo_jack".into(),
+                custom_id: None,
+                credential: Some(Credential::KeyAuth {
+                    key_sha256: key_digest_hex(b"this_is_the_key"),
+                }),
+            }],
+            tls: Vec::new(),
+        })
+        .unwrap();
+        let ask = |path: &str, upgrade: bool, lines: &[&str]| {
+            let mut request = TestRequest::get(path)
+                .version(Version::HTTP_11)
+                .header("Host", "x");
+            if upgrade {
+                request = request
+                    .header("Connection", "Upgrade")
+                    .header("Upgrade", "websocket");
+            }
+            for line in lines {
+                request = request.header("Sec-WebSocket-Protocol", line);
+            }
+            match decide(&t, request.head(), 0).verdict {
+                Ok(f) => Ok((
+                    f.consumer.map(|c| c.username.clone()),
+                    f.subprotocols.clone(),
+                )),
+                Err(r) => Err(r.reason()),
+            }
+        };
+        let set = |v: &'static str| UpstreamProtocols::Set(http::HeaderValue::from_static(v));
+        let jack = Some("demo_jack".to_string());
+        assert_eq!(
+            ask("/browser", true, &["app.v1, bearer.this_is_the_key"]),
+            Ok((jack.clone(), set("app.v1")))
+        );
+        assert_eq!(
+            ask("/browser", true, &["bearer.this_is_the_key"]),
+            Ok((jack.clone(), UpstreamProtocols::Remove))
+        );
+        assert_eq!(
+            ask("/browser", true, &["app.v1, bearer.wrong"]),
+            Err("invalid_api_key")
+        );
+        assert_eq!(ask("/browser", true, &["app.v1"]), Err("missing_api_key"));
+        for hostile in [
+            &["bearer.this_is_the_key, bearer.this_is_the_key"][..],
+            &["bearer.this_is_the_key", "bearer.x"][..],
+            &["app.v1, bearer."][..],
+            &["app.v1 bearer.this_is_the_key"][..],
+            &["bearer.this_is_the_key="][..],
+        ] {
+            assert_eq!(
+                ask("/browser", true, hostile),
+                Err("invalid_subprotocol_credential"),
+                "{hostile:?}"
+            );
+        }
+        // Routes without the prefix, and requests that are not handshakes, read nothing there.
+        assert_eq!(
+            ask("/plain", true, &["app.v1, bearer.this_is_the_key"]),
+            Err("missing_api_key")
+        );
+        assert_eq!(
+            ask("/browser", false, &["bearer.this_is_the_key"]),
+            Err("missing_api_key")
+        );
+        // A plain request with the header on such a route: authenticated as usual, and the
+        // header, meaningless there, does not go upstream.
+        let plain = TestRequest::get("/browser")
+            .version(Version::HTTP_11)
+            .header("Host", "x")
+            .header("apikey", "this_is_the_key")
+            .header("Sec-WebSocket-Protocol", "app.v1, bearer.this_is_the_key");
+        let forward = decide(&t, plain.head(), 0).verdict.unwrap();
+        assert_eq!(forward.subprotocols, UpstreamProtocols::Remove);
+        let plain = TestRequest::get("/plain")
+            .version(Version::HTTP_11)
+            .header("Host", "x")
+            .header("apikey", "this_is_the_key")
+            .header("Sec-WebSocket-Protocol", "app.v1");
+        let forward = decide(&t, plain.head(), 0).verdict.unwrap();
+        assert_eq!(forward.subprotocols, UpstreamProtocols::Unchanged);
+        // The fast path's entry point decides the same.
+        let request = TestRequest::get("/browser")
+            .version(Version::HTTP_11)
+            .header("Host", "x")
+            .header("Connection", "Upgrade")
+            .header("Upgrade", "websocket")
+            .header("Sec-WebSocket-Protocol", "app.v1, bearer.this_is_the_key");
+        let d = decide_handshake(&t, request.head(), 0).unwrap();
+        assert_eq!(d.verdict.unwrap().subprotocols, set("app.v1"));
     }
 }

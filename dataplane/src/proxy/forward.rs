@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Uri, Version};
 
+use crate::auth::subprotocol::{UpstreamProtocols, selects_credential};
 use crate::auth::{CompiledConsumer, RequestEdits};
 use crate::plugins::{RequestIdHeader, Rewrite};
 use crate::request::{remove_cookie, remove_query_arg};
@@ -118,6 +119,8 @@ pub struct Changes<'a> {
     pub consumer: Option<&'a CompiledConsumer>,
     /// What the auth plugins remove.
     pub edits: &'a RequestEdits,
+    /// The `Sec-WebSocket-Protocol` offer without its credential entry.
+    pub subprotocols: &'a UpstreamProtocols,
     /// The path that was matched, when it differs from the target's.
     pub normalised_path: Option<&'a [u8]>,
     /// `proxy-rewrite`.
@@ -133,6 +136,7 @@ impl<'a> Changes<'a> {
         Changes {
             consumer: forward.consumer,
             edits: &forward.edits,
+            subprotocols: &forward.subprotocols,
             normalised_path: forward.normalised_path.as_deref(),
             rewrite: forward.rewrite.as_ref(),
             real_ip: forward.real_ip,
@@ -147,11 +151,14 @@ static NO_EDITS: RequestEdits = RequestEdits {
     remove_cookies: Vec::new(),
 };
 
+static UNCHANGED: UpstreamProtocols = UpstreamProtocols::Unchanged;
+
 impl Default for Changes<'_> {
     fn default() -> Self {
         Changes {
             consumer: None,
             edits: &NO_EDITS,
+            subprotocols: &UNCHANGED,
             normalised_path: None,
             rewrite: None,
             real_ip: None,
@@ -171,6 +178,7 @@ pub fn prepare_request(
     let Changes {
         consumer,
         edits,
+        subprotocols,
         normalised_path,
         rewrite,
         real_ip,
@@ -192,6 +200,15 @@ pub fn prepare_request(
 
     for name in &edits.remove_headers {
         headers.remove(name);
+    }
+    match subprotocols {
+        UpstreamProtocols::Unchanged => {}
+        UpstreamProtocols::Set(offer) => {
+            headers.insert(header::SEC_WEBSOCKET_PROTOCOL, offer.clone());
+        }
+        UpstreamProtocols::Remove => {
+            headers.remove(header::SEC_WEBSOCKET_PROTOCOL);
+        }
     }
     if !edits.remove_cookies.is_empty() {
         let cookies: Vec<HeaderValue> = headers.get_all(header::COOKIE).iter().cloned().collect();
@@ -350,6 +367,21 @@ fn port_of_host(host: &str) -> Option<u16> {
     after.rsplit_once(':').and_then(|(_, p)| p.parse().ok())
 }
 
+/// Whether an upstream's 101 may be relayed on `route`: not when it selects a subprotocol
+/// carrying the route's credential prefix (the upstream never saw such an entry: a broken or
+/// hostile upstream, and relaying it could hand a credential back). Otherwise the selection is
+/// relayed as it came.
+pub fn upgrade_acceptable(route: &crate::table::CompiledRoute, headers: &HeaderMap) -> bool {
+    selection_acceptable(
+        route.websocket_policy.credential_subprotocol.as_deref(),
+        headers,
+    )
+}
+
+fn selection_acceptable(prefix: Option<&str>, headers: &HeaderMap) -> bool {
+    prefix.is_none_or(|prefix| !selects_credential(headers, prefix))
+}
+
 /// Removes hop-by-hop headers from an upstream response; for a 101, restores the upgrade pair.
 pub fn prepare_response(headers: &mut HeaderMap, upgraded: bool) {
     let upgrade = headers.get(header::UPGRADE).cloned();
@@ -412,6 +444,7 @@ mod tests {
             Changes {
                 consumer: None,
                 edits: &RequestEdits::default(),
+                subprotocols: &UpstreamProtocols::Unchanged,
                 normalised_path: None,
                 rewrite: None,
                 real_ip: None,
@@ -465,6 +498,7 @@ mod tests {
             Changes {
                 consumer: Some(&consumer),
                 edits: &RequestEdits::default(),
+                subprotocols: &UpstreamProtocols::Unchanged,
                 normalised_path: None,
                 rewrite: None,
                 real_ip: None,
@@ -503,6 +537,7 @@ mod tests {
             Changes {
                 consumer: None,
                 edits: &edits,
+                subprotocols: &UpstreamProtocols::Unchanged,
                 normalised_path: None,
                 rewrite: None,
                 real_ip: None,
@@ -541,6 +576,7 @@ mod tests {
             Changes {
                 consumer: None,
                 edits: &RequestEdits::default(),
+                subprotocols: &UpstreamProtocols::Unchanged,
                 normalised_path: None,
                 rewrite: None,
                 real_ip: None,
@@ -582,6 +618,7 @@ mod tests {
             Changes {
                 consumer: None,
                 edits: &edits,
+                subprotocols: &UpstreamProtocols::Unchanged,
                 normalised_path: Some(b"/public x/?"),
                 rewrite: None,
                 real_ip: None,
@@ -648,5 +685,62 @@ mod tests {
         assert_eq!(h["x-request-id"], id.value);
         // proxy-rewrite (priority 1008) runs after request-id (12015): its value wins.
         assert_eq!(send(Some(&rewrite))["x-request-id"], "by-rewrite");
+    }
+
+    #[test]
+    fn the_credential_entry_never_goes_upstream_and_the_selection_is_checked() {
+        let send = |subprotocols: &UpstreamProtocols| {
+            let mut p = parts(
+                "/raw",
+                &[
+                    ("host", "h"),
+                    ("connection", "Upgrade"),
+                    ("upgrade", "websocket"),
+                    ("sec-websocket-protocol", "app.v1, bearer.k"),
+                    ("sec-websocket-protocol", "app.v2"),
+                ],
+            );
+            prepare_request(
+                &mut p,
+                "127.0.0.1".parse().unwrap(),
+                LISTENER,
+                true,
+                Changes {
+                    subprotocols,
+                    ..Changes::default()
+                },
+            );
+            p.headers
+                .get_all("sec-websocket-protocol")
+                .iter()
+                .map(|v| v.to_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            send(&UpstreamProtocols::Set(HeaderValue::from_static(
+                "app.v1, app.v2"
+            ))),
+            vec!["app.v1, app.v2"]
+        );
+        assert!(send(&UpstreamProtocols::Remove).is_empty());
+        assert_eq!(
+            send(&UpstreamProtocols::Unchanged),
+            vec!["app.v1, bearer.k", "app.v2"]
+        );
+
+        let answer = |selected: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert("sec-websocket-protocol", HeaderValue::from_static(selected));
+            h
+        };
+        assert!(selection_acceptable(Some("bearer."), &answer("app.v1")));
+        assert!(!selection_acceptable(Some("bearer."), &answer("bearer.k")));
+        assert!(!selection_acceptable(Some("bearer."), &answer("BEARER.k")));
+        assert!(selection_acceptable(None, &answer("bearer.k")));
+        assert!(selection_acceptable(Some("bearer."), &HeaderMap::new()));
+        // Relayed as it came.
+        let mut relayed = answer("app.v1");
+        prepare_response(&mut relayed, true);
+        assert_eq!(relayed["sec-websocket-protocol"], "app.v1");
     }
 }

@@ -796,6 +796,9 @@ impl Dataplane {
             return Err(Failure::UpstreamInvalid("invalid_framing"));
         }
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if !forward::upgrade_acceptable(route, response.headers()) {
+                return Err(Failure::UpstreamInvalid(CREDENTIAL_SELECTED));
+            }
             let parts = match finished {
                 Some(done) => done,
                 None => conn.await,
@@ -855,6 +858,9 @@ impl Dataplane {
         self.health
             .passive_status(backend, node, answer.status.as_u16());
         if answer.status == StatusCode::SWITCHING_PROTOCOLS {
+            if !forward::upgrade_acceptable(route, &answer.headers) {
+                return Err(Failure::UpstreamInvalid(CREDENTIAL_SELECTED));
+            }
             return Ok(Exchanged::Upgraded {
                 headers: answer.headers,
                 upstream: stream,
@@ -869,6 +875,9 @@ impl Dataplane {
         })
     }
 }
+
+/// 502 reason: the upstream selected a subprotocol carrying the route's credential prefix.
+const CREDENTIAL_SELECTED: &str = "credential_subprotocol_selected";
 
 /// A connection to the node chosen for a request, and what it was chosen under.
 pub(super) struct Connected<'t> {

@@ -4,6 +4,7 @@
 //! - Plain HTTP: answers 200 with a JSON description of the request (method, target, headers,
 //!   body length). `?status=N` answers N instead; `?delay_ms=N` waits first.
 //! - A handshake with `?refuse=N` is answered N with a short body instead of 101.
+//! - A handshake selects the first subprotocol offered, or with `?subprotocol=NAME`, NAME.
 //! - `GET /_echo/requests`: every request and handshake received so far, as JSON, so tests can
 //!   prove what reached the upstream (and what did not).
 //! - `GET /_echo/closes`: the Close frames its WebSockets received (`code`, `reason`), in order.
@@ -197,12 +198,20 @@ async fn handle(
         let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
             return Ok(text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n"));
         };
-        let protocol = req
-            .headers()
-            .get("sec-websocket-protocol")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(|p| p.trim().to_string());
+        // The first offered subprotocol is selected; `?subprotocol=NAME` selects NAME
+        // whatever was offered (a broken upstream, for tests).
+        let forced = req.uri().query().and_then(|q| {
+            q.split('&')
+                .find_map(|pair| pair.strip_prefix("subprotocol="))
+                .map(str::to_string)
+        });
+        let protocol = forced.or_else(|| {
+            req.headers()
+                .get("sec-websocket-protocol")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .map(|p| p.trim().to_string())
+        });
         let on_upgrade = hyper::upgrade::on(&mut req);
         let greeting = state.greeting.clone();
         let state = state.clone();

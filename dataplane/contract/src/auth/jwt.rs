@@ -13,15 +13,25 @@ pub(super) fn jwt_auth(
     consumers: &Consumers,
     req: &RequestView<'_>,
     now: u64,
+    offered: Option<&str>,
 ) -> Result<Pass, Fail> {
-    let (token, source) = find_token(p, req).ok_or_else(|| {
-        Fail::new(
-            Reason::MissingJwt,
-            // Nothing present: nothing to hide.
-            Vec::new(),
-        )
-    })?;
-    let fail = |reason| Fail::new(reason, vec![source.clone()]);
+    let (token, source, copies) = match offered {
+        Some(token) => offered_token(p, req, token)?,
+        None => {
+            let (token, source) = find_token(p, req).ok_or_else(|| {
+                Fail::new(
+                    Reason::MissingJwt,
+                    // Nothing present: nothing to hide.
+                    Vec::new(),
+                )
+            })?;
+            (token, source, Vec::new())
+        }
+    };
+    let fail = |reason| {
+        let read = std::iter::once(source.clone()).chain(copies.iter().cloned());
+        Fail::new(reason, read.collect())
+    };
 
     let mut parts = token.split('.');
     let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
@@ -61,18 +71,63 @@ pub(super) fn jwt_auth(
         source,
         expires: verified_exp(&payload, &p.claims_to_verify)
             .map(|exp| exp.saturating_add(entry.grace)),
+        copies,
     })
+}
+
+/// The JWT from `Sec-WebSocket-Protocol`. Every usual place that also holds one must hold the
+/// same token (a cookie the browser sends by itself included); those places are its copies.
+fn offered_token(
+    p: &JwtPlugin,
+    req: &RequestView<'_>,
+    token: &str,
+) -> Result<(String, Source, Vec<Source>), Fail> {
+    let mut copies = Vec::new();
+    if let Some(value) = req.headers.get(&p.header) {
+        copies.push((
+            bearer_token(&String::from_utf8_lossy(value.as_bytes())).to_string(),
+            Source::Header(p.header.clone()),
+        ));
+    }
+    if let Some(q) = req.query_arg(&p.query) {
+        let other = match q.occurrences {
+            1 => q.value.map(|v| v.into_owned()).unwrap_or_default(),
+            // A repeated argument is never the same single token.
+            _ => String::new(),
+        };
+        copies.push((other, Source::Query(p.query.clone())));
+    }
+    if let Some(cookie) = req.cookie(&p.cookie) {
+        copies.push((
+            String::from_utf8_lossy(cookie).into_owned(),
+            Source::Cookie(p.cookie.clone()),
+        ));
+    }
+    if copies.iter().any(|(other, _)| other != token) {
+        let read = copies.into_iter().map(|(_, source)| source).collect();
+        return Err(Fail::new(Reason::JwtInvalid, read));
+    }
+    Ok((
+        token.to_string(),
+        Source::Subprotocol,
+        copies.into_iter().map(|(_, source)| source).collect(),
+    ))
+}
+
+fn bearer_token(raw: &str) -> &str {
+    raw.strip_prefix("Bearer ")
+        .or_else(|| raw.strip_prefix("bearer "))
+        .unwrap_or(raw)
 }
 
 /// Header (with or without `Bearer `), else query argument, else cookie.
 fn find_token(p: &JwtPlugin, req: &RequestView<'_>) -> Option<(String, Source)> {
     if let Some(value) = req.headers.get(&p.header) {
         let raw = String::from_utf8_lossy(value.as_bytes());
-        let token = raw
-            .strip_prefix("Bearer ")
-            .or_else(|| raw.strip_prefix("bearer "))
-            .unwrap_or(&raw);
-        return Some((token.to_string(), Source::Header(p.header.clone())));
+        return Some((
+            bearer_token(&raw).to_string(),
+            Source::Header(p.header.clone()),
+        ));
     }
     if let Some(q) = req.query_arg(&p.query) {
         let token = q.value.map(|v| v.into_owned()).unwrap_or_default();

@@ -5,6 +5,7 @@
 
 mod consumers;
 mod jwt;
+pub mod subprotocol;
 
 use std::borrow::Cow;
 
@@ -32,6 +33,8 @@ pub enum Reason {
     MissingUserKey,
     InvalidUserKey,
     JwtVerifyFailed,
+    /// The `Sec-WebSocket-Protocol` credential entry is malformed, empty or repeated.
+    InvalidSubprotocolCredential,
 }
 
 impl Reason {
@@ -48,6 +51,9 @@ impl Reason {
             Reason::MissingUserKey => "{\"message\":\"missing user key in JWT token\"}\n",
             Reason::InvalidUserKey => "{\"message\":\"Invalid user key in JWT token\"}\n",
             Reason::JwtVerifyFailed => "{\"message\":\"failed to verify jwt\"}\n",
+            Reason::InvalidSubprotocolCredential => {
+                "{\"message\":\"Invalid credential in Sec-WebSocket-Protocol\"}\n"
+            }
         }
     }
 
@@ -64,6 +70,7 @@ impl Reason {
             Reason::MissingUserKey => "missing_user_key",
             Reason::InvalidUserKey => "invalid_user_key",
             Reason::JwtVerifyFailed => "jwt_verify_failed",
+            Reason::InvalidSubprotocolCredential => "invalid_subprotocol_credential",
         }
     }
 }
@@ -237,6 +244,21 @@ impl AuthChain {
     pub fn is_empty(&self) -> bool {
         self.plugins.is_empty()
     }
+
+    /// The 401 for a malformed `Sec-WebSocket-Protocol` credential, with the challenge of the
+    /// route's first auth plugin (`Bearer` on a route without one).
+    pub fn refuse_subprotocol(&self) -> Rejection {
+        let www_authenticate = match self.plugins.first() {
+            Some(Plugin::Basic(p)) => p.www_authenticate.clone(),
+            Some(Plugin::Jwt(p)) => p.www_authenticate.clone(),
+            Some(Plugin::Key(p)) => p.www_authenticate.clone(),
+            None => HeaderValue::from_static("Bearer"),
+        };
+        Rejection {
+            reason: Reason::InvalidSubprotocolCredential,
+            www_authenticate,
+        }
+    }
 }
 
 /// Runs every plugin of the chain; all must pass (docs/behaviour.md §7.1). `now` is Unix seconds.
@@ -246,23 +268,40 @@ pub fn authenticate(
     req: &RequestView<'_>,
     now: u64,
 ) -> Result<Authenticated, Rejection> {
+    authenticate_with(chain, consumers, req, now, None)
+}
+
+/// [`authenticate`] with a credential offered in `Sec-WebSocket-Protocol`
+/// ([`subprotocol::read_offer`]): each plugin reads it as if it came in its own header (the
+/// key for key-auth, the JWT for jwt-auth, base64url of `user:pass` for basic-auth). The same
+/// credential also present in one of the plugin's usual places is accepted (and hidden with
+/// it); a different one there is refused as invalid: two credentials that disagree never pick
+/// a winner.
+pub fn authenticate_with(
+    chain: &AuthChain,
+    consumers: &Consumers,
+    req: &RequestView<'_>,
+    now: u64,
+    offered: Option<&subprotocol::OfferedCredential>,
+) -> Result<Authenticated, Rejection> {
+    let offered = offered.map(|c| c.as_str());
     let mut outcome = Authenticated::default();
     for plugin in &chain.plugins {
         let (result, anonymous, www, hide) = match plugin {
             Plugin::Basic(p) => (
-                basic_auth(consumers, req),
+                basic_auth(consumers, req, offered),
                 p.anonymous,
                 &p.www_authenticate,
                 p.hide_credentials,
             ),
             Plugin::Jwt(p) => (
-                jwt::jwt_auth(p, consumers, req, now),
+                jwt::jwt_auth(p, consumers, req, now, offered),
                 p.anonymous,
                 &p.www_authenticate,
                 p.hide_credentials,
             ),
             Plugin::Key(p) => (
-                key_auth(p, consumers, req),
+                key_auth(p, consumers, req, offered),
                 p.anonymous,
                 &p.www_authenticate,
                 p.hide_credentials,
@@ -273,6 +312,7 @@ pub fn authenticate(
                 consumer,
                 source,
                 expires,
+                copies,
             }) => {
                 outcome.consumer = Some(consumer);
                 // Several credentials: the session lasts as long as the first to end.
@@ -282,6 +322,9 @@ pub fn authenticate(
                 };
                 if hide {
                     source.apply(&mut outcome.edits);
+                    for copy in copies {
+                        copy.apply(&mut outcome.edits);
+                    }
                 }
             }
             Err(Fail {
@@ -314,6 +357,8 @@ enum Source {
     Header(HeaderName),
     Query(String),
     Cookie(String),
+    /// `Sec-WebSocket-Protocol`: always taken out of the offer, whatever `hide_credentials`.
+    Subprotocol,
 }
 
 impl Source {
@@ -322,6 +367,7 @@ impl Source {
             Source::Header(h) => edits.remove_headers.push(h),
             Source::Query(q) => edits.remove_query_args.push(q),
             Source::Cookie(c) => edits.remove_cookies.push(c),
+            Source::Subprotocol => {}
         }
     }
 }
@@ -331,6 +377,19 @@ struct Pass {
     source: Source,
     /// See [`Authenticated::credential_expires`].
     expires: Option<u64>,
+    /// The same credential also found in these places (with a subprotocol credential only).
+    copies: Vec<Source>,
+}
+
+impl Pass {
+    fn new(consumer: ConsumerId, source: Source) -> Self {
+        Pass {
+            consumer,
+            source,
+            copies: Vec::new(),
+            expires: None,
+        }
+    }
 }
 
 struct Fail {
@@ -348,7 +407,12 @@ impl Fail {
     }
 }
 
-fn key_auth(p: &KeyPlugin, consumers: &Consumers, req: &RequestView<'_>) -> Result<Pass, Fail> {
+fn key_auth(
+    p: &KeyPlugin,
+    consumers: &Consumers,
+    req: &RequestView<'_>,
+    offered: Option<&str>,
+) -> Result<Pass, Fail> {
     // On anonymous fallback key-auth removes both of its sources (docs/behaviour.md §7.2).
     let both = || {
         vec![
@@ -356,6 +420,35 @@ fn key_auth(p: &KeyPlugin, consumers: &Consumers, req: &RequestView<'_>) -> Resu
             Source::Query(p.query.clone()),
         ]
     };
+    if let Some(token) = offered {
+        let mut copies = Vec::new();
+        if let Some(v) = req.headers.get(&p.header) {
+            if v.as_bytes() != token.as_bytes() {
+                return Err(Fail::new(Reason::InvalidApiKey, both()));
+            }
+            copies.push(Source::Header(p.header.clone()));
+        }
+        match req.query_arg(&p.query) {
+            None => {}
+            Some(QueryValue {
+                value: Some(v),
+                occurrences: 1,
+            }) if v == token => copies.push(Source::Query(p.query.clone())),
+            Some(_) => return Err(Fail::new(Reason::InvalidApiKey, both())),
+        }
+        return match consumers
+            .by_key_digest
+            .get(&SecretDigest::of(token.as_bytes()))
+        {
+            Some(&consumer) => Ok(Pass {
+                consumer,
+                source: Source::Subprotocol,
+                copies,
+                expires: None,
+            }),
+            None => Err(Fail::new(Reason::InvalidApiKey, both())),
+        };
+    }
     // The header wins whenever it is present, even if empty; the query is read only without it.
     let (presented, source): (Cow<'_, [u8]>, Source) = match req.headers.get(&p.header) {
         Some(v) => (
@@ -378,40 +471,78 @@ fn key_auth(p: &KeyPlugin, consumers: &Consumers, req: &RequestView<'_>) -> Resu
         return Err(Fail::new(Reason::InvalidApiKey, both()));
     }
     match consumers.by_key_digest.get(&SecretDigest::of(&presented)) {
-        Some(&consumer) => Ok(Pass {
-            consumer,
-            source,
-            expires: None,
-        }),
+        Some(&consumer) => Ok(Pass::new(consumer, source)),
         None => Err(Fail::new(Reason::InvalidApiKey, both())),
     }
 }
 
-fn basic_auth(consumers: &Consumers, req: &RequestView<'_>) -> Result<Pass, Fail> {
-    let source = || vec![Source::Header(header::AUTHORIZATION)];
-    let Some(value) = req.headers.get(header::AUTHORIZATION) else {
-        return Err(Fail::new(Reason::MissingAuthorization, source()));
-    };
-    let Some((username, password)) = parse_basic(value.as_bytes()) else {
-        return Err(Fail::new(Reason::InvalidAuthorization, source()));
+fn basic_auth(
+    consumers: &Consumers,
+    req: &RequestView<'_>,
+    offered: Option<&str>,
+) -> Result<Pass, Fail> {
+    let read = || vec![Source::Header(header::AUTHORIZATION)];
+    let header = req.headers.get(header::AUTHORIZATION);
+    let (username, password, source, copies) = match offered {
+        Some(token) => {
+            // A subprotocol token cannot hold `/` or `=`: base64url without padding.
+            let Some(pair) = base64_decoder(&base64::alphabet::URL_SAFE)
+                .decode(token)
+                .ok()
+                .and_then(|d| split_basic(&d))
+            else {
+                return Err(Fail::new(Reason::InvalidAuthorization, read()));
+            };
+            let mut copies = Vec::new();
+            if let Some(value) = header {
+                if parse_basic(value.as_bytes()).as_ref() != Some(&pair) {
+                    return Err(Fail::new(Reason::InvalidAuthorization, read()));
+                }
+                copies.push(Source::Header(header::AUTHORIZATION));
+            }
+            (pair.0, pair.1, Source::Subprotocol, copies)
+        }
+        None => {
+            let Some(value) = header else {
+                return Err(Fail::new(Reason::MissingAuthorization, read()));
+            };
+            let Some((username, password)) = parse_basic(value.as_bytes()) else {
+                return Err(Fail::new(Reason::InvalidAuthorization, read()));
+            };
+            (
+                username,
+                password,
+                Source::Header(header::AUTHORIZATION),
+                Vec::new(),
+            )
+        }
     };
     let presented = SecretDigest::of(&password);
     match consumers.by_basic_username.get(&username) {
         Some(entry) if bool::from(entry.password_digest.0.ct_eq(&presented.0)) => Ok(Pass {
             consumer: entry.consumer,
-            source: Source::Header(header::AUTHORIZATION),
+            source,
+            copies,
             expires: None,
         }),
-        Some(_) => Err(Fail::new(Reason::InvalidUser, source())),
+        Some(_) => Err(Fail::new(Reason::InvalidUser, read())),
         None => {
             // Same work for unknown users as for a wrong password.
             let _ = DUMMY_DIGEST.ct_eq(&presented.0);
-            Err(Fail::new(Reason::InvalidUser, source()))
+            Err(Fail::new(Reason::InvalidUser, read()))
         }
     }
 }
 
 const DUMMY_DIGEST: [u8; 32] = [0x5a; 32];
+
+fn base64_decoder(alphabet: &base64::alphabet::Alphabet) -> base64::engine::GeneralPurpose {
+    base64::engine::GeneralPurpose::new(
+        alphabet,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    )
+}
 
 /// `Basic <base64>` (scheme any case, one or more spaces, padding optional) → username and
 /// password, split at the first `:`, all whitespace removed from both.
@@ -421,13 +552,14 @@ fn parse_basic(value: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
     }
     let encoded = value[5..].trim_ascii_start();
     let encoded = encoded.trim_ascii_end();
-    let decoded = base64::engine::general_purpose::GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        base64::engine::GeneralPurposeConfig::new()
-            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
-    )
-    .decode(encoded)
-    .ok()?;
+    let decoded = base64_decoder(&base64::alphabet::STANDARD)
+        .decode(encoded)
+        .ok()?;
+    split_basic(&decoded)
+}
+
+/// `user:pass` → username and password, split at the first `:`, all whitespace removed.
+fn split_basic(decoded: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
     let colon = decoded.iter().position(|b| *b == b':')?;
     let strip = |b: &[u8]| {
         b.iter()

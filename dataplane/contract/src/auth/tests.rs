@@ -707,3 +707,217 @@ fn a_verified_jwt_exp_plus_grace_is_when_the_credential_ends() {
     let a = authenticate(&keyed.routes[0].auth, &keyed.consumers, &view, NOW).unwrap();
     assert_eq!(a.credential_expires, None, "a key does not expire");
 }
+
+/// `run` with a credential offered in `Sec-WebSocket-Protocol` (already split off its prefix).
+fn run_offered(
+    t: &CompiledTable,
+    uri: &str,
+    headers: &[(&str, &str)],
+    token: &str,
+) -> Result<(Option<String>, RequestEdits), Reason> {
+    let mut protocols = http::HeaderMap::new();
+    protocols.insert(
+        header::SEC_WEBSOCKET_PROTOCOL,
+        HeaderValue::from_str(&format!("bearer.{token}")).unwrap(),
+    );
+    let offer = subprotocol::read_offer(&protocols, "bearer.").expect("a well-formed offer");
+    let request = TestRequest::get(uri).headers(headers);
+    let view = request.view();
+    authenticate_with(
+        &t.routes[0].auth,
+        &t.consumers,
+        &view,
+        NOW,
+        offer.credential.as_ref(),
+    )
+    .map(|a| {
+        (
+            a.consumer.map(|c| t.consumers.list[c].username.clone()),
+            a.edits,
+        )
+    })
+    .map_err(|r| r.reason)
+}
+
+#[test]
+fn key_auth_reads_a_subprotocol_credential_as_its_header() {
+    let t = compiled(key_auth());
+    let user = |r: Result<(Option<String>, RequestEdits), Reason>| r.map(|(u, _)| u);
+    assert_eq!(
+        user(run_offered(&t, "/", &[], "this_is_the_key")),
+        Ok(Some("demo_jack".into()))
+    );
+    assert_eq!(
+        user(run_offered(&t, "/", &[], "wrong")),
+        Err(Reason::InvalidApiKey)
+    );
+    // The same key in the header or the query too: one credential, accepted.
+    assert_eq!(
+        user(run_offered(
+            &t,
+            "/?apikey=this_is_the_key",
+            &[("apikey", "this_is_the_key")],
+            "this_is_the_key"
+        )),
+        Ok(Some("demo_jack".into()))
+    );
+    // Two that disagree: refused, whichever of them is valid.
+    for (uri, headers, token) in [
+        ("/", vec![("apikey", "wrong")], "this_is_the_key"),
+        ("/", vec![("apikey", "this_is_the_key")], "wrong"),
+        ("/?apikey=other", vec![], "this_is_the_key"),
+        ("/?apikey=this_is_the_key", vec![], "wrong"),
+        ("/?apikey", vec![], "this_is_the_key"),
+        (
+            "/?apikey=this_is_the_key&apikey=this_is_the_key",
+            vec![],
+            "this_is_the_key",
+        ),
+    ] {
+        assert_eq!(
+            user(run_offered(&t, uri, &headers, token)),
+            Err(Reason::InvalidApiKey),
+            "{uri} {headers:?} {token}"
+        );
+    }
+}
+
+#[test]
+fn a_subprotocol_credential_hides_its_copies_with_hide_credentials_only() {
+    let hidden = compiled(Plugins {
+        key_auth: Some(KeyAuthConfig {
+            hide_credentials: true,
+            ..KeyAuthConfig::default()
+        }),
+        ..Plugins::default()
+    });
+    let (_, edits) = run_offered(&hidden, "/", &[], "this_is_the_key").unwrap();
+    assert_eq!(edits, RequestEdits::default(), "the entry is not an edit");
+    let (_, edits) = run_offered(
+        &hidden,
+        "/?apikey=this_is_the_key",
+        &[("apikey", "this_is_the_key")],
+        "this_is_the_key",
+    )
+    .unwrap();
+    assert_eq!(
+        edits.remove_headers,
+        vec![HeaderName::from_static("apikey")]
+    );
+    assert_eq!(edits.remove_query_args, vec!["apikey".to_string()]);
+    let shown = compiled(key_auth());
+    let (_, edits) = run_offered(
+        &shown,
+        "/",
+        &[("apikey", "this_is_the_key")],
+        "this_is_the_key",
+    )
+    .unwrap();
+    assert_eq!(edits, RequestEdits::default());
+}
+
+#[test]
+fn jwt_auth_reads_a_subprotocol_credential_as_its_token() {
+    let t = compiled(jwt_plugins(JwtAuthConfig::default()));
+    let good = hs_token(serde_json::json!({"key": "dave-key", "exp": NOW + 60}));
+    let other = hs_token(serde_json::json!({"key": "dave-key", "exp": NOW + 61}));
+    let user = |r: Result<(Option<String>, RequestEdits), Reason>| r.map(|(u, _)| u);
+    assert_eq!(
+        user(run_offered(&t, "/", &[], &good)),
+        Ok(Some("demo_dave".into()))
+    );
+    assert_eq!(
+        user(run_offered(&t, "/", &[], "a.b.c")),
+        Err(Reason::JwtInvalid)
+    );
+    let bearer = format!("Bearer {good}");
+    let cookie = format!("jwt={good}");
+    assert_eq!(
+        user(run_offered(
+            &t,
+            &format!("/?jwt={good}"),
+            &[("authorization", &bearer), ("cookie", &cookie)],
+            &good
+        )),
+        Ok(Some("demo_dave".into())),
+        "the same token everywhere is one credential"
+    );
+    // A different token in any usual place (a cookie the browser sends by itself included).
+    let other_bearer = format!("Bearer {other}");
+    let other_cookie = format!("jwt={other}");
+    for (uri, headers) in [
+        (
+            "/".to_string(),
+            vec![("authorization", other_bearer.as_str())],
+        ),
+        (format!("/?jwt={other}"), vec![]),
+        ("/".to_string(), vec![("cookie", other_cookie.as_str())]),
+    ] {
+        assert_eq!(
+            user(run_offered(&t, &uri, &headers, &good)),
+            Err(Reason::JwtInvalid),
+            "{uri} {headers:?}"
+        );
+    }
+}
+
+#[test]
+fn basic_auth_reads_a_subprotocol_credential_as_base64url_user_pass() {
+    let t = compiled(Plugins {
+        basic_auth: Some(BasicAuthConfig::default()),
+        ..Plugins::default()
+    });
+    let user = |r: Result<(Option<String>, RequestEdits), Reason>| r.map(|(u, _)| u);
+    let token = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    assert_eq!(
+        user(run_offered(&t, "/", &[], &token("carol:s3cret:pass"))),
+        Ok(Some("demo_carol".into()))
+    );
+    assert_eq!(
+        user(run_offered(&t, "/", &[], &token("carol:wrong"))),
+        Err(Reason::InvalidUser)
+    );
+    assert_eq!(
+        user(run_offered(&t, "/", &[], &token("no colon"))),
+        Err(Reason::InvalidAuthorization)
+    );
+    assert_eq!(
+        user(run_offered(&t, "/", &[], "not*base64")),
+        Err(Reason::InvalidAuthorization)
+    );
+    // The header too: the same user and password, or refused.
+    assert_eq!(
+        user(run_offered(
+            &t,
+            "/",
+            &[("authorization", &basic("carol:s3cret:pass"))],
+            &token("carol:s3cret:pass")
+        )),
+        Ok(Some("demo_carol".into()))
+    );
+    assert_eq!(
+        user(run_offered(
+            &t,
+            "/",
+            &[("authorization", &basic("carol:s3cret:pass"))],
+            &token("carol:other")
+        )),
+        Err(Reason::InvalidAuthorization)
+    );
+}
+
+#[test]
+fn a_refused_subprotocol_credential_has_its_own_reason_and_the_routes_challenge() {
+    assert_eq!(
+        Reason::InvalidSubprotocolCredential.body(),
+        "{\"message\":\"Invalid credential in Sec-WebSocket-Protocol\"}\n"
+    );
+    let t = compiled(key_auth());
+    let r = t.routes[0].auth.refuse_subprotocol();
+    assert_eq!(r.reason, Reason::InvalidSubprotocolCredential);
+    assert_eq!(r.www_authenticate, "apikey realm=\"key\"");
+    assert_eq!(
+        AuthChain::default().refuse_subprotocol().www_authenticate,
+        "Bearer"
+    );
+}
