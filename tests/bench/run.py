@@ -172,7 +172,9 @@ consumers:
     # resumption: a 16,384-entry session cache and stateless tickets (rustls, 2 per handshake).
     p = subprocess.Popen([os.path.join(BIN, "portcullis-dataplane"), "--listen-http", f"127.0.0.1:{port}",
                           "--listen-https", f"127.0.0.1:{tls_port}", "--tls-cert", certs["cert"], "--tls-key", certs["key"],
-                          "--admin-listen", f"127.0.0.1:{admin}", "--table", table],
+                          "--admin-listen", f"127.0.0.1:{admin}", "--table", table,
+                          # nginx runs with `access_log off`: like for like.
+                          "--access-log", "false"],
                          env=env, stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "portcullis.log"), "a"))
     wait_port(port)
     wait_port(tls_port)
