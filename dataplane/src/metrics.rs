@@ -48,6 +48,39 @@ pub struct SessionCloseLabels {
     pub code: &'static str,
 }
 
+/// What a WebSocket session counts into (see [`Metrics::session`]).
+pub struct SessionHandles {
+    pub active: Gauge,
+    pub to_upstream: crate::proxy::splice::DirectionCounters,
+    pub to_client: crate::proxy::splice::DirectionCounters,
+    pub duration: Histogram,
+    closed: Family<SessionCloseLabels, Counter>,
+    labels: SessionLabels,
+}
+
+impl SessionHandles {
+    /// Counts a session that ended, why, and the Close code the proxy sent ("" for none).
+    pub fn closed(&self, reason: &'static str, code: &'static str) {
+        self.closed
+            .get_or_create(&SessionCloseLabels {
+                route: self.labels.route.clone(),
+                consumer: self.labels.consumer.clone(),
+                reason,
+                code,
+            })
+            .inc();
+    }
+
+    /// Handles that count nowhere visible, for tests of the splice.
+    #[cfg(test)]
+    pub fn detached() -> Arc<SessionHandles> {
+        Metrics::default().session(SessionLabels {
+            route: Arc::from("test"),
+            consumer: Arc::from(""),
+        })
+    }
+}
+
 /// Distinct consumer label values at most; later consumers are counted as `other`.
 pub const MAX_CONSUMER_LABELS: usize = 1000;
 
@@ -91,6 +124,9 @@ pub struct Metrics {
     pub websocket_duration: Family<SessionLabels, Histogram, fn() -> Histogram>,
     /// Consumer label values given out so far (bounded by [`MAX_CONSUMER_LABELS`]).
     consumer_labels: Arc<std::sync::Mutex<std::collections::HashSet<Arc<str>>>>,
+    /// Session handles by labels (bounded by routes × consumer labels).
+    session_handles:
+        Arc<std::sync::Mutex<std::collections::HashMap<SessionLabels, Arc<SessionHandles>>>>,
     pub connections_rejected: Family<ReasonLabels, Counter>,
     pub table_generation: Gauge,
     pub table_loads: Family<ResultLabels, Counter>,
@@ -117,6 +153,7 @@ impl Default for Metrics {
             websockets_closed: Family::default(),
             websocket_duration: Family::new_with_constructor(session_duration_histogram),
             consumer_labels: Arc::default(),
+            session_handles: Arc::default(),
             connections_rejected: Family::default(),
             table_generation: Gauge::default(),
             table_loads: Family::default(),
@@ -264,26 +301,102 @@ impl Metrics {
         label
     }
 
-    /// A session's per-direction counters.
-    pub fn session_direction(
-        &self,
-        labels: &SessionLabels,
-        direction: &'static str,
-    ) -> crate::proxy::splice::DirectionCounters {
-        let l = SessionDirectionLabels {
-            route: labels.route.clone(),
-            consumer: labels.consumer.clone(),
-            direction,
-        };
-        crate::proxy::splice::DirectionCounters {
-            bytes: self.websocket_bytes.get_or_create(&l).clone(),
-            messages: self.websocket_messages.get_or_create(&l).clone(),
+    /// The metric handles of sessions with these labels, looked up once for all of them: a
+    /// handshake then costs one map lookup, and a session holds one pointer.
+    pub fn session(&self, labels: SessionLabels) -> Arc<SessionHandles> {
+        let mut cache = self
+            .session_handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(handles) = cache.get(&labels) {
+            return handles.clone();
         }
+        let direction = |direction| {
+            let l = SessionDirectionLabels {
+                route: labels.route.clone(),
+                consumer: labels.consumer.clone(),
+                direction,
+            };
+            crate::proxy::splice::DirectionCounters {
+                bytes: self.websocket_bytes.get_or_create(&l).clone(),
+                messages: self.websocket_messages.get_or_create(&l).clone(),
+            }
+        };
+        let handles = Arc::new(SessionHandles {
+            active: self.websockets_active.get_or_create(&labels).clone(),
+            to_upstream: direction("client_to_upstream"),
+            to_client: direction("upstream_to_client"),
+            duration: self.websocket_duration.get_or_create(&labels).clone(),
+            closed: self.websockets_closed.clone(),
+            labels: labels.clone(),
+        });
+        cache.insert(labels, handles.clone());
+        handles
     }
 
     pub fn rejected_connection(&self, reason: &'static str) {
         self.connections_rejected
             .get_or_create(&ReasonLabels { reason })
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod session_tests {
+    use super::*;
+
+    #[test]
+    fn the_consumer_label_is_opt_in_and_bounded() {
+        let m = Metrics::default();
+        assert_eq!(
+            &*m.consumer_label(false, Some("jack")),
+            "",
+            "off by default"
+        );
+        assert_eq!(&*m.consumer_label(true, None), "");
+        for i in 0..MAX_CONSUMER_LABELS {
+            assert_eq!(
+                &*m.consumer_label(true, Some(&format!("c{i}"))),
+                format!("c{i}")
+            );
+        }
+        assert_eq!(&*m.consumer_label(true, Some("one-too-many")), "other");
+        assert_eq!(
+            &*m.consumer_label(true, Some("c7")),
+            "c7",
+            "known names keep theirs"
+        );
+    }
+
+    #[test]
+    fn sessions_with_the_same_labels_share_their_handles_and_count_once_each() {
+        let m = Metrics::default();
+        let labels = |route: &str| SessionLabels {
+            route: Arc::from(route),
+            consumer: Arc::from(""),
+        };
+        let a = m.session(labels("demo/r/ws"));
+        let b = m.session(labels("demo/r/ws"));
+        assert!(Arc::ptr_eq(&a, &b), "looked up once");
+        let other = m.session(labels("demo/s/ws"));
+        assert!(!Arc::ptr_eq(&a, &other));
+        a.active.inc();
+        b.active.inc();
+        a.closed("revoked", "1008");
+        a.to_client.messages.inc_by(3);
+        let mut registry = Registry::default();
+        m.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains("portcullis_websockets_active{route=\"demo/r/ws\",consumer=\"\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "portcullis_websockets_closed_total{route=\"demo/r/ws\",consumer=\"\",reason=\"revoked\",code=\"1008\"} 1"
+        ));
+        assert!(text.contains(
+            "portcullis_websocket_messages_total{route=\"demo/r/ws\",consumer=\"\",direction=\"upstream_to_client\"} 3"
+        ));
     }
 }

@@ -27,8 +27,6 @@ pub struct FrameTracker {
     messages: u64,
     /// The largest data message allowed, in payload bytes; 0: no limit.
     max_message: u64,
-    /// The frame whose payload is passing.
-    current: FrameHead,
 }
 
 /// A frame header, as the tracker read it.
@@ -125,7 +123,8 @@ impl FrameTracker {
                 at += skip;
                 self.remaining -= skip as u64;
                 if self.remaining == 0 {
-                    boundary(at, Some(self.current));
+                    // `header` still holds the frame's header: the next one is read only now.
+                    boundary(at, Some(self.parse()));
                 }
                 continue;
             }
@@ -149,7 +148,6 @@ impl FrameTracker {
             })?;
             self.have = 0;
             self.remaining = head.len;
-            self.current = head;
             if head.len == 0 {
                 boundary(at, Some(head));
             }

@@ -333,17 +333,8 @@ impl Dataplane {
                 }
                 // A task of its own: its future is small, so an idle WebSocket holds only that and
                 // the two sockets, not this connection's whole state machine.
-                let metrics = self.metrics.clone();
                 self.spawn_session(session.revocation_key, move |ticket| {
-                    splice_websocket(
-                        stream,
-                        client_early,
-                        upstream,
-                        early,
-                        session,
-                        metrics,
-                        ticket,
-                    )
+                    splice_websocket(stream, client_early, upstream, early, session, ticket)
                 });
                 FirstRequest::Done
             }

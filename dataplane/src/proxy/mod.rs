@@ -483,10 +483,9 @@ impl Dataplane {
                 };
                 phase.upgraded();
                 let plan = self.session_plan(&forward, timeouts, peer, &node);
-                let metrics = self.metrics.clone();
                 let route_id = route.id.clone();
                 self.spawn_session(plan.revocation_key, move |ticket| {
-                    run_websocket(client_upgrade, upstream, early, plan, metrics, ticket)
+                    run_websocket(client_upgrade, upstream, early, plan, ticket)
                         .instrument(tracing::debug_span!("websocket", route = %route_id))
                 });
                 let mut response = Response::new(ResponseBody::empty());
@@ -610,12 +609,12 @@ impl Dataplane {
                 end_at,
             },
             revocation_key: forward.revocation_key(),
-            labels: crate::metrics::SessionLabels {
+            metrics: self.metrics.session(crate::metrics::SessionLabels {
                 route: route.id.clone(),
                 consumer: self
                     .metrics
                     .consumer_label(self.settings.metrics_consumer_label, consumer),
-            },
+            }),
             log: self.settings.access_log.then(|| {
                 Box::new(access_log::SessionContext {
                     client,
@@ -1048,7 +1047,7 @@ fn unix_now() -> u64 {
 pub(super) struct SessionPlan {
     limits: Limits,
     revocation_key: Option<u64>,
-    labels: crate::metrics::SessionLabels,
+    metrics: Arc<crate::metrics::SessionHandles>,
     /// For the access-log line when the session ends; `None` without `--access-log`.
     log: Option<Box<access_log::SessionContext>>,
 }
@@ -1066,7 +1065,6 @@ async fn run_websocket(
     upstream: UpstreamStream,
     upstream_early: bytes::Bytes,
     plan: SessionPlan,
-    metrics: Metrics,
     ticket: sessions::SessionTicket,
 ) {
     let Ok(client) = client.await else {
@@ -1081,16 +1079,7 @@ async fn run_websocket(
             return;
         }
     };
-    splice_websocket(
-        client,
-        client_early,
-        upstream,
-        upstream_early,
-        plan,
-        metrics,
-        ticket,
-    )
-    .await;
+    splice_websocket(client, client_early, upstream, upstream_early, plan, ticket).await;
 }
 
 /// Copies bytes between an upgraded client and its upstream until the connection ends, first
@@ -1101,22 +1090,17 @@ async fn splice_websocket(
     mut upstream: UpstreamStream,
     upstream_early: bytes::Bytes,
     plan: SessionPlan,
-    metrics: Metrics,
     ticket: sessions::SessionTicket,
 ) {
     let SessionPlan {
         limits,
-        labels,
+        metrics,
         log,
         ..
     } = plan;
     let started = std::time::Instant::now();
-    let active = metrics.websockets_active.get_or_create(&labels).clone();
-    active.inc();
-    let _active = GaugeDec(active);
-    let to_upstream = metrics.session_direction(&labels, "client_to_upstream");
-    let to_client = metrics.session_direction(&labels, "upstream_to_client");
-    let mut splice = Splice::new(limits, ticket.control.clone(), to_upstream, to_client);
+    let metrics = Active::new(metrics);
+    let mut splice = Splice::new(limits, ticket.control.clone(), metrics.0.clone());
     let end = async {
         // What each side sent right behind its handshake starts its stream of frames.
         splice
@@ -1135,31 +1119,27 @@ async fn splice_websocket(
         Err(_) => ("io_error", ""),
     };
     let duration = started.elapsed();
-    metrics
-        .websockets_closed
-        .get_or_create(&crate::metrics::SessionCloseLabels {
-            route: labels.route.clone(),
-            consumer: labels.consumer.clone(),
-            reason,
-            code,
-        })
-        .inc();
-    metrics
-        .websocket_duration
-        .get_or_create(&labels)
-        .observe(duration.as_secs_f64());
+    metrics.0.closed(reason, code);
+    metrics.0.duration.observe(duration.as_secs_f64());
     if let Some(context) = log {
         access_log::session_closed(&context, duration, &report, reason, code);
     }
     debug!(reason, "websocket ended");
 }
 
-/// Decrements a gauge it owns when dropped.
-struct GaugeDec(prometheus_client::metrics::gauge::Gauge);
+/// Counts a session as active while it lives, however its task ends.
+struct Active(Arc<crate::metrics::SessionHandles>);
 
-impl Drop for GaugeDec {
+impl Active {
+    fn new(metrics: Arc<crate::metrics::SessionHandles>) -> Self {
+        metrics.active.inc();
+        Active(metrics)
+    }
+}
+
+impl Drop for Active {
     fn drop(&mut self) {
-        self.0.dec();
+        self.0.active.dec();
     }
 }
 

@@ -26,6 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use super::sessions::{CloseCause, SessionControl};
+use crate::metrics::SessionHandles;
 
 /// Read chunk size; the buffer is on the stack of `poll`, never kept.
 const CHUNK: usize = 16 * 1024;
@@ -78,15 +79,14 @@ struct Direction {
     /// What was forwarded ends at a frame boundary, though more was read (and dropped): the
     /// Close may follow at once, while `frames` goes on following the source.
     stopped_at_boundary: bool,
-    counters: DirectionCounters,
-    /// Bytes not yet added to `bytes`: the shared counter is touched at most once per
-    /// `FLUSH_BYTES` or when the connection ends, not on every read (it is contended).
+    /// Bytes forwarded but not yet added to the shared counter, which is touched at most once
+    /// per `FLUSH_BYTES` or when the connection ends, not on every read (it is contended).
     unflushed: u64,
-    /// Whole messages already added to `messages` (of the current tracker).
-    messages_counted: u64,
-    /// This session's totals so far, for its access-log line.
-    total_bytes: u64,
-    total_messages: u64,
+    /// Bytes forwarded and added to the shared counter.
+    flushed: u64,
+    /// Whole data messages forwarded, and how many of them the shared counter has.
+    messages: u64,
+    messages_flushed: u64,
 }
 
 const FLUSH_BYTES: u64 = 64 * 1024;
@@ -98,7 +98,7 @@ struct Pending {
 }
 
 impl Direction {
-    fn new(counters: DirectionCounters, max_message: u64) -> Self {
+    fn new(max_message: u64) -> Self {
         Direction {
             pending: None,
             read_closed: false,
@@ -108,26 +108,24 @@ impl Direction {
             answered: false,
             too_big: false,
             stopped_at_boundary: false,
-            counters,
             unflushed: 0,
-            messages_counted: 0,
-            total_bytes: 0,
-            total_messages: 0,
+            flushed: 0,
+            messages: 0,
+            messages_flushed: 0,
         }
     }
 
-    fn flush_count(&mut self) {
+    fn flush_count(&mut self, counters: &DirectionCounters) {
         if self.unflushed > 0 {
-            self.counters.bytes.inc_by(self.unflushed);
-            self.total_bytes += self.unflushed;
+            counters.bytes.inc_by(self.unflushed);
+            self.flushed += self.unflushed;
             self.unflushed = 0;
         }
-        let messages = self.frames.messages();
-        if messages > self.messages_counted {
-            let new = messages - self.messages_counted;
-            self.counters.messages.inc_by(new);
-            self.total_messages += new;
-            self.messages_counted = messages;
+        if self.messages > self.messages_flushed {
+            counters
+                .messages
+                .inc_by(self.messages - self.messages_flushed);
+            self.messages_flushed = self.messages;
         }
     }
 
@@ -151,6 +149,7 @@ impl Direction {
         dst: &mut W,
         close: Option<CloseCause>,
         mask: bool,
+        counters: &DirectionCounters,
     ) -> Poll<io::Result<bool>>
     where
         R: AsyncRead + Unpin,
@@ -231,7 +230,7 @@ impl Direction {
             };
             self.unflushed += end as u64;
             if self.unflushed >= FLUSH_BYTES {
-                self.flush_count();
+                self.flush_count(counters);
             }
             let mut off = 0;
             while off < end {
@@ -276,7 +275,11 @@ impl Direction {
 
     /// Follows the frames of bytes about to be forwarded; how many of them may go.
     fn follow(&mut self, bytes: &[u8]) -> usize {
-        match self.frames.feed(bytes) {
+        let before = self.frames.messages();
+        let fed = self.frames.feed(bytes);
+        // Messages that ended before a refused header were forwarded too.
+        self.messages += self.frames.messages() - before;
+        match fed {
             Ok(_) => bytes.len(),
             Err(TooBig { boundary, .. }) => {
                 self.too_big = true;
@@ -301,11 +304,14 @@ impl Direction {
     fn cut_at_boundary(&mut self, bytes: &[u8]) -> usize {
         let mut first = None;
         // A limit error can only come after the first boundary: that frame is not sent.
-        let _ = self.frames.feed_with(bytes, |at, _| {
-            first.get_or_insert(at);
+        let _ = self.frames.feed_with(bytes, |at, head| {
+            first.get_or_insert((at, head));
         });
         match first {
-            Some(at) => {
+            Some((at, head)) => {
+                if head.is_some_and(|h| h.fin && !h.is_control()) {
+                    self.messages += 1;
+                }
                 self.stop_at(bytes, at);
                 at
             }
@@ -317,12 +323,8 @@ impl Direction {
     /// or failed at a header there): it follows the source again from that boundary, without
     /// a limit, to see the source's answer to the Close.
     fn stop_at(&mut self, bytes: &[u8], at: usize) {
-        self.flush_count();
         self.frames = FrameTracker::new(0);
-        self.messages_counted = 0;
         self.watch_for_close(&bytes[at..]);
-        // What was read past the boundary is not forwarded: its messages do not count.
-        self.messages_counted = self.frames.messages();
         self.stopped_at_boundary = true;
     }
 
@@ -342,6 +344,8 @@ pub struct Splice {
     to_client: Direction,
     limits: Limits,
     control: Arc<SessionControl>,
+    /// Where the bytes and messages are counted.
+    counters: Arc<SessionHandles>,
     /// The proxy is closing the session: why, and when it ends without waiting more.
     closing: Option<(CloseCause, Instant)>,
     last_activity: Instant,
@@ -370,16 +374,16 @@ impl Splice {
     pub fn new(
         limits: Limits,
         control: Arc<SessionControl>,
-        to_upstream: DirectionCounters,
-        to_client: DirectionCounters,
+        counters: Arc<SessionHandles>,
     ) -> Self {
         let now = Instant::now();
         let mut splice = Splice {
-            to_upstream: Direction::new(to_upstream, limits.max_message),
-            to_client: Direction::new(to_client, limits.max_message),
+            to_upstream: Direction::new(limits.max_message),
+            to_client: Direction::new(limits.max_message),
             timer: Box::pin(tokio::time::sleep_until(now + limits.idle)),
             limits,
             control,
+            counters,
             closing: None,
             last_activity: now,
         };
@@ -422,14 +426,18 @@ impl Splice {
 
     /// Adds what is left to the shared counters; the session's totals.
     pub fn finish(&mut self) -> SpliceReport {
-        self.to_upstream.flush_count();
-        self.to_client.flush_count();
+        self.flush_counts();
         SpliceReport {
-            client_to_upstream_bytes: self.to_upstream.total_bytes,
-            upstream_to_client_bytes: self.to_client.total_bytes,
-            client_to_upstream_messages: self.to_upstream.total_messages,
-            upstream_to_client_messages: self.to_client.total_messages,
+            client_to_upstream_bytes: self.to_upstream.flushed,
+            upstream_to_client_bytes: self.to_client.flushed,
+            client_to_upstream_messages: self.to_upstream.messages,
+            upstream_to_client_messages: self.to_client.messages,
         }
+    }
+
+    fn flush_counts(&mut self) {
+        self.to_upstream.flush_count(&self.counters.to_upstream);
+        self.to_client.flush_count(&self.counters.to_client);
     }
 
     /// The earliest moment something must happen, and what.
@@ -481,12 +489,22 @@ impl Splice {
         U: AsyncRead + AsyncWrite + Unpin,
     {
         let cause = self.closing.map(|(c, _)| c);
-        let up = self
-            .to_upstream
-            .poll_copy(cx, &mut *client, &mut *upstream, cause, true);
-        let down = self
-            .to_client
-            .poll_copy(cx, &mut *upstream, &mut *client, cause, false);
+        let up = self.to_upstream.poll_copy(
+            cx,
+            &mut *client,
+            &mut *upstream,
+            cause,
+            true,
+            &self.counters.to_upstream,
+        );
+        let down = self.to_client.poll_copy(
+            cx,
+            &mut *upstream,
+            &mut *client,
+            cause,
+            false,
+            &self.counters.to_client,
+        );
         let mut active = false;
         for side in [up, down] {
             match side {
@@ -601,8 +619,7 @@ where
 
 impl Drop for Splice {
     fn drop(&mut self) {
-        self.to_upstream.flush_count();
-        self.to_client.flush_count();
+        self.flush_counts();
     }
 }
 

@@ -97,18 +97,11 @@ fn limits(idle: Duration, max_message: u64, end_at: Option<(Instant, CloseCause)
     }
 }
 
-fn counters() -> DirectionCounters {
-    DirectionCounters {
-        bytes: Counter::default(),
-        messages: Counter::default(),
-    }
-}
-
 fn spliced(limits: Limits, early_from_client: Vec<u8>) -> Pipes {
     let (client, mut client_side) = tokio::io::duplex(1 << 20);
     let (mut upstream_side, upstream) = tokio::io::duplex(1 << 20);
     let control = Arc::new(SessionControl::default());
-    let mut splice = Splice::new(limits, control.clone(), counters(), counters());
+    let mut splice = Splice::new(limits, control.clone(), SessionHandles::detached());
     let done = tokio::spawn(async move {
         let end = async {
             splice
