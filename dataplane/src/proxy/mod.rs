@@ -149,6 +149,10 @@ impl Dataplane {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         info!(left = self.sessions.len(), "drained");
+        if self.settings.access_log {
+            // The closed sessions' lines are written before the process exits.
+            tokio::task::spawn_blocking(access_log::settle).await.ok();
+        }
     }
 
     /// Starts active health checks on the current runtime (tables applied before it existed
