@@ -55,7 +55,7 @@ pub struct SessionHandles {
     pub to_client: crate::proxy::splice::DirectionCounters,
     pub duration: Histogram,
     closed: Family<SessionCloseLabels, Counter>,
-    labels: SessionLabels,
+    pub labels: SessionLabels,
 }
 
 impl SessionHandles {

@@ -132,7 +132,6 @@ impl std::fmt::Display for NodeName {
 #[derive(Debug)]
 pub struct SessionContext {
     pub client: SocketAddr,
-    pub route: Arc<str>,
     pub consumer: Option<Arc<str>>,
     /// The upstream node it was proxied to.
     pub node: NodeName,
@@ -238,6 +237,7 @@ struct SessionClosed<'a> {
 /// Writes a closed session's line.
 pub fn session_closed(
     context: &SessionContext,
+    route: &str,
     duration: Duration,
     report: &SpliceReport,
     cause: &str,
@@ -247,7 +247,7 @@ pub fn session_closed(
         time: now(),
         event: "websocket_closed",
         client: context.client,
-        route: &context.route,
+        route,
         consumer: context.consumer.as_deref(),
         upstream: &context.node.to_string(),
         duration_s: duration.as_secs_f64(),

@@ -622,7 +622,6 @@ impl Dataplane {
             log: self.settings.access_log.then(|| {
                 Box::new(access_log::SessionContext {
                     client,
-                    route: route.id.clone(),
                     consumer: consumer.map(Arc::from),
                     node: node.clone(),
                 })
@@ -1126,7 +1125,14 @@ async fn splice_websocket(
     metrics.0.closed(reason, code);
     metrics.0.duration.observe(duration.as_secs_f64());
     if let Some(context) = log {
-        access_log::session_closed(&context, duration, &report, reason, code);
+        access_log::session_closed(
+            &context,
+            &metrics.0.labels.route,
+            duration,
+            &report,
+            reason,
+            code,
+        );
     }
     debug!(reason, "websocket ended");
 }

@@ -342,7 +342,7 @@ impl Direction {
 pub struct Splice {
     to_upstream: Direction,
     to_client: Direction,
-    limits: Limits,
+    limits: Kept,
     control: Arc<SessionControl>,
     /// Where the bytes and messages are counted.
     counters: Arc<SessionHandles>,
@@ -350,6 +350,31 @@ pub struct Splice {
     closing: Option<(CloseCause, Instant)>,
     last_activity: Instant,
     timer: Pin<Box<Sleep>>,
+}
+
+/// The [`Limits`] a session keeps, in little room (an idle WebSocket must be cheap): the
+/// timeouts in milliseconds (at most 49 days; longer ones are cut to that).
+struct Kept {
+    idle_ms: u32,
+    upstream_send_ms: u32,
+    client_send_ms: u32,
+    end_at: Option<(Instant, CloseCause)>,
+}
+
+impl Kept {
+    fn of(limits: &Limits) -> Kept {
+        let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+        Kept {
+            idle_ms: ms(limits.idle),
+            upstream_send_ms: ms(limits.upstream_send),
+            client_send_ms: ms(limits.client_send),
+            end_at: limits.end_at,
+        }
+    }
+}
+
+fn millis(ms: u32) -> Duration {
+    Duration::from_millis(u64::from(ms))
 }
 
 /// What passed in a session, each way.
@@ -381,7 +406,7 @@ impl Splice {
             to_upstream: Direction::new(limits.max_message),
             to_client: Direction::new(limits.max_message),
             timer: Box::pin(tokio::time::sleep_until(now + limits.idle)),
-            limits,
+            limits: Kept::of(&limits),
             control,
             counters,
             closing: None,
@@ -446,7 +471,7 @@ impl Splice {
             return (until, Due::End(SpliceEnd::Proxy(cause)));
         }
         let mut deadline = (
-            self.last_activity + self.limits.idle,
+            self.last_activity + millis(self.limits.idle_ms),
             Due::Close(CloseCause::Idle),
         );
         if let Some((at, cause)) = self.limits.end_at {
@@ -454,13 +479,13 @@ impl Splice {
         }
         if let Some(p) = &self.to_upstream.pending {
             deadline = deadline.min((
-                p.since + self.limits.upstream_send,
+                p.since + millis(self.limits.upstream_send_ms),
                 Due::End(SpliceEnd::WriteStalled),
             ));
         }
         if let Some(p) = &self.to_client.pending {
             deadline = deadline.min((
-                p.since + self.limits.client_send,
+                p.since + millis(self.limits.client_send_ms),
                 Due::End(SpliceEnd::WriteStalled),
             ));
         }
