@@ -78,6 +78,11 @@ impl FrameTracker {
         self.have == 0 && self.remaining == 0
     }
 
+    /// Whether part of a frame header has been read (and the rest has not).
+    pub fn in_header(&self) -> bool {
+        self.have > 0
+    }
+
     /// Data messages seen so far.
     pub fn messages(&self) -> u64 {
         self.messages

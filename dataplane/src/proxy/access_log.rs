@@ -2,9 +2,9 @@
 //! and per closed WebSocket session, apart from the diagnostic logs on standard error.
 //!
 //! Lines never hold a credential or a query string: the path is written without its query,
-//! and no header value is written at all (the host is the routed host name). Lines go through
-//! a bounded queue to one writer thread, so a slow stdout never blocks a connection; lines that
-//! do not fit are dropped and counted.
+//! and the only header value written is `Host`. Lines go through a queue bounded in lines and
+//! bytes to one writer thread, so a slow stdout never blocks a connection nor fills memory;
+//! lines that do not fit are dropped and counted.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -16,8 +16,12 @@ use serde::Serialize;
 
 use super::splice::SpliceReport;
 
-/// Lines waiting for the writer at most; more are dropped (and counted).
+/// Lines, and bytes of them, waiting for the writer at most; more are dropped (and counted).
 const QUEUE: usize = 16 * 1024;
+const QUEUE_BYTES: usize = 4 << 20;
+
+/// Bytes of the lines in the queue.
+static QUEUED_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 /// The longest path or host written; longer ones are cut (at a character boundary).
 const MAX_FIELD: usize = 1024;
 
@@ -54,6 +58,7 @@ fn write_lines(rx: Receiver<String>, out: impl Write) {
         let gone = loop {
             match rx.try_recv() {
                 Ok(line) => {
+                    QUEUED_BYTES.fetch_sub(line.len(), std::sync::atomic::Ordering::Relaxed);
                     if out.write_all(line.as_bytes()).is_err() {
                         return;
                     }
@@ -79,9 +84,17 @@ fn emit(line: &impl Serialize) {
         return;
     };
     text.push('\n');
+    let len = text.len();
+    let queued = QUEUED_BYTES.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+    if queued + len > QUEUE_BYTES {
+        QUEUED_BYTES.fetch_sub(len, std::sync::atomic::Ordering::Relaxed);
+        dropped().inc();
+        return;
+    }
     match queue().try_send(text) {
         Ok(()) => {}
         Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+            QUEUED_BYTES.fetch_sub(len, std::sync::atomic::Ordering::Relaxed);
             dropped().inc();
         }
     }

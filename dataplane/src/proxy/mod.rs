@@ -588,21 +588,15 @@ impl Dataplane {
     ) -> SessionPlan {
         let route = forward.route;
         let policy = &route.websocket_policy;
-        let now = tokio::time::Instant::now();
-        let mut end_at = None;
-        if policy.max_lifetime_ms > 0 {
-            // Less up to a tenth, at random: sessions opened together end apart.
-            let lifetime = Duration::from_millis(policy.max_lifetime_ms);
-            let jitter = lifetime.mul_f64(fastrand::f64() / 10.0);
-            end_at = Some((now + (lifetime - jitter), sessions::CloseCause::MaxLifetime));
-        }
-        if self.settings.enforce_token_expiry
-            && let Some(expires) = forward.credential_expires
-        {
-            let left = Duration::from_secs(expires.saturating_sub(unix_now()));
-            let at = (now + left, sessions::CloseCause::TokenExpired);
-            end_at = Some(end_at.map_or(at, |e: (tokio::time::Instant, _)| e.min(at)));
-        }
+        let end_at = session_end(
+            tokio::time::Instant::now(),
+            unix_now(),
+            policy.max_lifetime_ms,
+            forward
+                .credential_expires
+                .filter(|_| self.settings.enforce_token_expiry),
+            fastrand::f64(),
+        );
         let consumer = forward.consumer.map(|c| c.username.as_str());
         SessionPlan {
             limits: Limits {
@@ -1046,6 +1040,32 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// When a session must end and why: after the route's lifetime (less `jitter` × a tenth, so
+/// that sessions opened together end apart), or when its credential expires (`expires`, Unix
+/// seconds), whichever comes first. A time too far ahead to represent is no end at all.
+fn session_end(
+    now: tokio::time::Instant,
+    unix_now: u64,
+    lifetime_ms: u64,
+    expires: Option<u64>,
+    jitter: f64,
+) -> Option<(tokio::time::Instant, sessions::CloseCause)> {
+    let lifetime = (lifetime_ms > 0).then(|| {
+        let lifetime = Duration::from_millis(lifetime_ms);
+        let at = lifetime.saturating_sub(lifetime.mul_f64(jitter.clamp(0.0, 1.0) / 10.0));
+        (now.checked_add(at), sessions::CloseCause::MaxLifetime)
+    });
+    let expiry = expires.map(|expires| {
+        let left = Duration::from_secs(expires.saturating_sub(unix_now));
+        (now.checked_add(left), sessions::CloseCause::TokenExpired)
+    });
+    [lifetime, expiry]
+        .into_iter()
+        .flatten()
+        .filter_map(|(at, cause)| Some((at?, cause)))
+        .min()
+}
+
 /// What a WebSocket session takes from its handshake (see [`Dataplane::session_plan`]).
 pub(super) struct SessionPlan {
     limits: Limits,
@@ -1104,15 +1124,10 @@ async fn splice_websocket(
     let started = std::time::Instant::now();
     let metrics = Active::new(metrics);
     let mut splice = Splice::new(limits, ticket.control.clone(), metrics.0.clone());
-    let end = async {
-        // What each side sent right behind its handshake starts its stream of frames.
-        splice
-            .early(&mut client, &client_early, &mut upstream, &upstream_early)
-            .await?;
-        drop((client_early, upstream_early));
-        splice.run(&mut client, &mut upstream).await
-    }
-    .await;
+    // What each side sent right behind its handshake starts its stream of frames.
+    splice.early(&client_early, &upstream_early);
+    drop((client_early, upstream_early));
+    let end = splice.run(&mut client, &mut upstream).await;
     drop(ticket);
     let report = splice.finish();
     let (reason, code) = match end {
@@ -1177,6 +1192,42 @@ mod tests {
                 .collect(),
             tls: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_session_ends_at_its_lifetime_or_its_token_expiry_whichever_is_first() {
+        use sessions::CloseCause::{MaxLifetime, TokenExpired};
+        let now = tokio::time::Instant::now();
+        let unix = 1_800_000_000;
+        assert_eq!(session_end(now, unix, 0, None, 0.5), None);
+        assert_eq!(
+            session_end(now, unix, 10_000, None, 0.0),
+            Some((now + Duration::from_secs(10), MaxLifetime))
+        );
+        assert_eq!(
+            session_end(now, unix, 10_000, None, 1.0),
+            Some((now + Duration::from_secs(9), MaxLifetime)),
+            "less a tenth at most"
+        );
+        assert_eq!(
+            session_end(now, unix, 10_000, Some(unix + 3), 0.0),
+            Some((now + Duration::from_secs(3), TokenExpired))
+        );
+        assert_eq!(
+            session_end(now, unix, 0, Some(unix - 5), 0.0),
+            Some((now, TokenExpired)),
+            "expired during the handshake: at once"
+        );
+        // A crafted token with an `exp` of 1e19 (or u64::MAX): no deadline, and no panic.
+        assert_eq!(session_end(now, unix, 0, Some(u64::MAX), 0.0), None);
+        assert_eq!(
+            session_end(now, unix, 5_000, Some(u64::MAX), 0.0),
+            Some((now + Duration::from_secs(5), MaxLifetime))
+        );
+        assert_eq!(
+            session_end(now, unix, u64::MAX, None, 0.0).map(|e| e.1),
+            Some(MaxLifetime)
+        );
     }
 
     /// Starts a session that runs until asked to close; the receiver gets the cause.

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use portcullis_contract::frames::{FrameTracker, TooBig, close_frame};
 use prometheus_client::metrics::counter::Counter;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use super::sessions::{CloseCause, SessionControl};
@@ -193,7 +193,8 @@ impl Direction {
                 self.close_sent = true;
                 continue;
             }
-            if self.read_closed {
+            if self.read_closed || (self.too_big && close.is_none()) {
+                // A refused message: nothing more is read until the splice closes.
                 // No half-close: the connection ends once the other side's bytes are out, and
                 // closing the sockets sends the FINs (a shutdown first would be one more syscall).
                 return Poll::Ready(Ok(progressed));
@@ -259,18 +260,22 @@ impl Direction {
         Poll::Ready(Ok(progressed))
     }
 
-    /// Forwards what the source sent right behind its handshake (already read).
-    async fn forward_early<W: AsyncWrite + Unpin>(
-        &mut self,
-        bytes: &[u8],
-        dst: &mut W,
-    ) -> io::Result<()> {
+    /// Takes what the source sent right behind its handshake (already read) as the first
+    /// bytes to forward: written by `poll_copy` under the same deadlines and close requests as
+    /// any other.
+    fn take_early(&mut self, bytes: &[u8]) {
         if bytes.is_empty() {
-            return Ok(());
+            return;
         }
         let end = self.follow(bytes);
         self.unflushed += end as u64;
-        dst.write_all(&bytes[..end]).await
+        if end > 0 {
+            self.pending = Some(Box::new(Pending {
+                data: bytes[..end].to_vec(),
+                written: 0,
+                since: Instant::now(),
+            }));
+        }
     }
 
     /// Follows the frames of bytes about to be forwarded; how many of them may go.
@@ -303,19 +308,33 @@ impl Direction {
     /// the rest is dropped, and the tracker stands at the boundary for the Close.
     fn cut_at_boundary(&mut self, bytes: &[u8]) -> usize {
         let mut first = None;
-        // A limit error can only come after the first boundary: that frame is not sent.
-        let _ = self.frames.feed_with(bytes, |at, head| {
+        // A frame whose header completes here is counted when that header is read.
+        let in_header = self.frames.in_header();
+        let before = self.frames.messages();
+        let fed = self.frames.feed_with(bytes, |at, head| {
             first.get_or_insert((at, head));
         });
-        match first {
-            Some((at, head)) => {
-                if head.is_some_and(|h| h.fin && !h.is_control()) {
+        match (first, fed) {
+            // A limit error can only come after the first boundary: what follows is dropped.
+            (Some((at, head)), _) => {
+                if in_header && head.is_some_and(|h| h.fin && !h.is_control()) {
                     self.messages += 1;
                 }
                 self.stop_at(bytes, at);
                 at
             }
-            None => bytes.len(),
+            // The frame in flight goes on past these bytes.
+            (None, Ok(())) => {
+                self.messages += self.frames.messages() - before;
+                bytes.len()
+            }
+            // Its header, begun before the close, announces more than the limit: part of that
+            // header is out, so no Close can follow; nothing more goes this way.
+            (None, Err(_)) => {
+                self.too_big = true;
+                self.cut = true;
+                0
+            }
         }
     }
 
@@ -405,7 +424,7 @@ impl Splice {
         let mut splice = Splice {
             to_upstream: Direction::new(limits.max_message),
             to_client: Direction::new(limits.max_message),
-            timer: Box::pin(tokio::time::sleep_until(now + limits.idle)),
+            timer: Box::pin(tokio::time::sleep_until(now)),
             limits: Kept::of(&limits),
             control,
             counters,
@@ -418,22 +437,11 @@ impl Splice {
         splice
     }
 
-    /// Passes on what each side sent right behind the handshake, before [`Splice::run`].
-    pub async fn early<C, U>(
-        &mut self,
-        client: &mut C,
-        from_client: &[u8],
-        upstream: &mut U,
-        from_upstream: &[u8],
-    ) -> io::Result<()>
-    where
-        C: AsyncWrite + Unpin,
-        U: AsyncWrite + Unpin,
-    {
-        self.to_upstream
-            .forward_early(from_client, upstream)
-            .await?;
-        self.to_client.forward_early(from_upstream, client).await
+    /// Takes what each side sent right behind the handshake, to pass on first in
+    /// [`Splice::run`].
+    pub fn early(&mut self, from_client: &[u8], from_upstream: &[u8]) {
+        self.to_upstream.take_early(from_client);
+        self.to_client.take_early(from_upstream);
     }
 
     /// Copies until the connection ends; resolves with why.
@@ -581,6 +589,10 @@ impl Splice {
             && let Some(cause) = self.control.poll_requested(cx.waker())
         {
             self.start_closing(cause);
+        }
+        // A message refused in the bytes behind the handshake: closing before anything is read.
+        if self.closing.is_none() && (self.to_upstream.too_big || self.to_client.too_big) {
+            self.start_closing(CloseCause::MessageTooBig);
         }
         // A few rounds at most: a message too big or a timer starts the close, which takes one
         // more pass over both directions to send the Close frames.

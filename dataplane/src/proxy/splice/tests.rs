@@ -103,18 +103,8 @@ fn spliced(limits: Limits, early_from_client: Vec<u8>) -> Pipes {
     let control = Arc::new(SessionControl::default());
     let mut splice = Splice::new(limits, control.clone(), SessionHandles::detached());
     let done = tokio::spawn(async move {
-        let end = async {
-            splice
-                .early(
-                    &mut client_side,
-                    &early_from_client,
-                    &mut upstream_side,
-                    &[],
-                )
-                .await?;
-            splice.run(&mut client_side, &mut upstream_side).await
-        }
-        .await;
+        splice.early(&early_from_client, &[]);
+        let end = splice.run(&mut client_side, &mut upstream_side).await;
         (end, splice.finish())
     });
     Pipes {
@@ -194,11 +184,15 @@ async fn a_close_request_waits_for_the_frame_in_flight_then_closes_both_ways() {
         .write_all(&frame(true, 0x8, &1008u16.to_be_bytes(), None))
         .await
         .unwrap();
-    let (end, _) = tokio::time::timeout(CLOSE_GRACE / 2, p.done)
+    let (end, report) = tokio::time::timeout(CLOSE_GRACE / 2, p.done)
         .await
         .expect("ends when both answered")
         .unwrap();
     assert_eq!(end.unwrap(), SpliceEnd::Proxy(CloseCause::Revoked));
+    assert_eq!(
+        report.client_to_upstream_messages, 1,
+        "the one frame that went, counted once"
+    );
     assert!(at_eof(&mut p.upstream).await, "nothing after the Close");
     assert!(at_eof(&mut p.client).await);
 }
@@ -326,4 +320,47 @@ async fn after_a_refused_header_the_rest_of_its_frame_is_skipped_and_the_answer_
         .unwrap();
     assert_eq!(end.unwrap(), SpliceEnd::Proxy(CloseCause::MessageTooBig));
     assert_eq!(report.client_to_upstream_bytes, 0, "nothing of it went on");
+}
+
+#[tokio::test]
+async fn a_message_over_the_limit_right_behind_the_handshake_sends_nothing_of_it() {
+    let big = frame(true, 0x2, &[0x41; 100_000], Some(KEY));
+    let mut p = spliced(
+        limits(Duration::from_secs(60), 1000, None),
+        big[..600].to_vec(),
+    );
+    p.client.write_all(&big[600..]).await.unwrap();
+    // The first thing the upstream sees is the Close: no payload bytes taken for frames.
+    assert_eq!(
+        read_close(&mut p.upstream).await,
+        (1009, "message too big".into(), true)
+    );
+    assert_eq!(
+        read_close(&mut p.client).await,
+        (1009, "message too big".into(), false)
+    );
+    drop(p.client);
+    let (end, report) = p.done.await.unwrap();
+    assert_eq!(end.unwrap(), SpliceEnd::Proxy(CloseCause::MessageTooBig));
+    assert_eq!(report.client_to_upstream_bytes, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_header_over_the_limit_begun_before_a_close_stops_that_direction() {
+    let mut p = spliced(limits(Duration::from_secs(60), 1000, None), Vec::new());
+    // One byte of a header, then the close request, then the rest announcing 2^40 bytes.
+    p.client.write_all(&[0x82]).await.unwrap();
+    let mut first = [0u8; 1];
+    p.upstream.read_exact(&mut first).await.unwrap();
+    assert!(p.control.close(CloseCause::Revoked));
+    assert_eq!(read_close(&mut p.client).await.0, 1008);
+    let mut rest = vec![0x80 | 127];
+    rest.extend_from_slice(&(1u64 << 40).to_be_bytes());
+    rest.extend_from_slice(&KEY);
+    rest.extend_from_slice(&[0x41; 4096]);
+    p.client.write_all(&rest).await.unwrap();
+    let (end, _) = p.done.await.unwrap();
+    assert_eq!(end.unwrap(), SpliceEnd::Proxy(CloseCause::Revoked));
+    // Nothing after the first byte: no payload, and no Close in the middle of a header.
+    assert!(at_eof(&mut p.upstream).await);
 }
