@@ -27,7 +27,7 @@ for f in examples/websocket-auth/*.yaml; do
   sed -e "s/127.0.0.1/${ECHO%:*}/" -e "s/18080/${ECHO##*:}/" "$f" >"$work/manifests/$(basename "$f")"
 done
 "$BIN/portcullis-controller" standalone --manifests "$work/manifests" --listen-http "$GW" \
-  --admin-listen "$ADMIN" 2>"$work/gateway.log" & pids+=($!)
+  --admin-listen "$ADMIN" >"$work/access.log" 2>"$work/gateway.log" & pids+=($!)
 
 for _ in $(seq 100); do curl -fs "http://$ADMIN/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 curl -fs "http://$ADMIN/readyz" >/dev/null || { echo "gateway did not start:"; cat "$work/gateway.log"; exit 1; }
@@ -51,8 +51,9 @@ python3 tests/clients/ws_client.py ws://ws.example.com/raw --connect "$GW" \
 echo
 cat <<TXT
 Portcullis is serving on http://$GW (status of every resource: http://$ADMIN/status,
-metrics: http://$ADMIN/metrics). The manifests are in $work/manifests: edit and save them
-(rotate the key in secret.yaml, delete consumer.yaml) and the change takes effect at once.
+metrics: http://$ADMIN/metrics, access log: $work/access.log). The manifests are in
+$work/manifests: edit and save them (rotate the key in secret.yaml, delete consumer.yaml) and
+the change takes effect at once; open WebSockets of that key get a Close frame with code 1008.
 Try it yourself:
   python3 tests/clients/ws_client.py ws://ws.example.com/raw --connect $GW --header 'apikey: this_is_the_key' --send hi
   websocat -H 'Host: ws.example.com' -H 'apikey: this_is_the_key' ws://$GW/raw
