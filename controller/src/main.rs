@@ -383,14 +383,12 @@ async fn serve_cluster(
         hub.clone(),
         sync_settings,
     ));
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         result = &mut provider => {
             result.context("the Kubernetes provider stopped")?;
             bail!("the Kubernetes provider stopped");
         }
-        _ = tokio::signal::ctrl_c() => info!("shutting down"),
-        _ = terminate.recv() => info!("shutting down"),
+        _ = portcullis_support::signals::shutdown_signal() => info!("shutting down"),
     }
     // The provider held a receiver of the election; with every one gone the Lease is released,
     // so another replica takes over at once instead of after --lease-duration.
@@ -558,7 +556,7 @@ fn standalone_main(args: StandaloneArgs) -> Result<()> {
             FileProvider::new(&args.manifests).with_classes(args.ingress_classes.clone());
         tokio::select! {
             _ = standalone::run(provider, hub, shared, args.poll_interval) => {}
-            _ = portcullis_dataplane::runtime::shutdown_signal() => info!("shutting down"),
+            _ = portcullis_support::signals::shutdown_signal() => info!("shutting down"),
         }
         if let Some(dataplane) = drain {
             dataplane.drain().await;

@@ -107,7 +107,7 @@ fn run() -> Result<()> {
         if let Some(path) = args.table.clone() {
             spawn_reload_on_sighup(dataplane.clone(), path)?;
         }
-        portcullis_dataplane::runtime::shutdown_signal().await;
+        portcullis_support::signals::shutdown_signal().await;
         info!("shutting down");
         dataplane.drain().await;
         Ok(())
