@@ -71,6 +71,18 @@ async fn read_close(r: &mut DuplexStream) -> (u16, String, bool) {
     )
 }
 
+/// Both ends got the proxy's Close with `code` and `reason`: masked towards the upstream only.
+async fn closed_both_ways(p: &mut Pipes, code: u16, reason: &str) {
+    assert_eq!(
+        read_close(&mut p.upstream).await,
+        (code, reason.to_string(), true)
+    );
+    assert_eq!(
+        read_close(&mut p.client).await,
+        (code, reason.to_string(), false)
+    );
+}
+
 async fn at_eof(r: &mut DuplexStream) -> bool {
     let mut rest = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), r.read_to_end(&mut rest))
@@ -212,14 +224,7 @@ async fn a_message_over_the_limit_is_refused_at_the_header_that_passes_it() {
     let mut got = vec![0u8; first.len()];
     p.upstream.read_exact(&mut got).await.unwrap();
     assert_eq!(got, first, "the fragment within the limit passed");
-    assert_eq!(
-        read_close(&mut p.upstream).await,
-        (1009, "message too big".into(), true)
-    );
-    assert_eq!(
-        read_close(&mut p.client).await,
-        (1009, "message too big".into(), false)
-    );
+    closed_both_ways(&mut p, 1009, "message too big").await;
     drop(p.client);
     let (end, _) = p.done.await.unwrap();
     assert_eq!(end.unwrap(), SpliceEnd::Proxy(CloseCause::MessageTooBig));
@@ -331,14 +336,7 @@ async fn a_message_over_the_limit_right_behind_the_handshake_sends_nothing_of_it
     );
     p.client.write_all(&big[600..]).await.unwrap();
     // The first thing the upstream sees is the Close: no payload bytes taken for frames.
-    assert_eq!(
-        read_close(&mut p.upstream).await,
-        (1009, "message too big".into(), true)
-    );
-    assert_eq!(
-        read_close(&mut p.client).await,
-        (1009, "message too big".into(), false)
-    );
+    closed_both_ways(&mut p, 1009, "message too big").await;
     drop(p.client);
     let (end, report) = p.done.await.unwrap();
     assert_eq!(end.unwrap(), SpliceEnd::Proxy(CloseCause::MessageTooBig));
