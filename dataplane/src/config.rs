@@ -9,11 +9,41 @@ use clap::Parser;
 
 use crate::duration::parse_go_duration;
 use crate::proxy::ProxySettings;
+use crate::proxy::client_limits::ClientLimits;
 use crate::runtime::Listeners;
 use crate::sync::client::ControllerUrl;
 
 fn duration(s: &str) -> Result<Duration, String> {
     parse_go_duration(s)
+}
+
+/// Raises the soft open-file limit to the hard one, as a server holding many sockets should
+/// (Go's runtime does the same), and returns the limit in effect; `None` when unlimited.
+fn raise_open_file_limit() -> Option<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            return limit.maximum;
+        }
+    }
+    limit.current
+}
+
+/// The connection cap that leaves file descriptors for what else a dataplane holds: an
+/// upstream socket per client connection, and 256 for listeners, the sync channel, logs and
+/// files. Never below 64 (a tiny limit is better used than refused); no cap when unlimited.
+fn default_max_connections(open_file_limit: Option<u64>) -> usize {
+    match open_file_limit {
+        None => 0,
+        Some(limit) => usize::try_from(limit.saturating_sub(256) / 2)
+            .unwrap_or(usize::MAX)
+            .max(64),
+    }
 }
 
 /// The traffic settings every process that serves traffic takes (the dataplane, and the
@@ -71,6 +101,32 @@ pub struct ProxyArgs {
     /// one are closed.
     #[arg(long, env = "PORTCULLIS_PROXY_PROTOCOL", default_value_t = false, action = clap::ArgAction::Set)]
     pub proxy_protocol: bool,
+    /// Most client connections open at once (TLS handshakes included); past it, plain HTTP
+    /// clients get 503 and TLS clients a close. Default: half the open-file limit less 256
+    /// (each proxied connection also holds an upstream socket); 0: no cap.
+    #[arg(long, env = "PORTCULLIS_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Most connections open at once from one client address (an IPv6 client's /64); past
+    /// it, 429 and close. 0: no cap.
+    #[arg(
+        long,
+        env = "PORTCULLIS_PER_CLIENT_MAX_CONNECTIONS",
+        default_value_t = 0
+    )]
+    pub per_client_max_connections: u32,
+    /// Requests and WebSocket handshakes per second from one client address; past it, 429
+    /// with `Retry-After`, and the connection closes. 0: no limit.
+    #[arg(
+        long,
+        env = "PORTCULLIS_PER_CLIENT_REQUEST_RATE",
+        default_value_t = 0.0,
+        allow_negative_numbers = true
+    )]
+    pub per_client_request_rate: f64,
+    /// Requests one address may send at once before `--per-client-request-rate` applies.
+    /// Default: one second's worth.
+    #[arg(long, env = "PORTCULLIS_PER_CLIENT_REQUEST_BURST")]
+    pub per_client_request_burst: Option<u32>,
     /// Worker threads, each with its own listener socket (SO_REUSEPORT). Default: one per CPU.
     #[arg(long, env = "PORTCULLIS_WORKERS")]
     pub workers: Option<usize>,
@@ -104,6 +160,26 @@ impl ProxyArgs {
                 return Err(format!("{name} must be greater than 0"));
             }
         }
+        let rate = self.per_client_request_rate;
+        if !(rate.is_finite() && rate >= 0.0) {
+            return Err(format!(
+                "--per-client-request-rate {rate} is not a rate: use requests per second, 0 or more"
+            ));
+        }
+        if self.per_client_request_burst == Some(0) {
+            return Err("--per-client-request-burst must be at least 1".into());
+        }
+        let client_limits = ClientLimits {
+            max_connections: self
+                .max_connections
+                .unwrap_or_else(|| default_max_connections(raise_open_file_limit())),
+            per_client_connections: self.per_client_max_connections,
+            per_client_rate: rate,
+            // One second's worth; `as` saturates, and the rate is finite here.
+            per_client_burst: self
+                .per_client_request_burst
+                .unwrap_or((rate.ceil() as u32).max(1)),
+        };
         Ok(ProxySettings {
             header_timeout: self.header_timeout,
             keepalive_timeout: self.keepalive_timeout,
@@ -118,6 +194,7 @@ impl ProxyArgs {
             access_log: self.access_log,
             max_routes: self.max_routes,
             proxy_protocol: self.proxy_protocol,
+            client_limits,
         })
     }
 
@@ -246,7 +323,7 @@ mod tests {
 
     #[test]
     fn cross_field_errors_say_what_to_do() {
-        let cases: [(&[&str], &str); 10] = [
+        let cases: [(&[&str], &str); 13] = [
             (
                 &["--controller", "https://c:9443", "--sync-ca", "ca.pem"],
                 "--controller needs --sync-ca, --sync-cert and --sync-key",
@@ -272,6 +349,9 @@ mod tests {
                 "--header-timeout must be greater than 0",
             ),
             (&["--header-timeout", "ten"], "expected a number"),
+            (&["--per-client-request-rate", "-1"], "is not a rate"),
+            (&["--per-client-request-rate", "inf"], "is not a rate"),
+            (&["--per-client-request-burst", "0"], "at least 1"),
         ];
         let synced = parse(&[
             "--controller",
@@ -302,6 +382,39 @@ mod tests {
                 "1m30s"
             ])
             .is_ok()
+        );
+    }
+
+    #[test]
+    fn connection_caps_default_to_what_the_open_file_limit_allows() {
+        assert_eq!(default_max_connections(Some(1024)), 384);
+        assert_eq!(default_max_connections(Some(1_048_576)), 524_160);
+        assert_eq!(default_max_connections(Some(100)), 64, "never below 64");
+        assert_eq!(default_max_connections(None), 0, "unlimited: no cap");
+        let explicit = parse(&["--max-connections", "0"]).unwrap();
+        assert_eq!(explicit.client_limits.max_connections, 0);
+        let derived = parse(&[]).unwrap().client_limits;
+        assert!(derived.max_connections >= 64, "{derived:?}");
+        assert_eq!(
+            derived.per_client_connections, 0,
+            "per-address caps are off"
+        );
+        assert_eq!(derived.per_client_rate, 0.0);
+    }
+
+    #[test]
+    fn the_request_burst_defaults_to_one_seconds_worth() {
+        let burst = |args: &[&str]| parse(args).unwrap().client_limits.per_client_burst;
+        assert_eq!(burst(&["--per-client-request-rate", "20"]), 20);
+        assert_eq!(burst(&["--per-client-request-rate", "0.5"]), 1);
+        assert_eq!(
+            burst(&[
+                "--per-client-request-rate",
+                "5",
+                "--per-client-request-burst",
+                "50"
+            ]),
+            50
         );
     }
 }

@@ -419,3 +419,129 @@ fn closed_port() -> SocketAddr {
         .local_addr()
         .unwrap()
 }
+
+/// A connection to `to` from the loopback address `127.0.0.<last>`: each is a client address
+/// of its own for the per-address caps.
+fn connect_from(last: u8, to: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let from = SocketAddr::from(([127, 0, 0, last], 0));
+    socket.bind(&from.into()).unwrap();
+    socket.connect(&to.into()).unwrap();
+    let stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+}
+
+fn send_from(last: u8, to: SocketAddr, request: &str) -> RawResponse {
+    let mut s = connect_from(last, to);
+    s.write_all(request.as_bytes()).unwrap();
+    read_response(&mut s)
+}
+
+fn rejected(gw: &Gateway, reason: &str) -> f64 {
+    gw.metric(&format!(
+        "portcullis_connections_rejected_total{{reason=\"{reason}\"}}"
+    ))
+    .unwrap_or(0.0)
+}
+
+#[test]
+fn connection_caps_refuse_clearly_count_websockets_and_free_their_place() {
+    let echo = Echo::start(&[]);
+    let gw = Gateway::start(
+        &two_tenants(echo.addr),
+        &[
+            "--max-connections",
+            "3",
+            "--per-client-max-connections",
+            "2",
+        ],
+    );
+    let open = || gw.metric("portcullis_client_connections_active");
+    // A WebSocket holds its place for as long as it is open, past the handshake.
+    let mut websocket = connect_from(1, gw.http);
+    websocket
+        .write_all(handshake("ws.example.com", "/raw", &[("apikey", "this_is_the_key")]).as_bytes())
+        .unwrap();
+    assert_eq!(read_response(&mut websocket).status(), 101);
+    let _idle = connect_from(1, gw.http);
+    wait_for("two connections", Duration::from_secs(5), || {
+        (open() == Some(2.0)).then_some(())
+    });
+    // The third from the same address: 429 without a word from the client.
+    let third = read_response(&mut connect_from(1, gw.http));
+    assert_eq!(third.status(), 429, "{}", third.raw);
+    assert_eq!(third.body(), "too many connections from this address\n");
+    assert_eq!(third.header("connection"), Some("close"));
+    // Another address has its own count, until the total cap.
+    let _other = connect_from(2, gw.http);
+    wait_for("three connections", Duration::from_secs(5), || {
+        (open() == Some(3.0)).then_some(())
+    });
+    let over = read_response(&mut connect_from(3, gw.http));
+    assert_eq!(over.status(), 503, "{}", over.raw);
+    assert_eq!(over.body(), "too many connections\n");
+    assert_eq!(over.header("retry-after"), Some("1"));
+    assert_eq!(rejected(&gw, "client_connection_limit"), 1.0);
+    assert_eq!(rejected(&gw, "connection_limit"), 1.0);
+    // Closing the WebSocket frees its place at both caps.
+    drop(websocket);
+    wait_for(
+        "the WebSocket's place to free",
+        Duration::from_secs(5),
+        || (open() == Some(2.0)).then_some(()),
+    );
+    let served = send_from(1, gw.http, &handshake("ws.example.com", "/raw", &[]));
+    assert_eq!(served.status(), 401, "{}", served.raw);
+    drop((_idle, _other));
+    wait_for("every connection to close", Duration::from_secs(5), || {
+        (open() == Some(0.0)).then_some(())
+    });
+}
+
+#[test]
+fn the_request_rate_per_address_answers_429_on_both_transports_and_counts_each_request_once() {
+    let echo = Echo::start(&[]);
+    // One request per 20 s after a burst of 3: nothing refills while the test runs.
+    let mut table = two_tenants(echo.addr);
+    table.routes.push(Route {
+        websocket: false,
+        ..rule(
+            "t/http/0",
+            "http.example.com",
+            "/*",
+            upstream_to(echo.addr),
+            false,
+        )
+    });
+    let gw = Gateway::start(
+        &table,
+        &[
+            "--per-client-request-rate",
+            "0.05",
+            "--per-client-request-burst",
+            "3",
+        ],
+    );
+    let plain = "GET /nothing HTTP/1.1\r\nHost: nowhere.example.com\r\nConnection: close\r\n\r\n";
+    let refused = handshake("ws.example.com", "/raw", &[("Connection", "close")]);
+    // A handshake to a plain-HTTP rule passes the WebSocket fast path before hyper forwards
+    // it: it still counts once, or the third request here would already be refused.
+    let as_http = send_from(1, gw.http, &handshake("http.example.com", "/x", &[]));
+    assert_eq!(as_http.status(), 200, "{}", as_http.raw);
+    assert_eq!(send_from(1, gw.http, &refused).status(), 401);
+    assert_eq!(send_from(1, gw.http, plain).status(), 404);
+    for request in [&refused, plain] {
+        let limited = send_from(1, gw.http, request);
+        assert_eq!(limited.status(), 429, "{}", limited.raw);
+        assert_eq!(limited.body(), "too many requests from this address\n");
+        let retry: u64 = limited.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=20).contains(&retry), "{}", limited.raw);
+        assert_eq!(limited.header("connection"), Some("close"));
+    }
+    // Another address has a bucket of its own.
+    assert_eq!(send_from(2, gw.http, &refused).status(), 401);
+    assert_eq!(rejected(&gw, "client_request_rate"), 2.0);
+}

@@ -9,7 +9,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -18,21 +18,42 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::server::TlsStream;
 
+use super::client_limits::ConnectionPermit;
 use crate::metrics::Metrics;
 
-/// A client connection's transport.
-pub enum ClientStream {
+/// A client connection: its transport, and its place under the connection caps, which it
+/// holds for as long as the socket is open (through an upgrade into a WebSocket too).
+pub struct ClientStream {
+    transport: Transport,
+    _permit: ConnectionPermit,
+}
+
+enum Transport {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
 }
 
 impl ClientStream {
+    pub fn plain(tcp: TcpStream, permit: ConnectionPermit) -> ClientStream {
+        ClientStream {
+            transport: Transport::Plain(tcp),
+            _permit: permit,
+        }
+    }
+
+    pub fn tls(tls: TlsStream<TcpStream>, permit: ConnectionPermit) -> ClientStream {
+        ClientStream {
+            transport: Transport::Tls(Box::new(tls)),
+            _permit: permit,
+        }
+    }
+
     /// Small WebSocket frames and pipelined responses must not wait for Nagle. Set only once a
     /// connection goes on past a single answer: a refused handshake does not need the syscall.
     pub fn set_nodelay(&self) {
-        let tcp = match self {
-            ClientStream::Plain(s) => s,
-            ClientStream::Tls(s) => s.get_ref().0,
+        let tcp = match &self.transport {
+            Transport::Plain(s) => s,
+            Transport::Tls(s) => s.get_ref().0,
         };
         let _ = tcp.set_nodelay(true);
     }
@@ -40,9 +61,9 @@ impl ClientStream {
     /// What the TLS handshake established (SNI, a verified client certificate and its
     /// subject), for the request decision; `None` on plain HTTP. Once per connection.
     pub fn conn_tls(&self) -> Option<ConnTls> {
-        match self {
-            ClientStream::Plain(_) => None,
-            ClientStream::Tls(s) => {
+        match &self.transport {
+            Transport::Plain(_) => None,
+            Transport::Tls(s) => {
                 let connection = s.get_ref().1;
                 // The config's verifier checked any certificate presented.
                 let leaf = connection.peer_certificates().and_then(|c| c.first());
@@ -77,12 +98,12 @@ impl ConnTls {
 
 macro_rules! delegate {
     ($self:ident, $s:ident => $e:expr) => {
-        match $self.get_mut() {
-            ClientStream::Plain($s) => {
+        match &mut $self.get_mut().transport {
+            Transport::Plain($s) => {
                 let $s = Pin::new($s);
                 $e
             }
-            ClientStream::Tls($s) => {
+            Transport::Tls($s) => {
                 let $s = Pin::new($s.as_mut());
                 $e
             }
@@ -122,9 +143,9 @@ impl AsyncWrite for ClientStream {
         delegate!(self, s => s.poll_write_vectored(cx, bufs))
     }
     fn is_write_vectored(&self) -> bool {
-        match self {
-            ClientStream::Plain(s) => s.is_write_vectored(),
-            ClientStream::Tls(s) => s.is_write_vectored(),
+        match &self.transport {
+            Transport::Plain(s) => s.is_write_vectored(),
+            Transport::Tls(s) => s.is_write_vectored(),
         }
     }
 }
@@ -139,9 +160,24 @@ pub struct ConnPhase {
     state: AtomicU8,
     /// Responses completed so far; a change tells the I/O that a new head is awaited.
     completed: AtomicU32,
+    /// The first request was counted against the client's request rate before hyper got it.
+    first_counted: AtomicBool,
 }
 
 impl ConnPhase {
+    pub fn first_request_counted() -> ConnPhase {
+        ConnPhase {
+            first_counted: AtomicBool::new(true),
+            ..ConnPhase::default()
+        }
+    }
+
+    /// Whether this request still has to be counted against the client's request rate
+    /// (every one but a first one already counted).
+    pub fn count_request(&self) -> bool {
+        !self.first_counted.swap(false, Ordering::Relaxed)
+    }
+
     pub fn serving(&self) {
         self.state.store(SERVING, Ordering::Release);
     }

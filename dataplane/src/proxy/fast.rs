@@ -38,12 +38,14 @@ const MAX_FAST_HEADERS: usize = 128;
 pub(super) enum FirstRequest {
     /// The connection is finished (answered and closed, upgraded and ended, or dead).
     Done,
-    /// Serve the connection with hyper: the stream, the bytes read so far, and whether a
-    /// response was already written on it.
+    /// Serve the connection with hyper: the stream, the bytes read so far, whether a
+    /// response was already written on it, and whether the request at the start of `read`
+    /// was already counted against its client's request rate.
     Handover {
         stream: ClientStream,
         read: Bytes,
         answered: bool,
+        counted: bool,
     },
 }
 
@@ -206,10 +208,11 @@ impl Dataplane {
         listener: Listener,
         tls: Option<&super::client_io::ConnTls>,
     ) -> FirstRequest {
-        let handover = |stream, read, answered| FirstRequest::Handover {
+        let handover = |stream, read, counted| FirstRequest::Handover {
             stream,
             read,
-            answered,
+            answered: false,
+            counted,
         };
         let deadline = Instant::now() + self.settings.header_timeout;
         let mut buf = BytesMut::with_capacity(1024);
@@ -261,8 +264,15 @@ impl Dataplane {
         // A handshake on a plain-HTTP rule is forwarded as HTTP: hyper's job, and hyper decides
         // it (found before any plugin counted it, so its limits count it once).
         let started = std::time::Instant::now();
+        // Before any plugin counts it; a request handed over below is not counted again.
+        if let Err(retry_after) = self.limiter.take_request(peer.ip()) {
+            self.metrics.rejected_connection("client_request_rate");
+            return self
+                .answer_then_close(stream, responses::client_rate_limited(retry_after))
+                .await;
+        }
         let Some(decision) = decide_handshake(&table, head, unix_now()) else {
-            return handover(stream, rejoin(&parts, buf), false);
+            return handover(stream, rejoin(&parts, buf), true);
         };
         let request_id = decision.request_id;
         let log = self.logs_handshake(decision.kind).then(|| {
@@ -438,6 +448,7 @@ impl Dataplane {
                 stream,
                 read,
                 answered: true,
+                counted: false,
             };
         }
         // Most clients close after a refused handshake: wait for the next request here and set
@@ -450,6 +461,7 @@ impl Dataplane {
                 stream,
                 read: next.freeze(),
                 answered: true,
+                counted: false,
             },
             Err(_) => {
                 self.metrics.rejected_connection("idle_timeout");

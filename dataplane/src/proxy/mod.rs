@@ -5,6 +5,7 @@ pub mod access_log;
 pub mod body;
 mod client_body;
 pub mod client_io;
+pub mod client_limits;
 mod failure;
 mod fast;
 pub mod forward;
@@ -74,6 +75,8 @@ pub struct ProxySettings {
     pub max_routes: usize,
     /// Every client connection starts with a PROXY protocol header naming the client.
     pub proxy_protocol: bool,
+    /// Caps on connections, in total and per client address, and on requests per address.
+    pub client_limits: client_limits::ClientLimits,
 }
 
 impl Default for ProxySettings {
@@ -92,6 +95,7 @@ impl Default for ProxySettings {
             access_log: false,
             max_routes: 100_000,
             proxy_protocol: false,
+            client_limits: client_limits::ClientLimits::default(),
         }
     }
 }
@@ -112,11 +116,15 @@ pub struct Dataplane {
     settings: ProxySettings,
     /// Set once a drain begins: listeners close, `/readyz` answers 503.
     draining: tokio::sync::watch::Sender<bool>,
+    /// Counts open connections (and requests per address) against the caps.
+    limiter: Arc<client_limits::Limiter>,
 }
 
 impl Dataplane {
     pub fn new(settings: ProxySettings, upstream_tls: UpstreamTls, metrics: Metrics) -> Arc<Self> {
         let health = Arc::new(health::Health::new(metrics.upstream_node_healthy.clone()));
+        let limiter =
+            client_limits::Limiter::new(settings.client_limits, metrics.connections_active.clone());
         Arc::new(Dataplane {
             table: ArcSwapOption::empty(),
             sessions: Arc::default(),
@@ -127,6 +135,7 @@ impl Dataplane {
             tls: tls_front::TlsFront::new(tls_front::Resumption::default()),
             settings,
             draining: tokio::sync::watch::Sender::new(false),
+            limiter,
         })
     }
 
@@ -259,9 +268,18 @@ impl Dataplane {
                     continue;
                 }
             };
+            // Refused here, before a task or a TLS handshake is spent on it.
+            let permit = match self.limiter.admit() {
+                Ok(permit) => permit,
+                Err(refusal) => {
+                    self.metrics.rejected_connection(refusal.reason());
+                    client_limits::refuse(tcp, tls, refusal);
+                    continue;
+                }
+            };
             let dp = self.clone();
             tokio::spawn(
-                async move { dp.serve_connection(tcp, peer, info, tls).await }
+                async move { dp.serve_connection(tcp, permit, peer, info, tls).await }
                     .instrument(tracing::debug_span!("conn", %peer)),
             );
         }
@@ -272,6 +290,7 @@ impl Dataplane {
     async fn serve_connection(
         self: Arc<Self>,
         mut tcp: tokio::net::TcpStream,
+        mut permit: client_limits::ConnectionPermit,
         mut peer: SocketAddr,
         listener: Listener,
         tls: bool,
@@ -295,9 +314,16 @@ impl Dataplane {
                 }
             }
         }
+        if let Err(refusal) = permit.claim_client(peer.ip(), std::time::Instant::now()) {
+            // Its place is free before the client can read that it was refused.
+            drop(permit);
+            self.metrics.rejected_connection(refusal.reason());
+            client_limits::refuse(tcp, tls, refusal);
+            return;
+        }
         let stream = if tls {
             match self.tls.accept(tcp, self.settings.header_timeout).await {
-                Ok(s) => ClientStream::Tls(Box::new(s)),
+                Ok(s) => ClientStream::tls(s, permit),
                 Err(error) => {
                     debug!(%error, "TLS handshake failed");
                     self.metrics.rejected_connection(error.reason());
@@ -305,12 +331,10 @@ impl Dataplane {
                 }
             }
         } else {
-            ClientStream::Plain(tcp)
+            ClientStream::plain(tcp, permit)
         };
-        // Decremented on every way out, a panic included.
-        let _active = GaugeGuard::new(&self.metrics.connections_active);
         let conn_tls = stream.conn_tls().map(Arc::new);
-        let (stream, prefix, answered) = match self
+        let (stream, prefix, answered, counted) = match self
             .first_request(stream, peer, listener, conn_tls.as_deref())
             .await
         {
@@ -319,10 +343,15 @@ impl Dataplane {
                 stream,
                 read,
                 answered,
-            } => (stream, read, answered),
+                counted,
+            } => (stream, read, answered, counted),
         };
         stream.set_nodelay();
-        let phase = Arc::new(ConnPhase::default());
+        let phase = Arc::new(if counted {
+            ConnPhase::first_request_counted()
+        } else {
+            ConnPhase::default()
+        });
         let limits = HeadLimits {
             header_timeout: self.settings.header_timeout,
             keepalive_timeout: self.settings.keepalive_timeout,
@@ -393,6 +422,12 @@ impl Dataplane {
         tls: Option<&client_io::ConnTls>,
         phase: &Arc<ConnPhase>,
     ) -> Response<ResponseBody> {
+        if phase.count_request()
+            && let Err(retry_after) = self.limiter.take_request(peer.ip())
+        {
+            self.metrics.rejected_connection("client_request_rate");
+            return responses::client_rate_limited(retry_after);
+        }
         let Some(table) = self.current() else {
             return responses::no_config();
         };
@@ -1015,22 +1050,6 @@ pub fn bind_reuseport(
         out.push(listener);
     }
     Ok(out)
-}
-
-/// Increments a gauge now and decrements it when dropped, however the scope ends.
-struct GaugeGuard<'a>(&'a prometheus_client::metrics::gauge::Gauge);
-
-impl<'a> GaugeGuard<'a> {
-    fn new(gauge: &'a prometheus_client::metrics::gauge::Gauge) -> Self {
-        gauge.inc();
-        GaugeGuard(gauge)
-    }
-}
-
-impl Drop for GaugeGuard<'_> {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
 }
 
 fn unix_now() -> u64 {

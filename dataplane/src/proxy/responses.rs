@@ -124,6 +124,22 @@ pub fn client_error(status: StatusCode) -> Response<ResponseBody> {
     resp
 }
 
+/// 429 for an address over `--per-client-request-rate`; the connection closes after it, so
+/// that a client over its rate pays a new connection for each further try.
+pub fn client_rate_limited(retry_after: std::time::Duration) -> Response<ResponseBody> {
+    let mut resp = with_body(
+        StatusCode::TOO_MANY_REQUESTS,
+        TEXT_PLAIN,
+        "too many requests from this address\n",
+    );
+    let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
 /// 405 for `CONNECT`: this is not a forward proxy.
 pub fn method_not_allowed() -> Response<ResponseBody> {
     let mut resp = client_error(StatusCode::METHOD_NOT_ALLOWED);
