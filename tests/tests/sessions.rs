@@ -2,6 +2,7 @@
 //! client: the proxy's own Close frames and their reasons on revocation, token expiry, an
 //! oversized message, a session's lifetime and a drain; and the access log.
 
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -258,11 +259,47 @@ fn sigterm_drains_50_websockets_with_1001_spread_over_the_period_while_readyz_is
     let mut gw = Gateway::start(&seed_table(echo.addr), &["--drain-period", "3s"]);
     assert_eq!(gw.ready(), 200);
     let session = open(&gw, KEY, &["--count", "50", "--wait", "15"]);
+    // Two kept-alive HTTP connections, open when the drain begins.
+    let plain = format!("GET /raw HTTP/1.1\r\nHost: ws.example.com\r\napikey: {KEY}\r\n\r\n");
+    let mut kept: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(gw.http).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(plain.as_bytes()).unwrap();
+            let r = read_response(&mut s);
+            assert_eq!(r.status(), 200, "{}", r.raw);
+            assert_eq!(r.header("connection"), None, "{}", r.raw);
+            s
+        })
+        .collect();
+    // And one accepted that has sent nothing yet (its first request takes the fast path).
+    let mut fresh = std::net::TcpStream::connect(gw.http).unwrap();
+    fresh
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let term_at = Instant::now();
     gw.proc.signal("TERM");
     wait_for("/readyz to turn 503", Duration::from_secs(2), || {
         (gw.ready() == 503).then_some(())
     });
+    // On them, a handshake is refused (a session now would get 1001 at once), and an HTTP
+    // answer closes the connection, so that the client's next request goes elsewhere.
+    for s in [&mut kept[0], &mut fresh] {
+        s.write_all(handshake("ws.example.com", "/raw", &[("apikey", KEY)]).as_bytes())
+            .unwrap();
+        let refused = read_response(s);
+        assert_eq!(refused.status(), 503, "{}", refused.raw);
+        assert_eq!(
+            refused.header("connection"),
+            Some("close"),
+            "{}",
+            refused.raw
+        );
+    }
+    kept[1].write_all(plain.as_bytes()).unwrap();
+    let last = read_response(&mut kept[1]);
+    assert_eq!(last.status(), 200, "{}", last.raw);
+    assert_eq!(last.header("connection"), Some("close"), "{}", last.raw);
     wait_for("the listener to close", Duration::from_secs(2), || {
         std::net::TcpStream::connect(gw.http).is_err().then_some(())
     });

@@ -274,6 +274,10 @@ impl Dataplane {
         let Some(decision) = decide_handshake(&table, head, unix_now()) else {
             return handover(stream, rejoin(&parts, buf), true);
         };
+        if decision.verdict.is_ok() && self.sessions.is_draining() {
+            self.metrics.rejected_connection("draining");
+            return self.answer_then_close(stream, responses::draining()).await;
+        }
         let request_id = decision.request_id;
         let log = self.logs_handshake(decision.kind).then(|| {
             super::access_log::PendingHandshake::start(started, peer, &parts.uri, &parts.headers)

@@ -279,12 +279,41 @@ impl Dataplane {
             };
             let dp = self.clone();
             tokio::spawn(
-                async move { dp.serve_connection(tcp, permit, peer, info, tls).await }
+                dp.await_first_byte(tcp, permit, peer, info, tls)
                     .instrument(tracing::debug_span!("conn", %peer)),
             );
         }
         drop(listener);
         std::future::pending::<()>().await
+    }
+
+    /// Until a connection sends its first byte it holds only this small future: the state of
+    /// a whole connection (`serve_connection`'s, kilobytes) is allocated when there is
+    /// something to read, so that sockets that send nothing cost little (docs/reliability.md).
+    /// The header timeout runs from the first byte; before it, the same time is allowed.
+    async fn await_first_byte(
+        self: Arc<Self>,
+        tcp: tokio::net::TcpStream,
+        permit: client_limits::ConnectionPermit,
+        peer: SocketAddr,
+        listener: Listener,
+        tls: bool,
+    ) {
+        match tokio::time::timeout(self.settings.header_timeout, tcp.readable()).await {
+            Ok(Ok(())) => {
+                Box::pin(self.serve_connection(tcp, permit, peer, listener, tls)).await;
+            }
+            Ok(Err(_)) => {}
+            Err(_) => self
+                .metrics
+                .rejected_connection(if self.settings.proxy_protocol {
+                    "proxy_protocol_timeout"
+                } else if tls {
+                    "tls_handshake_timeout"
+                } else {
+                    "idle_timeout"
+                }),
+        }
     }
 
     async fn serve_connection(
@@ -446,8 +475,13 @@ impl Dataplane {
             .logs_handshake(decision.kind)
             .then(|| access_log::PendingHandshake::start(started, peer, req.uri(), req.headers()));
         let mut consumer = None;
+        let draining = self.sessions.is_draining();
         let (mut response, outcome, reason) = match decision.verdict {
             Err(refusal) => refused(&decision.route_id, &refusal),
+            Ok(forward) if draining && forward.websocket => {
+                self.metrics.rejected_connection("draining");
+                return responses::draining();
+            }
             Ok(forward) => {
                 consumer = forward.consumer.map(|c| c.username.as_str());
                 self.forward(req, forward, peer, listener, phase, request_id.as_ref())
@@ -456,6 +490,13 @@ impl Dataplane {
         };
         if let Some(id) = &request_id {
             id.add_to_response(response.headers_mut());
+        }
+        if draining && response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            // The client's next request goes to a connection elsewhere.
+            response.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
         }
         self.metrics
             .request(decision.kind, &decision.route_id, outcome, reason);

@@ -140,6 +140,22 @@ pub fn client_rate_limited(retry_after: std::time::Duration) -> Response<Respons
     resp
 }
 
+/// 503 for a WebSocket handshake that arrives on an open connection while the dataplane
+/// drains: a session started now would get 1001 at once, so the client is told to go elsewhere
+/// before an upstream connection is spent on it.
+pub fn draining() -> Response<ResponseBody> {
+    let mut resp = with_body(
+        StatusCode::SERVICE_UNAVAILABLE,
+        TEXT_PLAIN,
+        "this gateway is shutting down: connect again\n",
+    );
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("0"));
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
 /// 405 for `CONNECT`: this is not a forward proxy.
 pub fn method_not_allowed() -> Response<ResponseBody> {
     let mut resp = client_error(StatusCode::METHOD_NOT_ALLOWED);

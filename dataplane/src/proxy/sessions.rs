@@ -152,6 +152,11 @@ impl Sessions {
             .unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether a drain has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
     /// Registers a session about to start. While draining, it is asked to close at once.
     pub fn register(self: &Arc<Self>, revocation_key: Option<u64>) -> SessionTicket {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
