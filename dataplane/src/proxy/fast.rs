@@ -204,6 +204,8 @@ impl Dataplane {
     pub(super) async fn first_request(
         &self,
         mut stream: ClientStream,
+        // What was read before this (the first bytes of a plain-HTTP connection).
+        mut buf: BytesMut,
         peer: SocketAddr,
         listener: Listener,
         tls: Option<&super::client_io::ConnTls>,
@@ -215,7 +217,6 @@ impl Dataplane {
             counted,
         };
         let deadline = Instant::now() + self.settings.header_timeout;
-        let mut buf = BytesMut::with_capacity(1024);
         let parts = loop {
             if !buf.is_empty() {
                 match parse_head(&mut buf, self.settings.max_headers) {

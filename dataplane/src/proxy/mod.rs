@@ -288,31 +288,69 @@ impl Dataplane {
     }
 
     /// Until a connection sends its first byte it holds only this small future: the state of
-    /// a whole connection (`serve_connection`'s, kilobytes) is allocated when there is
-    /// something to read, so that sockets that send nothing cost little (docs/reliability.md).
-    /// The header timeout runs from the first byte; before it, the same time is allowed.
+    /// a whole connection (`serve_connection`'s, kilobytes) and its read buffer are allocated
+    /// when there is something to read, so that sockets that send nothing cost little
+    /// (docs/reliability.md). The header timeout runs from the first byte; before it, the same
+    /// time is allowed.
     async fn await_first_byte(
         self: Arc<Self>,
         tcp: tokio::net::TcpStream,
-        permit: client_limits::ConnectionPermit,
+        mut permit: client_limits::ConnectionPermit,
         peer: SocketAddr,
         listener: Listener,
         tls: bool,
     ) {
-        match tokio::time::timeout(self.settings.header_timeout, tcp.readable()).await {
-            Ok(Ok(())) => {
-                Box::pin(self.serve_connection(tcp, permit, peer, listener, tls)).await;
-            }
-            Ok(Err(_)) => {}
-            Err(_) => self
-                .metrics
-                .rejected_connection(if self.settings.proxy_protocol {
+        // The client is known now, unless a PROXY header is to name it.
+        if !self.settings.proxy_protocol
+            && let Err(refusal) = permit.claim_client(peer.ip(), std::time::Instant::now())
+        {
+            // Its place is free before the client can read that it was refused.
+            drop(permit);
+            self.metrics.rejected_connection(refusal.reason());
+            return client_limits::refuse(tcp, tls, refusal);
+        }
+        let deadline = tokio::time::Instant::now() + self.settings.header_timeout;
+        let timed_out = |dp: &Self| {
+            dp.metrics
+                .rejected_connection(if dp.settings.proxy_protocol {
                     "proxy_protocol_timeout"
                 } else if tls {
                     "tls_handshake_timeout"
                 } else {
                     "idle_timeout"
-                }),
+                })
+        };
+        if tls || self.settings.proxy_protocol {
+            // What reads first (rustls, the PROXY header) reads from the socket itself: wait
+            // for a byte without taking it.
+            match tokio::time::timeout_at(deadline, tcp.peek(&mut [0u8; 1])).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) => return,
+                Err(_) => return timed_out(&self),
+            }
+            let early = bytes::BytesMut::new();
+            return Box::pin(self.serve_connection(tcp, permit, peer, listener, tls, early)).await;
+        }
+        // An accepted socket is assumed readable (tokio tries it before the first event), and
+        // a request is usually there by now: read it, and wait only if nothing came.
+        loop {
+            let mut early = bytes::BytesMut::with_capacity(1024);
+            match tcp.try_read_buf(&mut early) {
+                Ok(_) => {
+                    return Box::pin(
+                        self.serve_connection(tcp, permit, peer, listener, tls, early),
+                    )
+                    .await;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+            drop(early);
+            match tokio::time::timeout_at(deadline, tcp.readable()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => return timed_out(&self),
+            }
         }
     }
 
@@ -323,6 +361,7 @@ impl Dataplane {
         mut peer: SocketAddr,
         listener: Listener,
         tls: bool,
+        early: bytes::BytesMut,
     ) {
         if self.settings.proxy_protocol {
             let header = tokio::time::timeout(
@@ -343,8 +382,8 @@ impl Dataplane {
                 }
             }
         }
+        // With a PROXY header, the client it names (otherwise claimed already).
         if let Err(refusal) = permit.claim_client(peer.ip(), std::time::Instant::now()) {
-            // Its place is free before the client can read that it was refused.
             drop(permit);
             self.metrics.rejected_connection(refusal.reason());
             client_limits::refuse(tcp, tls, refusal);
@@ -364,7 +403,7 @@ impl Dataplane {
         };
         let conn_tls = stream.conn_tls().map(Arc::new);
         let (stream, prefix, answered, counted) = match self
-            .first_request(stream, peer, listener, conn_tls.as_deref())
+            .first_request(stream, early, peer, listener, conn_tls.as_deref())
             .await
         {
             fast::FirstRequest::Done => return,
