@@ -280,7 +280,12 @@ fn upstream_summary(records: &[&serde_json::Value], client_upgraded: bool) -> Ve
             for pair in r["headers"].as_array().into_iter().flatten() {
                 let name = pair[0].as_str().unwrap_or("");
                 if name.starts_with("x-t-") && !name.starts_with("x-t-h") {
-                    s.push_str(&format!(" {name}={:?}", pair[1].as_str().unwrap_or("")));
+                    let value = pair[1].as_str().unwrap_or("");
+                    if value.len() > 24 {
+                        s.push_str(&format!(" {name}=({} bytes)", value.len()));
+                    } else {
+                        s.push_str(&format!(" {name}={value:?}"));
+                    }
                 }
             }
             s
@@ -475,11 +480,31 @@ fn md_escape(s: &str) -> String {
     s.replace('|', "\\|")
 }
 
+/// One line per case and outcome: the runs of a case that observed the same are merged.
 fn render_markdown(cases: &[Case], rows: &[Row]) -> String {
     let mut out = String::from(
         "| Input | Sent as | nginx | Portcullis | Upstream saw (nginx / Portcullis) | Class | Decision |\n|---|---|---|---|---|---|---|\n",
     );
-    for row in rows {
+    let same = |a: &Row, b: &Row| {
+        a.case == b.case
+            && a.class == b.class
+            && a.nginx.client == b.nginx.client
+            && a.portcullis.client == b.portcullis.client
+            && a.nginx.upstream == b.nginx.upstream
+            && a.portcullis.upstream == b.portcullis.upstream
+    };
+    let mut done = vec![false; rows.len()];
+    for (i, row) in rows.iter().enumerate() {
+        if done[i] {
+            continue;
+        }
+        let mut runs = Vec::new();
+        for (j, other) in rows.iter().enumerate().skip(i) {
+            if !done[j] && same(row, other) {
+                done[j] = true;
+                runs.push(other.run.name());
+            }
+        }
         let case = &cases[row.case];
         let upstream = |o: &Observed| {
             if o.upstream.is_empty() {
@@ -509,7 +534,7 @@ fn render_markdown(cases: &[Case], rows: &[Row]) -> String {
             case.id,
             case.class,
             md_escape(&case.note),
-            row.run.name(),
+            runs.join(", "),
             row.nginx.client,
             row.portcullis.client,
             md_escape(&saw),
