@@ -113,13 +113,14 @@ fn parse_head(buf: &mut BytesMut, max_headers: usize) -> ParsedHead {
             // httparse drops the whitespace before a value; nginx reads a tab there as part of
             // it, so the framing check gets the value from just after the colon.
             let bytes: &[u8] = buf;
+            let at = |s: &[u8]| (s.as_ptr() as usize).checked_sub(base);
             let framing = request.headers.iter().map(|h| {
-                let (name_at, name_len) = offset(h.name.as_bytes());
-                let (value_at, value_len) = offset(h.value);
-                let from = name_at + name_len + 1;
-                let raw = bytes
-                    .get(from..value_at + value_len)
-                    .filter(|_| from <= value_at)
+                let after_colon = at(h.name.as_bytes())
+                    .and_then(|n| n.checked_add(h.name.len() + 1))
+                    .zip(at(h.value).and_then(|v| v.checked_add(h.value.len())));
+                let raw = after_colon
+                    .and_then(|(from, to)| bytes.get(from..to))
+                    .filter(|raw| raw.ends_with(h.value))
                     .unwrap_or(h.value);
                 (h.name.as_bytes(), raw)
             });
