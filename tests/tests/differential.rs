@@ -766,5 +766,17 @@ fn request_heads_compared_with_nginx() {
         rendered.display(),
         changed.join("\n")
     );
+    // The framing refusals are counted under their own reasons.
+    let metrics = gw.metrics();
+    for reason in [
+        "length_and_transfer_encoding",
+        "unsupported_transfer_encoding",
+        "invalid_content_length",
+    ] {
+        assert!(
+            metrics.contains(&format!("outcome=\"400\",reason=\"{reason}\"")),
+            "{reason} not counted:\n{metrics}"
+        );
+    }
     drop(nginx);
 }
