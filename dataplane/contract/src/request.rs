@@ -73,6 +73,12 @@ impl<'a> RequestView<'a> {
         peer: IpAddr,
     ) -> Result<Self, BadRequest> {
         let host = request_host(version, uri, headers)?.map(normalize_host);
+        check_body_framing(
+            version,
+            headers
+                .iter()
+                .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes())),
+        )?;
         Ok(RequestView {
             method,
             host,
@@ -135,6 +141,12 @@ pub enum BadRequest {
     InvalidTargetAuthority,
     #[error("absolute-form target with a scheme other than http or https")]
     InvalidTargetScheme,
+    #[error("Transfer-Encoding other than one `chunked` on HTTP/1.1")]
+    UnsupportedTransferEncoding,
+    #[error("both Content-Length and Transfer-Encoding")]
+    LengthAndTransferEncoding,
+    #[error("Content-Length that is not one number")]
+    InvalidContentLength,
 }
 
 impl BadRequest {
@@ -146,6 +158,9 @@ impl BadRequest {
             BadRequest::InvalidHost => "invalid_host",
             BadRequest::InvalidTargetAuthority => "invalid_target_authority",
             BadRequest::InvalidTargetScheme => "invalid_target_scheme",
+            BadRequest::UnsupportedTransferEncoding => "unsupported_transfer_encoding",
+            BadRequest::LengthAndTransferEncoding => "length_and_transfer_encoding",
+            BadRequest::InvalidContentLength => "invalid_content_length",
         }
     }
 }
@@ -186,6 +201,53 @@ pub fn request_host<'h>(
         }
         None => Ok(host_header),
     }
+}
+
+/// A request body's framing as nginx accepts it, the strictest reading of RFC 9112 §6 among the
+/// proxies users put in front of or behind us: at most one `Content-Length` line of digits, at
+/// most one `Transfer-Encoding` line, exactly `chunked` and only on HTTP/1.1, never both.
+/// hyper alone would take `chunked, chunked`, `gzip, chunked` (whose coding is then lost, as
+/// `Transfer-Encoding` is hop-by-hop), `Content-Length: 5, 5`, duplicate equal lengths and
+/// both headers at once (the length dropped): readings a server behind us may not share.
+/// Takes raw (name, value) pairs, so the fast path can check a head before hyper hides what
+/// it removes; only spaces around a value are whitespace here (nginx does not read
+/// `Transfer-Encoding:<TAB>chunked` as chunked, so neither reading may pass).
+pub fn check_body_framing<'h>(
+    version: http::Version,
+    headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>,
+) -> Result<(), BadRequest> {
+    let (mut lengths, mut codings) = (0usize, 0usize);
+    for (name, value) in headers {
+        if name.eq_ignore_ascii_case(b"content-length") {
+            lengths += 1;
+            let digits = trim_spaces(value);
+            if lengths > 1 || digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+                return Err(BadRequest::InvalidContentLength);
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            codings += 1;
+            if codings > 1
+                || version != http::Version::HTTP_11
+                || !trim_spaces(value).eq_ignore_ascii_case(b"chunked")
+            {
+                return Err(BadRequest::UnsupportedTransferEncoding);
+            }
+        }
+    }
+    if lengths > 0 && codings > 0 {
+        return Err(BadRequest::LengthAndTransferEncoding);
+    }
+    Ok(())
+}
+
+fn trim_spaces(mut b: &[u8]) -> &[u8] {
+    while let [b' ', rest @ ..] = b {
+        b = rest;
+    }
+    while let [rest @ .., b' '] = b {
+        b = rest;
+    }
+    b
 }
 
 /// `host [":" port]` with a non-empty host (reg-name, IPv4 or an IP literal in brackets) and a
@@ -553,6 +615,94 @@ mod tests {
                 Err(want),
                 "{target} {hosts:?}"
             );
+        }
+    }
+
+    #[test]
+    fn body_framing_is_one_length_or_one_chunked_coding() {
+        use http::Version;
+        let check = |version: Version, lines: &[(&str, &str)]| {
+            check_body_framing(
+                version,
+                lines.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
+            )
+        };
+        let v11 = Version::HTTP_11;
+        for fine in [
+            &[][..],
+            &[("Content-Length", "5")][..],
+            &[("content-length", " 005 ")][..],
+            &[("Transfer-Encoding", "chunked")][..],
+            &[("transfer-encoding", "CHUNKED")][..],
+            &[("Host", "a"), ("X", "chunked, 5")][..],
+        ] {
+            assert_eq!(check(v11, fine), Ok(()), "{fine:?}");
+        }
+        assert_eq!(check(Version::HTTP_10, &[("Content-Length", "5")]), Ok(()));
+        use BadRequest::*;
+        let bad = [
+            (
+                v11,
+                &[("Content-Length", "5"), ("Transfer-Encoding", "chunked")][..],
+                LengthAndTransferEncoding,
+            ),
+            (
+                v11,
+                &[("Transfer-Encoding", "chunked"), ("Content-Length", "0")][..],
+                LengthAndTransferEncoding,
+            ),
+            (
+                v11,
+                &[("Content-Length", "5"), ("Content-Length", "5")][..],
+                InvalidContentLength,
+            ),
+            (v11, &[("Content-Length", "5, 5")][..], InvalidContentLength),
+            (v11, &[("Content-Length", "+5")][..], InvalidContentLength),
+            (v11, &[("Content-Length", "-1")][..], InvalidContentLength),
+            (v11, &[("Content-Length", "")][..], InvalidContentLength),
+            (v11, &[("Content-Length", "1 0")][..], InvalidContentLength),
+            (
+                v11,
+                &[
+                    ("Transfer-Encoding", "chunked"),
+                    ("Transfer-Encoding", "chunked"),
+                ][..],
+                UnsupportedTransferEncoding,
+            ),
+            (
+                v11,
+                &[("Transfer-Encoding", "chunked, chunked")][..],
+                UnsupportedTransferEncoding,
+            ),
+            (
+                v11,
+                &[("Transfer-Encoding", "gzip, chunked")][..],
+                UnsupportedTransferEncoding,
+            ),
+            (
+                v11,
+                &[("Transfer-Encoding", "chunked, identity")][..],
+                UnsupportedTransferEncoding,
+            ),
+            (
+                v11,
+                &[("Transfer-Encoding", "identity")][..],
+                UnsupportedTransferEncoding,
+            ),
+            (
+                v11,
+                &[("Transfer-Encoding", "\tchunked")][..],
+                UnsupportedTransferEncoding,
+            ),
+            (v11, &[("Content-Length", "5\t")][..], InvalidContentLength),
+            (
+                Version::HTTP_10,
+                &[("Transfer-Encoding", "chunked")][..],
+                UnsupportedTransferEncoding,
+            ),
+        ];
+        for (version, lines, want) in bad {
+            assert_eq!(check(version, lines), Err(want), "{version:?} {lines:?}");
         }
     }
 

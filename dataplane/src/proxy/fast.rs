@@ -14,6 +14,7 @@
 
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Uri, Version};
@@ -29,8 +30,9 @@ use super::{
     Dataplane, Exchanged, Failure, failure_response, refusal_response, refused, splice_websocket,
     unix_now,
 };
-use crate::decision::{Forward, Head, decide_handshake};
+use crate::decision::{Forward, Head, Refusal, decide_handshake};
 use crate::metrics::Outcome;
+use crate::request::{BadRequest, check_body_framing};
 
 /// Header slots on the stack; a higher `--max-headers` falls back to hyper.
 const MAX_FAST_HEADERS: usize = 128;
@@ -72,6 +74,10 @@ enum ParsedHead {
     Complete(http::request::Parts),
     Partial,
     TooLarge,
+    /// A body framing that nginx refuses and hyper would smooth over (both `Content-Length`
+    /// and `Transfer-Encoding`, two lengths): refused here, where the raw lines are still seen.
+    /// With the metrics' `kind` of the request.
+    BadFraming(BadRequest, &'static str),
     /// Let hyper answer (400, 505, …).
     NotOurs,
 }
@@ -88,12 +94,6 @@ fn parse_head(buf: &mut BytesMut, max_headers: usize) -> ParsedHead {
     let mut spans = [((0usize, 0usize), (0usize, 0usize)); MAX_FAST_HEADERS];
     let (len, method, path, count) = match request.parse_with_uninit_headers(buf, slots) {
         Ok(httparse::Status::Complete(len)) => {
-            let (Some(method), Some(path), Some(1)) =
-                (request.method, request.path, request.version)
-            else {
-                return ParsedHead::NotOurs;
-            };
-            // Only WebSocket handshakes are taken here; the rest goes to hyper untouched.
             let has_token = |name: &str, token: &[u8]| {
                 request.headers.iter().any(|h| {
                     h.name.eq_ignore_ascii_case(name)
@@ -102,15 +102,44 @@ fn parse_head(buf: &mut BytesMut, max_headers: usize) -> ParsedHead {
                             .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
                 })
             };
+            let version = match request.version {
+                Some(1) => Version::HTTP_11,
+                _ => Version::HTTP_10,
+            };
+            let upgrade = request.method == Some("GET")
+                && version == Version::HTTP_11
+                && has_token("connection", b"upgrade")
+                && has_token("upgrade", b"websocket");
+            // Every first request's head, whatever it is, passes here: the only place its
+            // framing lines are seen before hyper merges or drops some of them.
+            // httparse drops the whitespace before a value; nginx reads a tab there as part of
+            // it, so the framing check gets the value from just after the colon.
+            let bytes: &[u8] = buf;
+            let at = |s: &[u8]| (s.as_ptr() as usize).checked_sub(base);
+            let framing = request.headers.iter().map(|h| {
+                let after_colon = at(h.name.as_bytes())
+                    .and_then(|n| n.checked_add(h.name.len() + 1))
+                    .zip(at(h.value).and_then(|v| v.checked_add(h.value.len())));
+                let raw = after_colon
+                    .and_then(|(from, to)| bytes.get(from..to))
+                    .filter(|raw| raw.ends_with(h.value))
+                    .unwrap_or(h.value);
+                (h.name.as_bytes(), raw)
+            });
+            if let Err(bad) = check_body_framing(version, framing) {
+                return ParsedHead::BadFraming(bad, if upgrade { "websocket" } else { "http" });
+            }
+            let (Some(method), Some(path), Some(1)) =
+                (request.method, request.path, request.version)
+            else {
+                return ParsedHead::NotOurs;
+            };
+            // Only WebSocket handshakes are taken here; the rest goes to hyper untouched.
             let has_body_framing = request.headers.iter().any(|h| {
                 h.name.eq_ignore_ascii_case("content-length")
                     || h.name.eq_ignore_ascii_case("transfer-encoding")
             });
-            if method != "GET"
-                || has_body_framing
-                || !has_token("connection", b"upgrade")
-                || !has_token("upgrade", b"websocket")
-            {
+            if has_body_framing || !upgrade {
                 return ParsedHead::NotOurs;
             }
             for (span, h) in spans.iter_mut().zip(request.headers.iter()) {
@@ -195,7 +224,17 @@ fn encode_response(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Vec<
 /// The request as it was read: its head re-serialised, then the bytes after it. Used only on
 /// the rare hand-overs after a complete head (not a WebSocket handshake on a WebSocket rule).
 fn rejoin(head: &http::request::Parts, rest: BytesMut) -> Bytes {
-    let mut out = BytesMut::from(&super::upgrade::encode_head(head)[..]);
+    let encoded = super::upgrade::encode_head(head);
+    let mut out = BytesMut::with_capacity(encoded.len() + rest.len() + 32);
+    if head.uri.authority().is_some() {
+        // encode_head writes origin-form, as upstreams get it; hyper must see the absolute
+        // form, whose authority decides the route (RFC 9112 §3.2.2), not Host alone.
+        let line_end = encoded.windows(2).position(|w| w == b"\r\n").unwrap_or(0);
+        out.extend_from_slice(format!("{} {} HTTP/1.1", head.method, head.uri).as_bytes());
+        out.extend_from_slice(&encoded[line_end..]);
+    } else {
+        out.extend_from_slice(&encoded);
+    }
     out.extend_from_slice(&rest);
     out.freeze()
 }
@@ -226,6 +265,12 @@ impl Dataplane {
                         return self
                             .reject_head(stream, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
                             .await;
+                    }
+                    ParsedHead::BadFraming(bad, kind) => {
+                        let refusal = Refusal::BadRequest(bad);
+                        let (response, outcome, reason) = refused("", &refusal);
+                        self.metrics.request(kind, &Arc::from(""), outcome, reason);
+                        return self.answer_then_close(stream, response).await;
                     }
                     ParsedHead::NotOurs => return handover(stream, buf.freeze(), false),
                 }
@@ -546,6 +591,18 @@ mod tests {
             }
             _ => panic!("complete head expected"),
         }
+        let raw = &b"GET http://open.example.com/x?q HTTP/1.1\r\nHost: ws.example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"[..];
+        let ParsedHead::Complete(parts) = parse_head(&mut BytesMut::from(raw), 100) else {
+            panic!("complete head expected");
+        };
+        // Handed over, an absolute-form target keeps the authority that routes it.
+        assert!(
+            rejoin(&parts, BytesMut::new()).starts_with(
+                b"GET http://open.example.com/x?q HTTP/1.1\r\nhost: ws.example.com\r\n"
+            ),
+            "{:?}",
+            rejoin(&parts, BytesMut::new())
+        );
         let head = |b: &[u8], max| parse_head(&mut BytesMut::from(b), max);
         assert!(matches!(
             head(b"GET /raw HTTP/1.1\r\nHost: x", 100),
@@ -584,13 +641,49 @@ mod tests {
     }
 
     #[test]
+    fn heads_whose_framing_hyper_would_smooth_over_are_refused_first() {
+        // hyper drops the length of a head with both headers and merges equal lengths, so its
+        // handler never sees them; nginx answers 400 to all of these.
+        for (framing, want) in [
+            (
+                "Content-Length: 5\r\nTransfer-Encoding: chunked",
+                BadRequest::LengthAndTransferEncoding,
+            ),
+            (
+                "Transfer-Encoding: chunked\r\nContent-Length: 5",
+                BadRequest::LengthAndTransferEncoding,
+            ),
+            (
+                "Content-Length: 5\r\nContent-Length: 5",
+                BadRequest::InvalidContentLength,
+            ),
+            (
+                "Transfer-Encoding: gzip, chunked",
+                BadRequest::UnsupportedTransferEncoding,
+            ),
+            (
+                "Transfer-Encoding:\tchunked",
+                BadRequest::UnsupportedTransferEncoding,
+            ),
+        ] {
+            for start in ["POST /plain HTTP/1.1", "GET /raw HTTP/1.1"] {
+                let raw = format!(
+                    "{start}\r\nHost: ws.example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{framing}\r\n\r\n0\r\n\r\n"
+                );
+                match parse_head(&mut BytesMut::from(raw.as_bytes()), 100) {
+                    ParsedHead::BadFraming(bad, _) => assert_eq!(bad, want, "{raw:?}"),
+                    other => panic!("{raw:?}: {}", summary(other, &BytesMut::new())),
+                }
+            }
+        }
+    }
+
+    #[test]
     fn heads_that_declare_a_body_go_to_hyper() {
         for framing in [
             "Content-Length: 0",
             "Content-Length: 40",
-            "content-length: 1\r\nContent-Length: 2",
             "Transfer-Encoding: chunked",
-            "transfer-encoding: identity",
         ] {
             let raw = format!(
                 "GET /raw HTTP/1.1\r\nHost: ws.example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{framing}\r\n\r\nGET /open HTTP/1.1\r\n"
@@ -614,6 +707,7 @@ mod tests {
             }
             ParsedHead::Partial => "partial".into(),
             ParsedHead::TooLarge => "too large".into(),
+            ParsedHead::BadFraming(bad, kind) => format!("bad framing ({kind}): {bad}"),
             ParsedHead::NotOurs => "not ours".into(),
         }
     }

@@ -186,7 +186,17 @@ pub fn prepare_request(
     } = changes;
     let headers = &mut parts.headers;
     let client_upgrade = headers.get(header::UPGRADE).cloned();
+    let chunked = headers.contains_key(header::TRANSFER_ENCODING);
     remove_hop_by_hop(headers);
+    // The body goes on chunked, as it came (the decision let only `chunked` through): left to
+    // itself, hyper's client sends the body of a GET (a handshake too) of unknown length as no
+    // body, and a handshake's would then reach the upstream unchecked inside the tunnel.
+    if chunked {
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+    }
     for name in [
         header::EXPECT,
         FORWARDED,
@@ -411,6 +421,41 @@ mod tests {
         scheme: "http",
         port: 9080,
     };
+
+    #[test]
+    fn a_chunked_body_stays_chunked_whatever_the_method() {
+        for (method, websocket) in [
+            (http::Method::GET, false),
+            (http::Method::POST, false),
+            (http::Method::DELETE, false),
+            (http::Method::GET, true),
+        ] {
+            let mut p = parts("/x", &[("host", "a"), ("transfer-encoding", "chunked")]);
+            p.method = method.clone();
+            prepare_request(
+                &mut p,
+                "10.0.0.1".parse().unwrap(),
+                LISTENER,
+                websocket,
+                Changes::default(),
+            );
+            let te: Vec<_> = p
+                .headers
+                .get_all(header::TRANSFER_ENCODING)
+                .iter()
+                .collect();
+            assert_eq!(te, ["chunked"], "{method} websocket={websocket}");
+        }
+        let mut p = parts("/x", &[("host", "a")]);
+        prepare_request(
+            &mut p,
+            "10.0.0.1".parse().unwrap(),
+            LISTENER,
+            false,
+            Changes::default(),
+        );
+        assert!(!p.headers.contains_key(header::TRANSFER_ENCODING));
+    }
 
     #[test]
     fn hop_by_hop_and_identity_headers_are_removed_and_forwarding_headers_set() {

@@ -6,7 +6,8 @@
 //! - A handshake with `?refuse=N` is answered N with a short body instead of 101.
 //! - A handshake selects the first subprotocol offered, or with `?subprotocol=NAME`, NAME.
 //! - `GET /_echo/requests`: every request and handshake received so far, as JSON, so tests can
-//!   prove what reached the upstream (and what did not).
+//!   prove what reached the upstream (and what did not); `body_length` once a plain request's
+//!   body was read whole (`null` before that, and for handshakes).
 //! - `GET /_echo/closes`: the Close frames its WebSockets received (`code`, `reason`), in order.
 //!
 //! Prints `listening on <addr>` on stdout once bound (`--listen 127.0.0.1:0` picks a port).
@@ -69,6 +70,8 @@ struct Seen {
     target: String,
     websocket: bool,
     headers: Vec<(String, String)>,
+    /// Set once the whole body was read: what framing delivered, for the differential tests.
+    body_length: Option<usize>,
 }
 
 #[derive(Serialize, Clone)]
@@ -174,12 +177,17 @@ async fn handle(
     }
     let websocket = has_token(&req, header::CONNECTION, "upgrade")
         && has_token(&req, header::UPGRADE, "websocket");
-    state.seen.lock().unwrap().push(Seen {
-        method: req.method().to_string(),
-        target: req.uri().to_string(),
-        websocket,
-        headers: header_pairs(&req),
-    });
+    let seen_index = {
+        let mut seen = state.seen.lock().unwrap();
+        seen.push(Seen {
+            method: req.method().to_string(),
+            target: req.uri().to_string(),
+            websocket,
+            headers: header_pairs(&req),
+            body_length: None,
+        });
+        seen.len() - 1
+    };
     if let Some(ms) = query_number(&req, "delay_ms") {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
@@ -261,12 +269,11 @@ async fn handle(
     let method = req.method().to_string();
     let target = req.uri().to_string();
     let headers = header_pairs(&req);
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).ok();
+    if let Some(body) = &body {
+        state.seen.lock().unwrap()[seen_index].body_length = Some(body.len());
+    }
+    let body = body.unwrap_or_default();
     #[derive(Serialize)]
     struct Described<'a> {
         server: &'a str,
