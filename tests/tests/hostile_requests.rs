@@ -545,3 +545,34 @@ fn the_request_rate_per_address_answers_429_on_both_transports_and_counts_each_r
     assert_eq!(send_from(2, gw.http, &refused).status(), 401);
     assert_eq!(rejected(&gw, "client_request_rate"), 2.0);
 }
+
+#[test]
+fn behind_a_proxy_header_the_per_address_cap_counts_the_client_it_names() {
+    let echo = Echo::start(&[]);
+    let gw = Gateway::start(
+        &two_tenants(echo.addr),
+        &[
+            "--proxy-protocol",
+            "true",
+            "--per-client-max-connections",
+            "1",
+        ],
+    );
+    let handshake = handshake("ws.example.com", "/raw", &[("apikey", "this_is_the_key")]);
+    // Every connection comes from 127.0.0.1; the header names the client.
+    let open = |client: &str| {
+        let mut s = TcpStream::connect(gw.http).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(format!("PROXY TCP4 {client} 127.0.0.1 5555 80\r\n{handshake}").as_bytes())
+            .unwrap();
+        let status = read_response(&mut s).status();
+        (s, status)
+    };
+    let (_first, status) = open("203.0.113.7");
+    assert_eq!(status, 101);
+    let (_, status) = open("203.0.113.7");
+    assert_eq!(status, 429, "the same client named twice");
+    let (_other, status) = open("203.0.113.8");
+    assert_eq!(status, 101, "another client behind the same peer");
+    assert_eq!(rejected(&gw, "client_connection_limit"), 1.0);
+}
