@@ -6,7 +6,7 @@ pub mod body;
 mod client_body;
 pub mod client_io;
 mod failure;
-mod fast;
+pub(crate) mod fast;
 pub mod forward;
 mod health;
 pub mod proxy_protocol;
