@@ -37,6 +37,11 @@ for t in "${targets[@]}"; do
     fi
 done
 
+if ! command -v c++ >/dev/null; then
+    echo "fuzz.sh: libfuzzer-sys builds libFuzzer with a C++ compiler and there is none; install one (apt-get install g++)" >&2
+    exit 1
+fi
+
 # Coverage instrumentation as cargo-fuzz sets it, on stable: the flags are stable rustc and LLVM
 # options; `--target` keeps them off build scripts and proc macros (they would not link).
 host=$(rustc -vV | sed -n 's/^host: //p')

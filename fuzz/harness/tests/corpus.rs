@@ -49,3 +49,42 @@ fn every_target_has_a_libfuzzer_entry_point() {
         );
     }
 }
+
+/// `name`, `version` of every package in a Cargo.lock.
+fn locked(path: &std::path::Path) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let value = |line: &str, key: &str| {
+        line.strip_prefix(key)
+            .map(|v| v.trim_matches(|c| c == '"' || c == ' ').to_string())
+    };
+    let mut out = Vec::new();
+    let mut name = None;
+    for line in text.lines() {
+        if let Some(n) = value(line, "name = ") {
+            name = Some(n);
+        } else if let (Some(v), Some(n)) = (value(line, "version = "), name.take()) {
+            out.push((n, v));
+        }
+    }
+    out
+}
+
+/// The fuzz build has a lock file of its own; it must fuzz the versions the product ships.
+#[test]
+fn the_fuzz_lock_file_pins_the_workspace_versions() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let main = locked(&root.join("Cargo.lock"));
+    let fuzz = locked(&root.join("fuzz/libfuzzer/Cargo.lock"));
+    assert!(fuzz.len() > 100, "{} packages", fuzz.len());
+    let stale: Vec<String> = fuzz
+        .iter()
+        .filter(|(name, version)| {
+            main.iter().any(|(n, _)| n == name) && !main.contains(&(name.clone(), version.clone()))
+        })
+        .map(|(name, version)| format!("{name} {version}"))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "fuzz/libfuzzer/Cargo.lock is out of step with Cargo.lock ({stale:?}); run `cargo update --manifest-path fuzz/libfuzzer/Cargo.toml --workspace`"
+    );
+}
