@@ -2390,3 +2390,19 @@ fn objects_named_alike_from_two_sources_translate_once() {
     assert_eq!(jack, 1, "{:?}", t.statuses);
     CompiledTable::compile(t.table.clone()).expect("the dataplane loads the table");
 }
+
+/// Found by fuzzing (fuzz/corpus/manifests/crash-path-ending-in-multibyte-char): a rule path
+/// ending in a multi-byte character panicked the controller.
+#[test]
+fn rule_paths_ending_in_a_multibyte_character_translate() {
+    let t = with_route(
+        "  - name: cafe\n    match: {paths: [\"/caf\u{e9}\", \"/a*\u{e9}\"]}\n    backends: [{serviceName: echo, servicePort: ws}]\n",
+    );
+    assert_eq!(
+        problems(&t, "r"),
+        [
+            ".spec.http[0].match.paths[1]: \"/a*\u{e9}\" must be \"*\" or start with \"/\", with \"*\" only as the last character"
+        ]
+    );
+    CompiledTable::compile(t.table.clone()).expect("the dataplane loads the table");
+}
