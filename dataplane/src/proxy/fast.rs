@@ -551,9 +551,9 @@ mod tests {
         ));
     }
 
-    /// Found by fuzzing (fuzz/corpus/request_head/crash-absolute-form-rejoin): the hand-over
-    /// wrote origin-form, so hyper routed on `Host` a request the fast path routed on the
-    /// target's authority.
+    /// Found by the request_head fuzz harness (fuzz/corpus/request_head/
+    /// crash-absolute-form-rejoin): the hand-over wrote origin-form, so hyper routed on `Host` a
+    /// request the fast path routed on the target's authority.
     #[test]
     fn a_handed_over_head_keeps_its_absolute_form_target() {
         let raw = &b"GET http://a.example/raw?x=1 HTTP/1.1\r\nHost: b.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"[..];
