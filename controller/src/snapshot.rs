@@ -293,6 +293,19 @@ fn push_new<K: kube::Resource>(list: &mut Vec<K>, object: K, kind: &str) -> Resu
         )
     };
     let (namespace, name) = key(&object);
+    // The API server refuses other names; they end up in consumer names and rule ids, which
+    // must be header values and ids a dataplane accepts.
+    if !is_dns_subdomain(&name) {
+        return Err(format!(
+            "{kind} {namespace}/{name:?}: metadata.name must be a lower-case RFC 1123 subdomain (a-z, 0-9, '-' and '.', at most 253 characters), as the API server requires"
+        ));
+    }
+    let label = namespace.len() <= 63 && !namespace.contains('.') && is_dns_subdomain(&namespace);
+    if !namespace.is_empty() && !label {
+        return Err(format!(
+            "{kind} {namespace:?}/{name}: metadata.namespace must be a lower-case RFC 1123 label (a-z, 0-9 and '-', at most 63 characters), as the API server requires"
+        ));
+    }
     if list
         .iter()
         .any(|o| key(o) == (namespace.clone(), name.clone()))
@@ -303,6 +316,20 @@ fn push_new<K: kube::Resource>(list: &mut Vec<K>, object: K, kind: &str) -> Resu
     }
     list.push(object);
     Ok(())
+}
+
+/// `metadata.name` as Kubernetes requires it of most kinds: dot-separated labels of lower-case
+/// letters, digits and '-', each starting and ending with a letter or digit.
+fn is_dns_subdomain(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 /// The schemas of the built-in kinds read from files, built once.

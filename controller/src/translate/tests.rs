@@ -2406,3 +2406,46 @@ fn rule_paths_ending_in_a_multibyte_character_translate() {
     );
     CompiledTable::compile(t.table.clone()).expect("the dataplane loads the table");
 }
+
+/// Found by the manifests fuzzer (fuzz/corpus/manifests/crash-consumer-name-not-a-header-value):
+/// a consumer named with a line break became a username the dataplane cannot send as a header,
+/// and it refused the whole table. Names are now checked as the API server checks them.
+#[test]
+fn object_names_the_api_server_would_refuse_are_document_errors() {
+    for (metadata, problem) in [
+        (
+            "{name: \"a\\nb\", namespace: demo}",
+            "ApisixConsumer demo/\"a\\nb\": metadata.name must be a lower-case RFC 1123 subdomain",
+        ),
+        (
+            "{name: Jack, namespace: demo}",
+            "ApisixConsumer demo/\"Jack\": metadata.name must be",
+        ),
+        (
+            "{namespace: demo}",
+            "ApisixConsumer demo/\"\": metadata.name must be",
+        ),
+        (
+            "{name: jack, namespace: de.mo}",
+            "ApisixConsumer \"de.mo\"/jack: metadata.namespace must be a lower-case RFC 1123 label",
+        ),
+    ] {
+        let mut s = Snapshot {
+            mode: Mode::Standalone,
+            ..Snapshot::default()
+        };
+        let loaded = s.add_yaml(&format!(
+            "apiVersion: apisix.apache.org/v2\nkind: ApisixConsumer\nmetadata: {metadata}\nspec: {{authParameter: {{keyAuth: {{value: {{key: k}}}}}}}}\n"
+        ));
+        assert_eq!(loaded.errors.len(), 1, "{metadata}: {loaded:?}");
+        assert!(
+            loaded.errors[0].message.starts_with(problem),
+            "{metadata}: {}",
+            loaded.errors[0].message
+        );
+        assert!(s.consumers.is_empty());
+    }
+    let mut s = Snapshot::default();
+    let loaded = s.add_yaml("apiVersion: apisix.apache.org/v2\nkind: ApisixConsumer\nmetadata: {name: jack.v2-x, namespace: demo}\nspec: {authParameter: {keyAuth: {value: {key: k}}}}\n");
+    assert!(loaded.errors.is_empty(), "{loaded:?}");
+}
