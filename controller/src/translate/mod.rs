@@ -395,8 +395,6 @@ fn translate_tls(
     servers
 }
 
-/// Oldest first (creation time, then namespace and name): the older object keeps what two of
-/// them claim.
 /// One object per namespace and name, the first: a cluster never has two, but manifest files
 /// can define one twice, and its consumer or rules twice in a table would make a dataplane
 /// refuse the whole table.
@@ -408,6 +406,8 @@ fn first_of_each<K: ResourceExt>(objects: Vec<&K>) -> Vec<&K> {
         .collect()
 }
 
+/// Oldest first (creation time, then namespace and name): the older object keeps what two of
+/// them claim.
 fn oldest_first<K: ResourceExt>(objects: &mut [&K]) {
     objects.sort_by(|a, b| {
         let created = |o: &K| o.creation_timestamp().map(|t| t.0);
