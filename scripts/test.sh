@@ -12,6 +12,11 @@ echo "== chart and Dockerfile checks"
 bash scripts/check-chart.sh
 echo "== build binaries (the end-to-end tests start them)"
 cargo build --workspace --bins --locked
+echo "== fuzz: every target for ${FUZZ_SECONDS:-10} s (docs/reliability.md)"
+bash scripts/fuzz.sh --seconds "${FUZZ_SECONDS:-10}"
+# The instrumented build takes 2.6 GB that a CI machine's small disk needs for the test build;
+# a failed run exits above and keeps it, with the crashing input.
+if [ "${CI:-}" = true ]; then rm -rf target/fuzz; fi
 echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

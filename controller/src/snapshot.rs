@@ -192,52 +192,52 @@ impl Snapshot {
             }
             ("apisix.apache.org/v2", "ApisixRoute") => {
                 let found = checked(portcullis_crds::apisix_route_schema(), true)?;
-                self.routes.push(parse(value, &context)?);
+                push_new(&mut self.routes, parse(value, &context)?, &kind)?;
                 warnings.extend(found);
             }
             ("apisix.apache.org/v2", "ApisixConsumer") => {
                 let found = checked(portcullis_crds::apisix_consumer_schema(), true)?;
-                self.consumers.push(parse(value, &context)?);
+                push_new(&mut self.consumers, parse(value, &context)?, &kind)?;
                 warnings.extend(found);
             }
             ("apisix.apache.org/v2", "ApisixTls") => {
                 let found = checked(portcullis_crds::apisix_tls_schema(), true)?;
-                self.tls.push(parse(value, &context)?);
+                push_new(&mut self.tls, parse(value, &context)?, &kind)?;
                 warnings.extend(found);
             }
             ("apisix.apache.org/v2", "ApisixUpstream") => {
                 let found = checked(portcullis_crds::apisix_upstream_schema(), true)?;
-                self.upstreams.push(parse(value, &context)?);
+                push_new(&mut self.upstreams, parse(value, &context)?, &kind)?;
                 warnings.extend(found);
             }
             ("apisix.apache.org/v2", "ApisixPluginConfig") => {
                 let found = checked(portcullis_crds::apisix_plugin_config_schema(), true)?;
-                self.plugin_configs.push(parse(value, &context)?);
+                push_new(&mut self.plugin_configs, parse(value, &context)?, &kind)?;
                 warnings.extend(found);
             }
             ("apisix.apache.org/v2", "ApisixGlobalRule") => {
                 let found = checked(portcullis_crds::apisix_global_rule_schema(), true)?;
-                self.global_rules.push(parse(value, &context)?);
+                push_new(&mut self.global_rules, parse(value, &context)?, &kind)?;
                 warnings.extend(found);
             }
             ("v1", "Secret") => {
                 let found = checked(&BUILTIN.secret, false)?;
-                self.secrets.push(parse(value, &context)?);
+                push_new(&mut self.secrets, parse(value, &context)?, &kind)?;
                 warnings.extend(found);
             }
             ("v1", "Service") => {
                 let found = checked(&BUILTIN.service, false)?;
-                self.services.push(parse(value, &context)?);
+                push_new(&mut self.services, parse(value, &context)?, &kind)?;
                 warnings.extend(found);
             }
             ("discovery.k8s.io/v1", "EndpointSlice") => {
                 let found = checked(&BUILTIN.endpoint_slice, false)?;
-                self.endpoint_slices.push(parse(value, &context)?);
+                push_new(&mut self.endpoint_slices, parse(value, &context)?, &kind)?;
                 warnings.extend(found);
             }
             ("networking.k8s.io/v1", "IngressClass") => {
                 let found = checked(&BUILTIN.ingress_class, false)?;
-                self.ingress_classes.push(parse(value, &context)?);
+                push_new(&mut self.ingress_classes, parse(value, &context)?, &kind)?;
                 warnings.extend(found);
             }
             _ => {
@@ -279,6 +279,57 @@ impl Snapshot {
             Err(problems.join("; "))
         }
     }
+}
+
+/// Adds `object` unless one of its kind, namespace and name is already there: names are unique
+/// per kind and namespace, as in a cluster (a second definition would put a consumer or a rule
+/// twice in the table, which a dataplane refuses whole).
+fn push_new<K: kube::Resource>(list: &mut Vec<K>, object: K, kind: &str) -> Result<(), String> {
+    let key = |o: &K| {
+        let meta = o.meta();
+        (
+            meta.namespace.clone().unwrap_or_default(),
+            meta.name.clone().unwrap_or_default(),
+        )
+    };
+    let (namespace, name) = key(&object);
+    // The API server refuses other names; they end up in consumer names and rule ids, which
+    // must be header values and ids a dataplane accepts.
+    if !is_dns_subdomain(&name) {
+        return Err(format!(
+            "{kind} {namespace}/{name:?}: metadata.name must be a lower-case RFC 1123 subdomain (a-z, 0-9, '-' and '.', at most 253 characters), as the API server requires"
+        ));
+    }
+    let label = namespace.len() <= 63 && !namespace.contains('.') && is_dns_subdomain(&namespace);
+    if !namespace.is_empty() && !label {
+        return Err(format!(
+            "{kind} {namespace:?}/{name}: metadata.namespace must be a lower-case RFC 1123 label (a-z, 0-9 and '-', at most 63 characters), as the API server requires"
+        ));
+    }
+    if list
+        .iter()
+        .any(|o| key(o) == (namespace.clone(), name.clone()))
+    {
+        return Err(format!(
+            "{kind} {namespace}/{name} is defined twice; names are unique per kind and namespace, so remove or rename one (the first is used)"
+        ));
+    }
+    list.push(object);
+    Ok(())
+}
+
+/// `metadata.name` as Kubernetes requires it of most kinds: dot-separated labels of lower-case
+/// letters, digits and '-', each starting and ending with a letter or digit.
+fn is_dns_subdomain(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 /// The schemas of the built-in kinds read from files, built once.

@@ -6,6 +6,8 @@
 pub use portcullis_contract::{auth, decision, duration, model, plugins, request, table};
 
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod proxy;
 pub mod runtime;

@@ -120,6 +120,7 @@ pub fn translate(snapshot: &Snapshot, generation: u64) -> Translation {
         .collect();
     // Older objects keep duplicate credentials (docs/behaviour.md §4.4).
     oldest_first(&mut consumer_objects);
+    let consumer_objects = first_of_each(consumer_objects);
     let mut statuses = Vec::new();
     let mut consumers: Vec<Consumer> = Vec::new();
     let mut claimed = consumer::Claims::default();
@@ -144,6 +145,7 @@ pub fn translate(snapshot: &Snapshot, generation: u64) -> Translation {
         .filter(|r| classes.is_ours(r.spec.ingress_class_name.as_deref()))
         .collect();
     route_objects.sort_by_key(|r| (r.namespace().unwrap_or_default(), r.name_any()));
+    let route_objects = first_of_each(route_objects);
     // Consumer translation already applies the dataplane's consumer rules, so this compiles;
     // routes are checked against it as a dataplane will.
     let compiled_consumers =
@@ -391,6 +393,17 @@ fn translate_tls(
     }
     servers.sort_by(|a, b| a.id.cmp(&b.id));
     servers
+}
+
+/// One object per namespace and name, the first: a cluster never has two, but manifest files
+/// can define one twice, and its consumer or rules twice in a table would make a dataplane
+/// refuse the whole table.
+fn first_of_each<K: ResourceExt>(objects: Vec<&K>) -> Vec<&K> {
+    let mut seen = std::collections::HashSet::new();
+    objects
+        .into_iter()
+        .filter(|o| seen.insert((o.namespace().unwrap_or_default(), o.name_any())))
+        .collect()
 }
 
 /// Oldest first (creation time, then namespace and name): the older object keeps what two of

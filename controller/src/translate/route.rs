@@ -276,7 +276,9 @@ fn translate_match(p: &str, rule: &ApisixRouteHttp, route: &mut Route, problems:
     }
     let mut seen = HashSet::new();
     for (j, path) in m.paths.iter().enumerate() {
-        let valid = path == "*" || (path.starts_with('/') && !path[..path.len() - 1].contains('*'));
+        // By characters: a path may end in a multi-byte one.
+        let valid = path == "*"
+            || (path.starts_with('/') && path.find('*').is_none_or(|i| i == path.len() - 1));
         if !valid {
             problems.leave_out(format!(
                 "{p}.match.paths[{j}]: {path:?} must be \"*\" or start with \"/\", with \"*\" only as the last character"

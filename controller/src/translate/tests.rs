@@ -2346,3 +2346,106 @@ spec:
         "an unreadable limit is never dropped silently"
     );
 }
+
+// ------------------------------------------------------------- objects defined twice
+
+/// Found by fuzzing (fuzz/corpus/manifests/crash-consumer-defined-twice): a manifest defining
+/// an ApisixConsumer twice put its username twice in the table, which the dataplane refused
+/// whole. The second definition is now a document error.
+#[test]
+fn an_object_defined_twice_in_manifests_is_an_error_and_the_first_is_used() {
+    let consumer = "---\napiVersion: apisix.apache.org/v2\nkind: ApisixConsumer\nmetadata: {name: jack, namespace: demo}\nspec: {authParameter: {keyAuth: {value: {key: other}}}}\n";
+    let mut s = Snapshot {
+        mode: Mode::Standalone,
+        ..Snapshot::default()
+    };
+    let loaded = s.add_yaml(&format!("{SEED}{consumer}"));
+    assert_eq!(
+        loaded
+            .errors
+            .iter()
+            .map(|e| (e.document, e.message.as_str()))
+            .collect::<Vec<_>>(),
+        [(
+            6,
+            "ApisixConsumer demo/jack is defined twice; names are unique per kind and namespace, so remove or rename one (the first is used)"
+        )]
+    );
+    assert_eq!(s.consumers.len(), 1);
+    let t = translate(&s, 1);
+    CompiledTable::compile(t.table.clone()).expect("the dataplane loads the table");
+}
+
+/// Files are read one by one, so two files can still define the same object: translation uses
+/// the first of each name and the table still loads.
+#[test]
+fn objects_named_alike_from_two_sources_translate_once() {
+    let mut s = snapshot(Mode::Standalone, SEED);
+    s.consumers.push(s.consumers[0].clone());
+    s.routes.push(s.routes[0].clone());
+    let t = translate(&s, 1);
+    assert_eq!(t.table.consumers.len(), 1);
+    assert_eq!(t.table.routes.len(), 1);
+    let jack = t.statuses.iter().filter(|x| x.name == "jack").count();
+    assert_eq!(jack, 1, "{:?}", t.statuses);
+    CompiledTable::compile(t.table.clone()).expect("the dataplane loads the table");
+}
+
+/// Found by fuzzing (fuzz/corpus/manifests/crash-path-ending-in-multibyte-char): a rule path
+/// ending in a multi-byte character panicked the controller.
+#[test]
+fn rule_paths_ending_in_a_multibyte_character_translate() {
+    let t = with_route(
+        "  - name: cafe\n    match: {paths: [\"/caf\u{e9}\", \"/a*\u{e9}\"]}\n    backends: [{serviceName: echo, servicePort: ws}]\n",
+    );
+    assert_eq!(
+        problems(&t, "r"),
+        [
+            ".spec.http[0].match.paths[1]: \"/a*\u{e9}\" must be \"*\" or start with \"/\", with \"*\" only as the last character"
+        ]
+    );
+    CompiledTable::compile(t.table.clone()).expect("the dataplane loads the table");
+}
+
+/// Found by the manifests fuzzer (fuzz/corpus/manifests/crash-consumer-name-not-a-header-value):
+/// a consumer named with a line break became a username the dataplane cannot send as a header,
+/// and it refused the whole table. Names are now checked as the API server checks them.
+#[test]
+fn object_names_the_api_server_would_refuse_are_document_errors() {
+    for (metadata, problem) in [
+        (
+            "{name: \"a\\nb\", namespace: demo}",
+            "ApisixConsumer demo/\"a\\nb\": metadata.name must be a lower-case RFC 1123 subdomain",
+        ),
+        (
+            "{name: Jack, namespace: demo}",
+            "ApisixConsumer demo/\"Jack\": metadata.name must be",
+        ),
+        (
+            "{namespace: demo}",
+            "ApisixConsumer demo/\"\": metadata.name must be",
+        ),
+        (
+            "{name: jack, namespace: de.mo}",
+            "ApisixConsumer \"de.mo\"/jack: metadata.namespace must be a lower-case RFC 1123 label",
+        ),
+    ] {
+        let mut s = Snapshot {
+            mode: Mode::Standalone,
+            ..Snapshot::default()
+        };
+        let loaded = s.add_yaml(&format!(
+            "apiVersion: apisix.apache.org/v2\nkind: ApisixConsumer\nmetadata: {metadata}\nspec: {{authParameter: {{keyAuth: {{value: {{key: k}}}}}}}}\n"
+        ));
+        assert_eq!(loaded.errors.len(), 1, "{metadata}: {loaded:?}");
+        assert!(
+            loaded.errors[0].message.starts_with(problem),
+            "{metadata}: {}",
+            loaded.errors[0].message
+        );
+        assert!(s.consumers.is_empty());
+    }
+    let mut s = Snapshot::default();
+    let loaded = s.add_yaml("apiVersion: apisix.apache.org/v2\nkind: ApisixConsumer\nmetadata: {name: jack.v2-x, namespace: demo}\nspec: {authParameter: {keyAuth: {value: {key: k}}}}\n");
+    assert!(loaded.errors.is_empty(), "{loaded:?}");
+}

@@ -69,7 +69,7 @@ enum Answer {
 
 // A transient return value: boxing the parts would add an allocation to every handshake.
 #[allow(clippy::large_enum_variant)]
-enum ParsedHead {
+pub(crate) enum ParsedHead {
     /// The head was split off the buffer: what remains are the bytes after it.
     Complete(http::request::Parts),
     Partial,
@@ -84,7 +84,7 @@ enum ParsedHead {
 
 /// Parses a request head at the start of `buf`. On success the head's bytes are split off
 /// `buf` and header values point into them (no copy per header).
-fn parse_head(buf: &mut BytesMut, max_headers: usize) -> ParsedHead {
+pub(crate) fn parse_head(buf: &mut BytesMut, max_headers: usize) -> ParsedHead {
     let mut slots: [MaybeUninit<httparse::Header<'_>>; MAX_FAST_HEADERS] =
         [const { MaybeUninit::uninit() }; MAX_FAST_HEADERS];
     let mut request = httparse::Request::new(&mut []);
@@ -223,18 +223,11 @@ fn encode_response(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Vec<
 
 /// The request as it was read: its head re-serialised, then the bytes after it. Used only on
 /// the rare hand-overs after a complete head (not a WebSocket handshake on a WebSocket rule).
-fn rejoin(head: &http::request::Parts, rest: BytesMut) -> Bytes {
-    let encoded = super::upgrade::encode_head(head);
-    let mut out = BytesMut::with_capacity(encoded.len() + rest.len() + 32);
-    if head.uri.authority().is_some() {
-        // encode_head writes origin-form, as upstreams get it; hyper must see the absolute
-        // form, whose authority decides the route (RFC 9112 §3.2.2), not Host alone.
-        let line_end = encoded.windows(2).position(|w| w == b"\r\n").unwrap_or(0);
-        out.extend_from_slice(format!("{} {} HTTP/1.1", head.method, head.uri).as_bytes());
-        out.extend_from_slice(&encoded[line_end..]);
-    } else {
-        out.extend_from_slice(&encoded);
-    }
+/// The target stays as the client wrote it: an absolute-form target's authority, not `Host`,
+/// names the host (RFC 9112 section 3.2.2), so hyper must route on the same one.
+pub(crate) fn rejoin(head: &http::request::Parts, rest: BytesMut) -> Bytes {
+    let target = head.uri.to_string();
+    let mut out = BytesMut::from(&super::upgrade::encode_head_with_target(head, &target)[..]);
     out.extend_from_slice(&rest);
     out.freeze()
 }
@@ -620,6 +613,29 @@ mod tests {
             head(b"\x16\x03\x01garbage\r\n\r\n", 100),
             ParsedHead::NotOurs
         ));
+    }
+
+    /// Found by the request_head fuzz harness (fuzz/corpus/request_head/
+    /// crash-absolute-form-rejoin): the hand-over wrote origin-form, so hyper routed on `Host` a
+    /// request the fast path routed on the target's authority.
+    #[test]
+    fn a_handed_over_head_keeps_its_absolute_form_target() {
+        let raw = &b"GET http://a.example/raw?x=1 HTTP/1.1\r\nHost: b.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"[..];
+        let mut buf = BytesMut::from(raw);
+        let ParsedHead::Complete(parts) = parse_head(&mut buf, 100) else {
+            panic!("complete head expected");
+        };
+        let again = rejoin(&parts, buf);
+        assert!(
+            again.starts_with(b"GET http://a.example/raw?x=1 HTTP/1.1\r\nhost: b.example\r\n"),
+            "{:?}",
+            String::from_utf8_lossy(&again)
+        );
+        let ParsedHead::Complete(reparsed) = parse_head(&mut BytesMut::from(&again[..]), 100)
+        else {
+            panic!("the handed-over head parses");
+        };
+        assert_eq!(reparsed.uri, parts.uri);
     }
 
     #[test]

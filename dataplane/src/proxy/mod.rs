@@ -7,7 +7,7 @@ mod client_body;
 pub mod client_io;
 pub mod client_limits;
 mod failure;
-mod fast;
+pub(crate) mod fast;
 pub mod forward;
 mod health;
 pub mod proxy_protocol;

@@ -54,9 +54,14 @@ pub struct Answer {
     pub rest: Bytes,
 }
 
-/// Serialises the request head (no body: a handshake has none).
+/// Serialises the request head (no body: a handshake has none), with an origin-form target.
 pub fn encode_head(parts: &http::request::Parts) -> Vec<u8> {
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    encode_head_with_target(parts, target)
+}
+
+/// Serialises the request head with `target` as its request-target.
+pub fn encode_head_with_target(parts: &http::request::Parts, target: &str) -> Vec<u8> {
     let mut size = parts.method.as_str().len() + target.len() + 16;
     for (name, value) in &parts.headers {
         size += name.as_str().len() + value.len() + 4;

@@ -386,7 +386,9 @@ fn compile_route(
     route.websocket_policy.check()?;
     let mut seen = std::collections::HashSet::new();
     for p in &route.paths {
-        let valid = p == "*" || (p.starts_with('/') && !p[..p.len() - 1].contains('*'));
+        // By characters: a path may end in a multi-byte one.
+        let valid =
+            p == "*" || (p.starts_with('/') && p.find('*').is_none_or(|i| i == p.len() - 1));
         if !valid {
             return Err(format!(
                 "paths: {p:?} must be \"*\" or start with \"/\", with \"*\" only as the last character"

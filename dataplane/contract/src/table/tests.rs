@@ -466,3 +466,17 @@ consumers:
     let err = serde_yaml::from_str::<RouteTable>("generation: 1\nroutez: []\n").unwrap_err();
     assert!(err.to_string().contains("unknown field `routez`"), "{err}");
 }
+
+/// Found by fuzzing (fuzz/corpus/manifests/crash-path-ending-in-multibyte-char): the check for
+/// a `*` before the last character cut the path one byte short of its end, which panics inside
+/// a multi-byte character.
+#[test]
+fn paths_ending_in_a_multibyte_character_are_checked_by_character() {
+    let t = table(vec![route("a").paths(&["/caf\u{e9}", "/r\u{fffd}*"])]);
+    assert_eq!(&*t.routes[0].id, "a");
+    let err = compile_err(vec![route("a").paths(&["/a*\u{e9}"])]).to_string();
+    assert!(
+        err.contains("with \"*\" only as the last character"),
+        "{err}"
+    );
+}

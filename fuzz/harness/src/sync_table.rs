@@ -1,0 +1,90 @@
+//! The sync protocol's messages (`portcullis_contract::protocol`) and route tables: a pushed
+//! table message is decoded, compiled as a dataplane compiles it (the table file's YAML form
+//! too) and asked for a few requests drawn from its own rules; a dataplane's reply is decoded.
+//!
+//! Properties: a decoded message re-encodes to one that decodes to the same message (what the
+//! controller sends is what the dataplane reads); decisions on a compiled table do not panic.
+
+use std::net::IpAddr;
+
+use http::{HeaderMap, HeaderValue, Method, Uri, Version};
+use portcullis_contract::decision::{decide, decide_handshake};
+use portcullis_contract::fixtures::TestRequest;
+use portcullis_contract::protocol::{self, ToController, ToDataplane};
+use portcullis_contract::table::{CompiledTable, Registries, RouteTable};
+
+pub fn run(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(message) = protocol::decode::<ToDataplane>(text) {
+        let again = protocol::encode_table(&message.table, 0);
+        assert_eq!(
+            protocol::decode::<ToDataplane>(&again).as_ref(),
+            Ok(&message),
+            "a table message does not survive encoding"
+        );
+        compile_and_ask(message.table);
+    }
+    if let Ok(table) = serde_yaml::from_str::<RouteTable>(text) {
+        compile_and_ask(table);
+    }
+    if let Ok(reply) = protocol::decode::<ToController>(text) {
+        let again = protocol::encode(&reply);
+        assert_eq!(
+            protocol::decode::<ToController>(&again).as_ref(),
+            Ok(&reply),
+            "a reply does not survive encoding"
+        );
+    }
+}
+
+fn compile_and_ask(table: RouteTable) {
+    let targets: Vec<(String, String)> = table
+        .routes
+        .iter()
+        .take(4)
+        .map(|r| {
+            let host = r.hosts.first().map_or("example.com", |h| h.as_str());
+            let path = r.paths.first().map_or("/", |p| p.as_str());
+            (host.replace('*', "a"), path.replace('*', "x/y"))
+        })
+        .chain([("example.com".to_string(), "/".to_string())])
+        .collect();
+    let Ok(compiled) = CompiledTable::compile_with(table, &Registries::default()) else {
+        return;
+    };
+    for (host, path) in targets {
+        for websocket in [false, true] {
+            let Some(request) = request(&host, &path, websocket) else {
+                continue;
+            };
+            let _ = decide(&compiled, request.head(), 1_800_000_000);
+            if websocket {
+                let _ = decide_handshake(&compiled, request.head(), 1_800_000_000);
+            }
+        }
+    }
+}
+
+fn request(host: &str, path: &str, websocket: bool) -> Option<TestRequest> {
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::HOST, HeaderValue::from_str(host).ok()?);
+    if websocket {
+        for (name, value) in [
+            (http::header::CONNECTION, "Upgrade"),
+            (http::header::UPGRADE, "websocket"),
+            (http::header::SEC_WEBSOCKET_VERSION, "13"),
+            (http::header::SEC_WEBSOCKET_KEY, "dGhlIHNhbXBsZSBub25jZQ=="),
+        ] {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+    }
+    Some(TestRequest {
+        method: Method::GET,
+        version: Version::HTTP_11,
+        uri: path.parse::<Uri>().ok()?,
+        headers,
+        peer: IpAddr::from([127, 0, 0, 1]),
+    })
+}
