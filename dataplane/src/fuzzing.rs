@@ -16,6 +16,8 @@ pub enum FastHead {
     TooLarge,
     /// Handed to hyper.
     NotOurs,
+    /// A body framing refused with 400 (both lengths, two lengths, …): the reason.
+    BadFraming(String),
 }
 
 /// The fast path's head parser (`proxy::fast`), on a copy of `bytes`.
@@ -27,6 +29,7 @@ pub fn parse_fast_head(bytes: &[u8], max_headers: usize) -> FastHead {
         ParsedHead::Partial => FastHead::Partial,
         ParsedHead::TooLarge => FastHead::TooLarge,
         ParsedHead::NotOurs => FastHead::NotOurs,
+        ParsedHead::BadFraming(bad, _) => FastHead::BadFraming(bad.to_string()),
     }
 }
 

@@ -101,6 +101,7 @@ fn summary(head: &FastHead) -> String {
         FastHead::Partial => "partial".into(),
         FastHead::TooLarge => "too large".into(),
         FastHead::NotOurs => "not ours".into(),
+        FastHead::BadFraming(bad) => format!("bad framing: {bad}"),
     }
 }
 
