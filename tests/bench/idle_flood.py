@@ -14,7 +14,6 @@ Two floods, each from a fresh dataplane:
 Prints one JSON object per flood, and a Markdown table.
 """
 import argparse
-import hashlib
 import json
 import os
 import resource
@@ -26,7 +25,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import BIN, KEY, free_port, rss_kib, wait_port  # noqa: E402
+from run import BIN, KEY, free_port, rss_kib, wait_port, write_table  # noqa: E402
 
 HANDSHAKE = ("GET /raw HTTP/1.1\r\nHost: ws.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
              "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
@@ -35,22 +34,7 @@ HANDSHAKE = ("GET /raw HTTP/1.1\r\nHost: ws.example.com\r\nConnection: Upgrade\r
 
 def start_dataplane(work, echo_port, extra):
     port, admin = free_port(), free_port()
-    table = os.path.join(work, "table.yaml")
-    digest = hashlib.sha256(KEY.encode()).hexdigest()
-    with open(table, "w") as f:
-        f.write(f"""generation: 1
-routes:
-  - id: demo/echo/ws
-    hosts: [ws.example.com]
-    paths: [/raw]
-    websocket: true
-    plugins: {{key-auth: {{}}}}
-    upstream:
-      backends: [{{name: echo, nodes: [{{host: 127.0.0.1, port: {echo_port}}}]}}]
-consumers:
-  - username: demo_jack
-    credential: {{type: key-auth, key_sha256: {digest}}}
-""")
+    table = write_table(work, echo_port)
     p = subprocess.Popen([os.path.join(BIN, "portcullis-dataplane"), "--listen-http", f"127.0.0.1:{port}",
                           "--admin-listen", f"127.0.0.1:{admin}", "--table", table, "--access-log", "false",
                           *extra],

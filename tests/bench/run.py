@@ -134,8 +134,8 @@ def start_echo(work, certs):
     return Target("direct", port, [p, q], tls_port=tls_port)
 
 
-def start_portcullis(work, echo_port, certs):
-    port, tls_port, admin = free_port(), free_port(), free_port()
+def write_table(work, echo_port):
+    """The benchmark's route table (what the nginx configuration mirrors); returns its path."""
     table = os.path.join(work, "table.yaml")
     digest = hashlib.sha256(KEY.encode()).hexdigest()
     with open(table, "w") as f:
@@ -167,6 +167,12 @@ consumers:
   - username: demo_jack
     credential: {{type: key-auth, key_sha256: {digest}}}
 """)
+    return table
+
+
+def start_portcullis(work, echo_port, certs):
+    port, tls_port, admin = free_port(), free_port(), free_port()
+    table = write_table(work, echo_port)
     env = dict(os.environ, PORTCULLIS_LOG="warn")
     # HTTPS with the default certificate (no ApisixTls in the table) and the dataplane's built-in
     # resumption: a 16,384-entry session cache and stateless tickets (rustls, 2 per handshake).
