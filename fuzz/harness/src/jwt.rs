@@ -98,7 +98,16 @@ pub fn run(data: &[u8]) {
     let (token, tampered) = match mode {
         0 => (String::from_utf8_lossy(input.rest()).into_owned(), false),
         _ => {
-            let (_, alg, key) = &f.signers[usize::from(input.byte()) % f.signers.len()];
+            // Mostly HS256: RSA and ECDSA signing is slow in an instrumented build (30 inputs
+            // a second when every key was as likely), and the claim checks behind a valid
+            // signature are the same for every algorithm.
+            let pick = input.byte();
+            let signer = if pick < 224 {
+                0
+            } else {
+                usize::from(pick) % f.signers.len()
+            };
+            let (_, alg, key) = &f.signers[signer];
             let flip = input.u16();
             let cut = usize::from(input.u16());
             let rest = input.rest();
