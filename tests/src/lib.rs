@@ -2,6 +2,7 @@
 //! from the OS, fixtures for tables and certificates, raw HTTP helpers. Deadlines, not sleeps.
 //!
 //! By concern: [`processes`] (our binaries as child processes, their logs, deadlines),
+//! [`cluster`] (the Kubernetes API test server set up as the controller's tests need it),
 //! [`gateway`] (a dataplane, a controller, the echo upstream), [`clients`] (raw HTTP,
 //! WebSockets, `curl`, Python), [`pki`] (certificates), [`fixtures`] (tables and manifests),
 //! [`netns`] (a network namespace of the test's own). Everything is re-exported here, so tests
@@ -9,6 +10,7 @@
 #![deny(rust_2018_idioms)]
 
 pub mod clients;
+pub mod cluster;
 pub mod fixtures;
 pub mod gateway;
 pub mod netns;
@@ -16,6 +18,7 @@ pub mod pki;
 pub mod processes;
 
 pub use clients::*;
+pub use cluster::*;
 pub use fixtures::*;
 pub use gateway::*;
 pub use netns::*;

@@ -94,12 +94,6 @@ fn render(dir: &Path) -> (PathBuf, Vec<Value>) {
 
 use serde::Deserialize;
 
-fn kubectl_ok(api: &ApiServer, args: &[&str]) -> String {
-    let (ok, out, err) = api.kubectl(args);
-    assert!(ok, "kubectl {args:?} failed: {err}{out}");
-    out
-}
-
 fn find<'a>(docs: &'a [Value], kind: &str, name_suffix: &str) -> &'a Value {
     docs.iter()
         .find(|d| {

@@ -11,57 +11,6 @@ use portcullis_tests::*;
 const KEY: &str = "this_is_the_key";
 const NEW_KEY: &str = "the_rotated_key";
 
-fn kubectl_ok(api: &ApiServer, args: &[&str]) -> String {
-    let (ok, out, err) = api.kubectl(args);
-    assert!(ok, "kubectl {args:?} failed: {err}{out}");
-    out
-}
-
-/// `kubectl apply -f -` of `yaml`.
-fn apply(api: &ApiServer, yaml: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("m.yaml");
-    std::fs::write(&file, yaml).unwrap();
-    kubectl_ok(api, &["apply", "-f", file.to_str().unwrap()])
-}
-
-fn install_crds(api: &ApiServer) {
-    let crds = workspace_root().join("crds");
-    kubectl_ok(api, &["apply", "-f", crds.to_str().unwrap()]);
-    for crd in [
-        "apisixroutes",
-        "apisixconsumers",
-        "apisixtlses",
-        "apisixupstreams",
-        "apisixpluginconfigs",
-        "apisixglobalrules",
-    ] {
-        kubectl_ok(
-            api,
-            &[
-                "wait",
-                "--for=condition=established",
-                &format!("crd/{crd}.apisix.apache.org"),
-                "--timeout=10s",
-            ],
-        );
-    }
-}
-
-/// The controller's credentials: only what `charts/portcullis/files/controller-rbac.yaml` grants (its Role bound
-/// in `default`, the kubeconfig's namespace, where the Lease lives). A call outside the list
-/// is refused with 403 and fails the test.
-fn controller_kubeconfig(api: &ApiServer) -> std::path::PathBuf {
-    let text = std::fs::read_to_string(
-        workspace_root().join("charts/portcullis/files/controller-rbac.yaml"),
-    )
-    .unwrap();
-    api.restricted_kubeconfig(
-        "controller",
-        portcullis_tests::kube_api::rbac::Rules::from_yaml(&text, "default"),
-    )
-}
-
 fn secret(key: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: jack-key, namespace: demo}}\nstringData: {{key: {key}}}\n"
@@ -476,26 +425,6 @@ fn hung_status_patches_never_delay_a_table_push() {
         },
     );
     assert_eq!(api.held_status_patches(), 0);
-}
-
-/// Writes enough unrelated events that every version the controller has seen is compacted.
-fn compact(api: &ApiServer) {
-    let mut store = api.shared.lock();
-    let t = store.find("", "v1", "configmaps").unwrap();
-    store
-        .create(
-            &t,
-            "kube-system",
-            serde_json::json!({"metadata": {"name": "noise"}}),
-        )
-        .unwrap();
-    for i in 0..portcullis_tests::kube_api::store::HISTORY {
-        let noise =
-            serde_json::json!({"metadata": {"name": "noise"}, "data": {"i": i.to_string()}});
-        store
-            .update(&t, "kube-system", "noise", noise, None)
-            .unwrap();
-    }
 }
 
 #[test]

@@ -88,3 +88,29 @@ fn the_fuzz_lock_file_pins_the_workspace_versions() {
         "fuzz/libfuzzer/Cargo.lock is out of step with Cargo.lock ({stale:?}); run `cargo update --manifest-path fuzz/libfuzzer/Cargo.toml --workspace`"
     );
 }
+
+/// The fuzz build runs with `--locked`: its lock file must hold every dependency the product's
+/// crates have now (a dependency added to the dataplane and not to this lock failed CI once,
+/// which the version comparison above cannot see). `cargo metadata --locked` refuses a lock file
+/// that would need changes.
+#[test]
+fn the_fuzz_lock_file_is_complete() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--locked",
+            "--manifest-path",
+        ])
+        .arg(root.join("fuzz/libfuzzer/Cargo.toml"))
+        .output()
+        .expect("cargo runs");
+    assert!(
+        out.status.success(),
+        "fuzz/libfuzzer/Cargo.lock is incomplete; run `cargo metadata --manifest-path fuzz/libfuzzer/Cargo.toml --format-version 1 >/dev/null` and commit the lock file: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -166,29 +166,54 @@ pub struct NodeKey {
     pub port: u16,
 }
 
-/// The node states of the tables in use; a state lives while a table (or a connection) holds
-/// it, so a node that leaves every table starts afresh if it comes back.
-#[derive(Debug, Default)]
-pub struct NodeRegistry {
-    nodes: Mutex<HashMap<NodeKey, Weak<NodeState>>>,
+/// Run-time state that outlives table swaps: the tables in use share one value per key, which
+/// lives while a table (or a connection) holds it; a key that leaves every table starts afresh
+/// if it comes back.
+#[derive(Debug)]
+pub struct Registry<K, V> {
+    values: Mutex<HashMap<K, Weak<V>>>,
 }
 
-impl NodeRegistry {
-    /// The state of `key`: the one a table in use has, or a new healthy one. At table
-    /// compilation only.
-    pub fn state(&self, key: &NodeKey) -> Arc<NodeState> {
-        let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(state) = nodes.get(key).and_then(Weak::upgrade) {
-            return state;
+impl<K, V> Default for Registry<K, V> {
+    fn default() -> Self {
+        Registry {
+            values: Mutex::default(),
         }
-        // Entries of nodes no table has any more go when new ones arrive.
-        if nodes.len() >= 64 && nodes.len().is_power_of_two() {
-            nodes.retain(|_, w| w.strong_count() > 0);
-        }
-        let state = Arc::new(NodeState::default());
-        nodes.insert(key.clone(), Arc::downgrade(&state));
-        state
     }
+}
+
+impl<K: std::hash::Hash + Eq + Clone, V: Default> Registry<K, V> {
+    /// The value of `key`: the one a table in use has, or a new default one. At table
+    /// compilation only.
+    pub fn state(&self, key: &K) -> Arc<V> {
+        let mut values = self.values.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(value) = values.get(key).and_then(Weak::upgrade) {
+            return value;
+        }
+        // Entries no table has any more go when new ones arrive.
+        if values.len() >= 64 && values.len().is_power_of_two() {
+            values.retain(|_, w| w.strong_count() > 0);
+        }
+        let value = Arc::new(V::default());
+        values.insert(key.clone(), Arc::downgrade(&value));
+        value
+    }
+}
+
+/// Node states (open connections, latency, health), by backend and address.
+pub type NodeRegistry = Registry<NodeKey, NodeState>;
+
+/// Round-robin turns, by route (its choice of backend) and by route and backend (its choice
+/// of node). Kept across table swaps: restarted at every table, a balancer would send the first
+/// request after each change to the same node, and under frequent changes (endpoints churning
+/// anywhere in the cluster) a quiet route would never reach its other nodes.
+pub type TurnRegistry = Registry<TurnKey, AtomicU64>;
+
+/// Whose turn counter: a route's (`backend: None`) or one of its backends'.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TurnKey {
+    pub route: Arc<str>,
+    pub backend: Option<(usize, Arc<str>)>,
 }
 
 /// What `chash` hashes, resolved at table load.

@@ -9,7 +9,9 @@ use std::time::Duration;
 use ipnet::IpNet;
 use rustls_pki_types::ServerName;
 
-use super::balance::{self, CompiledBalancer, NodeKey, NodeRegistry, NodeState, Thresholds};
+use super::balance::{
+    self, CompiledBalancer, NodeKey, NodeState, Thresholds, TurnKey, TurnRegistry,
+};
 use super::expr::CompiledExpr;
 use super::router::Router;
 use super::tls::CompiledTls;
@@ -89,7 +91,8 @@ pub struct CompiledUpstream {
     pub backends: Vec<CompiledBackend>,
     /// Running sums of backend weights, for weighted round robin.
     cumulative: Vec<u64>,
-    counter: AtomicU64,
+    /// Turns of the weighted round robin (kept across tables: [`TurnRegistry`]).
+    counter: Arc<AtomicU64>,
     /// The rule's timeouts (a backend's `ApisixUpstream` may replace them).
     pub timeouts: CompiledTimeouts,
     /// Some backend hashes requests (`chash`): the decision computes their keys.
@@ -126,8 +129,8 @@ pub struct CompiledBackend {
     pub name: Arc<str>,
     pub scheme: Scheme,
     pub nodes: Vec<CompiledNode>,
-    /// Round robin turns and tie breaks.
-    counter: AtomicU64,
+    /// Round robin turns and tie breaks (kept across tables: [`TurnRegistry`]).
+    counter: Arc<AtomicU64>,
     /// Running sums of node weights, for weighted round robin.
     cumulative: Vec<u64>,
     pub balancer: CompiledBalancer,
@@ -364,10 +367,11 @@ pub fn check_route(route: &Route, consumers: &Consumers) -> Result<(), String> {
     .map(|_| ())
 }
 
-/// The run-time state tables share: node states and limit counters.
+/// The run-time state tables share: node states, round-robin turns and limit counters.
 #[derive(Debug, Default)]
 pub struct Registries {
-    pub nodes: NodeRegistry,
+    pub nodes: balance::NodeRegistry,
+    pub turns: TurnRegistry,
     pub limits: crate::plugins::LimitRegistry,
 }
 
@@ -448,7 +452,12 @@ fn compile_route(
         .iter()
         .enumerate()
         .map(|(i, b)| {
-            compile_backend(b, &state.nodes).map_err(|e| format!("upstream.backends[{i}]: {e}"))
+            let turn = state.turns.state(&TurnKey {
+                route: route.id.as_str().into(),
+                backend: Some((i, b.name.as_str().into())),
+            });
+            compile_backend(b, &state.nodes, turn)
+                .map_err(|e| format!("upstream.backends[{i}]: {e}"))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let hashes = backends
@@ -477,7 +486,10 @@ fn compile_route(
         upstream: CompiledUpstream {
             backends,
             cumulative,
-            counter: AtomicU64::new(0),
+            counter: state.turns.state(&TurnKey {
+                route: route.id.as_str().into(),
+                backend: None,
+            }),
             timeouts: CompiledTimeouts::of(route.upstream.timeouts),
             hashes,
         },
@@ -485,7 +497,12 @@ fn compile_route(
     })
 }
 
-fn compile_backend(b: &Backend, registry: &NodeRegistry) -> Result<CompiledBackend, String> {
+/// `turn`: the backend's round-robin counter, from [`Registries::turns`].
+fn compile_backend(
+    b: &Backend,
+    registry: &balance::NodeRegistry,
+    turn: Arc<AtomicU64>,
+) -> Result<CompiledBackend, String> {
     let backend_name: Arc<str> = b.name.as_str().into();
     let nodes = b
         .nodes
@@ -600,7 +617,7 @@ fn compile_backend(b: &Backend, registry: &NodeRegistry) -> Result<CompiledBacke
         name: backend_name,
         scheme: b.scheme,
         nodes,
-        counter: AtomicU64::new(0),
+        counter: turn,
         cumulative,
         balancer,
         attempts: retries.saturating_add(1),

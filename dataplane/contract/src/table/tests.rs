@@ -425,6 +425,53 @@ fn weighted_round_robin_over_backends_then_nodes() {
     assert_ne!(order[0], order[1]);
 }
 
+/// Round robin goes on where the last table left off: restarted at every table, the first
+/// request after each change would always take the first backend and node, and a route quieter
+/// than the table's changes would never reach the others (the chaos soak found this).
+#[test]
+fn round_robin_turns_outlive_table_swaps() {
+    let registries = Registries::default();
+    let compile = |generation: u64, other_path: &str| {
+        let routes = vec![
+            route("w").backends(vec![
+                backend("one", 1, &[("10.0.0.1", 80), ("10.0.0.2", 80)]),
+                backend("two", 1, &[("10.0.1.1", 80)]),
+            ]),
+            route("other").paths(&[other_path]),
+        ];
+        CompiledTable::compile_with(
+            RouteTable {
+                generation,
+                routes: routes.into_iter().map(|r| r.0).collect(),
+                ..RouteTable::default()
+            },
+            &registries,
+        )
+        .expect("valid table")
+    };
+    let mut tables = Vec::new();
+    let mut backends = Vec::new();
+    let mut nodes = Vec::new();
+    // One request per table, each table changing another route only.
+    for generation in 1..=4 {
+        let t = compile(generation, &format!("/other/{generation}"));
+        let (_, b) = t.routes[0].upstream.pick_backend().unwrap();
+        backends.push(b.name.to_string());
+        if &*b.name == "one" {
+            nodes.push(b.node_order(None).next().unwrap().host.to_string());
+        }
+        // Kept alive as a connection would keep its table: the turns live on regardless.
+        tables.push(t);
+    }
+    assert_eq!(backends, ["one", "two", "one", "two"]);
+    assert_eq!(nodes, ["10.0.0.1", "10.0.0.2"]);
+    // Once no table has the route, its turns start afresh.
+    drop(tables);
+    let t = compile(5, "/other/5");
+    let (_, b) = t.routes[0].upstream.pick_backend().unwrap();
+    assert_eq!(&*b.name, "one");
+}
+
 #[test]
 fn all_weights_zero_picks_nothing() {
     let t = table(vec![route("w").backends(vec![backend(
