@@ -199,9 +199,23 @@ fn run_worker(
                 std::process::exit(1);
             }
         };
+        tokio::spawn(timer_anchor());
         if let Some(listener) = https {
             tokio::spawn(dataplane.clone().serve(register(listener), true));
         }
         dataplane.serve(register(http), false).await;
     });
+}
+
+/// Keeps a timer due within a second on the worker. tokio wakes its own driver (a write to its
+/// eventfd, then an extra `epoll_wait` return) whenever a timer is registered that falls due
+/// before every timer the driver slept on; on a worker with no other timer pending, that was
+/// each connection's first timeout (waiting for the first byte, the upstream connect): one
+/// system call per handshake (docs/benchmarks.md, "System calls"). With a timer always due
+/// sooner, the connections' timeouts (seconds or more) never wake the driver. The price is one
+/// wake-up a second per worker.
+async fn timer_anchor() {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }

@@ -452,10 +452,15 @@ fn compile_route(
         .iter()
         .enumerate()
         .map(|(i, b)| {
-            let turn = state.turns.state(&TurnKey {
-                route: route.id.as_str().into(),
-                backend: Some((i, b.name.as_str().into())),
-            });
+            // With one node there is no turn to keep: no registry look-up (most routes).
+            let turn = if b.nodes.len() > 1 {
+                state.turns.state(&TurnKey {
+                    route: route.id.as_str().into(),
+                    backend: Some((i, b.name.as_str().into())),
+                })
+            } else {
+                Arc::default()
+            };
             compile_backend(b, &state.nodes, turn)
                 .map_err(|e| format!("upstream.backends[{i}]: {e}"))
         })
@@ -486,10 +491,14 @@ fn compile_route(
         upstream: CompiledUpstream {
             backends,
             cumulative,
-            counter: state.turns.state(&TurnKey {
-                route: route.id.as_str().into(),
-                backend: None,
-            }),
+            counter: if route.upstream.backends.len() > 1 {
+                state.turns.state(&TurnKey {
+                    route: route.id.as_str().into(),
+                    backend: None,
+                })
+            } else {
+                Arc::default()
+            },
             timeouts: CompiledTimeouts::of(route.upstream.timeouts),
             hashes,
         },
