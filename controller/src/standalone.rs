@@ -13,7 +13,7 @@ use crate::provider::{self, SnapshotSource, StatusSink};
 use crate::status::{ACCEPTED, StatusBoard};
 use crate::sync::Hub;
 use crate::sync::fleet::Fleet;
-use crate::translate::{StatusUpdate, Translation, translate};
+use crate::translate::{Memo, StatusUpdate, Translation, translate_with};
 
 /// What `/status` serves; shared with the admin listener.
 #[derive(Default)]
@@ -30,6 +30,8 @@ struct Directory {
     /// File problems already logged.
     reported: Vec<FileProblem>,
     shared: Arc<Mutex<Shared>>,
+    /// Route translations kept for the next translation.
+    memo: Memo,
 }
 
 impl SnapshotSource for Directory {
@@ -62,7 +64,7 @@ impl SnapshotSource for Directory {
             .unwrap_or_else(|e| e.into_inner())
             .file_problems = problems;
         // The hub numbers generations; translation's own number is not used.
-        Some(translate(&self.provider.snapshot(), 0))
+        Some(translate_with(&self.provider.snapshot(), 0, &mut self.memo))
     }
 }
 
@@ -111,6 +113,7 @@ pub async fn run(
         scanned: false,
         reported: Vec::new(),
         shared: shared.clone(),
+        memo: Memo::default(),
     };
     provider::run(hub, source, Logged { shared }).await;
 }

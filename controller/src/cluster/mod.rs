@@ -34,7 +34,7 @@ use crate::status::writer::{self, StatusQueue, StatusWrite, WarningEvent, Writer
 use crate::status::{StatusBoard, live};
 use crate::sync::Hub;
 use crate::sync::fleet::Fleet;
-use crate::translate::{Kind, StatusUpdate, Translation, translate};
+use crate::translate::{Kind, Memo, StatusUpdate, Translation, translate_with};
 
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -120,6 +120,7 @@ pub async fn run(
         batch: settings.batch,
         first: true,
         metrics: metrics.clone(),
+        memo: Memo::default(),
     };
     let sink = Leader {
         hub: hub.clone(),
@@ -154,6 +155,8 @@ struct Watches {
     batch: Duration,
     first: bool,
     metrics: ClusterMetrics,
+    /// Route translations kept for the next translation.
+    memo: Memo,
 }
 
 impl SnapshotSource for Watches {
@@ -167,7 +170,8 @@ impl SnapshotSource for Watches {
             tokio::time::sleep(self.batch).await;
         }
         let watched = &self.watched;
-        let mut translation = translate(&watched.snapshot(&self.only_classes), 0);
+        let mut translation =
+            translate_with(&watched.snapshot(&self.only_classes), 0, &mut self.memo);
         // Secrets read for the first time are fetched, then translation runs again with them.
         let missing = watched.secrets().want(&translation.secrets_read);
         if !missing.is_empty() {
@@ -187,7 +191,7 @@ impl SnapshotSource for Watches {
                     }
                 }
             }
-            translation = translate(&watched.snapshot(&self.only_classes), 0);
+            translation = translate_with(&watched.snapshot(&self.only_classes), 0, &mut self.memo);
             watched.secrets().want(&translation.secrets_read);
         }
         self.metrics.translations.inc();

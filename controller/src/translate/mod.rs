@@ -110,6 +110,84 @@ pub struct Translation {
 /// Translates a snapshot into a table of the given generation. Deterministic: the same objects
 /// in any order give the same table (and hash) and statuses.
 pub fn translate(snapshot: &Snapshot, generation: u64) -> Translation {
+    translate_with(snapshot, generation, &mut Memo::default())
+}
+
+/// What one translation keeps for the next: each ApisixRoute's rules, problems and content
+/// fingerprint, with what they were computed from. A provider keeps one across translations so
+/// that a change re-translates only the routes whose inputs changed (a key rotation in a
+/// 10,000-rule table re-translates none of them). Reuse never changes the result:
+/// [`translate_with`] with any memo gives what [`translate`] gives.
+#[derive(Default)]
+pub struct Memo {
+    routes: std::collections::HashMap<(String, String), MemoRoute>,
+    /// Routes reused and translated by the last translation.
+    pub reused: usize,
+    pub translated: usize,
+}
+
+struct MemoRoute {
+    /// The object: `uid` and `resourceVersion` when it has them (the API server changes the
+    /// version with every write), else its whole serialised form.
+    object: u64,
+    /// Everything else a route's translation reads, but Secrets: see [`route_environment`].
+    environment: u64,
+    /// The Secrets it read, with a fingerprint of their data then (`None`: missing).
+    secrets: Vec<((String, String), u64)>,
+    rules: Vec<Route>,
+    problems: Vec<String>,
+    content: u64,
+}
+
+/// A fingerprint of what [`route::translate`] reads besides its object and Secrets: Services,
+/// EndpointSlices, the translated ApisixUpstreams and plugin configs, and the consumers a rule
+/// may name (only names: a route never reads a credential).
+fn route_environment(
+    snapshot: &Snapshot,
+    upstreams: &upstream::Index,
+    plugin_configs: &route::PluginConfigs,
+    known: &std::collections::HashSet<&str>,
+    compiled: &portcullis_contract::auth::Consumers,
+) -> u64 {
+    let mut names: Vec<(&str, bool)> = known
+        .iter()
+        .map(|n| (*n, compiled.id_of(n).is_some()))
+        .collect();
+    names.sort_unstable();
+    // Maps keyed by (namespace, name) as lists: JSON map keys must be strings.
+    memo_print(&(
+        &snapshot.services,
+        &snapshot.endpoint_slices,
+        upstreams.iter().collect::<Vec<_>>(),
+        plugin_configs.iter().collect::<Vec<_>>(),
+        names,
+    ))
+}
+
+fn object_fingerprint<K: ResourceExt + serde::Serialize>(object: &K) -> u64 {
+    let meta = object.meta();
+    match (&meta.uid, &meta.resource_version) {
+        (Some(uid), Some(version)) => memo_print(&(uid, version)),
+        _ => memo_print(object),
+    }
+}
+
+/// A fingerprint for [`Memo`]: where [`fingerprint`] may hash a part of what does not serialise,
+/// this gives a value never given before, so nothing is reused on a partial view.
+fn memo_print(value: &impl serde::Serialize) -> u64 {
+    use std::hash::Hasher;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEVER_BEFORE: AtomicU64 = AtomicU64::new(0);
+    let mut writer = HashWriter(std::hash::DefaultHasher::new());
+    match serde_json::to_writer(&mut writer, value) {
+        Ok(()) => writer.0.finish(),
+        Err(_) => (1 << 63) | NEVER_BEFORE.fetch_add(1, Ordering::Relaxed),
+    }
+}
+
+/// [`translate`], reusing from `memo` what has not changed since the last translation with it,
+/// and leaving in it what this one computed.
+pub fn translate_with(snapshot: &Snapshot, generation: u64, memo: &mut Memo) -> Translation {
     let classes = Classes::of(snapshot);
     let secrets = Secrets::of(snapshot);
 
@@ -153,21 +231,73 @@ pub fn translate(snapshot: &Snapshot, generation: u64) -> Translation {
     let mut routes: Vec<Route> = Vec::new();
     // The status (index in `statuses`) of each route's object.
     let mut owner: Vec<usize> = Vec::new();
+    let environment = route_environment(
+        snapshot,
+        &upstreams,
+        &plugin_configs,
+        &known,
+        &compiled_consumers,
+    );
+    let secret_print = |id: &(String, String)| memo_print(&secrets.data(&id.0, &id.1));
+    let mut kept = std::collections::HashMap::with_capacity(memo.routes.len());
+    (memo.reused, memo.translated) = (0, 0);
     for object in route_objects {
-        let (rules, problems) = route::translate(
+        let key = (object.namespace().unwrap_or_default(), object.name_any());
+        let object_print = object_fingerprint(object);
+        let reusable = memo.routes.remove(&key).filter(|m| {
+            m.object == object_print
+                && m.environment == environment
+                // Reading them again also records them as read, as translating would.
+                && m.secrets.iter().all(|(id, print)| secret_print(id) == *print)
+        });
+        let entry = match reusable {
+            Some(entry) => {
+                memo.reused += 1;
+                entry
+            }
+            None => {
+                memo.translated += 1;
+                // The Secrets this route reads, apart from those read before it.
+                let before = secrets.read.take();
+                let (rules, problems) = route::translate(
+                    object,
+                    snapshot,
+                    &secrets,
+                    &upstreams,
+                    &known,
+                    &compiled_consumers,
+                    &plugin_configs,
+                );
+                let read = secrets.read.replace(before);
+                secrets.read.borrow_mut().extend(read.iter().cloned());
+                MemoRoute {
+                    object: object_print,
+                    environment,
+                    secrets: read
+                        .into_iter()
+                        .map(|id| {
+                            let p = secret_print(&id);
+                            (id, p)
+                        })
+                        .collect(),
+                    content: fingerprint(&rules, &problems),
+                    rules,
+                    problems,
+                }
+            }
+        };
+        owner.extend(std::iter::repeat_n(statuses.len(), entry.rules.len()));
+        routes.extend(entry.rules.iter().cloned());
+        statuses.push(status(
+            Kind::ApisixRoute,
             object,
-            snapshot,
-            &secrets,
-            &upstreams,
-            &known,
-            &compiled_consumers,
-            &plugin_configs,
-        );
-        let content = fingerprint(&rules, &problems);
-        owner.extend(std::iter::repeat_n(statuses.len(), rules.len()));
-        routes.extend(rules);
-        statuses.push(status(Kind::ApisixRoute, object, problems, content));
+            entry.problems.clone(),
+            entry.content,
+        ));
+        kept.insert(key, entry);
     }
+    // Routes gone from the snapshot leave the memo.
+    memo.routes = kept;
     for s in shadow::find(&routes) {
         let (shadowed, by) = (&routes[s.shadowed], &routes[s.by]);
         let rule_name = |r: &Route| {
@@ -437,20 +567,24 @@ fn status<K: ResourceExt>(
 /// A stable (per build) hash of an object's translated output, streamed from its JSON form.
 fn fingerprint(output: &impl serde::Serialize, problems: &[String]) -> u64 {
     use std::hash::Hasher;
-    struct HashWriter(std::hash::DefaultHasher);
-    impl std::io::Write for HashWriter {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.write(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
     let mut writer = HashWriter(std::hash::DefaultHasher::new());
     // Serialising table types cannot fail; a failure would only weaken change detection.
     let _ = serde_json::to_writer(&mut writer, &(output, problems));
     writer.0.finish()
+}
+
+/// Streams a serialisation into a hasher, without a buffer.
+struct HashWriter(std::hash::DefaultHasher);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        use std::hash::Hasher;
+        self.0.write(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Which `ingressClassName`s are ours (docs/behaviour.md §2).

@@ -50,6 +50,7 @@ const GLOBAL_PLUGINS_A_RULE_MAY_TURN_OFF: [&str; 4] =
     ["cors", "request-id", "proxy-rewrite", "redirect"];
 
 /// An accepted plugin config: its plugins, and whether it reads Secrets (`secretRef`).
+#[derive(serde::Serialize)]
 pub(super) struct PluginConfig {
     pub(super) plugins: Plugins,
     pub(super) reads_secrets: bool,

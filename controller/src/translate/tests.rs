@@ -2449,3 +2449,104 @@ fn object_names_the_api_server_would_refuse_are_document_errors() {
     let loaded = s.add_yaml("apiVersion: apisix.apache.org/v2\nkind: ApisixConsumer\nmetadata: {name: jack.v2-x, namespace: demo}\nspec: {authParameter: {keyAuth: {value: {key: k}}}}\n");
     assert!(loaded.errors.is_empty(), "{loaded:?}");
 }
+
+/// A route that reads a Secret (its plugin's `secretRef`) and an ApisixUpstream, beside the
+/// seed's route and consumer: the inputs whose changes the memo must notice.
+fn memo_fixture(
+    jack_key: &str,
+    kcfg_query: &str,
+    endpoint: &str,
+    r_path: &str,
+    lb: &str,
+) -> String {
+    format!(
+        "{}\n---\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {{name: kcfg, namespace: demo}}\nstringData: {{query: {kcfg_query}}}\n---\n\
+         apiVersion: apisix.apache.org/v2\nkind: ApisixRoute\nmetadata: {{name: r, namespace: demo}}\nspec:\n  http:\n\
+         \x20 - name: cfg\n    match: {{paths: [{r_path}]}}\n    backends: [{{serviceName: echo, servicePort: ws}}]\n\
+         \x20   plugins: [{{name: key-auth, enable: true, config: {{header: X-Key}}, secretRef: kcfg}}]\n\
+         {}",
+        SEED.replace("dGhpc19pc190aGVfa2V5", jack_key)
+            .replace("10.1.0.5", endpoint),
+        apisix_upstream("echo", &format!("  loadbalancer: {{type: {lb}}}")),
+    )
+}
+
+/// Route translations kept in a [`Memo`] are reused only while nothing they read changed: at
+/// every step of a sequence of changes, translating with the memo gives exactly what a fresh
+/// translation gives, and the routes re-translated are the ones whose inputs changed.
+#[test]
+fn a_memo_reuses_only_route_translations_whose_inputs_did_not_change() {
+    let steps: Vec<(&str, String, (usize, usize))> = vec![
+        // (what changed, the objects, (routes reused, routes translated))
+        (
+            "first",
+            memo_fixture("a2V5LTE=", "token", "10.1.0.5", "/cfg", "roundrobin"),
+            (0, 2),
+        ),
+        (
+            "nothing",
+            memo_fixture("a2V5LTE=", "token", "10.1.0.5", "/cfg", "roundrobin"),
+            (2, 0),
+        ),
+        (
+            "jack's key (a consumer's Secret)",
+            memo_fixture("a2V5LTI=", "token", "10.1.0.5", "/cfg", "roundrobin"),
+            (2, 0),
+        ),
+        (
+            "the Secret route r reads",
+            memo_fixture("a2V5LTI=", "apikey", "10.1.0.5", "/cfg", "roundrobin"),
+            (1, 1),
+        ),
+        (
+            "an endpoint",
+            memo_fixture("a2V5LTI=", "apikey", "10.1.0.9", "/cfg", "roundrobin"),
+            (0, 2),
+        ),
+        (
+            "route r",
+            memo_fixture("a2V5LTI=", "apikey", "10.1.0.9", "/cfg2", "roundrobin"),
+            (1, 1),
+        ),
+        (
+            "the ApisixUpstream",
+            memo_fixture("a2V5LTI=", "apikey", "10.1.0.9", "/cfg2", "least_conn"),
+            (0, 2),
+        ),
+        (
+            "a consumer gone",
+            memo_fixture("a2V5LTI=", "apikey", "10.1.0.9", "/cfg2", "least_conn").replace(
+                "kind: ApisixConsumer\nmetadata: {name: jack",
+                "kind: ApisixConsumer\nmetadata: {name: jill",
+            ),
+            (0, 2),
+        ),
+        // The seed has no ApisixUpstream: the environment changed too.
+        ("route r gone", SEED.to_string(), (0, 1)),
+    ];
+    let mut memo = Memo::default();
+    let mut last_table = None;
+    for (what, yaml, (reused, translated)) in steps {
+        let snapshot = snapshot(Mode::Standalone, &yaml);
+        let with_memo = translate_with(&snapshot, 1, &mut memo);
+        assert_eq!(
+            with_memo,
+            translate(&snapshot, 1),
+            "after a change of {what}"
+        );
+        assert_eq!(
+            (memo.reused, memo.translated),
+            (reused, translated),
+            "routes reused and translated after a change of {what}"
+        );
+        if what != "nothing" {
+            assert_ne!(
+                Some(&with_memo.table.hash),
+                last_table.as_ref(),
+                "a change of {what} changes the table"
+            );
+        }
+        last_table = Some(with_memo.table.hash.clone());
+    }
+}

@@ -48,7 +48,7 @@ pub(super) struct Settings {
 }
 
 /// One translated ApisixUpstream.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize)]
 pub(super) struct Translated {
     /// `spec` alone.
     pub base: Settings,
