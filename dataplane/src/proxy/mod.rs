@@ -184,7 +184,7 @@ impl Dataplane {
                 limit: self.settings.max_routes,
             })
         } else {
-            CompiledTable::compile_with(table, &self.state)
+            CompiledTable::compile_after(table, &self.state, self.table.load().as_deref())
         };
         let prepared = compiled.map(Arc::new).and_then(|compiled| {
             // Certificate configs are built before the swap: a table whose TLS cannot be

@@ -472,6 +472,79 @@ fn round_robin_turns_outlive_table_swaps() {
     assert_eq!(&*b.name, "one");
 }
 
+/// A table compiled after the one in use takes from it every route it has unchanged, and
+/// compiles again what changed or what reads something that changed (consumer ids, global
+/// plugins).
+#[test]
+fn unchanged_routes_are_taken_from_the_table_in_use() {
+    use crate::model::{Credential, IpRestrictionConfig};
+    let consumer = |name: &str, key: &[u8]| Consumer {
+        username: name.into(),
+        custom_id: None,
+        credential: Some(Credential::KeyAuth {
+            key_sha256: crate::model::key_digest_hex(key),
+        }),
+        plugins: Plugins::default(),
+    };
+    let table = |b_path: &str, consumers: Vec<Consumer>, global: Plugins| RouteTable {
+        routes: vec![route("a").paths(&["/a"]).0, route("b").paths(&[b_path]).0],
+        consumers,
+        global: GlobalRules {
+            plugins: global,
+            refused: None,
+        },
+        ..RouteTable::default()
+    };
+    let registries = Registries::default();
+    let compile = |t: RouteTable, previous: Option<&CompiledTable>| {
+        CompiledTable::compile_after(t, &registries, previous).expect("valid table")
+    };
+    let same = |x: &CompiledTable, y: &CompiledTable, i: usize| {
+        std::sync::Arc::ptr_eq(&x.routes[i], &y.routes[i])
+    };
+    let first = compile(
+        table("/b", vec![consumer("jack", b"k1")], Plugins::default()),
+        None,
+    );
+    // jack's key rotated and route b changed: a is taken, b compiled.
+    let second = compile(
+        table("/b2", vec![consumer("jack", b"k2")], Plugins::default()),
+        Some(&first),
+    );
+    assert!(same(&first, &second, 0) && !same(&first, &second, 1));
+    assert_eq!(get(&second, "/b2", None).as_deref(), Some("b"));
+    assert_eq!(get(&second, "/b", None), None);
+    // Another consumer (ids move), or other global plugins: every route compiled again.
+    let third = compile(
+        table(
+            "/b2",
+            vec![consumer("jack", b"k2"), consumer("jill", b"k3")],
+            Plugins::default(),
+        ),
+        Some(&second),
+    );
+    assert!(!same(&second, &third, 0) && !same(&second, &third, 1));
+    let global = Plugins {
+        ip_restriction: Some(IpRestrictionConfig {
+            blacklist: Some(vec!["10.9.9.9".into()]),
+            ..IpRestrictionConfig::default()
+        }),
+        ..Plugins::default()
+    };
+    let fourth = compile(
+        table(
+            "/b2",
+            vec![consumer("jack", b"k2"), consumer("jill", b"k3")],
+            global,
+        ),
+        Some(&third),
+    );
+    assert!(!same(&third, &fourth, 0) && !same(&third, &fourth, 1));
+    // Unchanged again: all taken.
+    let fifth = compile(fourth.source().clone(), Some(&fourth));
+    assert!(same(&fourth, &fifth, 0) && same(&fourth, &fifth, 1));
+}
+
 #[test]
 fn all_weights_zero_picks_nothing() {
     let t = table(vec![route("w").backends(vec![backend(
