@@ -127,8 +127,9 @@ pub struct Memo {
 }
 
 struct MemoRoute {
-    /// The object: `uid` and `resourceVersion` when it has them (the API server changes the
-    /// version with every write), else its whole serialised form.
+    /// The object: in a cluster its `uid` and `resourceVersion` (the API server changes the
+    /// version with every write), else its whole serialised form (a manifest file may carry
+    /// both, copied from a cluster, and keep them through any edit).
     object: u64,
     /// Everything else a route's translation reads, but Secrets: see [`route_environment`].
     environment: u64,
@@ -164,10 +165,10 @@ fn route_environment(
     ))
 }
 
-fn object_fingerprint<K: ResourceExt + serde::Serialize>(object: &K) -> u64 {
+fn object_fingerprint<K: ResourceExt + serde::Serialize>(object: &K, mode: Mode) -> u64 {
     let meta = object.meta();
-    match (&meta.uid, &meta.resource_version) {
-        (Some(uid), Some(version)) => memo_print(&(uid, version)),
+    match (mode, &meta.uid, &meta.resource_version) {
+        (Mode::Cluster, Some(uid), Some(version)) => memo_print(&(uid, version)),
         _ => memo_print(object),
     }
 }
@@ -243,7 +244,7 @@ pub fn translate_with(snapshot: &Snapshot, generation: u64, memo: &mut Memo) -> 
     (memo.reused, memo.translated) = (0, 0);
     for object in route_objects {
         let key = (object.namespace().unwrap_or_default(), object.name_any());
-        let object_print = object_fingerprint(object);
+        let object_print = object_fingerprint(object, snapshot.mode);
         let reusable = memo.routes.remove(&key).filter(|m| {
             m.object == object_print
                 && m.environment == environment

@@ -2550,3 +2550,31 @@ fn a_memo_reuses_only_route_translations_whose_inputs_did_not_change() {
         last_table = Some(with_memo.table.hash.clone());
     }
 }
+
+/// A manifest file may carry a `uid` and `resourceVersion` (exported from a cluster) and keep
+/// them through edits: in standalone mode they say nothing of the content, and an edited spec
+/// is translated again.
+#[test]
+fn a_memo_in_standalone_mode_reads_the_object_not_its_version() {
+    let file = |path: &str| {
+        format!(
+            "{SEED}\n---\napiVersion: apisix.apache.org/v2\nkind: ApisixRoute\n\
+             metadata: {{name: r, namespace: demo, uid: 4c1f, resourceVersion: \"123\"}}\n\
+             spec:\n  http:\n  - name: a\n    match: {{paths: [{path}]}}\n    backends: [{{serviceName: echo, servicePort: ws}}]\n"
+        )
+    };
+    let mut memo = Memo::default();
+    for path in ["/one", "/two"] {
+        let snapshot = snapshot(Mode::Standalone, &file(path));
+        assert_eq!(
+            translate_with(&snapshot, 1, &mut memo),
+            translate(&snapshot, 1),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        (memo.reused, memo.translated),
+        (1, 1),
+        "the edited route is translated again"
+    );
+}
