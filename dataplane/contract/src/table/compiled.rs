@@ -318,8 +318,15 @@ impl CompiledTable {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let previous = previous.filter(|p| {
+        // Global plugins by their serialised form, as the limit registry keys their counters
+        // (`-0.0 == 0.0` as floats, not as counter keys).
+        let same_global = |p: &CompiledTable| {
             p.source.global.plugins == table.global.plugins
+                && serde_json::to_string(&p.source.global.plugins).ok()
+                    == serde_json::to_string(&table.global.plugins).ok()
+        };
+        let previous = previous.filter(|p| {
+            same_global(p)
                 && p.source.consumers.len() == table.consumers.len()
                 && p.source
                     .consumers

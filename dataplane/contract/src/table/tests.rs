@@ -543,6 +543,30 @@ fn unchanged_routes_are_taken_from_the_table_in_use() {
     // Unchanged again: all taken.
     let fifth = compile(fourth.source().clone(), Some(&fourth));
     assert!(same(&fourth, &fifth, 0) && same(&fourth, &fifth, 1));
+    // Global plugins equal as floats but not as the limit counters' keys (-0.0 and 0.0): a
+    // route that turns off some global plugins holds its own global counters, so it is
+    // compiled again with the new ones.
+    let limited = |burst: f64| Plugins {
+        limit_req: Some(crate::model::LimitReqConfig {
+            rate: 10.0,
+            burst,
+            key_type: Default::default(),
+            key: "remote_addr".into(),
+            rejected_code: 503,
+            rejected_msg: None,
+            nodelay: false,
+            allow_degradation: false,
+        }),
+        ..Plugins::default()
+    };
+    let with_global = |burst: f64| {
+        let mut t = table("/b2", vec![consumer("jack", b"k2")], limited(burst));
+        t.routes[0].disabled_global_plugins = vec!["ip-restriction".into()];
+        t
+    };
+    let sixth = compile(with_global(-0.0), None);
+    let seventh = compile(with_global(0.0), Some(&sixth));
+    assert!(!same(&sixth, &seventh, 0));
 }
 
 #[test]
