@@ -135,16 +135,18 @@ struct MemoRoute {
     environment: u64,
     /// The Secrets it read, with a fingerprint of their data then (`None`: missing).
     secrets: Vec<((String, String), u64)>,
+    /// The Services it looked up, with a fingerprint of each and its EndpointSlices then: an
+    /// endpoint change re-translates only the routes of that Service.
+    services: Vec<((String, String), u64)>,
     rules: Vec<Route>,
     problems: Vec<String>,
     content: u64,
 }
 
-/// A fingerprint of what [`route::translate`] reads besides its object and Secrets: Services,
-/// EndpointSlices, the translated ApisixUpstreams and plugin configs, and the consumers a rule
-/// may name (only names: a route never reads a credential).
+/// A fingerprint of what [`route::translate`] reads besides its object, Secrets and Services:
+/// the translated ApisixUpstreams and plugin configs, and the consumers a rule may name (only
+/// names: a route never reads a credential).
 fn route_environment(
-    snapshot: &Snapshot,
     upstreams: &upstream::Index,
     plugin_configs: &route::PluginConfigs,
     known: &std::collections::HashSet<&str>,
@@ -157,8 +159,6 @@ fn route_environment(
     names.sort_unstable();
     // Maps keyed by (namespace, name) as lists: JSON map keys must be strings.
     memo_print(&(
-        &snapshot.services,
-        &snapshot.endpoint_slices,
         upstreams.iter().collect::<Vec<_>>(),
         plugin_configs.iter().collect::<Vec<_>>(),
         names,
@@ -232,13 +232,8 @@ pub fn translate_with(snapshot: &Snapshot, generation: u64, memo: &mut Memo) -> 
     let mut routes: Vec<Route> = Vec::new();
     // The status (index in `statuses`) of each route's object.
     let mut owner: Vec<usize> = Vec::new();
-    let environment = route_environment(
-        snapshot,
-        &upstreams,
-        &plugin_configs,
-        &known,
-        &compiled_consumers,
-    );
+    let services = Services::of(snapshot);
+    let environment = route_environment(&upstreams, &plugin_configs, &known, &compiled_consumers);
     let secret_print = |id: &(String, String)| memo_print(&secrets.data(&id.0, &id.1));
     let mut kept = std::collections::HashMap::with_capacity(memo.routes.len());
     (memo.reused, memo.translated) = (0, 0);
@@ -250,6 +245,7 @@ pub fn translate_with(snapshot: &Snapshot, generation: u64, memo: &mut Memo) -> 
                 && m.environment == environment
                 // Reading them again also records them as read, as translating would.
                 && m.secrets.iter().all(|(id, print)| secret_print(id) == *print)
+                && m.services.iter().all(|(id, print)| services.print(id) == *print)
         });
         let entry = match reusable {
             Some(entry) => {
@@ -260,9 +256,10 @@ pub fn translate_with(snapshot: &Snapshot, generation: u64, memo: &mut Memo) -> 
                 memo.translated += 1;
                 // The Secrets this route reads, apart from those read before it.
                 let before = secrets.read.take();
+                services.read.take();
                 let (rules, problems) = route::translate(
                     object,
-                    snapshot,
+                    &services,
                     &secrets,
                     &upstreams,
                     &known,
@@ -278,6 +275,15 @@ pub fn translate_with(snapshot: &Snapshot, generation: u64, memo: &mut Memo) -> 
                         .into_iter()
                         .map(|id| {
                             let p = secret_print(&id);
+                            (id, p)
+                        })
+                        .collect(),
+                    services: services
+                        .read
+                        .take()
+                        .into_iter()
+                        .map(|id| {
+                            let p = services.print(&id);
                             (id, p)
                         })
                         .collect(),
@@ -672,6 +678,82 @@ impl<'a> Secrets<'a> {
             out.insert(k.clone(), v.clone().into_bytes());
         }
         Some(out)
+    }
+}
+
+/// Services and their EndpointSlices by namespace and Service name, with the names looked up
+/// (what a route's translation read, for [`Memo`]).
+pub(crate) struct Services<'a> {
+    by_name: std::collections::HashMap<(String, String), ServiceEntry<'a>>,
+    read: RefCell<BTreeSet<(String, String)>>,
+}
+
+#[derive(Default, serde::Serialize)]
+struct ServiceEntry<'a> {
+    service: Option<&'a k8s_openapi::api::core::v1::Service>,
+    /// By name, so that their order in the snapshot does not matter.
+    slices: Vec<&'a k8s_openapi::api::discovery::v1::EndpointSlice>,
+}
+
+impl<'a> Services<'a> {
+    fn of(snapshot: &'a Snapshot) -> Self {
+        let mut by_name: std::collections::HashMap<(String, String), ServiceEntry<'a>> =
+            std::collections::HashMap::new();
+        for service in &snapshot.services {
+            let key = (service.namespace().unwrap_or_default(), service.name_any());
+            // The first of duplicates, as a search in snapshot order finds.
+            by_name
+                .entry(key)
+                .or_default()
+                .service
+                .get_or_insert(service);
+        }
+        for slice in &snapshot.endpoint_slices {
+            let Some(name) = slice.labels().get("kubernetes.io/service-name") else {
+                continue;
+            };
+            let key = (slice.namespace().unwrap_or_default(), name.clone());
+            by_name.entry(key).or_default().slices.push(slice);
+        }
+        for entry in by_name.values_mut() {
+            entry.slices.sort_by_key(|s| s.name_any());
+        }
+        Services {
+            by_name,
+            read: RefCell::default(),
+        }
+    }
+
+    fn record(&self, namespace: &str, name: &str) -> Option<&ServiceEntry<'a>> {
+        self.read
+            .borrow_mut()
+            .insert((namespace.to_string(), name.to_string()));
+        self.by_name.get(&(namespace.to_string(), name.to_string()))
+    }
+
+    /// The Service `namespace/name`, if any.
+    pub(crate) fn service(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<&'a k8s_openapi::api::core::v1::Service> {
+        self.record(namespace, name).and_then(|e| e.service)
+    }
+
+    /// The EndpointSlices labelled for Service `namespace/name`.
+    pub(crate) fn endpoint_slices(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Vec<&'a k8s_openapi::api::discovery::v1::EndpointSlice> {
+        self.record(namespace, name)
+            .map(|e| e.slices.clone())
+            .unwrap_or_default()
+    }
+
+    /// A fingerprint of what a route reads of Service `namespace/name` and its slices.
+    fn print(&self, id: &(String, String)) -> u64 {
+        memo_print(&self.by_name.get(id))
     }
 }
 

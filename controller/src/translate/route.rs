@@ -14,9 +14,8 @@ use portcullis_contract::table::{
 };
 use portcullis_crds::{ApisixRoute, ApisixRouteHttp, ApisixRouteHttpBackend, ApisixRoutePlugin};
 
-use super::Secrets;
 use super::upstream::{self, DEFAULT_WEIGHT};
-use crate::snapshot::Snapshot;
+use super::{Secrets, Services};
 
 pub const TLS_VERIFY_ANNOTATION: &str = "portcullis.dev/upstream-tls-verify";
 /// The per-route WebSocket session annotations (docs/websocket-sessions.md).
@@ -88,7 +87,7 @@ impl Problems {
 
 pub(super) fn translate(
     object: &ApisixRoute,
-    snapshot: &Snapshot,
+    services: &Services<'_>,
     secrets: &Secrets<'_>,
     upstreams: &upstream::Index,
     consumers: &HashSet<&str>,
@@ -128,7 +127,7 @@ pub(super) fn translate(
             &id,
             &namespace,
             verify,
-            snapshot,
+            services,
             secrets,
             upstreams,
             consumers,
@@ -222,7 +221,7 @@ fn translate_rule(
     id: &str,
     namespace: &str,
     verify: bool,
-    snapshot: &Snapshot,
+    services: &Services<'_>,
     secrets: &Secrets<'_>,
     upstreams: &upstream::Index,
     consumers: &HashSet<&str>,
@@ -243,7 +242,7 @@ fn translate_rule(
         rule,
         namespace,
         verify,
-        snapshot,
+        services,
         upstreams,
         &mut ws_app_protocol,
         problems,
@@ -398,7 +397,7 @@ fn backends(
     rule: &ApisixRouteHttp,
     namespace: &str,
     verify: bool,
-    snapshot: &Snapshot,
+    services: &Services<'_>,
     upstreams: &upstream::Index,
     ws_app_protocol: &mut bool,
     problems: &mut Problems,
@@ -461,7 +460,7 @@ fn backends(
             by_service,
             weight,
             verify,
-            snapshot,
+            services,
             ws_app_protocol,
             problems,
         );
@@ -566,15 +565,11 @@ fn resolve(
     by_service: bool,
     weight: u32,
     verify: bool,
-    snapshot: &Snapshot,
+    services: &Services<'_>,
     ws_app_protocol: &mut bool,
     problems: &mut Problems,
 ) -> Option<(Backend, i32)> {
-    let Some(service) = snapshot
-        .services
-        .iter()
-        .find(|s| s.namespace().as_deref() == Some(namespace) && s.name_any() == b.service_name)
-    else {
+    let Some(service) = services.service(namespace, &b.service_name) else {
         problems.unresolved(format!(
             "{bp}: Service {namespace}/{} not found",
             b.service_name
@@ -651,7 +646,7 @@ fn resolve(
         }
     } else {
         endpoints(
-            snapshot,
+            services,
             namespace,
             &b.service_name,
             port.name.as_deref().unwrap_or(""),
@@ -672,9 +667,14 @@ fn resolve(
 
 /// Ready addresses of the Service's EndpointSlices, for the slice port named like the Service
 /// port; duplicates collapse; sorted for determinism.
-fn endpoints(snapshot: &Snapshot, namespace: &str, service: &str, port_name: &str) -> Vec<Node> {
+fn endpoints(
+    services: &Services<'_>,
+    namespace: &str,
+    service: &str,
+    port_name: &str,
+) -> Vec<Node> {
     let mut nodes = BTreeSet::new();
-    for slice in &snapshot.endpoint_slices {
+    for slice in services.endpoint_slices(namespace, service) {
         if slice.namespace().as_deref() != Some(namespace)
             || slice
                 .labels()
