@@ -563,9 +563,14 @@ impl Splice {
             return Some(Ok(SpliceEnd::Proxy(cause)));
         }
         // One side closed and the other has nothing in flight: WebSockets do not half-close,
-        // so end both (docs/behaviour.md §9: closing one closes both).
+        // so end both (docs/behaviour.md §9: closing one closes both). But once the proxy has
+        // sent its Close, an upstream that answers and hangs up does not end the client's side
+        // before the client has answered (or the grace is out): closing a socket with the
+        // client's last frames unread would reset it, and the client could lose the Close.
         if (self.to_upstream.done() && self.to_client.pending.is_none())
-            || (self.to_client.done() && self.to_upstream.pending.is_none())
+            || (self.to_client.done()
+                && self.to_upstream.pending.is_none()
+                && (self.closing.is_none() || self.to_upstream.settled()))
         {
             return Some(Ok(match self.closing {
                 Some((cause, _)) => SpliceEnd::Proxy(cause),

@@ -362,3 +362,42 @@ async fn a_header_over_the_limit_begun_before_a_close_stops_that_direction() {
     // Nothing after the first byte: no payload, and no Close in the middle of a header.
     assert!(at_eof(&mut p.upstream).await);
 }
+
+/// The proxy closes; the upstream answers and hangs up at once (as servers do) while the client
+/// is still sending: the client's side stays open, its frames read and dropped, until it has
+/// answered the Close. Ending at the upstream's hang-up closed the client's socket with its
+/// frames unread, which resets the connection: the client could lose the Close (the chaos soak
+/// saw a send fail with a broken pipe on a draining dataplane).
+#[tokio::test]
+async fn the_client_side_waits_for_the_clients_answer_after_the_upstream_hangs_up() {
+    let mut p = spliced(limits(Duration::from_secs(60), 0, None), Vec::new());
+    assert!(p.control.close(CloseCause::Draining));
+    closed_both_ways(&mut p, 1001, "going away").await;
+    p.upstream
+        .write_all(&frame(true, 0x8, &1001u16.to_be_bytes(), None))
+        .await
+        .unwrap();
+    drop(p.upstream);
+    // The client, mid-burst, sends two more messages before it reads the Close.
+    for _ in 0..2 {
+        p.client
+            .write_all(&frame(true, 0x1, b"late", Some(KEY)))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !p.done.is_finished(),
+        "still waiting for the client's answer"
+    );
+    p.client
+        .write_all(&frame(true, 0x8, &1001u16.to_be_bytes(), Some(KEY)))
+        .await
+        .unwrap();
+    let (end, _) = tokio::time::timeout(CLOSE_GRACE / 2, p.done)
+        .await
+        .expect("ends once the client answered")
+        .unwrap();
+    assert_eq!(end.unwrap(), SpliceEnd::Proxy(CloseCause::Draining));
+    assert!(at_eof(&mut p.client).await);
+}
