@@ -789,7 +789,7 @@ fn two_replicas_one_leader_writes_and_fails_over() {
     };
     let a = start("controller-a");
     let b = start("controller-b");
-    let (leader, follower) = wait_for("one leader", Duration::from_secs(10), || {
+    let (leader, follower) = wait_for("one leader", Duration::from_secs(30), || {
         match (leader_metric(&a), leader_metric(&b)) {
             (1.0, 0.0) => Some((&a, &b)),
             (0.0, 1.0) => Some((&b, &a)),
@@ -928,7 +928,7 @@ fn two_replicas(
         )
     };
     let pair = [start(identities[0]), start(identities[1])];
-    wait_for("one leader", Duration::from_secs(10), || {
+    wait_for("one leader", Duration::from_secs(30), || {
         (leader_metric(&pair[0]) + leader_metric(&pair[1]) == 1.0).then_some(())
     });
     pair
