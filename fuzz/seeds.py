@@ -213,6 +213,12 @@ write("sync_table", "routes-not-a-list", '{"type":"table","v":1,"table":{"routes
 write("sync_table", "hello", '{"type":"hello","v":1,"dataplane":"dp-0","generation":4,"hash":"ab"}')
 write("sync_table", "ack", '{"type":"ack","v":1,"generation":4,"hash":"ab"}')
 write("sync_table", "nack", '{"type":"nack","v":1,"generation":4,"error":"bad"}')
+write("sync_table", "resync", '{"type":"resync","v":2,"generation":5,"error":"other base"}')
+write("sync_table", "delta", json.dumps({"type": "delta", "v": 2, "delta": {
+    "base": {"generation": 3, "hash": "ab"}, "generation": 4, "hash": "cd",
+    "routes": [{"at": 0, "remove": 1, "insert": [jwt_table["routes"][0]]}, {"at": 1, "insert": [jwt_table["routes"][1]]}],
+    "consumers": [{"at": 0, "remove": 0}],
+    "tls": [], "global": {"plugins": {}}}}))
 
 # -- manifests: multi-document YAML, the translation tests' and the examples'
 SEED = """apiVersion: v1

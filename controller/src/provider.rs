@@ -186,7 +186,7 @@ mod tests {
             *g == 1 && m == &["0/0 dataplanes at generation 1"]
         })
         .await;
-        let mut dataplane = hub.connect("dp".into(), None);
+        let mut dataplane = hub.connect("dp".into(), None, false);
         let pushed = dataplane.next(Duration::ZERO).await;
         assert_eq!(pushed.generation, 1);
         dataplane

@@ -121,7 +121,7 @@ pub async fn run(
 /// The embedded dataplane, connected to the hub as a remote one is: it receives the same
 /// serialised messages and answers through the same [`Applier`].
 pub async fn embedded_dataplane(hub: Arc<Hub>, applier: Arc<Applier>, debounce: Duration) {
-    let mut session = hub.connect("embedded".into(), None);
+    let mut session = hub.connect("embedded".into(), None, false);
     loop {
         let published = session.next(debounce).await;
         session.sent(&published);

@@ -118,6 +118,17 @@ async fn two_dataplanes_follow_the_controller_and_programmed_says_so() {
         )
     });
     assert_eq!(next["reason"], "Programmed");
+    // The rotation travelled as a delta (protocol v2) to both, and each persisted the whole table.
+    assert_eq!(
+        metric_value(&controller.metrics(), "portcullis_sync_delta_pushes_total"),
+        Some(2.0)
+    );
+    for state in [state_a.path(), state_b.path()] {
+        let file = std::fs::read_to_string(state.join("route-table.v1.json")).unwrap();
+        let persisted: serde_json::Value = serde_json::from_str(&file).unwrap();
+        assert_eq!(persisted["type"], "table");
+        assert_eq!(persisted["table"]["generation"], generation as u64 + 1);
+    }
 
     // A dataplane that goes silent (stopped, not closed) is dropped after three heartbeats.
     b.proc.signal("STOP");

@@ -170,7 +170,7 @@ async fn the_loop_publishes_and_keeps_going_while_a_status_patch_hangs() {
     );
 
     // The loop is not waiting for it: a dataplane connects, gets the table and acknowledges.
-    let mut dataplane = hub.connect("dp".into(), None);
+    let mut dataplane = hub.connect("dp".into(), None, false);
     let pushed = tokio::time::timeout(Duration::from_secs(5), dataplane.next(Duration::ZERO))
         .await
         .expect("the table is pushed while the status patch hangs");

@@ -23,7 +23,10 @@ pub struct SyncMetrics {
     pub dataplane_generation: Family<DataplaneLabels, Gauge>,
     pub table_generation: Gauge,
     pub table_bytes: Gauge,
+    pub delta_bytes: Gauge,
     pub pushes: Counter,
+    pub delta_pushes: Counter,
+    pub resyncs: Counter,
     pub acks: Counter,
     pub nacks: Counter,
     pub push_to_ack_seconds: Histogram,
@@ -37,7 +40,10 @@ impl Default for SyncMetrics {
             dataplane_generation: Family::default(),
             table_generation: Gauge::default(),
             table_bytes: Gauge::default(),
+            delta_bytes: Gauge::default(),
             pushes: Counter::default(),
+            delta_pushes: Counter::default(),
+            resyncs: Counter::default(),
             acks: Counter::default(),
             nacks: Counter::default(),
             // 0.5 ms … ~16 s.
@@ -70,9 +76,24 @@ impl SyncMetrics {
             self.table_bytes.clone(),
         );
         registry.register(
+            "portcullis_sync_delta_bytes",
+            "Size of the current table's delta message (from the previous generation) on the wire; 0 when there is none",
+            self.delta_bytes.clone(),
+        );
+        registry.register(
             "portcullis_sync_pushes",
             "Route tables sent to dataplanes",
             self.pushes.clone(),
+        );
+        registry.register(
+            "portcullis_sync_delta_pushes",
+            "Route tables sent to dataplanes as a delta (protocol v2)",
+            self.delta_pushes.clone(),
+        );
+        registry.register(
+            "portcullis_sync_resyncs",
+            "Deltas a dataplane could not apply and answered with resync (the whole table follows)",
+            self.resyncs.clone(),
         );
         registry.register(
             "portcullis_sync_acks",

@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use portcullis_contract::protocol::{self, ToController};
+use portcullis_contract::delta::TableDelta;
+use portcullis_contract::protocol::{self, ToController, ToDataplane};
 use portcullis_contract::table::RouteTable;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -21,11 +22,29 @@ pub use metrics::SyncMetrics;
 
 use self::fleet::{DataplaneAcks, Fleet, RejectedTable, ReportedDataplane};
 
-/// One generation of the table, serialised once for every dataplane.
+/// One generation of the table, serialised once for every dataplane: whole, and as a delta
+/// from the generation published before it.
 #[derive(Debug)]
 pub struct Published {
     pub generation: u64,
     pub hash: String,
+    pub message: Utf8Bytes,
+    pub delta: Option<PublishedDelta>,
+}
+
+/// What a new generation's delta is taken from.
+enum Base {
+    /// The table published before.
+    Table(Box<RouteTable>),
+    /// The same content, published before under another generation.
+    Renumbered,
+    None,
+}
+
+/// A `delta` message (protocol v2), for dataplanes that serve its base.
+#[derive(Debug)]
+pub struct PublishedDelta {
+    pub base: (u64, String),
     pub message: Utf8Bytes,
 }
 
@@ -91,33 +110,52 @@ impl Hub {
         }
         state.generation += 1;
         let generation = state.generation;
-        state.table = Some(table);
-        self.send_current(&mut state);
+        let previous = state.table.replace(table);
+        self.send_current(&mut state, previous.map_or(Base::None, |t| Base::Table(Box::new(t))));
         drop(state);
         self.notify();
         generation
     }
 
-    /// Serialises the current table under the current generation and wakes every session.
-    fn send_current(&self, state: &mut State) {
+    /// Serialises the current table under the current generation, whole and as a delta from
+    /// `previous` (the table published before, by default the same content under its former
+    /// number), and wakes every session.
+    fn send_current(&self, state: &mut State, previous: Base) {
         let generation = state.generation;
         let Some(table) = state.table.as_mut() else {
             return;
         };
+        let delta = match previous {
+            Base::Table(base) => TableDelta::between(&base, table),
+            Base::Renumbered => TableDelta::between(table, table),
+            Base::None => None,
+        };
         table.generation = generation;
+        let delta = delta.map(|mut delta| {
+            delta.generation = generation;
+            PublishedDelta {
+                base: (delta.base.generation, delta.base.hash.clone()),
+                message: protocol::encode(&ToDataplane::delta(delta)).into(),
+            }
+        });
         let capacity = self
             .latest
             .borrow()
             .as_ref()
             .map_or(0, |p| p.message.len() + 4096);
         let message = protocol::encode_table(table, capacity);
+        // Sent only when smaller than the table, which a delta nearly always is.
+        let delta = delta.filter(|d| d.message.len() < message.len());
         self.metrics.table_generation.set(generation as i64);
         self.metrics.table_bytes.set(message.len() as i64);
-        info!(generation, hash = %table.hash, bytes = message.len(), "route table published");
+        let delta_bytes = delta.as_ref().map_or(0, |d| d.message.len());
+        self.metrics.delta_bytes.set(delta_bytes as i64);
+        info!(generation, hash = %table.hash, bytes = message.len(), delta_bytes, "route table published");
         let published = Published {
             generation,
             hash: table.hash.clone(),
             message: message.into(),
+            delta,
         };
         if state.history.back().is_none_or(|(g, _)| *g != generation) {
             state.history.push_back((generation, table.hash.clone()));
@@ -202,10 +240,15 @@ impl Hub {
     /// now (from its state directory, perhaps from an earlier controller). Generations keep
     /// rising across controller restarts: the current table is renumbered above it, or, when it
     /// is the very table the dataplane serves, takes the dataplane's number (adopted).
-    pub fn connect(self: &Arc<Self>, name: String, serving: Option<(u64, String)>) -> Session {
+    pub fn connect(
+        self: &Arc<Self>,
+        name: String,
+        serving: Option<(u64, String)>,
+        deltas: bool,
+    ) -> Session {
         let mut state = self.lock();
         let mut acked = None;
-        if let Some((theirs, hash)) = serving
+        if let Some((theirs, hash)) = serving.clone()
             && theirs >= state.generation
         {
             let same = state.table.as_ref().is_some_and(|t| t.hash == hash);
@@ -218,7 +261,7 @@ impl Hub {
             if state.table.is_some() && state.adopted.is_none() {
                 state.adopted = Some(same);
             }
-            self.send_current(&mut state);
+            self.send_current(&mut state, Base::Renumbered);
         } else if state.table.is_some() && state.adopted.is_none() {
             state.adopted = Some(false);
         }
@@ -242,6 +285,8 @@ impl Hub {
             name,
             tables: self.latest.subscribe(),
             sent: None,
+            live: if deltas { serving } else { None },
+            deltas,
         }
     }
 }
@@ -255,6 +300,10 @@ pub struct Session {
     tables: watch::Receiver<Option<Arc<Published>>>,
     /// The generation last sent, and when.
     sent: Option<(u64, Instant)>,
+    /// Whether the dataplane takes deltas (protocol v2).
+    deltas: bool,
+    /// The table the dataplane serves, as far as its answers tell: a delta from it fits.
+    live: Option<(u64, String)>,
 }
 
 impl Session {
@@ -282,6 +331,18 @@ impl Session {
                 // The hub is gone: nothing more will be published.
                 std::future::pending::<()>().await;
             }
+        }
+    }
+
+    /// What to send for `published`: the delta when the dataplane serves its base, else the
+    /// whole table.
+    pub fn message(&self, published: &Published) -> Utf8Bytes {
+        match &published.delta {
+            Some(delta) if self.deltas && self.live.as_ref() == Some(&delta.base) => {
+                self.hub.metrics.delta_pushes.inc();
+                delta.message.clone()
+            }
+            _ => published.message.clone(),
         }
     }
 
@@ -324,8 +385,9 @@ impl Session {
                         dataplane: d.name.clone(),
                     })
                     .set(generation as i64);
-                d.acked = Some((generation, hash));
+                d.acked = Some((generation, hash.clone()));
                 d.rejected = None;
+                self.live = Some((generation, hash));
             }
             ToController::Nack {
                 generation, error, ..
@@ -334,6 +396,18 @@ impl Session {
                 hub.metrics.nacks.inc();
                 warn!(dataplane = %d.name, generation, %error, "dataplane refused the route table; it keeps serving its previous one");
                 d.rejected = Some((generation, error));
+            }
+            ToController::Resync {
+                generation, error, ..
+            } => {
+                if !self.deltas {
+                    return Err("resync on a stream of protocol version 1".into());
+                }
+                hub.metrics.resyncs.inc();
+                warn!(dataplane = %d.name, generation, %error, "dataplane asked for the whole table");
+                // Send the current table whole, at once.
+                self.live = None;
+                self.sent = None;
             }
             ToController::Hello { .. } => {
                 return Err("hello may only be the first message".into());

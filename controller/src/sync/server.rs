@@ -1,5 +1,5 @@
 //! The sync listener (`--sync-listen`): mutual TLS, then one WebSocket per dataplane at
-//! `/v1/sync` with subprotocol `portcullis.sync.v1`.
+//! `/v1/sync` with subprotocol `portcullis.sync.v2` (deltas) or `portcullis.sync.v1`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use http::StatusCode;
 use portcullis_contract::protocol::{
-    self, Heartbeat, MAX_MESSAGE_BYTES, PATH, SUBPROTOCOL, ToController,
+    self, Heartbeat, MAX_MESSAGE_BYTES, PATH, SUBPROTOCOL, SUBPROTOCOL_V2, ToController,
 };
 use portcullis_support::tls::Reloading;
 use tokio::net::{TcpListener, TcpStream};
@@ -72,8 +72,14 @@ fn refuse(hub: &Hub, peer: SocketAddr, reason: &'static str, detail: &dyn std::f
     warn!(%peer, reason, error = %detail, "sync connection refused");
 }
 
+/// Checks the upgrade request and agrees on the newest protocol both sides speak; sets
+/// `deltas` when that is version 2.
 #[allow(clippy::result_large_err)] // the callback's signature is tungstenite's
-fn check_request(request: &Request, response: Response) -> Result<Response, ErrorResponse> {
+fn check_request(
+    request: &Request,
+    response: Response,
+    deltas: &mut bool,
+) -> Result<Response, ErrorResponse> {
     let refuse = |status: StatusCode, why: &str| {
         let mut r = ErrorResponse::new(Some(format!("{why}\n")));
         *r.status_mut() = status;
@@ -85,25 +91,32 @@ fn check_request(request: &Request, response: Response) -> Result<Response, Erro
             &format!("the sync endpoint is {PATH}"),
         ));
     }
-    let offered = request
-        .headers()
-        .get_all(http::header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|p| p.trim() == SUBPROTOCOL);
-    if !offered {
+    let offered = |wanted: &str| {
+        request
+            .headers()
+            .get_all(http::header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| p.trim() == wanted)
+    };
+    let agreed = if offered(SUBPROTOCOL_V2) {
+        SUBPROTOCOL_V2
+    } else if offered(SUBPROTOCOL) {
+        SUBPROTOCOL
+    } else {
         return Err(refuse(
             StatusCode::BAD_REQUEST,
             &format!(
-                "subprotocol {SUBPROTOCOL} required: run the same release of controller and dataplane"
+                "subprotocol {SUBPROTOCOL_V2} or {SUBPROTOCOL} required: run the same release of controller and dataplane"
             ),
         ));
-    }
+    };
+    *deltas = agreed == SUBPROTOCOL_V2;
     let mut response = response;
     response.headers_mut().insert(
         http::header::SEC_WEBSOCKET_PROTOCOL,
-        http::HeaderValue::from_static(SUBPROTOCOL),
+        http::HeaderValue::from_static(agreed),
     );
     Ok(response)
 }
@@ -124,9 +137,12 @@ async fn connection(
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE_BYTES))
         .max_frame_size(Some(MAX_MESSAGE_BYTES));
+    let mut deltas = false;
+    #[allow(clippy::result_large_err)] // the callback's signature is tungstenite's
+    let check = |request: &Request, response| check_request(request, response, &mut deltas);
     let ws = match timeout_at(
         deadline,
-        tokio_tungstenite::accept_hdr_async_with_config(tls, check_request, Some(config)),
+        tokio_tungstenite::accept_hdr_async_with_config(tls, check, Some(config)),
     )
     .await
     {
@@ -156,8 +172,8 @@ async fn connection(
             return refuse(&hub, peer, "protocol", &e);
         }
     };
-    info!(%peer, dataplane = %name, serving = ?serving, "sync stream open");
-    let mut session = hub.connect(name, serving);
+    info!(%peer, dataplane = %name, serving = ?serving, deltas, "sync stream open");
+    let mut session = hub.connect(name, serving, deltas);
     let heartbeat = settings.heartbeat;
     let mut ping = tokio::time::interval(heartbeat.interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -187,7 +203,7 @@ async fn connection(
                 }
             }
             published = session.next(settings.debounce) => {
-                if let Err(e) = tx.send(Message::Text(published.message.clone())).await {
+                if let Err(e) = tx.send(Message::Text(session.message(&published))).await {
                     break e.to_string();
                 }
                 session.sent(&published);

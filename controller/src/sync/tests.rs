@@ -50,10 +50,12 @@ async fn generations_rise_only_when_the_content_changes() {
         "same hash: no new generation"
     );
     assert_eq!(hub.publish(table(&["/a", "/b"])), 2);
-    let mut s = hub.connect("dp".into(), None);
+    let mut s = hub.connect("dp".into(), None, false);
     let p = s.next(Duration::ZERO).await;
     assert_eq!(p.generation, 2);
-    let ToDataplane { table: sent, .. } = decode(p.message.as_str()).unwrap();
+    let Ok(ToDataplane::Table { table: sent, .. }) = decode(p.message.as_str()) else {
+        panic!("a table message")
+    };
     assert_eq!((sent.generation, sent.routes.len()), (2, 2));
     assert_eq!(sent.hash, p.hash);
 }
@@ -63,8 +65,8 @@ async fn programmed_counts_dataplanes_at_the_current_generation() {
     let hub = Hub::new(SyncMetrics::default());
     assert_eq!(progress(&hub), (0, 0, 0));
     hub.publish(table(&["/a"]));
-    let mut a = hub.connect("a".into(), None);
-    let mut b = hub.connect("b".into(), None);
+    let mut a = hub.connect("a".into(), None, false);
+    let mut b = hub.connect("b".into(), None, false);
     assert_eq!(progress(&hub), (0, 2, 1));
     for s in [&mut a, &mut b] {
         let p = s.next(Duration::ZERO).await;
@@ -131,14 +133,14 @@ async fn programmed_counts_dataplanes_at_the_current_generation() {
 async fn a_dataplane_ahead_of_a_restarted_controller_lifts_the_generation() {
     let hub = Hub::new(SyncMetrics::default());
     hub.publish(table(&["/a"]));
-    let mut s = hub.connect("dp".into(), Some((41, "another table".into())));
+    let mut s = hub.connect("dp".into(), Some((41, "another table".into())), false);
     let p = s.next(Duration::ZERO).await;
     assert_eq!(p.generation, 42);
     assert_eq!(hub.fleet().adopted, Some(false));
     assert_eq!(hub.publish(table(&["/b"])), 43);
     // Before any table exists, the first one is numbered above the dataplane's too.
     let fresh = Hub::new(SyncMetrics::default());
-    let _s = fresh.connect("dp".into(), Some((7, "x".into())));
+    let _s = fresh.connect("dp".into(), Some((7, "x".into())), false);
     assert_eq!(fresh.publish(table(&["/a"])), 9);
     assert_eq!(
         fresh.fleet().adopted,
@@ -153,7 +155,7 @@ async fn a_dataplane_serving_the_same_table_keeps_its_generation() {
     let current = table(&["/a"]);
     let hash = current.hash.clone();
     hub.publish(current);
-    let mut s = hub.connect("dp".into(), Some((41, hash.clone())));
+    let mut s = hub.connect("dp".into(), Some((41, hash.clone())), false);
     let fleet = hub.fleet();
     assert_eq!((fleet.generation, fleet.adopted), (41, Some(true)));
     assert_eq!(fleet.dataplanes[0].acked, Some(41), "it serves it already");
@@ -161,7 +163,7 @@ async fn a_dataplane_serving_the_same_table_keeps_its_generation() {
     let p = s.next(Duration::ZERO).await;
     assert_eq!((p.generation, p.hash.as_str()), (41, hash.as_str()));
     // A second dataplane behind it does not change the verdict.
-    let _t = hub.connect("dp2".into(), Some((3, "old".into())));
+    let _t = hub.connect("dp2".into(), Some((3, "old".into())), false);
     assert_eq!(hub.fleet().adopted, Some(true));
     assert_eq!(hub.publish(table(&["/b"])), 42);
 }
@@ -171,7 +173,7 @@ async fn a_burst_of_changes_is_one_push_and_sent_tables_are_not_resent() {
     let debounce = Duration::from_millis(100);
     let hub = Hub::new(SyncMetrics::default());
     hub.publish(table(&["/0"]));
-    let mut s = hub.connect("dp".into(), None);
+    let mut s = hub.connect("dp".into(), None, false);
     let first = s.next(debounce).await;
     assert_eq!(first.generation, 1, "the current table goes out at once");
     s.sent(&first);
@@ -204,11 +206,11 @@ async fn the_report_names_tables_by_hash_and_generations_map_back() {
     let hub = Hub::new(SyncMetrics::default());
     let (first, second) = (table(&["/a"]), table(&["/a", "/b"]));
     hub.publish(first.clone());
-    let mut a = hub.connect("dp-a".into(), None);
+    let mut a = hub.connect("dp-a".into(), None, false);
     let p1 = a.next(Duration::ZERO).await;
     a.reply(ack(&p1)).unwrap();
     hub.publish(second.clone());
-    let mut b = hub.connect("dp-b".into(), None);
+    let mut b = hub.connect("dp-b".into(), None, false);
     let p2 = b.next(Duration::ZERO).await;
     b.reply(ToController::Nack {
         v: VERSION,
@@ -237,4 +239,82 @@ async fn the_report_names_tables_by_hash_and_generations_map_back() {
             },
         ]
     );
+}
+
+/// What a session sends for `p`, decoded.
+fn sent(s: &mut Session, p: &Published) -> ToDataplane {
+    let message = s.message(p);
+    s.sent(p);
+    decode(message.as_str()).unwrap()
+}
+
+#[tokio::test]
+async fn a_dataplane_that_serves_the_base_gets_a_delta_others_the_table() {
+    let metrics = SyncMetrics::default();
+    let hub = Hub::new(metrics.clone());
+    hub.publish(table(&["/a", "/b"]));
+    let mut v2 = hub.connect("v2".into(), None, true);
+    let mut v1 = hub.connect("v1".into(), None, false);
+    // Nothing served yet: the whole table, to both.
+    for s in [&mut v2, &mut v1] {
+        let p = s.next(Duration::ZERO).await;
+        assert!(matches!(sent(s, &p), ToDataplane::Table { .. }));
+        s.reply(ack(&p)).unwrap();
+    }
+    hub.publish(table(&["/a", "/c"]));
+    let p = v2.next(Duration::ZERO).await;
+    let ToDataplane::Delta { delta, .. } = sent(&mut v2, &p) else {
+        panic!("a delta for the dataplane at generation 1")
+    };
+    assert_eq!((delta.base.generation, delta.generation), (1, 2));
+    assert_eq!(delta.routes.len(), 1, "one route replaced");
+    assert_eq!(delta.hash, p.hash);
+    let p = v1.next(Duration::ZERO).await;
+    assert!(
+        matches!(sent(&mut v1, &p), ToDataplane::Table { .. }),
+        "protocol v1: tables only"
+    );
+    assert_eq!(metrics.delta_pushes.get(), 1);
+    // Generation 2 not acknowledged yet: generation 3 goes whole, its delta is from 2.
+    hub.publish(table(&["/a", "/d"]));
+    let p = v2.next(Duration::ZERO).await;
+    assert!(matches!(sent(&mut v2, &p), ToDataplane::Table { .. }));
+    v2.reply(ack(&p)).unwrap();
+    // A dataplane that cannot apply a delta asks again: the table follows at once.
+    hub.publish(table(&["/a", "/e"]));
+    let p = v2.next(Duration::ZERO).await;
+    assert!(matches!(sent(&mut v2, &p), ToDataplane::Delta { .. }));
+    v2.reply(ToController::Resync {
+        v: protocol::DELTA_VERSION,
+        generation: p.generation,
+        error: "other base".into(),
+    })
+    .unwrap();
+    let again = tokio::time::timeout(Duration::from_secs(5), v2.next(Duration::from_secs(60)))
+        .await
+        .expect("the table follows a resync without waiting for the debounce");
+    assert_eq!(again.generation, p.generation);
+    assert!(matches!(sent(&mut v2, &again), ToDataplane::Table { .. }));
+    assert_eq!(metrics.resyncs.get(), 1);
+    // Resync is version 2's: on a version 1 stream it is a protocol error.
+    assert!(
+        v1.reply(ToController::Resync {
+            v: protocol::DELTA_VERSION,
+            generation: 4,
+            error: String::new(),
+        })
+        .is_err()
+    );
+}
+
+#[tokio::test]
+async fn a_hello_with_the_base_takes_the_delta_from_the_first_push() {
+    let hub = Hub::new(SyncMetrics::default());
+    hub.publish(table(&["/a"]));
+    let first = hub.publish(table(&["/a", "/b"]));
+    let hash = table(&["/a"]).hash;
+    // A dataplane that serves generation 1 (reconnecting after the controller's push of 2).
+    let mut s = hub.connect("dp".into(), Some((first - 1, hash)), true);
+    let p = s.next(Duration::ZERO).await;
+    assert!(matches!(sent(&mut s, &p), ToDataplane::Delta { .. }));
 }

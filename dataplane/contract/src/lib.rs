@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod client_cert;
 pub mod decision;
+pub mod delta;
 pub mod duration;
 /// Fixtures for tests, here and in `portcullis-tests` (feature `fixtures`).
 #[cfg(any(test, feature = "fixtures"))]

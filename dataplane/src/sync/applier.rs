@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
-use super::protocol::{self, DecodeError, ToController, ToDataplane, VERSION};
+use super::protocol::{self, DELTA_VERSION, DecodeError, ToController, ToDataplane, VERSION};
 use crate::metrics::ResultLabels;
 use crate::proxy::Dataplane;
 use crate::table::RouteTable;
@@ -70,7 +70,11 @@ impl StateDir {
             }
         };
         match protocol::decode::<ToDataplane>(&text) {
-            Ok(ToDataplane { table, .. }) => Ok(Some(table)),
+            Ok(ToDataplane::Table { table, .. }) => Ok(Some(table)),
+            Ok(ToDataplane::Delta { .. }) => Err(StateError::Foreign {
+                file: file.display().to_string(),
+                error: DecodeError::Malformed("a delta, not a table".into()),
+            }),
             Err(error) => Err(StateError::Foreign {
                 file: file.display().to_string(),
                 error,
@@ -95,6 +99,14 @@ impl StateDir {
         fs::rename(&temp, &file)?;
         fs::File::open(&self.dir)?.sync_all()
     }
+}
+
+/// What to write to `--state-dir` once a table is live.
+enum Persist<'a> {
+    /// The table message as received.
+    Message(&'a str),
+    /// The table, serialised (it came as a delta).
+    Table,
 }
 
 pub struct Applier {
@@ -164,15 +176,41 @@ impl Applier {
                 generation: 0,
                 error: error.to_string(),
             },
-            Ok(ToDataplane { table, .. }) => {
+            Ok(ToDataplane::Table { table, .. }) => {
                 let decoded = started.elapsed();
-                let reply = self.apply(table, message);
+                let reply = self.apply(table, Persist::Message(message));
                 tracing::debug!(bytes = message.len(), ?decoded, total = ?started.elapsed(), "pushed table handled");
                 reply
+            }
+            Ok(ToDataplane::Delta { delta, .. }) => {
+                let generation = delta.generation;
+                let base = self.dataplane.current();
+                let rebuilt = match &base {
+                    Some(base) => delta.apply(base.source()).map_err(|e| e.to_string()),
+                    None => Err(
+                        "this dataplane serves no table yet; it asks for the whole table".into(),
+                    ),
+                };
+                match rebuilt {
+                    Ok(table) => {
+                        let reply = self.apply(table, Persist::Table);
+                        tracing::debug!(bytes = message.len(), total = ?started.elapsed(), "pushed delta handled");
+                        reply
+                    }
+                    Err(error) => {
+                        warn!(generation, %error, "route table delta does not fit; asking the controller for the whole table");
+                        ToController::Resync {
+                            v: DELTA_VERSION,
+                            generation,
+                            error,
+                        }
+                    }
+                }
             }
         };
         let result = match reply {
             ToController::Nack { .. } => "nack",
+            ToController::Resync { .. } => "resync",
             _ => "ack",
         };
         metrics
@@ -182,7 +220,7 @@ impl Applier {
         reply
     }
 
-    fn apply(&self, table: RouteTable, message: &str) -> ToController {
+    fn apply(&self, table: RouteTable, persist: Persist<'_>) -> ToController {
         let (generation, hash) = (table.generation, table.hash.clone());
         let unchanged = self
             .dataplane
@@ -190,15 +228,25 @@ impl Applier {
             .is_some_and(|t| t.generation == generation && t.hash == hash);
         if !unchanged {
             let started = std::time::Instant::now();
-            if let Err(error) = self.dataplane.apply(table) {
-                return ToController::Nack {
-                    v: VERSION,
-                    generation,
-                    error: error.to_string(),
-                };
-            }
+            let compiled = match self.dataplane.apply(table) {
+                Ok(compiled) => compiled,
+                Err(error) => {
+                    return ToController::Nack {
+                        v: VERSION,
+                        generation,
+                        error: error.to_string(),
+                    };
+                }
+            };
             let applied = started.elapsed();
-            self.persist(message);
+            match persist {
+                Persist::Message(message) => self.persist(message),
+                // What is persisted is always a whole table, never a delta.
+                Persist::Table if self.state.is_some() => {
+                    self.persist(&protocol::encode_table(compiled.source(), 0))
+                }
+                Persist::Table => {}
+            }
             tracing::debug!(?applied, persisted = ?started.elapsed() - applied, "table swapped in and persisted");
         }
         ToController::Ack {
@@ -336,6 +384,61 @@ mod tests {
             assert!(!applier.restore(), "{content}");
             assert!(!applier.dataplane().is_ready());
         }
+    }
+
+    #[test]
+    fn a_delta_is_applied_persisted_whole_and_a_misfit_asks_for_the_table() {
+        use portcullis_contract::delta::TableDelta;
+        let dir = tempfile::tempdir().unwrap();
+        let applier = Applier::new(dataplane(10), Some(StateDir::open(dir.path()).unwrap()));
+        let decode_table = |message: &str| match protocol::decode::<ToDataplane>(message) {
+            Ok(ToDataplane::Table { table, .. }) => table,
+            other => panic!("{other:?}"),
+        };
+        // A delta before any table: resync.
+        let first = decode_table(&push(1, 2));
+        let second = decode_table(&push(2, 3));
+        let delta = protocol::encode(&ToDataplane::delta(
+            TableDelta::between(&first, &second).unwrap(),
+        ));
+        assert!(matches!(
+            applier.handle(&delta),
+            ToController::Resync { generation: 2, .. }
+        ));
+        assert!(matches!(
+            applier.handle(&push(1, 2)),
+            ToController::Ack { .. }
+        ));
+        assert_eq!(
+            applier.handle(&delta),
+            ToController::Ack {
+                v: 1,
+                generation: 2,
+                hash: second.hash.clone()
+            }
+        );
+        let live = applier.dataplane().current().unwrap();
+        assert_eq!(live.source(), &second);
+        // What is persisted is the whole table, which a restart serves.
+        let restarted = Applier::new(dataplane(10), Some(StateDir::open(dir.path()).unwrap()));
+        assert!(restarted.restore());
+        assert_eq!(restarted.dataplane().current().unwrap().source(), &second);
+        // The same delta again no longer fits: the dataplane serves generation 2 now.
+        let reply = applier.handle(&delta);
+        assert!(
+            matches!(&reply, ToController::Resync { error, .. } if error.contains("generation 2")),
+            "{reply:?}"
+        );
+        // A delta whose result does not hash to its claim is refused like a bad table.
+        let third = decode_table(&push(3, 4));
+        let mut lying = TableDelta::between(&second, &third).unwrap();
+        lying.hash = first.hash.clone();
+        let reply = applier.handle(&protocol::encode(&ToDataplane::delta(lying)));
+        assert!(
+            matches!(&reply, ToController::Nack { generation: 3, .. }),
+            "{reply:?}"
+        );
+        assert_eq!(applier.dataplane().current().unwrap().generation, 2);
     }
 
     #[test]

@@ -16,7 +16,10 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tracing::{debug, info, warn};
 
 use super::applier::Applier;
-use super::protocol::{self, Heartbeat, MAX_MESSAGE_BYTES, PATH, SUBPROTOCOL};
+use super::protocol::{self, Heartbeat, MAX_MESSAGE_BYTES, PATH, SUBPROTOCOL, SUBPROTOCOL_V2};
+
+/// The `Sec-WebSocket-Protocol` offer: the newest version first.
+const OFFERED: &str = "portcullis.sync.v2, portcullis.sync.v1";
 use crate::metrics::ResultLabels;
 use portcullis_support::backoff::Backoff;
 
@@ -89,7 +92,7 @@ enum SessionError {
     #[error("sync handshake failed: {0}")]
     Handshake(tokio_tungstenite::tungstenite::Error),
     #[error(
-        "the controller did not agree to protocol {SUBPROTOCOL}; run the same release of controller and dataplane"
+        "the controller agreed to neither {SUBPROTOCOL_V2} nor {SUBPROTOCOL}; run the same release of controller and dataplane"
     )]
     Subprotocol,
     #[error("timed out after {0:?}")]
@@ -212,9 +215,10 @@ async fn connect(settings: &ClientSettings) -> Result<Stream, SessionError> {
     let mut request = format!("wss://{}:{}{PATH}", url.host, url.port)
         .into_client_request()
         .map_err(SessionError::Handshake)?;
+    // Version 2 (deltas) first; a controller of the previous release picks version 1.
     request.headers_mut().insert(
         http::header::SEC_WEBSOCKET_PROTOCOL,
-        http::HeaderValue::from_static(SUBPROTOCOL),
+        http::HeaderValue::from_static(OFFERED),
     );
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE_BYTES))
@@ -226,14 +230,14 @@ async fn connect(settings: &ClientSettings) -> Result<Stream, SessionError> {
     .await
     .map_err(|_| SessionError::Timeout(limit))?
     .map_err(SessionError::Handshake)?;
-    if response
+    let agreed = response
         .headers()
         .get(http::header::SEC_WEBSOCKET_PROTOCOL)
-        .and_then(|v| v.to_str().ok())
-        != Some(SUBPROTOCOL)
-    {
+        .and_then(|v| v.to_str().ok());
+    if !matches!(agreed, Some(SUBPROTOCOL | SUBPROTOCOL_V2)) {
         return Err(SessionError::Subprotocol);
     }
+    debug!(protocol = agreed, "sync protocol agreed");
     Ok(ws)
 }
 

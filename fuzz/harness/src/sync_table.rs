@@ -2,8 +2,12 @@
 //! table message is decoded, compiled as a dataplane compiles it (the table file's YAML form
 //! too) and asked for a few requests drawn from its own rules; a dataplane's reply is decoded.
 //!
+//! A delta is applied to a base of the generation and hash it names (the routes of the seed
+//! table), and its result compiled.
+//!
 //! Properties: a decoded message re-encodes to one that decodes to the same message (what the
-//! controller sends is what the dataplane reads); decisions on a compiled table do not panic.
+//! controller sends is what the dataplane reads); applying a delta, whatever its positions,
+//! and decisions on a compiled table do not panic.
 
 use std::net::IpAddr;
 
@@ -11,20 +15,53 @@ use http::{HeaderMap, HeaderValue, Method, Uri, Version};
 use portcullis_contract::decision::{decide, decide_handshake};
 use portcullis_contract::fixtures::TestRequest;
 use portcullis_contract::protocol::{self, ToController, ToDataplane};
-use portcullis_contract::table::{CompiledTable, Registries, RouteTable};
+use portcullis_contract::table::{CompiledTable, Registries, Route, RouteTable};
 
 pub fn run(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok(message) = protocol::decode::<ToDataplane>(text) {
-        let again = protocol::encode_table(&message.table, 0);
-        assert_eq!(
-            protocol::decode::<ToDataplane>(&again).as_ref(),
-            Ok(&message),
-            "a table message does not survive encoding"
-        );
-        compile_and_ask(message.table);
+    match protocol::decode::<ToDataplane>(text) {
+        Ok(ToDataplane::Table { table, v }) => {
+            let again = protocol::encode_table(&table, 0);
+            let table = ToDataplane::Table { table, v };
+            assert_eq!(
+                protocol::decode::<ToDataplane>(&again).as_ref(),
+                Ok(&table),
+                "a table message does not survive encoding"
+            );
+            let ToDataplane::Table { table, .. } = table else {
+                unreachable!()
+            };
+            compile_and_ask(table);
+        }
+        Ok(message @ ToDataplane::Delta { .. }) => {
+            let again = protocol::encode(&message);
+            assert_eq!(
+                protocol::decode::<ToDataplane>(&again).as_ref(),
+                Ok(&message),
+                "a delta message does not survive encoding"
+            );
+            let ToDataplane::Delta { delta, .. } = message else {
+                unreachable!()
+            };
+            let base = RouteTable {
+                generation: delta.base.generation,
+                hash: delta.base.hash.clone(),
+                routes: (0..3)
+                    .map(|i| Route {
+                        id: format!("demo/base/{i}"),
+                        paths: vec![format!("/base{i}")],
+                        ..Route::default()
+                    })
+                    .collect(),
+                ..RouteTable::default()
+            };
+            if let Ok(table) = delta.apply(&base) {
+                compile_and_ask(table);
+            }
+        }
+        Err(_) => {}
     }
     if let Ok(table) = serde_yaml::from_str::<RouteTable>(text) {
         compile_and_ask(table);
