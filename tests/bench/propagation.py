@@ -7,6 +7,7 @@ client tries the new key on every dataplane every millisecond and records when e
 
     python3 tests/bench/propagation.py            # 10 and 10 000 routes, 1 and 4 dataplanes
     python3 tests/bench/propagation.py --quick    # fewer changes
+    python3 tests/bench/propagation.py --routes 10000,100000   # other table sizes
 
 Writes its section of docs/benchmarks.md (after run.py's part).
 """
@@ -23,7 +24,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import BIN, ROOT, PROPAGATION_MARK, cpu_seconds, free_port, wait_port  # noqa: E402
+from run import BIN, ROOT, PROPAGATION_MARK, cpu_seconds, free_port, rss_kib, wait_port  # noqa: E402
 
 ECHO_SERVICE = """apiVersion: v1
 kind: Service
@@ -176,6 +177,8 @@ def run_case(work, echo_port, n_routes, n_dp, changes):
         pushes = metric(admin, "portcullis_sync_pushes_total") - pushes0
         delta_pushes = metric(admin, "portcullis_sync_delta_pushes_total") - deltas0
         delta_bytes = metric(admin, "portcullis_sync_delta_bytes")
+        controller_rss = rss_kib([controller.pid])
+        dataplane_rss = max(rss_kib([p]) for p in dp_pids)
         q = statistics.quantiles(samples, n=100, method="inclusive")
         qs = statistics.quantiles(slowest, n=100, method="inclusive")
         return {
@@ -185,6 +188,7 @@ def run_case(work, echo_port, n_routes, n_dp, changes):
             "table_bytes": table_bytes, "delta_bytes": delta_bytes, "pushes": pushes, "delta_pushes": delta_pushes,
             "controller_cpu_ms_per_change": cpu * 1000 / changes,
             "dataplane_cpu_ms_per_change": dp_cpu * 1000 / changes / n_dp,
+            "controller_rss_mib": controller_rss / 1024, "dataplane_rss_mib": dataplane_rss / 1024,
         }
     finally:
         for p in procs:
@@ -196,6 +200,8 @@ def run_case(work, echo_port, n_routes, n_dp, changes):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--routes", default="10,10000", help="comma-separated route counts (e.g. 10,10000,100000)")
+    ap.add_argument("--dataplanes", default="1,4", help="comma-separated dataplane counts")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"))
     a = ap.parse_args()
@@ -209,8 +215,8 @@ def main():
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_port(echo_port)
-            for n_routes in (10, 10_000):
-                for n_dp in (1, 4):
+            for n_routes in [int(n) for n in a.routes.split(",")]:
+                for n_dp in [int(n) for n in a.dataplanes.split(",")]:
                     r = run_case(work, echo_port, n_routes, n_dp, changes)
                     print(r, flush=True)
                     results.append(r)
@@ -224,12 +230,13 @@ def write_section(a, results, changes):
     rows = "\n".join(
         f"| {r['routes']:,} | {r['dataplanes']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['all_p99_ms']:.1f} | "
         f"{r['table_bytes'] / 1024:,.0f} KiB | {r['delta_bytes']:,.0f} B | {r['delta_pushes']:.0f} / {r['pushes']:.0f} | "
-        f"{r['controller_cpu_ms_per_change']:.1f} | {r['dataplane_cpu_ms_per_change']:.1f} |"
+        f"{r['controller_cpu_ms_per_change']:.1f} | {r['dataplane_cpu_ms_per_change']:.1f} | "
+        f"{r['controller_rss_mib']:,.0f} / {r['dataplane_rss_mib']:,.0f} |"
         for r in results)
     section = f"""{PROPAGATION_MARK}
 ## Propagation: resource change → first handshake that sees it
 
-Produced by `python3 tests/bench/propagation.py{' --quick' if a.quick else ''}` on {time.strftime('%Y-%m-%d')}
+Produced by `python3 tests/bench/propagation.py{' --quick' if a.quick else ''}{'' if a.routes == '10,10000' else ' --routes ' + a.routes}{'' if a.dataplanes == '1,4' else ' --dataplanes ' + a.dataplanes}` on {time.strftime('%Y-%m-%d')}
 ({os.cpu_count()} cores, everything on this machine). One controller (`standalone
 --embedded-dataplane false`, file provider polling every 10 ms, default 100 ms push debounce) and 1 or 4
 remote dataplanes (`--workers 1` each) over mutual TLS on 127.0.0.1. Each of {changes} changes rotates
@@ -237,8 +244,8 @@ jack's key in the Secret file; a client thread per dataplane tries the new key e
 latency is from the file's rename to the first `101` on that dataplane. Changes are 300 ms apart, so
 each goes out at once (the debounce only holds changes that follow a push within 100 ms).
 
-| routes | dataplanes | p50 ms | p99 ms | p99 ms, all dataplanes | whole table on the wire | delta on the wire | pushes as deltas | controller CPU ms per change | CPU ms per change, each dataplane |
-|---|---|---|---|---|---|---|---|---|---|
+| routes | dataplanes | p50 ms | p99 ms | p99 ms, all dataplanes | whole table on the wire | delta on the wire | pushes as deltas | controller CPU ms per change | CPU ms per change, each dataplane | RSS MiB, controller / largest dataplane |
+|---|---|---|---|---|---|---|---|---|---|---|
 {rows}
 
 "p99, all dataplanes" is over the slowest dataplane of each change. Each change goes to a dataplane

@@ -111,7 +111,10 @@ impl Hub {
         state.generation += 1;
         let generation = state.generation;
         let previous = state.table.replace(table);
-        self.send_current(&mut state, previous.map_or(Base::None, |t| Base::Table(Box::new(t))));
+        self.send_current(
+            &mut state,
+            previous.map_or(Base::None, |t| Base::Table(Box::new(t))),
+        );
         drop(state);
         self.notify();
         generation
@@ -287,6 +290,7 @@ impl Hub {
             sent: None,
             live: if deltas { serving } else { None },
             deltas,
+            resend: false,
         }
     }
 }
@@ -304,6 +308,8 @@ pub struct Session {
     deltas: bool,
     /// The table the dataplane serves, as far as its answers tell: a delta from it fits.
     live: Option<(u64, String)>,
+    /// The dataplane asked for the current table again (resync).
+    resend: bool,
 }
 
 impl Session {
@@ -318,7 +324,7 @@ impl Session {
         loop {
             let current = self.tables.borrow_and_update().clone();
             if let Some(p) = current
-                && Some(p.generation) != self.sent.map(|(g, _)| g)
+                && (self.resend || Some(p.generation) != self.sent.map(|(g, _)| g))
             {
                 let ready_at = self.sent.map(|(_, at)| at + debounce);
                 match ready_at {
@@ -338,17 +344,26 @@ impl Session {
     /// whole table.
     pub fn message(&self, published: &Published) -> Utf8Bytes {
         match &published.delta {
-            Some(delta) if self.deltas && self.live.as_ref() == Some(&delta.base) => {
-                self.hub.metrics.delta_pushes.inc();
-                delta.message.clone()
-            }
+            Some(delta) if self.sends_delta(delta) => delta.message.clone(),
             _ => published.message.clone(),
         }
     }
 
-    /// Records that `published` went out on this session.
+    fn sends_delta(&self, delta: &PublishedDelta) -> bool {
+        self.deltas && self.live.as_ref() == Some(&delta.base)
+    }
+
+    /// Records that `published` went out on this session (as [`Self::message`] chose).
     pub fn sent(&mut self, published: &Published) {
+        if published
+            .delta
+            .as_ref()
+            .is_some_and(|d| self.sends_delta(d))
+        {
+            self.hub.metrics.delta_pushes.inc();
+        }
         self.sent = Some((published.generation, Instant::now()));
+        self.resend = false;
         self.hub.metrics.pushes.inc();
         let mut state = self.hub.lock();
         if let Some(d) = state.dataplanes.get_mut(&self.id) {
@@ -405,9 +420,9 @@ impl Session {
                 }
                 hub.metrics.resyncs.inc();
                 warn!(dataplane = %d.name, generation, %error, "dataplane asked for the whole table");
-                // Send the current table whole, at once.
+                // Send the current table whole, debounced like any push.
                 self.live = None;
-                self.sent = None;
+                self.resend = true;
             }
             ToController::Hello { .. } => {
                 return Err("hello may only be the first message".into());

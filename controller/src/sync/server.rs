@@ -121,6 +121,27 @@ fn check_request(
     Ok(response)
 }
 
+/// Who says hello and what it serves; anything but a plausible hello ends the connection.
+fn greeting(hello: ToController) -> Result<(String, Option<(u64, String)>), String> {
+    match hello {
+        // Generations count pushes: one this high is a forged hello, and numbering above it
+        // would overflow.
+        ToController::Hello {
+            generation: Some(g),
+            ..
+        } if g >= protocol::MAX_GENERATION => Err(format!(
+            "hello with generation {g}, beyond any real count of pushes"
+        )),
+        ToController::Hello {
+            dataplane,
+            generation,
+            hash,
+            ..
+        } => Ok((dataplane, generation.zip(hash))),
+        _ => Err("expected hello first".into()),
+    }
+}
+
 async fn connection(
     tcp: TcpStream,
     peer: SocketAddr,
@@ -159,14 +180,8 @@ async fn connection(
         Ok(_) => Err("the first message was not a text frame".to_string()),
         Err(_) => Err("no hello in time".to_string()),
     };
-    let (name, serving) = match hello {
-        Ok(ToController::Hello {
-            dataplane,
-            generation,
-            hash,
-            ..
-        }) => (dataplane, generation.zip(hash)),
-        Ok(_) => return refuse(&hub, peer, "protocol", &"expected hello first"),
+    let (name, serving) = match hello.and_then(greeting) {
+        Ok(greeting) => greeting,
         Err(e) => {
             let _ = tx.send(Message::Close(None)).await;
             return refuse(&hub, peer, "protocol", &e);
@@ -216,4 +231,37 @@ async fn connection(
         }
     };
     info!(%peer, dataplane = %session.name(), reason = %ended, "sync stream ended");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hello_names_the_dataplane_and_a_plausible_generation() {
+        let hello = |generation| ToController::Hello {
+            v: 1,
+            dataplane: "dp".into(),
+            generation,
+            hash: Some("h".into()),
+        };
+        assert_eq!(
+            greeting(hello(Some(41))),
+            Ok(("dp".into(), Some((41, "h".into()))))
+        );
+        assert_eq!(greeting(hello(None)), Ok(("dp".into(), None)));
+        for forged in [protocol::MAX_GENERATION, u64::MAX] {
+            assert!(
+                greeting(hello(Some(forged)))
+                    .unwrap_err()
+                    .contains("beyond")
+            );
+        }
+        let ack = ToController::Ack {
+            v: 1,
+            generation: 1,
+            hash: "h".into(),
+        };
+        assert_eq!(greeting(ack), Err("expected hello first".into()));
+    }
 }

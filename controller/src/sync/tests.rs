@@ -290,9 +290,14 @@ async fn a_dataplane_that_serves_the_base_gets_a_delta_others_the_table() {
         error: "other base".into(),
     })
     .unwrap();
-    let again = tokio::time::timeout(Duration::from_secs(5), v2.next(Duration::from_secs(60)))
+    // The table follows, debounced like any push (a resync cannot make the controller send
+    // tables faster than changes would).
+    let debounce = Duration::from_millis(300);
+    let asked = Instant::now();
+    let again = tokio::time::timeout(Duration::from_secs(5), v2.next(debounce))
         .await
-        .expect("the table follows a resync without waiting for the debounce");
+        .expect("the table follows a resync");
+    assert!(asked.elapsed() >= debounce - Duration::from_millis(50));
     assert_eq!(again.generation, p.generation);
     assert!(matches!(sent(&mut v2, &again), ToDataplane::Table { .. }));
     assert_eq!(metrics.resyncs.get(), 1);

@@ -56,13 +56,15 @@ pub struct Splice<T> {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DeltaError {
     #[error(
-        "the delta is for generation {wanted} ({wanted_hash}), this dataplane serves {serving}; it asks for the whole table"
+        "the delta edits generation {wanted} ({wanted_hash}), this dataplane serves {serving}; it asks for the whole table"
     )]
     OtherBase {
         wanted: u64,
         wanted_hash: String,
         serving: String,
     },
+    #[error("malformed delta: no hash; a delta's result is checked against its hash")]
+    NoHash,
     #[error(
         "malformed delta: {list} splice at {at} (removing {remove}) does not fit a list of {len} after position {from}"
     )]
@@ -113,6 +115,10 @@ impl TableDelta {
     /// The table this delta describes, built from `base` (which must be the table it names).
     /// The result's hash is the delta's claim: [`crate::table::CompiledTable`] checks it.
     pub fn apply(self, base: &RouteTable) -> Result<RouteTable, DeltaError> {
+        // An empty hash would be filled in on load instead of checked.
+        if self.hash.is_empty() {
+            return Err(DeltaError::NoHash);
+        }
         if base.generation != self.base.generation || base.hash != self.base.hash {
             return Err(DeltaError::OtherBase {
                 wanted: self.base.generation,

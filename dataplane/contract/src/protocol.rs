@@ -24,6 +24,8 @@ pub const DELTA_VERSION: u32 = 2;
 pub const PATH: &str = "/v1/sync";
 pub const SUBPROTOCOL: &str = "portcullis.sync.v1";
 pub const SUBPROTOCOL_V2: &str = "portcullis.sync.v2";
+/// Generations stay below this (2^53, exact in every JSON reader); a hello above it is refused.
+pub const MAX_GENERATION: u64 = 1 << 53;
 /// Largest message either side accepts; a 10 000-route table is a few MiB.
 pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
 

@@ -15,7 +15,8 @@ use crate::metrics::ResultLabels;
 use crate::proxy::Dataplane;
 use crate::table::RouteTable;
 
-/// The file in `--state-dir` that holds the last applied table (the message as received).
+/// The file in `--state-dir` that holds the last applied table: a `table` message (as received,
+/// or serialised from a delta's result).
 pub const STATE_FILE: &str = "route-table.v1.json";
 
 #[derive(Debug, thiserror::Error)]
@@ -165,8 +166,9 @@ impl Applier {
         }
     }
 
-    /// Applies one pushed message and returns the answer for the controller.
-    pub fn handle(&self, message: &str) -> ToController {
+    /// Applies one pushed message and returns the answer for the controller. `deltas`: whether
+    /// the stream agreed on protocol v2; a delta on a v1 stream is refused.
+    pub fn handle(&self, message: &str, deltas: bool) -> ToController {
         let metrics = &self.dataplane.metrics;
         metrics.sync_tables_received.inc();
         let started = std::time::Instant::now();
@@ -182,6 +184,11 @@ impl Applier {
                 tracing::debug!(bytes = message.len(), ?decoded, total = ?started.elapsed(), "pushed table handled");
                 reply
             }
+            Ok(ToDataplane::Delta { delta, .. }) if !deltas => ToController::Nack {
+                v: VERSION,
+                generation: delta.generation,
+                error: "a delta on a stream of protocol version 1".into(),
+            },
             Ok(ToDataplane::Delta { delta, .. }) => {
                 let generation = delta.generation;
                 let base = self.dataplane.current();
@@ -313,7 +320,7 @@ mod tests {
         let applier = Applier::new(dataplane(10), Some(StateDir::open(dir.path()).unwrap()));
         assert!(!applier.restore(), "nothing persisted yet");
         let message = push(3, 2);
-        let reply = applier.handle(&message);
+        let reply = applier.handle(&message, true);
         let ToController::Ack {
             generation, hash, ..
         } = reply
@@ -348,8 +355,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let applier = Applier::new(dataplane(2), Some(StateDir::open(dir.path()).unwrap()));
         let first = push(1, 2);
-        assert!(matches!(applier.handle(&first), ToController::Ack { .. }));
-        let reply = applier.handle(&push(2, 3));
+        assert!(matches!(
+            applier.handle(&first, true),
+            ToController::Ack { .. }
+        ));
+        let reply = applier.handle(&push(2, 3), true);
         assert_eq!(
             reply,
             ToController::Nack {
@@ -363,7 +373,7 @@ mod tests {
             fs::read_to_string(dir.path().join(STATE_FILE)).unwrap(),
             first
         );
-        let garbage = applier.handle("{\"type\":\"table\",\"v\":7}");
+        let garbage = applier.handle("{\"type\":\"table\",\"v\":7}", true);
         assert!(
             matches!(&garbage, ToController::Nack { error, .. } if error.contains("version 7")),
             "{garbage:?}"
@@ -402,15 +412,15 @@ mod tests {
             TableDelta::between(&first, &second).unwrap(),
         ));
         assert!(matches!(
-            applier.handle(&delta),
+            applier.handle(&delta, true),
             ToController::Resync { generation: 2, .. }
         ));
         assert!(matches!(
-            applier.handle(&push(1, 2)),
+            applier.handle(&push(1, 2), true),
             ToController::Ack { .. }
         ));
         assert_eq!(
-            applier.handle(&delta),
+            applier.handle(&delta, true),
             ToController::Ack {
                 v: 1,
                 generation: 2,
@@ -424,7 +434,7 @@ mod tests {
         assert!(restarted.restore());
         assert_eq!(restarted.dataplane().current().unwrap().source(), &second);
         // The same delta again no longer fits: the dataplane serves generation 2 now.
-        let reply = applier.handle(&delta);
+        let reply = applier.handle(&delta, true);
         assert!(
             matches!(&reply, ToController::Resync { error, .. } if error.contains("generation 2")),
             "{reply:?}"
@@ -433,7 +443,13 @@ mod tests {
         let third = decode_table(&push(3, 4));
         let mut lying = TableDelta::between(&second, &third).unwrap();
         lying.hash = first.hash.clone();
-        let reply = applier.handle(&protocol::encode(&ToDataplane::delta(lying)));
+        let lying = protocol::encode(&ToDataplane::delta(lying));
+        // On a version 1 stream a delta is refused before anything else.
+        assert!(matches!(
+            applier.handle(&lying, false),
+            ToController::Nack { error, .. } if error.contains("protocol version 1")
+        ));
+        let reply = applier.handle(&lying, true);
         assert!(
             matches!(&reply, ToController::Nack { generation: 3, .. }),
             "{reply:?}"
@@ -446,10 +462,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let applier = Applier::new(dataplane(10), Some(StateDir::open(dir.path()).unwrap()));
         let message = push(4, 1);
-        applier.handle(&message);
+        applier.handle(&message, true);
         fs::remove_file(dir.path().join(STATE_FILE)).unwrap();
         assert!(matches!(
-            applier.handle(&message),
+            applier.handle(&message, true),
             ToController::Ack { generation: 4, .. }
         ));
         assert!(!dir.path().join(STATE_FILE).exists());

@@ -138,7 +138,7 @@ async fn session(
             .get_or_create(&ResultLabels { result })
             .inc();
     };
-    let ws = match connect(settings).await {
+    let (ws, deltas) = match connect(settings).await {
         Ok(ws) => ws,
         Err(e) => {
             attempt("failed");
@@ -171,7 +171,7 @@ async fn session(
                     Message::Text(text) => {
                         // Compiling a large table is CPU work: keep it off the I/O thread.
                         let worker = applier.clone();
-                        let reply = tokio::task::spawn_blocking(move || worker.handle(text.as_str()))
+                        let reply = tokio::task::spawn_blocking(move || worker.handle(text.as_str(), deltas))
                             .await
                             .expect("applying a table does not panic");
                         *delivered = true;
@@ -195,7 +195,8 @@ async fn session(
 
 type Stream = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
 
-async fn connect(settings: &ClientSettings) -> Result<Stream, SessionError> {
+/// The stream, and whether it agreed on protocol v2 (deltas).
+async fn connect(settings: &ClientSettings) -> Result<(Stream, bool), SessionError> {
     let limit = settings.connect_timeout;
     let url = &settings.controller;
     let tcp = timeout(limit, TcpStream::connect((url.host.as_str(), url.port)))
@@ -238,12 +239,18 @@ async fn connect(settings: &ClientSettings) -> Result<Stream, SessionError> {
         return Err(SessionError::Subprotocol);
     }
     debug!(protocol = agreed, "sync protocol agreed");
-    Ok(ws)
+    Ok((ws, agreed == Some(SUBPROTOCOL_V2)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_offer_names_version_2_then_version_1() {
+        let offered: Vec<&str> = OFFERED.split(',').map(str::trim).collect();
+        assert_eq!(offered, [SUBPROTOCOL_V2, SUBPROTOCOL]);
+    }
 
     #[test]
     fn controller_urls_are_https_host_and_port() {

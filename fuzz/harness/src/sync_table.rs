@@ -57,7 +57,24 @@ pub fn run(data: &[u8]) {
                     .collect(),
                 ..RouteTable::default()
             };
-            if let Ok(table) = delta.apply(&base) {
+            let sizes: Vec<(usize, usize)> = delta
+                .routes
+                .iter()
+                .map(|s| {
+                    (
+                        usize::try_from(s.remove).unwrap_or(usize::MAX),
+                        s.insert.len(),
+                    )
+                })
+                .collect();
+            if let Ok(mut table) = delta.apply(&base) {
+                // What the splices said, exactly: the base less what they removed, plus
+                // what they inserted.
+                let removed: usize = sizes.iter().map(|s| s.0).sum();
+                let inserted: usize = sizes.iter().map(|s| s.1).sum();
+                assert_eq!(table.routes.len() + removed, base.routes.len() + inserted);
+                // Past the hash check (the fuzzer cannot forge one), to the compiler.
+                table.hash.clear();
                 compile_and_ask(table);
             }
         }

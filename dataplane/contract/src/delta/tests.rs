@@ -154,7 +154,7 @@ fn hostile_positions_are_errors_not_panics() {
         let delta = TableDelta {
             base: id.clone(),
             generation: 2,
-            hash: String::new(),
+            hash: "h".into(),
             routes: splices
                 .iter()
                 .map(|&(at, remove)| Splice {
@@ -172,6 +172,10 @@ fn hostile_positions_are_errors_not_panics() {
             "{splices:?}"
         );
     }
+    // Without a hash the result could not be checked.
+    let mut unchecked = TableDelta::between(&base, &base).unwrap();
+    unchecked.hash.clear();
+    assert_eq!(unchecked.apply(&base), Err(DeltaError::NoHash));
     // The wire form rejects what it does not know.
     for text in [
         r#"{"base":{"generation":1,"hash":"h"},"generation":2,"hash":"h","routes":[{"at":-1}]}"#,
