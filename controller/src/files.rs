@@ -40,8 +40,8 @@ pub struct FileProblem {
 pub struct FileProvider {
     dir: PathBuf,
     files: BTreeMap<PathBuf, FileState>,
-    /// (kind, namespace, name) → (generation, spec as JSON).
-    generations: HashMap<(&'static str, String, String), (i64, String)>,
+    /// (kind, namespace, name) → (generation, print of the spec, the object's content version).
+    generations: HashMap<(&'static str, String, String), (i64, u64, String)>,
     /// `--ingress-class`: serve only these classes (see [`Snapshot::only_classes`]).
     only_classes: Vec<String>,
 }
@@ -152,23 +152,35 @@ impl FileProvider {
         K::Spec: serde::Serialize,
     {
         for object in objects {
-            let spec = serde_json::to_string(object.spec()).unwrap_or_default();
             let key = (
                 kind,
                 object.namespace().unwrap_or_default(),
                 object.name_any(),
             );
-            object.meta_mut().generation = Some(self.generation(key.clone(), spec));
+            let version = object.resource_version().unwrap_or_default();
+            // An object read anew is printed once; an unchanged one keeps its number.
+            let generation = match self.generations.get_mut(&key) {
+                Some((generation, _, seen)) if *seen == version => *generation,
+                entry => {
+                    let spec = print(object.spec());
+                    match entry {
+                        Some((generation, old, seen)) => {
+                            if *old != spec {
+                                *generation += 1;
+                            }
+                            (*old, *seen) = (spec, version);
+                            *generation
+                        }
+                        None => {
+                            self.generations.insert(key.clone(), (1, spec, version));
+                            1
+                        }
+                    }
+                }
+            };
+            object.meta_mut().generation = Some(generation);
             seen.insert(key);
         }
-    }
-
-    fn generation(&mut self, key: (&'static str, String, String), spec: String) -> i64 {
-        let entry = self.generations.entry(key).or_insert((1, spec.clone()));
-        if entry.1 != spec {
-            *entry = (entry.0 + 1, spec);
-        }
-        entry.0
     }
 
     pub fn dir(&self) -> &Path {
@@ -209,6 +221,15 @@ fn read_file(path: &Path, state: &mut FileState) {
     default_namespace(&mut fresh.secrets);
     default_namespace(&mut fresh.services);
     default_namespace(&mut fresh.endpoint_slices);
+    stamp_versions(&mut fresh.routes);
+    stamp_versions(&mut fresh.consumers);
+    stamp_versions(&mut fresh.tls);
+    stamp_versions(&mut fresh.upstreams);
+    stamp_versions(&mut fresh.plugin_configs);
+    stamp_versions(&mut fresh.global_rules);
+    stamp_versions(&mut fresh.secrets);
+    stamp_versions(&mut fresh.services);
+    stamp_versions(&mut fresh.endpoint_slices);
     if loaded.errors.is_empty() {
         state.good = fresh;
         state.loaded = true;
@@ -217,6 +238,40 @@ fn read_file(path: &Path, state: &mut FileState) {
         let joined: Vec<String> = loaded.errors.iter().map(|e| e.to_string()).collect();
         state.error = Some(format!("{}; {}", joined.join("; "), kept(state)));
     }
+}
+
+/// Prefix of the `metadata.resourceVersion` this provider gives every object it reads.
+pub const CONTENT_VERSION: &str = "portcullis-file:";
+
+/// Gives each object a `resourceVersion` made from its content, as the API server gives one
+/// that changes with every write: what the file said is replaced (a manifest exported from a
+/// cluster keeps its version through edits). Printed once per read of the file, it lets a
+/// translation reuse what it made of an unchanged object without printing it again.
+fn stamp_versions<K: kube::Resource + serde::Serialize>(objects: &mut [K]) {
+    for object in objects {
+        object.meta_mut().resource_version = None;
+        let version = format!("{CONTENT_VERSION}{:016x}", print(&*object));
+        object.meta_mut().resource_version = Some(version);
+    }
+}
+
+/// A 64-bit print of a value's JSON form.
+fn print(value: &impl serde::Serialize) -> u64 {
+    use std::hash::Hasher;
+    struct HashWriter(std::hash::DefaultHasher);
+    impl std::io::Write for HashWriter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.write(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut writer = HashWriter(std::hash::DefaultHasher::new());
+    // Objects of string-keyed maps: serialising them cannot fail.
+    let _ = serde_json::to_writer(&mut writer, value);
+    writer.0.finish()
 }
 
 /// What is served from a file whose latest content is not used.
@@ -236,6 +291,41 @@ mod tests {
 
     fn error(p: &FileProvider) -> String {
         p.problems()[0].error.clone().unwrap()
+    }
+
+    #[test]
+    fn objects_get_versions_made_from_their_content_and_generations_from_their_spec() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.yaml");
+        let mut p = FileProvider::new(dir.path());
+        let route = |labels: &str, path: &str| {
+            format!(
+                "apiVersion: apisix.apache.org/v2\nkind: ApisixRoute\nmetadata: {{name: echo, namespace: demo, resourceVersion: \"999\", labels: {{{labels}}}}}\nspec:\n  http:\n  - name: ws\n    match: {{paths: [{path}]}}\n    websocket: true\n    backends: [{{serviceName: echo, servicePort: 80}}]\n"
+            )
+        };
+        let mut read = |text: String| {
+            std::fs::write(&path, text).unwrap();
+            assert!(p.scan().unwrap());
+            let r = p.snapshot().routes.remove(0);
+            (
+                r.resource_version().unwrap(),
+                r.metadata.generation.unwrap(),
+            )
+        };
+        let (first, g1) = read(route("", "/a"));
+        assert!(first.starts_with(CONTENT_VERSION), "{first}");
+        assert_eq!(g1, 1);
+        // Metadata only: a new version, the same generation (as in a cluster).
+        let (labelled, g2) = read(route("team: x", "/a"));
+        assert_ne!(labelled, first);
+        assert_eq!(g2, 1);
+        // The spec: a new version and the next generation.
+        let (edited, g3) = read(route("team: x", "/abc"));
+        assert_ne!(edited, labelled);
+        assert_eq!(g3, 2);
+        // The same content again: the same version (whatever the file said its version was).
+        let (again, g4) = read(format!("{}# a comment\n", route("team: x", "/abc")));
+        assert_eq!((again, g4), (edited, 2));
     }
 
     #[test]

@@ -125,7 +125,7 @@ pub async fn embedded_dataplane(hub: Arc<Hub>, applier: Arc<Applier>, debounce: 
     loop {
         let published = session.next(debounce).await;
         session.sent(&published);
-        let reply = applier.handle(published.message.as_str(), false);
+        let reply = applier.handle(published.table_message().as_str(), false);
         if let Err(error) = session.reply(reply) {
             warn!(%error, "embedded dataplane answer not taken");
         }

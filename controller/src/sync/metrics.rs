@@ -72,7 +72,7 @@ impl SyncMetrics {
         );
         registry.register(
             "portcullis_sync_table_bytes",
-            "Size of the current route table message on the wire",
+            "Size of the whole route table message last serialised (when a dataplane needed the whole table)",
             self.table_bytes.clone(),
         );
         registry.register(

@@ -7,7 +7,7 @@ pub mod metrics;
 pub mod server;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use portcullis_contract::delta::TableDelta;
@@ -22,20 +22,45 @@ pub use metrics::SyncMetrics;
 
 use self::fleet::{DataplaneAcks, Fleet, RejectedTable, ReportedDataplane};
 
-/// One generation of the table, serialised once for every dataplane: whole, and as a delta
-/// from the generation published before it.
-#[derive(Debug)]
+/// One generation of the table, serialised once for every dataplane: as a delta from the
+/// generation published before it, and whole when a dataplane first needs it (with deltas,
+/// a change in a large table may never need the 4 MiB form).
 pub struct Published {
     pub generation: u64,
     pub hash: String,
-    pub message: Utf8Bytes,
     pub delta: Option<PublishedDelta>,
+    table: Arc<RouteTable>,
+    whole: OnceLock<Utf8Bytes>,
+    metrics: SyncMetrics,
+}
+
+impl std::fmt::Debug for Published {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Published")
+            .field("generation", &self.generation)
+            .field("hash", &self.hash)
+            .field("delta", &self.delta)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Published {
+    /// The `table` message, serialised on first use.
+    pub fn table_message(&self) -> Utf8Bytes {
+        self.whole
+            .get_or_init(|| {
+                let message = protocol::encode_table(&self.table, 0);
+                self.metrics.table_bytes.set(message.len() as i64);
+                message.into()
+            })
+            .clone()
+    }
 }
 
 /// What a new generation's delta is taken from.
 enum Base {
     /// The table published before.
-    Table(Box<RouteTable>),
+    Table(Arc<RouteTable>),
     /// The same content, published before under another generation.
     Renumbered,
     None,
@@ -59,7 +84,7 @@ struct DataplaneState {
 
 #[derive(Default)]
 struct State {
-    table: Option<RouteTable>,
+    table: Option<Arc<RouteTable>>,
     generation: u64,
     dataplanes: BTreeMap<u64, DataplaneState>,
     next_id: u64,
@@ -110,11 +135,8 @@ impl Hub {
         }
         state.generation += 1;
         let generation = state.generation;
-        let previous = state.table.replace(table);
-        self.send_current(
-            &mut state,
-            previous.map_or(Base::None, |t| Base::Table(Box::new(t))),
-        );
+        let previous = state.table.replace(Arc::new(table));
+        self.send_current(&mut state, previous.map_or(Base::None, Base::Table));
         drop(state);
         self.notify();
         generation
@@ -133,7 +155,9 @@ impl Hub {
             Base::Renumbered => TableDelta::between(table, table),
             Base::None => None,
         };
-        table.generation = generation;
+        // A new table is not shared yet; a renumbered one is copied (rare: a hello from a
+        // dataplane numbered above this controller).
+        Arc::make_mut(table).generation = generation;
         let delta = delta.map(|mut delta| {
             delta.generation = generation;
             PublishedDelta {
@@ -141,24 +165,17 @@ impl Hub {
                 message: protocol::encode(&ToDataplane::delta(delta)).into(),
             }
         });
-        let capacity = self
-            .latest
-            .borrow()
-            .as_ref()
-            .map_or(0, |p| p.message.len() + 4096);
-        let message = protocol::encode_table(table, capacity);
-        // Sent only when smaller than the table, which a delta nearly always is.
-        let delta = delta.filter(|d| d.message.len() < message.len());
         self.metrics.table_generation.set(generation as i64);
-        self.metrics.table_bytes.set(message.len() as i64);
         let delta_bytes = delta.as_ref().map_or(0, |d| d.message.len());
         self.metrics.delta_bytes.set(delta_bytes as i64);
-        info!(generation, hash = %table.hash, bytes = message.len(), delta_bytes, "route table published");
+        info!(generation, hash = %table.hash, routes = table.routes.len(), delta_bytes, "route table published");
         let published = Published {
             generation,
             hash: table.hash.clone(),
-            message: message.into(),
             delta,
+            table: table.clone(),
+            whole: OnceLock::new(),
+            metrics: self.metrics.clone(),
         };
         if state.history.back().is_none_or(|(g, _)| *g != generation) {
             state.history.push_back((generation, table.hash.clone()));
@@ -345,7 +362,7 @@ impl Session {
     pub fn message(&self, published: &Published) -> Utf8Bytes {
         match &published.delta {
             Some(delta) if self.sends_delta(delta) => delta.message.clone(),
-            _ => published.message.clone(),
+            _ => published.table_message(),
         }
     }
 

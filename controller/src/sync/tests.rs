@@ -53,7 +53,7 @@ async fn generations_rise_only_when_the_content_changes() {
     let mut s = hub.connect("dp".into(), None, false);
     let p = s.next(Duration::ZERO).await;
     assert_eq!(p.generation, 2);
-    let Ok(ToDataplane::Table { table: sent, .. }) = decode(p.message.as_str()) else {
+    let Ok(ToDataplane::Table { table: sent, .. }) = decode(p.table_message().as_str()) else {
         panic!("a table message")
     };
     assert_eq!((sent.generation, sent.routes.len()), (2, 2));

@@ -169,6 +169,13 @@ fn object_fingerprint<K: ResourceExt + serde::Serialize>(object: &K, mode: Mode)
     let meta = object.meta();
     match (mode, &meta.uid, &meta.resource_version) {
         (Mode::Cluster, Some(uid), Some(version)) => memo_print(&(uid, version)),
+        // The file provider's versions are made from the content (a manifest's own are not
+        // trusted: it replaces them).
+        (Mode::Standalone, _, Some(version))
+            if version.starts_with(crate::files::CONTENT_VERSION) =>
+        {
+            memo_print(&(object.namespace(), object.name_any(), version))
+        }
         _ => memo_print(object),
     }
 }

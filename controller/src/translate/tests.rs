@@ -2599,3 +2599,40 @@ fn a_memo_in_standalone_mode_reads_the_object_not_its_version() {
         "the edited route is translated again"
     );
 }
+
+/// Through the file provider, objects carry versions made from their content: an unchanged
+/// route is reused without being printed, an edited one is translated again.
+#[test]
+fn a_memo_fed_by_the_file_provider_follows_its_content_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let route = |path: &str| {
+        format!(
+            "apiVersion: apisix.apache.org/v2\nkind: ApisixRoute\n\
+             metadata: {{name: r, namespace: demo, resourceVersion: \"123\"}}\n\
+             spec:\n  http:\n  - name: a\n    match: {{paths: [{path}]}}\n    backends: [{{serviceName: echo, servicePort: ws}}]\n"
+        )
+    };
+    std::fs::write(dir.path().join("seed.yaml"), SEED).unwrap();
+    let mut provider = crate::files::FileProvider::new(dir.path());
+    let mut memo = Memo::default();
+    for (path, (reused, translated)) in [("/one", (0, 2)), ("/one", (2, 0)), ("/twenty", (1, 1))] {
+        std::fs::write(dir.path().join("route.yaml"), route(path)).unwrap();
+        provider.scan().unwrap();
+        let snapshot = provider.snapshot();
+        assert!(snapshot.routes.iter().all(|r| {
+            r.resource_version()
+                .unwrap()
+                .starts_with(crate::files::CONTENT_VERSION)
+        }));
+        assert_eq!(
+            translate_with(&snapshot, 1, &mut memo),
+            translate(&snapshot, 1),
+            "{path}"
+        );
+        assert_eq!(
+            (memo.reused, memo.translated),
+            (reused, translated),
+            "{path}"
+        );
+    }
+}
