@@ -131,10 +131,13 @@ mod tests {
         let table = RouteTable {
             routes: paths
                 .iter()
-                .map(|p| Route {
-                    id: format!("demo/r{p}/rule"),
-                    paths: vec![p.to_string()],
-                    ..serde_json::from_str(r#"{"id":"x","paths":["/"]}"#).unwrap()
+                .map(|p| {
+                    Route {
+                        id: format!("demo/r{p}/rule"),
+                        paths: vec![p.to_string()],
+                        ..serde_json::from_str(r#"{"id":"x","paths":["/"]}"#).unwrap()
+                    }
+                    .into()
                 })
                 .collect(),
             ..RouteTable::default()

@@ -67,7 +67,10 @@ pub fn seed_table(upstream: SocketAddr) -> RouteTable {
             },
             upstream: upstream_to(upstream),
             ..Route::default()
-        }],
+        }]
+        .into_iter()
+        .map(Into::into)
+        .collect(),
         consumers: vec![key_consumer("demo_jack", "this_is_the_key")],
         tls: Vec::new(),
     }

@@ -66,7 +66,10 @@ fn table(echo: std::net::SocketAddr) -> RouteTable {
                 echo,
             ),
             route("demo/open/0", "/open", Plugins::default(), echo),
-        ],
+        ]
+        .into_iter()
+        .map(Into::into)
+        .collect(),
         consumers: fixtures::consumers(),
         tls: Vec::new(),
     }

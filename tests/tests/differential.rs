@@ -457,7 +457,10 @@ fn diff_table(echo: SocketAddr) -> RouteTable {
         routes: vec![
             rule("diff/ws/0", "/ws*", true),
             rule("diff/plain/0", "/plain*", false),
-        ],
+        ]
+        .into_iter()
+        .map(Into::into)
+        .collect(),
         consumers: vec![],
         tls: Vec::new(),
     }

@@ -47,7 +47,10 @@ fn two_tenants(echo: SocketAddr) -> RouteTable {
                 upstream_to(echo),
                 false,
             ),
-        ],
+        ]
+        .into_iter()
+        .map(Into::into)
+        .collect(),
         consumers: vec![key_consumer("demo_jack", "this_is_the_key")],
         tls: Vec::new(),
     }
@@ -96,13 +99,16 @@ const SMUGGLED: &str = "GET /open HTTP/1.1\r\nHost: open.example.com\r\nX-Smuggl
 fn a_body_behind_an_answered_handshake_never_becomes_a_request() {
     let echo = Echo::start(&[]);
     let mut table = two_tenants(echo.addr);
-    table.routes.push(rule(
-        "t/dead/0",
-        "ws.example.com",
-        "/dead",
-        upstream_to(closed_port()),
-        false,
-    ));
+    table.routes.push(
+        rule(
+            "t/dead/0",
+            "ws.example.com",
+            "/dead",
+            upstream_to(closed_port()),
+            false,
+        )
+        .into(),
+    );
     let gw = Gateway::start(&table, &[]);
     let chunked_body = format!("{:x}\r\n{SMUGGLED}\r\n0\r\n\r\n", SMUGGLED.len());
     let cases = [
@@ -289,6 +295,7 @@ fn hostile_upstream_framing_is_502_and_leaks_nothing() {
                     upstream_to(u.addr),
                     false,
                 )
+                .into()
             })
             .collect(),
         consumers: vec![],
@@ -506,16 +513,19 @@ fn the_request_rate_per_address_answers_429_on_both_transports_and_counts_each_r
     let echo = Echo::start(&[]);
     // One request per 20 s after a burst of 3: nothing refills while the test runs.
     let mut table = two_tenants(echo.addr);
-    table.routes.push(Route {
-        websocket: false,
-        ..rule(
-            "t/http/0",
-            "http.example.com",
-            "/*",
-            upstream_to(echo.addr),
-            false,
-        )
-    });
+    table.routes.push(
+        Route {
+            websocket: false,
+            ..rule(
+                "t/http/0",
+                "http.example.com",
+                "/*",
+                upstream_to(echo.addr),
+                false,
+            )
+        }
+        .into(),
+    );
     let gw = Gateway::start(
         &table,
         &[

@@ -25,8 +25,8 @@ async fn table_swaps_keep_50_websockets_open_and_new_handshakes_see_the_new_tabl
     // Generation 2: the walk-through route is gone, a new route and consumer arrive.
     let mut gen2 = seed_table(echo.addr);
     gen2.generation = 2;
-    gen2.routes[0].id = "demo/echo2/ws".into();
-    gen2.routes[0].paths = vec!["/v2".into()];
+    std::sync::Arc::make_mut(&mut gen2.routes[0]).id = "demo/echo2/ws".into();
+    std::sync::Arc::make_mut(&mut gen2.routes[0]).paths = vec!["/v2".into()];
     gen2.consumers.push(key_consumer("demo_kim", "kims-key"));
     tokio::task::spawn_blocking({
         let gen2 = gen2.clone();
@@ -227,7 +227,10 @@ fn what_the_client_receives_through_the_proxy_equals_what_it_receives_directly()
             websocket: true,
             upstream: upstream_to(echo.addr),
             ..Route::default()
-        }],
+        }]
+        .into_iter()
+        .map(Into::into)
+        .collect(),
         consumers: vec![],
         tls: Vec::new(),
     };

@@ -67,7 +67,10 @@ fn upstream_failures_map_to_502_503_504_with_apisix_pages() {
                 placeholder: Some("unsupported plugin".into()),
                 ..open_route("t/ph/0", "/ph", Upstream::default())
             },
-        ],
+        ]
+        .into_iter()
+        .map(Into::into)
+        .collect(),
         consumers: vec![],
         tls: Vec::new(),
     };
@@ -212,7 +215,10 @@ fn keep_alive_serves_several_requests_on_one_connection() {
         global: Default::default(),
         generation: 1,
         hash: String::new(),
-        routes: vec![open_route("t/ok/0", "/ok", nodes(&[echo.addr]))],
+        routes: vec![open_route("t/ok/0", "/ok", nodes(&[echo.addr]))]
+            .into_iter()
+            .map(Into::into)
+            .collect(),
         consumers: vec![],
         tls: Vec::new(),
     };
@@ -240,7 +246,10 @@ fn upgrade_on_a_rule_without_websocket_goes_out_as_plain_http() {
         global: Default::default(),
         generation: 1,
         hash: String::new(),
-        routes: vec![plain, plain_ws_only],
+        routes: vec![plain, plain_ws_only]
+            .into_iter()
+            .map(Into::into)
+            .collect(),
         consumers: vec![],
         tls: Vec::new(),
     };
@@ -268,7 +277,10 @@ async fn idle_websockets_are_closed_after_the_read_timeout() {
         global: Default::default(),
         generation: 1,
         hash: String::new(),
-        routes: vec![open_route("t/idle/0", "/idle", up)],
+        routes: vec![open_route("t/idle/0", "/idle", up)]
+            .into_iter()
+            .map(Into::into)
+            .collect(),
         consumers: vec![],
         tls: Vec::new(),
     };
@@ -345,7 +357,10 @@ fn connect_timeout_gives_504_and_the_last_try_decides() {
         routes: vec![
             open_route("t/hole/0", "/hole", up),
             open_route("t/mixed/0", "/mixed", mixed),
-        ],
+        ]
+        .into_iter()
+        .map(Into::into)
+        .collect(),
         consumers: vec![],
         tls: Vec::new(),
     };

@@ -56,7 +56,7 @@ async fn rotated_or_deleted_credentials_close_their_websockets_only() {
     // A table that changes nothing about Jack's new key leaves his new session alone...
     let mut jack = open(&gw, "rotated").await;
     let mut same = table(echo.addr, 3, Some("rotated"));
-    same.routes[0].priority = 5;
+    std::sync::Arc::make_mut(&mut same.routes[0]).priority = 5;
     reload(&gw, &same);
     assert!(echoes(&mut jack, "unchanged").await);
     // ...and deleting him closes it.

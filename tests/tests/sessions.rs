@@ -158,7 +158,10 @@ fn jwt_table(echo: std::net::SocketAddr) -> RouteTable {
             },
             upstream: upstream_to(echo),
             ..Route::default()
-        }],
+        }]
+        .into_iter()
+        .map(Into::into)
+        .collect(),
         consumers: fixtures::consumers(),
         tls: Vec::new(),
     }

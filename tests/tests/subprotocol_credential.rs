@@ -16,7 +16,9 @@ const KEY: &str = "subproto-Key_7f3a91";
 
 fn table(echo: &Echo) -> RouteTable {
     let mut table = seed_table(echo.addr);
-    table.routes[0].websocket_policy.credential_subprotocol = Some("bearer.".into());
+    std::sync::Arc::make_mut(&mut table.routes[0])
+        .websocket_policy
+        .credential_subprotocol = Some("bearer.".into());
     table.consumers.push(key_consumer("demo_browser", KEY));
     table
 }

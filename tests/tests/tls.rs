@@ -35,7 +35,10 @@ fn table(upstream: std::net::SocketAddr) -> RouteTable {
             tls_route("t/verified/0", "/verified", upstream, true, None),
             tls_route("t/unverified/0", "/unverified", upstream, false, None),
             tls_route("t/named/0", "/named", upstream, true, Some("localhost")),
-        ],
+        ]
+        .into_iter()
+        .map(Into::into)
+        .collect(),
         consumers: vec![],
         tls: Vec::new(),
     }
@@ -106,7 +109,7 @@ fn https_listener_serves_wss_clients() {
     let echo = Echo::start(&[]);
     let mut table = seed_table(echo.addr);
     // The test certificate names `localhost`.
-    table.routes[0].hosts = vec!["localhost".into()];
+    std::sync::Arc::make_mut(&mut table.routes[0]).hosts = vec!["localhost".into()];
     let gw = Gateway::start(
         &table,
         &[
@@ -160,7 +163,7 @@ fn generated_certificates_serve_https() {
     );
     let echo = Echo::start(&[]);
     let mut table = seed_table(echo.addr);
-    table.routes[0].hosts = vec!["localhost".into()];
+    std::sync::Arc::make_mut(&mut table.routes[0]).hosts = vec!["localhost".into()];
     let path = |f: &str| dir.path().join(f).display().to_string();
     let gw = Gateway::start(
         &table,

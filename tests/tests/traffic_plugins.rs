@@ -11,7 +11,7 @@ const KEY: &str = "this_is_the_key";
 fn with_plugins(echo: &Echo, generation: u64, edit: impl Fn(&mut Plugins)) -> RouteTable {
     let mut table = seed_table(echo.addr);
     table.generation = generation;
-    edit(&mut table.routes[0].plugins);
+    edit(&mut std::sync::Arc::make_mut(&mut table.routes[0]).plugins);
     table
 }
 
@@ -95,11 +95,11 @@ fn limit_count_counts_handshakes_per_consumer_with_headers_and_survives_a_push()
     // An unrelated push (a second route): the route and its limit are unchanged, so the
     // count goes on.
     let mut pushed = table(2);
-    let mut other = pushed.routes[0].clone();
+    let mut other = Route::clone(&pushed.routes[0]);
     other.id = "demo/other/0".into();
     other.paths = vec!["/other".into()];
     other.plugins = Plugins::default();
-    pushed.routes.push(other);
+    pushed.routes.push(other.into());
     gw.reload(&pushed);
     assert_eq!(shake().status(), 101);
     let r = shake();

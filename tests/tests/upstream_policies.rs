@@ -39,7 +39,10 @@ fn table(generation: u64, nodes: &[(SocketAddr, u32)], policy: UpstreamPolicy) -
             websocket: true,
             upstream,
             ..Route::default()
-        }],
+        }]
+        .into_iter()
+        .map(Into::into)
+        .collect(),
         ..RouteTable::default()
     }
 }
@@ -154,7 +157,7 @@ async fn least_conn_spreads_held_websockets_and_still_does_after_a_table_swap() 
     );
     // A new table (same nodes, another route id) replaces the old one; then a's ten close.
     let mut next = table(2, &nodes, policy);
-    next.routes[0].id = "demo/up/renamed".into();
+    std::sync::Arc::make_mut(&mut next.routes[0]).id = "demo/up/renamed".into();
     gw.reload(&next);
     held.retain(|(_, name)| name != "a");
     // The counts carried over: b and c still hold ten each, so the next ten all go to a.
@@ -385,7 +388,7 @@ async fn upstream_mutual_tls_presents_the_backends_client_certificate() {
     ]);
     let with_client = |client: Option<ClientCertificate>| {
         let mut t = table(1, &[(echo.addr, 1)], UpstreamPolicy::default());
-        let backend = &mut t.routes[0].upstream.backends[0];
+        let backend = &mut std::sync::Arc::make_mut(&mut t.routes[0]).upstream.backends[0];
         backend.scheme = Scheme::Https;
         backend.tls = UpstreamTls {
             server_name: Some("backend.internal".into()),
@@ -418,11 +421,13 @@ fn domain_nodes_are_resolved_when_connecting() {
     let up = echoes(1);
     let mut t = table(1, &[(up[0].addr, 1)], UpstreamPolicy::default());
     // `externalNodes` of type Domain: a DNS name, resolved by the system resolver per connect.
-    t.routes[0].upstream.backends[0].nodes = vec![Node::new("localhost", up[0].addr.port())];
+    std::sync::Arc::make_mut(&mut t.routes[0]).upstream.backends[0].nodes =
+        vec![Node::new("localhost", up[0].addr.port())];
     let gw = Gateway::start(&t, &[]);
     assert_eq!(served_by(&gw, "/", &[]).0, "a");
     // A name that does not resolve is a bad gateway, not a hang or a crash.
-    t.routes[0].upstream.backends[0].nodes = vec![Node::new("no-such-host.invalid", 80)];
+    std::sync::Arc::make_mut(&mut t.routes[0]).upstream.backends[0].nodes =
+        vec![Node::new("no-such-host.invalid", 80)];
     t.generation = 2;
     gw.reload(&t);
     let r = raw_request(

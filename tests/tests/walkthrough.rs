@@ -255,7 +255,9 @@ fn handshake_after_a_plain_request_on_a_kept_alive_connection() {
     use std::io::{Read, Write};
     let echo = Echo::start(&[]);
     let mut table = seed_table(echo.addr);
-    table.routes[0].paths.push("/plain".into());
+    std::sync::Arc::make_mut(&mut table.routes[0])
+        .paths
+        .push("/plain".into());
     let gw = Gateway::start(&table, &[]);
     let mut s = std::net::TcpStream::connect(gw.http).unwrap();
     s.set_read_timeout(Some(std::time::Duration::from_secs(10)))

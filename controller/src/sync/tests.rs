@@ -10,10 +10,13 @@ fn table(paths: &[&str]) -> RouteTable {
     RouteTable {
         routes: paths
             .iter()
-            .map(|p| Route {
-                id: format!("demo/r{p}/rule"),
-                paths: vec![p.to_string()],
-                ..serde_json::from_str(r#"{"id":"x","paths":["/"]}"#).unwrap()
+            .map(|p| {
+                Route {
+                    id: format!("demo/r{p}/rule"),
+                    paths: vec![p.to_string()],
+                    ..serde_json::from_str(r#"{"id":"x","paths":["/"]}"#).unwrap()
+                }
+                .into()
             })
             .collect(),
         ..RouteTable::default()

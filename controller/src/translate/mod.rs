@@ -15,6 +15,7 @@ mod upstream;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
@@ -138,7 +139,7 @@ struct MemoRoute {
     /// The Services it looked up, with a fingerprint of each and its EndpointSlices then: an
     /// endpoint change re-translates only the routes of that Service.
     services: Vec<((String, String), u64)>,
-    rules: Vec<Route>,
+    rules: Vec<Arc<Route>>,
     problems: Vec<String>,
     content: u64,
 }
@@ -236,7 +237,7 @@ pub fn translate_with(snapshot: &Snapshot, generation: u64, memo: &mut Memo) -> 
     // routes are checked against it as a dataplane will.
     let compiled_consumers =
         portcullis_contract::auth::Consumers::compile(&consumers).unwrap_or_default();
-    let mut routes: Vec<Route> = Vec::new();
+    let mut routes: Vec<Arc<Route>> = Vec::new();
     // The status (index in `statuses`) of each route's object.
     let mut owner: Vec<usize> = Vec::new();
     let services = Services::of(snapshot);
@@ -295,7 +296,7 @@ pub fn translate_with(snapshot: &Snapshot, generation: u64, memo: &mut Memo) -> 
                         })
                         .collect(),
                     content: fingerprint(&rules, &problems),
-                    rules,
+                    rules: rules.into_iter().map(Arc::new).collect(),
                     problems,
                 }
             }

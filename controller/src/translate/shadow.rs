@@ -22,7 +22,7 @@ pub struct Shadowing {
 
 /// Every shadowed rule, once per (shadowed, by) pair with the first host and path found.
 /// `routes` is in table order.
-pub fn find(routes: &[Route]) -> Vec<Shadowing> {
+pub fn find(routes: &[std::sync::Arc<Route>]) -> Vec<Shadowing> {
     let mut groups: BTreeMap<(&str, &str, i64), Vec<usize>> = BTreeMap::new();
     for (i, route) in routes.iter().enumerate() {
         let hosts: Vec<&str> = if route.hosts.is_empty() {
@@ -107,6 +107,7 @@ mod tests {
             rule("a/open/0", &["ws.example.com"], &["/raw", "/x"]),
             rule("b/secure/0", &["ws.example.com", "other"], &["/raw"]),
         ];
+        let routes: Vec<_> = routes.into_iter().map(std::sync::Arc::new).collect();
         assert_eq!(
             find(&routes),
             vec![Shadowing {
@@ -171,7 +172,8 @@ mod tests {
             ),
         ];
         for (i, (a, b, shadowed)) in cases.into_iter().enumerate() {
-            assert_eq!(!find(&[a, b]).is_empty(), shadowed, "case {i}");
+            let pair = [a, b].map(std::sync::Arc::new);
+            assert_eq!(!find(&pair).is_empty(), shadowed, "case {i}");
         }
     }
 }

@@ -494,7 +494,10 @@ mod tests {
                     placeholder: Some("x".into()),
                     ..rule("demo/echo/broken", "/broken", true, false)
                 },
-            ],
+            ]
+            .into_iter()
+            .map(Into::into)
+            .collect(),
             consumers: vec![Consumer {
                 plugins: Default::default(),
                 username: "demo_jack".into(),
@@ -714,7 +717,10 @@ mod tests {
                 }],
                 upstream: one_node("console"),
                 ..Route::default()
-            }],
+            }]
+            .into_iter()
+            .map(Into::into)
+            .collect(),
             ..RouteTable::default()
         };
         let t = CompiledTable::compile(table).unwrap();
@@ -883,7 +889,10 @@ mod tests {
             routes: vec![
                 rule("demo/r/a", "/a", Some(count(3, "consumer_name"))),
                 rule("demo/r/b", "/b", None),
-            ],
+            ]
+            .into_iter()
+            .map(Into::into)
+            .collect(),
             consumers: vec![
                 consumer(
                     "demo_jack",
@@ -983,7 +992,10 @@ mod tests {
                 },
                 upstream: one_node("b"),
                 ..Route::default()
-            }],
+            }]
+            .into_iter()
+            .map(Into::into)
+            .collect(),
             consumers: Vec::new(),
             tls: Vec::new(),
             global: GlobalRules {
@@ -1038,7 +1050,10 @@ mod tests {
             routes: vec![
                 rule("demo/r/open", "/open", &["ip-restriction"]),
                 rule("demo/r/closed", "/closed", &[]),
-            ],
+            ]
+            .into_iter()
+            .map(Into::into)
+            .collect(),
             consumers: Vec::new(),
             tls: Vec::new(),
             global: GlobalRules {
@@ -1103,7 +1118,10 @@ mod tests {
                 },
                 upstream: one_node("b"),
                 ..Route::default()
-            }],
+            }]
+            .into_iter()
+            .map(Into::into)
+            .collect(),
             consumers: vec![Consumer {
                 username: "demo_jack".into(),
                 custom_id: None,
@@ -1178,7 +1196,10 @@ mod tests {
             routes: vec![
                 rule("demo/r/plain", "/plain", false),
                 rule("demo/r/ws", "/ws", true),
-            ],
+            ]
+            .into_iter()
+            .map(Into::into)
+            .collect(),
             consumers: Vec::new(),
             tls: Vec::new(),
             global: Default::default(),
@@ -1226,7 +1247,10 @@ mod tests {
                     }),
                 ),
                 rule("demo/r/open", "/open", None),
-            ],
+            ]
+            .into_iter()
+            .map(Into::into)
+            .collect(),
             consumers: Vec::new(),
             tls: Vec::new(),
             global: GlobalRules {
@@ -1283,7 +1307,10 @@ mod tests {
             routes: vec![
                 rule("demo/r/browser", "/browser", Some("bearer.")),
                 rule("demo/r/plain", "/plain", None),
-            ],
+            ]
+            .into_iter()
+            .map(Into::into)
+            .collect(),
             consumers: vec![Consumer {
                 plugins: Default::default(),
                 username: "demo_jack".into(),

@@ -7,6 +7,7 @@
 //! is compiled, as a whole table's is.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -21,7 +22,7 @@ pub struct TableDelta {
     pub hash: String,
     /// Edits of the base's routes; none when they are unchanged.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub routes: Vec<Splice<Route>>,
+    pub routes: Vec<Splice<Arc<Route>>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub consumers: Vec<Splice<Consumer>>,
     /// The whole list of certificates when it changed (it is short).
@@ -82,7 +83,7 @@ trait Keyed: Clone + PartialEq {
     fn key(&self) -> &str;
 }
 
-impl Keyed for Route {
+impl Keyed for Arc<Route> {
     fn key(&self) -> &str {
         &self.id
     }
@@ -137,7 +138,8 @@ impl TableDelta {
     }
 }
 
-/// Edits turning `old` into `new`, walking both in order: equal items are kept, an item whose
+/// Edits turning `old` into `new`, walking both in order: equal items are kept (shared routes
+/// compare by address first), an item whose
 /// key is in both but whose content differs is replaced, one only in `old` is removed, one only
 /// in `new` is inserted. Anything else (a key that moved) gives `None`. Every edit emitted is
 /// exact, so the result is right whatever the keys; they only guide the walk.

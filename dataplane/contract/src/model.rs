@@ -3,6 +3,8 @@
 //! Everything here is `Clone + PartialEq + Serialize`; nothing is precomputed. Loading a table
 //! ([`crate::table::CompiledTable::compile`]) validates it and builds the indexes the hot path uses.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -20,9 +22,11 @@ pub struct RouteTable {
     #[serde(default)]
     pub hash: String,
     /// Routes in declaration order. The order is the last tie-breaker between equal rules, so the
-    /// controller emits them sorted by namespace, ApisixRoute name and rule index.
+    /// controller emits them sorted by namespace, ApisixRoute name and rule index. Shared: a
+    /// route unchanged from one table to the next is the same allocation in both (the
+    /// controller's memo, a delta's untouched routes), which spares copies and comparisons.
     #[serde(default)]
-    pub routes: Vec<Route>,
+    pub routes: Vec<Arc<Route>>,
     #[serde(default)]
     pub consumers: Vec<Consumer>,
     /// Certificates by SNI host name (`ApisixTls`), in namespace/name order.
@@ -59,7 +63,7 @@ impl RouteTable {
         #[derive(Serialize)]
         struct Content<'a> {
             format: &'a str,
-            routes: &'a [Route],
+            routes: &'a [Arc<Route>],
             consumers: &'a [Consumer],
             // Absent when empty, so tables without certificates hash as before.
             #[serde(skip_serializing_if = "<[TlsServer]>::is_empty")]

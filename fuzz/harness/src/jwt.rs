@@ -54,7 +54,7 @@ fn fixture() -> &'static Fixture {
             global: Default::default(),
             generation: 1,
             hash: String::new(),
-            routes: vec![route],
+            routes: vec![route.into()],
             consumers: fixtures::consumers(),
             tls: Vec::new(),
         })

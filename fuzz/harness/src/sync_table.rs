@@ -49,10 +49,13 @@ pub fn run(data: &[u8]) {
                 generation: delta.base.generation,
                 hash: delta.base.hash.clone(),
                 routes: (0..3)
-                    .map(|i| Route {
-                        id: format!("demo/base/{i}"),
-                        paths: vec![format!("/base{i}")],
-                        ..Route::default()
+                    .map(|i| {
+                        Route {
+                            id: format!("demo/base/{i}"),
+                            paths: vec![format!("/base{i}")],
+                            ..Route::default()
+                        }
+                        .into()
                     })
                     .collect(),
                 ..RouteTable::default()

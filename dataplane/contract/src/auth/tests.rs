@@ -17,7 +17,7 @@ fn compiled(plugins: Plugins) -> CompiledTable {
         global: Default::default(),
         generation: 1,
         hash: String::new(),
-        routes: vec![route],
+        routes: vec![route].into_iter().map(Into::into).collect(),
         consumers: fixtures::consumers(),
         tls: Vec::new(),
     })
@@ -219,7 +219,7 @@ fn unknown_anonymous_consumer_rejects_the_table() {
         global: Default::default(),
         generation: 1,
         hash: String::new(),
-        routes: vec![route],
+        routes: vec![route].into_iter().map(Into::into).collect(),
         consumers: fixtures::consumers(),
         tls: Vec::new(),
     })

@@ -2,12 +2,12 @@ use proptest::prelude::*;
 
 use super::*;
 
-fn route(id: &str, path: &str) -> Route {
-    Route {
+fn route(id: &str, path: &str) -> Arc<Route> {
+    Arc::new(Route {
         id: id.into(),
         paths: vec![path.into()],
         ..Route::default()
-    }
+    })
 }
 
 fn consumer(name: &str, key: &str) -> Consumer {
@@ -18,7 +18,7 @@ fn consumer(name: &str, key: &str) -> Consumer {
     .expect("a consumer")
 }
 
-fn table(generation: u64, routes: Vec<Route>, consumers: Vec<Consumer>) -> RouteTable {
+fn table(generation: u64, routes: Vec<Arc<Route>>, consumers: Vec<Consumer>) -> RouteTable {
     RouteTable {
         generation,
         routes,
@@ -40,7 +40,7 @@ fn round_trip(base: &RouteTable, next: &RouteTable) -> Option<TableDelta> {
 
 #[test]
 fn a_key_rotation_sends_one_consumer_and_no_route() {
-    let routes: Vec<Route> = (0..1000)
+    let routes: Vec<Arc<Route>> = (0..1000)
         .map(|i| route(&format!("demo/r/{i}"), &format!("/r{i}")))
         .collect();
     let base = table(
@@ -186,7 +186,7 @@ fn hostile_positions_are_errors_not_panics() {
     }
 }
 
-fn routes_from(spec: &[(u8, u8)]) -> Vec<Route> {
+fn routes_from(spec: &[(u8, u8)]) -> Vec<Arc<Route>> {
     // Keys unique within a list, as in a table: the first of each id wins.
     let mut seen = HashSet::new();
     spec.iter()
@@ -230,7 +230,7 @@ proptest! {
             if keep[i % keep.len()] {
                 let mut r = r.clone();
                 if let Some((true, _, p)) = edits.get(i) {
-                    r.paths = vec![format!("/edited{p}")];
+                    Arc::make_mut(&mut r).paths = vec![format!("/edited{p}")];
                 }
                 next.push(r);
             }

@@ -606,7 +606,10 @@ fn table(plugins: Plugins) -> CompiledTable {
                 ..Upstream::default()
             },
             ..Route::default()
-        }],
+        }]
+        .into_iter()
+        .map(Into::into)
+        .collect(),
         consumers: crate::fixtures::consumers(),
         ..RouteTable::default()
     })

@@ -352,7 +352,9 @@ impl CompiledTable {
             }
             let unchanged = previous.and_then(|p| {
                 let &i = previous_routes.get(route.id.as_str())?;
-                (p.source.routes[i] == *route).then(|| p.routes[i].clone())
+                // A route a delta left alone is the very allocation of the table in use.
+                let same = Arc::ptr_eq(&p.source.routes[i], route) || p.source.routes[i] == *route;
+                same.then(|| p.routes[i].clone())
             });
             let compiled = match unchanged {
                 Some(compiled) => compiled,

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::fixtures::TestRequest;
+use std::sync::Arc;
 
 /// Fixture builder for routes.
 pub(crate) struct R(pub Route);
@@ -70,7 +71,7 @@ pub(crate) fn table(routes: Vec<R>) -> CompiledTable {
         global: Default::default(),
         generation: 1,
         hash: String::new(),
-        routes: routes.into_iter().map(|r| r.0).collect(),
+        routes: routes.into_iter().map(|r| r.0.into()).collect(),
         consumers: vec![],
         tls: Vec::new(),
     })
@@ -299,7 +300,7 @@ fn compile_err(routes: Vec<R>) -> TableError {
         global: Default::default(),
         generation: 1,
         hash: String::new(),
-        routes: routes.into_iter().map(|r| r.0).collect(),
+        routes: routes.into_iter().map(|r| r.0.into()).collect(),
         consumers: vec![],
         tls: Vec::new(),
     })
@@ -377,7 +378,10 @@ fn hash_is_deterministic_and_checked() {
         global: Default::default(),
         generation: 7,
         hash: String::new(),
-        routes: vec![route("a").0, route("b").0],
+        routes: vec![route("a").0, route("b").0]
+            .into_iter()
+            .map(Into::into)
+            .collect(),
         consumers: vec![],
         tls: Vec::new(),
     };
@@ -389,7 +393,7 @@ fn hash_is_deterministic_and_checked() {
     other.routes.swap(0, 1);
     assert_ne!(h1, other.content_hash(), "route order is content");
     let mut tampered = make().with_hash();
-    tampered.routes[0].priority = 5;
+    Arc::make_mut(&mut tampered.routes[0]).priority = 5;
     assert!(matches!(
         CompiledTable::compile(tampered),
         Err(TableError::HashMismatch { .. })
@@ -442,7 +446,7 @@ fn round_robin_turns_outlive_table_swaps() {
         CompiledTable::compile_with(
             RouteTable {
                 generation,
-                routes: routes.into_iter().map(|r| r.0).collect(),
+                routes: routes.into_iter().map(|r| r.0.into()).collect(),
                 ..RouteTable::default()
             },
             &registries,
@@ -487,7 +491,10 @@ fn unchanged_routes_are_taken_from_the_table_in_use() {
         plugins: Plugins::default(),
     };
     let table = |b_path: &str, consumers: Vec<Consumer>, global: Plugins| RouteTable {
-        routes: vec![route("a").paths(&["/a"]).0, route("b").paths(&[b_path]).0],
+        routes: vec![route("a").paths(&["/a"]).0, route("b").paths(&[b_path]).0]
+            .into_iter()
+            .map(Into::into)
+            .collect(),
         consumers,
         global: GlobalRules {
             plugins: global,
@@ -561,7 +568,7 @@ fn unchanged_routes_are_taken_from_the_table_in_use() {
     };
     let with_global = |burst: f64| {
         let mut t = table("/b2", vec![consumer("jack", b"k2")], limited(burst));
-        t.routes[0].disabled_global_plugins = vec!["ip-restriction".into()];
+        Arc::make_mut(&mut t.routes[0]).disabled_global_plugins = vec!["ip-restriction".into()];
         t
     };
     let sixth = compile(with_global(-0.0), None);
