@@ -118,7 +118,8 @@ async fn two_dataplanes_follow_the_controller_and_programmed_says_so() {
         )
     });
     assert_eq!(next["reason"], "Programmed");
-    // The rotation travelled as a delta (protocol v2) to both, and each persisted the whole table.
+    // The rotation travelled as a delta (protocol v2) to both, and each journaled it next to
+    // the table file it edits.
     assert_eq!(
         metric_value(&controller.metrics(), "portcullis_sync_delta_pushes_total"),
         Some(2.0)
@@ -127,7 +128,15 @@ async fn two_dataplanes_follow_the_controller_and_programmed_says_so() {
         let file = std::fs::read_to_string(state.join("route-table.v1.json")).unwrap();
         let persisted: serde_json::Value = serde_json::from_str(&file).unwrap();
         assert_eq!(persisted["type"], "table");
-        assert_eq!(persisted["table"]["generation"], generation as u64 + 1);
+        assert_eq!(persisted["table"]["generation"], generation as u64);
+        let journal = std::fs::read_to_string(state.join("route-table.v1.deltas")).unwrap();
+        let lines: Vec<serde_json::Value> = journal
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0]["type"], "delta");
+        assert_eq!(lines[0]["delta"]["generation"], generation as u64 + 1);
     }
 
     // A dataplane that goes silent (stopped, not closed) is dropped after three heartbeats.

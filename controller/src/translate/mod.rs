@@ -122,6 +122,8 @@ pub fn translate(snapshot: &Snapshot, generation: u64) -> Translation {
 #[derive(Default)]
 pub struct Memo {
     routes: std::collections::HashMap<(String, String), MemoRoute>,
+    /// The last table's routes as JSON: hashing the next serialises only new routes.
+    hashes: portcullis_contract::model::RouteJsonCache,
     /// Routes reused and translated by the last translation.
     pub reused: usize,
     pub translated: usize,
@@ -129,8 +131,9 @@ pub struct Memo {
 
 struct MemoRoute {
     /// The object: in a cluster its `uid` and `resourceVersion` (the API server changes the
-    /// version with every write), else its whole serialised form (a manifest file may carry
-    /// both, copied from a cluster, and keep them through any edit).
+    /// version with every write), from the file provider the content version it gave, else its
+    /// whole serialised form (a manifest file may carry both, copied from a cluster, and keep
+    /// them through any edit).
     object: u64,
     /// Everything else a route's translation reads, but Secrets: see [`route_environment`].
     environment: u64,
@@ -339,15 +342,15 @@ pub fn translate_with(snapshot: &Snapshot, generation: u64, memo: &mut Memo) -> 
     let tls = translate_tls(snapshot, &classes, &secrets, &mut statuses);
     statuses.sort_by(|a, b| (a.kind, &a.namespace, &a.name).cmp(&(b.kind, &b.namespace, &b.name)));
 
-    let table = RouteTable {
+    let mut table = RouteTable {
         global,
         generation,
         hash: String::new(),
         routes,
         consumers,
         tls,
-    }
-    .with_hash();
+    };
+    table.hash = memo.hashes.content_hash(&table);
     Translation {
         table,
         statuses,

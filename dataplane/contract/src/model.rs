@@ -3,6 +3,7 @@
 //! Everything here is `Clone + PartialEq + Serialize`; nothing is precomputed. Loading a table
 //! ([`crate::table::CompiledTable::compile`]) validates it and builds the indexes the hot path uses.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -106,6 +107,56 @@ impl RouteTable {
         self.hash = self.content_hash();
         self
     }
+}
+
+/// Each shared route's JSON, kept from one table to the next, so that hashing a table whose
+/// routes are mostly those of the previous one (a delta, a memoised translation) serialises
+/// only the routes that changed. Keyed by allocation; an entry holds its `Arc`, so no address
+/// is reused while it is cached, and only the last table's routes are kept.
+#[derive(Debug, Default)]
+pub struct RouteJsonCache {
+    entries: HashMap<usize, (Arc<Route>, Box<[u8]>)>,
+}
+
+impl RouteJsonCache {
+    /// [`RouteTable::content_hash`], the same digest of the same bytes.
+    pub fn content_hash(&mut self, table: &RouteTable) -> String {
+        let mut digest = Sha256::new();
+        digest.update(b"{\"format\":");
+        digest.update(json(&TABLE_FORMAT));
+        digest.update(b",\"routes\":[");
+        let mut next = HashMap::with_capacity(table.routes.len());
+        for (i, route) in table.routes.iter().enumerate() {
+            if i > 0 {
+                digest.update(b",");
+            }
+            let key = Arc::as_ptr(route) as usize;
+            let bytes = match self.entries.remove(&key) {
+                Some((_, bytes)) => bytes,
+                None => json(&**route).into_boxed_slice(),
+            };
+            digest.update(&bytes);
+            next.insert(key, (route.clone(), bytes));
+        }
+        self.entries = next;
+        digest.update(b"],\"consumers\":");
+        digest.update(json(&table.consumers));
+        if !table.tls.is_empty() {
+            digest.update(b",\"tls\":");
+            digest.update(json(&table.tls));
+        }
+        if !table.global.is_empty() {
+            digest.update(b",\"global\":");
+            digest.update(json(&table.global));
+        }
+        digest.update(b"}");
+        hex::encode(digest.finalize())
+    }
+}
+
+/// A part of a table as JSON bytes (plain data with string keys: it cannot fail).
+fn json<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("route table parts serialise to JSON")
 }
 
 /// One rule of an `ApisixRoute`.
@@ -1164,4 +1215,73 @@ impl std::fmt::Debug for PrivateKeyPem {
 /// SHA-256 hex digest of a key-auth key, as carried in [`Credential::KeyAuth`].
 pub fn key_digest_hex(key: &[u8]) -> String {
     hex::encode(Sha256::digest(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(id: &str, path: &str) -> Arc<Route> {
+        Arc::new(Route {
+            id: id.into(),
+            paths: vec![path.into()],
+            ..Route::default()
+        })
+    }
+
+    /// The cache's digest is the table's, through shared, changed, duplicated and removed
+    /// routes, with and without certificates and global rules.
+    #[test]
+    fn the_route_json_cache_hashes_exactly_as_the_table_does() {
+        let mut cache = RouteJsonCache::default();
+        let (a, b) = (route("demo/a/0", "/a"), route("demo/b/0", "/b*"));
+        let consumers: Vec<Consumer> = serde_json::from_value(serde_json::json!([
+            {"username": "demo_jack", "credential": {"type": "key-auth", "key_sha256": "ab"}}
+        ]))
+        .unwrap();
+        let tls: Vec<TlsServer> = serde_json::from_value(serde_json::json!([
+            {"id": "demo/t", "hosts": ["ws.example.com"], "certificate": "PEM", "key": "KEY"}
+        ]))
+        .unwrap();
+        let global: GlobalRules = serde_json::from_value(serde_json::json!({
+            "plugins": {"ip-restriction": {"whitelist": ["10.0.0.0/8"]}}
+        }))
+        .unwrap();
+        let tables = [
+            RouteTable::default(),
+            RouteTable {
+                routes: vec![a.clone(), b.clone()],
+                consumers: consumers.clone(),
+                ..RouteTable::default()
+            },
+            // The same allocations, a changed one, the same one twice.
+            RouteTable {
+                routes: vec![a.clone(), route("demo/b/0", "/changed"), a.clone()],
+                tls: tls.clone(),
+                ..RouteTable::default()
+            },
+            RouteTable {
+                routes: vec![b.clone()],
+                consumers,
+                tls,
+                global,
+                generation: 9,
+                hash: "ignored".into(),
+            },
+            RouteTable {
+                routes: vec![a, b],
+                ..RouteTable::default()
+            },
+        ];
+        for (i, table) in tables.iter().enumerate() {
+            assert_eq!(cache.content_hash(table), table.content_hash(), "table {i}");
+            assert_eq!(
+                cache.content_hash(table),
+                table.content_hash(),
+                "table {i} again"
+            );
+        }
+        // Only the last table's routes are kept.
+        assert_eq!(cache.entries.len(), 2);
+    }
 }

@@ -7,6 +7,7 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tracing::{info, warn};
 
@@ -15,9 +16,15 @@ use crate::metrics::ResultLabels;
 use crate::proxy::Dataplane;
 use crate::table::RouteTable;
 
-/// The file in `--state-dir` that holds the last applied table: a `table` message (as received,
-/// or serialised from a delta's result).
+/// The file in `--state-dir` that holds a whole table: a `table` message (as received, or
+/// serialised from a delta's result when the journal is folded into it).
 pub const STATE_FILE: &str = "route-table.v1.json";
+/// The deltas applied since [`STATE_FILE`] was written, one `delta` message per line: a key
+/// rotation in a 10,000-route table appends a few hundred bytes instead of rewriting 4 MiB.
+pub const JOURNAL_FILE: &str = "route-table.v1.deltas";
+/// A delta that would take the journal past this many bytes is folded into [`STATE_FILE`]
+/// instead (the whole table is written and the journal removed).
+pub const JOURNAL_LIMIT: u64 = 256 << 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -32,9 +39,24 @@ pub enum StateError {
     Foreign { file: String, error: DecodeError },
 }
 
-/// `--state-dir`: where the last applied table survives a restart.
+/// `--state-dir`: where the last applied table survives a restart, as a whole table and the
+/// journal of deltas applied since.
 pub struct StateDir {
     dir: PathBuf,
+    /// The journal's length; `u64::MAX` after a failed append (the next write folds it).
+    journal: AtomicU64,
+}
+
+/// What `--state-dir` holds.
+#[derive(Debug)]
+pub struct Persisted {
+    /// The table file's table.
+    pub whole: RouteTable,
+    /// It with the journal's deltas applied, when there were any.
+    pub journaled: Option<RouteTable>,
+    /// A journal line did not decode or apply (a write cut short by a crash): what follows it
+    /// was ignored, and the journal should be folded into the table file.
+    pub torn: bool,
 }
 
 impl StateDir {
@@ -48,8 +70,10 @@ impl StateDir {
                 dir: dir.display().to_string(),
                 source,
             })?;
+        let journal = fs::metadata(dir.join(JOURNAL_FILE)).map_or(0, |m| m.len());
         Ok(StateDir {
             dir: dir.to_path_buf(),
+            journal: AtomicU64::new(journal),
         })
     }
 
@@ -57,8 +81,49 @@ impl StateDir {
         self.dir.join(STATE_FILE)
     }
 
-    /// The persisted table, `None` when there is none yet.
-    pub fn load(&self) -> Result<Option<RouteTable>, StateError> {
+    pub fn journal_file(&self) -> PathBuf {
+        self.dir.join(JOURNAL_FILE)
+    }
+
+    /// The persisted table and the deltas journaled since, `None` when there is none yet.
+    pub fn load(&self) -> Result<Option<Persisted>, StateError> {
+        let Some(whole) = self.load_whole()? else {
+            return Ok(None);
+        };
+        let journal = match fs::read_to_string(self.journal_file()) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => {
+                return Err(StateError::Read {
+                    file: self.journal_file().display().to_string(),
+                    source,
+                });
+            }
+        };
+        let mut journaled: Option<RouteTable> = None;
+        let mut torn = false;
+        for line in journal.lines() {
+            let base = journaled.as_ref().unwrap_or(&whole);
+            let next = match protocol::decode::<ToDataplane>(line) {
+                Ok(ToDataplane::Delta { delta, .. }) => delta.apply(base).ok(),
+                _ => None,
+            };
+            match next {
+                Some(table) => journaled = Some(table),
+                None => {
+                    torn = true;
+                    break;
+                }
+            }
+        }
+        Ok(Some(Persisted {
+            whole,
+            journaled,
+            torn,
+        }))
+    }
+
+    fn load_whole(&self) -> Result<Option<RouteTable>, StateError> {
         let file = self.file();
         let text = match fs::read_to_string(&file) {
             Ok(text) => text,
@@ -83,8 +148,10 @@ impl StateDir {
         }
     }
 
-    /// Writes atomically: a 0600 temporary file in the same directory, synced, then renamed
-    /// over the old one, so a crash leaves either the old or the new table, never half of one.
+    /// Writes a whole table atomically: a 0600 temporary file in the same directory, synced,
+    /// then renamed over the old one, so a crash leaves either the old or the new table, never
+    /// half of one. The journal goes after (a crash between leaves deltas whose base is gone,
+    /// which loading stops at).
     pub fn store(&self, message: &str) -> std::io::Result<()> {
         let file = self.file();
         let temp = self.dir.join(format!(".{STATE_FILE}.tmp"));
@@ -98,7 +165,50 @@ impl StateDir {
         out.sync_all()?;
         drop(out);
         fs::rename(&temp, &file)?;
+        match fs::remove_file(self.journal_file()) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => self.journal.store(0, Ordering::Relaxed),
+        }
         fs::File::open(&self.dir)?.sync_all()
+    }
+
+    /// Appends a delta message to the journal and syncs it; `false` when it would take the
+    /// journal past [`JOURNAL_LIMIT`] (or a line break in it would make two lines), so the
+    /// caller writes the whole table instead.
+    pub fn append(&self, message: &str) -> std::io::Result<bool> {
+        let length = self.journal.load(Ordering::Relaxed);
+        let line = message.len() as u64 + 1;
+        if message.contains('\n') || length.saturating_add(line) > JOURNAL_LIMIT {
+            return Ok(false);
+        }
+        let result = (|| {
+            let mut out = fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o600)
+                .open(self.journal_file())?;
+            let mut bytes = Vec::with_capacity(message.len() + 1);
+            bytes.extend_from_slice(message.as_bytes());
+            bytes.push(b'\n');
+            out.write_all(&bytes)?;
+            out.sync_data()?;
+            if length == 0 {
+                // A new file: its directory entry must last too.
+                fs::File::open(&self.dir)?.sync_all()?;
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                self.journal.store(length + line, Ordering::Relaxed);
+                Ok(true)
+            }
+            Err(e) => {
+                // Part of a line may be there: the next write folds the journal.
+                self.journal.store(u64::MAX, Ordering::Relaxed);
+                Err(e)
+            }
+        }
     }
 }
 
@@ -106,8 +216,9 @@ impl StateDir {
 enum Persist<'a> {
     /// The table message as received.
     Message(&'a str),
-    /// The table, serialised (it came as a delta).
-    Table,
+    /// The delta message as received, appended to the journal (or the whole table, when the
+    /// journal is full).
+    Delta(&'a str),
 }
 
 pub struct Applier {
@@ -131,18 +242,33 @@ impl Applier {
             return false;
         };
         match state.load() {
-            Ok(Some(table)) => {
-                let generation = table.generation;
-                match self.dataplane.apply(table) {
-                    Ok(_) => {
-                        info!(generation, file = %state.file().display(), "serving the persisted route table until the controller answers");
-                        true
-                    }
-                    Err(error) => {
-                        warn!(file = %state.file().display(), %error, "persisted route table ignored; waiting for the controller");
-                        false
+            Ok(Some(persisted)) => {
+                let replayed = persisted.journaled.is_some();
+                let torn = persisted.torn;
+                // The newest first; the table file alone if the journal's result is refused.
+                for (i, table) in persisted
+                    .journaled
+                    .into_iter()
+                    .chain([persisted.whole])
+                    .enumerate()
+                {
+                    let generation = table.generation;
+                    match self.dataplane.apply(table) {
+                        Ok(compiled) => {
+                            if torn || (replayed && i > 0) {
+                                // Start the journal afresh from what is served.
+                                self.persist(&protocol::encode_table(compiled.source(), 0));
+                            }
+                            info!(generation, file = %state.file().display(), replayed, torn, "serving the persisted route table until the controller answers");
+                            return true;
+                        }
+                        Err(error) => {
+                            warn!(file = %state.file().display(), generation, %error, "persisted route table ignored");
+                        }
                     }
                 }
+                warn!("no persisted route table could be served; waiting for the controller");
+                false
             }
             Ok(None) => {
                 info!(dir = %state.dir.display(), "no persisted route table; waiting for the controller");
@@ -191,6 +317,7 @@ impl Applier {
             },
             Ok(ToDataplane::Delta { delta, .. }) => {
                 let generation = delta.generation;
+                // (the message is journaled as received once its table is live)
                 let base = self.dataplane.current();
                 let rebuilt = match &base {
                     Some(base) => delta.apply(base.source()).map_err(|e| e.to_string()),
@@ -200,7 +327,7 @@ impl Applier {
                 };
                 match rebuilt {
                     Ok(table) => {
-                        let reply = self.apply(table, Persist::Table);
+                        let reply = self.apply(table, Persist::Delta(message));
                         tracing::debug!(bytes = message.len(), total = ?started.elapsed(), "pushed delta handled");
                         reply
                     }
@@ -248,11 +375,7 @@ impl Applier {
             let applied = started.elapsed();
             match persist {
                 Persist::Message(message) => self.persist(message),
-                // What is persisted is always a whole table, never a delta.
-                Persist::Table if self.state.is_some() => {
-                    self.persist(&protocol::encode_table(compiled.source(), 0))
-                }
-                Persist::Table => {}
+                Persist::Delta(message) => self.journal(message, compiled.source()),
             }
             tracing::debug!(?applied, persisted = ?started.elapsed() - applied, "table swapped in and persisted");
         }
@@ -261,6 +384,28 @@ impl Applier {
             generation,
             hash,
         }
+    }
+
+    /// Journals a delta whose result (`table`) is live, or writes the whole table when the
+    /// journal is full.
+    fn journal(&self, message: &str, table: &RouteTable) {
+        let Some(state) = &self.state else { return };
+        match state.append(message) {
+            Ok(true) => self.count_write("ok"),
+            Ok(false) => self.persist(&protocol::encode_table(table, 0)),
+            Err(error) => {
+                warn!(file = %state.journal_file().display(), %error, "cannot journal the route table delta; a restart without the controller will not have it");
+                self.count_write("failed");
+            }
+        }
+    }
+
+    fn count_write(&self, result: &'static str) {
+        self.dataplane
+            .metrics
+            .state_writes
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     /// A failed write is logged and counted, not refused: the table is live already, and the
@@ -274,11 +419,7 @@ impl Applier {
                 "failed"
             }
         };
-        self.dataplane
-            .metrics
-            .state_writes
-            .get_or_create(&ResultLabels { result })
-            .inc();
+        self.count_write(result);
     }
 }
 
@@ -429,7 +570,7 @@ mod tests {
         );
         let live = applier.dataplane().current().unwrap();
         assert_eq!(live.source(), &second);
-        // What is persisted is the whole table, which a restart serves.
+        // What is persisted (the table file and the journal) is what a restart serves.
         let restarted = Applier::new(dataplane(10), Some(StateDir::open(dir.path()).unwrap()));
         assert!(restarted.restore());
         assert_eq!(restarted.dataplane().current().unwrap().source(), &second);
@@ -455,6 +596,118 @@ mod tests {
             "{reply:?}"
         );
         assert_eq!(applier.dataplane().current().unwrap().generation, 2);
+    }
+
+    fn delta_message(from: &str, to: &str) -> String {
+        use portcullis_contract::delta::TableDelta;
+        let table = |m: &str| match protocol::decode::<ToDataplane>(m) {
+            Ok(ToDataplane::Table { table, .. }) => table,
+            other => panic!("{other:?}"),
+        };
+        protocol::encode(&ToDataplane::delta(
+            TableDelta::between(&table(from), &table(to)).unwrap(),
+        ))
+    }
+
+    #[test]
+    fn deltas_are_journaled_and_replayed_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || Applier::new(dataplane(10), Some(StateDir::open(dir.path()).unwrap()));
+        let applier = open();
+        let (first, second, third) = (push(1, 2), push(2, 3), push(3, 4));
+        applier.handle(&first, true);
+        for (from, to) in [(&first, &second), (&second, &third)] {
+            assert!(matches!(
+                applier.handle(&delta_message(from, to), true),
+                ToController::Ack { .. }
+            ));
+        }
+        // The table file is untouched; the journal has one line per delta.
+        assert_eq!(
+            fs::read_to_string(dir.path().join(STATE_FILE)).unwrap(),
+            first
+        );
+        let journal = fs::read_to_string(dir.path().join(JOURNAL_FILE)).unwrap();
+        assert_eq!(journal.lines().count(), 2);
+        assert_eq!(
+            fs::metadata(dir.path().join(JOURNAL_FILE))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
+        let restarted = open();
+        assert!(restarted.restore());
+        let live = restarted.dataplane().current().unwrap();
+        assert_eq!((live.generation, live.routes.len()), (3, 4));
+        // A whole table starts the journal afresh.
+        restarted.handle(&push(4, 1), true);
+        assert!(!dir.path().join(JOURNAL_FILE).exists());
+        let again = open();
+        assert!(again.restore());
+        assert_eq!(again.dataplane().current().unwrap().generation, 4);
+    }
+
+    #[test]
+    fn a_torn_or_stale_journal_is_cut_where_it_stops_fitting_and_folded() {
+        let (first, second, third) = (push(1, 2), push(2, 3), push(3, 4));
+        let cases = [
+            // A crash in the middle of the second line.
+            (
+                format!(
+                    "{}\n{}",
+                    delta_message(&first, &second),
+                    &delta_message(&second, &third)[..40]
+                ),
+                2,
+            ),
+            // A crash between writing the table file and removing the journal: its deltas edit
+            // an older table.
+            (format!("{}\n", delta_message(&push(0, 1), &first)), 1),
+            (String::from("not json\n"), 1),
+        ];
+        for (journal, served) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            fs::write(dir.path().join(STATE_FILE), &first).unwrap();
+            fs::write(dir.path().join(JOURNAL_FILE), &journal).unwrap();
+            let applier = Applier::new(dataplane(10), Some(StateDir::open(dir.path()).unwrap()));
+            assert!(applier.restore(), "{journal}");
+            assert_eq!(applier.dataplane().current().unwrap().generation, served);
+            // Folded: the table file is what is served, and the journal is gone.
+            assert!(!dir.path().join(JOURNAL_FILE).exists());
+            let restarted = Applier::new(dataplane(10), Some(StateDir::open(dir.path()).unwrap()));
+            assert!(restarted.restore());
+            assert_eq!(restarted.dataplane().current().unwrap().generation, served);
+        }
+    }
+
+    #[test]
+    fn a_full_journal_is_folded_into_the_table_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, second) = (push(1, 2), push(2, 3));
+        let applier = Applier::new(dataplane(10), Some(StateDir::open(dir.path()).unwrap()));
+        applier.handle(&first, true);
+        // A journal at its limit (as a long run of key rotations leaves it).
+        fs::write(
+            dir.path().join(JOURNAL_FILE),
+            vec![b' '; JOURNAL_LIMIT as usize],
+        )
+        .unwrap();
+        let applier = Applier::new(
+            applier.dataplane().clone(),
+            Some(StateDir::open(dir.path()).unwrap()),
+        );
+        assert!(matches!(
+            applier.handle(&delta_message(&first, &second), true),
+            ToController::Ack { generation: 2, .. }
+        ));
+        assert!(!dir.path().join(JOURNAL_FILE).exists());
+        let written = fs::read_to_string(dir.path().join(STATE_FILE)).unwrap();
+        assert!(
+            written.starts_with(r#"{"type":"table","v":1,"table":{"generation":2,"#),
+            "{written}"
+        );
     }
 
     #[test]

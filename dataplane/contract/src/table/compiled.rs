@@ -286,7 +286,11 @@ impl CompiledTable {
         state: &Registries,
         previous: Option<&CompiledTable>,
     ) -> Result<Self, TableError> {
-        let actual = table.content_hash();
+        let actual = state
+            .hashes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .content_hash(&table);
         if table.hash.is_empty() {
             table.hash = actual;
         } else if table.hash != actual {
@@ -423,6 +427,8 @@ pub struct Registries {
     pub nodes: balance::NodeRegistry,
     pub turns: TurnRegistry,
     pub limits: crate::plugins::LimitRegistry,
+    /// The routes of the last table compiled, as JSON, for checking the next one's hash.
+    pub hashes: std::sync::Mutex<crate::model::RouteJsonCache>,
 }
 
 fn compile_route(
