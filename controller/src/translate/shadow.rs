@@ -6,7 +6,7 @@
 //! authentication, or lives in another namespace, a client's credential reaches an upstream its
 //! owner did not choose — so both objects hear of it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap};
 
 use portcullis_contract::table::Route;
 
@@ -23,7 +23,7 @@ pub struct Shadowing {
 /// Every shadowed rule, once per (shadowed, by) pair with the first host and path found.
 /// `routes` is in table order.
 pub fn find(routes: &[std::sync::Arc<Route>]) -> Vec<Shadowing> {
-    let mut groups: BTreeMap<(&str, &str, i64), Vec<usize>> = BTreeMap::new();
+    let mut groups: HashMap<(&str, &str, i64), Vec<usize>> = HashMap::new();
     for (i, route) in routes.iter().enumerate() {
         let hosts: Vec<&str> = if route.hosts.is_empty() {
             vec![""]
@@ -40,6 +40,10 @@ pub fn find(routes: &[std::sync::Arc<Route>]) -> Vec<Shadowing> {
             }
         }
     }
+    // Only groups of two or more can shadow; they are taken in key order, so the host and
+    // path named for a pair are always the same.
+    let mut groups: Vec<_> = groups.into_iter().filter(|(_, m)| m.len() > 1).collect();
+    groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for ((host, path, _), members) in groups {

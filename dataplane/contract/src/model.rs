@@ -111,12 +111,16 @@ impl RouteTable {
 
 /// Each shared route's JSON, kept from one table to the next, so that hashing a table whose
 /// routes are mostly those of the previous one (a delta, a memoised translation) serialises
-/// only the routes that changed. Keyed by allocation; an entry holds its `Arc`, so no address
-/// is reused while it is cached, and only the last table's routes are kept.
+/// only the routes that changed. An entry holds its `Arc`, so no address is reused while it is
+/// cached; only the last table's routes are kept.
 #[derive(Debug, Default)]
 pub struct RouteJsonCache {
-    entries: HashMap<usize, (Arc<Route>, Box<[u8]>)>,
+    /// The last table's routes, in its order.
+    entries: Vec<CachedRoute>,
 }
+
+/// A route and its JSON.
+type CachedRoute = (Arc<Route>, Box<[u8]>);
 
 impl RouteJsonCache {
     /// [`RouteTable::content_hash`], the same digest of the same bytes.
@@ -125,18 +129,39 @@ impl RouteJsonCache {
         digest.update(b"{\"format\":");
         digest.update(json(&TABLE_FORMAT));
         digest.update(b",\"routes\":[");
-        let mut next = HashMap::with_capacity(table.routes.len());
+        let mut old: Vec<Option<CachedRoute>> = std::mem::take(&mut self.entries)
+            .into_iter()
+            .map(Some)
+            .collect();
+        // Most routes keep their place; the others are found by address.
+        let mut by_address: Option<HashMap<usize, usize>> = None;
+        let mut next = Vec::with_capacity(table.routes.len());
         for (i, route) in table.routes.iter().enumerate() {
             if i > 0 {
                 digest.update(b",");
             }
-            let key = Arc::as_ptr(route) as usize;
-            let bytes = match self.entries.remove(&key) {
+            let same =
+                |e: &Option<CachedRoute>| e.as_ref().is_some_and(|(r, _)| Arc::ptr_eq(r, route));
+            let at = if old.get(i).is_some_and(same) {
+                Some(i)
+            } else {
+                let index = by_address.get_or_insert_with(|| {
+                    old.iter()
+                        .enumerate()
+                        .filter_map(|(i, e)| Some((Arc::as_ptr(&e.as_ref()?.0) as usize, i)))
+                        .collect()
+                });
+                index
+                    .get(&(Arc::as_ptr(route) as usize))
+                    .copied()
+                    .filter(|&j| same(&old[j]))
+            };
+            let bytes = match at.and_then(|j| old[j].take()) {
                 Some((_, bytes)) => bytes,
                 None => json(&**route).into_boxed_slice(),
             };
             digest.update(&bytes);
-            next.insert(key, (route.clone(), bytes));
+            next.push((route.clone(), bytes));
         }
         self.entries = next;
         digest.update(b"],\"consumers\":");
@@ -1283,5 +1308,11 @@ mod tests {
         }
         // Only the last table's routes are kept.
         assert_eq!(cache.entries.len(), 2);
+        // Moved routes are found where they went.
+        let moved = RouteTable {
+            routes: tables[4].routes.iter().rev().cloned().collect(),
+            ..RouteTable::default()
+        };
+        assert_eq!(cache.content_hash(&moved), moved.content_hash());
     }
 }

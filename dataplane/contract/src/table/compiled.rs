@@ -260,7 +260,8 @@ pub struct CompiledTable {
     pub global_refused: bool,
     /// Each consumer's own traffic plugins, by [`crate::auth::ConsumerId`]; `None` for most.
     pub consumer_traffic: Vec<Option<Box<TrafficPlugins>>>,
-    router: Router,
+    /// Shared with the previous table when no route's match changed.
+    router: Arc<Router>,
     source: RouteTable,
 }
 
@@ -329,6 +330,7 @@ impl CompiledTable {
                 && serde_json::to_string(&p.source.global.plugins).ok()
                     == serde_json::to_string(&table.global.plugins).ok()
         };
+        let in_use = previous;
         let previous = previous.filter(|p| {
             same_global(p)
                 && p.source.consumers.len() == table.consumers.len()
@@ -373,13 +375,20 @@ impl CompiledTable {
             };
             routes.push(compiled);
         }
-        let router = Router::build(
-            table
-                .routes
-                .iter()
-                .enumerate()
-                .map(|(i, r)| (i as u32, r.priority, r.hosts.as_slice(), r.paths.as_slice())),
-        );
+        // The index depends on each route's place, priority, hosts and paths only.
+        let same_matches = |p: &&CompiledTable| {
+            p.source.routes.len() == table.routes.len()
+                && p.source.routes.iter().zip(&table.routes).all(|(a, b)| {
+                    Arc::ptr_eq(a, b)
+                        || (a.priority == b.priority && a.hosts == b.hosts && a.paths == b.paths)
+                })
+        };
+        let router = match in_use.filter(same_matches) {
+            Some(p) => p.router.clone(),
+            None => Arc::new(Router::build(table.routes.iter().enumerate().map(
+                |(i, r)| (i as u32, r.priority, r.hosts.as_slice(), r.paths.as_slice()),
+            ))),
+        };
         Ok(CompiledTable {
             generation: table.generation,
             hash: table.hash.clone(),

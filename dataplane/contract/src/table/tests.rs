@@ -631,3 +631,70 @@ fn paths_ending_in_a_multibyte_character_are_checked_by_character() {
         "{err}"
     );
 }
+
+/// The route index is shared with the table in use only while every route matches as before:
+/// a change of priority, host or path alone re-indexes, anything else keeps lookups as they were.
+#[test]
+fn the_index_follows_every_change_of_what_routes_match() {
+    let state = Registries::default();
+    let compile = |routes: Vec<R>, previous: Option<&CompiledTable>| {
+        let table = RouteTable {
+            routes: routes.into_iter().map(|r| r.0.into()).collect(),
+            ..RouteTable::default()
+        };
+        CompiledTable::compile_after(table, &state, previous).unwrap()
+    };
+    let first = compile(
+        vec![
+            route("low").paths(&["/x*"]).priority(1),
+            route("high").paths(&["/x*"]).priority(2),
+        ],
+        None,
+    );
+    assert_eq!(get(&first, "/x/1", None).as_deref(), Some("high"));
+    // Only the priorities change: the other route wins.
+    let second = compile(
+        vec![
+            route("low").paths(&["/x*"]).priority(3),
+            route("high").paths(&["/x*"]).priority(2),
+        ],
+        Some(&first),
+    );
+    assert_eq!(get(&second, "/x/1", None).as_deref(), Some("low"));
+    // Only a host changes: requests for other hosts fall to the other route.
+    let third = compile(
+        vec![
+            route("low")
+                .paths(&["/x*"])
+                .priority(3)
+                .hosts(&["a.example.com"]),
+            route("high").paths(&["/x*"]).priority(2),
+        ],
+        Some(&second),
+    );
+    assert_eq!(
+        get(&third, "/x/1", Some("b.example.com")).as_deref(),
+        Some("high")
+    );
+    assert_eq!(
+        get(&third, "/x/1", Some("a.example.com")).as_deref(),
+        Some("low")
+    );
+    // Something else (methods): the same lookups.
+    let fourth = compile(
+        vec![
+            route("low")
+                .paths(&["/x*"])
+                .priority(3)
+                .hosts(&["a.example.com"])
+                .methods(&["GET"]),
+            route("high").paths(&["/x*"]).priority(2),
+        ],
+        Some(&third),
+    );
+    assert_eq!(
+        get(&fourth, "/x/1", Some("a.example.com")).as_deref(),
+        Some("low")
+    );
+    assert_eq!(get(&fourth, "/y", None), None);
+}
