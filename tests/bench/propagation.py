@@ -252,12 +252,12 @@ each goes out at once (the debounce only holds changes that follow a push within
 as a delta (protocol v2, `sync.md`) when it acknowledged the previous table, as the whole table
 otherwise; "pushes as deltas" counts which. Controller CPU (user+system, 10 ms ticks) covers
 scanning, translating, computing the delta, serialising once and sending to every dataplane; a
-dataplane's covers applying the delta, checking the hash, compiling, persisting the whole table
-and answering the probes. The
-file provider's polling adds up to its interval (10 ms here, 250 ms by default); the Kubernetes
-provider is event-driven. On this 2-core machine 4 dataplanes compiling a 10 000-route table at
-the same moment share two cores with the controller and the probing client, which is most of the
-difference between the 1- and 4-dataplane rows.
+dataplane's covers applying the delta, checking the hash, compiling what changed, journaling the
+delta and answering the probes. RSS is read after the changes. The file provider's polling adds
+up to its interval (10 ms here, 250 ms by default); the Kubernetes provider is event-driven. On
+this 2-core machine the 4 dataplanes apply each change at the same moment and share two cores
+with the controller and the probing client, which is most of the difference between the 1- and
+4-dataplane rows.
 
 ```json
 {results}
