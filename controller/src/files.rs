@@ -162,7 +162,7 @@ impl FileProvider {
             let generation = match self.generations.get_mut(&key) {
                 Some((generation, _, seen)) if *seen == version => *generation,
                 entry => {
-                    let spec = print(object.spec());
+                    let spec = crate::translate::json_print(object.spec());
                     match entry {
                         Some((generation, old, seen)) => {
                             if *old != spec {
@@ -250,28 +250,12 @@ pub const CONTENT_VERSION: &str = "portcullis-file:";
 fn stamp_versions<K: kube::Resource + serde::Serialize>(objects: &mut [K]) {
     for object in objects {
         object.meta_mut().resource_version = None;
-        let version = format!("{CONTENT_VERSION}{:016x}", print(&*object));
+        let version = format!(
+            "{CONTENT_VERSION}{:016x}",
+            crate::translate::json_print(&*object)
+        );
         object.meta_mut().resource_version = Some(version);
     }
-}
-
-/// A 64-bit print of a value's JSON form.
-fn print(value: &impl serde::Serialize) -> u64 {
-    use std::hash::Hasher;
-    struct HashWriter(std::hash::DefaultHasher);
-    impl std::io::Write for HashWriter {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.write(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut writer = HashWriter(std::hash::DefaultHasher::new());
-    // Objects of string-keyed maps: serialising them cannot fail.
-    let _ = serde_json::to_writer(&mut writer, value);
-    writer.0.finish()
 }
 
 /// What is served from a file whose latest content is not used.

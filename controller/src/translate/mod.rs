@@ -584,10 +584,16 @@ fn status<K: ResourceExt>(
 
 /// A stable (per build) hash of an object's translated output, streamed from its JSON form.
 fn fingerprint(output: &impl serde::Serialize, problems: &[String]) -> u64 {
+    json_print(&(output, problems))
+}
+
+/// A stable (per build) 64-bit hash of a value's JSON form, streamed without a buffer.
+pub(crate) fn json_print(value: &impl serde::Serialize) -> u64 {
     use std::hash::Hasher;
     let mut writer = HashWriter(std::hash::DefaultHasher::new());
-    // Serialising table types cannot fail; a failure would only weaken change detection.
-    let _ = serde_json::to_writer(&mut writer, &(output, problems));
+    // Plain data with string keys: serialising cannot fail; a failure would only weaken
+    // change detection.
+    let _ = serde_json::to_writer(&mut writer, value);
     writer.0.finish()
 }
 
