@@ -27,7 +27,7 @@ use super::forward::{self, Listener};
 use super::responses;
 use super::upstream::UpstreamStream;
 use super::{
-    Dataplane, Exchanged, Failure, failure_response, refusal_response, refused, splice_websocket,
+    Dataplane, Exchanged, Failure, WebSocketSession, failure_response, refusal_response, refused,
     unix_now,
 };
 use crate::decision::{Forward, Head, Refusal, decide_handshake};
@@ -387,7 +387,7 @@ impl Dataplane {
                 // A task of its own: its future is small, so an idle WebSocket holds only that and
                 // the two sockets, not this connection's whole state machine.
                 self.spawn_session(session.revocation_key, move |ticket| {
-                    splice_websocket(stream, client_early, upstream, early, session, ticket)
+                    WebSocketSession::new(stream, &client_early, upstream, &early, session, ticket)
                 });
                 FirstRequest::Done
             }
