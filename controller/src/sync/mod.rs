@@ -323,7 +323,10 @@ pub struct Session {
     sent: Option<(u64, Instant)>,
     /// Whether the dataplane takes deltas (protocol v2).
     deltas: bool,
-    /// The table the dataplane serves, as far as its answers tell: a delta from it fits.
+    /// The table the dataplane serves once it has taken what was sent: a delta from it fits.
+    /// Set when a push goes out, not when it is acknowledged: the stream is ordered, so the
+    /// next push may build on one still in flight (a dataplane whose table is not the base
+    /// answers `resync`, and one that refused a table has this cleared by its `nack`).
     live: Option<(u64, String)>,
     /// The dataplane asked for the current table again (resync).
     resend: bool,
@@ -380,6 +383,9 @@ impl Session {
             self.hub.metrics.delta_pushes.inc();
         }
         self.sent = Some((published.generation, Instant::now()));
+        if self.deltas {
+            self.live = Some((published.generation, published.hash.clone()));
+        }
         self.resend = false;
         self.hub.metrics.pushes.inc();
         let mut state = self.hub.lock();
@@ -417,9 +423,13 @@ impl Session {
                         dataplane: d.name.clone(),
                     })
                     .set(generation as i64);
-                d.acked = Some((generation, hash.clone()));
+                // An ack of an older push than the last sent changes nothing for `live`: the
+                // newer push is on its way behind it.
+                if self.sent.is_none_or(|(g, _)| g == generation) {
+                    self.live = Some((generation, hash.clone()));
+                }
+                d.acked = Some((generation, hash));
                 d.rejected = None;
-                self.live = Some((generation, hash));
             }
             ToController::Nack {
                 generation, error, ..
@@ -428,6 +438,8 @@ impl Session {
                 hub.metrics.nacks.inc();
                 warn!(dataplane = %d.name, generation, %error, "dataplane refused the route table; it keeps serving its previous one");
                 d.rejected = Some((generation, error));
+                // Its table is not the one `live` assumed: the next push goes whole.
+                self.live = None;
             }
             ToController::Resync {
                 generation, error, ..

@@ -278,8 +278,32 @@ async fn a_dataplane_that_serves_the_base_gets_a_delta_others_the_table() {
         "protocol v1: tables only"
     );
     assert_eq!(metrics.delta_pushes.get(), 1);
-    // Generation 2 not acknowledged yet: generation 3 goes whole, its delta is from 2.
+    // Generation 2 not acknowledged yet: the stream is ordered, so generation 3 builds on it.
+    let second = p;
     hub.publish(table(&["/a", "/d"]));
+    let p = v2.next(Duration::ZERO).await;
+    let ToDataplane::Delta { delta, .. } = sent(&mut v2, &p) else {
+        panic!("a delta from the generation in flight")
+    };
+    assert_eq!((delta.base.generation, delta.generation), (2, 3));
+    // The ack of 2 arrives after 3 went: the next delta still builds on 3.
+    v2.reply(ack(&second)).unwrap();
+    v2.reply(ack(&p)).unwrap();
+    hub.publish(table(&["/a", "/f"]));
+    let p = v2.next(Duration::ZERO).await;
+    let stale_ack_ignored = sent(&mut v2, &p);
+    assert!(
+        matches!(&stale_ack_ignored, ToDataplane::Delta { delta, .. } if delta.base.generation == 3),
+        "{stale_ack_ignored:?}"
+    );
+    // A refused table: the dataplane kept an older one, so the next push goes whole.
+    v2.reply(ToController::Nack {
+        v: protocol::VERSION,
+        generation: p.generation,
+        error: "too many routes".into(),
+    })
+    .unwrap();
+    hub.publish(table(&["/a", "/g"]));
     let p = v2.next(Duration::ZERO).await;
     assert!(matches!(sent(&mut v2, &p), ToDataplane::Table { .. }));
     v2.reply(ack(&p)).unwrap();
