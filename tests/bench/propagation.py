@@ -249,7 +249,7 @@ each goes out at once (the debounce only holds changes that follow a push within
 {rows}
 
 "p99, all dataplanes" is over the slowest dataplane of each change. Each change goes to a dataplane
-as a delta (protocol v2, `sync.md`) when it acknowledged the previous table, as the whole table
+as a delta (protocol v2, `sync.md`) when its previous push was the delta's base, as the whole table
 otherwise; "pushes as deltas" counts which. Controller CPU (user+system, 10 ms ticks) covers
 scanning, translating, computing the delta, serialising once and sending to every dataplane; a
 dataplane's covers applying the delta, checking the hash, compiling what changed, journaling the
