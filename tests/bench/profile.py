@@ -87,6 +87,32 @@ def by_crate(sym_rows, binary):
     return sorted(shares.items(), key=lambda kv: -kv[1])
 
 
+COUNTED = ["syscalls:sys_enter_epoll_wait", "syscalls:sys_enter_epoll_ctl", "syscalls:sys_enter_recvfrom",
+           "syscalls:sys_enter_sendto", "syscalls:sys_enter_writev", "syscalls:sys_enter_accept4",
+           "context-switches"]
+
+
+def counts(target, phase, seconds, work):
+    """System calls and context switches per operation under load (`perf stat` tracepoints,
+    which unlike strace do not slow the proxy, so batching under load shows)."""
+    out = os.path.join(work, f"{target.name}-{phase}.stat")
+    events = sum([["-e", e] for e in COUNTED], [])
+    perf = subprocess.Popen(["perf", "stat", "-x", ",", "-o", out] + events + ["-p", ",".join(str(p) for p in target.pids())],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    result = run.bench(PHASE_ARGS[phase](target.port) + ["--seconds", str(seconds)])
+    perf.send_signal(signal.SIGINT)
+    perf.wait(timeout=60)
+    ops = max(result.get("messages") or result.get("total") or 0, 1)
+    found = {}
+    with open(out) as f:
+        for line in f:
+            fields = line.strip().split(",")
+            if len(fields) > 2 and re.fullmatch(r"[\d.]+", fields[0]):
+                found[fields[2].split(":sys_enter_")[-1]] = float(fields[0]) / ops
+    return found
+
+
 def kernel_share(dso_rows):
     return sum(p for p, name in dso_rows if name.startswith("[kernel") or name == "[unknown]")
 
@@ -112,6 +138,7 @@ def main():
             for t in proxies:
                 run.bench(PHASE_ARGS[phase](t.port) + ["--seconds", "1"])
             results = {t.name: profile(t, phase, a.seconds, work) for t in proxies}
+            counted = {t.name: counts(t, phase, a.seconds, work) for t in proxies}
             print(f"\n### {phase}: `perf record -F 999` for {a.seconds:g} s of `portcullis-bench {' '.join(PHASE_ARGS[phase]('PORT')[:1])}`\n")
             print("| | " + " | ".join(results) + " |")
             print("|---|" + "---|" * len(results))
@@ -119,6 +146,9 @@ def main():
             print("| CPU ms per 1000 | " + " | ".join(f"{r['cpu_ms_per_1000']:.2f}" for r in results.values()) + " |")
             print("| samples | " + " | ".join(f"{r['samples']:,}" for r in results.values()) + " |")
             print("| in the kernel | " + " | ".join(f"{kernel_share(r['dso']):.1f} %" for r in results.values()) + " |")
+            names = [e.split(":sys_enter_")[-1] for e in COUNTED]
+            for n in names:
+                print(f"| `{n}` per operation (separate pass, `perf stat`) | " + " | ".join(f"{counted[t].get(n, 0):.2f}" for t in results) + " |")
             for name, r in results.items():
                 user = [(p, d) for p, d in r["dso"] if not (d.startswith("[kernel") or d == "[unknown]")]
                 print(f"\n{name}, user-space objects: " + ", ".join(f"{d} {p:.1f} %" for p, d in user))
