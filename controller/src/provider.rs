@@ -42,6 +42,8 @@ pub trait StatusSink {
 /// Runs until the hub goes away (never, in practice) or the task is dropped.
 /// How often the objects are translated again though none changed.
 pub const RETRANSLATE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+/// How long acknowledgements are gathered before the statuses are computed again.
+pub const ACK_SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
 
 pub async fn run(hub: Arc<Hub>, mut source: impl SnapshotSource, mut sink: impl StatusSink) {
     let mut acks = hub.subscribe();
@@ -69,6 +71,15 @@ pub async fn run(hub: Arc<Hub>, mut source: impl SnapshotSource, mut sink: impl 
                 if changed.is_err() {
                     return;
                 }
+                // Every dataplane answers a push within moments of the others: the statuses
+                // are computed once for such a burst, not once per dataplane, so a change
+                // costs one or two passes over the objects whatever the fleet's size. A
+                // change of the objects ends the wait at once.
+                tokio::select! {
+                    _ = tokio::time::sleep(ACK_SETTLE) => {}
+                    _ = source.changed() => dirty = true,
+                }
+                acks.borrow_and_update();
             }
             _ = sink.wake() => {}
             _ = clock.tick() => dirty = true,
@@ -207,6 +218,58 @@ mod tests {
             *g == 2 && m == &["0/1 dataplanes at generation 2"]
         })
         .await;
+        task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_acknowledgements_is_one_pass_over_the_statuses() {
+        let hub = Hub::new(SyncMetrics::default());
+        let (feed, fed) = mpsc::unbounded_channel();
+        let seen = Seen::default();
+        let mut dataplanes: Vec<_> = (0..4)
+            .map(|i| hub.connect(format!("dp-{i}"), None, false))
+            .collect();
+        feed.send(translation(&["/a"], 1)).unwrap();
+        let task = tokio::spawn(run(
+            hub.clone(),
+            Fed(fed, None),
+            Recorder {
+                board: Default::default(),
+                seen: seen.clone(),
+            },
+        ));
+        until(&seen, |(g, m)| {
+            *g == 1 && m == &["0/4 dataplanes at generation 1"]
+        })
+        .await;
+        // The four answer 5 ms apart, well within ACK_SETTLE.
+        for dataplane in &mut dataplanes {
+            let pushed = dataplane.next(Duration::ZERO).await;
+            dataplane
+                .reply(ToController::Ack {
+                    v: VERSION,
+                    generation: 1,
+                    hash: pushed.hash.clone(),
+                })
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        until(&seen, |(_, m)| m == &["4/4 dataplanes at generation 1"]).await;
+        let passes: Vec<String> = seen
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, m)| m.join(""))
+            .collect();
+        let partial = passes
+            .iter()
+            .filter(|m| m.starts_with(['1', '2', '3']))
+            .count();
+        assert_eq!(
+            partial, 0,
+            "one pass for the burst, not one per dataplane: {passes:?}"
+        );
         task.abort();
     }
 }
