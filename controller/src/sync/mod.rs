@@ -16,7 +16,7 @@ use portcullis_contract::table::RouteTable;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub use metrics::SyncMetrics;
 
@@ -308,6 +308,7 @@ impl Hub {
             live: if deltas { serving } else { None },
             deltas,
             resend: false,
+            whole_sent: None,
         }
     }
 }
@@ -330,6 +331,9 @@ pub struct Session {
     live: Option<(u64, String)>,
     /// The dataplane asked for the current table again (resync).
     resend: bool,
+    /// The generation of the last whole table sent: a `resync` of a delta at or below it is
+    /// out of date (deltas can be in flight back to back), the table that answers it went.
+    whole_sent: Option<u64>,
 }
 
 impl Session {
@@ -381,6 +385,8 @@ impl Session {
             .is_some_and(|d| self.sends_delta(d))
         {
             self.hub.metrics.delta_pushes.inc();
+        } else {
+            self.whole_sent = Some(published.generation);
         }
         self.sent = Some((published.generation, Instant::now()));
         if self.deltas {
@@ -448,10 +454,14 @@ impl Session {
                     return Err("resync on a stream of protocol version 1".into());
                 }
                 hub.metrics.resyncs.inc();
-                warn!(dataplane = %d.name, generation, %error, "dataplane asked for the whole table");
-                // Send the current table whole, debounced like any push.
-                self.live = None;
-                self.resend = true;
+                if self.whole_sent.is_some_and(|whole| generation <= whole) {
+                    debug!(dataplane = %d.name, generation, "resync already answered by a whole table");
+                } else {
+                    warn!(dataplane = %d.name, generation, %error, "dataplane asked for the whole table");
+                    // Send the current table whole, debounced like any push.
+                    self.live = None;
+                    self.resend = true;
+                }
             }
             ToController::Hello { .. } => {
                 return Err("hello may only be the first message".into());

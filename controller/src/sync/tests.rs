@@ -350,3 +350,51 @@ async fn a_hello_with_the_base_takes_the_delta_from_the_first_push() {
     let p = s.next(Duration::ZERO).await;
     assert!(matches!(sent(&mut s, &p), ToDataplane::Delta { .. }));
 }
+
+#[tokio::test]
+async fn a_resync_already_answered_by_a_whole_table_is_not_answered_again() {
+    let hub = Hub::new(SyncMetrics::default());
+    hub.publish(table(&["/a"]));
+    let mut s = hub.connect("dp".into(), None, true);
+    let whole = s.next(Duration::ZERO).await;
+    assert!(matches!(sent(&mut s, &whole), ToDataplane::Table { .. }));
+    // Two deltas go out behind it before the dataplane answers anything.
+    hub.publish(table(&["/b"]));
+    let first = s.next(Duration::ZERO).await;
+    assert!(matches!(sent(&mut s, &first), ToDataplane::Delta { .. }));
+    hub.publish(table(&["/c"]));
+    let second = s.next(Duration::ZERO).await;
+    assert!(matches!(sent(&mut s, &second), ToDataplane::Delta { .. }));
+    let resync = |generation| ToController::Resync {
+        v: protocol::DELTA_VERSION,
+        generation,
+        error: "other base".into(),
+    };
+    // It refused the whole table, so neither delta fits: the first resync gets the table...
+    s.reply(ToController::Nack {
+        v: protocol::VERSION,
+        generation: whole.generation,
+        error: "too many routes".into(),
+    })
+    .unwrap();
+    s.reply(resync(first.generation)).unwrap();
+    let again = s.next(Duration::ZERO).await;
+    assert_eq!(again.generation, second.generation);
+    assert!(matches!(sent(&mut s, &again), ToDataplane::Table { .. }));
+    // ...and the second, written before that table arrived, is out of date: nothing more goes.
+    s.reply(resync(second.generation)).unwrap();
+    let more = tokio::time::timeout(Duration::from_millis(200), s.next(Duration::ZERO)).await;
+    assert!(
+        more.is_err(),
+        "a second whole table for the same divergence"
+    );
+    // A later delta that does not fit is answered again.
+    hub.publish(table(&["/d"]));
+    let third = s.next(Duration::ZERO).await;
+    assert!(matches!(sent(&mut s, &third), ToDataplane::Delta { .. }));
+    s.reply(resync(third.generation)).unwrap();
+    let answered = tokio::time::timeout(Duration::from_secs(5), s.next(Duration::ZERO))
+        .await
+        .expect("the table follows a resync of a newer delta");
+    assert!(matches!(sent(&mut s, &answered), ToDataplane::Table { .. }));
+}

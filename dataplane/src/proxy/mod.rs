@@ -1230,6 +1230,8 @@ pub(super) struct WebSocketSession {
     started: std::time::Instant,
     /// Its place in the registry of open sessions, left when the task drops this.
     _ticket: sessions::SessionTicket,
+    /// The splice ended and was counted.
+    finished: bool,
 }
 
 impl WebSocketSession {
@@ -1260,6 +1262,7 @@ impl WebSocketSession {
             log,
             started: std::time::Instant::now(),
             _ticket: ticket,
+            finished: false,
         }
     }
 
@@ -1298,8 +1301,13 @@ impl Future for WebSocketSession {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
+        if this.finished {
+            // Polled again after it ended (not by a task): count and log nothing twice.
+            return Poll::Ready(());
+        }
         let mut run = this.splice.run(&mut this.client, &mut this.upstream);
         let end = std::task::ready!(Pin::new(&mut run).poll(cx));
+        this.finished = true;
         this.ended(end);
         // The ticket, the sockets and the rest go when the task drops this future, right after.
         Poll::Ready(())
