@@ -27,6 +27,8 @@ struct Directory {
     provider: FileProvider,
     ticker: tokio::time::Interval,
     scanned: bool,
+    /// A poll found the files changed; the next translation takes it.
+    pending: bool,
     /// File problems already logged.
     reported: Vec<FileProblem>,
     shared: Arc<Mutex<Shared>>,
@@ -34,20 +36,36 @@ struct Directory {
     memo: Memo,
 }
 
+impl Directory {
+    /// Reads what changed on disk; whether there is something to translate.
+    fn scan(&mut self) -> bool {
+        match self.provider.scan() {
+            Ok(changed) => changed || !self.scanned,
+            Err(e) => {
+                warn!(dir = %self.provider.dir().display(), error = %e, "cannot read the manifests directory");
+                false
+            }
+        }
+    }
+}
+
 impl SnapshotSource for Directory {
+    /// Polls until the files changed: a poll that finds nothing does not wake the provider
+    /// loop (which would recompute every status, and cut short its wait for acknowledgements).
+    /// Cancel-safe: a change found is kept in `pending` before anything else can happen.
     async fn changed(&mut self) {
-        self.ticker.tick().await;
+        while !self.pending {
+            self.ticker.tick().await;
+            self.pending = self.scan();
+        }
     }
 
     async fn translate(&mut self) -> Option<Translation> {
-        match self.provider.scan() {
-            Ok(false) if self.scanned => return None,
-            Ok(_) => self.scanned = true,
-            Err(e) => {
-                warn!(dir = %self.provider.dir().display(), error = %e, "cannot read the manifests directory");
-                return None;
-            }
+        let changed = std::mem::take(&mut self.pending) || self.scan();
+        if !changed {
+            return None;
         }
+        self.scanned = true;
         let problems = self.provider.problems();
         for p in problems.iter().filter(|p| !self.reported.contains(p)) {
             if let Some(error) = &p.error {
@@ -111,6 +129,7 @@ pub async fn run(
         provider,
         ticker,
         scanned: false,
+        pending: false,
         reported: Vec::new(),
         shared: shared.clone(),
         memo: Memo::default(),
@@ -129,5 +148,45 @@ pub async fn embedded_dataplane(hub: Arc<Hub>, applier: Arc<Applier>, debounce: 
         if let Err(error) = session.reply(reply) {
             warn!(%error, "embedded dataplane answer not taken");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROUTE: &str = "apiVersion: apisix.apache.org/v2\nkind: ApisixRoute\nmetadata: {name: echo, namespace: demo}\nspec:\n  http:\n  - name: ws\n    match: {paths: [PATH]}\n    websocket: true\n    backends: [{serviceName: echo, servicePort: 80}]\n";
+
+    #[tokio::test]
+    async fn only_a_poll_that_finds_a_change_wakes_the_provider() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("route.yaml");
+        std::fs::write(&path, ROUTE.replace("PATH", "/a")).unwrap();
+        let mut directory = Directory {
+            provider: FileProvider::new(dir.path()),
+            ticker: tokio::time::interval(Duration::from_millis(5)),
+            scanned: false,
+            pending: false,
+            reported: Vec::new(),
+            shared: Arc::new(Mutex::new(Shared::default())),
+            memo: Memo::default(),
+        };
+        assert!(
+            directory.translate().await.is_some(),
+            "the first translation"
+        );
+        // Twenty polls and more find nothing: `changed` does not resolve.
+        let quiet = tokio::time::timeout(Duration::from_millis(100), directory.changed()).await;
+        assert!(quiet.is_err(), "woke though nothing changed");
+        assert!(directory.translate().await.is_none());
+        std::fs::write(&path, ROUTE.replace("PATH", "/b")).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), directory.changed())
+            .await
+            .expect("a changed file wakes it");
+        let translation = directory
+            .translate()
+            .await
+            .expect("the change is translated");
+        assert_eq!(translation.table.routes[0].paths, ["/b"]);
     }
 }
