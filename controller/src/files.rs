@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use kube::ResourceExt;
@@ -108,6 +109,27 @@ impl FileProvider {
 
     /// All objects of all files, with `metadata.generation` assigned.
     pub fn snapshot(&mut self) -> Snapshot {
+        // Numbered where they are kept, so that the snapshot shares the objects (an object is
+        // copied only when its number changes while an earlier snapshot still holds it).
+        let mut seen = std::collections::HashSet::new();
+        let generations = &mut self.generations;
+        macro_rules! number_all {
+            ($($field:ident: $kind:literal),*) => {$(
+                for state in self.files.values_mut() {
+                    number(generations, $kind, &mut state.good.$field, &mut seen);
+                }
+            )*};
+        }
+        number_all!(
+            routes: "ApisixRoute",
+            consumers: "ApisixConsumer",
+            tls: "ApisixTls",
+            upstreams: "ApisixUpstream",
+            plugin_configs: "ApisixPluginConfig",
+            global_rules: "ApisixGlobalRule"
+        );
+        // An object that goes away and comes back starts again at 1, as in a cluster.
+        self.generations.retain(|k, _| seen.contains(k));
         let mut all = Snapshot {
             mode: Mode::Standalone,
             only_classes: self.only_classes.clone(),
@@ -128,63 +150,56 @@ impl FileProvider {
             all.ingress_classes
                 .extend(s.ingress_classes.iter().cloned());
         }
-        let mut seen = std::collections::HashSet::new();
-        self.number("ApisixRoute", &mut all.routes, &mut seen);
-        self.number("ApisixConsumer", &mut all.consumers, &mut seen);
-        self.number("ApisixTls", &mut all.tls, &mut seen);
-        self.number("ApisixUpstream", &mut all.upstreams, &mut seen);
-        self.number("ApisixPluginConfig", &mut all.plugin_configs, &mut seen);
-        self.number("ApisixGlobalRule", &mut all.global_rules, &mut seen);
         all.now = k8s_openapi::jiff::Timestamp::now().as_second();
-        // An object that goes away and comes back starts again at 1, as in a cluster.
-        self.generations.retain(|k, _| seen.contains(k));
         all
-    }
-
-    /// Gives each object the `metadata.generation` its spec has reached, as the API server does.
-    fn number<K>(
-        &mut self,
-        kind: &'static str,
-        objects: &mut [K],
-        seen: &mut std::collections::HashSet<(&'static str, String, String)>,
-    ) where
-        K: kube::Resource + kube::core::object::HasSpec,
-        K::Spec: serde::Serialize,
-    {
-        for object in objects {
-            let key = (
-                kind,
-                object.namespace().unwrap_or_default(),
-                object.name_any(),
-            );
-            let version = object.resource_version().unwrap_or_default();
-            // An object read anew is printed once; an unchanged one keeps its number.
-            let generation = match self.generations.get_mut(&key) {
-                Some((generation, _, seen)) if *seen == version => *generation,
-                entry => {
-                    let spec = crate::translate::json_print(object.spec());
-                    match entry {
-                        Some((generation, old, seen)) => {
-                            if *old != spec {
-                                *generation += 1;
-                            }
-                            (*old, *seen) = (spec, version);
-                            *generation
-                        }
-                        None => {
-                            self.generations.insert(key.clone(), (1, spec, version));
-                            1
-                        }
-                    }
-                }
-            };
-            object.meta_mut().generation = Some(generation);
-            seen.insert(key);
-        }
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+}
+
+/// Gives each object the `metadata.generation` its spec has reached, as the API server does.
+fn number<K>(
+    generations: &mut HashMap<(&'static str, String, String), (i64, u64, String)>,
+    kind: &'static str,
+    objects: &mut [Arc<K>],
+    seen: &mut std::collections::HashSet<(&'static str, String, String)>,
+) where
+    K: kube::Resource + kube::core::object::HasSpec + Clone,
+    K::Spec: serde::Serialize,
+{
+    for object in objects {
+        let key = (
+            kind,
+            object.namespace().unwrap_or_default(),
+            object.name_any(),
+        );
+        let version = object.resource_version().unwrap_or_default();
+        // An object read anew is printed once; an unchanged one keeps its number.
+        let generation = match generations.get_mut(&key) {
+            Some((generation, _, seen)) if *seen == version => *generation,
+            entry => {
+                let spec = crate::translate::json_print(object.spec());
+                match entry {
+                    Some((generation, old, seen)) => {
+                        if *old != spec {
+                            *generation += 1;
+                        }
+                        (*old, *seen) = (spec, version);
+                        *generation
+                    }
+                    None => {
+                        generations.insert(key.clone(), (1, spec, version));
+                        1
+                    }
+                }
+            }
+        };
+        if object.meta().generation != Some(generation) {
+            Arc::make_mut(object).meta_mut().generation = Some(generation);
+        }
+        seen.insert(key);
     }
 }
 
@@ -204,12 +219,12 @@ fn read_file(path: &Path, state: &mut FileState) {
     let loaded = fresh.add_yaml(&text);
     state.warnings = loaded.warnings.iter().map(|w| w.to_string()).collect();
     // Objects without a namespace are in `default`, as kubectl would put them.
-    fn default_namespace<K: kube::Resource>(objects: &mut [K]) {
+    // (Just read: each object has one owner, so `make_mut` copies nothing.)
+    fn default_namespace<K: kube::Resource + Clone>(objects: &mut [Arc<K>]) {
         for object in objects {
-            object
-                .meta_mut()
-                .namespace
-                .get_or_insert_with(|| "default".into());
+            if object.meta().namespace.is_none() {
+                Arc::make_mut(object).meta_mut().namespace = Some("default".into());
+            }
         }
     }
     default_namespace(&mut fresh.routes);
@@ -247,8 +262,9 @@ pub const CONTENT_VERSION: &str = "portcullis-file:";
 /// that changes with every write: what the file said is replaced (a manifest exported from a
 /// cluster keeps its version through edits). Printed once per read of the file, it lets a
 /// translation reuse what it made of an unchanged object without printing it again.
-fn stamp_versions<K: kube::Resource + serde::Serialize>(objects: &mut [K]) {
+fn stamp_versions<K: kube::Resource + serde::Serialize + Clone>(objects: &mut [Arc<K>]) {
     for object in objects {
+        let object = Arc::make_mut(object);
         object.meta_mut().resource_version = None;
         let version = format!(
             "{CONTENT_VERSION}{:016x}",
@@ -310,6 +326,47 @@ mod tests {
         // The same content again: the same version (whatever the file said its version was).
         let (again, g4) = read(format!("{}# a comment\n", route("team: x", "/abc")));
         assert_eq!((again, g4), (edited, 2));
+    }
+
+    #[test]
+    fn snapshots_share_the_objects_they_have_not_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let route = |path: &str| {
+            format!(
+                "apiVersion: apisix.apache.org/v2\nkind: ApisixRoute\nmetadata: {{name: echo, namespace: demo}}\nspec:\n  http:\n  - name: ws\n    match: {{paths: [{path}]}}\n    websocket: true\n    backends: [{{serviceName: echo, servicePort: 80}}]\n"
+            )
+        };
+        std::fs::write(dir.path().join("a.yaml"), route("/a")).unwrap();
+        std::fs::write(
+            dir.path().join("b.yaml"),
+            route("/b").replace("echo,", "other,"),
+        )
+        .unwrap();
+        let mut p = FileProvider::new(dir.path());
+        assert!(p.scan().unwrap());
+        let first = p.snapshot();
+        // b.yaml changes; a.yaml's object is the same object in the next snapshot, not a copy.
+        std::fs::write(
+            dir.path().join("b.yaml"),
+            route("/c").replace("echo,", "other,"),
+        )
+        .unwrap();
+        assert!(p.scan().unwrap());
+        let second = p.snapshot();
+        let by_name = |s: &Snapshot, name: &str| {
+            s.routes
+                .iter()
+                .find(|r| r.name_any() == name)
+                .unwrap()
+                .clone()
+        };
+        assert!(Arc::ptr_eq(
+            &by_name(&first, "echo"),
+            &by_name(&second, "echo")
+        ));
+        // The changed one is numbered anew in the new snapshot; the old snapshot keeps its own.
+        assert_eq!(by_name(&first, "other").metadata.generation, Some(1));
+        assert_eq!(by_name(&second, "other").metadata.generation, Some(2));
     }
 
     #[test]

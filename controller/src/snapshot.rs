@@ -1,5 +1,9 @@
 //! The cluster objects translation reads. Providers (Kubernetes, files) fill it; nothing after
-//! it knows where the objects came from.
+//! it knows where the objects came from. Objects are shared (`Arc`), so a snapshot of a large
+//! cluster or directory is a list of pointers rather than a copy of every object: the
+//! Kubernetes stores hold them that way, and the file provider keeps each file's objects.
+
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -29,16 +33,16 @@ pub struct Snapshot {
     /// `--ingress-class`: when not empty, only IngressClasses of these names (and naming our
     /// controller) are ours; empty: every IngressClass naming our controller.
     pub only_classes: Vec<String>,
-    pub routes: Vec<ApisixRoute>,
-    pub consumers: Vec<ApisixConsumer>,
-    pub tls: Vec<ApisixTls>,
-    pub upstreams: Vec<ApisixUpstream>,
-    pub plugin_configs: Vec<ApisixPluginConfig>,
-    pub global_rules: Vec<ApisixGlobalRule>,
-    pub secrets: Vec<Secret>,
-    pub services: Vec<Service>,
-    pub endpoint_slices: Vec<EndpointSlice>,
-    pub ingress_classes: Vec<IngressClass>,
+    pub routes: Vec<Arc<ApisixRoute>>,
+    pub consumers: Vec<Arc<ApisixConsumer>>,
+    pub tls: Vec<Arc<ApisixTls>>,
+    pub upstreams: Vec<Arc<ApisixUpstream>>,
+    pub plugin_configs: Vec<Arc<ApisixPluginConfig>>,
+    pub global_rules: Vec<Arc<ApisixGlobalRule>>,
+    pub secrets: Vec<Arc<Secret>>,
+    pub services: Vec<Arc<Service>>,
+    pub endpoint_slices: Vec<Arc<EndpointSlice>>,
+    pub ingress_classes: Vec<Arc<IngressClass>>,
     /// Seconds since the Unix epoch when the snapshot was taken, for certificate expiry in
     /// status; 0: not known (nothing is reported expired).
     pub now: i64,
@@ -284,7 +288,11 @@ impl Snapshot {
 /// Adds `object` unless one of its kind, namespace and name is already there: names are unique
 /// per kind and namespace, as in a cluster (a second definition would put a consumer or a rule
 /// twice in the table, which a dataplane refuses whole).
-fn push_new<K: kube::Resource>(list: &mut Vec<K>, object: K, kind: &str) -> Result<(), String> {
+fn push_new<K: kube::Resource>(
+    list: &mut Vec<Arc<K>>,
+    object: K,
+    kind: &str,
+) -> Result<(), String> {
     let key = |o: &K| {
         let meta = o.meta();
         (
@@ -306,15 +314,17 @@ fn push_new<K: kube::Resource>(list: &mut Vec<K>, object: K, kind: &str) -> Resu
             "{kind} {namespace:?}/{name}: metadata.namespace must be a lower-case RFC 1123 label (a-z, 0-9 and '-', at most 63 characters), as the API server requires"
         ));
     }
-    if list
-        .iter()
-        .any(|o| key(o) == (namespace.clone(), name.clone()))
-    {
+    let same = |o: &Arc<K>| {
+        let meta = o.meta();
+        meta.namespace.as_deref().unwrap_or_default() == namespace
+            && meta.name.as_deref().unwrap_or_default() == name
+    };
+    if list.iter().any(same) {
         return Err(format!(
             "{kind} {namespace}/{name} is defined twice; names are unique per kind and namespace, so remove or rename one (the first is used)"
         ));
     }
-    list.push(object);
+    list.push(Arc::new(object));
     Ok(())
 }
 

@@ -10,16 +10,19 @@ use kube::runtime::watcher::Event;
 
 pub type SecretKey = (String, String);
 
+/// Shared with the snapshots that read them.
+type KeptSecrets = BTreeMap<SecretKey, std::sync::Arc<Secret>>;
+
 #[derive(Default)]
 pub struct SecretCache {
     /// Every Secret in scope (namespace, name).
     names: HashSet<SecretKey>,
     /// Data of the referenced ones, with nothing else of them kept.
-    kept: BTreeMap<SecretKey, Secret>,
+    kept: KeptSecrets,
     /// What translation last read.
     wanted: BTreeSet<SecretKey>,
     /// A re-list in progress (names, kept), swapped in when it ends.
-    relist: Option<(HashSet<SecretKey>, BTreeMap<SecretKey, Secret>)>,
+    relist: Option<(HashSet<SecretKey>, KeptSecrets)>,
     synced: bool,
 }
 
@@ -29,8 +32,8 @@ fn key(secret: &Secret) -> SecretKey {
 
 /// The Secret without metadata beyond its identity: labels, annotations (kubectl's
 /// last-applied copy holds the data in clear) and managed fields are dropped.
-fn stripped(secret: &Secret) -> Secret {
-    Secret {
+fn stripped(secret: &Secret) -> std::sync::Arc<Secret> {
+    std::sync::Arc::new(Secret {
         metadata: ObjectMeta {
             name: secret.metadata.name.clone(),
             namespace: secret.metadata.namespace.clone(),
@@ -42,7 +45,7 @@ fn stripped(secret: &Secret) -> Secret {
         string_data: secret.string_data.clone(),
         type_: secret.type_.clone(),
         immutable: None,
-    }
+    })
 }
 
 impl SecretCache {
@@ -112,7 +115,7 @@ impl SecretCache {
     }
 
     /// The Secrets with data, for a snapshot.
-    pub fn kept(&self) -> Vec<Secret> {
+    pub fn kept(&self) -> Vec<std::sync::Arc<Secret>> {
         self.kept.values().cloned().collect()
     }
 

@@ -180,12 +180,13 @@ impl Watched {
     }
 
     pub(super) fn snapshot(&self, only_classes: &[String]) -> Snapshot {
-        fn owned<K>(store: &Store<K>) -> Vec<K>
+        // The stores hold their objects shared: the snapshot shares them too.
+        fn owned<K>(store: &Store<K>) -> Vec<std::sync::Arc<K>>
         where
             K: Resource + Clone + 'static,
             K::DynamicType: Eq + std::hash::Hash + Clone,
         {
-            store.state().iter().map(|o| (**o).clone()).collect()
+            store.state()
         }
         Snapshot {
             mode: Mode::Cluster,

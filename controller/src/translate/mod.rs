@@ -206,6 +206,7 @@ pub fn translate_with(snapshot: &Snapshot, generation: u64, memo: &mut Memo) -> 
     let mut consumer_objects: Vec<_> = snapshot
         .consumers
         .iter()
+        .map(Arc::as_ref)
         .filter(|c| classes.is_ours(c.spec.ingress_class_name.as_deref()))
         .collect();
     // Older objects keep duplicate credentials (docs/behaviour.md §4.4).
@@ -232,6 +233,7 @@ pub fn translate_with(snapshot: &Snapshot, generation: u64, memo: &mut Memo) -> 
     let mut route_objects: Vec<_> = snapshot
         .routes
         .iter()
+        .map(Arc::as_ref)
         .filter(|r| classes.is_ours(r.spec.ingress_class_name.as_deref()))
         .collect();
     route_objects.sort_by_key(|r| (r.namespace().unwrap_or_default(), r.name_any()));
@@ -370,6 +372,7 @@ fn translate_upstreams(
     for object in snapshot
         .upstreams
         .iter()
+        .map(Arc::as_ref)
         .filter(|u| classes.is_ours(u.spec.ingress_class_name.as_deref()))
     {
         let translated = upstream::translate(object, &snapshot.services, secrets);
@@ -405,6 +408,7 @@ fn translate_plugin_configs(
     for object in snapshot
         .plugin_configs
         .iter()
+        .map(Arc::as_ref)
         .filter(|c| classes.is_ours(c.spec.ingress_class_name.as_deref()))
     {
         let namespace = object.namespace().unwrap_or_default();
@@ -449,6 +453,7 @@ fn translate_global_rules(
     let mut objects: Vec<_> = snapshot
         .global_rules
         .iter()
+        .map(Arc::as_ref)
         .filter(|g| classes.is_ours(g.spec.ingress_class_name.as_deref()))
         .collect();
     oldest_first(&mut objects);
@@ -526,6 +531,7 @@ fn translate_tls(
     let mut objects: Vec<_> = snapshot
         .tls
         .iter()
+        .map(Arc::as_ref)
         .filter(|t| classes.is_ours(t.spec.ingress_class_name.as_deref()))
         .collect();
     oldest_first(&mut objects);
@@ -625,6 +631,7 @@ impl Classes {
         let ours = snapshot
             .ingress_classes
             .iter()
+            .map(Arc::as_ref)
             .filter(|c| {
                 c.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(CONTROLLER_NAME)
                     && (snapshot.only_classes.is_empty()
@@ -668,6 +675,7 @@ impl<'a> Secrets<'a> {
         let by_name = snapshot
             .secrets
             .iter()
+            .map(Arc::as_ref)
             .map(|s| ((s.namespace().unwrap_or_default(), s.name_any()), s))
             .collect();
         Secrets {

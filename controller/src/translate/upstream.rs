@@ -8,6 +8,7 @@
 //! status says which and why).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service;
 use kube::ResourceExt;
@@ -73,7 +74,7 @@ impl Translated {
 /// Translates one object. `services`: to resolve `externalNodes` of type `Service`.
 pub(super) fn translate(
     object: &ApisixUpstream,
-    services: &[Service],
+    services: &[Arc<Service>],
     secrets: &Secrets<'_>,
 ) -> Translated {
     let namespace = object.namespace().unwrap_or_default();
@@ -604,7 +605,7 @@ fn external_node(
     node: &portcullis_crds::ApisixUpstreamExternalNode,
     namespace: &str,
     scheme: Scheme,
-    services: &[Service],
+    services: &[Arc<Service>],
 ) -> Result<Node, String> {
     let name = node.name.as_deref().unwrap_or("");
     if name.is_empty() {
