@@ -168,6 +168,40 @@ mod tests {
         }
     }
 
+    /// The provider loop on `hub`: what the test feeds it, what its sink was told, its task.
+    fn start(
+        hub: &Arc<Hub>,
+    ) -> (
+        mpsc::UnboundedSender<Translation>,
+        Seen,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (feed, fed) = mpsc::unbounded_channel();
+        let seen = Seen::default();
+        let task = tokio::spawn(run(
+            hub.clone(),
+            Fed(fed, None),
+            Recorder {
+                board: Default::default(),
+                seen: seen.clone(),
+            },
+        ));
+        (feed, seen, task)
+    }
+
+    /// Takes the dataplane's next push and acknowledges it; its generation.
+    async fn acknowledge(dataplane: &mut crate::sync::Session) -> u64 {
+        let pushed = dataplane.next(Duration::ZERO).await;
+        dataplane
+            .reply(ToController::Ack {
+                v: VERSION,
+                generation: pushed.generation,
+                hash: pushed.hash.clone(),
+            })
+            .unwrap();
+        pushed.generation
+    }
+
     async fn until(seen: &Seen, what: impl Fn(&Call) -> bool) {
         tokio::time::timeout(Duration::from_secs(5), async {
             loop {
@@ -184,32 +218,15 @@ mod tests {
     #[tokio::test]
     async fn each_change_is_published_and_acknowledgements_reach_the_sink() {
         let hub = Hub::new(SyncMetrics::default());
-        let (feed, fed) = mpsc::unbounded_channel();
-        let seen = Seen::default();
+        let (feed, seen, task) = start(&hub);
         feed.send(translation(&["/a"], 1)).unwrap();
-        let task = tokio::spawn(run(
-            hub.clone(),
-            Fed(fed, None),
-            Recorder {
-                board: Default::default(),
-                seen: seen.clone(),
-            },
-        ));
         // The first change: generation 1, no dataplane yet.
         until(&seen, |(g, m)| {
             *g == 1 && m == &["0/0 dataplanes at generation 1"]
         })
         .await;
         let mut dataplane = hub.connect("dp".into(), None, false);
-        let pushed = dataplane.next(Duration::ZERO).await;
-        assert_eq!(pushed.generation, 1);
-        dataplane
-            .reply(ToController::Ack {
-                v: VERSION,
-                generation: 1,
-                hash: pushed.hash.clone(),
-            })
-            .unwrap();
+        assert_eq!(acknowledge(&mut dataplane).await, 1);
         // The acknowledgement alone wakes the loop.
         until(&seen, |(_, m)| m == &["1/1 dataplanes at generation 1"]).await;
         // A second change is published as generation 2 and carries the object anew.
@@ -224,34 +241,18 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_burst_of_acknowledgements_is_one_pass_over_the_statuses() {
         let hub = Hub::new(SyncMetrics::default());
-        let (feed, fed) = mpsc::unbounded_channel();
-        let seen = Seen::default();
         let mut dataplanes: Vec<_> = (0..4)
             .map(|i| hub.connect(format!("dp-{i}"), None, false))
             .collect();
+        let (feed, seen, task) = start(&hub);
         feed.send(translation(&["/a"], 1)).unwrap();
-        let task = tokio::spawn(run(
-            hub.clone(),
-            Fed(fed, None),
-            Recorder {
-                board: Default::default(),
-                seen: seen.clone(),
-            },
-        ));
         until(&seen, |(g, m)| {
             *g == 1 && m == &["0/4 dataplanes at generation 1"]
         })
         .await;
         // The four answer 5 ms apart, well within ACK_SETTLE.
         for dataplane in &mut dataplanes {
-            let pushed = dataplane.next(Duration::ZERO).await;
-            dataplane
-                .reply(ToController::Ack {
-                    v: VERSION,
-                    generation: 1,
-                    hash: pushed.hash.clone(),
-                })
-                .unwrap();
+            assert_eq!(acknowledge(dataplane).await, 1);
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         until(&seen, |(_, m)| m == &["4/4 dataplanes at generation 1"]).await;
